@@ -1,0 +1,32 @@
+//! # ferric-proto
+//!
+//! The wire protocol between the Ferric coordinator and its agents, without any I/O.
+//!
+//! * [`plan`]: the plan model — a plan is an ordered list of small, named steps for one node;
+//! * [`msg`]: the versioned messages carried on the control stream and in datagrams;
+//! * [`frame`]: length-prefixed binary framing with a size limit; decoders never panic;
+//! * [`session`]: the session logic of both ends as sans-IO state machines
+//!   (`handle_*(now, …)` in, `poll_*` out), tested in memory with simulated time.
+//!
+//! Transport (QUIC, mutual TLS, ALPN [`ALPN`]) lives in the coordinator and agent crates; this
+//! crate only decides what is said and when.
+#![forbid(unsafe_code)]
+
+pub mod frame;
+pub mod msg;
+pub mod plan;
+pub mod session;
+
+/// ALPN protocol id of an enrolled agent's link (mutual TLS).
+pub const ALPN: &[u8] = b"ferric/1";
+/// ALPN protocol id of an enrollment connection: server-authenticated TLS, the client proves
+/// itself with a single-use bootstrap token and leaves with a certificate.
+pub const ALPN_ENROLL: &[u8] = b"ferric-enroll/1";
+/// TLS server name every agent verifies on the coordinator's certificate. Agents trust the
+/// coordinator through the pinned CA, not through DNS, so one fixed name suffices.
+pub const COORDINATOR_SERVER_NAME: &str = "coordinator.ferric.internal";
+
+/// Protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Oldest agent protocol version the coordinator still serves (rolling upgrades).
+pub const MIN_PROTOCOL_VERSION: u16 = 1;

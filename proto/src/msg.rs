@@ -1,0 +1,254 @@
+//! Messages of the control stream and the telemetry datagrams.
+//!
+//! The agent dials and opens the control stream with [`AgentMsg::Hello`]; the coordinator
+//! answers [`CoordMsg::Welcome`] or [`CoordMsg::Refused`]. Plans and step events then flow on the
+//! same ordered stream; telemetry goes as QUIC datagrams ([`TelemetrySample`]).
+
+use crate::plan::{Plan, PlanId, StepEvent};
+use serde::{Deserialize, Serialize};
+
+/// Role of an agent, announced in `Hello`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Runs on a hypervisor host (guests, volumes, bridges).
+    Hypervisor,
+    /// Runs on a management host that reaches BMCs.
+    Management,
+    /// Runs inside the deploy ramdisk of a bare-metal node.
+    Ramdisk,
+}
+
+impl Role {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Hypervisor => "hypervisor",
+            Role::Management => "management",
+            Role::Ramdisk => "ramdisk",
+        }
+    }
+}
+
+/// What an agent knows of one plan, sent in `Hello` so that the coordinator can resume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanCursor {
+    /// The plan.
+    pub plan: PlanId,
+    /// Number of events the agent has recorded for it (the next seq it will use).
+    pub next_seq: u32,
+    /// Whether the agent has finished (done or failed) the plan.
+    pub finished: bool,
+}
+
+/// First message of an agent on a new connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol version the agent speaks.
+    pub version: u16,
+    /// Node identity; must equal the identity in the agent's client certificate.
+    pub node: String,
+    /// Role of the agent.
+    pub role: Role,
+    /// Capabilities (driver names, step kinds it can run).
+    pub capabilities: Vec<String>,
+    /// SHA-256 of the agent's hardware inventory, so that the coordinator re-reads it on change.
+    pub inventory_digest: [u8; 32],
+    /// Plans the agent still holds in its journal.
+    pub plans: Vec<PlanCursor>,
+}
+
+/// How many events of a plan the coordinator has stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCursor {
+    /// The plan.
+    pub plan: PlanId,
+    /// Events `0..stored` are stored; the agent re-sends from `stored` on.
+    pub stored: u32,
+}
+
+/// Coordinator's answer to an accepted `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Protocol version the coordinator will speak on this session.
+    pub version: u16,
+    /// Session id, for logs.
+    pub session: u64,
+    /// Telemetry interval in milliseconds.
+    pub telemetry_interval_ms: u32,
+    /// For each plan the agent reported, how much the coordinator already has.
+    pub stored: Vec<StoredCursor>,
+}
+
+/// Why the coordinator refused a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum RefuseReason {
+    /// The agent's protocol version is outside what the coordinator serves.
+    #[error("protocol version {agent} is not supported; coordinator serves {min}..={max}")]
+    UnsupportedVersion {
+        /// Version the agent sent.
+        agent: u16,
+        /// Oldest served.
+        min: u16,
+        /// Newest served.
+        max: u16,
+    },
+    /// `Hello.node` differs from the certificate's identity.
+    #[error("hello names node `{claimed}` but the client certificate is for `{certified}`")]
+    IdentityMismatch {
+        /// Node named in Hello.
+        claimed: String,
+        /// Node in the certificate.
+        certified: String,
+    },
+    /// The node is not enrolled (or was removed).
+    #[error("node `{0}` is not enrolled")]
+    UnknownNode(String),
+    /// The first message was not `Hello`.
+    #[error("expected hello as the first message")]
+    ExpectedHello,
+}
+
+/// Messages from agent to coordinator on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentMsg {
+    /// Opens the session.
+    Hello(Hello),
+    /// A plan arrived and was written to the journal.
+    PlanAccepted {
+        /// The plan.
+        plan: PlanId,
+    },
+    /// A step event.
+    Event(StepEvent),
+}
+
+/// Messages from coordinator to agent on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoordMsg {
+    /// Session accepted.
+    Welcome(Welcome),
+    /// Session refused; the coordinator closes the connection after this.
+    Refused(RefuseReason),
+    /// A plan to run.
+    Plan(Plan),
+    /// Events `0..=seq` of `plan` are stored; the agent may forget them.
+    Ack {
+        /// The plan.
+        plan: PlanId,
+        /// Highest stored sequence number (cumulative).
+        seq: u32,
+    },
+}
+
+/// Enrollment request, the only message on an `ferric-enroll/1` connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// Bootstrap token, `ID.SECRET`.
+    pub token: String,
+    /// Node identity wanted.
+    pub node: String,
+    /// Role of the agent.
+    pub role: Role,
+    /// PKCS#10 certificate signing request, DER.
+    pub csr_der: Vec<u8>,
+}
+
+/// Answer to an [`EnrollRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnrollResponse {
+    /// Enrolled: the signed client certificate (DER) and the CA certificate (DER).
+    Enrolled {
+        /// Client certificate for the node.
+        cert_der: Vec<u8>,
+        /// The coordinator's CA certificate.
+        ca_der: Vec<u8>,
+    },
+    /// Refused, with the reason.
+    Refused(EnrollRefusal),
+}
+
+/// Why an enrollment was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum EnrollRefusal {
+    /// Token unknown or malformed.
+    #[error("bootstrap token is not valid")]
+    InvalidToken,
+    /// Token already used.
+    #[error("bootstrap token was already used")]
+    TokenUsed,
+    /// Token expired.
+    #[error("bootstrap token has expired")]
+    TokenExpired,
+    /// CSR could not be parsed or its signature is wrong.
+    #[error("certificate signing request is not valid: {0}")]
+    BadCsr(String),
+    /// Node name not acceptable.
+    #[error("node name is not valid: {0}")]
+    BadNodeName(String),
+    /// A node with that name is enrolled already.
+    #[error("node `{0}` is already enrolled")]
+    AlreadyEnrolled(String),
+}
+
+/// A NIC's counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NicSample {
+    /// Interface name.
+    pub name: String,
+    /// Bytes received since boot.
+    pub rx_bytes: u64,
+    /// Bytes sent since boot.
+    pub tx_bytes: u64,
+}
+
+/// A disk's space.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskSample {
+    /// Mount point.
+    pub mount: String,
+    /// Total bytes.
+    pub total_bytes: u64,
+    /// Available bytes.
+    pub available_bytes: u64,
+}
+
+/// Progress of the step a plan is running.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepProgress {
+    /// The plan.
+    pub plan: PlanId,
+    /// Step index.
+    pub step: u32,
+    /// Units done.
+    pub done: u64,
+    /// Units in all.
+    pub total: Option<u64>,
+}
+
+/// One telemetry sample of a node, sent as a datagram every interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TelemetrySample {
+    /// Per-connection sample counter; newest wins.
+    pub seq: u64,
+    /// Agent's wall clock, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// CPU use over the last interval, percent of all cores.
+    pub cpu_percent: f32,
+    /// Logical CPUs.
+    pub cpus: u32,
+    /// Memory in use, bytes.
+    pub mem_used_bytes: u64,
+    /// Memory in all, bytes.
+    pub mem_total_bytes: u64,
+    /// 1-minute load average.
+    pub load1: f32,
+    /// Disks.
+    pub disks: Vec<DiskSample>,
+    /// NICs.
+    pub nics: Vec<NicSample>,
+    /// Running step, if any.
+    pub progress: Option<StepProgress>,
+}

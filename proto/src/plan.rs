@@ -1,0 +1,470 @@
+//! The plan model: an ordered list of steps for one node.
+//!
+//! Steps are small and named for what they achieve. `Ensure*` steps reconcile desired state and
+//! are idempotent. Every step carries an idempotency key and a timeout.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Identifier of a plan, assigned by the coordinator's store.
+pub type PlanId = u64;
+
+/// A plan for one node, as pushed to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Store-assigned id, unique per coordinator store.
+    pub id: PlanId,
+    /// Node the plan is for (the agent's enrolled identity).
+    pub node: String,
+    /// Steps, executed in order; the plan stops at the first failure.
+    pub steps: Vec<PlanStep>,
+}
+
+/// One step with its idempotency key and deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanStep {
+    /// Idempotency key: the same key is never executed to completion twice by one agent.
+    pub key: String,
+    /// Deadline for the step, in seconds.
+    pub timeout_secs: u32,
+    /// What the step achieves.
+    pub step: Step,
+}
+
+/// What a step achieves. The set grows with the drivers; unknown steps are refused at decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// A Linux bridge exists and is up (optionally with a VLAN sub-interface on an uplink).
+    EnsureBridge {
+        /// Bridge name.
+        name: String,
+        /// Uplink interface to enslave, if any.
+        #[serde(default)]
+        uplink: Option<String>,
+        /// VLAN id for a sub-interface on the uplink.
+        #[serde(default)]
+        vlan: Option<u16>,
+    },
+    /// A volume exists in a pool with at least this size.
+    EnsureVolume {
+        /// Storage pool.
+        pool: String,
+        /// Volume name.
+        name: String,
+        /// Size in bytes.
+        size_bytes: u64,
+    },
+    /// A volume is gone.
+    DeleteVolume {
+        /// Storage pool.
+        pool: String,
+        /// Volume name.
+        name: String,
+    },
+    /// A guest is defined as specified.
+    EnsureGuest {
+        /// Guest name.
+        name: String,
+        /// Virtual CPUs.
+        vcpus: u32,
+        /// Memory in MiB.
+        memory_mib: u64,
+    },
+    /// A guest is in the given power state.
+    GuestPower {
+        /// Guest name.
+        name: String,
+        /// Desired action.
+        action: GuestPowerAction,
+    },
+    /// A guest is gone.
+    DeleteGuest {
+        /// Guest name.
+        name: String,
+    },
+    /// Power control through a BMC the agent can reach.
+    BmcPower {
+        /// BMC reference (as enrolled on the coordinator).
+        bmc: String,
+        /// Desired action.
+        action: PowerAction,
+    },
+    /// Next boot device through a BMC.
+    BmcBootDevice {
+        /// BMC reference.
+        bmc: String,
+        /// Device.
+        device: BootDevice,
+        /// Keep for all future boots rather than the next one.
+        #[serde(default)]
+        persistent: bool,
+        /// UEFI rather than legacy boot.
+        #[serde(default)]
+        uefi: bool,
+    },
+}
+
+impl Step {
+    /// Short stable name of the step kind, for logs, events and tables.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::EnsureBridge { .. } => "ensure_bridge",
+            Step::EnsureVolume { .. } => "ensure_volume",
+            Step::DeleteVolume { .. } => "delete_volume",
+            Step::EnsureGuest { .. } => "ensure_guest",
+            Step::GuestPower { .. } => "guest_power",
+            Step::DeleteGuest { .. } => "delete_guest",
+            Step::BmcPower { .. } => "bmc_power",
+            Step::BmcBootDevice { .. } => "bmc_boot_device",
+        }
+    }
+}
+
+/// Guest power actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuestPowerAction {
+    /// Start the guest.
+    Start,
+    /// ACPI shutdown, then destroy after the step's timeout.
+    Shutdown,
+    /// Reboot.
+    Reboot,
+    /// Hard stop.
+    Destroy,
+}
+
+/// BMC power actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerAction {
+    /// Power on.
+    On,
+    /// Hard power off.
+    Off,
+    /// Off then on.
+    Cycle,
+    /// Hard reset.
+    Reset,
+    /// ACPI soft power off.
+    Soft,
+}
+
+/// Boot devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BootDevice {
+    /// Network boot.
+    Pxe,
+    /// Local disk.
+    Disk,
+    /// Firmware setup.
+    Bios,
+    /// Optical media.
+    Cdrom,
+}
+
+/// Stable kind of a step failure, so that the coordinator can branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The step's specification is invalid for this node (names the field in the message).
+    InvalidSpec,
+    /// Something the step refers to does not exist.
+    NotFound,
+    /// The desired state conflicts with existing state.
+    Conflict,
+    /// The step did not finish before its deadline.
+    Timeout,
+    /// A device or service the step needs did not answer.
+    Unreachable,
+    /// Credentials were refused.
+    AuthFailed,
+    /// This node or driver cannot do the step.
+    Unsupported,
+    /// An I/O error on the node.
+    Io,
+    /// The agent stopped while the step ran and could not resume it.
+    Interrupted,
+    /// A bug or an unexpected state.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidSpec => "invalid_spec",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::AuthFailed => "auth_failed",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Io => "io",
+            ErrorKind::Interrupted => "interrupted",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened to a step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepEventKind {
+    /// The agent started the step (again, after a restart, if the step did not finish).
+    Started,
+    /// Progress of a long step.
+    Progress {
+        /// Units done.
+        done: u64,
+        /// Units in all, when known.
+        total: Option<u64>,
+    },
+    /// The step achieved its goal; `changed` is false when nothing needed doing.
+    Done {
+        /// Whether the step changed anything.
+        changed: bool,
+    },
+    /// The step failed; the plan stops here and can be retried.
+    Failed {
+        /// Stable kind.
+        kind: ErrorKind,
+        /// Human message naming the problem.
+        message: String,
+    },
+}
+
+/// One event of a plan, numbered by the agent. `(plan, seq)` is unique: the coordinator stores
+/// each exactly once however often it is re-sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepEvent {
+    /// Plan the event belongs to.
+    pub plan: PlanId,
+    /// Sequence number within the plan, from 0, without gaps.
+    pub seq: u32,
+    /// Index of the step in the plan.
+    pub step: u32,
+    /// Agent's wall clock, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What happened.
+    pub kind: StepEventKind,
+}
+
+impl StepEvent {
+    /// Whether this event ends the plan (the last step done, or any failure).
+    pub fn ends_plan(&self, step_count: usize) -> bool {
+        match self.kind {
+            StepEventKind::Failed { .. } => true,
+            StepEventKind::Done { .. } => self.step as usize + 1 >= step_count,
+            _ => false,
+        }
+    }
+}
+
+/// Errors found when validating a plan before it is stored or run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// A plan must have at least one step.
+    #[error("plan has no steps")]
+    Empty,
+    /// Too many steps for one plan.
+    #[error("plan has {0} steps; at most {max} are allowed", max = MAX_STEPS)]
+    TooManySteps(usize),
+    /// A field is out of range or empty.
+    #[error("step {index} ({kind}): field `{field}` {problem}")]
+    Field {
+        /// Step index.
+        index: usize,
+        /// Step kind.
+        kind: &'static str,
+        /// Field name.
+        field: &'static str,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// Two steps share an idempotency key.
+    #[error("steps {first} and {second} share the idempotency key `{key}`")]
+    DuplicateKey {
+        /// First index.
+        first: usize,
+        /// Second index.
+        second: usize,
+        /// The key.
+        key: String,
+    },
+}
+
+/// Most steps one plan may hold.
+pub const MAX_STEPS: usize = 256;
+
+impl Plan {
+    /// Checks the plan's shape: steps present, names non-empty, sizes sane, keys unique.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        if self.steps.is_empty() {
+            return Err(PlanError::Empty);
+        }
+        if self.steps.len() > MAX_STEPS {
+            return Err(PlanError::TooManySteps(self.steps.len()));
+        }
+        let mut seen = std::collections::HashMap::new();
+        for (index, ps) in self.steps.iter().enumerate() {
+            if let Some(first) = seen.insert(ps.key.as_str(), index) {
+                return Err(PlanError::DuplicateKey {
+                    first,
+                    second: index,
+                    key: ps.key.clone(),
+                });
+            }
+            let kind = ps.step.kind();
+            let field = |field, problem| PlanError::Field {
+                index,
+                kind,
+                field,
+                problem,
+            };
+            if ps.key.is_empty() {
+                return Err(field("key", "is empty"));
+            }
+            if ps.timeout_secs == 0 {
+                return Err(field("timeout_secs", "must be at least 1"));
+            }
+            match &ps.step {
+                Step::EnsureBridge { name, .. } => check_ifname(name).map_err(|p| field("name", p))?,
+                Step::EnsureVolume {
+                    pool,
+                    name,
+                    size_bytes,
+                } => {
+                    check_name(pool).map_err(|p| field("pool", p))?;
+                    check_name(name).map_err(|p| field("name", p))?;
+                    if *size_bytes == 0 {
+                        return Err(field("size_bytes", "must be greater than 0"));
+                    }
+                }
+                Step::DeleteVolume { pool, name } => {
+                    check_name(pool).map_err(|p| field("pool", p))?;
+                    check_name(name).map_err(|p| field("name", p))?;
+                }
+                Step::EnsureGuest {
+                    name,
+                    vcpus,
+                    memory_mib,
+                } => {
+                    check_name(name).map_err(|p| field("name", p))?;
+                    if *vcpus == 0 {
+                        return Err(field("vcpus", "must be at least 1"));
+                    }
+                    if *memory_mib == 0 {
+                        return Err(field("memory_mib", "must be at least 1"));
+                    }
+                }
+                Step::GuestPower { name, .. } | Step::DeleteGuest { name } => {
+                    check_name(name).map_err(|p| field("name", p))?
+                }
+                Step::BmcPower { bmc, .. } | Step::BmcBootDevice { bmc, .. } => {
+                    check_name(bmc).map_err(|p| field("bmc", p))?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_name(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() {
+        return Err("is empty");
+    }
+    if s.len() > 128 {
+        return Err("is longer than 128 bytes");
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
+    {
+        return Err("may hold only ASCII letters, digits and - _ . : @");
+    }
+    Ok(())
+}
+
+fn check_ifname(s: &str) -> Result<(), &'static str> {
+    check_name(s)?;
+    // Linux IFNAMSIZ is 16 including the terminating NUL.
+    if s.len() > 15 {
+        return Err("is longer than 15 bytes (Linux interface name limit)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(key: &str, step: Step) -> PlanStep {
+        PlanStep {
+            key: key.into(),
+            timeout_secs: 10,
+            step,
+        }
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let plan = Plan {
+            id: 1,
+            node: "n1".into(),
+            steps: vec![step(
+                "a",
+                Step::EnsureBridge {
+                    name: "a-very-long-bridge-name".into(),
+                    uplink: None,
+                    vlan: None,
+                },
+            )],
+        };
+        let err = plan.validate().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "step 0 (ensure_bridge): field `name` is longer than 15 bytes (Linux interface name limit)"
+        );
+    }
+
+    #[test]
+    fn validate_refuses_duplicate_keys_and_empty_plans() {
+        let g = Step::DeleteGuest { name: "g".into() };
+        let plan = Plan {
+            id: 1,
+            node: "n".into(),
+            steps: vec![step("k", g.clone()), step("k", g)],
+        };
+        assert!(matches!(plan.validate(), Err(PlanError::DuplicateKey { first: 0, second: 1, .. })));
+        let empty = Plan {
+            id: 1,
+            node: "n".into(),
+            steps: vec![],
+        };
+        assert_eq!(empty.validate(), Err(PlanError::Empty));
+    }
+
+    #[test]
+    fn ends_plan_on_last_done_or_any_failure() {
+        let ev = |step, kind| StepEvent {
+            plan: 1,
+            seq: 0,
+            step,
+            at_ms: 0,
+            kind,
+        };
+        assert!(!ev(0, StepEventKind::Done { changed: true }).ends_plan(2));
+        assert!(ev(1, StepEventKind::Done { changed: true }).ends_plan(2));
+        assert!(ev(0, StepEventKind::Failed { kind: ErrorKind::Io, message: "x".into() }).ends_plan(2));
+        assert!(!ev(1, StepEventKind::Started).ends_plan(2));
+    }
+}

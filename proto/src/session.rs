@@ -1,0 +1,444 @@
+//! Session logic of both ends as sans-IO state machines.
+//!
+//! Call order, for either end: feed decoded messages with `handle_frame(now, msg)` and expired
+//! deadlines with `handle_timeout(now)`; after every call drain `poll_transmit` (messages to
+//! write on the control stream, in order) and `poll_event` (what the application must act on),
+//! and re-arm the timer with `poll_timeout`. Nothing here reads a clock or touches a socket.
+//!
+//! Delivery guarantees: step events are numbered per plan by the agent and kept until the
+//! coordinator acknowledges them *after* storing them; on a new session the coordinator tells
+//! the agent how many events of each plan it holds and the agent re-sends the rest. The
+//! coordinator drops events it has already seen, so each event is stored exactly once.
+
+use crate::msg::{
+    AgentMsg, CoordMsg, Hello, PlanCursor, RefuseReason, StoredCursor, Welcome,
+};
+use crate::plan::{Plan, PlanId, StepEvent};
+use crate::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Default time allowed between connecting and the end of the handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a session ended from the protocol's point of view.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The peer did not finish the handshake in time.
+    #[error("handshake did not complete within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// The coordinator refused the session.
+    #[error("coordinator refused the session: {0}")]
+    Refused(RefuseReason),
+    /// The peer sent a message that is not allowed in the current state.
+    #[error("protocol violation: {0}")]
+    Violation(&'static str),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Handshake { deadline: Instant },
+    Established,
+    Closed,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agent end
+// ---------------------------------------------------------------------------------------------
+
+/// What the agent application must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEvent {
+    /// The session is up.
+    Established {
+        /// Session id (for logs).
+        session: u64,
+        /// Telemetry interval to use.
+        telemetry_interval: Duration,
+    },
+    /// A plan to journal and run. Reply with [`AgentSession::plan_accepted`] once journaled.
+    PlanReceived(Plan),
+    /// Events `0..=seq` of `plan` are stored by the coordinator: forget them.
+    Acked {
+        /// The plan.
+        plan: PlanId,
+        /// Highest stored seq.
+        seq: u32,
+    },
+    /// The session ended; reconnect (with backoff) unless the error says otherwise.
+    Closed(SessionError),
+}
+
+/// Agent end of a session. One per connection.
+#[derive(Debug)]
+pub struct AgentSession {
+    phase: Phase,
+    handshake_timeout: Duration,
+    /// Events waiting for the handshake (re-sent from the journal, or new).
+    pending: VecDeque<StepEvent>,
+    transmit: VecDeque<AgentMsg>,
+    events: VecDeque<AgentEvent>,
+}
+
+impl AgentSession {
+    /// Starts a session: queues `hello`, and will re-send `unacked` events (in journal order)
+    /// once the coordinator says how many of them it already has.
+    pub fn new(
+        now: Instant,
+        hello: Hello,
+        unacked: Vec<StepEvent>,
+        handshake_timeout: Duration,
+    ) -> Self {
+        let mut transmit = VecDeque::new();
+        transmit.push_back(AgentMsg::Hello(hello));
+        Self {
+            phase: Phase::Handshake {
+                deadline: now + handshake_timeout,
+            },
+            handshake_timeout,
+            pending: unacked.into(),
+            transmit,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Whether the handshake completed and the session is still open.
+    pub fn is_established(&self) -> bool {
+        self.phase == Phase::Established
+    }
+
+    /// Whether the session ended.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Handles one decoded message from the coordinator.
+    pub fn handle_frame(&mut self, _now: Instant, msg: CoordMsg) {
+        match (&self.phase, msg) {
+            (Phase::Closed, _) => {}
+            (Phase::Handshake { .. }, CoordMsg::Welcome(w)) => self.on_welcome(w),
+            (Phase::Handshake { .. }, CoordMsg::Refused(r)) => {
+                self.close(SessionError::Refused(r));
+            }
+            (Phase::Handshake { .. }, _) => {
+                self.close(SessionError::Violation("expected welcome or refusal first"))
+            }
+            (Phase::Established, CoordMsg::Plan(plan)) => {
+                self.events.push_back(AgentEvent::PlanReceived(plan))
+            }
+            (Phase::Established, CoordMsg::Ack { plan, seq }) => {
+                self.events.push_back(AgentEvent::Acked { plan, seq })
+            }
+            (Phase::Established, CoordMsg::Welcome(_) | CoordMsg::Refused(_)) => {
+                self.close(SessionError::Violation("handshake message after the handshake"))
+            }
+        }
+    }
+
+    fn on_welcome(&mut self, w: Welcome) {
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&w.version) {
+            self.close(SessionError::Violation(
+                "coordinator chose a protocol version this agent does not speak",
+            ));
+            return;
+        }
+        let stored: BTreeMap<PlanId, u32> = w.stored.iter().map(|c| (c.plan, c.stored)).collect();
+        // What the coordinator has already is acknowledged now; the rest is re-sent in order.
+        for (&plan, &n) in &stored {
+            if n > 0 {
+                self.events.push_back(AgentEvent::Acked { plan, seq: n - 1 });
+            }
+        }
+        self.phase = Phase::Established;
+        self.events.push_front(AgentEvent::Established {
+            session: w.session,
+            telemetry_interval: Duration::from_millis(u64::from(w.telemetry_interval_ms.max(10))),
+        });
+        for ev in std::mem::take(&mut self.pending) {
+            let have = stored.get(&ev.plan).copied().unwrap_or(0);
+            if ev.seq >= have {
+                self.transmit.push_back(AgentMsg::Event(ev));
+            }
+        }
+    }
+
+    /// Reports a plan as written to the journal.
+    pub fn plan_accepted(&mut self, plan: PlanId) {
+        if self.phase == Phase::Established {
+            self.transmit.push_back(AgentMsg::PlanAccepted { plan });
+        }
+    }
+
+    /// Sends a step event (after the handshake, or queued until then).
+    pub fn send_event(&mut self, ev: StepEvent) {
+        match self.phase {
+            Phase::Established => self.transmit.push_back(AgentMsg::Event(ev)),
+            Phase::Handshake { .. } => self.pending.push_back(ev),
+            Phase::Closed => {}
+        }
+    }
+
+    /// Handles an expired deadline.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Phase::Handshake { deadline } = self.phase {
+            if now >= deadline {
+                self.close(SessionError::HandshakeTimeout(self.handshake_timeout));
+            }
+        }
+    }
+
+    /// The next deadline, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Handshake { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// The next message to write.
+    pub fn poll_transmit(&mut self) -> Option<AgentMsg> {
+        self.transmit.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<AgentEvent> {
+        self.events.pop_front()
+    }
+
+    fn close(&mut self, err: SessionError) {
+        self.phase = Phase::Closed;
+        self.transmit.clear();
+        self.events.push_back(AgentEvent::Closed(err));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Coordinator end
+// ---------------------------------------------------------------------------------------------
+
+/// What the coordinator application must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoordEvent {
+    /// A valid `Hello` from the certified node: look up the store, then call
+    /// [`CoordSession::accept`] (or [`CoordSession::refuse`]).
+    Hello(Hello),
+    /// A new step event: store it, then call [`CoordSession::ack`].
+    Event(StepEvent),
+    /// The agent journaled a plan.
+    PlanAccepted(PlanId),
+    /// The session ended (after a refusal was queued, if any: flush the transmit queue).
+    Closed(SessionError),
+}
+
+/// Coordinator end of a session. One per connection.
+#[derive(Debug)]
+pub struct CoordSession {
+    phase: Phase,
+    handshake_timeout: Duration,
+    certified: String,
+    session: u64,
+    telemetry_interval: Duration,
+    hello_seen: bool,
+    /// Next event seq expected per plan; earlier ones are duplicates.
+    next_seq: BTreeMap<PlanId, u32>,
+    /// Plans pushed before the handshake finished.
+    queued_plans: Vec<Plan>,
+    transmit: VecDeque<CoordMsg>,
+    events: VecDeque<CoordEvent>,
+}
+
+impl CoordSession {
+    /// A session for a connection whose client certificate names `certified`.
+    pub fn new(
+        now: Instant,
+        certified: String,
+        session: u64,
+        telemetry_interval: Duration,
+        handshake_timeout: Duration,
+    ) -> Self {
+        Self {
+            phase: Phase::Handshake {
+                deadline: now + handshake_timeout,
+            },
+            handshake_timeout,
+            certified,
+            session,
+            telemetry_interval,
+            hello_seen: false,
+            next_seq: BTreeMap::new(),
+            queued_plans: Vec::new(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Node named in the peer's certificate.
+    pub fn node(&self) -> &str {
+        &self.certified
+    }
+
+    /// Whether the handshake completed and the session is still open.
+    pub fn is_established(&self) -> bool {
+        self.phase == Phase::Established
+    }
+
+    /// Whether the session ended.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Handles one decoded message from the agent.
+    pub fn handle_frame(&mut self, _now: Instant, msg: AgentMsg) {
+        match (&self.phase, msg) {
+            (Phase::Closed, _) => {}
+            (Phase::Handshake { .. }, AgentMsg::Hello(h)) if !self.hello_seen => self.on_hello(h),
+            (Phase::Handshake { .. }, _) if !self.hello_seen => {
+                self.refuse(RefuseReason::ExpectedHello)
+            }
+            (Phase::Handshake { .. }, _) => {
+                self.close(SessionError::Violation("message before the welcome"))
+            }
+            (Phase::Established, AgentMsg::Hello(_)) => {
+                self.close(SessionError::Violation("second hello"))
+            }
+            (Phase::Established, AgentMsg::PlanAccepted { plan }) => {
+                self.events.push_back(CoordEvent::PlanAccepted(plan))
+            }
+            (Phase::Established, AgentMsg::Event(ev)) => self.on_event(ev),
+        }
+    }
+
+    fn on_hello(&mut self, h: Hello) {
+        self.hello_seen = true;
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&h.version) {
+            self.refuse(RefuseReason::UnsupportedVersion {
+                agent: h.version,
+                min: MIN_PROTOCOL_VERSION,
+                max: PROTOCOL_VERSION,
+            });
+            return;
+        }
+        if h.node != self.certified {
+            self.refuse(RefuseReason::IdentityMismatch {
+                claimed: h.node,
+                certified: self.certified.clone(),
+            });
+            return;
+        }
+        self.events.push_back(CoordEvent::Hello(h));
+    }
+
+    fn on_event(&mut self, ev: StepEvent) {
+        let next = self.next_seq.entry(ev.plan).or_insert(0);
+        if ev.seq < *next {
+            // Already stored (a re-send after reconnect): acknowledge again, do not re-emit.
+            self.transmit.push_back(CoordMsg::Ack {
+                plan: ev.plan,
+                seq: *next - 1,
+            });
+            return;
+        }
+        if ev.seq > *next {
+            self.close(SessionError::Violation("step event sequence has a gap"));
+            return;
+        }
+        *next += 1;
+        self.events.push_back(CoordEvent::Event(ev));
+    }
+
+    /// Accepts the agent after a `Hello`: `stored` says how many events of each plan the agent
+    /// reported are already in the store. Plans pushed meanwhile are sent after the welcome.
+    pub fn accept(&mut self, stored: Vec<StoredCursor>) {
+        if !matches!(self.phase, Phase::Handshake { .. }) || !self.hello_seen {
+            return;
+        }
+        for c in &stored {
+            self.next_seq.insert(c.plan, c.stored);
+        }
+        self.transmit.push_back(CoordMsg::Welcome(Welcome {
+            version: PROTOCOL_VERSION,
+            session: self.session,
+            telemetry_interval_ms: u32::try_from(self.telemetry_interval.as_millis())
+                .unwrap_or(u32::MAX),
+            stored,
+        }));
+        self.phase = Phase::Established;
+        for plan in std::mem::take(&mut self.queued_plans) {
+            self.push_plan(plan);
+        }
+    }
+
+    /// Refuses the session with `reason` (queued for transmission), then closes it.
+    pub fn refuse(&mut self, reason: RefuseReason) {
+        self.transmit.clear();
+        self.transmit.push_back(CoordMsg::Refused(reason.clone()));
+        self.phase = Phase::Closed;
+        self.events.push_back(CoordEvent::Closed(SessionError::Refused(reason)));
+    }
+
+    /// Pushes a plan to the agent (queued until the handshake completes).
+    pub fn push_plan(&mut self, plan: Plan) {
+        match self.phase {
+            Phase::Established => {
+                self.next_seq.entry(plan.id).or_insert(0);
+                self.transmit.push_back(CoordMsg::Plan(plan));
+            }
+            Phase::Handshake { .. } => self.queued_plans.push(plan),
+            Phase::Closed => {}
+        }
+    }
+
+    /// Acknowledges events `0..=seq` of `plan` as stored.
+    pub fn ack(&mut self, plan: PlanId, seq: u32) {
+        if self.phase == Phase::Established {
+            self.transmit.push_back(CoordMsg::Ack { plan, seq });
+        }
+    }
+
+    /// Handles an expired deadline.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Phase::Handshake { deadline } = self.phase {
+            if now >= deadline {
+                self.close(SessionError::HandshakeTimeout(self.handshake_timeout));
+            }
+        }
+    }
+
+    /// The next deadline, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Handshake { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// The next message to write.
+    pub fn poll_transmit(&mut self) -> Option<CoordMsg> {
+        self.transmit.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<CoordEvent> {
+        self.events.pop_front()
+    }
+
+    fn close(&mut self, err: SessionError) {
+        self.phase = Phase::Closed;
+        self.events.push_back(CoordEvent::Closed(err));
+    }
+}
+
+/// Builds the cursors an agent reports in `Hello` from its journal's view of its plans.
+pub fn cursors<I: IntoIterator<Item = (PlanId, u32, bool)>>(plans: I) -> Vec<PlanCursor> {
+    plans
+        .into_iter()
+        .map(|(plan, next_seq, finished)| PlanCursor {
+            plan,
+            next_seq,
+            finished,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

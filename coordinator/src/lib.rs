@@ -1,1 +1,215 @@
+//! # ferric-coordinator
+//!
+//! The coordinator holds the inventory and decides what must happen; agents make it happen.
+//! This crate is the `ferric` binary's library: the certificate authority ([`pki`]), the store
+//! ([`store`]), the QUIC link to agents ([`link`]), the registry of connected agents and their
+//! telemetry ([`hub`]), the HTTP API ([`api`]) and the command line ([`cli`]).
+#![forbid(unsafe_code)]
 
+pub mod api;
+pub mod cli;
+pub mod hub;
+pub mod link;
+pub mod pki;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Configuration of a coordinator.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory: store, CA, server identity.
+    pub data_dir: PathBuf,
+    /// UDP address of the agent link.
+    pub listen: SocketAddr,
+    /// TCP address of the HTTP API (loopback by default).
+    pub api_listen: SocketAddr,
+    /// Telemetry interval told to agents.
+    pub telemetry_interval: Duration,
+    /// Time allowed for an agent's handshake.
+    pub handshake_timeout: Duration,
+    /// QUIC idle timeout.
+    pub idle_timeout: Duration,
+    /// Largest control frame accepted.
+    pub max_frame: usize,
+    /// How long a drain waits for connections to close.
+    pub drain_grace: Duration,
+}
+
+impl Config {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 7180)),
+            telemetry_interval: Duration::from_secs(1),
+            handshake_timeout: ferric_proto::session::DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: Duration::from_secs(30),
+            max_frame: ferric_proto::frame::DEFAULT_MAX_FRAME,
+            drain_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// State shared by the link, the API and the hub.
+#[derive(Debug)]
+pub struct Shared {
+    /// Configuration.
+    pub config: Config,
+    /// Store.
+    pub store: store::Store,
+    /// Certificate authority.
+    pub pki: pki::Pki,
+    /// Connected agents.
+    pub hub: hub::Hub,
+    /// Cancelled when the coordinator drains.
+    pub shutdown: CancellationToken,
+}
+
+/// Errors starting a coordinator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {0}")]
+    DataDir(PathBuf, #[source] std::io::Error),
+    /// The CA failed.
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    /// The store failed.
+    #[error("cannot open the store")]
+    Store(#[from] store::StoreError),
+    /// The link failed.
+    #[error(transparent)]
+    Link(#[from] link::LinkError),
+    /// The API socket could not be bound.
+    #[error("cannot bind the HTTP API to {0}")]
+    ApiBind(SocketAddr, #[source] std::io::Error),
+}
+
+/// A started coordinator.
+#[derive(Debug)]
+pub struct Running {
+    /// Bound agent-link address.
+    pub listen: SocketAddr,
+    /// Bound API address.
+    pub api: SocketAddr,
+    /// Shared state (for in-process tests and benchmarks).
+    pub shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// The CA fingerprint agents pin.
+    pub fn ca_hash(&self) -> String {
+        self.shared.pki.ca_hash()
+    }
+
+    /// Drains: stops accepting, closes agent connections, waits up to the grace period.
+    pub async fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the coordinator stops (after a cancel of its shutdown token).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    (now_us() / 1000) as i64
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Opens the store and CA, binds both sockets, and serves until shut down.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
+    let pki = pki::Pki::load_or_create(&config.data_dir)?;
+    let store = store::Store::open_sqlite(&config.data_dir.join("ferric.db")).await?;
+    let server_config = link::server_config(&pki, config.idle_timeout)?;
+    let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
+        link::LinkError::Bind {
+            addr: config.listen,
+            source,
+        }
+    })?;
+    let listen = endpoint.local_addr().map_err(|source| link::LinkError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let api_listener = tokio::net::TcpListener::bind(config.api_listen)
+        .await
+        .map_err(|e| StartError::ApiBind(config.api_listen, e))?;
+    let api = api_listener
+        .local_addr()
+        .map_err(|e| StartError::ApiBind(config.api_listen, e))?;
+    let shared = Arc::new(Shared {
+        config,
+        store,
+        pki,
+        hub: hub::Hub::default(),
+        shutdown: CancellationToken::new(),
+    });
+    info!(%listen, %api, ca = %shared.pki.ca_hash(), "coordinator listening");
+
+    let task = tokio::spawn(serve(endpoint, api_listener, shared.clone()));
+    Ok(Running {
+        listen,
+        api,
+        shared,
+        task,
+    })
+}
+
+async fn serve(endpoint: quinn::Endpoint, api_listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let shutdown = shared.shutdown.clone();
+    let api_task = tokio::spawn({
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let app = api::router(shared);
+            let _ = axum::serve(api_listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+        }
+    });
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(i) => { conns.spawn(link::serve(i, shared.clone())); }
+                None => break,
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    info!(agents = shared.hub.connected(), "draining");
+    endpoint.set_server_config(None);
+    shared.hub.close_all(b"coordinator shutting down");
+    let grace = shared.config.drain_grace;
+    let _ = tokio::time::timeout(grace, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    conns.abort_all();
+    let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
+    let _ = api_task.await;
+    shared.store.close().await;
+    info!("coordinator stopped");
+}

@@ -1,1 +1,35 @@
-fn main() {}
+//! `ferric`: the coordinator server and its command line.
+
+use anyhow::Result;
+use clap::Parser;
+use ferric_coordinator::cli::{Cli, Command, run_client};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let Command::Coordinator(args) = &cli.command else {
+        return run_client(cli).await;
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,quinn=warn,sqlx=warn".into()),
+        )
+        .init();
+    let mut config = ferric_coordinator::Config::new(args.data_dir.clone());
+    config.listen = args.listen;
+    config.api_listen = args.api_listen;
+    config.telemetry_interval = args.telemetry_interval;
+    config.drain_grace = args.drain_grace;
+    let running = ferric_coordinator::start(config).await?;
+    let shutdown = running.shared.shutdown.clone();
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
+    }
+    shutdown.cancel();
+    running.wait().await;
+    Ok(())
+}

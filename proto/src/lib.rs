@@ -30,3 +30,23 @@ pub const COORDINATOR_SERVER_NAME: &str = "coordinator.ferric.internal";
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Oldest agent protocol version the coordinator still serves (rolling upgrades).
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
+
+/// QUIC application close codes, shared by both ends so that each can name why a link ended.
+pub mod close {
+    /// Orderly shutdown of either end.
+    pub const SHUTDOWN: u32 = 0;
+    /// The agent presented no client certificate on the `ferric/1` ALPN.
+    pub const CERT_REQUIRED: u32 = 1;
+    /// Bytes on the control stream were not a valid frame or message.
+    pub const PROTOCOL_ERROR: u32 = 2;
+    /// The session was refused (the `Refused` message says why).
+    pub const REFUSED: u32 = 3;
+    /// A newer connection of the same node replaced this one.
+    pub const REPLACED: u32 = 4;
+    /// The peer did not complete the handshake in time.
+    pub const HANDSHAKE_TIMEOUT: u32 = 5;
+    /// The coordinator's store failed; the agent should retry later.
+    pub const STORE_ERROR: u32 = 6;
+    /// Enrollment finished (successfully or not).
+    pub const ENROLL_DONE: u32 = 7;
+}

@@ -1,0 +1,436 @@
+//! The `ferric` command line: the coordinator server and the client commands that talk to its
+//! HTTP API.
+
+use crate::api::{CreatePlans, CreateToken, CreatedPlan, CreatedToken, NodeDetail, NodeView, PlanFile};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Ferric provisions and runs a datacenter's machines from one place.
+#[derive(Debug, Parser)]
+#[command(name = "ferric", version, about)]
+pub struct Cli {
+    /// Coordinator API address.
+    #[arg(long, global = true, env = "FERRIC_API", default_value = "http://127.0.0.1:7180")]
+    pub api: String,
+    /// Output format of client commands.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for programs.
+    Json,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the coordinator (store, CA, agent link, API).
+    Coordinator(CoordinatorArgs),
+    /// Bootstrap tokens for enrolling agents.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Enrolled nodes.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Plans.
+    #[command(subcommand)]
+    Plan(PlanCmd),
+    /// Live telemetry.
+    #[command(subcommand)]
+    Telemetry(TelemetryCmd),
+}
+
+/// `ferric coordinator`.
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// Data directory (store, CA).
+    #[arg(long, env = "FERRIC_DATA_DIR", default_value = "/var/lib/ferric")]
+    pub data_dir: PathBuf,
+    /// UDP address agents dial.
+    #[arg(long, default_value = "0.0.0.0:7443")]
+    pub listen: SocketAddr,
+    /// TCP address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:7180")]
+    pub api_listen: SocketAddr,
+    /// Telemetry interval told to agents.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub telemetry_interval: Duration,
+    /// How long a drain waits for connections on SIGTERM.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain_grace: Duration,
+}
+
+/// `ferric token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a single-use bootstrap token.
+    Create {
+        /// Lifetime.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+}
+
+/// `ferric node …`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// List nodes.
+    List,
+    /// Show one node.
+    Show {
+        /// Node name.
+        name: String,
+    },
+}
+
+/// `ferric plan …`.
+#[derive(Debug, Subcommand)]
+pub enum PlanCmd {
+    /// Store a plan for nodes and push it to them.
+    Apply {
+        /// Plan file (YAML or JSON).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Node to run it on (repeat for several; one plan each).
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+    },
+    /// Show a plan and its events.
+    Status {
+        /// Plan id.
+        id: u64,
+        /// Wait until the plan finishes (at most this long).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
+    },
+    /// List recent plans.
+    List {
+        /// Only this node's.
+        #[arg(long)]
+        node: Option<String>,
+    },
+}
+
+/// `ferric telemetry …`.
+#[derive(Debug, Subcommand)]
+pub enum TelemetryCmd {
+    /// Print a node's samples as they arrive.
+    Watch {
+        /// Node name.
+        node: String,
+        /// Stop after this many samples.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+}
+
+/// HTTP client of the API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for the API at `base` (`http://host:port`).
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn decode<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T> {
+        let status = resp.status();
+        let body = resp.bytes().await.context("reading the API response")?;
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            bail!("{msg} (HTTP {status})");
+        }
+        serde_json::from_slice(&body).context("decoding the API response")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GET a JSON resource.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the coordinator API at {}", self.base))?;
+        self.decode(resp).await
+    }
+
+    /// POST JSON, decode JSON.
+    pub async fn post<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the coordinator API at {}", self.base))?;
+        self.decode(resp).await
+    }
+
+    /// Creates a bootstrap token.
+    pub async fn create_token(&self, ttl: Duration) -> Result<CreatedToken> {
+        self.post("/v1/tokens", &CreateToken { ttl_secs: ttl.as_secs() }).await
+    }
+
+    /// Applies a plan to nodes.
+    pub async fn apply(&self, nodes: Vec<String>, plan: PlanFile) -> Result<Vec<CreatedPlan>> {
+        self.post("/v1/plans", &CreatePlans { nodes, plan }).await
+    }
+
+    /// A plan's status as JSON.
+    pub async fn plan(&self, id: u64) -> Result<serde_json::Value> {
+        self.get(&format!("/v1/plans/{id}")).await
+    }
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push('\n');
+        out.push_str(&line(r));
+    }
+    out
+}
+
+fn ago(ms: Option<i64>) -> String {
+    match ms {
+        None => "never".into(),
+        Some(ms) => {
+            let d = (crate::now_ms() - ms).max(0) as u64;
+            format!("{}s ago", d / 1000)
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Renders one event row (JSON as served by the API) for tables.
+pub fn describe_event(e: &serde_json::Value) -> String {
+    let kind = &e["kind"];
+    if kind == "started" {
+        return "started".into();
+    }
+    if let Some(d) = kind.get("done") {
+        return if d["changed"] == true { "done (changed)".into() } else { "done (unchanged)".into() };
+    }
+    if let Some(f) = kind.get("failed") {
+        return format!("failed: {} — {}", f["kind"].as_str().unwrap_or("?"), f["message"].as_str().unwrap_or(""));
+    }
+    if let Some(p) = kind.get("progress") {
+        return format!("progress {}/{}", p["done"], p["total"]);
+    }
+    kind.to_string()
+}
+
+/// Runs a client command (everything but `coordinator`).
+pub async fn run_client(cli: Cli) -> Result<()> {
+    let client = Client::new(&cli.api);
+    let json = cli.output == Output::Json;
+    match cli.command {
+        Command::Coordinator(_) => unreachable!("handled by main"),
+        Command::Token(TokenCmd::Create { ttl }) => {
+            let t = client.create_token(ttl).await?;
+            if json {
+                return print_json(&t);
+            }
+            println!("token:   {}", t.token);
+            println!("expires: in {}", humantime::format_duration(Duration::from_secs(ttl.as_secs())));
+            println!("ca-hash: {}", t.ca_hash);
+            println!();
+            println!("enroll an agent with:");
+            println!("  ferric-agent enroll --coordinator HOST:7443 --token {} --ca-hash {} --node NAME", t.token, t.ca_hash);
+        }
+        Command::Node(NodeCmd::List) => {
+            let nodes: Vec<NodeView> = client.get("/v1/nodes").await?;
+            if json {
+                return print_json(&nodes);
+            }
+            let rows = nodes
+                .into_iter()
+                .map(|n| {
+                    vec![
+                        n.name,
+                        n.role,
+                        if n.connected { "connected".into() } else { "offline".into() },
+                        ago(n.last_seen_ms),
+                        n.capabilities.join(","),
+                    ]
+                })
+                .collect();
+            println!("{}", table(&["NAME", "ROLE", "LINK", "LAST HELLO", "CAPABILITIES"], rows));
+        }
+        Command::Node(NodeCmd::Show { name }) => {
+            let d: NodeDetail = client.get(&format!("/v1/nodes/{name}")).await?;
+            if json {
+                return print_json(&d);
+            }
+            println!("name:         {}", d.node.name);
+            println!("role:         {}", d.node.role);
+            println!("link:         {}", if d.node.connected { "connected" } else { "offline" });
+            println!("last hello:   {}", ago(d.node.last_seen_ms));
+            println!("capabilities: {}", d.node.capabilities.join(", "));
+            if let Some(t) = &d.telemetry {
+                let s = &t["sample"];
+                println!(
+                    "telemetry:    cpu {:.1}%  mem {}/{} MiB  load {:.2}",
+                    s["cpu_percent"].as_f64().unwrap_or(0.0),
+                    s["mem_used_bytes"].as_u64().unwrap_or(0) >> 20,
+                    s["mem_total_bytes"].as_u64().unwrap_or(0) >> 20,
+                    s["load1"].as_f64().unwrap_or(0.0)
+                );
+            }
+            let rows = d
+                .plans
+                .iter()
+                .map(|p| vec![p["id"].to_string(), p["state"].as_str().unwrap_or("").to_owned(), p["steps"].as_array().map_or(0, |s| s.len()).to_string()])
+                .collect();
+            println!("\n{}", table(&["PLAN", "STATE", "STEPS"], rows));
+        }
+        Command::Plan(PlanCmd::Apply { file, nodes }) => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let plan: PlanFile = serde_yaml_ng::from_str(&text).with_context(|| format!("{} is not a valid plan file", file.display()))?;
+            plan.to_steps().map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let created = client.apply(nodes, plan).await?;
+            if json {
+                return print_json(&created);
+            }
+            let rows = created
+                .into_iter()
+                .map(|c| vec![c.id.to_string(), c.node, if c.pushed { "pushed".into() } else { "queued (agent offline)".into() }])
+                .collect();
+            println!("{}", table(&["PLAN", "NODE", "DELIVERY"], rows));
+        }
+        Command::Plan(PlanCmd::Status { id, wait }) => {
+            let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+            let status = loop {
+                let s = client.plan(id).await?;
+                let st = s["plan"]["state"].as_str().unwrap_or("");
+                let done = st == "succeeded" || st == "failed";
+                match deadline {
+                    Some(d) if !done && tokio::time::Instant::now() < d => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Some(_) if !done => bail!("plan {id} is still `{st}` after the wait"),
+                    _ => break s,
+                }
+            };
+            if json {
+                return print_json(&status);
+            }
+            let p = &status["plan"];
+            println!("plan {} on {}: {}", p["id"], p["node"].as_str().unwrap_or(""), p["state"].as_str().unwrap_or(""));
+            let steps = p["steps"].as_array().cloned().unwrap_or_default();
+            let rows = status["events"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|e| {
+                    let step = e["step"].as_u64().unwrap_or(0) as usize;
+                    let kind = steps.get(step).and_then(|s| s["step"].as_object()).and_then(|o| o.keys().next().cloned()).unwrap_or_default();
+                    vec![e["seq"].to_string(), step.to_string(), kind, describe_event(e)]
+                })
+                .collect();
+            println!("{}", table(&["SEQ", "STEP", "KIND", "EVENT"], rows));
+            if p["state"] == "failed" {
+                std::process::exit(3);
+            }
+        }
+        Command::Plan(PlanCmd::List { node }) => {
+            let path = match &node {
+                Some(n) => format!("/v1/plans?node={n}"),
+                None => "/v1/plans".into(),
+            };
+            let plans: Vec<serde_json::Value> = client.get(&path).await?;
+            if json {
+                return print_json(&plans);
+            }
+            let rows = plans
+                .iter()
+                .map(|p| vec![p["id"].to_string(), p["node"].as_str().unwrap_or("").to_owned(), p["state"].as_str().unwrap_or("").to_owned(), p["steps"].as_array().map_or(0, |s| s.len()).to_string()])
+                .collect();
+            println!("{}", table(&["PLAN", "NODE", "STATE", "STEPS"], rows));
+        }
+        Command::Telemetry(TelemetryCmd::Watch { node, count }) => {
+            let mut after = 0i64;
+            let mut seen = 0usize;
+            if !json {
+                println!("{}", table(&["TIME", "NODE", "CPU%", "MEM MiB", "LOAD1", "NET RX/TX KiB"], vec![]));
+            }
+            loop {
+                let samples: Vec<serde_json::Value> = client.get(&format!("/v1/nodes/{node}/telemetry?after_ms={after}")).await?;
+                for t in samples {
+                    after = after.max(t["received_at_ms"].as_i64().unwrap_or(after));
+                    if json {
+                        println!("{}", serde_json::to_string(&t)?);
+                    } else {
+                        let s = &t["sample"];
+                        let (rx, tx) = s["nics"].as_array().map_or((0, 0), |n| {
+                            n.iter().fold((0u64, 0u64), |(r, t), x| (r + x["rx_bytes"].as_u64().unwrap_or(0), t + x["tx_bytes"].as_u64().unwrap_or(0)))
+                        });
+                        let secs = t["received_at_ms"].as_i64().unwrap_or(0) / 1000;
+                        println!(
+                            "{}  {}  {:>5.1}  {:>5}/{:<6}  {:>5.2}  {}/{}",
+                            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs as u64)),
+                            node,
+                            s["cpu_percent"].as_f64().unwrap_or(0.0),
+                            s["mem_used_bytes"].as_u64().unwrap_or(0) >> 20,
+                            s["mem_total_bytes"].as_u64().unwrap_or(0) >> 20,
+                            s["load1"].as_f64().unwrap_or(0.0),
+                            rx >> 10,
+                            tx >> 10
+                        );
+                    }
+                    seen += 1;
+                    if count.is_some_and(|c| seen >= c) {
+                        return Ok(());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! The coordinator's certificate authority: it signs its own server certificate and the client
+//! certificates of enrolled agents, and it names an agent by the certificate it presents.
+//!
+//! Files in the data directory: `ca.key` (0600), `ca.pem`, `server.key` (0600), `server.pem`.
+//! The CA fingerprint that agents pin is `sha256:` + hex of the CA certificate's DER.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// Errors of the certificate authority.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// Reading or writing a key or certificate file failed.
+    #[error("cannot access {path}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key or certificate file is not valid PEM of the expected kind.
+    #[error("{path} is not a valid {what}")]
+    BadFile {
+        /// File.
+        path: PathBuf,
+        /// Expected content.
+        what: &'static str,
+    },
+    /// Generating or signing failed.
+    #[error("certificate operation failed")]
+    Rcgen(#[from] rcgen::Error),
+    /// The certificate signing request is invalid.
+    #[error("certificate signing request is not valid: {0}")]
+    BadCsr(String),
+}
+
+/// How long an agent's client certificate is valid.
+pub const CLIENT_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The CA and the coordinator's server identity.
+#[derive(Debug)]
+pub struct Pki {
+    ca_key: KeyPair,
+    ca_der: CertificateDer<'static>,
+    server_key_der: Vec<u8>,
+    server_der: CertificateDer<'static>,
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(contents.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+impl Pki {
+    /// Loads the CA from `dir`, or creates it (and the server certificate) on first start.
+    pub fn load_or_create(dir: &Path) -> Result<Self, PkiError> {
+        let ca_key_path = dir.join("ca.key");
+        let ca_path = dir.join("ca.pem");
+        let (ca_key, ca_der) = if ca_key_path.exists() {
+            let key = KeyPair::from_pem(&read(&ca_key_path)?).map_err(|_| PkiError::BadFile {
+                path: ca_key_path.clone(),
+                what: "CA private key",
+            })?;
+            let der = CertificateDer::from_pem_slice(read(&ca_path)?.as_bytes()).map_err(|_| {
+                PkiError::BadFile {
+                    path: ca_path.clone(),
+                    what: "CA certificate",
+                }
+            })?;
+            (key, der)
+        } else {
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::default();
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, "Ferric coordinator CA");
+            params.distinguished_name = dn;
+            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            params.not_before = now() - time::Duration::hours(1);
+            params.not_after = now() + time::Duration::days(3650);
+            let cert = params.self_signed(&key)?;
+            write_private(&ca_key_path, &key.serialize_pem())?;
+            write_private(&ca_path, &cert.pem())?;
+            (key, cert.der().clone())
+        };
+
+        let server_key_path = dir.join("server.key");
+        let server_path = dir.join("server.pem");
+        let (server_key_der, server_der) = if server_key_path.exists() && server_path.exists() {
+            let key = KeyPair::from_pem(&read(&server_key_path)?).map_err(|_| {
+                PkiError::BadFile {
+                    path: server_key_path.clone(),
+                    what: "server private key",
+                }
+            })?;
+            let der = CertificateDer::from_pem_slice(read(&server_path)?.as_bytes()).map_err(
+                |_| PkiError::BadFile {
+                    path: server_path.clone(),
+                    what: "server certificate",
+                },
+            )?;
+            (key.serialize_der(), der)
+        } else {
+            let key = KeyPair::generate()?;
+            let mut params =
+                CertificateParams::new(vec![ferric_proto::COORDINATOR_SERVER_NAME.to_owned()])?;
+            params.distinguished_name = DistinguishedName::new();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "Ferric coordinator");
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            params.not_before = now() - time::Duration::hours(1);
+            params.not_after = now() + time::Duration::days(3650);
+            let issuer = Issuer::from_ca_cert_der(&ca_der, &ca_key)?;
+            let cert = params.signed_by(&key, &issuer)?;
+            write_private(&server_key_path, &key.serialize_pem())?;
+            write_private(&server_path, &cert.pem())?;
+            (key.serialize_der(), cert.der().clone())
+        };
+        Ok(Self {
+            ca_key,
+            ca_der,
+            server_key_der,
+            server_der,
+        })
+    }
+
+    /// The CA certificate.
+    pub fn ca_der(&self) -> &CertificateDer<'static> {
+        &self.ca_der
+    }
+
+    /// The fingerprint agents pin: `sha256:<hex of the CA certificate DER>`.
+    pub fn ca_hash(&self) -> String {
+        ca_hash(&self.ca_der)
+    }
+
+    /// Server chain (server certificate, then CA) and key for TLS.
+    pub fn server_identity(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        (
+            vec![self.server_der.clone(), self.ca_der.clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_der.clone())),
+        )
+    }
+
+    /// Signs an agent's CSR. The CSR only contributes its public key (and proves possession by
+    /// its signature); the identity is `node`, as authorised by the bootstrap token.
+    pub fn sign_client(&self, csr_der: &[u8], node: &str) -> Result<CertificateDer<'static>, PkiError> {
+        let csr = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
+            .map_err(|e| PkiError::BadCsr(e.to_string()))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, node);
+        params.distinguished_name = dn;
+        params.subject_alt_names = vec![SanType::DnsName(
+            format!("{node}.node.ferric.internal")
+                .try_into()
+                .map_err(|_| PkiError::BadCsr(format!("node name `{node}` cannot be a DNS label")))?,
+        )];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.not_before = now() - time::Duration::minutes(5);
+        params.not_after = now() + time::Duration::seconds(CLIENT_CERT_VALIDITY.as_secs() as i64);
+        let issuer = Issuer::from_ca_cert_der(&self.ca_der, &self.ca_key)?;
+        let cert = params.signed_by(&csr.public_key, &issuer)?;
+        Ok(cert.der().clone())
+    }
+}
+
+/// `sha256:<hex>` of a certificate's DER.
+pub fn ca_hash(der: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(der)))
+}
+
+/// The node a verified client certificate names (its common name).
+pub fn node_of_certificate(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}

@@ -1,0 +1,685 @@
+//! The coordinator's store: nodes, bootstrap tokens, plans and every step event.
+//!
+//! The embedded default is SQLite in the data directory. Queries go through sqlx's `Any`
+//! driver with `$N` placeholders so that the same statements serve PostgreSQL later; schema
+//! migrations are versioned per backend and run at start.
+
+use ferric_proto::plan::{Plan, PlanId, PlanStep, StepEvent, StepEventKind};
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::path::Path;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+    /// Running migrations failed.
+    #[error("schema migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored plan could not be decoded.
+    #[error("stored plan {0} is corrupt")]
+    CorruptPlan(PlanId, #[source] serde_json::Error),
+    /// The node does not exist.
+    #[error("node `{0}` is not enrolled")]
+    UnknownNode(String),
+    /// The node exists already.
+    #[error("node `{0}` is already enrolled")]
+    NodeExists(String),
+    /// An event names a plan this node does not have.
+    #[error("plan {plan} does not exist for node `{node}`")]
+    UnknownPlan {
+        /// Plan.
+        plan: PlanId,
+        /// Node.
+        node: String,
+    },
+}
+
+/// Why a bootstrap token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenProblem {
+    /// Unknown id or wrong secret.
+    Invalid,
+    /// Already used.
+    Used,
+    /// Past its expiry.
+    Expired,
+}
+
+/// A node as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRow {
+    /// Name (identity).
+    pub name: String,
+    /// Agent role.
+    pub role: String,
+    /// Enrollment time, ms since the epoch.
+    pub enrolled_at_ms: i64,
+    /// Last time the agent said hello, ms since the epoch.
+    pub last_seen_ms: Option<i64>,
+    /// Capabilities from the last hello.
+    pub capabilities: Vec<String>,
+}
+
+/// Plan lifecycle in the store.
+pub mod state {
+    /// Stored, not yet journaled by the agent.
+    pub const PENDING: &str = "pending";
+    /// The agent journaled it.
+    pub const ACCEPTED: &str = "accepted";
+    /// A step started.
+    pub const RUNNING: &str = "running";
+    /// All steps done.
+    pub const SUCCEEDED: &str = "succeeded";
+    /// A step failed.
+    pub const FAILED: &str = "failed";
+}
+
+/// A plan as stored, with its timestamps.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanRow {
+    /// Id.
+    pub id: PlanId,
+    /// Node.
+    pub node: String,
+    /// Steps.
+    pub steps: Vec<PlanStep>,
+    /// State (see [`state`]).
+    pub state: String,
+    /// Creation, µs since the epoch.
+    pub created_at_us: i64,
+    /// First push to a connected agent.
+    pub pushed_at_us: Option<i64>,
+    /// Journaled by the agent.
+    pub accepted_at_us: Option<i64>,
+    /// Finished (succeeded or failed).
+    pub finished_at_us: Option<i64>,
+}
+
+impl PlanRow {
+    /// The plan as pushed on the wire.
+    pub fn to_plan(&self) -> Plan {
+        Plan {
+            id: self.id,
+            node: self.node.clone(),
+            steps: self.steps.clone(),
+        }
+    }
+}
+
+/// A stored step event.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    /// Plan.
+    pub plan: PlanId,
+    /// Sequence number within the plan.
+    pub seq: u32,
+    /// Step index.
+    pub step: u32,
+    /// The event.
+    pub kind: StepEventKind,
+    /// Agent clock, ms since the epoch.
+    pub agent_at_ms: i64,
+    /// Coordinator clock at receipt, µs since the epoch.
+    pub received_at_us: i64,
+}
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+macro_rules! plan_columns {
+    () => {
+        "id, node, steps_json, state, created_at_us, pushed_at_us, accepted_at_us, finished_at_us"
+    };
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+impl Store {
+    /// Opens (creating if needed) the SQLite store at `path` and migrates it.
+    pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        SQLITE_MIGRATIONS.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- tokens -------------------------------------------------------------------------
+
+    /// Records a new bootstrap token (only the hash of its secret).
+    pub async fn create_token(
+        &self,
+        id: &str,
+        secret_sha256: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tokens (id, secret_sha256, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(secret_sha256)
+        .bind(now_ms)
+        .bind(expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Checks a token without using it.
+    pub async fn check_token(
+        &self,
+        id: &str,
+        secret_sha256: &str,
+        now_ms: i64,
+    ) -> Result<Result<(), TokenProblem>, StoreError> {
+        let row = sqlx::query("SELECT secret_sha256, expires_at_ms, used_at_ms FROM tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(Err(TokenProblem::Invalid));
+        };
+        let stored: String = row.try_get(0)?;
+        if !constant_time_eq(stored.as_bytes(), secret_sha256.as_bytes()) {
+            return Ok(Err(TokenProblem::Invalid));
+        }
+        let used: Option<i64> = row.try_get(2)?;
+        if used.is_some() {
+            return Ok(Err(TokenProblem::Used));
+        }
+        let expires: i64 = row.try_get(1)?;
+        if now_ms >= expires {
+            return Ok(Err(TokenProblem::Expired));
+        }
+        Ok(Ok(()))
+    }
+
+    /// Uses a token and enrolls `node` in one transaction: either both happen or neither.
+    pub async fn enroll(
+        &self,
+        token_id: &str,
+        secret_sha256: &str,
+        node: &str,
+        role: &str,
+        now_ms: i64,
+    ) -> Result<Result<(), EnrollProblem>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let used = sqlx::query(
+            "UPDATE tokens SET used_at_ms = $1, used_by = $2 \
+             WHERE id = $3 AND secret_sha256 = $4 AND used_at_ms IS NULL AND expires_at_ms > $1",
+        )
+        .bind(now_ms)
+        .bind(node)
+        .bind(token_id)
+        .bind(secret_sha256)
+        .execute(&mut *tx)
+        .await?;
+        if used.rows_affected() != 1 {
+            tx.rollback().await?;
+            // Name the precise problem (the token may have been used concurrently).
+            let problem = self
+                .check_token(token_id, secret_sha256, now_ms)
+                .await?
+                .err()
+                .unwrap_or(TokenProblem::Used);
+            return Ok(Err(EnrollProblem::Token(problem)));
+        }
+        let exists = sqlx::query("SELECT 1 FROM nodes WHERE name = $1")
+            .bind(node)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            tx.rollback().await?;
+            return Ok(Err(EnrollProblem::NodeExists));
+        }
+        sqlx::query("INSERT INTO nodes (name, role, enrolled_at_ms) VALUES ($1, $2, $3)")
+            .bind(node)
+            .bind(role)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    /// Number of tokens not yet used (for tests and status).
+    pub async fn unused_tokens(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM tokens WHERE used_at_ms IS NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    // ---- nodes --------------------------------------------------------------------------
+
+    fn node_row(row: &AnyRow) -> Result<NodeRow, StoreError> {
+        let caps: String = row.try_get("capabilities")?;
+        Ok(NodeRow {
+            name: row.try_get("name")?,
+            role: row.try_get("role")?,
+            enrolled_at_ms: row.try_get("enrolled_at_ms")?,
+            last_seen_ms: row.try_get("last_seen_ms")?,
+            capabilities: caps
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        })
+    }
+
+    /// One node.
+    pub async fn node(&self, name: &str) -> Result<Option<NodeRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, role, enrolled_at_ms, last_seen_ms, capabilities FROM nodes WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::node_row).transpose()
+    }
+
+    /// All nodes, by name.
+    pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, role, enrolled_at_ms, last_seen_ms, capabilities FROM nodes ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::node_row).collect()
+    }
+
+    /// Records a hello.
+    pub async fn node_seen(
+        &self,
+        name: &str,
+        now_ms: i64,
+        capabilities: &[String],
+        inventory_sha256: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE nodes SET last_seen_ms = $1, capabilities = $2, inventory_sha256 = $3 WHERE name = $4",
+        )
+        .bind(now_ms)
+        .bind(capabilities.join(","))
+        .bind(inventory_sha256)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- plans --------------------------------------------------------------------------
+
+    /// Stores a plan for `node` (state pending) and returns it with its id.
+    pub async fn create_plan(
+        &self,
+        node: &str,
+        steps: &[PlanStep],
+        now_us: i64,
+    ) -> Result<Plan, StoreError> {
+        if self.node(node).await?.is_none() {
+            return Err(StoreError::UnknownNode(node.to_owned()));
+        }
+        let json = serde_json::to_string(steps).map_err(|e| StoreError::CorruptPlan(0, e))?;
+        let row = sqlx::query(
+            "INSERT INTO plans (node, steps_json, step_count, state, created_at_us) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(node)
+        .bind(json)
+        .bind(steps.len() as i64)
+        .bind(state::PENDING)
+        .bind(now_us)
+        .fetch_one(&self.pool)
+        .await?;
+        let id: i64 = row.try_get(0)?;
+        Ok(Plan {
+            id: id as PlanId,
+            node: node.to_owned(),
+            steps: steps.to_vec(),
+        })
+    }
+
+    fn plan_row(row: &AnyRow) -> Result<PlanRow, StoreError> {
+        let id: i64 = row.try_get("id")?;
+        let json: String = row.try_get("steps_json")?;
+        Ok(PlanRow {
+            id: id as PlanId,
+            node: row.try_get("node")?,
+            steps: serde_json::from_str(&json).map_err(|e| StoreError::CorruptPlan(id as PlanId, e))?,
+            state: row.try_get("state")?,
+            created_at_us: row.try_get("created_at_us")?,
+            pushed_at_us: row.try_get("pushed_at_us")?,
+            accepted_at_us: row.try_get("accepted_at_us")?,
+            finished_at_us: row.try_get("finished_at_us")?,
+        })
+    }
+
+
+    /// One plan.
+    pub async fn plan(&self, id: PlanId) -> Result<Option<PlanRow>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", plan_columns!(), " FROM plans WHERE id = $1"))
+            .bind(id as i64)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::plan_row).transpose()
+    }
+
+    /// Plans, newest first, optionally of one node.
+    pub async fn plans(&self, node: Option<&str>, limit: i64) -> Result<Vec<PlanRow>, StoreError> {
+        let rows = match node {
+            Some(n) => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    plan_columns!(),
+                    " FROM plans WHERE node = $1 ORDER BY id DESC LIMIT $2"
+                ))
+                .bind(n)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    plan_columns!(),
+                    " FROM plans ORDER BY id DESC LIMIT $1"
+                ))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(Self::plan_row).collect()
+    }
+
+    /// Plans of `node` that have not finished, oldest first.
+    pub async fn unfinished_plans(&self, node: &str) -> Result<Vec<PlanRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            plan_columns!(),
+            " FROM plans WHERE node = $1 AND state IN ($2, $3, $4) ORDER BY id"
+        ))
+        .bind(node)
+        .bind(state::PENDING)
+        .bind(state::ACCEPTED)
+        .bind(state::RUNNING)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::plan_row).collect()
+    }
+
+    /// Notes the first push of a plan.
+    pub async fn plan_pushed(&self, id: PlanId, now_us: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE plans SET pushed_at_us = $1 WHERE id = $2 AND pushed_at_us IS NULL")
+            .bind(now_us)
+            .bind(id as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Notes that the agent journaled a plan.
+    pub async fn plan_accepted(&self, id: PlanId, node: &str, now_us: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE plans SET accepted_at_us = $1, state = $2 \
+             WHERE id = $3 AND node = $4 AND state = $5",
+        )
+        .bind(now_us)
+        .bind(state::ACCEPTED)
+        .bind(id as i64)
+        .bind(node)
+        .bind(state::PENDING)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores an event of `node`'s plan exactly once and advances the plan's state.
+    /// Returns false when the event was stored before.
+    pub async fn insert_event(
+        &self,
+        node: &str,
+        ev: &StepEvent,
+        now_us: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let plan = sqlx::query("SELECT step_count, state FROM plans WHERE id = $1 AND node = $2")
+            .bind(ev.plan as i64)
+            .bind(node)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(plan) = plan else {
+            tx.rollback().await?;
+            return Err(StoreError::UnknownPlan {
+                plan: ev.plan,
+                node: node.to_owned(),
+            });
+        };
+        let step_count: i64 = plan.try_get(0)?;
+        let (kind, error_kind, message, done, total, changed) = match &ev.kind {
+            StepEventKind::Started => ("started", None, None, None, None, None),
+            StepEventKind::Progress { done, total } => (
+                "progress",
+                None,
+                None,
+                Some(*done as i64),
+                total.map(|t| t as i64),
+                None,
+            ),
+            StepEventKind::Done { changed } => ("done", None, None, None, None, Some(i64::from(*changed))),
+            StepEventKind::Failed { kind, message } => (
+                "failed",
+                Some(kind.as_str().to_owned()),
+                Some(message.clone()),
+                None,
+                None,
+                None,
+            ),
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO events (plan_id, seq, step, kind, error_kind, message, progress_done, \
+             progress_total, changed, agent_at_ms, received_at_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+        )
+        .bind(ev.plan as i64)
+        .bind(i64::from(ev.seq))
+        .bind(i64::from(ev.step))
+        .bind(kind)
+        .bind(error_kind)
+        .bind(message)
+        .bind(done)
+        .bind(total)
+        .bind(changed)
+        .bind(ev.at_ms as i64)
+        .bind(now_us)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            let next = if ev.ends_plan(step_count as usize) {
+                Some(match ev.kind {
+                    StepEventKind::Failed { .. } => state::FAILED,
+                    _ => state::SUCCEEDED,
+                })
+            } else if matches!(ev.kind, StepEventKind::Started) {
+                Some(state::RUNNING)
+            } else {
+                None
+            };
+            if let Some(next) = next {
+                let finished = matches!(next, state::FAILED | state::SUCCEEDED).then_some(now_us);
+                sqlx::query(
+                    "UPDATE plans SET state = $1, finished_at_us = COALESCE($2, finished_at_us), \
+                     accepted_at_us = COALESCE(accepted_at_us, $3) WHERE id = $4",
+                )
+                .bind(next)
+                .bind(finished)
+                .bind(now_us)
+                .bind(ev.plan as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// How many events of each plan are stored (events `0..n` are, by construction).
+    pub async fn stored_events(&self, plan: PlanId) -> Result<u32, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM events WHERE plan_id = $1")
+            .bind(plan as i64)
+            .fetch_one(&self.pool)
+            .await?;
+        let n: i64 = row.try_get(0)?;
+        Ok(n as u32)
+    }
+
+    /// Events of a plan, in order.
+    pub async fn events(&self, plan: PlanId) -> Result<Vec<EventRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, step, kind, error_kind, message, progress_done, progress_total, changed, \
+             agent_at_ms, received_at_us FROM events WHERE plan_id = $1 ORDER BY seq",
+        )
+        .bind(plan as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                let kind = match kind.as_str() {
+                    "started" => StepEventKind::Started,
+                    "progress" => StepEventKind::Progress {
+                        done: r.try_get::<Option<i64>, _>("progress_done")?.unwrap_or(0) as u64,
+                        total: r.try_get::<Option<i64>, _>("progress_total")?.map(|t| t as u64),
+                    },
+                    "done" => StepEventKind::Done {
+                        changed: r.try_get::<Option<i64>, _>("changed")?.unwrap_or(0) != 0,
+                    },
+                    _ => StepEventKind::Failed {
+                        kind: parse_error_kind(
+                            r.try_get::<Option<String>, _>("error_kind")?.as_deref().unwrap_or(""),
+                        ),
+                        message: r.try_get::<Option<String>, _>("message")?.unwrap_or_default(),
+                    },
+                };
+                let seq: i64 = r.try_get("seq")?;
+                let step: i64 = r.try_get("step")?;
+                Ok(EventRow {
+                    plan,
+                    seq: seq as u32,
+                    step: step as u32,
+                    kind,
+                    agent_at_ms: r.try_get("agent_at_ms")?,
+                    received_at_us: r.try_get("received_at_us")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Why an enrollment did not happen (nothing was changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollProblem {
+    /// The token was not accepted.
+    Token(TokenProblem),
+    /// The node name is taken.
+    NodeExists,
+}
+
+fn parse_error_kind(s: &str) -> ferric_proto::plan::ErrorKind {
+    use ferric_proto::plan::ErrorKind::*;
+    [InvalidSpec, NotFound, Conflict, Timeout, Unreachable, AuthFailed, Unsupported, Io, Interrupted]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .unwrap_or(Internal)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferric_proto::plan::{ErrorKind, Step};
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open_sqlite(&dir.path().join("ferric.db")).await.unwrap();
+        (dir, s)
+    }
+
+    fn steps(n: usize) -> Vec<PlanStep> {
+        (0..n)
+            .map(|i| PlanStep {
+                key: format!("k{i}"),
+                timeout_secs: 5,
+                step: Step::DeleteGuest { name: format!("g{i}") },
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn token_is_single_use_and_enrollment_is_atomic() {
+        let (_d, s) = store().await;
+        s.create_token("abc", "h", 0, 1_000).await.unwrap();
+        assert_eq!(s.enroll("abc", "wrong", "n1", "hypervisor", 10).await.unwrap(), Err(EnrollProblem::Token(TokenProblem::Invalid)));
+        assert_eq!(s.enroll("abc", "h", "n1", "hypervisor", 2_000).await.unwrap(), Err(EnrollProblem::Token(TokenProblem::Expired)));
+        assert!(s.node("n1").await.unwrap().is_none(), "refusals change nothing");
+        assert_eq!(s.enroll("abc", "h", "n1", "hypervisor", 10).await.unwrap(), Ok(()));
+        assert_eq!(s.enroll("abc", "h", "n2", "hypervisor", 11).await.unwrap(), Err(EnrollProblem::Token(TokenProblem::Used)));
+        // A taken name does not burn a fresh token.
+        s.create_token("def", "h2", 0, 1_000).await.unwrap();
+        assert_eq!(s.enroll("def", "h2", "n1", "hypervisor", 12).await.unwrap(), Err(EnrollProblem::NodeExists));
+        assert_eq!(s.unused_tokens().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn events_are_stored_once_and_drive_plan_state() {
+        let (_d, s) = store().await;
+        s.create_token("t", "h", 0, 1_000).await.unwrap();
+        s.enroll("t", "h", "n1", "hypervisor", 1).await.unwrap().unwrap();
+        let plan = s.create_plan("n1", &steps(2), 5).await.unwrap();
+        let ev = |seq, step, kind| StepEvent { plan: plan.id, seq, step, at_ms: 1, kind };
+        assert!(s.insert_event("n1", &ev(0, 0, StepEventKind::Started), 6).await.unwrap());
+        assert!(!s.insert_event("n1", &ev(0, 0, StepEventKind::Started), 7).await.unwrap());
+        assert_eq!(s.plan(plan.id).await.unwrap().unwrap().state, state::RUNNING);
+        s.insert_event("n1", &ev(1, 0, StepEventKind::Done { changed: true }), 8).await.unwrap();
+        s.insert_event("n1", &ev(2, 1, StepEventKind::Failed { kind: ErrorKind::Timeout, message: "slow".into() }), 9).await.unwrap();
+        let row = s.plan(plan.id).await.unwrap().unwrap();
+        assert_eq!(row.state, state::FAILED);
+        assert_eq!(row.finished_at_us, Some(9));
+        assert_eq!(s.stored_events(plan.id).await.unwrap(), 3);
+        let evs = s.events(plan.id).await.unwrap();
+        assert_eq!(evs[2].kind, StepEventKind::Failed { kind: ErrorKind::Timeout, message: "slow".into() });
+        assert!(s.unfinished_plans("n1").await.unwrap().is_empty());
+        // Another node cannot write into this plan.
+        assert!(matches!(s.insert_event("n2", &ev(3, 1, StepEventKind::Started), 10).await, Err(StoreError::UnknownPlan { .. })));
+    }
+}

@@ -1,1 +1,209 @@
-fn main() {}
+//! `ferric-agent`: enroll with a coordinator, then run plans and stream telemetry.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use ferric_agent::driver::{Drivers, FakeDriver};
+use ferric_agent::enroll::{EnrollOptions, enroll};
+use ferric_agent::telemetry::SysinfoSampler;
+use ferric_agent::tls::CaPin;
+use ferric_proto::msg::Role;
+use ferric_proto::plan::ErrorKind;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+/// The Ferric agent of a hypervisor or management host.
+#[derive(Debug, Parser)]
+#[command(name = "ferric-agent", version, about)]
+struct Cli {
+    /// State directory (identity, journal).
+    #[arg(
+        long,
+        global = true,
+        env = "FERRIC_AGENT_STATE",
+        default_value = "/var/lib/ferric-agent"
+    )]
+    state_dir: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Hypervisor,
+    Management,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DriverArg {
+    /// In-memory driver that records calls (no hardware is touched).
+    Fake,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Enroll once with a bootstrap token; afterwards only mutual TLS is used.
+    Enroll {
+        /// Coordinator `host:port` (UDP).
+        #[arg(long)]
+        coordinator: String,
+        /// Bootstrap token from `ferric token create`.
+        #[arg(long, env = "FERRIC_BOOTSTRAP_TOKEN", hide_env_values = true)]
+        token: String,
+        /// CA fingerprint to pin, `sha256:…`.
+        #[arg(long)]
+        ca_hash: String,
+        /// Node name (a DNS label); the host name when absent.
+        #[arg(long)]
+        node: Option<String>,
+        /// Role of this agent.
+        #[arg(long, value_enum, default_value_t = RoleArg::Hypervisor)]
+        role: RoleArg,
+    },
+    /// Run: keep the link up, execute plans, stream telemetry.
+    Run {
+        /// Coordinator `host:port`; the one enrolled with when absent.
+        #[arg(long)]
+        coordinator: Option<String>,
+        /// Hardware drivers.
+        #[arg(long, value_enum, default_value_t = DriverArg::Fake)]
+        driver: DriverArg,
+        /// Fake driver: time each call takes.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        fake_step_delay: Duration,
+        /// Fake driver: fail steps of this kind with `io` (e.g. `ensure_volume`).
+        #[arg(long)]
+        fake_fail: Vec<String>,
+        /// Fake driver: append `begin`/`end` lines for each call to this file.
+        #[arg(long)]
+        fake_record: Option<PathBuf>,
+        /// First reconnect delay.
+        #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+        backoff_min: Duration,
+        /// Longest reconnect delay.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        backoff_max: Duration,
+        /// How long SIGTERM waits for the running step.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        drain_grace: Duration,
+    },
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .unwrap_or_else(|_| "node".into())
+}
+
+fn main() -> std::process::ExitCode {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferric-agent: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(real_main()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain once, without a backtrace: the message names the problem.
+            eprintln!("ferric-agent: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,quinn=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Enroll {
+            coordinator,
+            token,
+            ca_hash,
+            node,
+            role,
+        } => {
+            let ca_pin: CaPin = ca_hash.parse()?;
+            let node = node.unwrap_or_else(hostname);
+            let opts = EnrollOptions {
+                coordinator,
+                token,
+                ca_pin,
+                node: node.clone(),
+                role: match role {
+                    RoleArg::Hypervisor => Role::Hypervisor,
+                    RoleArg::Management => Role::Management,
+                },
+                timeout: Duration::from_secs(20),
+            };
+            let identity = enroll(&opts).await?;
+            identity.save(&cli.state_dir)?;
+            println!(
+                "enrolled as `{node}`; identity saved in {}",
+                cli.state_dir.display()
+            );
+            Ok(())
+        }
+        Cmd::Run {
+            coordinator,
+            driver,
+            fake_step_delay,
+            fake_fail,
+            fake_record,
+            backoff_min,
+            backoff_max,
+            drain_grace,
+        } => {
+            let drivers = match driver {
+                DriverArg::Fake => {
+                    let fake = match &fake_record {
+                        Some(p) => FakeDriver::recording(p)
+                            .with_context(|| format!("cannot open {}", p.display()))?,
+                        None => FakeDriver::new(),
+                    };
+                    fake.set_delay(fake_step_delay);
+                    for kind in &fake_fail {
+                        fake.fail_kind(kind, ErrorKind::Io);
+                    }
+                    tracing::warn!(
+                        "using the fake driver: steps are recorded, no hardware is touched"
+                    );
+                    Drivers::fake(Arc::new(fake))
+                }
+            };
+            let mut cfg = ferric_agent::Config::new(
+                cli.state_dir.clone(),
+                drivers,
+                Arc::new(
+                    SysinfoSampler::new().context("cannot read host information for telemetry")?,
+                ),
+            );
+            cfg.coordinator = coordinator;
+            cfg.backoff_min = backoff_min;
+            cfg.backoff_max = backoff_max;
+            cfg.drain_grace = drain_grace;
+            let shutdown = CancellationToken::new();
+            let mut term = signal(SignalKind::terminate())?;
+            let trigger = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: draining"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
+                }
+                trigger.cancel();
+            });
+            ferric_agent::run(cfg, shutdown).await?;
+            Ok(())
+        }
+    }
+}

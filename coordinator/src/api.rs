@@ -57,7 +57,10 @@ impl PlanFile {
                         .map_err(|e| format!("step {i}: field `timeout` `{t}`: {e}"))?,
                 };
                 Ok(PlanStep {
-                    key: s.key.clone().unwrap_or_else(|| format!("{i}-{}", s.step.kind())),
+                    key: s
+                        .key
+                        .clone()
+                        .unwrap_or_else(|| format!("{i}-{}", s.step.kind())),
                     timeout_secs: u32::try_from(timeout.as_secs().max(1))
                         .map_err(|_| format!("step {i}: field `timeout` is too long"))?,
                     step: s.step.clone(),
@@ -165,10 +168,15 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::UnknownNode(n) => ApiError(StatusCode::NOT_FOUND, format!("node `{n}` is not enrolled")),
+            StoreError::UnknownNode(n) => {
+                ApiError(StatusCode::NOT_FOUND, format!("node `{n}` is not enrolled"))
+            }
             other => {
                 tracing::error!(error = %other, "store error in API");
-                ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("store error: {other}"))
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("store error: {other}"),
+                )
             }
         }
     }
@@ -211,12 +219,18 @@ async fn ca(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "ca_hash": s.pki.ca_hash() }))
 }
 
-async fn create_token(State(s): State<Arc<Shared>>, Json(req): Json<CreateToken>) -> ApiResult<CreatedToken> {
+async fn create_token(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<CreateToken>,
+) -> ApiResult<CreatedToken> {
     let ttl = Duration::from_secs(req.ttl_secs);
     if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
-            format!("ttl must be between 1s and {}", humantime::format_duration(MAX_TOKEN_TTL)),
+            format!(
+                "ttl must be between 1s and {}",
+                humantime::format_duration(MAX_TOKEN_TTL)
+            ),
         ));
     }
     let (id, secret) = {
@@ -257,15 +271,27 @@ async fn list_nodes(State(s): State<Arc<Shared>>) -> ApiResult<Vec<NodeView>> {
     Ok(Json(nodes.into_iter().map(|n| view(&s, n)).collect()))
 }
 
-async fn show_node(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult<NodeDetail> {
+async fn show_node(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> ApiResult<NodeDetail> {
     let Some(n) = s.store.node(&name).await? else {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("node `{name}` is not enrolled")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("node `{name}` is not enrolled"),
+        ));
     };
     let plans = s.store.plans(Some(&name), 10).await?;
     Ok(Json(NodeDetail {
         node: view(&s, n),
-        plans: plans.iter().filter_map(|p| serde_json::to_value(p).ok()).collect(),
-        telemetry: s.hub.latest_telemetry(&name).and_then(|t| serde_json::to_value(t).ok()),
+        plans: plans
+            .iter()
+            .filter_map(|p| serde_json::to_value(p).ok())
+            .collect(),
+        telemetry: s
+            .hub
+            .latest_telemetry(&name)
+            .and_then(|t| serde_json::to_value(t).ok()),
     }))
 }
 
@@ -283,20 +309,35 @@ async fn telemetry(
     Query(q): Query<TelemetryQuery>,
 ) -> ApiResult<Vec<TelemetryRecord>> {
     if s.store.node(&name).await?.is_none() {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("node `{name}` is not enrolled")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("node `{name}` is not enrolled"),
+        ));
     }
     Ok(Json(s.hub.telemetry_since(&name, q.after_ms)))
 }
 
-async fn create_plans(State(s): State<Arc<Shared>>, Json(req): Json<CreatePlans>) -> ApiResult<Vec<CreatedPlan>> {
+async fn create_plans(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<CreatePlans>,
+) -> ApiResult<Vec<CreatedPlan>> {
     if req.nodes.is_empty() {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "field `nodes` is empty: name at least one node".into()));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "field `nodes` is empty: name at least one node".into(),
+        ));
     }
-    let steps = req.plan.to_steps().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let steps = req
+        .plan
+        .to_steps()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     // All or nothing: every node must exist before any plan is stored.
     for n in &req.nodes {
         if s.store.node(n).await?.is_none() {
-            return Err(ApiError(StatusCode::NOT_FOUND, format!("node `{n}` is not enrolled")));
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("node `{n}` is not enrolled"),
+            ));
         }
     }
     let mut out = Vec::with_capacity(req.nodes.len());
@@ -304,7 +345,11 @@ async fn create_plans(State(s): State<Arc<Shared>>, Json(req): Json<CreatePlans>
         let plan = s.store.create_plan(n, &steps, crate::now_us()).await?;
         let id = plan.id;
         let pushed = s.hub.push(plan);
-        out.push(CreatedPlan { id, node: n.clone(), pushed });
+        out.push(CreatedPlan {
+            id,
+            node: n.clone(),
+            pushed,
+        });
     }
     Ok(Json(out))
 }
@@ -318,13 +363,23 @@ pub struct PlansQuery {
     pub limit: Option<i64>,
 }
 
-async fn list_plans(State(s): State<Arc<Shared>>, Query(q): Query<PlansQuery>) -> ApiResult<Vec<PlanRow>> {
-    Ok(Json(s.store.plans(q.node.as_deref(), q.limit.unwrap_or(50).clamp(1, 10_000)).await?))
+async fn list_plans(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<PlansQuery>,
+) -> ApiResult<Vec<PlanRow>> {
+    Ok(Json(
+        s.store
+            .plans(q.node.as_deref(), q.limit.unwrap_or(50).clamp(1, 10_000))
+            .await?,
+    ))
 }
 
 async fn show_plan(State(s): State<Arc<Shared>>, Path(id): Path<u64>) -> ApiResult<PlanStatus> {
     let Some(plan) = s.store.plan(id).await? else {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("plan {id} does not exist")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("plan {id} does not exist"),
+        ));
     };
     let events = s.store.events(id).await?;
     Ok(Json(PlanStatus { plan, events }))
@@ -344,9 +399,16 @@ mod tests {
         assert_eq!(steps[1].key, "1-ensure_volume");
         assert_eq!(steps[1].timeout_secs, 300);
 
-        let bad: PlanFile = serde_yaml_ng::from_str("steps:\n  - ensure_guest: { name: g, vcpus: 0, memory_mib: 5 }\n").unwrap();
-        assert_eq!(bad.to_steps().unwrap_err(), "step 0 (ensure_guest): field `vcpus` must be at least 1");
-        let typo = serde_yaml_ng::from_str::<PlanFile>("steps:\n  - ensure_bridge: { nmae: br0 }\n");
+        let bad: PlanFile = serde_yaml_ng::from_str(
+            "steps:\n  - ensure_guest: { name: g, vcpus: 0, memory_mib: 5 }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            bad.to_steps().unwrap_err(),
+            "step 0 (ensure_guest): field `vcpus` must be at least 1"
+        );
+        let typo =
+            serde_yaml_ng::from_str::<PlanFile>("steps:\n  - ensure_bridge: { nmae: br0 }\n");
         assert!(typo.unwrap_err().to_string().contains("nmae"));
     }
 }

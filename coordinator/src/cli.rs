@@ -1,7 +1,9 @@
 //! The `ferric` command line: the coordinator server and the client commands that talk to its
 //! HTTP API.
 
-use crate::api::{CreatePlans, CreateToken, CreatedPlan, CreatedToken, NodeDetail, NodeView, PlanFile};
+use crate::api::{
+    CreatePlans, CreateToken, CreatedPlan, CreatedToken, NodeDetail, NodeView, PlanFile,
+};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::de::DeserializeOwned;
@@ -14,7 +16,12 @@ use std::time::Duration;
 #[command(name = "ferric", version, about)]
 pub struct Cli {
     /// Coordinator API address.
-    #[arg(long, global = true, env = "FERRIC_API", default_value = "http://127.0.0.1:7180")]
+    #[arg(
+        long,
+        global = true,
+        env = "FERRIC_API",
+        default_value = "http://127.0.0.1:7180"
+    )]
     pub api: String,
     /// Output format of client commands.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
@@ -181,7 +188,11 @@ impl Client {
     }
 
     /// POST JSON, decode JSON.
-    pub async fn post<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+    pub async fn post<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
         let resp = self
             .http
             .post(self.url(path))
@@ -194,7 +205,13 @@ impl Client {
 
     /// Creates a bootstrap token.
     pub async fn create_token(&self, ttl: Duration) -> Result<CreatedToken> {
-        self.post("/v1/tokens", &CreateToken { ttl_secs: ttl.as_secs() }).await
+        self.post(
+            "/v1/tokens",
+            &CreateToken {
+                ttl_secs: ttl.as_secs(),
+            },
+        )
+        .await
     }
 
     /// Applies a plan to nodes.
@@ -255,10 +272,18 @@ pub fn describe_event(e: &serde_json::Value) -> String {
         return "started".into();
     }
     if let Some(d) = kind.get("done") {
-        return if d["changed"] == true { "done (changed)".into() } else { "done (unchanged)".into() };
+        return if d["changed"] == true {
+            "done (changed)".into()
+        } else {
+            "done (unchanged)".into()
+        };
     }
     if let Some(f) = kind.get("failed") {
-        return format!("failed: {} — {}", f["kind"].as_str().unwrap_or("?"), f["message"].as_str().unwrap_or(""));
+        return format!(
+            "failed: {} — {}",
+            f["kind"].as_str().unwrap_or("?"),
+            f["message"].as_str().unwrap_or("")
+        );
     }
     if let Some(p) = kind.get("progress") {
         return format!("progress {}/{}", p["done"], p["total"]);
@@ -278,11 +303,17 @@ pub async fn run_client(cli: Cli) -> Result<()> {
                 return print_json(&t);
             }
             println!("token:   {}", t.token);
-            println!("expires: in {}", humantime::format_duration(Duration::from_secs(ttl.as_secs())));
+            println!(
+                "expires: in {}",
+                humantime::format_duration(Duration::from_secs(ttl.as_secs()))
+            );
             println!("ca-hash: {}", t.ca_hash);
             println!();
             println!("enroll an agent with:");
-            println!("  ferric-agent enroll --coordinator HOST:7443 --token {} --ca-hash {} --node NAME", t.token, t.ca_hash);
+            println!(
+                "  ferric-agent enroll --coordinator HOST:7443 --token {} --ca-hash {} --node NAME",
+                t.token, t.ca_hash
+            );
         }
         Command::Node(NodeCmd::List) => {
             let nodes: Vec<NodeView> = client.get("/v1/nodes").await?;
@@ -295,13 +326,23 @@ pub async fn run_client(cli: Cli) -> Result<()> {
                     vec![
                         n.name,
                         n.role,
-                        if n.connected { "connected".into() } else { "offline".into() },
+                        if n.connected {
+                            "connected".into()
+                        } else {
+                            "offline".into()
+                        },
                         ago(n.last_seen_ms),
                         n.capabilities.join(","),
                     ]
                 })
                 .collect();
-            println!("{}", table(&["NAME", "ROLE", "LINK", "LAST HELLO", "CAPABILITIES"], rows));
+            println!(
+                "{}",
+                table(
+                    &["NAME", "ROLE", "LINK", "LAST HELLO", "CAPABILITIES"],
+                    rows
+                )
+            );
         }
         Command::Node(NodeCmd::Show { name }) => {
             let d: NodeDetail = client.get(&format!("/v1/nodes/{name}")).await?;
@@ -310,7 +351,14 @@ pub async fn run_client(cli: Cli) -> Result<()> {
             }
             println!("name:         {}", d.node.name);
             println!("role:         {}", d.node.role);
-            println!("link:         {}", if d.node.connected { "connected" } else { "offline" });
+            println!(
+                "link:         {}",
+                if d.node.connected {
+                    "connected"
+                } else {
+                    "offline"
+                }
+            );
             println!("last hello:   {}", ago(d.node.last_seen_ms));
             println!("capabilities: {}", d.node.capabilities.join(", "));
             if let Some(t) = &d.telemetry {
@@ -326,21 +374,40 @@ pub async fn run_client(cli: Cli) -> Result<()> {
             let rows = d
                 .plans
                 .iter()
-                .map(|p| vec![p["id"].to_string(), p["state"].as_str().unwrap_or("").to_owned(), p["steps"].as_array().map_or(0, |s| s.len()).to_string()])
+                .map(|p| {
+                    vec![
+                        p["id"].to_string(),
+                        p["state"].as_str().unwrap_or("").to_owned(),
+                        p["steps"].as_array().map_or(0, |s| s.len()).to_string(),
+                    ]
+                })
                 .collect();
             println!("\n{}", table(&["PLAN", "STATE", "STEPS"], rows));
         }
         Command::Plan(PlanCmd::Apply { file, nodes }) => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let plan: PlanFile = serde_yaml_ng::from_str(&text).with_context(|| format!("{} is not a valid plan file", file.display()))?;
-            plan.to_steps().map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let plan: PlanFile = serde_yaml_ng::from_str(&text)
+                .with_context(|| format!("{} is not a valid plan file", file.display()))?;
+            plan.to_steps()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let created = client.apply(nodes, plan).await?;
             if json {
                 return print_json(&created);
             }
             let rows = created
                 .into_iter()
-                .map(|c| vec![c.id.to_string(), c.node, if c.pushed { "pushed".into() } else { "queued (agent offline)".into() }])
+                .map(|c| {
+                    vec![
+                        c.id.to_string(),
+                        c.node,
+                        if c.pushed {
+                            "pushed".into()
+                        } else {
+                            "queued (agent offline)".into()
+                        },
+                    ]
+                })
                 .collect();
             println!("{}", table(&["PLAN", "NODE", "DELIVERY"], rows));
         }
@@ -351,7 +418,9 @@ pub async fn run_client(cli: Cli) -> Result<()> {
                 let st = s["plan"]["state"].as_str().unwrap_or("");
                 let done = st == "succeeded" || st == "failed";
                 match deadline {
-                    Some(d) if !done && tokio::time::Instant::now() < d => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Some(d) if !done && tokio::time::Instant::now() < d => {
+                        tokio::time::sleep(Duration::from_millis(200)).await
+                    }
                     Some(_) if !done => bail!("plan {id} is still `{st}` after the wait"),
                     _ => break s,
                 }
@@ -360,7 +429,12 @@ pub async fn run_client(cli: Cli) -> Result<()> {
                 return print_json(&status);
             }
             let p = &status["plan"];
-            println!("plan {} on {}: {}", p["id"], p["node"].as_str().unwrap_or(""), p["state"].as_str().unwrap_or(""));
+            println!(
+                "plan {} on {}: {}",
+                p["id"],
+                p["node"].as_str().unwrap_or(""),
+                p["state"].as_str().unwrap_or("")
+            );
             let steps = p["steps"].as_array().cloned().unwrap_or_default();
             let rows = status["events"]
                 .as_array()
@@ -369,8 +443,17 @@ pub async fn run_client(cli: Cli) -> Result<()> {
                 .iter()
                 .map(|e| {
                     let step = e["step"].as_u64().unwrap_or(0) as usize;
-                    let kind = steps.get(step).and_then(|s| s["step"].as_object()).and_then(|o| o.keys().next().cloned()).unwrap_or_default();
-                    vec![e["seq"].to_string(), step.to_string(), kind, describe_event(e)]
+                    let kind = steps
+                        .get(step)
+                        .and_then(|s| s["step"].as_object())
+                        .and_then(|o| o.keys().next().cloned())
+                        .unwrap_or_default();
+                    vec![
+                        e["seq"].to_string(),
+                        step.to_string(),
+                        kind,
+                        describe_event(e),
+                    ]
                 })
                 .collect();
             println!("{}", table(&["SEQ", "STEP", "KIND", "EVENT"], rows));
@@ -389,7 +472,14 @@ pub async fn run_client(cli: Cli) -> Result<()> {
             }
             let rows = plans
                 .iter()
-                .map(|p| vec![p["id"].to_string(), p["node"].as_str().unwrap_or("").to_owned(), p["state"].as_str().unwrap_or("").to_owned(), p["steps"].as_array().map_or(0, |s| s.len()).to_string()])
+                .map(|p| {
+                    vec![
+                        p["id"].to_string(),
+                        p["node"].as_str().unwrap_or("").to_owned(),
+                        p["state"].as_str().unwrap_or("").to_owned(),
+                        p["steps"].as_array().map_or(0, |s| s.len()).to_string(),
+                    ]
+                })
                 .collect();
             println!("{}", table(&["PLAN", "NODE", "STATE", "STEPS"], rows));
         }
@@ -397,10 +487,18 @@ pub async fn run_client(cli: Cli) -> Result<()> {
             let mut after = 0i64;
             let mut seen = 0usize;
             if !json {
-                println!("{}", table(&["TIME", "NODE", "CPU%", "MEM MiB", "LOAD1", "NET RX/TX KiB"], vec![]));
+                println!(
+                    "{}",
+                    table(
+                        &["TIME", "NODE", "CPU%", "MEM MiB", "LOAD1", "NET RX/TX KiB"],
+                        vec![]
+                    )
+                );
             }
             loop {
-                let samples: Vec<serde_json::Value> = client.get(&format!("/v1/nodes/{node}/telemetry?after_ms={after}")).await?;
+                let samples: Vec<serde_json::Value> = client
+                    .get(&format!("/v1/nodes/{node}/telemetry?after_ms={after}"))
+                    .await?;
                 for t in samples {
                     after = after.max(t["received_at_ms"].as_i64().unwrap_or(after));
                     if json {
@@ -408,12 +506,19 @@ pub async fn run_client(cli: Cli) -> Result<()> {
                     } else {
                         let s = &t["sample"];
                         let (rx, tx) = s["nics"].as_array().map_or((0, 0), |n| {
-                            n.iter().fold((0u64, 0u64), |(r, t), x| (r + x["rx_bytes"].as_u64().unwrap_or(0), t + x["tx_bytes"].as_u64().unwrap_or(0)))
+                            n.iter().fold((0u64, 0u64), |(r, t), x| {
+                                (
+                                    r + x["rx_bytes"].as_u64().unwrap_or(0),
+                                    t + x["tx_bytes"].as_u64().unwrap_or(0),
+                                )
+                            })
                         });
                         let secs = t["received_at_ms"].as_i64().unwrap_or(0) / 1000;
                         println!(
                             "{}  {}  {:>5.1}  {:>5}/{:<6}  {:>5.2}  {}/{}",
-                            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs as u64)),
+                            humantime::format_rfc3339_seconds(
+                                std::time::UNIX_EPOCH + Duration::from_secs(secs as u64)
+                            ),
                             node,
                             s["cpu_percent"].as_f64().unwrap_or(0.0),
                             s["mem_used_bytes"].as_u64().unwrap_or(0) >> 20,

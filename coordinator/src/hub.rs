@@ -106,7 +106,10 @@ impl Hub {
     pub fn record_telemetry(&self, node: &str, sample: TelemetrySample, now_ms: i64) {
         let mut t = lock(&self.telemetry);
         let ring = t.entry(node.to_owned()).or_default();
-        if ring.back().is_some_and(|r| r.sample.seq >= sample.seq && r.sample.at_ms >= sample.at_ms) {
+        if ring
+            .back()
+            .is_some_and(|r| r.sample.seq >= sample.seq && r.sample.at_ms >= sample.at_ms)
+        {
             return; // newest wins: a late datagram does not rewrite history
         }
         if ring.len() == TELEMETRY_RING {
@@ -122,12 +125,19 @@ impl Hub {
     pub fn telemetry_since(&self, node: &str, after_ms: i64) -> Vec<TelemetryRecord> {
         lock(&self.telemetry)
             .get(node)
-            .map(|r| r.iter().filter(|x| x.received_at_ms > after_ms).cloned().collect())
+            .map(|r| {
+                r.iter()
+                    .filter(|x| x.received_at_ms > after_ms)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// The newest sample of `node`.
     pub fn latest_telemetry(&self, node: &str) -> Option<TelemetryRecord> {
-        lock(&self.telemetry).get(node).and_then(|r| r.back().cloned())
+        lock(&self.telemetry)
+            .get(node)
+            .and_then(|r| r.back().cloned())
     }
 }

@@ -124,7 +124,7 @@ impl Running {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    (now_us() / 1000) as i64
+    now_us() / 1000
 }
 
 /// Microseconds since the Unix epoch.
@@ -148,10 +148,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         }
     })?;
-    let listen = endpoint.local_addr().map_err(|source| link::LinkError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let listen = endpoint
+        .local_addr()
+        .map_err(|source| link::LinkError::Bind {
+            addr: config.listen,
+            source,
+        })?;
     let api_listener = tokio::net::TcpListener::bind(config.api_listen)
         .await
         .map_err(|e| StartError::ApiBind(config.api_listen, e))?;
@@ -176,7 +178,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
-async fn serve(endpoint: quinn::Endpoint, api_listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+async fn serve(
+    endpoint: quinn::Endpoint,
+    api_listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+) {
     let shutdown = shared.shutdown.clone();
     let api_task = tokio::spawn({
         let shared = shared.clone();
@@ -203,10 +209,7 @@ async fn serve(endpoint: quinn::Endpoint, api_listener: tokio::net::TcpListener,
     endpoint.set_server_config(None);
     shared.hub.close_all(b"coordinator shutting down");
     let grace = shared.config.drain_grace;
-    let _ = tokio::time::timeout(grace, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
+    let _ = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     conns.abort_all();
     let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
     let _ = api_task.await;

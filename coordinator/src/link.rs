@@ -56,7 +56,10 @@ pub enum LinkError {
 }
 
 /// Builds the QUIC server configuration from the CA.
-pub fn server_config(pki: &crate::pki::Pki, idle: Duration) -> Result<quinn::ServerConfig, LinkError> {
+pub fn server_config(
+    pki: &crate::pki::Pki,
+    idle: Duration,
+) -> Result<quinn::ServerConfig, LinkError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.ca_der().clone())?;
@@ -104,7 +107,9 @@ pub async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
         .and_then(|h| h.protocol);
     match alpn.as_deref() {
         Some(p) if p == ALPN_ENROLL => {
-            serve_enroll(conn, &shared).instrument(info_span!("enroll", %remote)).await
+            serve_enroll(conn, &shared)
+                .instrument(info_span!("enroll", %remote))
+                .await
         }
         Some(p) if p == ALPN => serve_agent(conn, shared).await,
         _ => conn.close(close::PROTOCOL_ERROR.into(), b"unknown ALPN"),
@@ -115,14 +120,19 @@ async fn read_one<M: Message>(recv: &mut quinn::RecvStream, max: usize) -> Resul
     let mut dec = FrameDecoder::new(max);
     let mut buf = vec![0u8; 4096];
     loop {
-        match dec.next::<M>() {
+        match dec.next_msg::<M>() {
             Ok(Some(m)) => return Ok(m),
             Ok(None) => {}
             Err(e) => return Err(e.to_string()),
         }
         match recv.read(&mut buf).await {
             Ok(Some(n)) => dec.extend(&buf[..n]),
-            Ok(None) => return Err(dec.finish().err().map_or("stream ended before a message".into(), |e| e.to_string())),
+            Ok(None) => {
+                return Err(dec
+                    .finish()
+                    .err()
+                    .map_or("stream ended before a message".into(), |e| e.to_string()));
+            }
             Err(e) => return Err(e.to_string()),
         }
     }
@@ -132,11 +142,15 @@ fn valid_node_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 63 {
         return Err("must be 1 to 63 characters".into());
     }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         || name.starts_with('-')
         || name.ends_with('-')
     {
-        return Err("may hold only lowercase letters, digits and inner hyphens (a DNS label)".into());
+        return Err(
+            "may hold only lowercase letters, digits and inner hyphens (a DNS label)".into(),
+        );
     }
     Ok(())
 }
@@ -156,11 +170,17 @@ async fn serve_enroll(conn: quinn::Connection, shared: &Shared) {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             warn!(error = %e, "bad enrollment request");
-            conn.close(close::PROTOCOL_ERROR.into(), format!("malformed enrollment request: {e}").as_bytes());
+            conn.close(
+                close::PROTOCOL_ERROR.into(),
+                format!("malformed enrollment request: {e}").as_bytes(),
+            );
             return;
         }
         Err(_) => {
-            conn.close(close::HANDSHAKE_TIMEOUT.into(), b"enrollment request timed out");
+            conn.close(
+                close::HANDSHAKE_TIMEOUT.into(),
+                b"enrollment request timed out",
+            );
             return;
         }
     };
@@ -168,12 +188,17 @@ async fn serve_enroll(conn: quinn::Connection, shared: &Shared) {
         Ok(r) => r,
         Err(e) => {
             warn!(error = %e, "enrollment failed in the store");
-            conn.close(close::STORE_ERROR.into(), b"coordinator store error; retry later");
+            conn.close(
+                close::STORE_ERROR.into(),
+                b"coordinator store error; retry later",
+            );
             return;
         }
     };
     match &response {
-        EnrollResponse::Enrolled { .. } => info!(node = %req.node, role = req.role.as_str(), "node enrolled"),
+        EnrollResponse::Enrolled { .. } => {
+            info!(node = %req.node, role = req.role.as_str(), "node enrolled")
+        }
         EnrollResponse::Refused(r) => warn!(node = %req.node, reason = %r, "enrollment refused"),
     }
     if let Ok(frame) = to_frame(&response, MAX_ENROLL_FRAME) {
@@ -194,7 +219,10 @@ pub fn token_secret_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-async fn enroll(req: &EnrollRequest, shared: &Shared) -> Result<EnrollResponse, crate::store::StoreError> {
+async fn enroll(
+    req: &EnrollRequest,
+    shared: &Shared,
+) -> Result<EnrollResponse, crate::store::StoreError> {
     use EnrollRefusal as R;
     let refuse = |r| Ok(EnrollResponse::Refused(r));
     let Some((id, secret)) = split_token(&req.token) else {
@@ -216,7 +244,11 @@ async fn enroll(req: &EnrollRequest, shared: &Shared) -> Result<EnrollResponse, 
         Ok(c) => c,
         Err(e) => return refuse(R::BadCsr(e.to_string())),
     };
-    match shared.store.enroll(id, &hash, &req.node, req.role.as_str(), now).await? {
+    match shared
+        .store
+        .enroll(id, &hash, &req.node, req.role.as_str(), now)
+        .await?
+    {
         Ok(()) => Ok(EnrollResponse::Enrolled {
             cert_der: cert.to_vec(),
             ca_der: shared.pki.ca_der().to_vec(),
@@ -247,7 +279,7 @@ async fn serve_agent(conn: quinn::Connection, shared: Arc<Shared>) {
     };
     let conn_id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
     let span = info_span!("agent", node = %node, conn = conn_id);
-    let result = AgentConn::run(conn.clone(), node.clone(), conn_id, &shared)
+    let result = AgentConn::run(conn.clone(), node.clone(), conn_id, shared.clone())
         .instrument(span.clone())
         .await;
     shared.hub.unregister(&node, conn_id);
@@ -261,11 +293,11 @@ async fn serve_agent(conn: quinn::Connection, shared: Arc<Shared>) {
     }
 }
 
-struct AgentConn<'a> {
+struct AgentConn {
     conn: quinn::Connection,
     node: String,
     conn_id: u64,
-    shared: &'a Shared,
+    shared: Arc<Shared>,
     session: CoordSession,
     send: quinn::SendStream,
     plans_tx: mpsc::UnboundedSender<ferric_proto::plan::Plan>,
@@ -275,10 +307,17 @@ struct AgentConn<'a> {
 
 type Closing = (u32, String);
 
-impl<'a> AgentConn<'a> {
-    async fn run(conn: quinn::Connection, node: String, conn_id: u64, shared: &'a Shared) -> Result<(), Closing> {
-        let cfg = &shared.config;
-        let (send, mut recv) = match tokio::time::timeout(cfg.handshake_timeout, conn.accept_bi()).await {
+impl AgentConn {
+    async fn run(
+        conn: quinn::Connection,
+        node: String,
+        conn_id: u64,
+        shared: Arc<Shared>,
+    ) -> Result<(), Closing> {
+        let cfg = shared.config.clone();
+        let (send, mut recv) = match tokio::time::timeout(cfg.handshake_timeout, conn.accept_bi())
+            .await
+        {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 debug!(error = %e, "connection ended before the control stream");
@@ -298,7 +337,7 @@ impl<'a> AgentConn<'a> {
             conn: conn.clone(),
             node,
             conn_id,
-            shared,
+            shared: shared.clone(),
             session,
             send,
             plans_tx,
@@ -315,7 +354,7 @@ impl<'a> AgentConn<'a> {
                     Ok(Some(n)) => {
                         dec.extend(&buf[..n]);
                         loop {
-                            match dec.next::<AgentMsg>() {
+                            match dec.next_msg::<AgentMsg>() {
                                 Ok(Some(m)) => this.session.handle_frame(Instant::now(), m),
                                 Ok(None) => break,
                                 Err(e) => return Err((close::PROTOCOL_ERROR, format!("bad frame from agent: {e}"))),
@@ -330,6 +369,11 @@ impl<'a> AgentConn<'a> {
                     Ok(bytes) => this.on_datagram(&bytes),
                     Err(e) => { debug!(error = %e, "connection ended"); return Ok(()); }
                 },
+                u = conn.accept_uni() => match u {
+                    Ok(u) if this.registered => this.read_uni_sample(u),
+                    Ok(_) => {}
+                    Err(e) => { debug!(error = %e, "connection ended"); return Ok(()); }
+                },
                 _ = sleep_until(deadline) => this.session.handle_timeout(Instant::now()),
                 _ = shutdown.cancelled() => {
                     conn.close(close::SHUTDOWN.into(), b"coordinator shutting down");
@@ -342,64 +386,114 @@ impl<'a> AgentConn<'a> {
 
     fn on_datagram(&self, bytes: &[u8]) {
         match decode_payload::<TelemetrySample>(bytes) {
-            Ok(s) if self.registered => self.shared.hub.record_telemetry(&self.node, s, crate::now_ms()),
+            Ok(s) if self.registered => {
+                self.shared
+                    .hub
+                    .record_telemetry(&self.node, s, crate::now_ms())
+            }
             Ok(_) => {}
             Err(e) => debug!(error = %e, "dropped a malformed telemetry datagram"),
         }
     }
 
+    /// A telemetry sample too large for a datagram arrives on a unidirectional stream.
+    fn read_uni_sample(&self, mut u: quinn::RecvStream) {
+        let node = self.node.clone();
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            match read_one::<TelemetrySample>(&mut u, shared.config.max_frame).await {
+                Ok(s) => shared.hub.record_telemetry(&node, s, crate::now_ms()),
+                Err(e) => debug!(error = %e, "dropped a malformed telemetry stream"),
+            }
+        });
+    }
+
     /// Acts on session events and writes what the session wants sent.
     async fn process(&mut self) -> Result<(), Closing> {
-        let store = &self.shared.store;
-        let store_err = |e: crate::store::StoreError| (close::STORE_ERROR, format!("coordinator store error: {e}"));
+        let shared = self.shared.clone();
+        let store = &shared.store;
+        let store_err = |e: crate::store::StoreError| {
+            (close::STORE_ERROR, format!("coordinator store error: {e}"))
+        };
         let mut closing = None;
         let mut pushed = Vec::new();
         while let Some(ev) = self.session.poll_event() {
             match ev {
                 CoordEvent::Hello(h) => {
                     if store.node(&self.node).await.map_err(store_err)?.is_none() {
-                        self.session.refuse(RefuseReason::UnknownNode(self.node.clone()));
+                        self.session
+                            .refuse(RefuseReason::UnknownNode(self.node.clone()));
                         continue;
                     }
                     let now = crate::now_ms();
                     store
-                        .node_seen(&self.node, now, &h.capabilities, &hex::encode(h.inventory_digest))
+                        .node_seen(
+                            &self.node,
+                            now,
+                            &h.capabilities,
+                            &hex::encode(h.inventory_digest),
+                        )
                         .await
                         .map_err(store_err)?;
                     // Register before loading, so a plan stored meanwhile is either loaded or
                     // arrives through the channel (the session drops the duplicate).
-                    self.shared.hub.register(&self.node, self.conn_id, self.conn.clone(), self.plans_tx.clone(), now);
+                    self.shared.hub.register(
+                        &self.node,
+                        self.conn_id,
+                        self.conn.clone(),
+                        self.plans_tx.clone(),
+                        now,
+                    );
                     self.registered = true;
                     let mut stored = Vec::with_capacity(h.plans.len());
                     for c in &h.plans {
-                        stored.push(StoredCursor { plan: c.plan, stored: store.stored_events(c.plan).await.map_err(store_err)? });
+                        stored.push(StoredCursor {
+                            plan: c.plan,
+                            stored: store.stored_events(c.plan).await.map_err(store_err)?,
+                        });
                     }
                     let known: HashSet<_> = h.plans.iter().map(|c| c.plan).collect();
                     self.session.accept(stored);
-                    for p in store.unfinished_plans(&self.node).await.map_err(store_err)? {
+                    for p in store
+                        .unfinished_plans(&self.node)
+                        .await
+                        .map_err(store_err)?
+                    {
                         if !known.contains(&p.id) {
                             self.session.push_plan(p.to_plan());
                         }
                     }
-                    info!(plans = h.plans.len(), version = h.version, "agent session established");
+                    info!(
+                        plans = h.plans.len(),
+                        version = h.version,
+                        "agent session established"
+                    );
                 }
                 CoordEvent::Event(e) => {
                     match store.insert_event(&self.node, &e, crate::now_us()).await {
                         Ok(_) => {}
                         Err(crate::store::StoreError::UnknownPlan { plan, .. }) => {
-                            warn!(plan, "event for a plan this node does not have; acknowledged and dropped");
+                            warn!(
+                                plan,
+                                "event for a plan this node does not have; acknowledged and dropped"
+                            );
                         }
                         Err(e) => return Err(store_err(e)),
                     }
                     self.session.ack(e.plan, e.seq);
                 }
                 CoordEvent::PlanAccepted(id) => {
-                    store.plan_accepted(id, &self.node, crate::now_us()).await.map_err(store_err)?;
+                    store
+                        .plan_accepted(id, &self.node, crate::now_us())
+                        .await
+                        .map_err(store_err)?;
                 }
                 CoordEvent::Closed(err) => {
                     let code = match err {
                         ferric_proto::session::SessionError::Refused(_) => close::REFUSED,
-                        ferric_proto::session::SessionError::HandshakeTimeout(_) => close::HANDSHAKE_TIMEOUT,
+                        ferric_proto::session::SessionError::HandshakeTimeout(_) => {
+                            close::HANDSHAKE_TIMEOUT
+                        }
                         ferric_proto::session::SessionError::Violation(_) => close::PROTOCOL_ERROR,
                     };
                     closing = Some((code, err.to_string()));
@@ -414,10 +508,10 @@ impl<'a> AgentConn<'a> {
             ferric_proto::frame::encode(&m, self.shared.config.max_frame, &mut self.out)
                 .map_err(|e| (close::PROTOCOL_ERROR, format!("cannot encode: {e}")))?;
         }
-        if !self.out.is_empty() {
-            if let Err(e) = self.send.write_all(&self.out).await {
-                debug!(error = %e, "write to agent failed");
-            }
+        if !self.out.is_empty()
+            && let Err(e) = self.send.write_all(&self.out).await
+        {
+            debug!(error = %e, "write to agent failed");
         }
         let now = crate::now_us();
         for id in pushed {

@@ -121,18 +121,18 @@ impl Pki {
         let server_key_path = dir.join("server.key");
         let server_path = dir.join("server.pem");
         let (server_key_der, server_der) = if server_key_path.exists() && server_path.exists() {
-            let key = KeyPair::from_pem(&read(&server_key_path)?).map_err(|_| {
-                PkiError::BadFile {
+            let key =
+                KeyPair::from_pem(&read(&server_key_path)?).map_err(|_| PkiError::BadFile {
                     path: server_key_path.clone(),
                     what: "server private key",
-                }
-            })?;
-            let der = CertificateDer::from_pem_slice(read(&server_path)?.as_bytes()).map_err(
-                |_| PkiError::BadFile {
-                    path: server_path.clone(),
-                    what: "server certificate",
-                },
-            )?;
+                })?;
+            let der =
+                CertificateDer::from_pem_slice(read(&server_path)?.as_bytes()).map_err(|_| {
+                    PkiError::BadFile {
+                        path: server_path.clone(),
+                        what: "server certificate",
+                    }
+                })?;
             (key.serialize_der(), der)
         } else {
             let key = KeyPair::generate()?;
@@ -179,7 +179,11 @@ impl Pki {
 
     /// Signs an agent's CSR. The CSR only contributes its public key (and proves possession by
     /// its signature); the identity is `node`, as authorised by the bootstrap token.
-    pub fn sign_client(&self, csr_der: &[u8], node: &str) -> Result<CertificateDer<'static>, PkiError> {
+    pub fn sign_client(
+        &self,
+        csr_der: &[u8],
+        node: &str,
+    ) -> Result<CertificateDer<'static>, PkiError> {
         let csr = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
             .map_err(|e| PkiError::BadCsr(e.to_string()))?;
         let mut params = CertificateParams::default();
@@ -189,7 +193,9 @@ impl Pki {
         params.subject_alt_names = vec![SanType::DnsName(
             format!("{node}.node.ferric.internal")
                 .try_into()
-                .map_err(|_| PkiError::BadCsr(format!("node name `{node}` cannot be a DNS label")))?,
+                .map_err(|_| {
+                    PkiError::BadCsr(format!("node name `{node}` cannot be a DNS label"))
+                })?,
         )];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

@@ -150,14 +150,20 @@ impl Store {
             .max_connections(4)
             .after_connect(|conn, _| {
                 Box::pin(async move {
-                    sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
                     Ok(())
                 })
             })
             .connect(&url)
             .await?;
-        sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&pool)
+            .await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
         Ok(Self { pool })
     }
@@ -196,10 +202,12 @@ impl Store {
         secret_sha256: &str,
         now_ms: i64,
     ) -> Result<Result<(), TokenProblem>, StoreError> {
-        let row = sqlx::query("SELECT secret_sha256, expires_at_ms, used_at_ms FROM tokens WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT secret_sha256, expires_at_ms, used_at_ms FROM tokens WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else {
             return Ok(Err(TokenProblem::Invalid));
         };
@@ -370,7 +378,8 @@ impl Store {
         Ok(PlanRow {
             id: id as PlanId,
             node: row.try_get("node")?,
-            steps: serde_json::from_str(&json).map_err(|e| StoreError::CorruptPlan(id as PlanId, e))?,
+            steps: serde_json::from_str(&json)
+                .map_err(|e| StoreError::CorruptPlan(id as PlanId, e))?,
             state: row.try_get("state")?,
             created_at_us: row.try_get("created_at_us")?,
             pushed_at_us: row.try_get("pushed_at_us")?,
@@ -379,13 +388,16 @@ impl Store {
         })
     }
 
-
     /// One plan.
     pub async fn plan(&self, id: PlanId) -> Result<Option<PlanRow>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", plan_columns!(), " FROM plans WHERE id = $1"))
-            .bind(id as i64)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            plan_columns!(),
+            " FROM plans WHERE id = $1"
+        ))
+        .bind(id as i64)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(Self::plan_row).transpose()
     }
 
@@ -444,7 +456,12 @@ impl Store {
     }
 
     /// Notes that the agent journaled a plan.
-    pub async fn plan_accepted(&self, id: PlanId, node: &str, now_us: i64) -> Result<(), StoreError> {
+    pub async fn plan_accepted(
+        &self,
+        id: PlanId,
+        node: &str,
+        now_us: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE plans SET accepted_at_us = $1, state = $2 \
              WHERE id = $3 AND node = $4 AND state = $5",
@@ -491,7 +508,9 @@ impl Store {
                 total.map(|t| t as i64),
                 None,
             ),
-            StepEventKind::Done { changed } => ("done", None, None, None, None, Some(i64::from(*changed))),
+            StepEventKind::Done { changed } => {
+                ("done", None, None, None, None, Some(i64::from(*changed)))
+            }
             StepEventKind::Failed { kind, message } => (
                 "failed",
                 Some(kind.as_str().to_owned()),
@@ -576,16 +595,22 @@ impl Store {
                     "started" => StepEventKind::Started,
                     "progress" => StepEventKind::Progress {
                         done: r.try_get::<Option<i64>, _>("progress_done")?.unwrap_or(0) as u64,
-                        total: r.try_get::<Option<i64>, _>("progress_total")?.map(|t| t as u64),
+                        total: r
+                            .try_get::<Option<i64>, _>("progress_total")?
+                            .map(|t| t as u64),
                     },
                     "done" => StepEventKind::Done {
                         changed: r.try_get::<Option<i64>, _>("changed")?.unwrap_or(0) != 0,
                     },
                     _ => StepEventKind::Failed {
                         kind: parse_error_kind(
-                            r.try_get::<Option<String>, _>("error_kind")?.as_deref().unwrap_or(""),
+                            r.try_get::<Option<String>, _>("error_kind")?
+                                .as_deref()
+                                .unwrap_or(""),
                         ),
-                        message: r.try_get::<Option<String>, _>("message")?.unwrap_or_default(),
+                        message: r
+                            .try_get::<Option<String>, _>("message")?
+                            .unwrap_or_default(),
                     },
                 };
                 let seq: i64 = r.try_get("seq")?;
@@ -614,10 +639,20 @@ pub enum EnrollProblem {
 
 fn parse_error_kind(s: &str) -> ferric_proto::plan::ErrorKind {
     use ferric_proto::plan::ErrorKind::*;
-    [InvalidSpec, NotFound, Conflict, Timeout, Unreachable, AuthFailed, Unsupported, Io, Interrupted]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-        .unwrap_or(Internal)
+    [
+        InvalidSpec,
+        NotFound,
+        Conflict,
+        Timeout,
+        Unreachable,
+        AuthFailed,
+        Unsupported,
+        Io,
+        Interrupted,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == s)
+    .unwrap_or(Internal)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -631,7 +666,9 @@ mod tests {
 
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open_sqlite(&dir.path().join("ferric.db")).await.unwrap();
+        let s = Store::open_sqlite(&dir.path().join("ferric.db"))
+            .await
+            .unwrap();
         (dir, s)
     }
 
@@ -640,7 +677,9 @@ mod tests {
             .map(|i| PlanStep {
                 key: format!("k{i}"),
                 timeout_secs: 5,
-                step: Step::DeleteGuest { name: format!("g{i}") },
+                step: Step::DeleteGuest {
+                    name: format!("g{i}"),
+                },
             })
             .collect()
     }
@@ -649,14 +688,36 @@ mod tests {
     async fn token_is_single_use_and_enrollment_is_atomic() {
         let (_d, s) = store().await;
         s.create_token("abc", "h", 0, 1_000).await.unwrap();
-        assert_eq!(s.enroll("abc", "wrong", "n1", "hypervisor", 10).await.unwrap(), Err(EnrollProblem::Token(TokenProblem::Invalid)));
-        assert_eq!(s.enroll("abc", "h", "n1", "hypervisor", 2_000).await.unwrap(), Err(EnrollProblem::Token(TokenProblem::Expired)));
-        assert!(s.node("n1").await.unwrap().is_none(), "refusals change nothing");
-        assert_eq!(s.enroll("abc", "h", "n1", "hypervisor", 10).await.unwrap(), Ok(()));
-        assert_eq!(s.enroll("abc", "h", "n2", "hypervisor", 11).await.unwrap(), Err(EnrollProblem::Token(TokenProblem::Used)));
+        assert_eq!(
+            s.enroll("abc", "wrong", "n1", "hypervisor", 10)
+                .await
+                .unwrap(),
+            Err(EnrollProblem::Token(TokenProblem::Invalid))
+        );
+        assert_eq!(
+            s.enroll("abc", "h", "n1", "hypervisor", 2_000)
+                .await
+                .unwrap(),
+            Err(EnrollProblem::Token(TokenProblem::Expired))
+        );
+        assert!(
+            s.node("n1").await.unwrap().is_none(),
+            "refusals change nothing"
+        );
+        assert_eq!(
+            s.enroll("abc", "h", "n1", "hypervisor", 10).await.unwrap(),
+            Ok(())
+        );
+        assert_eq!(
+            s.enroll("abc", "h", "n2", "hypervisor", 11).await.unwrap(),
+            Err(EnrollProblem::Token(TokenProblem::Used))
+        );
         // A taken name does not burn a fresh token.
         s.create_token("def", "h2", 0, 1_000).await.unwrap();
-        assert_eq!(s.enroll("def", "h2", "n1", "hypervisor", 12).await.unwrap(), Err(EnrollProblem::NodeExists));
+        assert_eq!(
+            s.enroll("def", "h2", "n1", "hypervisor", 12).await.unwrap(),
+            Err(EnrollProblem::NodeExists)
+        );
         assert_eq!(s.unused_tokens().await.unwrap(), 1);
     }
 
@@ -664,22 +725,67 @@ mod tests {
     async fn events_are_stored_once_and_drive_plan_state() {
         let (_d, s) = store().await;
         s.create_token("t", "h", 0, 1_000).await.unwrap();
-        s.enroll("t", "h", "n1", "hypervisor", 1).await.unwrap().unwrap();
+        s.enroll("t", "h", "n1", "hypervisor", 1)
+            .await
+            .unwrap()
+            .unwrap();
         let plan = s.create_plan("n1", &steps(2), 5).await.unwrap();
-        let ev = |seq, step, kind| StepEvent { plan: plan.id, seq, step, at_ms: 1, kind };
-        assert!(s.insert_event("n1", &ev(0, 0, StepEventKind::Started), 6).await.unwrap());
-        assert!(!s.insert_event("n1", &ev(0, 0, StepEventKind::Started), 7).await.unwrap());
-        assert_eq!(s.plan(plan.id).await.unwrap().unwrap().state, state::RUNNING);
-        s.insert_event("n1", &ev(1, 0, StepEventKind::Done { changed: true }), 8).await.unwrap();
-        s.insert_event("n1", &ev(2, 1, StepEventKind::Failed { kind: ErrorKind::Timeout, message: "slow".into() }), 9).await.unwrap();
+        let ev = |seq, step, kind| StepEvent {
+            plan: plan.id,
+            seq,
+            step,
+            at_ms: 1,
+            kind,
+        };
+        assert!(
+            s.insert_event("n1", &ev(0, 0, StepEventKind::Started), 6)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.insert_event("n1", &ev(0, 0, StepEventKind::Started), 7)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            s.plan(plan.id).await.unwrap().unwrap().state,
+            state::RUNNING
+        );
+        s.insert_event("n1", &ev(1, 0, StepEventKind::Done { changed: true }), 8)
+            .await
+            .unwrap();
+        s.insert_event(
+            "n1",
+            &ev(
+                2,
+                1,
+                StepEventKind::Failed {
+                    kind: ErrorKind::Timeout,
+                    message: "slow".into(),
+                },
+            ),
+            9,
+        )
+        .await
+        .unwrap();
         let row = s.plan(plan.id).await.unwrap().unwrap();
         assert_eq!(row.state, state::FAILED);
         assert_eq!(row.finished_at_us, Some(9));
         assert_eq!(s.stored_events(plan.id).await.unwrap(), 3);
         let evs = s.events(plan.id).await.unwrap();
-        assert_eq!(evs[2].kind, StepEventKind::Failed { kind: ErrorKind::Timeout, message: "slow".into() });
+        assert_eq!(
+            evs[2].kind,
+            StepEventKind::Failed {
+                kind: ErrorKind::Timeout,
+                message: "slow".into()
+            }
+        );
         assert!(s.unfinished_plans("n1").await.unwrap().is_empty());
         // Another node cannot write into this plan.
-        assert!(matches!(s.insert_event("n2", &ev(3, 1, StepEventKind::Started), 10).await, Err(StoreError::UnknownPlan { .. })));
+        assert!(matches!(
+            s.insert_event("n2", &ev(3, 1, StepEventKind::Started), 10)
+                .await,
+            Err(StoreError::UnknownPlan { .. })
+        ));
     }
 }

@@ -115,18 +115,18 @@ pub fn decode_payload<M: Message>(payload: &[u8]) -> Result<M, FrameError> {
         return Err(FrameError::Empty);
     }
     match postcard::take_from_bytes::<M>(payload) {
-        Ok((msg, rest)) if rest.is_empty() => Ok(msg),
+        Ok((msg, [])) => Ok(msg),
         Ok((_, rest)) => Err(FrameError::Trailing(rest.len())),
         Err(e) => {
             // An enum is encoded as its variant index (a varint) first: name an unknown kind
             // clearly instead of calling it garbage.
-            if let Ok((kind, _)) = postcard::take_from_bytes::<u32>(payload) {
-                if kind >= M::KINDS {
-                    return Err(FrameError::UnknownKind {
-                        kind,
-                        known: M::KINDS - 1,
-                    });
-                }
+            if let Ok((kind, _)) = postcard::take_from_bytes::<u32>(payload)
+                && kind >= M::KINDS
+            {
+                return Err(FrameError::UnknownKind {
+                    kind,
+                    known: M::KINDS - 1,
+                });
             }
             Err(FrameError::Malformed {
                 what: M::NAME,
@@ -145,7 +145,7 @@ pub fn to_datagram<M: Message>(msg: &M) -> Result<Vec<u8>, FrameError> {
 }
 
 /// Incremental frame decoder for a byte stream. Feed bytes with [`FrameDecoder::extend`], take
-/// messages with [`FrameDecoder::next`]. After an error the stream is unusable: close it.
+/// messages with [`FrameDecoder::next_msg`]. After an error the stream is unusable: close it.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
@@ -172,7 +172,7 @@ impl FrameDecoder {
     }
 
     /// The next complete message, `Ok(None)` if more bytes are needed.
-    pub fn next<M: Message>(&mut self) -> Result<Option<M>, FrameError> {
+    pub fn next_msg<M: Message>(&mut self) -> Result<Option<M>, FrameError> {
         let Some(header) = self.buf.get(..HEADER_LEN) else {
             return Ok(None);
         };
@@ -199,7 +199,7 @@ impl FrameDecoder {
         }
     }
 
-    /// How many more bytes are needed before [`FrameDecoder::next`] can return a message
+    /// How many more bytes are needed before [`FrameDecoder::next_msg`] can return a message
     /// (at least 1 while a frame is incomplete); 0 when one may be ready.
     pub fn wanted(&self) -> usize {
         if self.buf.len() < HEADER_LEN {
@@ -233,10 +233,10 @@ mod tests {
         let frame = to_frame(&msg, DEFAULT_MAX_FRAME).unwrap();
         let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
         for b in &frame {
-            assert_eq!(dec.next::<AgentMsg>().unwrap(), None);
+            assert_eq!(dec.next_msg::<AgentMsg>().unwrap(), None);
             dec.extend(std::slice::from_ref(b));
         }
-        assert_eq!(dec.next::<AgentMsg>().unwrap(), Some(msg));
+        assert_eq!(dec.next_msg::<AgentMsg>().unwrap(), Some(msg));
         dec.finish().unwrap();
     }
 
@@ -245,8 +245,11 @@ mod tests {
         let mut dec = FrameDecoder::new(1024);
         dec.extend(&(4096u32).to_be_bytes());
         assert_eq!(
-            dec.next::<AgentMsg>(),
-            Err(FrameError::TooLarge { len: 4096, max: 1024 })
+            dec.next_msg::<AgentMsg>(),
+            Err(FrameError::TooLarge {
+                len: 4096,
+                max: 1024
+            })
         );
     }
 
@@ -254,7 +257,7 @@ mod tests {
     fn unknown_kind_is_named() {
         let mut dec = FrameDecoder::new(1024);
         dec.extend(&[0, 0, 0, 2, 9, 0]);
-        let err = dec.next::<CoordMsg>().unwrap_err();
+        let err = dec.next_msg::<CoordMsg>().unwrap_err();
         assert_eq!(err, FrameError::UnknownKind { kind: 9, known: 3 });
         assert!(err.to_string().contains("newer protocol"));
     }
@@ -263,10 +266,13 @@ mod tests {
     fn garbage_is_malformed_not_a_panic() {
         let mut dec = FrameDecoder::new(1024);
         dec.extend(&[0, 0, 0, 3, 0, 0xff, 0xff]);
-        assert!(matches!(dec.next::<AgentMsg>(), Err(FrameError::Malformed { .. })));
+        assert!(matches!(
+            dec.next_msg::<AgentMsg>(),
+            Err(FrameError::Malformed { .. })
+        ));
         let mut dec = FrameDecoder::new(1024);
         dec.extend(&[0, 0, 0, 0]);
-        assert_eq!(dec.next::<AgentMsg>(), Err(FrameError::Empty));
+        assert_eq!(dec.next_msg::<AgentMsg>(), Err(FrameError::Empty));
     }
 
     #[test]
@@ -274,7 +280,7 @@ mod tests {
         let frame = to_frame(&AgentMsg::PlanAccepted { plan: 1 }, 1024).unwrap();
         let mut dec = FrameDecoder::new(1024);
         dec.extend(&frame[..frame.len() - 1]);
-        assert_eq!(dec.next::<AgentMsg>().unwrap(), None);
+        assert_eq!(dec.next_msg::<AgentMsg>().unwrap(), None);
         assert_eq!(dec.finish(), Err(FrameError::Truncated(frame.len() - 1)));
     }
 }

@@ -337,7 +337,9 @@ impl Plan {
                 return Err(field("timeout_secs", "must be at least 1"));
             }
             match &ps.step {
-                Step::EnsureBridge { name, .. } => check_ifname(name).map_err(|p| field("name", p))?,
+                Step::EnsureBridge { name, .. } => {
+                    check_ifname(name).map_err(|p| field("name", p))?
+                }
                 Step::EnsureVolume {
                     pool,
                     name,
@@ -444,7 +446,14 @@ mod tests {
             node: "n".into(),
             steps: vec![step("k", g.clone()), step("k", g)],
         };
-        assert!(matches!(plan.validate(), Err(PlanError::DuplicateKey { first: 0, second: 1, .. })));
+        assert!(matches!(
+            plan.validate(),
+            Err(PlanError::DuplicateKey {
+                first: 0,
+                second: 1,
+                ..
+            })
+        ));
         let empty = Plan {
             id: 1,
             node: "n".into(),
@@ -464,7 +473,16 @@ mod tests {
         };
         assert!(!ev(0, StepEventKind::Done { changed: true }).ends_plan(2));
         assert!(ev(1, StepEventKind::Done { changed: true }).ends_plan(2));
-        assert!(ev(0, StepEventKind::Failed { kind: ErrorKind::Io, message: "x".into() }).ends_plan(2));
+        assert!(
+            ev(
+                0,
+                StepEventKind::Failed {
+                    kind: ErrorKind::Io,
+                    message: "x".into()
+                }
+            )
+            .ends_plan(2)
+        );
         assert!(!ev(1, StepEventKind::Started).ends_plan(2));
     }
 }

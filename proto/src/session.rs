@@ -10,9 +10,7 @@
 //! the agent how many events of each plan it holds and the agent re-sends the rest. The
 //! coordinator drops events it has already seen, so each event is stored exactly once.
 
-use crate::msg::{
-    AgentMsg, CoordMsg, Hello, PlanCursor, RefuseReason, StoredCursor, Welcome,
-};
+use crate::msg::{AgentMsg, CoordMsg, Hello, PlanCursor, RefuseReason, StoredCursor, Welcome};
 use crate::plan::{Plan, PlanId, StepEvent};
 use crate::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use std::collections::{BTreeMap, VecDeque};
@@ -129,9 +127,9 @@ impl AgentSession {
             (Phase::Established, CoordMsg::Ack { plan, seq }) => {
                 self.events.push_back(AgentEvent::Acked { plan, seq })
             }
-            (Phase::Established, CoordMsg::Welcome(_) | CoordMsg::Refused(_)) => {
-                self.close(SessionError::Violation("handshake message after the handshake"))
-            }
+            (Phase::Established, CoordMsg::Welcome(_) | CoordMsg::Refused(_)) => self.close(
+                SessionError::Violation("handshake message after the handshake"),
+            ),
         }
     }
 
@@ -146,7 +144,8 @@ impl AgentSession {
         // What the coordinator has already is acknowledged now; the rest is re-sent in order.
         for (&plan, &n) in &stored {
             if n > 0 {
-                self.events.push_back(AgentEvent::Acked { plan, seq: n - 1 });
+                self.events
+                    .push_back(AgentEvent::Acked { plan, seq: n - 1 });
             }
         }
         self.phase = Phase::Established;
@@ -180,10 +179,10 @@ impl AgentSession {
 
     /// Handles an expired deadline.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Phase::Handshake { deadline } = self.phase {
-            if now >= deadline {
-                self.close(SessionError::HandshakeTimeout(self.handshake_timeout));
-            }
+        if let Phase::Handshake { deadline } = self.phase
+            && now >= deadline
+        {
+            self.close(SessionError::HandshakeTimeout(self.handshake_timeout));
         }
     }
 
@@ -373,7 +372,8 @@ impl CoordSession {
         self.transmit.clear();
         self.transmit.push_back(CoordMsg::Refused(reason.clone()));
         self.phase = Phase::Closed;
-        self.events.push_back(CoordEvent::Closed(SessionError::Refused(reason)));
+        self.events
+            .push_back(CoordEvent::Closed(SessionError::Refused(reason)));
     }
 
     /// Pushes a plan to the agent (queued until the handshake completes).
@@ -397,10 +397,10 @@ impl CoordSession {
 
     /// Handles an expired deadline.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Phase::Handshake { deadline } = self.phase {
-            if now >= deadline {
-                self.close(SessionError::HandshakeTimeout(self.handshake_timeout));
-            }
+        if let Phase::Handshake { deadline } = self.phase
+            && now >= deadline
+        {
+            self.close(SessionError::HandshakeTimeout(self.handshake_timeout));
         }
     }
 

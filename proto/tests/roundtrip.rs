@@ -1,5 +1,6 @@
 //! Property tests: every message survives the framing unchanged, and arbitrary bytes never
 //! panic a decoder.
+#![allow(clippy::unwrap_used)]
 
 use ferric_proto::frame::{DEFAULT_MAX_FRAME, FrameDecoder, decode_payload, to_datagram, to_frame};
 use ferric_proto::msg::{
@@ -14,10 +15,17 @@ fn name() -> impl Strategy<Value = String> {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        (name(), proptest::option::of(name()), proptest::option::of(any::<u16>()))
+        (
+            name(),
+            proptest::option::of(name()),
+            proptest::option::of(any::<u16>())
+        )
             .prop_map(|(name, uplink, vlan)| Step::EnsureBridge { name, uplink, vlan }),
-        (name(), name(), any::<u64>())
-            .prop_map(|(pool, name, size_bytes)| Step::EnsureVolume { pool, name, size_bytes }),
+        (name(), name(), any::<u64>()).prop_map(|(pool, name, size_bytes)| Step::EnsureVolume {
+            pool,
+            name,
+            size_bytes
+        }),
         (name(), 1u32..64, 1u64..1 << 20).prop_map(|(name, vcpus, memory_mib)| {
             Step::EnsureGuest {
                 name,
@@ -33,7 +41,11 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn plan() -> impl Strategy<Value = Plan> {
-    (any::<u64>(), name(), proptest::collection::vec((name(), any::<u32>(), step()), 0..8))
+    (
+        any::<u64>(),
+        name(),
+        proptest::collection::vec((name(), any::<u32>(), step()), 0..8),
+    )
         .prop_map(|(id, node, steps)| Plan {
             id,
             node,
@@ -62,31 +74,47 @@ fn event_kind() -> impl Strategy<Value = StepEventKind> {
 }
 
 fn event() -> impl Strategy<Value = StepEvent> {
-    (any::<u64>(), any::<u32>(), any::<u32>(), any::<u64>(), event_kind()).prop_map(
-        |(plan, seq, step, at_ms, kind)| StepEvent {
+    (
+        any::<u64>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u64>(),
+        event_kind(),
+    )
+        .prop_map(|(plan, seq, step, at_ms, kind)| StepEvent {
             plan,
             seq,
             step,
             at_ms,
             kind,
-        },
-    )
+        })
 }
 
 fn agent_msg() -> impl Strategy<Value = AgentMsg> {
     prop_oneof![
-        (any::<u16>(), name(), any::<[u8; 32]>(), proptest::collection::vec((any::<u64>(), any::<u32>(), any::<bool>()), 0..4))
-            .prop_map(|(version, node, inventory_digest, plans)| AgentMsg::Hello(Hello {
-                version,
-                node,
-                role: Role::Management,
-                capabilities: vec!["fake".into()],
-                inventory_digest,
-                plans: plans
-                    .into_iter()
-                    .map(|(plan, next_seq, finished)| PlanCursor { plan, next_seq, finished })
-                    .collect(),
-            })),
+        (
+            any::<u16>(),
+            name(),
+            any::<[u8; 32]>(),
+            proptest::collection::vec((any::<u64>(), any::<u32>(), any::<bool>()), 0..4)
+        )
+            .prop_map(
+                |(version, node, inventory_digest, plans)| AgentMsg::Hello(Hello {
+                    version,
+                    node,
+                    role: Role::Management,
+                    capabilities: vec!["fake".into()],
+                    inventory_digest,
+                    plans: plans
+                        .into_iter()
+                        .map(|(plan, next_seq, finished)| PlanCursor {
+                            plan,
+                            next_seq,
+                            finished
+                        })
+                        .collect(),
+                })
+            ),
         any::<u64>().prop_map(|plan| AgentMsg::PlanAccepted { plan }),
         event().prop_map(AgentMsg::Event),
     ]
@@ -110,7 +138,7 @@ proptest! {
         let mut got = Vec::new();
         for c in bytes.chunks(chunk) {
             dec.extend(c);
-            while let Some(m) = dec.next::<AgentMsg>().unwrap() {
+            while let Some(m) = dec.next_msg::<AgentMsg>().unwrap() {
                 got.push(m);
             }
         }
@@ -123,7 +151,7 @@ proptest! {
         let frame = to_frame(&msg, DEFAULT_MAX_FRAME).unwrap();
         let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
         dec.extend(&frame);
-        prop_assert_eq!(dec.next::<CoordMsg>().unwrap(), Some(msg));
+        prop_assert_eq!(dec.next_msg::<CoordMsg>().unwrap(), Some(msg));
     }
 
     #[test]
@@ -141,7 +169,7 @@ proptest! {
         let mut dec = FrameDecoder::new(256);
         dec.extend(&bytes);
         for _ in 0..8 {
-            match dec.next::<AgentMsg>() {
+            match dec.next_msg::<AgentMsg>() {
                 Ok(Some(_)) => continue,
                 _ => break,
             }

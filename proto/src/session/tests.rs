@@ -10,7 +10,7 @@ fn wire<M: Message + std::fmt::Debug>(msg: M) -> M {
     let frame = to_frame(&msg, DEFAULT_MAX_FRAME).expect("encode");
     let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
     dec.extend(&frame);
-    dec.next::<M>().expect("decode").expect("one message")
+    dec.next_msg::<M>().expect("decode").expect("one message")
 }
 
 fn hello(node: &str, version: u16, plans: Vec<PlanCursor>) -> Hello {
@@ -133,7 +133,12 @@ impl World {
 #[test]
 fn handshake_plan_delivery_and_acks() {
     let t0 = Instant::now();
-    let agent = AgentSession::new(t0, hello("n1", PROTOCOL_VERSION, vec![]), vec![], DEFAULT_HANDSHAKE_TIMEOUT);
+    let agent = AgentSession::new(
+        t0,
+        hello("n1", PROTOCOL_VERSION, vec![]),
+        vec![],
+        DEFAULT_HANDSHAKE_TIMEOUT,
+    );
     let mut w = World::new(t0, agent);
     w.pump();
     assert!(w.agent.is_established() && w.coord.is_established());
@@ -147,20 +152,35 @@ fn handshake_plan_delivery_and_acks() {
 
     w.coord.push_plan(plan(9, 2));
     w.pump();
-    assert_eq!(w.agent_events.last(), Some(&AgentEvent::PlanReceived(plan(9, 2))));
+    assert_eq!(
+        w.agent_events.last(),
+        Some(&AgentEvent::PlanReceived(plan(9, 2)))
+    );
     w.agent.plan_accepted(9);
     w.agent.send_event(event(9, 0, StepEventKind::Started));
-    w.agent.send_event(event(9, 1, StepEventKind::Done { changed: true }));
+    w.agent
+        .send_event(event(9, 1, StepEventKind::Done { changed: true }));
     w.pump();
     assert!(w.coord_events.contains(&CoordEvent::PlanAccepted(9)));
-    assert_eq!(w.store[&9].iter().map(|e| e.seq).collect::<Vec<_>>(), vec![0, 1]);
-    assert!(w.agent_events.contains(&AgentEvent::Acked { plan: 9, seq: 1 }));
+    assert_eq!(
+        w.store[&9].iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    assert!(
+        w.agent_events
+            .contains(&AgentEvent::Acked { plan: 9, seq: 1 })
+    );
 }
 
 #[test]
 fn plans_pushed_during_handshake_follow_the_welcome() {
     let t0 = Instant::now();
-    let agent = AgentSession::new(t0, hello("n1", PROTOCOL_VERSION, vec![]), vec![], DEFAULT_HANDSHAKE_TIMEOUT);
+    let agent = AgentSession::new(
+        t0,
+        hello("n1", PROTOCOL_VERSION, vec![]),
+        vec![],
+        DEFAULT_HANDSHAKE_TIMEOUT,
+    );
     let mut w = World::new(t0, agent);
     w.coord.push_plan(plan(3, 1));
     w.pump();
@@ -171,7 +191,12 @@ fn plans_pushed_during_handshake_follow_the_welcome() {
 #[test]
 fn unsupported_version_is_refused_with_the_range() {
     let t0 = Instant::now();
-    let agent = AgentSession::new(t0, hello("n1", 99, vec![]), vec![], DEFAULT_HANDSHAKE_TIMEOUT);
+    let agent = AgentSession::new(
+        t0,
+        hello("n1", 99, vec![]),
+        vec![],
+        DEFAULT_HANDSHAKE_TIMEOUT,
+    );
     let mut w = World::new(t0, agent);
     w.pump();
     let want = RefuseReason::UnsupportedVersion {
@@ -184,27 +209,46 @@ fn unsupported_version_is_refused_with_the_range() {
         vec![AgentEvent::Closed(SessionError::Refused(want.clone()))]
     );
     assert!(w.coord.is_closed() && w.agent.is_closed());
-    assert!(want.to_string().contains("protocol version 99 is not supported"));
+    assert!(
+        want.to_string()
+            .contains("protocol version 99 is not supported")
+    );
 }
 
 #[test]
 fn identity_must_match_the_certificate() {
     let t0 = Instant::now();
-    let agent = AgentSession::new(t0, hello("impostor", PROTOCOL_VERSION, vec![]), vec![], DEFAULT_HANDSHAKE_TIMEOUT);
+    let agent = AgentSession::new(
+        t0,
+        hello("impostor", PROTOCOL_VERSION, vec![]),
+        vec![],
+        DEFAULT_HANDSHAKE_TIMEOUT,
+    );
     let mut w = World::new(t0, agent);
     w.pump();
     assert!(matches!(
         &w.agent_events[..],
-        [AgentEvent::Closed(SessionError::Refused(RefuseReason::IdentityMismatch { .. }))]
+        [AgentEvent::Closed(SessionError::Refused(
+            RefuseReason::IdentityMismatch { .. }
+        ))]
     ));
 }
 
 #[test]
 fn message_before_hello_is_refused() {
     let t0 = Instant::now();
-    let mut coord = CoordSession::new(t0, "n1".into(), 1, Duration::from_secs(1), DEFAULT_HANDSHAKE_TIMEOUT);
+    let mut coord = CoordSession::new(
+        t0,
+        "n1".into(),
+        1,
+        Duration::from_secs(1),
+        DEFAULT_HANDSHAKE_TIMEOUT,
+    );
     coord.handle_frame(t0, AgentMsg::PlanAccepted { plan: 1 });
-    assert_eq!(coord.poll_transmit(), Some(CoordMsg::Refused(RefuseReason::ExpectedHello)));
+    assert_eq!(
+        coord.poll_transmit(),
+        Some(CoordMsg::Refused(RefuseReason::ExpectedHello))
+    );
     assert!(coord.is_closed());
 }
 
@@ -220,13 +264,24 @@ fn handshake_times_out_in_simulated_time() {
     agent.handle_timeout(deadline);
     assert_eq!(
         agent.poll_event(),
-        Some(AgentEvent::Closed(SessionError::HandshakeTimeout(Duration::from_secs(10))))
+        Some(AgentEvent::Closed(SessionError::HandshakeTimeout(
+            Duration::from_secs(10)
+        )))
     );
     assert_eq!(agent.poll_timeout(), None);
 
-    let mut coord = CoordSession::new(t0, "n1".into(), 1, Duration::from_secs(1), Duration::from_secs(3));
+    let mut coord = CoordSession::new(
+        t0,
+        "n1".into(),
+        1,
+        Duration::from_secs(1),
+        Duration::from_secs(3),
+    );
     coord.handle_timeout(t0 + Duration::from_secs(3));
-    assert!(matches!(coord.poll_event(), Some(CoordEvent::Closed(SessionError::HandshakeTimeout(_)))));
+    assert!(matches!(
+        coord.poll_event(),
+        Some(CoordEvent::Closed(SessionError::HandshakeTimeout(_)))
+    ));
 }
 
 #[test]
@@ -234,16 +289,26 @@ fn resume_after_reconnect_stores_each_event_once() {
     let t0 = Instant::now();
     // Session 1: the plan arrives, two events are stored, but the acks are lost because the
     // connection drops on the way back.
-    let agent = AgentSession::new(t0, hello("n1", 1, vec![]), vec![], DEFAULT_HANDSHAKE_TIMEOUT);
+    let agent = AgentSession::new(
+        t0,
+        hello("n1", 1, vec![]),
+        vec![],
+        DEFAULT_HANDSHAKE_TIMEOUT,
+    );
     let mut w = World::new(t0, agent);
     w.pump();
     w.coord.push_plan(plan(5, 2));
     w.pump();
     w.drop_to_agent = true;
     w.agent.send_event(event(5, 0, StepEventKind::Started));
-    w.agent.send_event(event(5, 1, StepEventKind::Done { changed: false }));
+    w.agent
+        .send_event(event(5, 1, StepEventKind::Done { changed: false }));
     w.pump();
-    assert!(!w.agent_events.iter().any(|e| matches!(e, AgentEvent::Acked { .. })));
+    assert!(
+        !w.agent_events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::Acked { .. }))
+    );
     let store = std::mem::take(&mut w.store);
     assert_eq!(store[&5].len(), 2);
 
@@ -270,14 +335,25 @@ fn resume_after_reconnect_stores_each_event_once() {
         "every event stored exactly once"
     );
     // The welcome acknowledged 0..=1, the re-sent events 2 and 3 were acked after storing.
-    assert!(w2.agent_events.contains(&AgentEvent::Acked { plan: 5, seq: 1 }));
-    assert!(w2.agent_events.contains(&AgentEvent::Acked { plan: 5, seq: 3 }));
+    assert!(
+        w2.agent_events
+            .contains(&AgentEvent::Acked { plan: 5, seq: 1 })
+    );
+    assert!(
+        w2.agent_events
+            .contains(&AgentEvent::Acked { plan: 5, seq: 3 })
+    );
 }
 
 #[test]
 fn duplicate_event_is_acked_again_not_emitted() {
     let t0 = Instant::now();
-    let agent = AgentSession::new(t0, hello("n1", 1, vec![]), vec![], DEFAULT_HANDSHAKE_TIMEOUT);
+    let agent = AgentSession::new(
+        t0,
+        hello("n1", 1, vec![]),
+        vec![],
+        DEFAULT_HANDSHAKE_TIMEOUT,
+    );
     let mut w = World::new(t0, agent);
     w.pump();
     w.coord.push_plan(plan(1, 1));
@@ -297,7 +373,12 @@ fn duplicate_event_is_acked_again_not_emitted() {
 #[test]
 fn sequence_gap_closes_the_session() {
     let t0 = Instant::now();
-    let agent = AgentSession::new(t0, hello("n1", 1, vec![]), vec![], DEFAULT_HANDSHAKE_TIMEOUT);
+    let agent = AgentSession::new(
+        t0,
+        hello("n1", 1, vec![]),
+        vec![],
+        DEFAULT_HANDSHAKE_TIMEOUT,
+    );
     let mut w = World::new(t0, agent);
     w.pump();
     w.coord.push_plan(plan(1, 3));
@@ -311,7 +392,12 @@ fn sequence_gap_closes_the_session() {
 #[test]
 fn welcome_with_foreign_version_is_a_violation() {
     let t0 = Instant::now();
-    let mut agent = AgentSession::new(t0, hello("n1", 1, vec![]), vec![], DEFAULT_HANDSHAKE_TIMEOUT);
+    let mut agent = AgentSession::new(
+        t0,
+        hello("n1", 1, vec![]),
+        vec![],
+        DEFAULT_HANDSHAKE_TIMEOUT,
+    );
     agent.handle_frame(
         t0,
         CoordMsg::Welcome(Welcome {
@@ -322,5 +408,8 @@ fn welcome_with_foreign_version_is_a_violation() {
         }),
     );
     assert!(agent.is_closed());
-    assert!(matches!(agent.poll_event(), Some(AgentEvent::Closed(SessionError::Violation(_)))));
+    assert!(matches!(
+        agent.poll_event(),
+        Some(AgentEvent::Closed(SessionError::Violation(_)))
+    ));
 }

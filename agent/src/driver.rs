@@ -1,0 +1,298 @@
+//! Hardware behind small traits. The executor holds `Arc<dyn Trait>` and never names libvirt,
+//! netlink or IPMI; real backends arrive with their issues. [`FakeDriver`] implements every
+//! trait for the in-process tiers: it records calls and can inject delays and failures.
+
+use async_trait::async_trait;
+use ferric_proto::plan::{BootDevice, ErrorKind, GuestPowerAction, PowerAction, Step};
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A driver failure with a stable kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DriverError {
+    /// Stable kind.
+    pub kind: ErrorKind,
+    /// What went wrong, naming the object.
+    pub message: String,
+}
+
+impl DriverError {
+    /// A new error.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// `Ok(changed)`: whether the step changed anything.
+pub type DriverResult = Result<bool, DriverError>;
+
+/// Linux bridges and VLANs.
+#[async_trait]
+pub trait Network: Send + Sync + std::fmt::Debug {
+    /// A bridge exists and is up.
+    async fn ensure_bridge(
+        &self,
+        name: &str,
+        uplink: Option<&str>,
+        vlan: Option<u16>,
+    ) -> DriverResult;
+}
+
+/// Volumes in storage pools.
+#[async_trait]
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// A volume exists with at least `size_bytes`.
+    async fn ensure_volume(&self, pool: &str, name: &str, size_bytes: u64) -> DriverResult;
+    /// A volume is gone.
+    async fn delete_volume(&self, pool: &str, name: &str) -> DriverResult;
+}
+
+/// Guests.
+#[async_trait]
+pub trait Compute: Send + Sync + std::fmt::Debug {
+    /// A guest is defined.
+    async fn ensure_guest(&self, name: &str, vcpus: u32, memory_mib: u64) -> DriverResult;
+    /// A guest's power state.
+    async fn guest_power(&self, name: &str, action: GuestPowerAction) -> DriverResult;
+    /// A guest is gone.
+    async fn delete_guest(&self, name: &str) -> DriverResult;
+}
+
+/// Out-of-band BMC control.
+#[async_trait]
+pub trait BmcControl: Send + Sync + std::fmt::Debug {
+    /// Power action.
+    async fn power(&self, bmc: &str, action: PowerAction) -> DriverResult;
+    /// Next boot device.
+    async fn boot_device(
+        &self,
+        bmc: &str,
+        device: BootDevice,
+        persistent: bool,
+        uefi: bool,
+    ) -> DriverResult;
+}
+
+/// The drivers an agent has.
+#[derive(Debug, Clone)]
+pub struct Drivers {
+    /// Bridges.
+    pub network: Arc<dyn Network>,
+    /// Volumes.
+    pub storage: Arc<dyn Storage>,
+    /// Guests.
+    pub compute: Arc<dyn Compute>,
+    /// BMCs.
+    pub bmc: Arc<dyn BmcControl>,
+}
+
+impl Drivers {
+    /// Every trait served by one fake.
+    pub fn fake(f: Arc<FakeDriver>) -> Self {
+        Self {
+            network: f.clone(),
+            storage: f.clone(),
+            compute: f.clone(),
+            bmc: f,
+        }
+    }
+
+    /// Runs one step through the driver that owns it.
+    pub async fn run(&self, step: &Step) -> DriverResult {
+        match step {
+            Step::EnsureBridge { name, uplink, vlan } => {
+                self.network
+                    .ensure_bridge(name, uplink.as_deref(), *vlan)
+                    .await
+            }
+            Step::EnsureVolume {
+                pool,
+                name,
+                size_bytes,
+            } => self.storage.ensure_volume(pool, name, *size_bytes).await,
+            Step::DeleteVolume { pool, name } => self.storage.delete_volume(pool, name).await,
+            Step::EnsureGuest {
+                name,
+                vcpus,
+                memory_mib,
+            } => self.compute.ensure_guest(name, *vcpus, *memory_mib).await,
+            Step::GuestPower { name, action } => self.compute.guest_power(name, *action).await,
+            Step::DeleteGuest { name } => self.compute.delete_guest(name).await,
+            Step::BmcPower { bmc, action } => self.bmc.power(bmc, *action).await,
+            Step::BmcBootDevice {
+                bmc,
+                device,
+                persistent,
+                uefi,
+            } => self.bmc.boot_device(bmc, *device, *persistent, *uefi).await,
+        }
+    }
+
+    /// Capability names for `Hello`.
+    pub fn capabilities(&self) -> Vec<String> {
+        vec![
+            "network".into(),
+            "storage".into(),
+            "compute".into(),
+            "bmc".into(),
+        ]
+    }
+}
+
+/// A driver for tests and the demo: keeps desired state in memory, records each call (and,
+/// optionally, appends `begin …`/`end …` lines to a file that survives a killed process),
+/// sleeps a configurable time per call, and fails steps of chosen kinds.
+#[derive(Debug, Default)]
+pub struct FakeDriver {
+    calls: Mutex<Vec<String>>,
+    present: Mutex<HashSet<String>>,
+    delay: Mutex<Duration>,
+    fail: Mutex<HashMap<String, ErrorKind>>,
+    record: Option<Mutex<std::fs::File>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl FakeDriver {
+    /// A fake that answers at once and never fails.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A fake that also appends its calls to `path`.
+    pub fn recording(path: &Path) -> std::io::Result<Self> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self {
+            record: Some(Mutex::new(f)),
+            ..Self::default()
+        })
+    }
+
+    /// Each call takes this long.
+    pub fn set_delay(&self, d: Duration) {
+        *lock(&self.delay) = d;
+    }
+
+    /// Steps of `kind` (e.g. `ensure_volume`) fail with `err`.
+    pub fn fail_kind(&self, kind: &str, err: ErrorKind) {
+        lock(&self.fail).insert(kind.to_owned(), err);
+    }
+
+    /// Stops injecting failures.
+    pub fn clear_failures(&self) {
+        lock(&self.fail).clear();
+    }
+
+    /// Calls so far, as `kind object` strings.
+    pub fn calls(&self) -> Vec<String> {
+        lock(&self.calls).clone()
+    }
+
+    fn note(&self, line: &str) {
+        if let Some(f) = &self.record {
+            let mut f = lock(f);
+            let _ = writeln!(f, "{line}");
+            let _ = f.sync_data();
+        }
+    }
+
+    async fn call(&self, kind: &str, object: String, ensure: Option<bool>) -> DriverResult {
+        let what = format!("{kind} {object}");
+        self.note(&format!("begin {what}"));
+        lock(&self.calls).push(what.clone());
+        let delay = *lock(&self.delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(err) = lock(&self.fail).get(kind).copied() {
+            self.note(&format!("fail {what}"));
+            return Err(DriverError::new(err, format!("injected failure: {what}")));
+        }
+        let changed = match ensure {
+            Some(true) => lock(&self.present).insert(object),
+            Some(false) => lock(&self.present).remove(&object),
+            None => true,
+        };
+        self.note(&format!("end {what}"));
+        Ok(changed)
+    }
+}
+
+#[async_trait]
+impl Network for FakeDriver {
+    async fn ensure_bridge(
+        &self,
+        name: &str,
+        _uplink: Option<&str>,
+        _vlan: Option<u16>,
+    ) -> DriverResult {
+        self.call("ensure_bridge", format!("bridge/{name}"), Some(true))
+            .await
+    }
+}
+
+#[async_trait]
+impl Storage for FakeDriver {
+    async fn ensure_volume(&self, pool: &str, name: &str, _size: u64) -> DriverResult {
+        self.call("ensure_volume", format!("volume/{pool}/{name}"), Some(true))
+            .await
+    }
+    async fn delete_volume(&self, pool: &str, name: &str) -> DriverResult {
+        self.call(
+            "delete_volume",
+            format!("volume/{pool}/{name}"),
+            Some(false),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl Compute for FakeDriver {
+    async fn ensure_guest(&self, name: &str, _vcpus: u32, _mem: u64) -> DriverResult {
+        self.call("ensure_guest", format!("guest/{name}"), Some(true))
+            .await
+    }
+    async fn guest_power(&self, name: &str, action: GuestPowerAction) -> DriverResult {
+        self.call("guest_power", format!("guest/{name}/{action:?}"), None)
+            .await
+    }
+    async fn delete_guest(&self, name: &str) -> DriverResult {
+        self.call("delete_guest", format!("guest/{name}"), Some(false))
+            .await
+    }
+}
+
+#[async_trait]
+impl BmcControl for FakeDriver {
+    async fn power(&self, bmc: &str, action: PowerAction) -> DriverResult {
+        self.call("bmc_power", format!("bmc/{bmc}/{action:?}"), None)
+            .await
+    }
+    async fn boot_device(
+        &self,
+        bmc: &str,
+        device: BootDevice,
+        persistent: bool,
+        _uefi: bool,
+    ) -> DriverResult {
+        self.call(
+            "bmc_boot_device",
+            format!("bmc/{bmc}/{device:?}/{persistent}"),
+            None,
+        )
+        .await
+    }
+}

@@ -1,0 +1,514 @@
+//! The agent's journal: what it was told to do and what it did, on disk, so that a restarted
+//! agent resumes a plan where it was and re-sends the events the coordinator had not stored.
+//!
+//! One append-only file of JSON lines per plan (`plan-<id>.jsonl`): the plan, then its events
+//! and acknowledgements. A file is removed once its plan has finished and every event is
+//! acknowledged; the ids of removed plans stay in `completed.log` so that a plan delivered
+//! again is not run again. A torn last line (crash mid-append) is ignored.
+
+use ferric_proto::msg::PlanCursor;
+use ferric_proto::plan::{Plan, PlanId, StepEvent, StepEventKind};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+/// Completed plan ids remembered for de-duplication.
+const COMPLETED_KEEP: usize = 4096;
+
+/// Errors of the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// File I/O failed.
+    #[error("journal I/O on {path}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line other than the last one is not a valid record.
+    #[error("journal {path} is corrupt at line {line}")]
+    Corrupt {
+        /// File.
+        path: PathBuf,
+        /// Line number (1-based).
+        line: usize,
+    },
+    /// An event for a plan the journal does not hold.
+    #[error("plan {0} is not in the journal")]
+    UnknownPlan(PlanId),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Record {
+    Plan(Plan),
+    Event(StepEvent),
+    Ack(u32),
+}
+
+#[derive(Debug)]
+struct Entry {
+    plan: Plan,
+    events: Vec<StepEvent>,
+    acked: Option<u32>,
+    file: File,
+    path: PathBuf,
+}
+
+impl Entry {
+    fn finished(&self) -> bool {
+        self.events
+            .last()
+            .is_some_and(|e| e.ends_plan(self.plan.steps.len()))
+    }
+
+    fn all_acked(&self) -> bool {
+        match (self.events.len(), self.acked) {
+            (0, _) => true,
+            (n, Some(a)) => a as usize + 1 >= n,
+            (_, None) => false,
+        }
+    }
+
+    /// Index of the step to run next: after the last done step; a started step that did not
+    /// finish runs again (steps are idempotent).
+    fn next_step(&self) -> usize {
+        match self.events.last() {
+            None => 0,
+            Some(e) => match e.kind {
+                StepEventKind::Done { .. } => e.step as usize + 1,
+                StepEventKind::Started | StepEventKind::Progress { .. } => e.step as usize,
+                StepEventKind::Failed { .. } => self.plan.steps.len(),
+            },
+        }
+    }
+}
+
+/// Work the executor should do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Work {
+    /// The plan.
+    pub plan: Plan,
+    /// Step index to run.
+    pub step: usize,
+    /// Whether this step was started before (the agent stopped while it ran).
+    pub resumed: bool,
+}
+
+/// The journal.
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    sync: bool,
+    plans: BTreeMap<PlanId, Entry>,
+    completed: BTreeSet<PlanId>,
+    completed_file: File,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl Journal {
+    /// Opens the journal in `dir`, replaying what is there. With `sync`, every append is
+    /// flushed to the device before it is reported.
+    pub fn open(dir: &Path, sync: bool) -> Result<Self, JournalError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let completed_path = dir.join("completed.log");
+        let mut completed: BTreeSet<PlanId> = BTreeSet::new();
+        if completed_path.exists() {
+            let f = File::open(&completed_path).map_err(io(&completed_path))?;
+            for line in BufReader::new(f).lines() {
+                let line = line.map_err(io(&completed_path))?;
+                if let Ok(id) = line.trim().parse() {
+                    completed.insert(id);
+                }
+            }
+            if completed.len() > COMPLETED_KEEP {
+                let keep: BTreeSet<_> = completed
+                    .iter()
+                    .rev()
+                    .take(COMPLETED_KEEP)
+                    .copied()
+                    .collect();
+                completed = keep;
+                let text: String = completed.iter().map(|id| format!("{id}\n")).collect();
+                crate::tls::write_file(&completed_path, text.as_bytes(), 0o644).map_err(|_| {
+                    JournalError::Corrupt {
+                        path: completed_path.clone(),
+                        line: 0,
+                    }
+                })?;
+            }
+        }
+        let completed_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&completed_path)
+            .map_err(io(&completed_path))?;
+        let mut plans = BTreeMap::new();
+        for dirent in std::fs::read_dir(dir).map_err(io(dir))? {
+            let path = dirent.map_err(io(dir))?.path();
+            let is_plan = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("plan-") && n.ends_with(".jsonl"));
+            if !is_plan {
+                continue;
+            }
+            if let Some(entry) = Self::replay(&path)? {
+                plans.insert(entry.plan.id, entry);
+            }
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            sync,
+            plans,
+            completed,
+            completed_file,
+        })
+    }
+
+    fn replay(path: &Path) -> Result<Option<Entry>, JournalError> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        let mut entry: Option<Entry> = None;
+        let mut good_len = 0usize;
+        for (i, raw) in lines.iter().enumerate() {
+            let complete = raw.ends_with('\n');
+            let rec = serde_json::from_str::<Record>(raw.trim_end());
+            let rec = match rec {
+                Ok(r) if complete => r,
+                _ if i + 1 == lines.len() => {
+                    tracing::warn!(path = %path.display(), "ignoring a torn last journal line");
+                    break;
+                }
+                _ => {
+                    return Err(JournalError::Corrupt {
+                        path: path.to_owned(),
+                        line: i + 1,
+                    });
+                }
+            };
+            good_len += raw.len();
+            match (rec, &mut entry) {
+                (Record::Plan(p), None) => {
+                    let file = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(path)
+                        .map_err(io(path))?;
+                    entry = Some(Entry {
+                        plan: p,
+                        events: vec![],
+                        acked: None,
+                        file,
+                        path: path.to_owned(),
+                    });
+                }
+                (Record::Event(e), Some(en)) if e.seq as usize == en.events.len() => {
+                    en.events.push(e)
+                }
+                (Record::Ack(a), Some(en)) => en.acked = Some(en.acked.map_or(a, |x| x.max(a))),
+                _ => {
+                    return Err(JournalError::Corrupt {
+                        path: path.to_owned(),
+                        line: i + 1,
+                    });
+                }
+            }
+        }
+        if good_len < text.len() {
+            // Cut the torn tail so that the next append starts on a line of its own.
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io(path))?;
+            f.set_len(good_len as u64).map_err(io(path))?;
+        }
+        Ok(entry)
+    }
+
+    fn append(&mut self, plan: PlanId, rec: &Record) -> Result<(), JournalError> {
+        let sync = self.sync;
+        let entry = self
+            .plans
+            .get_mut(&plan)
+            .ok_or(JournalError::UnknownPlan(plan))?;
+        let mut line = serde_json::to_vec(rec).map_err(|e| JournalError::Io {
+            path: entry.path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        line.push(b'\n');
+        entry.file.write_all(&line).map_err(io(&entry.path))?;
+        if sync {
+            entry.file.sync_data().map_err(io(&entry.path))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the journal holds or has completed this plan.
+    pub fn knows(&self, plan: PlanId) -> bool {
+        self.plans.contains_key(&plan) || self.completed.contains(&plan)
+    }
+
+    /// Records a new plan; false if it was known already (nothing written).
+    pub fn add_plan(&mut self, plan: &Plan) -> Result<bool, JournalError> {
+        if self.knows(plan.id) {
+            return Ok(false);
+        }
+        let path = self.dir.join(format!("plan-{}.jsonl", plan.id));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        self.plans.insert(
+            plan.id,
+            Entry {
+                plan: plan.clone(),
+                events: vec![],
+                acked: None,
+                file,
+                path: path.clone(),
+            },
+        );
+        self.append(plan.id, &Record::Plan(plan.clone()))?;
+        if self.sync {
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&self.dir))?;
+        }
+        Ok(true)
+    }
+
+    /// Records an event of `plan`, numbering it, and returns it.
+    pub fn record(
+        &mut self,
+        plan: PlanId,
+        step: u32,
+        at_ms: u64,
+        kind: StepEventKind,
+    ) -> Result<StepEvent, JournalError> {
+        let seq = self
+            .plans
+            .get(&plan)
+            .ok_or(JournalError::UnknownPlan(plan))?
+            .events
+            .len() as u32;
+        let ev = StepEvent {
+            plan,
+            seq,
+            step,
+            at_ms,
+            kind,
+        };
+        self.append(plan, &Record::Event(ev.clone()))?;
+        if let Some(e) = self.plans.get_mut(&plan) {
+            e.events.push(ev.clone());
+        }
+        Ok(ev)
+    }
+
+    /// Records that the coordinator stored events `0..=seq`; forgets a finished, fully
+    /// acknowledged plan.
+    pub fn ack(&mut self, plan: PlanId, seq: u32) -> Result<(), JournalError> {
+        let Some(entry) = self.plans.get(&plan) else {
+            return Ok(()); // already forgotten
+        };
+        if entry.acked.is_some_and(|a| a >= seq) {
+            return Ok(());
+        }
+        self.append(plan, &Record::Ack(seq))?;
+        let entry = self
+            .plans
+            .get_mut(&plan)
+            .ok_or(JournalError::UnknownPlan(plan))?;
+        entry.acked = Some(seq);
+        if entry.finished() && entry.all_acked() {
+            let path = entry.path.clone();
+            writeln!(self.completed_file, "{plan}").map_err(io(&path))?;
+            if self.sync {
+                self.completed_file.sync_data().map_err(io(&path))?;
+            }
+            self.completed.insert(plan);
+            self.plans.remove(&plan);
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Events not yet acknowledged, plan by plan in order.
+    pub fn unacked(&self) -> Vec<StepEvent> {
+        self.plans
+            .values()
+            .flat_map(|e| {
+                let from = e.acked.map_or(0, |a| a as usize + 1);
+                e.events.iter().skip(from).cloned()
+            })
+            .collect()
+    }
+
+    /// What the agent tells the coordinator in `Hello`.
+    pub fn cursors(&self) -> Vec<PlanCursor> {
+        self.plans
+            .values()
+            .map(|e| PlanCursor {
+                plan: e.plan.id,
+                next_seq: e.events.len() as u32,
+                finished: e.finished(),
+            })
+            .collect()
+    }
+
+    /// The next step to run: the oldest unfinished plan's next step.
+    pub fn next_work(&self) -> Option<Work> {
+        self.plans.values().find(|e| !e.finished()).map(|e| {
+            let step = e.next_step();
+            let resumed = e.events.last().is_some_and(|l| {
+                l.step as usize == step && !matches!(l.kind, StepEventKind::Done { .. })
+            });
+            Work {
+                plan: e.plan.clone(),
+                step,
+                resumed,
+            }
+        })
+    }
+
+    /// Plans held (unfinished or not yet fully acknowledged).
+    pub fn len(&self) -> usize {
+        self.plans.len()
+    }
+
+    /// Whether no plan is held.
+    pub fn is_empty(&self) -> bool {
+        self.plans.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferric_proto::plan::{ErrorKind, PlanStep, Step};
+
+    fn plan(id: PlanId, n: usize) -> Plan {
+        Plan {
+            id,
+            node: "n".into(),
+            steps: (0..n)
+                .map(|i| PlanStep {
+                    key: format!("k{i}"),
+                    timeout_secs: 5,
+                    step: Step::DeleteGuest {
+                        name: format!("g{i}"),
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn resumes_an_interrupted_step_and_resends_unacked() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut j = Journal::open(dir.path(), true).unwrap();
+            assert!(j.add_plan(&plan(1, 3)).unwrap());
+            assert!(!j.add_plan(&plan(1, 3)).unwrap());
+            j.record(1, 0, 1, StepEventKind::Started).unwrap();
+            j.record(1, 0, 2, StepEventKind::Done { changed: true })
+                .unwrap();
+            j.ack(1, 0).unwrap();
+            j.record(1, 1, 3, StepEventKind::Started).unwrap();
+            // crash here
+        }
+        let j = Journal::open(dir.path(), true).unwrap();
+        let w = j.next_work().unwrap();
+        assert_eq!((w.step, w.resumed), (1, true));
+        assert_eq!(
+            j.unacked().iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(j.cursors()[0].next_seq, 3);
+    }
+
+    #[test]
+    fn finished_and_acked_plans_are_forgotten_but_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), false).unwrap();
+        j.add_plan(&plan(7, 1)).unwrap();
+        j.record(7, 0, 1, StepEventKind::Started).unwrap();
+        j.record(
+            7,
+            0,
+            2,
+            StepEventKind::Failed {
+                kind: ErrorKind::Io,
+                message: "disk".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(j.next_work(), None);
+        j.ack(7, 1).unwrap();
+        assert!(j.is_empty());
+        assert!(!dir.path().join("plan-7.jsonl").exists());
+        drop(j);
+        let mut j = Journal::open(dir.path(), false).unwrap();
+        assert!(j.knows(7));
+        assert!(
+            !j.add_plan(&plan(7, 1)).unwrap(),
+            "a completed plan is not run again"
+        );
+    }
+
+    #[test]
+    fn torn_last_line_is_ignored_and_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut j = Journal::open(dir.path(), false).unwrap();
+            j.add_plan(&plan(2, 2)).unwrap();
+            j.record(2, 0, 1, StepEventKind::Started).unwrap();
+        }
+        let path = dir.path().join("plan-2.jsonl");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"{\"event\":{\"plan\":2,\"se").unwrap();
+        drop(f);
+        let mut j = Journal::open(dir.path(), false).unwrap();
+        assert_eq!(j.unacked().len(), 1);
+        j.record(2, 0, 2, StepEventKind::Done { changed: false })
+            .unwrap();
+        drop(j);
+        let j = Journal::open(dir.path(), false).unwrap();
+        assert_eq!(j.unacked().len(), 2);
+        assert_eq!(j.next_work().unwrap().step, 1);
+    }
+
+    #[test]
+    fn corruption_in_the_middle_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut j = Journal::open(dir.path(), false).unwrap();
+            j.add_plan(&plan(3, 2)).unwrap();
+            j.record(3, 0, 1, StepEventKind::Started).unwrap();
+        }
+        let path = dir.path().join("plan-3.jsonl");
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replacen("{\"plan\"", "{\"plXX\"", 1);
+        std::fs::write(&path, text).unwrap();
+        assert!(matches!(
+            Journal::open(dir.path(), false),
+            Err(JournalError::Corrupt { line: 1, .. })
+        ));
+    }
+}

@@ -1,1 +1,268 @@
+//! # ferric-tests
+//!
+//! End-to-end suites of Ferric and the helpers they share: a coordinator started in-process
+//! on loopback with real QUIC sockets and a real SQLite store, agents started in-process or
+//! as real processes, and a way to find the built binaries.
+//!
+//! The lab harness (virtual bare metal with emulated BMCs) joins this crate with the lab issue.
+#![forbid(unsafe_code)]
 
+use anyhow::{Context, Result, bail};
+use ferric_agent::driver::{Drivers, FakeDriver};
+use ferric_agent::enroll::{EnrollOptions, enroll};
+use ferric_agent::telemetry::FixedSampler;
+use ferric_agent::tls::CaPin;
+use ferric_coordinator::cli::Client;
+use ferric_proto::msg::Role;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Logs to the test's output when `RUST_LOG` is set.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A coordinator config on loopback with ephemeral ports.
+pub fn coordinator_config(data_dir: &Path) -> ferric_coordinator::Config {
+    let mut c = ferric_coordinator::Config::new(data_dir.to_owned());
+    c.listen = "127.0.0.1:0".parse().expect("addr");
+    c.api_listen = "127.0.0.1:0".parse().expect("addr");
+    c.drain_grace = Duration::from_secs(2);
+    c
+}
+
+/// Starts an in-process coordinator.
+pub async fn start_coordinator(data_dir: &Path) -> Result<ferric_coordinator::Running> {
+    Ok(ferric_coordinator::start(coordinator_config(data_dir)).await?)
+}
+
+/// API client of a running coordinator.
+pub fn client(api: std::net::SocketAddr) -> Client {
+    Client::new(&format!("http://{api}"))
+}
+
+/// Creates a token through the API and enrolls `node` into `state_dir` (in-process).
+pub async fn enroll_in_process(
+    api: std::net::SocketAddr,
+    quic: std::net::SocketAddr,
+    node: &str,
+    state_dir: &Path,
+) -> Result<()> {
+    let t = client(api).create_token(Duration::from_secs(600)).await?;
+    let id = enroll(&EnrollOptions {
+        coordinator: quic.to_string(),
+        token: t.token,
+        ca_pin: t.ca_hash.parse::<CaPin>()?,
+        node: node.to_owned(),
+        role: Role::Hypervisor,
+        timeout: Duration::from_secs(20),
+    })
+    .await?;
+    id.save(state_dir)?;
+    Ok(())
+}
+
+/// An agent running in this process.
+#[derive(Debug)]
+pub struct InProcessAgent {
+    /// Its fake driver.
+    pub fake: Arc<FakeDriver>,
+    /// Stops it (drain).
+    pub shutdown: CancellationToken,
+    /// Its task.
+    pub task: tokio::task::JoinHandle<Result<(), ferric_agent::AgentError>>,
+}
+
+/// Agent config for tests: fast backoff, fixed telemetry sampler.
+pub fn agent_config(state_dir: &Path, fake: Arc<FakeDriver>) -> ferric_agent::Config {
+    let mut cfg = ferric_agent::Config::new(
+        state_dir.to_owned(),
+        Drivers::fake(fake),
+        Arc::new(FixedSampler::small()),
+    );
+    cfg.backoff_min = Duration::from_millis(50);
+    cfg.backoff_max = Duration::from_millis(500);
+    cfg.drain_grace = Duration::from_secs(5);
+    cfg
+}
+
+/// Starts an enrolled agent in this process.
+pub fn spawn_agent(cfg: ferric_agent::Config, fake: Arc<FakeDriver>) -> InProcessAgent {
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(ferric_agent::run(cfg, shutdown.clone()));
+    InProcessAgent {
+        fake,
+        shutdown,
+        task,
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or fails after `limit` naming `what`.
+pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until plan `id` has finished and returns its status JSON.
+pub async fn wait_plan_finished(c: &Client, id: u64, limit: Duration) -> Result<serde_json::Value> {
+    wait_for(limit, &format!("plan {id} to finish"), || async {
+        let s = c.plan(id).await?;
+        let st = s["plan"]["state"].as_str().unwrap_or("").to_owned();
+        Ok((st == "succeeded" || st == "failed").then_some(s))
+    })
+    .await
+}
+
+/// The `(seq, step, kind)` triples of a plan status, kind as `started`/`done`/`failed`/`progress`.
+pub fn event_list(status: &serde_json::Value) -> Vec<(u64, u64, String)> {
+    status["events"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    let kind = match &e["kind"] {
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Object(o) => {
+                            o.keys().next().cloned().unwrap_or_default()
+                        }
+                        other => other.to_string(),
+                    };
+                    (
+                        e["seq"].as_u64().unwrap_or(u64::MAX),
+                        e["step"].as_u64().unwrap_or(u64::MAX),
+                        kind,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The event list a plan of `steps` steps has when each step started once and finished.
+pub fn clean_run(steps: u64) -> Vec<(u64, u64, String)> {
+    (0..steps)
+        .flat_map(|i| {
+            [
+                (2 * i, i, "started".to_owned()),
+                (2 * i + 1, i, "done".to_owned()),
+            ]
+        })
+        .collect()
+}
+
+/// A path to a binary built from this workspace (`ferric`, `ferric-agent`). The test command
+/// (`cargo xtask test`) builds them before the tests run; after a plain `cargo test`, run
+/// `cargo build --workspace --bins` first.
+pub fn bin(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("cannot locate the target directory")?;
+    let p = dir.join(name);
+    if !p.exists() {
+        bail!(
+            "{} is not built: run `cargo build --workspace --bins` (cargo xtask test does)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// A child process killed (SIGKILL) when dropped, with its output in a log file.
+#[derive(Debug)]
+pub struct Proc {
+    child: Option<Child>,
+    /// Log file of stdout and stderr.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `program args…`, logging to `log`.
+    pub fn spawn(program: &Path, args: &[&str], log: &Path) -> Result<Self> {
+        let out = std::fs::File::create(log)?;
+        let err = out.try_clone()?;
+        let child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "info,quinn=warn")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
+        Ok(Self {
+            child: Some(child),
+            log: log.to_owned(),
+        })
+    }
+
+    /// Kills the process at once (SIGKILL): no drain, no flush.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
+        let Some(mut c) = self.child.take() else {
+            bail!("not running")
+        };
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(st) = c.try_wait()? {
+                return Ok(st);
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = c.kill();
+                bail!("process did not exit within {limit:?} after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free loopback port for UDP and TCP (bound and released; fine for tests on one host).
+pub fn free_port() -> Result<u16> {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let port = udp.local_addr()?.port();
+    drop(udp);
+    Ok(port)
+}

@@ -515,14 +515,17 @@ pub async fn run_client(cli: Cli) -> Result<()> {
                         });
                         let secs = t["received_at_ms"].as_i64().unwrap_or(0) / 1000;
                         println!(
-                            "{}  {}  {:>5.1}  {:>5}/{:<6}  {:>5.2}  {}/{}",
+                            "{:<20}  {:<14}  {:>5.1}  {:>13}  {:>5.2}  {}/{}",
                             humantime::format_rfc3339_seconds(
                                 std::time::UNIX_EPOCH + Duration::from_secs(secs as u64)
                             ),
                             node,
                             s["cpu_percent"].as_f64().unwrap_or(0.0),
-                            s["mem_used_bytes"].as_u64().unwrap_or(0) >> 20,
-                            s["mem_total_bytes"].as_u64().unwrap_or(0) >> 20,
+                            format!(
+                                "{}/{}",
+                                s["mem_used_bytes"].as_u64().unwrap_or(0) >> 20,
+                                s["mem_total_bytes"].as_u64().unwrap_or(0) >> 20
+                            ),
                             s["load1"].as_f64().unwrap_or(0.0),
                             rx >> 10,
                             tx >> 10

@@ -11,12 +11,12 @@ fuzz_target!(|data: &[u8]| {
     for chunk in data.chunks(split) {
         dec.extend(chunk);
         loop {
-            match dec.next::<AgentMsg>() {
+            match dec.next_msg::<AgentMsg>() {
                 Ok(Some(msg)) => {
                     let again = to_frame(&msg, 64 * 1024).expect("re-encode");
                     let mut d2 = FrameDecoder::new(64 * 1024);
                     d2.extend(&again);
-                    assert_eq!(d2.next::<AgentMsg>().expect("decode again"), Some(msg));
+                    assert_eq!(d2.next_msg::<AgentMsg>().expect("decode again"), Some(msg));
                 }
                 Ok(None) => break,
                 Err(_) => return,

@@ -7,5 +7,5 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let mut dec = FrameDecoder::new(64 * 1024);
     dec.extend(data);
-    while let Ok(Some(_)) = dec.next::<CoordMsg>() {}
+    while let Ok(Some(_)) = dec.next_msg::<CoordMsg>() {}
 });

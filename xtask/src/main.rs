@@ -1,1 +1,388 @@
-fn main() {}
+//! Project tasks, run as `cargo xtask <task>`:
+//!
+//! * `demo`  — Ferric's main job on the embedded default: a coordinator on SQLite, three local
+//!   agents enrolled with bootstrap tokens, one plan applied to all three, events and live
+//!   telemetry printed;
+//! * `test`  — every check CI runs: formatting, clippy, a short fuzz run of every decoder, and
+//!   all test tiers;
+//! * `bench` — the benchmarks (see docs/benchmarks.md).
+//!
+//! Each task installs what it needs on a fresh machine first.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Run the demo: coordinator, three agents, a plan, events, telemetry.
+    Demo {
+        /// Keep the coordinator and agents running until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Run every check and test tier.
+    Test {
+        /// Seconds each fuzz target runs (0 skips fuzzing).
+        #[arg(long, default_value_t = 20)]
+        fuzz_secs: u64,
+    },
+    /// Run a benchmark.
+    Bench {
+        /// Which benchmark.
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Push-to-ack latency and coordinator memory per agent over loopback QUIC.
+    Link {
+        /// Agent counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+        agents: Vec<usize>,
+    },
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn step(title: &str) {
+    println!("\n==> {title}");
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot run {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .current_dir(root())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {shown}"))?;
+    if !out.status.success() {
+        bail!("{shown} failed with {}", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program} >/dev/null 2>&1")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Demo { keep } => demo(keep),
+        Task::Test { fuzz_secs } => test(fuzz_secs),
+        Task::Bench {
+            which: Bench::Link { agents },
+        } => {
+            run(cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "ferric-coordinator",
+                "-p",
+                "ferric-tests",
+                "--bins",
+            ]))?;
+            let mut cmd = Command::new(root().join("target/release/ferric-bench-link"));
+            cmd.arg("--ferric")
+                .arg(root().join("target/release/ferric"));
+            for n in agents {
+                cmd.arg("--agents").arg(n.to_string());
+            }
+            run(&mut cmd)
+        }
+    }
+}
+
+fn test(fuzz_secs: u64) -> Result<()> {
+    let started = Instant::now();
+    step("formatting (cargo fmt --check)");
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step("lints (cargo clippy --all-targets -- -D warnings)");
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    step("build the binaries the process-level tests start");
+    run(cargo().args(["build", "--workspace", "--bins"]))?;
+    if fuzz_secs > 0 {
+        fuzz(fuzz_secs)?;
+    }
+    step("all test tiers (unit, protocol simulation, in-process system, real processes)");
+    if have("cargo-nextest") {
+        run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
+    } else {
+        run(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    }
+    println!("\nall checks passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn fuzz(secs: u64) -> Result<()> {
+    step(&format!(
+        "fuzz every decoder of untrusted bytes ({secs}s each)"
+    ));
+    let nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !nightly {
+        bail!(
+            "fuzzing needs the nightly toolchain (cargo fuzz uses -Zsanitizer); install it with `rustup toolchain install nightly`, or pass --fuzz-secs 0"
+        );
+    }
+    if !have("cargo-fuzz") {
+        run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let targets = output(
+        Command::new("cargo")
+            .args(["+nightly", "fuzz", "list"])
+            .current_dir(root().join("fuzz")),
+    )?;
+    for t in targets.lines().map(str::trim).filter(|t| !t.is_empty()) {
+        println!("fuzz target {t}");
+        run(Command::new("cargo")
+            .args([
+                "+nightly",
+                "fuzz",
+                "run",
+                t,
+                "--",
+                &format!("-max_total_time={secs}"),
+                "-print_final_stats=0",
+            ])
+            .current_dir(root().join("fuzz")))?;
+    }
+    Ok(())
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn terminate(k: &mut Kill) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(k.0.id().to_string())
+        .status();
+    let _ = k.0.wait();
+}
+
+fn ferric(bin: &Path, api: &str, args: &[&str]) -> Result<String> {
+    output(Command::new(bin).env("FERRIC_API", api).args(args))
+}
+
+fn demo(keep: bool) -> Result<()> {
+    step("build Ferric");
+    run(cargo().args([
+        "build",
+        "--bins",
+        "-p",
+        "ferric-coordinator",
+        "-p",
+        "ferric-agent",
+    ]))?;
+    let bins = root().join("target/debug");
+    let ferric_bin = bins.join("ferric");
+    let agent_bin = bins.join("ferric-agent");
+    let base = root().join(".ferric/demo");
+    if base.exists() {
+        std::fs::remove_dir_all(&base)
+            .with_context(|| format!("cannot clear {}", base.display()))?;
+    }
+    std::fs::create_dir_all(&base)?;
+    let (quic, api_addr) = ("127.0.0.1:7443", "127.0.0.1:7180");
+    let api = format!("http://{api_addr}");
+
+    step(&format!(
+        "start the coordinator (SQLite store in {})",
+        base.join("coordinator").display()
+    ));
+    let coord_log = std::fs::File::create(base.join("coordinator.log"))?;
+    let coord = Kill(
+        Command::new(&ferric_bin)
+            .args(["coordinator", "--data-dir"])
+            .arg(base.join("coordinator"))
+            .args(["--listen", quic, "--api-listen", api_addr])
+            .stdout(coord_log.try_clone()?)
+            .stderr(coord_log)
+            .spawn()
+            .context("cannot start the coordinator")?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ferric(&ferric_bin, &api, &["node", "list"]).is_err() {
+        if Instant::now() > deadline {
+            bail!(
+                "the coordinator did not come up; see {}",
+                base.join("coordinator.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("coordinator: agents on udp://{quic}, API on {api}");
+
+    let mut agents = Vec::new();
+    for name in ["rack1-host1", "rack1-host2", "rack1-host3"] {
+        step(&format!("enroll {name} with a single-use bootstrap token"));
+        let tok = ferric(
+            &ferric_bin,
+            &api,
+            &["token", "create", "--ttl", "5m", "--output", "json"],
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&tok).context("token create output")?;
+        let (token, ca_hash) = (
+            v["token"].as_str().unwrap_or_default(),
+            v["ca_hash"].as_str().unwrap_or_default(),
+        );
+        let state = base.join(name);
+        let enrolled = output(
+            Command::new(&agent_bin)
+                .arg("--state-dir")
+                .arg(&state)
+                .args([
+                    "enroll",
+                    "--coordinator",
+                    quic,
+                    "--token",
+                    token,
+                    "--ca-hash",
+                    ca_hash,
+                    "--node",
+                    name,
+                ]),
+        )?;
+        print!("{enrolled}");
+        let log = std::fs::File::create(base.join(format!("{name}.log")))?;
+        agents.push(Kill(
+            Command::new(&agent_bin)
+                .arg("--state-dir")
+                .arg(&state)
+                .args(["run", "--driver", "fake", "--fake-step-delay", "300ms"])
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("cannot start an agent")?,
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = ferric(&ferric_bin, &api, &["node", "list"])?;
+        if list.matches("connected").count() == 3 {
+            step("nodes (mutual TLS links up)");
+            print!("{list}");
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("agents did not connect; see the logs in {}", base.display());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    step("apply a plan to all three nodes");
+    let plan = base.join("plan.yaml");
+    std::fs::write(
+        &plan,
+        "# A hypervisor host's network, a volume and a guest (fake driver: recorded, not real).\n\
+         steps:\n  - ensure_bridge: { name: br-prov }\n  - ensure_volume: { pool: default, name: web-1-root, size_bytes: 10737418240 }\n  - ensure_guest: { name: web-1, vcpus: 2, memory_mib: 2048 }\n    timeout: 60s\n  - guest_power: { name: web-1, action: start }\n",
+    )?;
+    println!("{}", std::fs::read_to_string(&plan)?);
+    let applied = ferric(
+        &ferric_bin,
+        &api,
+        &[
+            "plan",
+            "apply",
+            "-f",
+            plan.to_str().unwrap_or_default(),
+            "--node",
+            "rack1-host1",
+            "--node",
+            "rack1-host2",
+            "--node",
+            "rack1-host3",
+        ],
+    )?;
+    print!("{applied}");
+    let ids: Vec<String> = applied
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    for id in &ids {
+        step(&format!("events of plan {id}"));
+        print!(
+            "{}",
+            ferric(&ferric_bin, &api, &["plan", "status", id, "--wait", "30s"])?
+        );
+    }
+
+    step("live telemetry from rack1-host1 (one sample a second over QUIC datagrams)");
+    let mut watch = Command::new(&ferric_bin);
+    watch
+        .env("FERRIC_API", &api)
+        .args(["telemetry", "watch", "rack1-host1", "--count", "3"]);
+    run(&mut watch)?;
+
+    if keep {
+        println!(
+            "\nrunning; API at {api} (try: FERRIC_API={api} {} node list). Ctrl-C stops.",
+            ferric_bin.display()
+        );
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    step("drain: agents and coordinator stop on SIGTERM");
+    for a in agents.iter_mut() {
+        terminate(a);
+    }
+    let mut coord = coord;
+    terminate(&mut coord);
+    println!("\ndemo finished; logs and state are in {}", base.display());
+    Ok(())
+}

@@ -448,3 +448,73 @@ async fn bad_peers_are_refused_while_good_agents_keep_being_served() {
     good.task.await.unwrap().unwrap();
     coord.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_or_slow_step_fails_the_plan_with_a_stable_kind_and_can_be_retried() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
+    let c = client(coord.api);
+    let state = dir.path().join("agent");
+    enroll_in_process(coord.api, coord.listen, "flaky", &state)
+        .await
+        .unwrap();
+    let fake = Arc::new(FakeDriver::new());
+    let agent = spawn_agent(agent_config(&state, fake.clone()), fake.clone());
+
+    // A driver failure stops the plan at that step, with the driver's kind and message.
+    fake.fail_kind("ensure_volume", ferric_proto::plan::ErrorKind::Io);
+    let id = c
+        .apply(vec!["flaky".into()], volumes_plan(3))
+        .await
+        .unwrap()[0]
+        .id;
+    let s = wait_plan_finished(&c, id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(s["plan"]["state"], "failed");
+    let events = s["events"].as_array().unwrap();
+    assert_eq!(
+        events.len(),
+        2,
+        "the plan stops at the failing step: {events:?}"
+    );
+    assert_eq!(events[1]["kind"]["failed"]["kind"], "io");
+    assert_eq!(
+        events[1]["kind"]["failed"]["message"],
+        "injected failure: ensure_volume volume/default/v0"
+    );
+
+    // The same plan again, once the fault is gone, succeeds.
+    fake.clear_failures();
+    let id = c
+        .apply(vec!["flaky".into()], volumes_plan(3))
+        .await
+        .unwrap()[0]
+        .id;
+    let s = wait_plan_finished(&c, id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(s["plan"]["state"], "succeeded");
+
+    // A step slower than its deadline fails with `timeout`.
+    fake.set_delay(Duration::from_secs(3));
+    let mut slow = volumes_plan(1);
+    slow.steps[0].timeout = Some("1s".into());
+    let id = c.apply(vec!["flaky".into()], slow).await.unwrap()[0].id;
+    let s = wait_plan_finished(&c, id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(s["plan"]["state"], "failed");
+    assert_eq!(s["events"][1]["kind"]["failed"]["kind"], "timeout");
+    assert!(
+        s["events"][1]["kind"]["failed"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 1s")
+    );
+
+    agent.shutdown.cancel();
+    agent.task.await.unwrap().unwrap();
+    coord.shutdown().await;
+}

@@ -122,6 +122,18 @@ impl Running {
     }
 }
 
+/// An error and its sources on one line (`a: b: c`), for logs and close reasons.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     now_us() / 1000
@@ -142,12 +154,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let pki = pki::Pki::load_or_create(&config.data_dir)?;
     let store = store::Store::open_sqlite(&config.data_dir.join("ferric.db")).await?;
     let server_config = link::server_config(&pki, config.idle_timeout)?;
-    let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-        link::LinkError::Bind {
-            addr: config.listen,
-            source,
-        }
-    })?;
+    let bind_err = |source| link::LinkError::Bind {
+        addr: config.listen,
+        source,
+    };
+    let socket = std::net::UdpSocket::bind(config.listen).map_err(bind_err)?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| bind_err(std::io::Error::other("no async runtime for QUIC")))?;
+    let endpoint = quinn::Endpoint::new(
+        link::endpoint_config(&config.data_dir)?,
+        Some(server_config),
+        socket,
+        runtime,
+    )
+    .map_err(bind_err)?;
     let listen = endpoint
         .local_addr()
         .map_err(|source| link::LinkError::Bind {

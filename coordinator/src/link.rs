@@ -44,6 +44,9 @@ pub enum LinkError {
     /// QUIC rejected the TLS configuration.
     #[error("QUIC rejected the TLS configuration")]
     Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    /// The stateless-reset key could not be stored.
+    #[error("cannot store the stateless-reset key: {0}")]
+    ResetKey(String),
     /// Binding the UDP socket failed.
     #[error("cannot bind the QUIC endpoint to {addr}")]
     Bind {
@@ -86,6 +89,37 @@ pub fn server_config(
     transport.datagram_receive_buffer_size(Some(64 * 1024));
     config.transport_config(Arc::new(transport));
     Ok(config)
+}
+
+/// Endpoint settings with a stateless-reset key kept in the data directory (`reset.key`,
+/// 0600). A coordinator restarted after a crash can then reset the connections its previous
+/// life held, and agents reconnect at once instead of waiting out the idle timeout.
+pub fn endpoint_config(data_dir: &std::path::Path) -> Result<quinn::EndpointConfig, LinkError> {
+    let path = data_dir.join("reset.key");
+    let key = match std::fs::read(&path) {
+        Ok(k) if k.len() == 32 => k,
+        _ => {
+            let mut k = vec![0u8; 32];
+            rand::Rng::fill(&mut rand::rng(), &mut k[..]);
+            crate::pki::write_private(&path, &k[..])
+                .map_err(|e| LinkError::ResetKey(e.to_string()))?;
+            k
+        }
+    };
+    let mut cfg = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        &key,
+    )));
+    // Connection ids carry a check value keyed by the same secret, so that the restarted
+    // coordinator recognises its predecessor's ids as its own and answers them with a reset
+    // (with a fresh key it would drop them as invalid and stay silent).
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&key[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    cfg.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    Ok(cfg)
 }
 
 static CONN_IDS: AtomicU64 = AtomicU64::new(1);
@@ -187,7 +221,7 @@ async fn serve_enroll(conn: quinn::Connection, shared: &Shared) {
     let response = match enroll(&req, shared).await {
         Ok(r) => r,
         Err(e) => {
-            warn!(error = %e, "enrollment failed in the store");
+            warn!(error = %crate::error_chain(&e), "enrollment failed in the store");
             conn.close(
                 close::STORE_ERROR.into(),
                 b"coordinator store error; retry later",

@@ -54,7 +54,8 @@ pub struct Pki {
     server_der: CertificateDer<'static>,
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
+/// Writes a secret file atomically, readable by its owner only.
+pub fn write_private(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| PkiError::Io {
@@ -69,7 +70,7 @@ fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(io)?;
-    f.write_all(contents.as_bytes()).map_err(io)?;
+    f.write_all(contents.as_ref()).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
@@ -113,8 +114,8 @@ impl Pki {
             params.not_before = now() - time::Duration::hours(1);
             params.not_after = now() + time::Duration::days(3650);
             let cert = params.self_signed(&key)?;
-            write_private(&ca_key_path, &key.serialize_pem())?;
-            write_private(&ca_path, &cert.pem())?;
+            write_private(&ca_key_path, key.serialize_pem())?;
+            write_private(&ca_path, cert.pem())?;
             (key, cert.der().clone())
         };
 
@@ -147,8 +148,8 @@ impl Pki {
             params.not_after = now() + time::Duration::days(3650);
             let issuer = Issuer::from_ca_cert_der(&ca_der, &ca_key)?;
             let cert = params.signed_by(&key, &issuer)?;
-            write_private(&server_key_path, &key.serialize_pem())?;
-            write_private(&server_path, &cert.pem())?;
+            write_private(&server_key_path, key.serialize_pem())?;
+            write_private(&server_path, cert.pem())?;
             (key.serialize_der(), cert.der().clone())
         };
         Ok(Self {

@@ -131,6 +131,10 @@ pub struct EventRow {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Statement that opens a write transaction. SQLite's plain `BEGIN` defers the write lock,
+    /// and a deferred transaction that reads first fails with "database is locked" when another
+    /// writer commits meanwhile; `BEGIN IMMEDIATE` takes the lock up front and waits for it.
+    begin_write: &'static str,
 }
 
 macro_rules! plan_columns {
@@ -165,7 +169,10 @@ impl Store {
             .execute(&pool)
             .await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            begin_write: "BEGIN IMMEDIATE",
+        })
     }
 
     /// Closes the pool, waiting for connections to finish.
@@ -235,7 +242,7 @@ impl Store {
         role: &str,
         now_ms: i64,
     ) -> Result<Result<(), EnrollProblem>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(self.begin_write).await?;
         let used = sqlx::query(
             "UPDATE tokens SET used_at_ms = $1, used_by = $2 \
              WHERE id = $3 AND secret_sha256 = $4 AND used_at_ms IS NULL AND expires_at_ms > $1",
@@ -484,7 +491,7 @@ impl Store {
         ev: &StepEvent,
         now_us: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(self.begin_write).await?;
         let plan = sqlx::query("SELECT step_count, state FROM plans WHERE id = $1 AND node = $2")
             .bind(ev.plan as i64)
             .bind(node)
@@ -638,21 +645,8 @@ pub enum EnrollProblem {
 }
 
 fn parse_error_kind(s: &str) -> ferric_proto::plan::ErrorKind {
-    use ferric_proto::plan::ErrorKind::*;
-    [
-        InvalidSpec,
-        NotFound,
-        Conflict,
-        Timeout,
-        Unreachable,
-        AuthFailed,
-        Unsupported,
-        Io,
-        Interrupted,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == s)
-    .unwrap_or(Internal)
+    // A kind this build does not know (written by a newer one) reads as `internal`.
+    s.parse().unwrap_or(ferric_proto::plan::ErrorKind::Internal)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -719,6 +713,38 @@ mod tests {
             Err(EnrollProblem::NodeExists)
         );
         assert_eq!(s.unused_tokens().await.unwrap(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_wait_for_each_other_instead_of_failing() {
+        let (_d, s) = store().await;
+        s.create_token("t", "h", 0, 1_000).await.unwrap();
+        s.enroll("t", "h", "n1", "hypervisor", 1)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let plan = s.create_plan("n1", &steps(40), 5).await.unwrap();
+            let s = s.clone();
+            set.spawn(async move {
+                for seq in 0..40u32 {
+                    let ev = StepEvent {
+                        plan: plan.id,
+                        seq,
+                        step: seq / 2,
+                        at_ms: 1,
+                        kind: StepEventKind::Started,
+                    };
+                    s.insert_event("n1", &ev, 6).await?;
+                }
+                Ok::<_, StoreError>(plan.id)
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            let id = r.unwrap().unwrap();
+            assert_eq!(s.stored_events(id).await.unwrap(), 40);
+        }
     }
 
     #[tokio::test]

@@ -192,6 +192,20 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for parsing and listing.
+    pub const ALL: [ErrorKind; 10] = [
+        ErrorKind::InvalidSpec,
+        ErrorKind::NotFound,
+        ErrorKind::Conflict,
+        ErrorKind::Timeout,
+        ErrorKind::Unreachable,
+        ErrorKind::AuthFailed,
+        ErrorKind::Unsupported,
+        ErrorKind::Io,
+        ErrorKind::Interrupted,
+        ErrorKind::Internal,
+    ];
+
     /// Stable snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -206,6 +220,16 @@ impl ErrorKind {
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::Internal => "internal",
         }
+    }
+}
+
+impl std::str::FromStr for ErrorKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown error kind `{s}`"))
     }
 }
 
@@ -460,6 +484,14 @@ mod tests {
             steps: vec![],
         };
         assert_eq!(empty.validate(), Err(PlanError::Empty));
+    }
+
+    #[test]
+    fn error_kinds_roundtrip_through_their_names() {
+        for k in ErrorKind::ALL {
+            assert_eq!(k.as_str().parse::<ErrorKind>(), Ok(k));
+        }
+        assert!("nope".parse::<ErrorKind>().is_err());
     }
 
     #[test]

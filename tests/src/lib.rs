@@ -81,6 +81,27 @@ pub struct InProcessAgent {
     pub task: tokio::task::JoinHandle<Result<(), ferric_agent::AgentError>>,
 }
 
+impl InProcessAgent {
+    /// Drains the agent and checks it stopped without an error.
+    pub async fn stop(self) -> Result<()> {
+        self.shutdown.cancel();
+        self.task.await.context("agent task panicked")??;
+        Ok(())
+    }
+}
+
+/// Enrolls `node` (state in `dir/node`) and starts it with a fresh fake driver.
+pub async fn enrolled_agent(
+    coord: &ferric_coordinator::Running,
+    dir: &Path,
+    node: &str,
+) -> Result<InProcessAgent> {
+    let state = dir.join(node);
+    enroll_in_process(coord.api, coord.listen, node, &state).await?;
+    let fake = Arc::new(FakeDriver::new());
+    Ok(spawn_agent(agent_config(&state, fake.clone()), fake))
+}
+
 /// Agent config for tests: fast backoff, fixed telemetry sampler.
 pub fn agent_config(state_dir: &Path, fake: Arc<FakeDriver>) -> ferric_agent::Config {
     let mut cfg = ferric_agent::Config::new(

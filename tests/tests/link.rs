@@ -128,8 +128,7 @@ async fn fifty_agents_enroll_run_a_plan_and_every_event_is_stored_once() {
     assert!((500..=1500).contains(&gap), "samples {gap} ms apart");
 
     for a in agents {
-        a.shutdown.cancel();
-        a.task.await.unwrap().unwrap();
+        a.stop().await.unwrap();
     }
     coord.shutdown().await;
 }
@@ -158,8 +157,7 @@ async fn a_plan_for_an_offline_agent_is_delivered_when_it_connects() {
         .unwrap();
     assert_eq!(event_list(&status), clean_run(2));
     assert!(status["plan"]["pushed_at_us"].as_i64().is_some());
-    agent.shutdown.cancel();
-    agent.task.await.unwrap().unwrap();
+    agent.stop().await.unwrap();
     coord.shutdown().await;
 }
 
@@ -284,12 +282,7 @@ async fn bad_peers_are_refused_while_good_agents_keep_being_served() {
     let dir = tempfile::tempdir().unwrap();
     let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
     let c = client(coord.api);
-    let good_state = dir.path().join("good");
-    enroll_in_process(coord.api, coord.listen, "good", &good_state)
-        .await
-        .unwrap();
-    let fake = Arc::new(FakeDriver::new());
-    let good = spawn_agent(agent_config(&good_state, fake.clone()), fake);
+    let good = enrolled_agent(&coord, dir.path(), "good").await.unwrap();
     let bad_state = dir.path().join("bad");
     enroll_in_process(coord.api, coord.listen, "bad", &bad_state)
         .await
@@ -444,8 +437,7 @@ async fn bad_peers_are_refused_while_good_agents_keep_being_served() {
         served
     );
     assert!(coord.shared.hub.connected_since("good").is_some());
-    good.shutdown.cancel();
-    good.task.await.unwrap().unwrap();
+    good.stop().await.unwrap();
     coord.shutdown().await;
 }
 
@@ -455,12 +447,8 @@ async fn a_failing_or_slow_step_fails_the_plan_with_a_stable_kind_and_can_be_ret
     let dir = tempfile::tempdir().unwrap();
     let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
     let c = client(coord.api);
-    let state = dir.path().join("agent");
-    enroll_in_process(coord.api, coord.listen, "flaky", &state)
-        .await
-        .unwrap();
-    let fake = Arc::new(FakeDriver::new());
-    let agent = spawn_agent(agent_config(&state, fake.clone()), fake.clone());
+    let agent = enrolled_agent(&coord, dir.path(), "flaky").await.unwrap();
+    let fake = agent.fake.clone();
 
     // A driver failure stops the plan at that step, with the driver's kind and message.
     fake.fail_kind("ensure_volume", ferric_proto::plan::ErrorKind::Io);
@@ -514,7 +502,6 @@ async fn a_failing_or_slow_step_fails_the_plan_with_a_stable_kind_and_can_be_ret
             .contains("did not finish within 1s")
     );
 
-    agent.shutdown.cancel();
-    agent.task.await.unwrap().unwrap();
+    agent.stop().await.unwrap();
     coord.shutdown().await;
 }

@@ -134,8 +134,7 @@ async fn coordinator_killed_mid_plan_restarts_and_no_event_is_lost_or_duplicated
     assert!(coord.proc.log_text().contains("agent session established"));
 
     for a in agents {
-        a.shutdown.cancel();
-        a.task.await.unwrap().unwrap();
+        a.stop().await.unwrap();
     }
     // SIGTERM drains and exits cleanly.
     let status = coord.proc.terminate(Duration::from_secs(10)).unwrap();

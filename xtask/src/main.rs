@@ -180,9 +180,13 @@ fn fuzz(secs: u64) -> Result<()> {
             .args(["+nightly", "fuzz", "list"])
             .current_dir(root().join("fuzz")),
     )?;
+    let logs = root().join("target/fuzz-logs");
+    std::fs::create_dir_all(&logs)?;
     for t in targets.lines().map(str::trim).filter(|t| !t.is_empty()) {
-        println!("fuzz target {t}");
-        run(Command::new("cargo")
+        // libFuzzer prints a line per new input; keep that in a log and show the outcome.
+        let log = logs.join(format!("{t}.log"));
+        let file = std::fs::File::create(&log)?;
+        let status = Command::new("cargo")
             .args([
                 "+nightly",
                 "fuzz",
@@ -190,9 +194,27 @@ fn fuzz(secs: u64) -> Result<()> {
                 t,
                 "--",
                 &format!("-max_total_time={secs}"),
-                "-print_final_stats=0",
             ])
-            .current_dir(root().join("fuzz")))?;
+            .current_dir(root().join("fuzz"))
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .status()
+            .with_context(|| format!("cannot run cargo fuzz for {t}"))?;
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        if !status.success() {
+            for l in &lines[lines.len().saturating_sub(80)..] {
+                println!("{l}");
+            }
+            bail!("fuzz target {t} failed (full log: {})", log.display());
+        }
+        let done = lines
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("Done "))
+            .copied()
+            .unwrap_or("finished");
+        println!("fuzz target {t}: {done}");
     }
     Ok(())
 }

@@ -3,7 +3,9 @@
 //! trait for the in-process tiers: it records calls and can inject delays and failures.
 
 use async_trait::async_trait;
-use ferric_proto::plan::{BootDevice, ErrorKind, GuestPowerAction, PowerAction, Step};
+use ferric_proto::plan::{
+    BootDevice, ErrorKind, GuestPowerAction, GuestSpec, PowerAction, Step, VolumeFormat,
+};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
@@ -36,20 +38,28 @@ pub type DriverResult = Result<bool, DriverError>;
 /// Linux bridges and VLANs.
 #[async_trait]
 pub trait Network: Send + Sync + std::fmt::Debug {
-    /// A bridge exists and is up.
+    /// A bridge exists and is up (with the uplink, or its VLAN sub-interface, enslaved).
     async fn ensure_bridge(
         &self,
         name: &str,
         uplink: Option<&str>,
         vlan: Option<u16>,
     ) -> DriverResult;
+    /// A bridge (and the VLAN sub-interface made for it) is gone.
+    async fn delete_bridge(&self, name: &str) -> DriverResult;
 }
 
 /// Volumes in storage pools.
 #[async_trait]
 pub trait Storage: Send + Sync + std::fmt::Debug {
     /// A volume exists with at least `size_bytes`.
-    async fn ensure_volume(&self, pool: &str, name: &str, size_bytes: u64) -> DriverResult;
+    async fn ensure_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        size_bytes: u64,
+        format: VolumeFormat,
+    ) -> DriverResult;
     /// A volume is gone.
     async fn delete_volume(&self, pool: &str, name: &str) -> DriverResult;
 }
@@ -57,12 +67,22 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 /// Guests.
 #[async_trait]
 pub trait Compute: Send + Sync + std::fmt::Debug {
-    /// A guest is defined.
-    async fn ensure_guest(&self, name: &str, vcpus: u32, memory_mib: u64) -> DriverResult;
+    /// A guest is defined as specified.
+    async fn ensure_guest(&self, spec: &GuestSpec) -> DriverResult;
     /// A guest's power state.
     async fn guest_power(&self, name: &str, action: GuestPowerAction) -> DriverResult;
     /// A guest is gone.
     async fn delete_guest(&self, name: &str) -> DriverResult;
+    /// A volume is attached to a guest as `target`.
+    async fn attach_volume(
+        &self,
+        guest: &str,
+        pool: &str,
+        volume: &str,
+        target: &str,
+    ) -> DriverResult;
+    /// A volume is detached from a guest.
+    async fn detach_volume(&self, guest: &str, pool: &str, volume: &str) -> DriverResult;
 }
 
 /// Out-of-band BMC control.
@@ -112,19 +132,36 @@ impl Drivers {
                     .ensure_bridge(name, uplink.as_deref(), *vlan)
                     .await
             }
+            Step::DeleteBridge { name } => self.network.delete_bridge(name).await,
             Step::EnsureVolume {
                 pool,
                 name,
                 size_bytes,
-            } => self.storage.ensure_volume(pool, name, *size_bytes).await,
+                format,
+            } => {
+                self.storage
+                    .ensure_volume(pool, name, *size_bytes, *format)
+                    .await
+            }
             Step::DeleteVolume { pool, name } => self.storage.delete_volume(pool, name).await,
-            Step::EnsureGuest {
-                name,
-                vcpus,
-                memory_mib,
-            } => self.compute.ensure_guest(name, *vcpus, *memory_mib).await,
+            Step::EnsureGuest(spec) => self.compute.ensure_guest(spec).await,
             Step::GuestPower { name, action } => self.compute.guest_power(name, *action).await,
             Step::DeleteGuest { name } => self.compute.delete_guest(name).await,
+            Step::AttachVolume {
+                guest,
+                pool,
+                volume,
+                target,
+            } => {
+                self.compute
+                    .attach_volume(guest, pool, volume, target)
+                    .await
+            }
+            Step::DetachVolume {
+                guest,
+                pool,
+                volume,
+            } => self.compute.detach_volume(guest, pool, volume).await,
             Step::BmcPower { bmc, action } => self.bmc.power(bmc, *action).await,
             Step::BmcBootDevice {
                 bmc,
@@ -241,11 +278,21 @@ impl Network for FakeDriver {
         self.call("ensure_bridge", format!("bridge/{name}"), Some(true))
             .await
     }
+    async fn delete_bridge(&self, name: &str) -> DriverResult {
+        self.call("delete_bridge", format!("bridge/{name}"), Some(false))
+            .await
+    }
 }
 
 #[async_trait]
 impl Storage for FakeDriver {
-    async fn ensure_volume(&self, pool: &str, name: &str, _size: u64) -> DriverResult {
+    async fn ensure_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        _size: u64,
+        _format: VolumeFormat,
+    ) -> DriverResult {
         self.call("ensure_volume", format!("volume/{pool}/{name}"), Some(true))
             .await
     }
@@ -261,9 +308,31 @@ impl Storage for FakeDriver {
 
 #[async_trait]
 impl Compute for FakeDriver {
-    async fn ensure_guest(&self, name: &str, _vcpus: u32, _mem: u64) -> DriverResult {
-        self.call("ensure_guest", format!("guest/{name}"), Some(true))
+    async fn ensure_guest(&self, spec: &GuestSpec) -> DriverResult {
+        self.call("ensure_guest", format!("guest/{}", spec.name), Some(true))
             .await
+    }
+    async fn attach_volume(
+        &self,
+        guest: &str,
+        pool: &str,
+        volume: &str,
+        _target: &str,
+    ) -> DriverResult {
+        self.call(
+            "attach_volume",
+            format!("attach/{guest}/{pool}/{volume}"),
+            Some(true),
+        )
+        .await
+    }
+    async fn detach_volume(&self, guest: &str, pool: &str, volume: &str) -> DriverResult {
+        self.call(
+            "detach_volume",
+            format!("attach/{guest}/{pool}/{volume}"),
+            Some(false),
+        )
+        .await
     }
     async fn guest_power(&self, name: &str, action: GuestPowerAction) -> DriverResult {
         self.call("guest_power", format!("guest/{name}/{action:?}"), None)

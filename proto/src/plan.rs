@@ -46,6 +46,11 @@ pub enum Step {
         #[serde(default)]
         vlan: Option<u16>,
     },
+    /// A bridge is gone.
+    DeleteBridge {
+        /// Bridge name.
+        name: String,
+    },
     /// A volume exists in a pool with at least this size.
     EnsureVolume {
         /// Storage pool.
@@ -54,6 +59,9 @@ pub enum Step {
         name: String,
         /// Size in bytes.
         size_bytes: u64,
+        /// On-disk format.
+        #[serde(default)]
+        format: VolumeFormat,
     },
     /// A volume is gone.
     DeleteVolume {
@@ -63,13 +71,26 @@ pub enum Step {
         name: String,
     },
     /// A guest is defined as specified.
-    EnsureGuest {
+    EnsureGuest(GuestSpec),
+    /// A volume is attached to a guest (hot-plugged when it runs).
+    AttachVolume {
         /// Guest name.
-        name: String,
-        /// Virtual CPUs.
-        vcpus: u32,
-        /// Memory in MiB.
-        memory_mib: u64,
+        guest: String,
+        /// Storage pool.
+        pool: String,
+        /// Volume name.
+        volume: String,
+        /// Device name inside the guest, `vdb` … `vdz`.
+        target: String,
+    },
+    /// A volume is detached from a guest.
+    DetachVolume {
+        /// Guest name.
+        guest: String,
+        /// Storage pool.
+        pool: String,
+        /// Volume name.
+        volume: String,
     },
     /// A guest is in the given power state.
     GuestPower {
@@ -110,6 +131,9 @@ impl Step {
     pub fn kind(&self) -> &'static str {
         match self {
             Step::EnsureBridge { .. } => "ensure_bridge",
+            Step::DeleteBridge { .. } => "delete_bridge",
+            Step::AttachVolume { .. } => "attach_volume",
+            Step::DetachVolume { .. } => "detach_volume",
             Step::EnsureVolume { .. } => "ensure_volume",
             Step::DeleteVolume { .. } => "delete_volume",
             Step::EnsureGuest { .. } => "ensure_guest",
@@ -119,6 +143,91 @@ impl Step {
             Step::BmcBootDevice { .. } => "bmc_boot_device",
         }
     }
+}
+
+/// Format of a volume.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VolumeFormat {
+    /// QEMU copy-on-write, sparse.
+    #[default]
+    Qcow2,
+    /// Raw bytes.
+    Raw,
+}
+
+impl VolumeFormat {
+    /// Name as libvirt and qemu-img spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeFormat::Qcow2 => "qcow2",
+            VolumeFormat::Raw => "raw",
+        }
+    }
+}
+
+/// A guest's desired definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestSpec {
+    /// Guest name.
+    pub name: String,
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Volumes, attached as `vda`, `vdb`, … in this order.
+    #[serde(default)]
+    pub volumes: Vec<VolumeRef>,
+    /// NICs, each on a bridge.
+    #[serde(default)]
+    pub nics: Vec<GuestNic>,
+    /// What the guest boots.
+    #[serde(default)]
+    pub boot: GuestBoot,
+    /// File the serial console is written to (absolute path on the host).
+    #[serde(default)]
+    pub serial_log: Option<String>,
+}
+
+/// A volume in a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeRef {
+    /// Storage pool.
+    pub pool: String,
+    /// Volume name.
+    pub name: String,
+}
+
+/// A guest NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestNic {
+    /// Bridge it plugs into.
+    pub bridge: String,
+    /// MAC address (`52:54:00:…`); derived from the guest name and index when absent.
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// What a guest boots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum GuestBoot {
+    /// Its first volume.
+    #[default]
+    Disk,
+    /// A kernel and initrd on the host, with a command line (direct kernel boot).
+    Kernel {
+        /// Kernel image path.
+        kernel: String,
+        /// Initrd path.
+        initrd: String,
+        /// Kernel command line.
+        #[serde(default)]
+        cmdline: String,
+    },
 }
 
 /// Guest power actions.
@@ -361,13 +470,45 @@ impl Plan {
                 return Err(field("timeout_secs", "must be at least 1"));
             }
             match &ps.step {
-                Step::EnsureBridge { name, .. } => {
-                    check_ifname(name).map_err(|p| field("name", p))?
+                Step::EnsureBridge { name, uplink, .. } => {
+                    check_ifname(name).map_err(|p| field("name", p))?;
+                    if let Some(u) = uplink {
+                        check_ifname(u).map_err(|p| field("uplink", p))?;
+                    }
+                }
+                Step::DeleteBridge { name } => check_ifname(name).map_err(|p| field("name", p))?,
+                Step::AttachVolume {
+                    guest,
+                    pool,
+                    volume,
+                    target,
+                } => {
+                    check_name(guest).map_err(|p| field("guest", p))?;
+                    check_name(pool).map_err(|p| field("pool", p))?;
+                    check_name(volume).map_err(|p| field("volume", p))?;
+                    let b = target.as_bytes();
+                    if !(b.len() == 3 && target.starts_with("vd") && (b'b'..=b'z').contains(&b[2]))
+                    {
+                        return Err(field(
+                            "target",
+                            "must be a virtio disk name from vdb to vdz",
+                        ));
+                    }
+                }
+                Step::DetachVolume {
+                    guest,
+                    pool,
+                    volume,
+                } => {
+                    check_name(guest).map_err(|p| field("guest", p))?;
+                    check_name(pool).map_err(|p| field("pool", p))?;
+                    check_name(volume).map_err(|p| field("volume", p))?;
                 }
                 Step::EnsureVolume {
                     pool,
                     name,
                     size_bytes,
+                    ..
                 } => {
                     check_name(pool).map_err(|p| field("pool", p))?;
                     check_name(name).map_err(|p| field("name", p))?;
@@ -379,17 +520,35 @@ impl Plan {
                     check_name(pool).map_err(|p| field("pool", p))?;
                     check_name(name).map_err(|p| field("name", p))?;
                 }
-                Step::EnsureGuest {
-                    name,
-                    vcpus,
-                    memory_mib,
-                } => {
-                    check_name(name).map_err(|p| field("name", p))?;
-                    if *vcpus == 0 {
+                Step::EnsureGuest(g) => {
+                    check_name(&g.name).map_err(|p| field("name", p))?;
+                    if g.vcpus == 0 {
                         return Err(field("vcpus", "must be at least 1"));
                     }
-                    if *memory_mib == 0 {
+                    if g.memory_mib == 0 {
                         return Err(field("memory_mib", "must be at least 1"));
+                    }
+                    if g.volumes.len() > 25 {
+                        return Err(field("volumes", "may hold at most 25 volumes (vda to vdy)"));
+                    }
+                    for v in &g.volumes {
+                        check_name(&v.pool).map_err(|p| field("volumes.pool", p))?;
+                        check_name(&v.name).map_err(|p| field("volumes.name", p))?;
+                    }
+                    for n in &g.nics {
+                        check_ifname(&n.bridge).map_err(|p| field("nics.bridge", p))?;
+                        if let Some(mac) = &n.mac {
+                            check_mac(mac).map_err(|p| field("nics.mac", p))?;
+                        }
+                    }
+                    if let GuestBoot::Kernel { kernel, initrd, .. } = &g.boot {
+                        check_abs(kernel).map_err(|p| field("boot.kernel", p))?;
+                        check_abs(initrd).map_err(|p| field("boot.initrd", p))?;
+                    } else if g.volumes.is_empty() {
+                        return Err(field("volumes", "is empty but the guest boots from disk"));
+                    }
+                    if let Some(log) = &g.serial_log {
+                        check_abs(log).map_err(|p| field("serial_log", p))?;
                     }
                 }
                 Step::GuestPower { name, .. } | Step::DeleteGuest { name } => {
@@ -416,6 +575,32 @@ fn check_name(s: &str) -> Result<(), &'static str> {
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
     {
         return Err("may hold only ASCII letters, digits and - _ . : @");
+    }
+    Ok(())
+}
+
+fn check_mac(s: &str) -> Result<(), &'static str> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6
+        || !parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err("is not a MAC address like 52:54:00:12:34:56");
+    }
+    let first = u8::from_str_radix(parts[0], 16).map_err(|_| "is not a MAC address")?;
+    if first & 1 == 1 {
+        return Err("is a multicast address");
+    }
+    Ok(())
+}
+
+fn check_abs(s: &str) -> Result<(), &'static str> {
+    if !s.starts_with('/') {
+        return Err("must be an absolute path");
+    }
+    if s.split('/').any(|c| c == "..") {
+        return Err("must not contain `..`");
     }
     Ok(())
 }

@@ -6,7 +6,10 @@ use ferric_proto::frame::{DEFAULT_MAX_FRAME, FrameDecoder, decode_payload, to_da
 use ferric_proto::msg::{
     AgentMsg, CoordMsg, EnrollRequest, EnrollResponse, Hello, PlanCursor, Role, TelemetrySample,
 };
-use ferric_proto::plan::{ErrorKind, Plan, PlanStep, PowerAction, Step, StepEvent, StepEventKind};
+use ferric_proto::plan::{
+    ErrorKind, GuestBoot, GuestNic, GuestSpec, Plan, PlanStep, PowerAction, Step, StepEvent,
+    StepEventKind, VolumeFormat, VolumeRef,
+};
 use proptest::prelude::*;
 
 fn name() -> impl Strategy<Value = String> {
@@ -21,17 +24,57 @@ fn step() -> impl Strategy<Value = Step> {
             proptest::option::of(any::<u16>())
         )
             .prop_map(|(name, uplink, vlan)| Step::EnsureBridge { name, uplink, vlan }),
-        (name(), name(), any::<u64>()).prop_map(|(pool, name, size_bytes)| Step::EnsureVolume {
-            pool,
-            name,
-            size_bytes
-        }),
-        (name(), 1u32..64, 1u64..1 << 20).prop_map(|(name, vcpus, memory_mib)| {
-            Step::EnsureGuest {
+        (name(), name(), any::<u64>(), any::<bool>()).prop_map(|(pool, name, size_bytes, raw)| {
+            Step::EnsureVolume {
+                pool,
                 name,
-                vcpus,
-                memory_mib,
+                size_bytes,
+                format: if raw {
+                    VolumeFormat::Raw
+                } else {
+                    VolumeFormat::Qcow2
+                },
             }
+        }),
+        (
+            name(),
+            1u32..64,
+            1u64..1 << 20,
+            proptest::collection::vec((name(), name()), 0..3),
+            proptest::option::of(name())
+        )
+            .prop_map(|(name, vcpus, memory_mib, vols, kernel)| {
+                Step::EnsureGuest(GuestSpec {
+                    name,
+                    vcpus,
+                    memory_mib,
+                    volumes: vols
+                        .iter()
+                        .map(|(pool, name)| VolumeRef {
+                            pool: pool.clone(),
+                            name: name.clone(),
+                        })
+                        .collect(),
+                    nics: vols
+                        .into_iter()
+                        .map(|(bridge, _)| GuestNic { bridge, mac: None })
+                        .collect(),
+                    boot: match kernel {
+                        Some(k) => GuestBoot::Kernel {
+                            kernel: format!("/k/{k}"),
+                            initrd: format!("/i/{k}"),
+                            cmdline: "console=ttyS0".into(),
+                        },
+                        None => GuestBoot::Disk,
+                    },
+                    serial_log: None,
+                })
+            }),
+        (name(), name(), name()).prop_map(|(guest, pool, volume)| Step::AttachVolume {
+            guest,
+            pool,
+            volume,
+            target: "vdb".into()
         }),
         name().prop_map(|bmc| Step::BmcPower {
             bmc,

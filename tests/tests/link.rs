@@ -23,6 +23,7 @@ fn volumes_plan(n: usize) -> PlanFile {
                     pool: "default".into(),
                     name: format!("v{i}"),
                     size_bytes: 1 << 20,
+                    format: Default::default(),
                 },
                 key: None,
                 timeout: Some("30s".into()),

@@ -9,6 +9,8 @@
 //!
 //! Each task installs what it needs on a fresh machine first.
 
+mod setup;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -131,6 +133,8 @@ fn main() -> Result<()> {
 
 fn test(fuzz_secs: u64) -> Result<()> {
     let started = Instant::now();
+    step("system packages (Debian)");
+    setup::packages()?;
     step("formatting (cargo fmt --check)");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     step("lints (cargo clippy --all-targets -- -D warnings)");
@@ -240,6 +244,8 @@ fn ferric(bin: &Path, api: &str, args: &[&str]) -> Result<String> {
 }
 
 fn demo(keep: bool) -> Result<()> {
+    step("system packages (Debian)");
+    setup::packages()?;
     step("build Ferric");
     run(cargo().args([
         "build",

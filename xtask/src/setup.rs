@@ -1,0 +1,117 @@
+//! What a fresh machine needs before Ferric builds and its tests run: Debian packages (the
+//! libvirt headers to link against, libvirtd and QEMU for the hypervisor tier, busybox for the
+//! test guests' initramfs). Idempotent: installed packages are left alone.
+
+use anyhow::{Context, Result, bail};
+use std::process::{Command, Stdio};
+
+/// Packages from the release's own suite.
+const PACKAGES: &[&str] = &[
+    "pkg-config",
+    "libvirt-dev",
+    "libvirt-daemon",
+    "libvirt-daemon-driver-qemu",
+    "libvirt-clients",
+    "busybox-static",
+];
+
+/// Packages taken from backports: the machine's qemu-utils comes from there, and the release's
+/// qemu-system-x86 refuses to install beside it.
+const BACKPORTS: &[&str] = &["qemu-system-x86"];
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn os_codename() -> Result<String> {
+    let text = std::fs::read_to_string("/etc/os-release").context("cannot read /etc/os-release")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|c| c.trim_matches('"').to_owned())
+        .context("/etc/os-release names no VERSION_CODENAME")
+}
+
+/// The Debian mirror the machine already uses (backports come from the same place).
+fn mirror() -> String {
+    let from_sources = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .filter_map(|l| l.strip_prefix("URIs:"))
+                .map(str::trim)
+                .find(|u| u.ends_with("/debian") || u.ends_with("/debian/"))
+                .map(str::to_owned)
+        });
+    from_sources.unwrap_or_else(|| "http://deb.debian.org/debian".into())
+}
+
+fn apt(args: &[&str]) -> Result<()> {
+    let status = Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("cannot run apt-get")?;
+    if !status.success() {
+        bail!("apt-get {} failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Installs whatever is missing.
+pub fn packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    let missing_bp: Vec<&str> = BACKPORTS
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() && missing_bp.is_empty() {
+        return Ok(());
+    }
+    let all: Vec<&str> = missing.iter().chain(&missing_bp).copied().collect();
+    println!("installing Debian packages: {}", all.join(" "));
+    if !nix_is_root() {
+        bail!(
+            "these Debian packages are missing and installing them needs root: {}",
+            all.join(" ")
+        );
+    }
+    if !missing_bp.is_empty() {
+        let codename = os_codename()?;
+        let list = "/etc/apt/sources.list.d/ferric-backports.sources";
+        if !std::path::Path::new(list).exists() {
+            std::fs::write(
+                list,
+                format!(
+                    "Types: deb\nURIs: {}\nSuites: {codename}-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+                    mirror()
+                ),
+            )
+            .with_context(|| format!("cannot write {list}"))?;
+        }
+    }
+    apt(&["update", "-qq"])?;
+    if !missing_bp.is_empty() {
+        let suite = format!("{}-backports", os_codename()?);
+        let mut args = vec!["install", "-y", "-qq", "-t", suite.as_str()];
+        args.extend(&missing_bp);
+        apt(&args)?;
+    }
+    if !missing.is_empty() {
+        let mut args = vec!["install", "-y", "-qq"];
+        args.extend(&missing);
+        apt(&args)?;
+    }
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}

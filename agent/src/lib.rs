@@ -9,6 +9,8 @@
 pub mod driver;
 pub mod enroll;
 pub mod executor;
+#[cfg(feature = "libvirt")]
+pub mod hypervisor;
 pub mod journal;
 pub mod link;
 pub mod telemetry;

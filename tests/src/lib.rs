@@ -7,6 +7,8 @@
 //! The lab harness (virtual bare metal with emulated BMCs) joins this crate with the lab issue.
 #![forbid(unsafe_code)]
 
+pub mod hv;
+
 use anyhow::{Context, Result, bail};
 use ferric_agent::driver::{Drivers, FakeDriver};
 use ferric_agent::enroll::{EnrollOptions, enroll};

@@ -1,0 +1,663 @@
+//! Guests and volumes through libvirt.
+//!
+//! Guests Ferric defines carry `<ferric:guest spec="…"/>` metadata with a hash of their spec:
+//! an `EnsureGuest` with the same spec changes nothing, a different one redefines the guest, and
+//! a guest of that name without the metadata is someone else's and is refused. Volumes live in
+//! directory pools that the agent is configured with (created on first use).
+
+use super::xml_escape;
+use crate::driver::{Compute, DriverError, DriverResult, Storage};
+use async_trait::async_trait;
+use ferric_proto::plan::{ErrorKind, GuestBoot, GuestPowerAction, GuestSpec, VolumeFormat};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::error::ErrorNumber;
+use virt::storage_pool::StoragePool;
+use virt::storage_vol::StorageVol;
+use virt::sys;
+
+/// Namespace of Ferric's domain metadata.
+pub const METADATA_NS: &str = "urn:ferric:guest:1";
+
+/// Which accelerator guests use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualisation.
+    Kvm,
+    /// QEMU's TCG emulation.
+    Tcg,
+}
+
+impl Accel {
+    fn domain_type(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "qemu",
+        }
+    }
+}
+
+/// Configuration of the libvirt driver.
+#[derive(Debug, Clone)]
+pub struct LibvirtConfig {
+    /// Connection URI.
+    pub uri: String,
+    /// Directory pools the agent may create: name → directory.
+    pub pools: BTreeMap<String, PathBuf>,
+    /// Accelerator for guests.
+    pub accel: Accel,
+    /// How long an ACPI shutdown may take before the guest is destroyed.
+    pub shutdown_grace: Duration,
+    /// `/proc/meminfo` (injected for tests).
+    pub meminfo: PathBuf,
+    /// `/sys/class/net` (injected for tests).
+    pub sys_class_net: PathBuf,
+}
+
+impl LibvirtConfig {
+    /// Defaults for the local system libvirtd.
+    pub fn system(accel: Accel) -> Self {
+        Self {
+            uri: "qemu:///system".into(),
+            pools: BTreeMap::new(),
+            accel,
+            shutdown_grace: Duration::from_secs(60),
+            meminfo: "/proc/meminfo".into(),
+            sys_class_net: "/sys/class/net".into(),
+        }
+    }
+}
+
+/// The libvirt driver.
+#[derive(Debug, Clone)]
+pub struct Libvirt {
+    cfg: LibvirtConfig,
+}
+
+fn err(kind: ErrorKind, msg: impl Into<String>) -> DriverError {
+    DriverError::new(kind, msg)
+}
+
+fn virt_err(what: &str, e: &virt::error::Error) -> DriverError {
+    let kind = match e.code() {
+        ErrorNumber::NoDomain | ErrorNumber::NoStoragePool | ErrorNumber::NoStorageVolume => {
+            ErrorKind::NotFound
+        }
+        ErrorNumber::OperationInvalid => ErrorKind::Conflict,
+        _ => ErrorKind::Io,
+    };
+    err(kind, format!("{what}: {}", e.message()))
+}
+
+fn is(e: &virt::error::Error, code: ErrorNumber) -> bool {
+    e.code() == code
+}
+
+/// A deterministic locally administered MAC for NIC `index` of `guest`.
+pub fn default_mac(guest: &str, index: usize) -> String {
+    let h = Sha256::digest(format!("{guest}/{index}").as_bytes());
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2])
+}
+
+/// Hash of a guest spec, stored in the domain's metadata.
+pub fn spec_hash(spec: &GuestSpec, accel: Accel) -> String {
+    let json = serde_json::to_vec(&(spec, accel.domain_type())).unwrap_or_default();
+    hex::encode(&Sha256::digest(&json)[..12])
+}
+
+/// The domain XML for a spec. `disks` are the volumes' (path, format) in order.
+pub fn domain_xml(spec: &GuestSpec, accel: Accel, disks: &[(String, String)]) -> String {
+    let mut x = String::new();
+    let e = xml_escape;
+    let _ = writeln!(x, "<domain type='{}'>", accel.domain_type());
+    let _ = writeln!(x, "  <name>{}</name>", e(&spec.name));
+    let _ = writeln!(
+        x,
+        "  <metadata><ferric:guest xmlns:ferric='{METADATA_NS}' spec='{}'/></metadata>",
+        spec_hash(spec, accel)
+    );
+    let _ = writeln!(x, "  <memory unit='MiB'>{}</memory>", spec.memory_mib);
+    let _ = writeln!(x, "  <vcpu>{}</vcpu>", spec.vcpus);
+    let _ = writeln!(x, "  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>");
+    match &spec.boot {
+        GuestBoot::Disk => {
+            let _ = writeln!(x, "    <boot dev='hd'/>");
+        }
+        GuestBoot::Kernel {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            let _ = writeln!(x, "    <kernel>{}</kernel>", e(kernel));
+            let _ = writeln!(x, "    <initrd>{}</initrd>", e(initrd));
+            let _ = writeln!(x, "    <cmdline>{}</cmdline>", e(cmdline));
+        }
+    }
+    let _ = writeln!(x, "  </os>");
+    // QEMU 10 rejects the `-no-acpi` libvirt 9 passes without this.
+    let _ = writeln!(x, "  <features><acpi/></features>");
+    let _ = writeln!(
+        x,
+        "  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n  <on_crash>destroy</on_crash>"
+    );
+    let _ = writeln!(x, "  <devices>");
+    for (i, (path, format)) in disks.iter().enumerate() {
+        let dev = format!("vd{}", (b'a' + i as u8) as char);
+        let _ = writeln!(
+            x,
+            "    <disk type='file' device='disk'><driver name='qemu' type='{}'/><source file='{}'/><target dev='{dev}' bus='virtio'/></disk>",
+            e(format),
+            e(path)
+        );
+    }
+    for (i, nic) in spec.nics.iter().enumerate() {
+        let mac = nic
+            .mac
+            .clone()
+            .unwrap_or_else(|| default_mac(&spec.name, i));
+        let _ = writeln!(
+            x,
+            "    <interface type='bridge'><source bridge='{}'/><mac address='{}'/><model type='virtio'/></interface>",
+            e(&nic.bridge),
+            e(&mac)
+        );
+    }
+    match &spec.serial_log {
+        Some(log) => {
+            let _ = writeln!(
+                x,
+                "    <serial type='file'><source path='{}' append='on'/><target port='0'/></serial>",
+                e(log)
+            );
+        }
+        None => {
+            let _ = writeln!(x, "    <serial type='pty'><target port='0'/></serial>");
+        }
+    }
+    let _ = writeln!(x, "    <memballoon model='none'/>");
+    let _ = writeln!(x, "  </devices>\n</domain>");
+    x
+}
+
+/// The `<disk>…</disk>` element of `domain_xml` whose source is `path`, if any.
+fn disk_element<'a>(domain_xml: &'a str, path: &str) -> Option<&'a str> {
+    let mut rest = domain_xml;
+    while let Some(start) = rest.find("<disk ") {
+        let end = rest[start..].find("</disk>")? + start + "</disk>".len();
+        let el = &rest[start..end];
+        if el.contains(&format!("file='{path}'")) || el.contains(&format!("file=\"{path}\"")) {
+            return Some(el);
+        }
+        rest = &rest[end..];
+    }
+    None
+}
+
+fn vol_format(vol: &StorageVol) -> String {
+    let xml = vol.get_xml_desc(0).unwrap_or_default();
+    xml.split("<format type='")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .unwrap_or("raw")
+        .to_owned()
+}
+
+impl Libvirt {
+    /// A driver with this configuration.
+    pub fn new(cfg: LibvirtConfig) -> Self {
+        virt::error::clear_error_callback();
+        Self { cfg }
+    }
+
+    async fn blocking<T, F>(&self, what: &'static str, f: F) -> Result<T, DriverError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connect, &LibvirtConfig) -> Result<T, DriverError> + Send + 'static,
+    {
+        let cfg = self.cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = Connect::open(Some(&cfg.uri)).map_err(|e| {
+                err(
+                    ErrorKind::Unreachable,
+                    format!("cannot connect to libvirt at {}: {}", cfg.uri, e.message()),
+                )
+            })?;
+            let r = f(&conn, &cfg);
+            let _ = conn.close();
+            r
+        })
+        .await
+        .map_err(|e| {
+            err(
+                ErrorKind::Internal,
+                format!("{what}: libvirt task failed: {e}"),
+            )
+        })?
+    }
+
+    fn pool(
+        conn: &Connect,
+        cfg: &LibvirtConfig,
+        name: &str,
+        create: bool,
+    ) -> Result<StoragePool, DriverError> {
+        let pool = match StoragePool::lookup_by_name(conn, name) {
+            Ok(p) => p,
+            Err(e) if is(&e, ErrorNumber::NoStoragePool) => {
+                let Some(dir) = cfg.pools.get(name).filter(|_| create) else {
+                    return Err(err(
+                        ErrorKind::NotFound,
+                        format!("storage pool `{name}` does not exist on this host"),
+                    ));
+                };
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    err(
+                        ErrorKind::Io,
+                        format!("cannot create pool directory {}: {e}", dir.display()),
+                    )
+                })?;
+                let xml = format!(
+                    "<pool type='dir'><name>{}</name><target><path>{}</path></target></pool>",
+                    xml_escape(name),
+                    xml_escape(&dir.display().to_string())
+                );
+                let p = StoragePool::define_xml(conn, &xml, 0)
+                    .map_err(|e| virt_err(&format!("define pool `{name}`"), &e))?;
+                let _ = p.set_autostart(true);
+                p
+            }
+            Err(e) => return Err(virt_err(&format!("look up pool `{name}`"), &e)),
+        };
+        if !pool.is_active().map_err(|e| virt_err("pool state", &e))? {
+            pool.create(0)
+                .map_err(|e| virt_err(&format!("start pool `{name}`"), &e))?;
+        }
+        Ok(pool)
+    }
+
+    fn volume(
+        conn: &Connect,
+        cfg: &LibvirtConfig,
+        pool: &str,
+        name: &str,
+    ) -> Result<StorageVol, DriverError> {
+        let p = Self::pool(conn, cfg, pool, false)?;
+        let _ = p.refresh(0);
+        StorageVol::lookup_by_name(&p, name).map_err(|e| {
+            if is(&e, ErrorNumber::NoStorageVolume) {
+                err(
+                    ErrorKind::NotFound,
+                    format!("volume `{pool}/{name}` does not exist"),
+                )
+            } else {
+                virt_err(&format!("look up volume `{pool}/{name}`"), &e)
+            }
+        })
+    }
+
+    fn domain(conn: &Connect, name: &str) -> Result<Option<Domain>, DriverError> {
+        match Domain::lookup_by_name(conn, name) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if is(&e, ErrorNumber::NoDomain) => Ok(None),
+            Err(e) => Err(virt_err(&format!("look up guest `{name}`"), &e)),
+        }
+    }
+
+    fn host_memory_mib(cfg: &LibvirtConfig) -> Option<u64> {
+        let text = std::fs::read_to_string(&cfg.meminfo).ok()?;
+        let kib: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(kib / 1024)
+    }
+
+    /// Everything that can be checked before touching libvirt; names the field.
+    fn precheck(
+        conn: &Connect,
+        cfg: &LibvirtConfig,
+        spec: &GuestSpec,
+    ) -> Result<Vec<(String, String)>, DriverError> {
+        if let Some(host) = Self::host_memory_mib(cfg)
+            && spec.memory_mib > host
+        {
+            return Err(err(
+                ErrorKind::InvalidSpec,
+                format!(
+                    "guest `{}`: field `memory_mib` asks for {} MiB but the host has {host} MiB",
+                    spec.name, spec.memory_mib
+                ),
+            ));
+        }
+        for nic in &spec.nics {
+            if !cfg.sys_class_net.join(&nic.bridge).join("bridge").is_dir() {
+                return Err(err(
+                    ErrorKind::NotFound,
+                    format!(
+                        "guest `{}`: field `nics.bridge`: bridge `{}` does not exist on this host",
+                        spec.name, nic.bridge
+                    ),
+                ));
+            }
+        }
+        if let GuestBoot::Kernel { kernel, initrd, .. } = &spec.boot {
+            for (field, path) in [("boot.kernel", kernel), ("boot.initrd", initrd)] {
+                if !std::path::Path::new(path).is_file() {
+                    return Err(err(
+                        ErrorKind::NotFound,
+                        format!(
+                            "guest `{}`: field `{field}`: {path} does not exist",
+                            spec.name
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut disks = Vec::with_capacity(spec.volumes.len());
+        for v in &spec.volumes {
+            let vol = Self::volume(conn, cfg, &v.pool, &v.name).map_err(|e| {
+                err(
+                    e.kind,
+                    format!("guest `{}`: field `volumes`: {}", spec.name, e.message),
+                )
+            })?;
+            let path = vol.get_path().map_err(|e| virt_err("volume path", &e))?;
+            disks.push((path, vol_format(&vol)));
+        }
+        Ok(disks)
+    }
+}
+
+#[async_trait]
+impl Storage for Libvirt {
+    async fn ensure_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        size_bytes: u64,
+        format: VolumeFormat,
+    ) -> DriverResult {
+        let (pool, name) = (pool.to_owned(), name.to_owned());
+        self.blocking("ensure_volume", move |conn, cfg| {
+            let p = Self::pool(conn, cfg, &pool, true)?;
+            let _ = p.refresh(0);
+            match StorageVol::lookup_by_name(&p, &name) {
+                Ok(vol) => {
+                    let info = vol.get_info().map_err(|e| virt_err("volume info", &e))?;
+                    if info.capacity >= size_bytes {
+                        return Ok(false);
+                    }
+                    vol.resize(size_bytes, 0).map_err(|e| virt_err(&format!("grow volume `{pool}/{name}`"), &e))?;
+                    Ok(true)
+                }
+                Err(e) if is(&e, ErrorNumber::NoStorageVolume) => {
+                    let xml = format!(
+                        "<volume><name>{}</name><capacity unit='bytes'>{size_bytes}</capacity><target><format type='{}'/></target></volume>",
+                        xml_escape(&name),
+                        format.as_str()
+                    );
+                    StorageVol::create_xml(&p, &xml, 0).map_err(|e| virt_err(&format!("create volume `{pool}/{name}`"), &e))?;
+                    Ok(true)
+                }
+                Err(e) => Err(virt_err(&format!("look up volume `{pool}/{name}`"), &e)),
+            }
+        })
+        .await
+    }
+
+    async fn delete_volume(&self, pool: &str, name: &str) -> DriverResult {
+        let (pool, name) = (pool.to_owned(), name.to_owned());
+        self.blocking("delete_volume", move |conn, cfg| {
+            match Self::volume(conn, cfg, &pool, &name) {
+                Ok(vol) => {
+                    vol.delete(0)
+                        .map_err(|e| virt_err(&format!("delete volume `{pool}/{name}`"), &e))?;
+                    Ok(true)
+                }
+                Err(e) if e.kind == ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Compute for Libvirt {
+    async fn ensure_guest(&self, spec: &GuestSpec) -> DriverResult {
+        let spec = spec.clone();
+        self.blocking("ensure_guest", move |conn, cfg| {
+            let disks = Self::precheck(conn, cfg, &spec)?;
+            let hash = spec_hash(&spec, cfg.accel);
+            if let Some(d) = Self::domain(conn, &spec.name)? {
+                let xml = d
+                    .get_xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+                    .map_err(|e| virt_err("guest XML", &e))?;
+                if !xml.contains(METADATA_NS) {
+                    return Err(err(
+                        ErrorKind::Conflict,
+                        format!("guest `{}` exists and is not managed by Ferric", spec.name),
+                    ));
+                }
+                if xml.contains(&format!("spec='{hash}'"))
+                    || xml.contains(&format!("spec=\"{hash}\""))
+                {
+                    return Ok(false);
+                }
+            }
+            Domain::define_xml(conn, &domain_xml(&spec, cfg.accel, &disks))
+                .map_err(|e| virt_err(&format!("define guest `{}`", spec.name), &e))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn guest_power(&self, name: &str, action: GuestPowerAction) -> DriverResult {
+        let name = name.to_owned();
+        self.blocking("guest_power", move |conn, cfg| {
+            let d = Self::domain(conn, &name)?
+                .ok_or_else(|| err(ErrorKind::NotFound, format!("guest `{name}` does not exist")))?;
+            let active = d.is_active().map_err(|e| virt_err("guest state", &e))?;
+            match action {
+                GuestPowerAction::Start if active => Ok(false),
+                GuestPowerAction::Start => {
+                    d.create().map_err(|e| virt_err(&format!("start guest `{name}`"), &e))?;
+                    Ok(true)
+                }
+                GuestPowerAction::Destroy | GuestPowerAction::Shutdown if !active => Ok(false),
+                GuestPowerAction::Destroy => {
+                    d.destroy().map_err(|e| virt_err(&format!("destroy guest `{name}`"), &e))?;
+                    Ok(true)
+                }
+                GuestPowerAction::Shutdown => {
+                    let _ = d.shutdown();
+                    let deadline = Instant::now() + cfg.shutdown_grace;
+                    while Instant::now() < deadline {
+                        if !d.is_active().unwrap_or(true) {
+                            return Ok(true);
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    tracing::info!(guest = %name, grace = ?cfg.shutdown_grace, "guest ignored the ACPI shutdown; destroying it");
+                    match d.destroy() {
+                        Ok(()) => Ok(true),
+                        Err(e) if is(&e, ErrorNumber::OperationInvalid) => Ok(true), // stopped meanwhile
+                        Err(e) => Err(virt_err(&format!("destroy guest `{name}`"), &e)),
+                    }
+                }
+                GuestPowerAction::Reboot => {
+                    if !active {
+                        return Err(err(ErrorKind::Conflict, format!("guest `{name}` is not running")));
+                    }
+                    d.reboot(0).map_err(|e| virt_err(&format!("reboot guest `{name}`"), &e))?;
+                    Ok(true)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn delete_guest(&self, name: &str) -> DriverResult {
+        let name = name.to_owned();
+        self.blocking("delete_guest", move |conn, _| {
+            let Some(d) = Self::domain(conn, &name)? else {
+                return Ok(false);
+            };
+            let xml = d
+                .get_xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+                .map_err(|e| virt_err("guest XML", &e))?;
+            if !xml.contains(METADATA_NS) {
+                return Err(err(
+                    ErrorKind::Conflict,
+                    format!("guest `{name}` is not managed by Ferric; not deleting it"),
+                ));
+            }
+            if d.is_active().unwrap_or(false) {
+                let _ = d.destroy();
+            }
+            d.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_NVRAM)
+                .map_err(|e| virt_err(&format!("undefine guest `{name}`"), &e))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn attach_volume(
+        &self,
+        guest: &str,
+        pool: &str,
+        volume: &str,
+        target: &str,
+    ) -> DriverResult {
+        let (guest, pool, volume, target) = (
+            guest.to_owned(),
+            pool.to_owned(),
+            volume.to_owned(),
+            target.to_owned(),
+        );
+        self.blocking("attach_volume", move |conn, cfg| {
+            let d = Self::domain(conn, &guest)?
+                .ok_or_else(|| err(ErrorKind::NotFound, format!("guest `{guest}` does not exist")))?;
+            let vol = Self::volume(conn, cfg, &pool, &volume)?;
+            let path = vol.get_path().map_err(|e| virt_err("volume path", &e))?;
+            let xml = d.get_xml_desc(0).map_err(|e| virt_err("guest XML", &e))?;
+            if disk_element(&xml, &path).is_some() {
+                return Ok(false);
+            }
+            if xml.contains(&format!("dev='{target}'")) {
+                return Err(err(ErrorKind::Conflict, format!("guest `{guest}` already has a disk `{target}`")));
+            }
+            let disk = format!(
+                "<disk type='file' device='disk'><driver name='qemu' type='{}'/><source file='{}'/><target dev='{}' bus='virtio'/></disk>",
+                xml_escape(&vol_format(&vol)),
+                xml_escape(&path),
+                xml_escape(&target)
+            );
+            let mut flags = sys::VIR_DOMAIN_AFFECT_CONFIG;
+            if d.is_active().unwrap_or(false) {
+                flags |= sys::VIR_DOMAIN_AFFECT_LIVE;
+            }
+            d.attach_device_flags(&disk, flags).map_err(|e| virt_err(&format!("attach `{pool}/{volume}` to `{guest}`"), &e))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn detach_volume(&self, guest: &str, pool: &str, volume: &str) -> DriverResult {
+        let (guest, pool, volume) = (guest.to_owned(), pool.to_owned(), volume.to_owned());
+        self.blocking("detach_volume", move |conn, cfg| {
+            let Some(d) = Self::domain(conn, &guest)? else {
+                return Ok(false);
+            };
+            let path = match Self::volume(conn, cfg, &pool, &volume) {
+                Ok(v) => v.get_path().map_err(|e| virt_err("volume path", &e))?,
+                Err(e) if e.kind == ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            let xml = d.get_xml_desc(0).map_err(|e| virt_err("guest XML", &e))?;
+            let Some(el) = disk_element(&xml, &path) else {
+                return Ok(false);
+            };
+            let mut flags = sys::VIR_DOMAIN_AFFECT_CONFIG;
+            if d.is_active().unwrap_or(false) {
+                flags |= sys::VIR_DOMAIN_AFFECT_LIVE;
+            }
+            d.detach_device_flags(el, flags)
+                .map_err(|e| virt_err(&format!("detach `{pool}/{volume}` from `{guest}`"), &e))?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferric_proto::plan::{GuestNic, VolumeRef};
+
+    fn spec() -> GuestSpec {
+        GuestSpec {
+            name: "web-1".into(),
+            vcpus: 2,
+            memory_mib: 512,
+            volumes: vec![VolumeRef {
+                pool: "p".into(),
+                name: "root".into(),
+            }],
+            nics: vec![GuestNic {
+                bridge: "br0".into(),
+                mac: None,
+            }],
+            boot: GuestBoot::Kernel {
+                kernel: "/k".into(),
+                initrd: "/i".into(),
+                cmdline: "console=ttyS0 a<b".into(),
+            },
+            serial_log: Some("/var/log/g.log".into()),
+        }
+    }
+
+    #[test]
+    fn domain_xml_carries_the_spec_and_escapes_text() {
+        let x = domain_xml(
+            &spec(),
+            Accel::Tcg,
+            &[("/pool/root".into(), "qcow2".into())],
+        );
+        assert!(x.starts_with("<domain type='qemu'>"));
+        assert!(x.contains("<cmdline>console=ttyS0 a&lt;b</cmdline>"));
+        assert!(x.contains("<source file='/pool/root'/><target dev='vda' bus='virtio'/>"));
+        assert!(x.contains(&format!("<mac address='{}'/>", default_mac("web-1", 0))));
+        assert!(x.contains(&format!("spec='{}'", spec_hash(&spec(), Accel::Tcg))));
+        assert!(x.contains("<features><acpi/></features>"));
+        assert_ne!(
+            spec_hash(&spec(), Accel::Tcg),
+            spec_hash(&spec(), Accel::Kvm)
+        );
+    }
+
+    #[test]
+    fn finds_the_disk_element_of_a_path() {
+        let x = "<domain><devices><disk type='file'><source file='/a'/></disk><disk type='file'><source file='/b'/><target dev='vdb'/></disk></devices></domain>";
+        assert_eq!(
+            disk_element(x, "/b"),
+            Some("<disk type='file'><source file='/b'/><target dev='vdb'/></disk>")
+        );
+        assert_eq!(disk_element(x, "/c"), None);
+    }
+
+    #[test]
+    fn default_macs_are_stable_unicast_and_distinct() {
+        assert_eq!(default_mac("g", 0), default_mac("g", 0));
+        assert_ne!(default_mac("g", 0), default_mac("g", 1));
+        assert!(default_mac("g", 0).starts_with("52:54:00:"));
+    }
+}

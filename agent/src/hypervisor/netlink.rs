@@ -1,0 +1,190 @@
+//! Linux bridges through netlink. State is read from `/sys/class/net` (injected), changes go
+//! through rtnetlink.
+
+use crate::driver::{DriverError, DriverResult, Network};
+use async_trait::async_trait;
+use ferric_proto::plan::ErrorKind;
+use rtnetlink::{LinkBridge, LinkUnspec, LinkVlan};
+use std::path::{Path, PathBuf};
+
+/// The netlink bridge driver.
+#[derive(Debug, Clone)]
+pub struct Netlink {
+    sys_class_net: PathBuf,
+}
+
+fn err(kind: ErrorKind, msg: impl Into<String>) -> DriverError {
+    DriverError::new(kind, msg)
+}
+
+impl Netlink {
+    /// A driver reading link state from `sys_class_net` (normally `/sys/class/net`).
+    pub fn new(sys_class_net: impl Into<PathBuf>) -> Self {
+        Self {
+            sys_class_net: sys_class_net.into(),
+        }
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.sys_class_net.join(name)
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.dir(name).exists()
+    }
+
+    fn index(&self, name: &str) -> Result<u32, DriverError> {
+        read_trim(&self.dir(name).join("ifindex"))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                err(
+                    ErrorKind::NotFound,
+                    format!("interface `{name}` does not exist on this host"),
+                )
+            })
+    }
+
+    fn is_up(&self, name: &str) -> bool {
+        read_trim(&self.dir(name).join("flags"))
+            .and_then(|s| u32::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+            .is_some_and(|f| f & 1 == 1)
+    }
+
+    fn master(&self, name: &str) -> Option<String> {
+        std::fs::read_link(self.dir(name).join("master"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    }
+
+    fn handle() -> Result<rtnetlink::Handle, DriverError> {
+        let (conn, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| err(ErrorKind::Io, format!("cannot open a netlink socket: {e}")))?;
+        tokio::spawn(conn);
+        Ok(handle)
+    }
+}
+
+fn read_trim(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
+}
+
+fn nl(what: String) -> impl FnOnce(rtnetlink::Error) -> DriverError {
+    move |e| err(ErrorKind::Io, format!("{what}: {e}"))
+}
+
+#[async_trait]
+impl Network for Netlink {
+    async fn ensure_bridge(
+        &self,
+        name: &str,
+        uplink: Option<&str>,
+        vlan: Option<u16>,
+    ) -> DriverResult {
+        if vlan.is_some() && uplink.is_none() {
+            return Err(err(
+                ErrorKind::InvalidSpec,
+                format!("bridge `{name}`: field `vlan` needs an `uplink`"),
+            ));
+        }
+        let handle = Self::handle()?;
+        let mut changed = false;
+        if self.exists(name) {
+            if !self.dir(name).join("bridge").is_dir() {
+                return Err(err(
+                    ErrorKind::Conflict,
+                    format!("interface `{name}` exists and is not a bridge"),
+                ));
+            }
+        } else {
+            handle
+                .link()
+                .add(LinkBridge::new(name).build())
+                .execute()
+                .await
+                .map_err(nl(format!("create bridge `{name}`")))?;
+            changed = true;
+        }
+        let br = self.index(name)?;
+        if !self.is_up(name) {
+            handle
+                .link()
+                .set(LinkUnspec::new_with_index(br).up().build())
+                .execute()
+                .await
+                .map_err(nl(format!("set bridge `{name}` up")))?;
+            changed = true;
+        }
+        if let Some(uplink) = uplink {
+            let up_idx = self.index(uplink)?;
+            let port = match vlan {
+                Some(id) => {
+                    let port = format!("{uplink}.{id}");
+                    if port.len() > 15 {
+                        return Err(err(
+                            ErrorKind::InvalidSpec,
+                            format!("VLAN interface name `{port}` is longer than 15 bytes"),
+                        ));
+                    }
+                    if !self.exists(&port) {
+                        handle
+                            .link()
+                            .add(LinkVlan::new(&port, up_idx, id).up().build())
+                            .execute()
+                            .await
+                            .map_err(nl(format!("create VLAN interface `{port}`")))?;
+                        changed = true;
+                    }
+                    port
+                }
+                None => uplink.to_owned(),
+            };
+            if self.master(&port).as_deref() != Some(name) {
+                let idx = self.index(&port)?;
+                handle
+                    .link()
+                    .set(LinkUnspec::new_with_index(idx).controller(br).up().build())
+                    .execute()
+                    .await
+                    .map_err(nl(format!("enslave `{port}` to `{name}`")))?;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn delete_bridge(&self, name: &str) -> DriverResult {
+        if !self.exists(name) {
+            return Ok(false);
+        }
+        if !self.dir(name).join("bridge").is_dir() {
+            return Err(err(
+                ErrorKind::Conflict,
+                format!("interface `{name}` is not a bridge; not deleting it"),
+            ));
+        }
+        let handle = Self::handle()?;
+        // VLAN sub-interfaces enslaved to the bridge were made for it: remove them too.
+        if let Ok(ports) = std::fs::read_dir(self.dir(name).join("brif")) {
+            for port in ports.flatten() {
+                let port = port.file_name().to_string_lossy().into_owned();
+                if Path::new("/proc/net/vlan").join(&port).exists() {
+                    let idx = self.index(&port)?;
+                    handle
+                        .link()
+                        .del(idx)
+                        .execute()
+                        .await
+                        .map_err(nl(format!("delete VLAN interface `{port}`")))?;
+                }
+            }
+        }
+        let idx = self.index(name)?;
+        handle
+            .link()
+            .del(idx)
+            .execute()
+            .await
+            .map_err(nl(format!("delete bridge `{name}`")))?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,301 @@
+//! Real hypervisor parts for tier-4 tests: a running libvirtd (started here when it is not
+//! running) and a small guest — Debian's cloud kernel and a busybox initramfs that prints
+//! `FERRIC-GUEST-UP`, then `FERRIC-DISKS <block devices>` every second on its serial console.
+
+use anyhow::{Context, Result, bail};
+use std::io::Cursor;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// libvirt URI the tests use.
+pub const URI: &str = "qemu:///system";
+
+/// `target/` of this workspace.
+pub fn target_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "target"))
+        .map(Path::to_path_buf)
+        .context("cannot locate the target directory")
+}
+
+fn virsh_ok() -> bool {
+    Command::new("virsh")
+        .args(["-c", URI, "version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs `virsh -c URI args…` and returns its stdout.
+pub fn virsh(args: &[&str]) -> Result<String> {
+    let out = Command::new("virsh")
+        .args(["-c", URI])
+        .args(args)
+        .output()
+        .context("cannot run virsh")?;
+    if !out.status.success() {
+        bail!(
+            "virsh {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Makes sure libvirtd answers, starting virtlogd and libvirtd (without systemd) if needed.
+pub fn ensure_libvirtd() -> Result<()> {
+    if virsh_ok() {
+        return Ok(());
+    }
+    for tool in ["libvirtd", "virtlogd", "virsh"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| !s.success())
+            .unwrap_or(true)
+        {
+            bail!(
+                "`{tool}` is not installed: run `cargo xtask test`, which installs libvirt-daemon, libvirt-clients and qemu-system-x86"
+            );
+        }
+    }
+    // Without systemd: the user the packages expect, and QEMU running as root unconfined.
+    if Command::new("id")
+        .arg("libvirt-qemu")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| !s.success())
+        .unwrap_or(true)
+    {
+        let st = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "libvirt-qemu",
+            ])
+            .status()?;
+        if !st.success() {
+            bail!("cannot create the libvirt-qemu user");
+        }
+    }
+    let conf = Path::new("/etc/libvirt/qemu.conf");
+    if !conf.exists() {
+        std::fs::create_dir_all("/etc/libvirt")?;
+        std::fs::write(
+            conf,
+            "user = \"root\"\ngroup = \"root\"\nsecurity_driver = \"none\"\n",
+        )?;
+    }
+    let logs = target_dir()?.join("libvirt-logs");
+    std::fs::create_dir_all(&logs)?;
+    for daemon in ["virtlogd", "libvirtd"] {
+        let log = std::fs::File::create(logs.join(format!("{daemon}.log")))?;
+        Command::new(daemon)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start {daemon}"))?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !virsh_ok() {
+        if Instant::now() > deadline {
+            bail!(
+                "libvirtd did not answer within 60 s; see {}",
+                logs.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// Kernel and initramfs of the test guest.
+#[derive(Debug, Clone)]
+pub struct GuestImage {
+    /// Kernel image.
+    pub kernel: PathBuf,
+    /// Initramfs.
+    pub initrd: PathBuf,
+}
+
+/// Modules the guest loads, in dependency order (Debian builds virtio as modules).
+const MODULES: &[&str] = &[
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_pci_modern_dev.ko",
+    "drivers/virtio/virtio_pci_legacy_dev.ko",
+    "drivers/virtio/virtio_pci.ko",
+    "drivers/block/virtio_blk.ko",
+    "net/core/failover.ko",
+    "drivers/net/net_failover.ko",
+    "drivers/net/virtio_net.ko",
+];
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk failover net_failover virtio_net; do
+  /bin/busybox insmod /lib/modules/$m.ko 2>/dev/null
+done
+echo FERRIC-GUEST-UP
+while true; do
+  echo "FERRIC-DISKS $(/bin/busybox ls /sys/block | /bin/busybox tr '\n' ' ')"
+  /bin/busybox sleep 1
+done
+"#;
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {shown}"))?;
+    if !out.status.success() {
+        bail!(
+            "{shown} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Builds (once, cached under `target/guest`) the guest kernel and initramfs.
+pub fn guest_image() -> Result<GuestImage> {
+    let dir = target_dir()?.join("guest");
+    let kernel = dir.join("vmlinuz");
+    // Named by what goes into it, so that a change to the init script or module list rebuilds it.
+    let recipe = format!("{INIT}{}", MODULES.join(","));
+    let tag: u32 = recipe.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let initrd = dir.join(format!("initrd-{tag:08x}.cpio"));
+    if kernel.exists() && initrd.exists() {
+        return Ok(GuestImage { kernel, initrd });
+    }
+    std::fs::create_dir_all(&dir)?;
+    let deps = match run(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"])) {
+        Ok(d) if d.contains("Depends:") => d,
+        _ => {
+            run(Command::new("apt-get").args(["update", "-qq"]))?;
+            run(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]))?
+        }
+    };
+    let pkg = deps
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: "))
+        .map(str::to_owned)
+        .context("linux-image-cloud-amd64 names no kernel package")?;
+    run(Command::new("apt-get")
+        .args(["download", &pkg])
+        .current_dir(&dir))?;
+    let deb = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    let x = dir.join("x");
+    if !x.exists() {
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x))?;
+    }
+    let version = std::fs::read_dir(x.join("lib/modules"))?
+        .flatten()
+        .next()
+        .context("kernel package has no modules")?
+        .file_name();
+    let vmlinuz = std::fs::read_dir(x.join("boot"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))
+        })
+        .context("kernel package has no vmlinuz")?;
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .context("busybox is not installed (Debian package busybox-static)")?;
+
+    let dir_entry = |name: &str| {
+        (
+            cpio::NewcBuilder::new(name).mode(0o040755),
+            Cursor::new(Vec::new()),
+        )
+    };
+    let mut entries = vec![
+        dir_entry("bin"),
+        dir_entry("lib"),
+        dir_entry("lib/modules"),
+        dir_entry("proc"),
+        dir_entry("sys"),
+        dir_entry("dev"),
+    ];
+    entries.push((
+        cpio::NewcBuilder::new("init").mode(0o100755),
+        Cursor::new(INIT.as_bytes().to_vec()),
+    ));
+    entries.push((
+        cpio::NewcBuilder::new("bin/busybox").mode(0o100755),
+        Cursor::new(std::fs::read(&busybox)?),
+    ));
+    let mods = x.join("lib/modules").join(&version).join("kernel");
+    for m in MODULES {
+        let p = mods.join(m);
+        let name = Path::new(m)
+            .file_name()
+            .context("module name")?
+            .to_string_lossy()
+            .into_owned();
+        let bytes = std::fs::read(&p)
+            .with_context(|| format!("module {} missing from {}", m, mods.display()))?;
+        entries.push((
+            cpio::NewcBuilder::new(&format!("lib/modules/{name}")).mode(0o100644),
+            Cursor::new(bytes),
+        ));
+    }
+    let entries: Vec<_> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (b, c))| (b.ino(i as u32 + 1).nlink(1), c))
+        .collect();
+    let tmp = initrd.with_extension("tmp");
+    let out = std::fs::File::create(&tmp)?;
+    cpio::write_cpio(entries.into_iter(), out)?;
+    std::fs::rename(&tmp, &initrd)?;
+    std::fs::copy(&vmlinuz, &kernel)?;
+    Ok(GuestImage { kernel, initrd })
+}
+
+/// Waits until `log` holds a line containing every one of `needles`; returns that line.
+pub fn wait_serial(log: &Path, needles: &[&str], limit: Duration) -> Result<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(l) = text
+            .lines()
+            .rev()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            return Ok(l.to_owned());
+        }
+        if Instant::now() > deadline {
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            bail!(
+                "no line with {needles:?} on the serial console within {limit:?}; last lines: {tail:?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

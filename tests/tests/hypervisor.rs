@@ -1,0 +1,250 @@
+//! Tier 4: one real agent on this host drives a real libvirtd, QEMU (TCG here) and Linux
+//! bridges through the coordinator. A guest boots a kernel and initramfs and prints a marker on
+//! its serial console; a second volume is hot-attached and seen inside the guest; a restarted
+//! agent re-applying the plan changes nothing; afterwards no domain, volume, tap or bridge is
+//! left.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ferric_agent::driver::{Drivers, FakeDriver};
+use ferric_agent::hypervisor::libvirt::{Accel, Libvirt, LibvirtConfig};
+use ferric_agent::hypervisor::netlink::Netlink;
+use ferric_coordinator::api::PlanFile;
+use ferric_tests::hv::{ensure_libvirtd, guest_image, virsh, wait_serial};
+use ferric_tests::*;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn drivers(pool_dir: &Path, pool: &str) -> Drivers {
+    let mut cfg = LibvirtConfig::system(Accel::Tcg);
+    cfg.pools.insert(pool.to_owned(), pool_dir.to_owned());
+    cfg.shutdown_grace = Duration::from_secs(3);
+    let lv = Arc::new(Libvirt::new(cfg));
+    Drivers {
+        network: Arc::new(Netlink::new("/sys/class/net")),
+        storage: lv.clone(),
+        compute: lv,
+        // No BMC on a hypervisor host in this test; the fake refuses nothing and is never used.
+        bmc: Arc::new(FakeDriver::new()),
+    }
+}
+
+fn start_agent(state: &Path, drivers: Drivers) -> InProcessAgent {
+    let fake = Arc::new(FakeDriver::new());
+    let mut cfg = agent_config(state, fake.clone());
+    cfg.drivers = drivers;
+    spawn_agent(cfg, fake)
+}
+
+/// Removes whatever a failed run left behind (a passing run leaves nothing: it checks).
+struct Leftovers {
+    guests: Vec<String>,
+    pool: String,
+    bridge: String,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for g in &self.guests {
+            let _ = virsh(&["destroy", g]);
+            let _ = virsh(&["undefine", g, "--nvram"]);
+        }
+        for v in ["root", "data"] {
+            let _ = virsh(&["vol-delete", v, "--pool", &self.pool]);
+        }
+        let _ = virsh(&["pool-destroy", &self.pool]);
+        let _ = virsh(&["pool-undefine", &self.pool]);
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+fn taps() -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("vnet"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_lifecycle_on_real_libvirt_leaves_nothing_behind() {
+    init_tracing();
+    ensure_libvirtd().unwrap();
+    let image = guest_image().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let id = std::process::id();
+    let pool = format!("ferric-test-{id}");
+    let bridge = format!("brft{}", id % 100_000);
+    let guest = format!("ferric-test-{id}");
+    let _leftovers = Leftovers {
+        guests: vec![guest.clone(), format!("other-{id}")],
+        pool: pool.clone(),
+        bridge: bridge.clone(),
+    };
+    let pool_dir = dir.path().join("pool");
+    // The console log stays in target/ so that a failure can be read afterwards.
+    let logs = ferric_tests::hv::target_dir().unwrap().join("hv-test-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let serial = logs.join(format!("{guest}.serial.log"));
+    let taps_before = taps();
+
+    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
+    let c = client(coord.api);
+    let state = dir.path().join("agent");
+    enroll_in_process(coord.api, coord.listen, "hv1", &state)
+        .await
+        .unwrap();
+    let agent = start_agent(&state, drivers(&pool_dir, &pool));
+
+    let create: PlanFile = serde_yaml_ng::from_str(&format!(
+        r#"
+steps:
+  - ensure_bridge: {{ name: {bridge} }}
+  - ensure_volume: {{ pool: {pool}, name: root, size_bytes: 67108864 }}
+  - ensure_volume: {{ pool: {pool}, name: data, size_bytes: 33554432, format: raw }}
+  - ensure_guest:
+      name: {guest}
+      vcpus: 1
+      memory_mib: 256
+      volumes: [{{ pool: {pool}, name: root }}]
+      nics: [{{ bridge: {bridge} }}]
+      boot: {{ kernel: {{ kernel: {kernel}, initrd: {initrd}, cmdline: "console=ttyS0 panic=-1" }} }}
+      serial_log: {serial}
+  - guest_power: {{ name: {guest}, action: start }}
+"#,
+        kernel = image.kernel.display(),
+        initrd = image.initrd.display(),
+        serial = serial.display(),
+    ))
+    .unwrap();
+    let p = c.apply(vec!["hv1".into()], create.clone()).await.unwrap()[0].id;
+    let s = wait_plan_finished(&c, p, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(s["plan"]["state"], "succeeded", "{s:#}");
+
+    // The guest really runs: its console says so, with its one disk.
+    wait_serial(&serial, &["FERRIC-GUEST-UP"], Duration::from_secs(90)).unwrap();
+    let disks = wait_serial(&serial, &["FERRIC-DISKS", "vda"], Duration::from_secs(30)).unwrap();
+    assert!(!disks.contains("vdb"), "{disks}");
+    assert!(virsh(&["domstate", &guest]).unwrap().contains("running"));
+    assert!(
+        Path::new("/sys/class/net")
+            .join(&bridge)
+            .join("bridge")
+            .is_dir()
+    );
+    let new_taps: Vec<String> = taps()
+        .into_iter()
+        .filter(|t| !taps_before.contains(t))
+        .collect();
+    assert_eq!(
+        new_taps.len(),
+        1,
+        "one tap for the guest's NIC: {new_taps:?}"
+    );
+    assert!(
+        Path::new("/sys/class/net")
+            .join(&new_taps[0])
+            .join("master")
+            .read_link()
+            .unwrap()
+            .ends_with(&bridge),
+        "the tap is a port of the bridge"
+    );
+
+    // Hot-attach the second volume: the running guest sees vdb.
+    let attach: PlanFile = serde_yaml_ng::from_str(&format!(
+        "steps:\n  - attach_volume: {{ guest: {guest}, pool: {pool}, volume: data, target: vdb }}\n"
+    ))
+    .unwrap();
+    let p = c.apply(vec!["hv1".into()], attach.clone()).await.unwrap()[0].id;
+    let s = wait_plan_finished(&c, p, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(s["plan"]["state"], "succeeded", "{s:#}");
+    wait_serial(
+        &serial,
+        &["FERRIC-DISKS", "vda", "vdb"],
+        Duration::from_secs(60),
+    )
+    .unwrap();
+
+    // Restart the agent, then apply both plans again: every step reports no change.
+    agent.stop().await.unwrap();
+    let agent = start_agent(&state, drivers(&pool_dir, &pool));
+    for plan in [create, attach] {
+        let p = c.apply(vec!["hv1".into()], plan).await.unwrap()[0].id;
+        let s = wait_plan_finished(&c, p, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(s["plan"]["state"], "succeeded", "{s:#}");
+        for e in s["events"].as_array().unwrap() {
+            if let Some(done) = e["kind"].get("done") {
+                assert_eq!(done["changed"], false, "a second run changes nothing: {e}");
+            }
+        }
+    }
+
+    // A spec that cannot work is refused before anything is touched, naming the field.
+    let bad: PlanFile = serde_yaml_ng::from_str(&format!(
+        "steps:\n  - ensure_guest: {{ name: other-{id}, vcpus: 1, memory_mib: 64, volumes: [{{ pool: {pool}, name: root }}], nics: [{{ bridge: nosuchbr0 }}] }}\n"
+    ))
+    .unwrap();
+    let p = c.apply(vec!["hv1".into()], bad).await.unwrap()[0].id;
+    let s = wait_plan_finished(&c, p, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let failed = &s["events"][1]["kind"]["failed"];
+    assert_eq!(failed["kind"], "not_found", "{s:#}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("field `nics.bridge`: bridge `nosuchbr0` does not exist"),
+        "{failed}"
+    );
+    assert!(
+        virsh(&["dominfo", &format!("other-{id}")]).is_err(),
+        "nothing was defined"
+    );
+
+    // Tear down through Ferric.
+    let teardown: PlanFile = serde_yaml_ng::from_str(&format!(
+        r#"
+steps:
+  - guest_power: {{ name: {guest}, action: shutdown }}
+  - delete_guest: {{ name: {guest} }}
+  - delete_volume: {{ pool: {pool}, name: data }}
+  - delete_volume: {{ pool: {pool}, name: root }}
+  - delete_bridge: {{ name: {bridge} }}
+"#
+    ))
+    .unwrap();
+    let p = c.apply(vec!["hv1".into()], teardown).await.unwrap()[0].id;
+    let s = wait_plan_finished(&c, p, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(s["plan"]["state"], "succeeded", "{s:#}");
+
+    assert!(virsh(&["dominfo", &guest]).is_err(), "domain is gone");
+    let vols = virsh(&["vol-list", &pool]).unwrap();
+    assert!(!vols.contains("root") && !vols.contains("data"), "{vols}");
+    assert_eq!(
+        std::fs::read_dir(&pool_dir).unwrap().count(),
+        0,
+        "pool directory is empty"
+    );
+    assert!(
+        !Path::new("/sys/class/net").join(&bridge).exists(),
+        "bridge is gone"
+    );
+    assert_eq!(taps(), taps_before, "no tap is left");
+
+    agent.stop().await.unwrap();
+    coord.shutdown().await;
+    let _ = std::fs::remove_file(&serial);
+}

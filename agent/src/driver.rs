@@ -183,6 +183,33 @@ impl Drivers {
     }
 }
 
+/// A driver for capabilities this agent does not have: every call fails with `unsupported`
+/// and the reason given.
+#[derive(Debug, Clone, Copy)]
+pub struct Unsupported(pub &'static str);
+
+#[async_trait]
+impl BmcControl for Unsupported {
+    async fn power(&self, bmc: &str, _action: PowerAction) -> DriverResult {
+        Err(DriverError::new(
+            ErrorKind::Unsupported,
+            format!("bmc `{bmc}`: {}", self.0),
+        ))
+    }
+    async fn boot_device(
+        &self,
+        bmc: &str,
+        _device: BootDevice,
+        _persistent: bool,
+        _uefi: bool,
+    ) -> DriverResult {
+        Err(DriverError::new(
+            ErrorKind::Unsupported,
+            format!("bmc `{bmc}`: {}", self.0),
+        ))
+    }
+}
+
 /// A driver for tests and the demo: keeps desired state in memory, records each call (and,
 /// optionally, appends `begin …`/`end …` lines to a file that survives a killed process),
 /// sleeps a configurable time per call, and fails steps of chosen kinds.

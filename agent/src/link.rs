@@ -250,7 +250,11 @@ impl Link {
                 Some(ev) = events.recv(), if stopping.is_none() => session.send_event(ev),
                 _ = tick(&mut telemetry) => {
                     sample_seq += 1;
-                    self.send_sample(&conn, sample_seq);
+                    // Sampling reads /proc and may ask libvirt: keep it off the executor.
+                    let sampler = self.sampler.clone();
+                    if let Ok(sample) = tokio::task::spawn_blocking(move || sampler.sample()).await {
+                        self.send_sample(&conn, sample_seq, sample);
+                    }
                 }
                 _ = sleep_until(deadline) => session.handle_timeout(Instant::now()),
                 _ = stop.cancelled(), if stopping.is_none() => {
@@ -315,8 +319,12 @@ impl Link {
         }
     }
 
-    fn send_sample(&self, conn: &quinn::Connection, seq: u64) {
-        let mut s = self.sampler.sample();
+    fn send_sample(
+        &self,
+        conn: &quinn::Connection,
+        seq: u64,
+        mut s: ferric_proto::msg::TelemetrySample,
+    ) {
         s.seq = seq;
         s.at_ms = now_ms();
         s.progress = lock(&self.progress).clone();

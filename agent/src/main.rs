@@ -2,12 +2,14 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use ferric_agent::driver::Unsupported;
 use ferric_agent::driver::{Drivers, FakeDriver};
 use ferric_agent::enroll::{EnrollOptions, enroll};
-use ferric_agent::telemetry::SysinfoSampler;
+use ferric_agent::telemetry::{HostAndGuests, Sampler, SysinfoSampler};
 use ferric_agent::tls::CaPin;
 use ferric_proto::msg::Role;
 use ferric_proto::plan::ErrorKind;
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +42,30 @@ enum RoleArg {
 enum DriverArg {
     /// In-memory driver that records calls (no hardware is touched).
     Fake,
+    /// This host's libvirtd (guests, volumes) and Linux bridges (netlink).
+    Libvirt,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AccelArg {
+    /// KVM when the host's hardware KVM module is loaded, TCG otherwise.
+    Auto,
+    /// Hardware virtualisation.
+    Kvm,
+    /// QEMU's emulation.
+    Tcg,
+}
+
+fn parse_pool(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, dir) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=DIRECTORY"))?;
+    if name.is_empty() || !dir.starts_with('/') {
+        return Err(format!(
+            "`{s}`: the pool needs a name and an absolute directory"
+        ));
+    }
+    Ok((name.to_owned(), PathBuf::from(dir)))
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +96,18 @@ enum Cmd {
         /// Hardware drivers.
         #[arg(long, value_enum, default_value_t = DriverArg::Fake)]
         driver: DriverArg,
+        /// libvirt connection URI.
+        #[arg(long, default_value = "qemu:///system")]
+        libvirt_uri: String,
+        /// A directory storage pool the agent may create, `NAME=/DIR` (repeat).
+        #[arg(long = "pool", value_parser = parse_pool, default_value = "default=/var/lib/ferric/pools/default")]
+        pools: Vec<(String, PathBuf)>,
+        /// Accelerator for guests.
+        #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+        accel: AccelArg,
+        /// How long a guest's ACPI shutdown may take before it is destroyed.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        shutdown_grace: Duration,
         /// Fake driver: time each call takes.
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         fake_step_delay: Duration,
@@ -157,6 +195,10 @@ async fn real_main() -> Result<()> {
         Cmd::Run {
             coordinator,
             driver,
+            libvirt_uri,
+            pools,
+            accel,
+            shutdown_grace,
             fake_step_delay,
             fake_fail,
             fake_record,
@@ -164,7 +206,43 @@ async fn real_main() -> Result<()> {
             backoff_max,
             drain_grace,
         } => {
+            let host: Arc<dyn Sampler> = Arc::new(
+                SysinfoSampler::new().context("cannot read host information for telemetry")?,
+            );
+            let mut sampler = host.clone();
             let drivers = match driver {
+                DriverArg::Libvirt => {
+                    use ferric_agent::hypervisor::libvirt::{
+                        Accel, Libvirt, LibvirtConfig, probe_accel,
+                    };
+                    let accel = match accel {
+                        AccelArg::Kvm => Accel::Kvm,
+                        AccelArg::Tcg => Accel::Tcg,
+                        AccelArg::Auto => {
+                            probe_accel(Path::new("/dev/kvm"), Path::new("/sys/module"))
+                        }
+                    };
+                    tracing::info!(?accel, uri = %libvirt_uri, "using the libvirt and netlink drivers");
+                    let mut cfg = LibvirtConfig::system(accel);
+                    cfg.uri = libvirt_uri;
+                    cfg.pools = pools.into_iter().collect();
+                    cfg.shutdown_grace = shutdown_grace;
+                    let lv = Arc::new(Libvirt::new(cfg));
+                    sampler = Arc::new(HostAndGuests {
+                        host,
+                        guests: lv.clone(),
+                    });
+                    Drivers {
+                        network: Arc::new(ferric_agent::hypervisor::netlink::Netlink::new(
+                            "/sys/class/net",
+                        )),
+                        storage: lv.clone(),
+                        compute: lv,
+                        bmc: Arc::new(Unsupported(
+                            "BMC control is not available on this agent (it arrives with the BMC driver)",
+                        )),
+                    }
+                }
                 DriverArg::Fake => {
                     let fake = match &fake_record {
                         Some(p) => FakeDriver::recording(p)
@@ -181,13 +259,7 @@ async fn real_main() -> Result<()> {
                     Drivers::fake(Arc::new(fake))
                 }
             };
-            let mut cfg = ferric_agent::Config::new(
-                cli.state_dir.clone(),
-                drivers,
-                Arc::new(
-                    SysinfoSampler::new().context("cannot read host information for telemetry")?,
-                ),
-            );
+            let mut cfg = ferric_agent::Config::new(cli.state_dir.clone(), drivers, sampler);
             cfg.coordinator = coordinator;
             cfg.backoff_min = backoff_min;
             cfg.backoff_max = backoff_max;

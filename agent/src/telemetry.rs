@@ -1,13 +1,36 @@
 //! Host telemetry. A [`Sampler`] produces a sample on demand; the link stamps it and sends it
 //! as a QUIC datagram every interval the coordinator asks for.
 
-use ferric_proto::msg::{DiskSample, NicSample, TelemetrySample};
-use std::sync::Mutex;
+use ferric_proto::msg::{DiskSample, GuestSample, NicSample, TelemetrySample};
+use std::sync::{Arc, Mutex};
 
 /// Produces host samples. Injected so that tests and benchmarks need no real host probe.
 pub trait Sampler: Send + Sync + std::fmt::Debug {
     /// A fresh sample (`seq`, `at_ms` and `progress` are filled in by the caller).
     fn sample(&self) -> TelemetrySample;
+}
+
+/// Per-guest statistics of a hypervisor host (blocking; called off the async executor).
+pub trait GuestStats: Send + Sync + std::fmt::Debug {
+    /// One sample per guest Ferric manages.
+    fn guests(&self) -> Vec<GuestSample>;
+}
+
+/// The host, plus the guests it runs.
+#[derive(Debug)]
+pub struct HostAndGuests {
+    /// Host sampler.
+    pub host: Arc<dyn Sampler>,
+    /// Guest statistics.
+    pub guests: Arc<dyn GuestStats>,
+}
+
+impl Sampler for HostAndGuests {
+    fn sample(&self) -> TelemetrySample {
+        let mut s = self.host.sample();
+        s.guests = self.guests.guests();
+        s
+    }
 }
 
 /// Samples the real host with sysinfo, refreshing only what it sends.
@@ -100,6 +123,7 @@ impl Sampler for SysinfoSampler {
             disks,
             nics,
             progress: None,
+            guests: vec![],
         }
     }
 }
@@ -129,6 +153,7 @@ impl FixedSampler {
             disks: vec![],
             nics: vec![],
             progress: None,
+            guests: vec![],
         })
     }
 }

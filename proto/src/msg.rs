@@ -215,6 +215,27 @@ pub struct DiskSample {
     pub available_bytes: u64,
 }
 
+/// One guest on a hypervisor host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestSample {
+    /// Guest name.
+    pub name: String,
+    /// Whether it runs.
+    pub running: bool,
+    /// CPU use since the previous sample, percent of one vCPU times the vCPU count.
+    pub cpu_percent: f32,
+    /// Memory assigned, bytes.
+    pub mem_bytes: u64,
+    /// Bytes read from all its disks since it started.
+    pub block_rd_bytes: u64,
+    /// Bytes written to all its disks since it started.
+    pub block_wr_bytes: u64,
+    /// Bytes received on all its NICs since it started.
+    pub net_rx_bytes: u64,
+    /// Bytes sent on all its NICs since it started.
+    pub net_tx_bytes: u64,
+}
+
 /// Progress of the step a plan is running.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepProgress {
@@ -251,4 +272,6 @@ pub struct TelemetrySample {
     pub nics: Vec<NicSample>,
     /// Running step, if any.
     pub progress: Option<StepProgress>,
+    /// Guests on this host (hypervisor agents).
+    pub guests: Vec<GuestSample>,
 }

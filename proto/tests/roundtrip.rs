@@ -201,7 +201,7 @@ proptest! {
     fn telemetry_datagram_roundtrip(seq in any::<u64>(), cpu in 0f32..100.0, mem in any::<u64>()) {
         let s = TelemetrySample {
             seq, at_ms: 5, cpu_percent: cpu, cpus: 2, mem_used_bytes: mem, mem_total_bytes: mem,
-            load1: 0.5, disks: vec![], nics: vec![], progress: None,
+            load1: 0.5, disks: vec![], nics: vec![], progress: None, guests: vec![],
         };
         let d = to_datagram(&s).unwrap();
         prop_assert_eq!(decode_payload::<TelemetrySample>(&d).unwrap(), s);

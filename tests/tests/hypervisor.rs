@@ -5,9 +5,10 @@
 //! left.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ferric_agent::driver::{Drivers, FakeDriver};
+use ferric_agent::driver::{Drivers, FakeDriver, Unsupported};
 use ferric_agent::hypervisor::libvirt::{Accel, Libvirt, LibvirtConfig};
 use ferric_agent::hypervisor::netlink::Netlink;
+use ferric_agent::telemetry::{FixedSampler, HostAndGuests};
 use ferric_coordinator::api::PlanFile;
 use ferric_tests::hv::{ensure_libvirtd, guest_image, virsh, wait_serial};
 use ferric_tests::*;
@@ -15,24 +16,29 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn drivers(pool_dir: &Path, pool: &str) -> Drivers {
+fn drivers(pool_dir: &Path, pool: &str) -> (Drivers, Arc<Libvirt>) {
     let mut cfg = LibvirtConfig::system(Accel::Tcg);
     cfg.pools.insert(pool.to_owned(), pool_dir.to_owned());
     cfg.shutdown_grace = Duration::from_secs(3);
     let lv = Arc::new(Libvirt::new(cfg));
-    Drivers {
+    let drivers = Drivers {
         network: Arc::new(Netlink::new("/sys/class/net")),
         storage: lv.clone(),
-        compute: lv,
-        // No BMC on a hypervisor host in this test; the fake refuses nothing and is never used.
-        bmc: Arc::new(FakeDriver::new()),
-    }
+        compute: lv.clone(),
+        bmc: Arc::new(Unsupported("no BMC on this test host")),
+    };
+    (drivers, lv)
 }
 
-fn start_agent(state: &Path, drivers: Drivers) -> InProcessAgent {
+fn start_agent(state: &Path, (drivers, lv): (Drivers, Arc<Libvirt>)) -> InProcessAgent {
     let fake = Arc::new(FakeDriver::new());
     let mut cfg = agent_config(state, fake.clone());
     cfg.drivers = drivers;
+    // The host part is fixed (other tests cover sysinfo); the guests are this host's, live.
+    cfg.sampler = Arc::new(HostAndGuests {
+        host: Arc::new(FixedSampler::small()),
+        guests: lv,
+    });
     spawn_agent(cfg, fake)
 }
 
@@ -155,6 +161,20 @@ steps:
             .ends_with(&bridge),
         "the tap is a port of the bridge"
     );
+
+    // Guest telemetry reaches the coordinator in the host's samples.
+    let g = wait_for(Duration::from_secs(20), "guest telemetry", || async {
+        let latest = coord.shared.hub.latest_telemetry("hv1");
+        Ok(latest.and_then(|t| {
+            t.sample
+                .guests
+                .into_iter()
+                .find(|g| g.name == guest && g.running && g.block_rd_bytes > 0)
+        }))
+    })
+    .await
+    .unwrap();
+    assert_eq!(g.mem_bytes, 256 << 20);
 
     // Hot-attach the second volume: the running guest sees vdb.
     let attach: PlanFile = serde_yaml_ng::from_str(&format!(

@@ -7,7 +7,9 @@
 
 use super::xml_escape;
 use crate::driver::{Compute, DriverError, DriverResult, Storage};
+use crate::telemetry::GuestStats;
 use async_trait::async_trait;
+use ferric_proto::msg::GuestSample;
 use ferric_proto::plan::{ErrorKind, GuestBoot, GuestPowerAction, GuestSpec, VolumeFormat};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -39,6 +41,21 @@ impl Accel {
             Accel::Kvm => "kvm",
             Accel::Tcg => "qemu",
         }
+    }
+}
+
+/// Chooses the accelerator. `/dev/kvm` alone is no proof that KVM runs a stock guest kernel:
+/// some hosts expose a paravirtual KVM (`kvm_pvm`) under which firmware runs but a Linux guest
+/// hangs. KVM is chosen when `/dev/kvm` exists and a hardware KVM module (`kvm_intel` or
+/// `kvm_amd`) is loaded; TCG otherwise.
+pub fn probe_accel(dev_kvm: &std::path::Path, sys_module: &std::path::Path) -> Accel {
+    let hardware = ["kvm_intel", "kvm_amd"]
+        .iter()
+        .any(|m| sys_module.join(m).exists());
+    if dev_kvm.exists() && hardware {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
     }
 }
 
@@ -77,6 +94,85 @@ impl LibvirtConfig {
 #[derive(Debug, Clone)]
 pub struct Libvirt {
     cfg: LibvirtConfig,
+    /// Previous CPU time per guest, for CPU percentages.
+    cpu: std::sync::Arc<std::sync::Mutex<BTreeMap<String, (u64, Instant)>>>,
+}
+
+/// `dev='…'` values of the `<target>` elements inside each `<tag>…</tag>` block.
+fn target_devs(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag} "), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let Some(len) = rest[start..].find(&close) else {
+            break;
+        };
+        let block = &rest[start..start + len];
+        if let Some(t) = block
+            .split("<target dev='")
+            .nth(1)
+            .and_then(|t| t.split('\'').next())
+        {
+            out.push(t.to_owned());
+        }
+        rest = &rest[start + len..];
+    }
+    out
+}
+
+impl GuestStats for Libvirt {
+    fn guests(&self) -> Vec<GuestSample> {
+        let Ok(mut conn) = Connect::open(Some(&self.cfg.uri)) else {
+            return Vec::new();
+        };
+        let domains = conn.list_all_domains(0).unwrap_or_default();
+        let now = Instant::now();
+        let mut prev = self.cpu.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for d in domains {
+            let Ok(xml) = d.get_xml_desc(0) else { continue };
+            if !xml.contains(METADATA_NS) {
+                continue;
+            }
+            let Ok(name) = d.get_name() else { continue };
+            let Ok(info) = d.get_info() else { continue };
+            let running = d.is_active().unwrap_or(false);
+            let cpu_percent = match prev.insert(name.clone(), (info.cpu_time, now)) {
+                Some((t0, i0)) if running && info.cpu_time >= t0 => {
+                    let wall = now.duration_since(i0).as_nanos().max(1) as f64;
+                    ((info.cpu_time - t0) as f64 / wall * 100.0) as f32
+                }
+                _ => 0.0,
+            };
+            let mut s = GuestSample {
+                name,
+                running,
+                cpu_percent,
+                mem_bytes: info.memory * 1024,
+                block_rd_bytes: 0,
+                block_wr_bytes: 0,
+                net_rx_bytes: 0,
+                net_tx_bytes: 0,
+            };
+            if running {
+                for dev in target_devs(&xml, "disk") {
+                    if let Ok(b) = d.get_block_stats(&dev) {
+                        s.block_rd_bytes += b.rd_bytes.max(0) as u64;
+                        s.block_wr_bytes += b.wr_bytes.max(0) as u64;
+                    }
+                }
+                for dev in target_devs(&xml, "interface") {
+                    if let Ok(n) = d.interface_stats(&dev) {
+                        s.net_rx_bytes += n.rx_bytes.max(0) as u64;
+                        s.net_tx_bytes += n.tx_bytes.max(0) as u64;
+                    }
+                }
+            }
+            out.push(s);
+        }
+        let _ = conn.close();
+        out
+    }
 }
 
 fn err(kind: ErrorKind, msg: impl Into<String>) -> DriverError {
@@ -211,7 +307,10 @@ impl Libvirt {
     /// A driver with this configuration.
     pub fn new(cfg: LibvirtConfig) -> Self {
         virt::error::clear_error_callback();
-        Self { cfg }
+        Self {
+            cfg,
+            cpu: Default::default(),
+        }
     }
 
     async fn blocking<T, F>(&self, what: &'static str, f: F) -> Result<T, DriverError>
@@ -645,6 +744,13 @@ mod tests {
     }
 
     #[test]
+    fn reads_target_devices_of_disks_and_interfaces() {
+        let x = "<devices><disk type='file'><target dev='vda' bus='virtio'/></disk><disk type='file'><target dev='vdb' bus='virtio'/></disk><interface type='bridge'><mac address='52:54:00:00:00:01'/><target dev='vnet3'/></interface></devices>";
+        assert_eq!(target_devs(x, "disk"), vec!["vda", "vdb"]);
+        assert_eq!(target_devs(x, "interface"), vec!["vnet3"]);
+    }
+
+    #[test]
     fn finds_the_disk_element_of_a_path() {
         let x = "<domain><devices><disk type='file'><source file='/a'/></disk><disk type='file'><source file='/b'/><target dev='vdb'/></disk></devices></domain>";
         assert_eq!(
@@ -652,6 +758,23 @@ mod tests {
             Some("<disk type='file'><source file='/b'/><target dev='vdb'/></disk>")
         );
         assert_eq!(disk_element(x, "/c"), None);
+    }
+
+    #[test]
+    fn accel_probe_wants_a_hardware_kvm_module() {
+        let d = tempfile::tempdir().unwrap();
+        let kvm = d.path().join("kvm");
+        let modules = d.path().join("module");
+        std::fs::create_dir_all(modules.join("kvm_pvm")).unwrap();
+        assert_eq!(probe_accel(&kvm, &modules), Accel::Tcg, "no /dev/kvm");
+        std::fs::write(&kvm, "").unwrap();
+        assert_eq!(
+            probe_accel(&kvm, &modules),
+            Accel::Tcg,
+            "paravirtual KVM only"
+        );
+        std::fs::create_dir_all(modules.join("kvm_intel")).unwrap();
+        assert_eq!(probe_accel(&kvm, &modules), Accel::Kvm);
     }
 
     #[test]

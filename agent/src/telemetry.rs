@@ -47,7 +47,7 @@ struct Inner {
     ticks: u64,
 }
 
-/// Re-read the list of disks and NICs every this many samples (they rarely change).
+/// Re-read the list of disks every this many samples (they rarely change).
 const RELIST_EVERY: u64 = 60;
 
 impl SysinfoSampler {
@@ -79,7 +79,9 @@ impl Sampler for SysinfoSampler {
         inner.sys.refresh_cpu_usage();
         inner.sys.refresh_memory();
         if let Some(n) = inner.nets.as_mut() {
-            n.refresh(relist);
+            // Interfaces come and go with guests and bridges (placement reads this list):
+            // re-list them every sample; it costs well under a millisecond.
+            n.refresh(true);
         }
         if let Some(d) = inner.disks.as_mut() {
             d.refresh(relist);

@@ -159,6 +159,13 @@ pub struct CreatedToken {
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);
 
+impl ApiError {
+    /// An error with a status and a message.
+    pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        Self(status, msg.into())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
@@ -197,6 +204,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/nodes/{name}/telemetry", get(telemetry))
         .route("/v1/plans", post(create_plans).get(list_plans))
         .route("/v1/plans/{id}", get(show_plan))
+        .merge(crate::guests::routes())
         .with_state(shared)
 }
 

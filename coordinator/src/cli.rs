@@ -57,6 +57,104 @@ pub enum Command {
     /// Live telemetry.
     #[command(subcommand)]
     Telemetry(TelemetryCmd),
+    /// Guests on hypervisor hosts (desired state; placed by the coordinator).
+    #[command(subcommand)]
+    Guest(GuestCmd),
+    /// Hypervisor hosts with capacity and use.
+    #[command(subcommand)]
+    Host(HostCmd),
+}
+
+/// `ferric guest …`.
+#[derive(Debug, Subcommand)]
+pub enum GuestCmd {
+    /// Place a guest on a host and create it there.
+    Create {
+        /// Name.
+        #[arg(long)]
+        name: String,
+        /// vCPUs.
+        #[arg(long, default_value_t = 1)]
+        vcpus: u32,
+        /// Memory, e.g. `512M` or `2G`.
+        #[arg(long, default_value = "512M", value_parser = parse_size)]
+        memory: u64,
+        /// Root disk, e.g. `10G`.
+        #[arg(long, default_value = "10G", value_parser = parse_size)]
+        disk: u64,
+        /// Bridge for a NIC (repeat for several).
+        #[arg(long = "net")]
+        nets: Vec<String>,
+        /// Boot this kernel (a path on the host) instead of the disk.
+        #[arg(long, requires = "initrd")]
+        kernel: Option<String>,
+        /// Initrd for `--kernel`.
+        #[arg(long, requires = "kernel")]
+        initrd: Option<String>,
+        /// Kernel command line for `--kernel`.
+        #[arg(long, default_value = "console=ttyS0")]
+        cmdline: String,
+        /// Storage pool of the root volume on the host.
+        #[arg(long, default_value = crate::guests::ROOT_POOL)]
+        pool: String,
+        /// Image to clone the root disk from.
+        #[arg(long, conflicts_with = "kernel")]
+        image: Option<String>,
+    },
+    /// List guests with desired and observed state.
+    List,
+    /// Show one guest.
+    Show {
+        /// Name.
+        name: String,
+    },
+    /// Start a guest.
+    Start {
+        /// Name.
+        name: String,
+    },
+    /// Shut a guest down (ACPI, then destroy after the host's grace period).
+    Stop {
+        /// Name.
+        name: String,
+    },
+    /// Delete a guest and its root volume.
+    Delete {
+        /// Name.
+        name: String,
+    },
+}
+
+/// `ferric host …`.
+#[derive(Debug, Subcommand)]
+pub enum HostCmd {
+    /// List hypervisor hosts.
+    List,
+}
+
+/// Parses `512M`, `2G`, `1T` (binary units) or a plain number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("`{s}`: unit must be K, M, G or T")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 512M or 10G"))?;
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("`{s}` is not a usable size"))
 }
 
 /// `ferric coordinator`.
@@ -203,6 +301,17 @@ impl Client {
         self.decode(resp).await
     }
 
+    /// DELETE, decode JSON.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self
+            .http
+            .delete(self.url(path))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the coordinator API at {}", self.base))?;
+        self.decode(resp).await
+    }
+
     /// Creates a bootstrap token.
     pub async fn create_token(&self, ttl: Duration) -> Result<CreatedToken> {
         self.post(
@@ -291,12 +400,165 @@ pub fn describe_event(e: &serde_json::Value) -> String {
     kind.to_string()
 }
 
+async fn guest_cmd(client: &Client, cmd: GuestCmd, json: bool) -> Result<()> {
+    use crate::guests::{CreateGuest, GuestAction, GuestView};
+    let action: GuestAction = match cmd {
+        GuestCmd::Create {
+            name,
+            vcpus,
+            memory,
+            disk,
+            nets,
+            kernel,
+            initrd,
+            cmdline,
+            pool,
+            image,
+        } => {
+            if let Some(image) = image {
+                bail!(
+                    "--image {image}: creating guests from images arrives with the image store; boot a --kernel for now"
+                );
+            }
+            let boot = match (kernel, initrd) {
+                (Some(kernel), Some(initrd)) => ferric_proto::plan::GuestBoot::Kernel {
+                    kernel,
+                    initrd,
+                    cmdline,
+                },
+                _ => ferric_proto::plan::GuestBoot::Disk,
+            };
+            let body = CreateGuest {
+                name,
+                vcpus,
+                memory_mib: memory >> 20,
+                disk_bytes: disk,
+                nets,
+                boot,
+                pool,
+            };
+            client.post("/v1/guests", &body).await?
+        }
+        GuestCmd::List => {
+            let guests: Vec<GuestView> = client.get("/v1/guests").await?;
+            if json {
+                return print_json(&guests);
+            }
+            let rows = guests
+                .into_iter()
+                .map(|g| {
+                    vec![
+                        g.name,
+                        g.host,
+                        g.vcpus.to_string(),
+                        g.memory_mib.to_string(),
+                        (g.disk_bytes >> 30).to_string(),
+                        g.desired,
+                        g.observed,
+                        g.cpu_percent.map_or("-".into(), |c| format!("{c:.1}")),
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                table(
+                    &[
+                        "GUEST", "HOST", "VCPUS", "MEM MiB", "DISK GiB", "DESIRED", "OBSERVED",
+                        "CPU%"
+                    ],
+                    rows
+                )
+            );
+            return Ok(());
+        }
+        GuestCmd::Show { name } => {
+            let g: GuestView = client.get(&format!("/v1/guests/{name}")).await?;
+            if json {
+                return print_json(&g);
+            }
+            println!(
+                "guest:    {}\nhost:     {}\nvcpus:    {}\nmemory:   {} MiB\ndisk:     {} GiB\ndesired:  {}\nobserved: {}\nplan:     {}",
+                g.name,
+                g.host,
+                g.vcpus,
+                g.memory_mib,
+                g.disk_bytes >> 30,
+                g.desired,
+                g.observed,
+                g.last_plan.map_or("-".into(), |p| p.to_string())
+            );
+            return Ok(());
+        }
+        GuestCmd::Start { name } => {
+            client
+                .post(&format!("/v1/guests/{name}/start"), &serde_json::json!({}))
+                .await?
+        }
+        GuestCmd::Stop { name } => {
+            client
+                .post(&format!("/v1/guests/{name}/stop"), &serde_json::json!({}))
+                .await?
+        }
+        GuestCmd::Delete { name } => client.delete(&format!("/v1/guests/{name}")).await?,
+    };
+    if json {
+        return print_json(&action);
+    }
+    println!(
+        "guest {} on {}: plan {} pushed (ferric plan status {} --wait 2m)",
+        action.guest, action.host, action.plan, action.plan
+    );
+    Ok(())
+}
+
 /// Runs a client command (everything but `coordinator`).
 pub async fn run_client(cli: Cli) -> Result<()> {
     let client = Client::new(&cli.api);
     let json = cli.output == Output::Json;
     match cli.command {
         Command::Coordinator(_) => unreachable!("handled by main"),
+        Command::Guest(cmd) => return guest_cmd(&client, cmd, json).await,
+        Command::Host(HostCmd::List) => {
+            let hosts: Vec<crate::placement::HostView> = client.get("/v1/hosts").await?;
+            if json {
+                return print_json(&hosts);
+            }
+            let rows = hosts
+                .iter()
+                .map(|h| {
+                    vec![
+                        h.name.clone(),
+                        if h.connected {
+                            "connected".into()
+                        } else {
+                            "offline".into()
+                        },
+                        format!(
+                            "{}/{}",
+                            h.vcpus_used,
+                            (f64::from(h.cpus) * crate::placement::CPU_ALLOCATION_RATIO) as u64
+                        ),
+                        format!("{}/{}", h.mem_used_mib, h.mem_total_mib),
+                        format!("{}/{}", h.disk_used_bytes >> 30, h.disk_free_bytes >> 30),
+                        h.guests.to_string(),
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                table(
+                    &[
+                        "HOST",
+                        "LINK",
+                        "VCPUS USED/MAX",
+                        "MEM MiB USED/TOTAL",
+                        "DISK GiB USED/FREE",
+                        "GUESTS"
+                    ],
+                    rows
+                )
+            );
+        }
         Command::Token(TokenCmd::Create { ttl }) => {
             let t = client.create_token(ttl).await?;
             if json {
@@ -541,4 +803,20 @@ pub async fn run_client(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_in_binary_units_and_name_bad_input() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("2X").unwrap_err().contains("unit must be"));
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("0M").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
 }

@@ -8,9 +8,11 @@
 
 pub mod api;
 pub mod cli;
+pub mod guests;
 pub mod hub;
 pub mod link;
 pub mod pki;
+pub mod placement;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -552,6 +552,18 @@ impl Compute for Libvirt {
                     return Ok(false);
                 }
             }
+            if let Some(parent) = spec
+                .serial_log
+                .as_deref()
+                .and_then(|l| std::path::Path::new(l).parent())
+            {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    err(
+                        ErrorKind::Io,
+                        format!("cannot create {}: {e}", parent.display()),
+                    )
+                })?;
+            }
             Domain::define_xml(conn, &domain_xml(&spec, cfg.accel, &disks))
                 .map_err(|e| virt_err(&format!("define guest `{}`", spec.name), &e))?;
             Ok(true)

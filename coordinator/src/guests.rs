@@ -1,0 +1,378 @@
+//! Guests as desired state (the HTTP side): `ferric guest create` places a guest with
+//! [`crate::placement`], stores it, and pushes the plan that makes it exist on its host;
+//! start, stop and delete push plans too. Hosts are hypervisor nodes with their capacity (from
+//! telemetry) and what is promised to guests (from the store).
+
+use crate::Shared;
+use crate::api::ApiError;
+use crate::placement::{HostView, Request, place};
+use crate::store::GuestRow;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ferric_proto::plan::{
+    GuestBoot, GuestNic, GuestPowerAction, GuestSpec, PlanStep, Step, VolumeFormat, VolumeRef,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Pool guests' root volumes go to on their host unless the request names one.
+pub const ROOT_POOL: &str = "default";
+
+fn default_pool() -> String {
+    ROOT_POOL.to_owned()
+}
+/// Where a host keeps guests' serial consoles.
+pub const CONSOLE_DIR: &str = "/var/log/ferric/guests";
+
+/// Body of `POST /v1/guests`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGuest {
+    /// Name.
+    pub name: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory, MiB.
+    pub memory_mib: u64,
+    /// Root disk, bytes.
+    pub disk_bytes: u64,
+    /// Bridges, one NIC each.
+    #[serde(default)]
+    pub nets: Vec<String>,
+    /// What it boots.
+    #[serde(default)]
+    pub boot: GuestBoot,
+    /// Storage pool of its root volume on the host.
+    #[serde(default = "default_pool")]
+    pub pool: String,
+}
+
+/// Answer to a guest action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GuestAction {
+    /// Guest.
+    pub guest: String,
+    /// Its host.
+    pub host: String,
+    /// The plan pushed.
+    pub plan: u64,
+}
+
+/// A guest with what its host last reported of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GuestView {
+    /// Name.
+    pub name: String,
+    /// Host.
+    pub host: String,
+    /// vCPUs.
+    pub vcpus: i64,
+    /// Memory, MiB.
+    pub memory_mib: i64,
+    /// Root disk, bytes.
+    pub disk_bytes: i64,
+    /// Desired state.
+    pub desired: String,
+    /// Observed state: `running`, `stopped`, `missing` (the host does not report it), or
+    /// `unknown` (no telemetry from the host).
+    pub observed: String,
+    /// State of the last plan.
+    pub last_plan: Option<i64>,
+    /// CPU percent from the last sample.
+    pub cpu_percent: Option<f32>,
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, msg)
+}
+
+/// Routes of this module.
+pub fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/v1/hosts", get(hosts))
+        .route("/v1/guests", post(create).get(list))
+        .route("/v1/guests/{name}", get(show).delete(delete))
+        .route("/v1/guests/{name}/start", post(start))
+        .route("/v1/guests/{name}/stop", post(stop))
+}
+
+/// Hypervisor hosts with capacity and use.
+pub async fn host_views(s: &Shared) -> Result<Vec<HostView>, ApiError> {
+    let alloc = s.store.allocations().await?;
+    let mut out = Vec::new();
+    for n in s.store.nodes().await? {
+        if n.role != "hypervisor" {
+            continue;
+        }
+        let t = s.hub.latest_telemetry(&n.name).map(|r| r.sample);
+        let a = alloc.get(&n.name).copied().unwrap_or_default();
+        out.push(HostView {
+            connected: s.hub.connected_since(&n.name).is_some(),
+            cpus: t.as_ref().map_or(0, |t| t.cpus),
+            mem_total_mib: t.as_ref().map_or(0, |t| t.mem_total_bytes >> 20),
+            disk_free_bytes: t
+                .as_ref()
+                .and_then(|t| t.disks.iter().map(|d| d.available_bytes).max())
+                .unwrap_or(0),
+            interfaces: t
+                .as_ref()
+                .map(|t| t.nics.iter().map(|n| n.name.clone()).collect())
+                .unwrap_or_default(),
+            vcpus_used: a.vcpus,
+            mem_used_mib: a.memory_mib,
+            disk_used_bytes: a.disk_bytes,
+            guests: a.guests,
+            name: n.name,
+        });
+    }
+    Ok(out)
+}
+
+async fn hosts(State(s): State<Arc<Shared>>) -> Result<Json<Vec<HostView>>, ApiError> {
+    Ok(Json(host_views(&s).await?))
+}
+
+async fn push(s: &Shared, host: &str, steps: Vec<(Step, u32)>) -> Result<u64, ApiError> {
+    let steps: Vec<PlanStep> = steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, (step, timeout_secs))| PlanStep {
+            key: format!("{i}-{}", step.kind()),
+            timeout_secs,
+            step,
+        })
+        .collect();
+    let plan = s.store.create_plan(host, &steps, crate::now_us()).await?;
+    let id = plan.id;
+    s.hub.push(plan);
+    Ok(id)
+}
+
+async fn create(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<CreateGuest>,
+) -> Result<Json<GuestAction>, ApiError> {
+    let spec = GuestSpec {
+        name: req.name.clone(),
+        vcpus: req.vcpus,
+        memory_mib: req.memory_mib,
+        volumes: vec![VolumeRef {
+            pool: ROOT_POOL.into(),
+            name: format!("{}-root", req.name),
+        }],
+        nics: req
+            .nets
+            .iter()
+            .map(|b| GuestNic {
+                bridge: b.clone(),
+                mac: None,
+            })
+            .collect(),
+        boot: req.boot.clone(),
+        serial_log: Some(format!("{CONSOLE_DIR}/{}.log", req.name)),
+    };
+    if req.disk_bytes == 0 {
+        return Err(bad("field `disk_bytes` must be greater than 0"));
+    }
+    let steps = vec![
+        (
+            Step::EnsureVolume {
+                pool: req.pool.clone(),
+                name: format!("{}-root", req.name),
+                size_bytes: req.disk_bytes,
+                format: VolumeFormat::Qcow2,
+            },
+            120,
+        ),
+        (Step::EnsureGuest(spec.clone()), 120),
+        (
+            Step::GuestPower {
+                name: req.name.clone(),
+                action: GuestPowerAction::Start,
+            },
+            120,
+        ),
+    ];
+    // The same checks a plan gets, before placement.
+    ferric_proto::plan::Plan {
+        id: 0,
+        node: String::new(),
+        steps: steps
+            .iter()
+            .enumerate()
+            .map(|(i, (st, t))| PlanStep {
+                key: i.to_string(),
+                timeout_secs: *t,
+                step: st.clone(),
+            })
+            .collect(),
+    }
+    .validate()
+    .map_err(|e| bad(e.to_string()))?;
+    if s.store.guest(&req.name).await?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("guest `{}` already exists", req.name),
+        ));
+    }
+    let hosts = host_views(&s).await?;
+    let request = Request {
+        vcpus: req.vcpus,
+        memory_mib: req.memory_mib,
+        disk_bytes: req.disk_bytes,
+        bridges: req.nets.clone(),
+    };
+    let host = place(&hosts, &request)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?
+        .name
+        .clone();
+    let row = GuestRow {
+        name: req.name.clone(),
+        host: host.clone(),
+        vcpus: i64::from(req.vcpus),
+        memory_mib: req.memory_mib as i64,
+        disk_bytes: req.disk_bytes as i64,
+        spec,
+        desired: "running".into(),
+        created_at_ms: crate::now_ms(),
+        last_plan: None,
+    };
+    if !s.store.insert_guest(&row).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("guest `{}` already exists", req.name),
+        ));
+    }
+    let plan = push(&s, &host, steps).await?;
+    s.store.guest_desired(&req.name, "running", plan).await?;
+    tracing::info!(guest = %req.name, %host, plan, "guest placed");
+    Ok(Json(GuestAction {
+        guest: req.name,
+        host,
+        plan,
+    }))
+}
+
+fn view(s: &Shared, g: GuestRow) -> GuestView {
+    let sample = s.hub.latest_telemetry(&g.host).map(|r| r.sample);
+    let seen = sample
+        .as_ref()
+        .and_then(|t| t.guests.iter().find(|x| x.name == g.name).cloned());
+    let observed = match (&sample, &seen) {
+        (None, _) => "unknown",
+        (Some(_), None) => "missing",
+        (Some(_), Some(x)) if x.running => "running",
+        (Some(_), Some(_)) => "stopped",
+    };
+    GuestView {
+        observed: observed.into(),
+        cpu_percent: seen.map(|x| x.cpu_percent),
+        name: g.name,
+        host: g.host,
+        vcpus: g.vcpus,
+        memory_mib: g.memory_mib,
+        disk_bytes: g.disk_bytes,
+        desired: g.desired,
+        last_plan: g.last_plan,
+    }
+}
+
+async fn list(State(s): State<Arc<Shared>>) -> Result<Json<Vec<GuestView>>, ApiError> {
+    let guests = s.store.guests().await?;
+    Ok(Json(guests.into_iter().map(|g| view(&s, g)).collect()))
+}
+
+async fn find(s: &Shared, name: &str) -> Result<GuestRow, ApiError> {
+    s.store.guest(name).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("guest `{name}` does not exist"),
+        )
+    })
+}
+
+async fn show(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Json<GuestView>, ApiError> {
+    let g = find(&s, &name).await?;
+    Ok(Json(view(&s, g)))
+}
+
+async fn power(
+    s: &Shared,
+    name: &str,
+    action: GuestPowerAction,
+    desired: &str,
+) -> Result<Json<GuestAction>, ApiError> {
+    let g = find(s, name).await?;
+    if g.desired == "deleted" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("guest `{name}` is being deleted"),
+        ));
+    }
+    let plan = push(
+        s,
+        &g.host,
+        vec![(
+            Step::GuestPower {
+                name: name.to_owned(),
+                action,
+            },
+            120,
+        )],
+    )
+    .await?;
+    s.store.guest_desired(name, desired, plan).await?;
+    Ok(Json(GuestAction {
+        guest: name.to_owned(),
+        host: g.host,
+        plan,
+    }))
+}
+
+async fn start(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Json<GuestAction>, ApiError> {
+    power(&s, &name, GuestPowerAction::Start, "running").await
+}
+
+async fn stop(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Json<GuestAction>, ApiError> {
+    power(&s, &name, GuestPowerAction::Shutdown, "stopped").await
+}
+
+async fn delete(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Json<GuestAction>, ApiError> {
+    let g = find(&s, &name).await?;
+    let plan = push(
+        &s,
+        &g.host,
+        vec![
+            (Step::DeleteGuest { name: name.clone() }, 120),
+            (
+                Step::DeleteVolume {
+                    pool: ROOT_POOL.into(),
+                    name: format!("{name}-root"),
+                },
+                120,
+            ),
+        ],
+    )
+    .await?;
+    // The row leaves the inventory when this plan succeeds.
+    s.store.guest_desired(&name, "deleted", plan).await?;
+    Ok(Json(GuestAction {
+        guest: name,
+        host: g.host,
+        plan,
+    }))
+}

@@ -159,7 +159,7 @@ async fn create(
         vcpus: req.vcpus,
         memory_mib: req.memory_mib,
         volumes: vec![VolumeRef {
-            pool: ROOT_POOL.into(),
+            pool: req.pool.clone(),
             name: format!("{}-root", req.name),
         }],
         nics: req
@@ -360,7 +360,11 @@ async fn delete(
             (Step::DeleteGuest { name: name.clone() }, 120),
             (
                 Step::DeleteVolume {
-                    pool: ROOT_POOL.into(),
+                    pool: g
+                        .spec
+                        .volumes
+                        .first()
+                        .map_or_else(default_pool, |v| v.pool.clone()),
                     name: format!("{name}-root"),
                 },
                 120,

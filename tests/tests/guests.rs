@@ -47,7 +47,7 @@ fn guest(name: &str, vcpus: u32, memory_mib: u64, nets: &[&str]) -> CreateGuest 
         disk_bytes: 10 << 30,
         nets: nets.iter().map(|n| n.to_string()).collect(),
         boot: GuestBoot::Disk,
-        pool: "default".into(),
+        pool: "fast".into(),
     }
 }
 
@@ -105,7 +105,7 @@ async fn guests_are_placed_by_filters_and_weight_and_follow_their_desired_state(
     assert_eq!(
         big_agent.fake.calls(),
         vec![
-            "ensure_volume volume/default/g1-root",
+            "ensure_volume volume/fast/g1-root",
             "ensure_guest guest/g1",
             "guest_power guest/g1/Start"
         ]
@@ -174,7 +174,7 @@ async fn guests_are_placed_by_filters_and_weight_and_follow_their_desired_state(
     assert!(big_agent.fake.calls().ends_with(&[
         "guest_power guest/g1/Shutdown".to_owned(),
         "delete_guest guest/g1".to_owned(),
-        "delete_volume volume/default/g1-root".to_owned()
+        "delete_volume volume/fast/g1-root".to_owned()
     ]));
 
     for (_, a) in agents {

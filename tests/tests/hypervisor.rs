@@ -8,8 +8,9 @@
 use ferric_agent::driver::{Drivers, FakeDriver, Unsupported};
 use ferric_agent::hypervisor::libvirt::{Accel, Libvirt, LibvirtConfig};
 use ferric_agent::hypervisor::netlink::Netlink;
-use ferric_agent::telemetry::{FixedSampler, HostAndGuests};
+use ferric_agent::telemetry::{HostAndGuests, SysinfoSampler};
 use ferric_coordinator::api::PlanFile;
+use ferric_coordinator::guests::{CONSOLE_DIR, CreateGuest, GuestAction, GuestView};
 use ferric_tests::hv::{ensure_libvirtd, guest_image, virsh, wait_serial};
 use ferric_tests::*;
 use std::path::Path;
@@ -34,9 +35,9 @@ fn start_agent(state: &Path, (drivers, lv): (Drivers, Arc<Libvirt>)) -> InProces
     let fake = Arc::new(FakeDriver::new());
     let mut cfg = agent_config(state, fake.clone());
     cfg.drivers = drivers;
-    // The host part is fixed (other tests cover sysinfo); the guests are this host's, live.
+    // This host as it is (placement reads its size and bridges), with its guests, live.
     cfg.sampler = Arc::new(HostAndGuests {
-        host: Arc::new(FixedSampler::small()),
+        host: Arc::new(SysinfoSampler::new().unwrap()),
         guests: lv,
     });
     spawn_agent(cfg, fake)
@@ -55,8 +56,12 @@ impl Drop for Leftovers {
             let _ = virsh(&["destroy", g]);
             let _ = virsh(&["undefine", g, "--nvram"]);
         }
-        for v in ["root", "data"] {
-            let _ = virsh(&["vol-delete", v, "--pool", &self.pool]);
+        for v in ["root", "data"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(self.guests.iter().map(|g| format!("{g}-root")))
+        {
+            let _ = virsh(&["vol-delete", &v, "--pool", &self.pool]);
         }
         let _ = virsh(&["pool-destroy", &self.pool]);
         let _ = virsh(&["pool-undefine", &self.pool]);
@@ -86,7 +91,7 @@ async fn guest_lifecycle_on_real_libvirt_leaves_nothing_behind() {
     let bridge = format!("brft{}", id % 100_000);
     let guest = format!("ferric-test-{id}");
     let _leftovers = Leftovers {
-        guests: vec![guest.clone(), format!("other-{id}")],
+        guests: vec![guest.clone(), format!("other-{id}"), format!("placed-{id}")],
         pool: pool.clone(),
         bridge: bridge.clone(),
     };
@@ -231,6 +236,74 @@ steps:
         virsh(&["dominfo", &format!("other-{id}")]).is_err(),
         "nothing was defined"
     );
+
+    // A guest as desired state: placed by the coordinator on this host (the only one, with
+    // the bridge), created, observed running through libvirt telemetry, stopped, deleted.
+    let placed = format!("placed-{id}");
+    let created: GuestAction = c
+        .post(
+            "/v1/guests",
+            &CreateGuest {
+                name: placed.clone(),
+                vcpus: 1,
+                memory_mib: 128,
+                disk_bytes: 64 << 20,
+                nets: vec![bridge.clone()],
+                boot: ferric_proto::plan::GuestBoot::Kernel {
+                    kernel: image.kernel.display().to_string(),
+                    initrd: image.initrd.display().to_string(),
+                    cmdline: "console=ttyS0 panic=-1".into(),
+                },
+                pool: pool.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.host, "hv1");
+    let s = wait_plan_finished(&c, created.plan, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(s["plan"]["state"], "succeeded", "{s:#}");
+    let console = Path::new(CONSOLE_DIR).join(format!("{placed}.log"));
+    wait_serial(&console, &["FERRIC-GUEST-UP"], Duration::from_secs(90)).unwrap();
+    let observed = |want: &'static str| {
+        let c = c.clone();
+        let placed = placed.clone();
+        async move {
+            wait_for(
+                Duration::from_secs(20),
+                &format!("guest observed {want}"),
+                || async {
+                    let v: GuestView = c.get(&format!("/v1/guests/{placed}")).await?;
+                    Ok((v.observed == want).then_some(v))
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    observed("running").await;
+    let stop: GuestAction = c
+        .post(&format!("/v1/guests/{placed}/stop"), &serde_json::json!({}))
+        .await
+        .unwrap();
+    wait_plan_finished(&c, stop.plan, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let v = observed("stopped").await;
+    assert_eq!(v.desired, "stopped");
+    let del: GuestAction = c.delete(&format!("/v1/guests/{placed}")).await.unwrap();
+    let s = wait_plan_finished(&c, del.plan, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(s["plan"]["state"], "succeeded", "{s:#}");
+    assert!(
+        virsh(&["dominfo", &placed]).is_err(),
+        "placed guest's domain is gone"
+    );
+    let guests: Vec<GuestView> = c.get("/v1/guests").await.unwrap();
+    assert!(guests.is_empty(), "{guests:?}");
+    let _ = std::fs::remove_file(&console);
 
     // Tear down through Ferric.
     let teardown: PlanFile = serde_yaml_ng::from_str(&format!(

@@ -3,7 +3,8 @@
 use crate::driver::Drivers;
 use crate::journal::{Journal, JournalError, Work};
 use ferric_proto::msg::StepProgress;
-use ferric_proto::plan::{ErrorKind, StepEvent, StepEventKind};
+use ferric_proto::plan::{ErrorKind, PlanId, StepEvent, StepEventKind};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
@@ -23,7 +24,7 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The plan executor of one agent. Plans run one at a time, in the order received.
+/// The plan executor of one agent.
 #[derive(Debug, Clone)]
 pub struct Executor {
     /// Journal shared with the link.
@@ -34,26 +35,61 @@ pub struct Executor {
     pub events: mpsc::UnboundedSender<StepEvent>,
     /// Woken when a plan arrives.
     pub wake: Arc<Notify>,
-    /// The running step, for telemetry.
+    /// The running step, for telemetry (the latest to start, when several run).
     pub progress: Arc<Mutex<Option<StepProgress>>>,
 }
 
+/// Plans an agent runs side by side at most.
+pub const MAX_PARALLEL_PLANS: usize = 16;
+
 impl Executor {
-    /// Runs until `shutdown`; the current step is finished first (the caller bounds the wait).
+    /// Runs until `shutdown`. Plans that share no object (guest, volume, bridge, BMC) run side
+    /// by side; plans that share one keep their arrival order. On shutdown no new step starts
+    /// and the running ones finish first (the caller bounds the wait).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), JournalError> {
+        let mut tasks: tokio::task::JoinSet<(PlanId, Result<(), JournalError>)> =
+            tokio::task::JoinSet::new();
+        let mut running: HashSet<PlanId> = HashSet::new();
         loop {
-            if shutdown.is_cancelled() {
+            if !shutdown.is_cancelled() {
+                let startable = lock(&self.journal).startable(&running);
+                for id in startable {
+                    if running.len() >= MAX_PARALLEL_PLANS {
+                        break;
+                    }
+                    running.insert(id);
+                    let this = self.clone();
+                    let stop = shutdown.clone();
+                    tasks.spawn(async move { (id, this.run_plan(id, stop).await) });
+                }
+            } else if tasks.is_empty() {
                 return Ok(());
             }
-            let work = lock(&self.journal).next_work();
-            match work {
-                Some(w) => self.run_step(w).await?,
-                None => tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = shutdown.cancelled() => return Ok(()),
-                },
+            tokio::select! {
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    let (id, result) = done.map_err(|e| JournalError::Io {
+                        path: "executor".into(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
+                    running.remove(&id);
+                    result?;
+                }
+                _ = self.wake.notified() => {}
+                _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
             }
         }
+    }
+
+    /// Runs one plan's remaining steps, stopping between steps on shutdown.
+    async fn run_plan(&self, id: PlanId, shutdown: CancellationToken) -> Result<(), JournalError> {
+        while !shutdown.is_cancelled() {
+            let work = lock(&self.journal).next_work_of(id);
+            match work {
+                Some(w) => self.run_step(w).await?,
+                None => break,
+            }
+        }
+        Ok(())
     }
 
     fn record(&self, w: &Work, kind: StepEventKind) -> Result<(), JournalError> {

@@ -370,7 +370,39 @@ impl Journal {
 
     /// The next step to run: the oldest unfinished plan's next step.
     pub fn next_work(&self) -> Option<Work> {
-        self.plans.values().find(|e| !e.finished()).map(|e| {
+        self.plans
+            .values()
+            .find(|e| !e.finished())
+            .map(Self::work)
+    }
+
+    /// The next step of one plan, if it has not finished.
+    pub fn next_work_of(&self, plan: PlanId) -> Option<Work> {
+        self.plans
+            .get(&plan)
+            .filter(|e| !e.finished())
+            .map(Self::work)
+    }
+
+    /// Unfinished plans, oldest first, that may start now: not in `running`, and sharing no
+    /// object with an older unfinished plan (those keep arrival order).
+    pub fn startable(&self, running: &std::collections::HashSet<PlanId>) -> Vec<PlanId> {
+        let mut claimed: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for e in self.plans.values().filter(|e| !e.finished()) {
+            let objects: std::collections::HashSet<String> =
+                e.plan.steps.iter().flat_map(|s| s.step.objects()).collect();
+            let free = objects.is_disjoint(&claimed);
+            claimed.extend(objects);
+            if free && !running.contains(&e.plan.id) {
+                out.push(e.plan.id);
+            }
+        }
+        out
+    }
+
+    fn work(e: &Entry) -> Work {
+        {
             let step = e.next_step();
             let resumed = e.events.last().is_some_and(|l| {
                 l.step as usize == step && !matches!(l.kind, StepEventKind::Done { .. })
@@ -380,7 +412,7 @@ impl Journal {
                 step,
                 resumed,
             }
-        })
+        }
     }
 
     /// Plans held (unfinished or not yet fully acknowledged).
@@ -466,6 +498,43 @@ mod tests {
             !j.add_plan(&plan(7, 1)).unwrap(),
             "a completed plan is not run again"
         );
+    }
+
+    fn plan_of(id: PlanId, steps: Vec<Step>) -> Plan {
+        Plan {
+            id,
+            node: "n".into(),
+            steps: steps
+                .into_iter()
+                .enumerate()
+                .map(|(i, step)| PlanStep {
+                    key: i.to_string(),
+                    timeout_secs: 5,
+                    step,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn plans_sharing_an_object_keep_their_order_others_run_side_by_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), false).unwrap();
+        let g = |n: &str| Step::DeleteGuest { name: n.into() };
+        j.add_plan(&plan_of(1, vec![g("a")])).unwrap();
+        j.add_plan(&plan_of(2, vec![g("b")])).unwrap();
+        j.add_plan(&plan_of(3, vec![g("a"), g("c")])).unwrap();
+        j.add_plan(&plan_of(4, vec![g("c")])).unwrap();
+        let none = std::collections::HashSet::new();
+        // 3 waits for 1 (guest a); 4 waits for 3 (guest c) even though 3 has not started.
+        assert_eq!(j.startable(&none), vec![1, 2]);
+        let running: std::collections::HashSet<_> = [1, 2].into_iter().collect();
+        assert_eq!(j.startable(&running), Vec::<PlanId>::new());
+        j.record(1, 0, 1, StepEventKind::Started).unwrap();
+        j.record(1, 0, 2, StepEventKind::Done { changed: true })
+            .unwrap();
+        let running: std::collections::HashSet<_> = [2].into_iter().collect();
+        assert_eq!(j.startable(&running), vec![3]);
     }
 
     #[test]

@@ -127,6 +127,44 @@ pub enum Step {
 }
 
 impl Step {
+    /// The objects the step touches or depends on (`guest:NAME`, `volume:POOL/NAME`,
+    /// `bridge:NAME`, `bmc:NAME`). Plans that share an object run in arrival order; others
+    /// may run side by side.
+    pub fn objects(&self) -> Vec<String> {
+        let vol = |pool: &str, name: &str| format!("volume:{pool}/{name}");
+        match self {
+            Step::EnsureBridge { name, .. } | Step::DeleteBridge { name } => {
+                vec![format!("bridge:{name}")]
+            }
+            Step::EnsureVolume { pool, name, .. } | Step::DeleteVolume { pool, name } => {
+                vec![vol(pool, name)]
+            }
+            Step::EnsureGuest(g) => std::iter::once(format!("guest:{}", g.name))
+                .chain(g.volumes.iter().map(|v| vol(&v.pool, &v.name)))
+                .chain(g.nics.iter().map(|n| format!("bridge:{}", n.bridge)))
+                .collect(),
+            Step::GuestPower { name, .. } | Step::DeleteGuest { name } => {
+                vec![format!("guest:{name}")]
+            }
+            Step::AttachVolume {
+                guest,
+                pool,
+                volume,
+                ..
+            }
+            | Step::DetachVolume {
+                guest,
+                pool,
+                volume,
+            } => {
+                vec![format!("guest:{guest}"), vol(pool, volume)]
+            }
+            Step::BmcPower { bmc, .. } | Step::BmcBootDevice { bmc, .. } => {
+                vec![format!("bmc:{bmc}")]
+            }
+        }
+    }
+
     /// Short stable name of the step kind, for logs, events and tables.
     pub fn kind(&self) -> &'static str {
         match self {

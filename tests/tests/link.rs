@@ -506,3 +506,39 @@ async fn a_failing_or_slow_step_fails_the_plan_with_a_stable_kind_and_can_be_ret
     agent.stop().await.unwrap();
     coord.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_on_different_objects_overlap_and_plans_on_the_same_object_keep_their_order() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
+    let c = client(coord.api);
+    let agent = enrolled_agent(&coord, dir.path(), "para").await.unwrap();
+    agent.fake.set_delay(Duration::from_millis(300));
+    let guest = |name: &str| -> PlanFile {
+        serde_yaml_ng::from_str(&format!(
+            "steps:\n  - guest_power: {{ name: {name}, action: start }}\n  - guest_power: {{ name: {name}, action: reboot }}\n"
+        ))
+        .unwrap()
+    };
+    let a = c.apply(vec!["para".into()], guest("a")).await.unwrap()[0].id;
+    let b = c.apply(vec!["para".into()], guest("b")).await.unwrap()[0].id;
+    let a2 = c.apply(vec!["para".into()], guest("a")).await.unwrap()[0].id;
+    let mut at = std::collections::HashMap::new();
+    for id in [a, b, a2] {
+        let s = wait_plan_finished(&c, id, Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert_eq!(s["plan"]["state"], "succeeded");
+        let ev = s["events"].as_array().unwrap();
+        let first_start = ev[0]["agent_at_ms"].as_i64().unwrap();
+        let last_done = ev[ev.len() - 1]["agent_at_ms"].as_i64().unwrap();
+        at.insert(id, (first_start, last_done));
+    }
+    // b (guest b) started before a (guest a) finished: they ran side by side.
+    assert!(at[&b].0 < at[&a].1, "{at:?}");
+    // a2 (guest a again) started only after a finished.
+    assert!(at[&a2].0 >= at[&a].1, "{at:?}");
+    agent.stop().await.unwrap();
+    coord.shutdown().await;
+}

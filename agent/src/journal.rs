@@ -370,10 +370,7 @@ impl Journal {
 
     /// The next step to run: the oldest unfinished plan's next step.
     pub fn next_work(&self) -> Option<Work> {
-        self.plans
-            .values()
-            .find(|e| !e.finished())
-            .map(Self::work)
+        self.plans.values().find(|e| !e.finished()).map(Self::work)
     }
 
     /// The next step of one plan, if it has not finished.
@@ -387,16 +384,26 @@ impl Journal {
     /// Unfinished plans, oldest first, that may start now: not in `running`, and sharing no
     /// object with an older unfinished plan (those keep arrival order).
     pub fn startable(&self, running: &std::collections::HashSet<PlanId>) -> Vec<PlanId> {
-        let mut claimed: std::collections::HashSet<String> = std::collections::HashSet::new();
+        use ferric_proto::plan::Access;
+        use std::collections::HashSet;
+        let mut written: HashSet<String> = HashSet::new();
+        let mut read: HashSet<String> = HashSet::new();
         let mut out = Vec::new();
         for e in self.plans.values().filter(|e| !e.finished()) {
-            let objects: std::collections::HashSet<String> =
-                e.plan.steps.iter().flat_map(|s| s.step.objects()).collect();
-            let free = objects.is_disjoint(&claimed);
-            claimed.extend(objects);
+            let mut w = HashSet::new();
+            let mut r = HashSet::new();
+            for (obj, access) in e.plan.steps.iter().flat_map(|s| s.step.objects()) {
+                match access {
+                    Access::Write => w.insert(obj),
+                    Access::Read => r.insert(obj),
+                };
+            }
+            let free = w.is_disjoint(&written) && w.is_disjoint(&read) && r.is_disjoint(&written);
             if free && !running.contains(&e.plan.id) {
                 out.push(e.plan.id);
             }
+            written.extend(w);
+            read.extend(r);
         }
         out
     }
@@ -535,6 +542,38 @@ mod tests {
             .unwrap();
         let running: std::collections::HashSet<_> = [2].into_iter().collect();
         assert_eq!(j.startable(&running), vec![3]);
+    }
+
+    #[test]
+    fn guests_sharing_a_bridge_run_side_by_side_but_wait_for_the_bridge_to_change() {
+        use ferric_proto::plan::{GuestNic, GuestSpec};
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), false).unwrap();
+        let guest = |n: &str| {
+            Step::EnsureGuest(GuestSpec {
+                name: n.into(),
+                vcpus: 1,
+                memory_mib: 64,
+                volumes: vec![],
+                nics: vec![GuestNic {
+                    bridge: "br0".into(),
+                    mac: None,
+                }],
+                boot: ferric_proto::plan::GuestBoot::Kernel {
+                    kernel: "/k".into(),
+                    initrd: "/i".into(),
+                    cmdline: String::new(),
+                },
+                serial_log: None,
+            })
+        };
+        j.add_plan(&plan_of(1, vec![guest("a")])).unwrap();
+        j.add_plan(&plan_of(2, vec![guest("b")])).unwrap();
+        j.add_plan(&plan_of(3, vec![Step::DeleteBridge { name: "br0".into() }]))
+            .unwrap();
+        j.add_plan(&plan_of(4, vec![guest("c")])).unwrap();
+        // a and b both only need br0; deleting br0 waits for them; c waits for the deletion.
+        assert_eq!(j.startable(&std::collections::HashSet::new()), vec![1, 2]);
     }
 
     #[test]

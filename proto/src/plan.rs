@@ -127,24 +127,30 @@ pub enum Step {
 }
 
 impl Step {
-    /// The objects the step touches or depends on (`guest:NAME`, `volume:POOL/NAME`,
-    /// `bridge:NAME`, `bmc:NAME`). Plans that share an object run in arrival order; others
-    /// may run side by side.
-    pub fn objects(&self) -> Vec<String> {
+    /// The objects the step changes (`Write`) or only needs (`Read`): `guest:NAME`,
+    /// `volume:POOL/NAME`, `bridge:NAME`, `bmc:NAME`. A plan waits for older unfinished plans
+    /// that change what it touches or that need what it changes; plans that only share what
+    /// they read (ten guests on one bridge) run side by side.
+    pub fn objects(&self) -> Vec<(String, Access)> {
+        use Access::{Read, Write};
         let vol = |pool: &str, name: &str| format!("volume:{pool}/{name}");
         match self {
             Step::EnsureBridge { name, .. } | Step::DeleteBridge { name } => {
-                vec![format!("bridge:{name}")]
+                vec![(format!("bridge:{name}"), Write)]
             }
             Step::EnsureVolume { pool, name, .. } | Step::DeleteVolume { pool, name } => {
-                vec![vol(pool, name)]
+                vec![(vol(pool, name), Write)]
             }
-            Step::EnsureGuest(g) => std::iter::once(format!("guest:{}", g.name))
-                .chain(g.volumes.iter().map(|v| vol(&v.pool, &v.name)))
-                .chain(g.nics.iter().map(|n| format!("bridge:{}", n.bridge)))
+            Step::EnsureGuest(g) => std::iter::once((format!("guest:{}", g.name), Write))
+                .chain(g.volumes.iter().map(|v| (vol(&v.pool, &v.name), Read)))
+                .chain(
+                    g.nics
+                        .iter()
+                        .map(|n| (format!("bridge:{}", n.bridge), Read)),
+                )
                 .collect(),
             Step::GuestPower { name, .. } | Step::DeleteGuest { name } => {
-                vec![format!("guest:{name}")]
+                vec![(format!("guest:{name}"), Write)]
             }
             Step::AttachVolume {
                 guest,
@@ -157,10 +163,10 @@ impl Step {
                 pool,
                 volume,
             } => {
-                vec![format!("guest:{guest}"), vol(pool, volume)]
+                vec![(format!("guest:{guest}"), Write), (vol(pool, volume), Read)]
             }
             Step::BmcPower { bmc, .. } | Step::BmcBootDevice { bmc, .. } => {
-                vec![format!("bmc:{bmc}")]
+                vec![(format!("bmc:{bmc}"), Write)]
             }
         }
     }
@@ -266,6 +272,15 @@ pub enum GuestBoot {
         #[serde(default)]
         cmdline: String,
     },
+}
+
+/// How a step uses an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Needs it to exist and stay.
+    Read,
+    /// Creates, changes or removes it.
+    Write,
 }
 
 /// Guest power actions.

@@ -198,19 +198,18 @@ pub fn clean_run(steps: u64) -> Vec<(u64, u64, String)> {
 /// `cargo build --workspace --bins` first.
 pub fn bin(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("cannot locate the target directory")?;
-    let p = dir.join(name);
-    if !p.exists() {
-        bail!(
-            "{} is not built: run `cargo build --workspace --bins` (cargo xtask test does)",
-            p.display()
-        );
-    }
-    Ok(p)
+    // A test runs from target/<profile>/deps/, a benchmark binary from target/<profile>/.
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join(name))
+        .collect();
+    candidates.iter().find(|p| p.exists()).cloned().with_context(|| {
+        format!(
+            "{name} is not built (looked at {candidates:?}): run `cargo build --workspace --bins` (cargo xtask test does)"
+        )
+    })
 }
 
 /// A child process killed (SIGKILL) when dropped, with its output in a log file.

@@ -48,6 +48,12 @@ enum Task {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
+    /// Guest create-to-running latency against virsh, and agent RSS/CPU, on this host's libvirtd.
+    Guests {
+        /// Guest counts to create at once.
+        #[arg(long, value_delimiter = ',', default_value = "1,10")]
+        guests: Vec<usize>,
+    },
     /// Push-to-ack latency and coordinator memory per agent over loopback QUIC.
     Link {
         /// Agent counts to measure.
@@ -108,6 +114,25 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Demo { keep } => demo(keep),
         Task::Test { fuzz_secs } => test(fuzz_secs),
+        Task::Bench {
+            which: Bench::Guests { guests },
+        } => {
+            setup::packages()?;
+            run(cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "ferric-agent",
+                "-p",
+                "ferric-tests",
+                "--bins",
+            ]))?;
+            let mut cmd = Command::new(root().join("target/release/ferric-bench-guests"));
+            for n in guests {
+                cmd.arg("--guests").arg(n.to_string());
+            }
+            run(&mut cmd)
+        }
         Task::Bench {
             which: Bench::Link { agents },
         } => {

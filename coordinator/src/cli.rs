@@ -456,6 +456,11 @@ async fn guest_cmd(client: &Client, cmd: GuestCmd, json: bool) -> Result<()> {
                         g.desired,
                         g.observed,
                         g.cpu_percent.map_or("-".into(), |c| format!("{c:.1}")),
+                        if g.drift.is_empty() {
+                            "-".into()
+                        } else {
+                            g.drift.join("; ")
+                        },
                     ]
                 })
                 .collect();
@@ -464,7 +469,7 @@ async fn guest_cmd(client: &Client, cmd: GuestCmd, json: bool) -> Result<()> {
                 table(
                     &[
                         "GUEST", "HOST", "VCPUS", "MEM MiB", "DISK GiB", "DESIRED", "OBSERVED",
-                        "CPU%"
+                        "CPU%", "DRIFT"
                     ],
                     rows
                 )
@@ -477,7 +482,7 @@ async fn guest_cmd(client: &Client, cmd: GuestCmd, json: bool) -> Result<()> {
                 return print_json(&g);
             }
             println!(
-                "guest:    {}\nhost:     {}\nvcpus:    {}\nmemory:   {} MiB\ndisk:     {} GiB\ndesired:  {}\nobserved: {}\nplan:     {}",
+                "guest:    {}\nhost:     {}\nvcpus:    {}\nmemory:   {} MiB\ndisk:     {} GiB\ndesired:  {}\nobserved: {}\ndrift:    {}\nplan:     {}",
                 g.name,
                 g.host,
                 g.vcpus,
@@ -485,6 +490,11 @@ async fn guest_cmd(client: &Client, cmd: GuestCmd, json: bool) -> Result<()> {
                 g.disk_bytes >> 30,
                 g.desired,
                 g.observed,
+                if g.drift.is_empty() {
+                    "none".into()
+                } else {
+                    g.drift.join("; ")
+                },
                 g.last_plan.map_or("-".into(), |p| p.to_string())
             );
             return Ok(());

@@ -82,6 +82,10 @@ pub struct GuestView {
     pub last_plan: Option<i64>,
     /// CPU percent from the last sample.
     pub cpu_percent: Option<f32>,
+    /// What differs from the desired state although no plan is working on it (changed,
+    /// stopped, started or deleted behind Ferric's back); empty when in line.
+    #[serde(default)]
+    pub drift: Vec<String>,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -255,7 +259,41 @@ async fn create(
     }))
 }
 
-fn view(s: &Shared, g: GuestRow) -> GuestView {
+/// Differences between what a host reports of a guest and what the store wants. Only
+/// meaningful once the guest's last plan has finished (before, the host is converging).
+pub fn drift(
+    g: &GuestRow,
+    observed: &str,
+    seen: Option<&ferric_proto::msg::GuestSample>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    match (g.desired.as_str(), observed) {
+        (_, "unknown") | ("deleted", _) => return out,
+        (_, "missing") => {
+            out.push("deleted outside Ferric: the host does not report it".to_owned())
+        }
+        ("running", "stopped") => out.push("stopped outside Ferric".to_owned()),
+        ("stopped", "running") => out.push("started outside Ferric".to_owned()),
+        _ => {}
+    }
+    if let Some(x) = seen {
+        if i64::from(x.vcpus) != g.vcpus {
+            out.push(format!(
+                "changed outside Ferric: {} vCPUs, want {}",
+                x.vcpus, g.vcpus
+            ));
+        }
+        if x.memory_mib as i64 != g.memory_mib {
+            out.push(format!(
+                "changed outside Ferric: {} MiB memory, want {}",
+                x.memory_mib, g.memory_mib
+            ));
+        }
+    }
+    out
+}
+
+fn view(s: &Shared, g: GuestRow, plan_finished: bool) -> GuestView {
     let sample = s.hub.latest_telemetry(&g.host).map(|r| r.sample);
     let seen = sample
         .as_ref()
@@ -266,7 +304,13 @@ fn view(s: &Shared, g: GuestRow) -> GuestView {
         (Some(_), Some(x)) if x.running => "running",
         (Some(_), Some(_)) => "stopped",
     };
+    let drift = if plan_finished {
+        drift(&g, observed, seen.as_ref())
+    } else {
+        Vec::new()
+    };
     GuestView {
+        drift,
         observed: observed.into(),
         cpu_percent: seen.map(|x| x.cpu_percent),
         name: g.name,
@@ -279,9 +323,24 @@ fn view(s: &Shared, g: GuestRow) -> GuestView {
     }
 }
 
+async fn finished(s: &Shared, g: &GuestRow) -> Result<bool, ApiError> {
+    Ok(match g.last_plan {
+        None => true,
+        Some(id) => s
+            .store
+            .plan(id as u64)
+            .await?
+            .is_none_or(|p| p.finished_at_us.is_some()),
+    })
+}
+
 async fn list(State(s): State<Arc<Shared>>) -> Result<Json<Vec<GuestView>>, ApiError> {
-    let guests = s.store.guests().await?;
-    Ok(Json(guests.into_iter().map(|g| view(&s, g)).collect()))
+    let mut out = Vec::new();
+    for g in s.store.guests().await? {
+        let done = finished(&s, &g).await?;
+        out.push(view(&s, g, done));
+    }
+    Ok(Json(out))
 }
 
 async fn find(s: &Shared, name: &str) -> Result<GuestRow, ApiError> {
@@ -298,7 +357,8 @@ async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<GuestView>, ApiError> {
     let g = find(&s, &name).await?;
-    Ok(Json(view(&s, g)))
+    let done = finished(&s, &g).await?;
+    Ok(Json(view(&s, g, done)))
 }
 
 async fn power(
@@ -379,4 +439,73 @@ async fn delete(
         host: g.host,
         plan,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferric_proto::msg::GuestSample;
+
+    fn row(desired: &str) -> GuestRow {
+        GuestRow {
+            name: "g".into(),
+            host: "h".into(),
+            vcpus: 2,
+            memory_mib: 512,
+            disk_bytes: 1,
+            spec: GuestSpec {
+                name: "g".into(),
+                vcpus: 2,
+                memory_mib: 512,
+                volumes: vec![],
+                nics: vec![],
+                boot: GuestBoot::Disk,
+                serial_log: None,
+            },
+            desired: desired.into(),
+            created_at_ms: 0,
+            last_plan: None,
+        }
+    }
+
+    fn seen(running: bool, vcpus: u32, memory_mib: u64) -> GuestSample {
+        GuestSample {
+            name: "g".into(),
+            running,
+            vcpus,
+            memory_mib,
+            cpu_percent: 0.0,
+            mem_bytes: memory_mib << 20,
+            block_rd_bytes: 0,
+            block_wr_bytes: 0,
+            net_rx_bytes: 0,
+            net_tx_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn drift_names_what_changed_behind_ferrics_back() {
+        assert!(drift(&row("running"), "running", Some(&seen(true, 2, 512))).is_empty());
+        assert_eq!(
+            drift(&row("running"), "stopped", Some(&seen(false, 2, 512))),
+            vec!["stopped outside Ferric"]
+        );
+        assert_eq!(
+            drift(&row("stopped"), "running", Some(&seen(true, 2, 512))),
+            vec!["started outside Ferric"]
+        );
+        assert_eq!(
+            drift(&row("running"), "missing", None),
+            vec!["deleted outside Ferric: the host does not report it"]
+        );
+        assert_eq!(
+            drift(&row("running"), "running", Some(&seen(true, 4, 1024))),
+            vec![
+                "changed outside Ferric: 4 vCPUs, want 2",
+                "changed outside Ferric: 1024 MiB memory, want 512"
+            ]
+        );
+        assert!(drift(&row("deleted"), "missing", None).is_empty());
+        assert!(drift(&row("running"), "unknown", None).is_empty());
+    }
 }

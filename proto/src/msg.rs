@@ -222,6 +222,10 @@ pub struct GuestSample {
     pub name: String,
     /// Whether it runs.
     pub running: bool,
+    /// vCPUs defined.
+    pub vcpus: u32,
+    /// Memory defined, MiB.
+    pub memory_mib: u64,
     /// CPU use since the previous sample, percent of one vCPU times the vCPU count.
     pub cpu_percent: f32,
     /// Memory assigned, bytes.

@@ -282,7 +282,29 @@ steps:
             .unwrap()
         }
     };
-    observed("running").await;
+    let v = observed("running").await;
+    assert!(v.drift.is_empty(), "{v:?}");
+    // Stopped behind Ferric's back: shown as drift, healed by asking for the desired state.
+    virsh(&["destroy", &placed]).unwrap();
+    let v: GuestView = wait_for(Duration::from_secs(20), "drift reported", || async {
+        let v: GuestView = c.get(&format!("/v1/guests/{placed}")).await?;
+        Ok((!v.drift.is_empty()).then_some(v))
+    })
+    .await
+    .unwrap();
+    assert_eq!(v.drift, vec!["stopped outside Ferric"]);
+    let start: GuestAction = c
+        .post(
+            &format!("/v1/guests/{placed}/start"),
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    wait_plan_finished(&c, start.plan, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let v = observed("running").await;
+    assert!(v.drift.is_empty(), "{v:?}");
     let stop: GuestAction = c
         .post(&format!("/v1/guests/{placed}/stop"), &serde_json::json!({}))
         .await

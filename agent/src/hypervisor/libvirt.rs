@@ -147,6 +147,8 @@ impl GuestStats for Libvirt {
             let mut s = GuestSample {
                 name,
                 running,
+                vcpus: info.nr_virt_cpu,
+                memory_mib: info.max_mem / 1024,
                 cpu_percent,
                 mem_bytes: info.memory * 1024,
                 block_rd_bytes: 0,

@@ -398,6 +398,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_readme_plan_example_is_a_valid_plan() {
+        let readme = include_str!("../../README.md");
+        let block = readme
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("README has a yaml block");
+        let f: PlanFile = serde_yaml_ng::from_str(block).expect("README plan parses");
+        let steps = f.to_steps().expect("README plan validates");
+        assert_eq!(steps.len(), 4);
+        assert_eq!(steps[2].timeout_secs, 60);
+    }
+
+    #[test]
     fn plan_file_parses_yaml_and_names_bad_fields() {
         let yaml = "steps:\n  - ensure_bridge: { name: br0 }\n    timeout: 30s\n  - ensure_volume: { pool: default, name: v1, size_bytes: 1048576 }\n";
         let f: PlanFile = serde_yaml_ng::from_str(yaml).unwrap();

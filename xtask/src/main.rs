@@ -248,6 +248,220 @@ fn fuzz(secs: u64) -> Result<()> {
     Ok(())
 }
 
+/// Enrolls an agent `(name, role)` and returns its state directory.
+type EnrollFn<'a> = dyn Fn(&str, &str) -> Result<PathBuf> + 'a;
+/// Starts `ferric-agent run ARGS` for `(name, state, args)`.
+type SpawnFn<'a> = dyn Fn(&str, &Path, &[&str]) -> Result<Kill> + 'a;
+
+/// Boots a real guest on this host through a hypervisor agent with the libvirt driver.
+/// Returns the agent (to stop with the others), or `None` when this host cannot run guests.
+fn demo_guest(
+    ferric_bin: &Path,
+    api: &str,
+    base: &Path,
+    enroll: &EnrollFn<'_>,
+    spawn: &SpawnFn<'_>,
+) -> Result<Option<Kill>> {
+    step("a hypervisor host: real libvirtd, a Linux bridge, and a guest placed by the coordinator");
+    let testbed = root().join("target/debug/ferric-testbed");
+    if let Err(e) = run(Command::new(&testbed).arg("libvirtd")) {
+        println!("skipping the guest part: libvirtd is not available here ({e:#})");
+        return Ok(None);
+    }
+    let paths = output(Command::new(&testbed).arg("guest-image"))?;
+    let get = |k: &str| {
+        paths
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(str::to_owned)
+            .context("guest image paths")
+    };
+    let (kernel, initrd) = (get("kernel=")?, get("initrd=")?);
+    // The demo's pool is scaffolding: forget one a previous run left defined.
+    let _ = Command::new("virsh")
+        .args(["-c", "qemu:///system", "pool-destroy", "ferric-demo"])
+        .output();
+    let _ = Command::new("virsh")
+        .args(["-c", "qemu:///system", "pool-undefine", "ferric-demo"])
+        .output();
+    let state = enroll("rack1-hv1", "hypervisor")?;
+    let pool = format!("ferric-demo={}", base.join("pool").display());
+    let hv = spawn(
+        "rack1-hv1",
+        &state,
+        &[
+            "--driver",
+            "libvirt",
+            "--pool",
+            &pool,
+            "--shutdown-grace",
+            "5s",
+        ],
+    )?;
+    let bridge_plan = base.join("bridge.yaml");
+    std::fs::write(
+        &bridge_plan,
+        "steps:\n  - ensure_bridge: { name: br-demo }\n",
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ferric(
+        ferric_bin,
+        api,
+        &["node", "show", "rack1-hv1", "-o", "json"],
+    )
+    .is_ok_and(|j| j.contains("\"connected\": true"))
+    {
+        if Instant::now() > deadline {
+            bail!(
+                "the hypervisor agent did not connect; see {}",
+                base.join("rack1-hv1.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let applied = ferric(
+        ferric_bin,
+        api,
+        &[
+            "plan",
+            "apply",
+            "-f",
+            bridge_plan.to_str().unwrap_or_default(),
+            "--node",
+            "rack1-hv1",
+        ],
+    )?;
+    let id = applied
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("0")
+        .to_owned();
+    print!(
+        "{}",
+        ferric(ferric_bin, api, &["plan", "status", &id, "--wait", "30s"])?
+    );
+    // Placement reads the bridge from the host's telemetry: give it a sample.
+    std::thread::sleep(Duration::from_secs(2));
+    println!("\n$ ferric host list");
+    print!("{}", ferric(ferric_bin, api, &["host", "list"])?);
+    println!(
+        "\n$ ferric guest create --name demo-guest --vcpus 1 --memory 128M --disk 64M --net br-demo --pool ferric-demo --kernel … --initrd …"
+    );
+    let created = ferric(
+        ferric_bin,
+        api,
+        &[
+            "guest",
+            "create",
+            "--name",
+            "demo-guest",
+            "--vcpus",
+            "1",
+            "--memory",
+            "128M",
+            "--disk",
+            "64M",
+            "--net",
+            "br-demo",
+            "--pool",
+            "ferric-demo",
+            "--kernel",
+            &kernel,
+            "--initrd",
+            &initrd,
+            "--cmdline",
+            "console=ttyS0 panic=-1",
+            "-o",
+            "json",
+        ],
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&created)?;
+    let plan = v["plan"].to_string();
+    println!(
+        "placed on {}; plan {plan}",
+        v["host"].as_str().unwrap_or("?")
+    );
+    print!(
+        "{}",
+        ferric(ferric_bin, api, &["plan", "status", &plan, "--wait", "2m"])?
+    );
+    let console = Path::new("/var/log/ferric/guests/demo-guest.log");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let text = std::fs::read_to_string(console).unwrap_or_default();
+        if text.contains("FERRIC-GUEST-UP") {
+            println!("\nthe guest's serial console ({}):", console.display());
+            for l in text.lines().filter(|l| l.starts_with("FERRIC")).take(3) {
+                println!("  {l}");
+            }
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the guest did not print its marker; see {}",
+                console.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    println!("\n$ ferric guest list");
+    print!("{}", ferric(ferric_bin, api, &["guest", "list"])?);
+    println!("\n$ ferric guest delete demo-guest");
+    let deleted: serde_json::Value = serde_json::from_str(&ferric(
+        ferric_bin,
+        api,
+        &["guest", "delete", "demo-guest", "-o", "json"],
+    )?)?;
+    print!(
+        "{}",
+        ferric(
+            ferric_bin,
+            api,
+            &[
+                "plan",
+                "status",
+                &deleted["plan"].to_string(),
+                "--wait",
+                "1m"
+            ]
+        )?
+    );
+    std::fs::write(
+        &bridge_plan,
+        "steps:\n  - delete_bridge: { name: br-demo }\n",
+    )?;
+    let applied = ferric(
+        ferric_bin,
+        api,
+        &[
+            "plan",
+            "apply",
+            "-f",
+            bridge_plan.to_str().unwrap_or_default(),
+            "--node",
+            "rack1-hv1",
+        ],
+    )?;
+    let id = applied
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("0")
+        .to_owned();
+    ferric(ferric_bin, api, &["plan", "status", &id, "--wait", "30s"])?;
+    let _ = Command::new("virsh")
+        .args(["-c", "qemu:///system", "pool-destroy", "ferric-demo"])
+        .output();
+    let _ = Command::new("virsh")
+        .args(["-c", "qemu:///system", "pool-undefine", "ferric-demo"])
+        .output();
+    let _ = std::fs::remove_file(console);
+    println!("guest, volume and bridge removed");
+    Ok(Some(hv))
+}
+
 struct Kill(Child);
 impl Drop for Kill {
     fn drop(&mut self) {
@@ -279,6 +493,8 @@ fn demo(keep: bool) -> Result<()> {
         "ferric-coordinator",
         "-p",
         "ferric-agent",
+        "-p",
+        "ferric-tests",
     ]))?;
     let bins = root().join("target/debug");
     let ferric_bin = bins.join("ferric");
@@ -319,9 +535,10 @@ fn demo(keep: bool) -> Result<()> {
     }
     println!("coordinator: agents on udp://{quic}, API on {api}");
 
-    let mut agents = Vec::new();
-    for name in ["rack1-host1", "rack1-host2", "rack1-host3"] {
-        step(&format!("enroll {name} with a single-use bootstrap token"));
+    let enroll = |name: &str, role: &str| -> Result<PathBuf> {
+        step(&format!(
+            "enroll {name} ({role}) with a single-use bootstrap token"
+        ));
         let tok = ferric(
             &ferric_bin,
             &api,
@@ -347,20 +564,35 @@ fn demo(keep: bool) -> Result<()> {
                     ca_hash,
                     "--node",
                     name,
+                    "--role",
+                    role,
                 ]),
         )?;
         print!("{enrolled}");
+        Ok(state)
+    };
+    let spawn = |name: &str, state: &Path, args: &[&str]| -> Result<Kill> {
         let log = std::fs::File::create(base.join(format!("{name}.log")))?;
-        agents.push(Kill(
+        Ok(Kill(
             Command::new(&agent_bin)
                 .arg("--state-dir")
-                .arg(&state)
-                .args(["run", "--driver", "fake", "--fake-step-delay", "300ms"])
+                .arg(state)
+                .arg("run")
+                .args(args)
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .spawn()
                 .context("cannot start an agent")?,
-        ));
+        ))
+    };
+    let mut agents = Vec::new();
+    for name in ["rack1-host1", "rack1-host2", "rack1-host3"] {
+        let state = enroll(name, "management")?;
+        agents.push(spawn(
+            name,
+            &state,
+            &["--driver", "fake", "--fake-step-delay", "300ms"],
+        )?);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -380,8 +612,9 @@ fn demo(keep: bool) -> Result<()> {
     let plan = base.join("plan.yaml");
     std::fs::write(
         &plan,
-        "# A hypervisor host's network, a volume and a guest (fake driver: recorded, not real).\n\
-         steps:\n  - ensure_bridge: { name: br-prov }\n  - ensure_volume: { pool: default, name: web-1-root, size_bytes: 10737418240 }\n  - ensure_guest: { name: web-1, vcpus: 2, memory_mib: 2048 }\n    timeout: 60s\n  - guest_power: { name: web-1, action: start }\n",
+        "# A management host's job: network-boot a bare-metal node through its BMC\n\
+         # (fake driver: the calls are recorded, nothing is sent).\n\
+         steps:\n  - bmc_boot_device: { bmc: node-17, device: pxe }\n  - bmc_power: { bmc: node-17, action: cycle }\n    timeout: 60s\n  - bmc_boot_device: { bmc: node-17, device: disk, persistent: true }\n",
     )?;
     println!("{}", std::fs::read_to_string(&plan)?);
     let applied = ferric(
@@ -420,6 +653,13 @@ fn demo(keep: bool) -> Result<()> {
         .env("FERRIC_API", &api)
         .args(["telemetry", "watch", "rack1-host1", "--count", "3"]);
     run(&mut watch)?;
+
+    let guest_part = demo_guest(&ferric_bin, &api, &base, &enroll, &spawn);
+    match guest_part {
+        Ok(Some(hv)) => agents.push(hv),
+        Ok(None) => {}
+        Err(e) => println!("\nthe guest part of the demo stopped: {e:#}"),
+    }
 
     if keep {
         println!(

@@ -283,6 +283,9 @@ pub fn drift(
                 x.vcpus, g.vcpus
             ));
         }
+        for d in &x.missing_disks {
+            out.push(format!("disk {d} deleted outside Ferric"));
+        }
         if x.memory_mib as i64 != g.memory_mib {
             out.push(format!(
                 "changed outside Ferric: {} MiB memory, want {}",
@@ -480,6 +483,7 @@ mod tests {
             block_wr_bytes: 0,
             net_rx_bytes: 0,
             net_tx_bytes: 0,
+            missing_disks: vec![],
         }
     }
 
@@ -504,6 +508,12 @@ mod tests {
                 "changed outside Ferric: 4 vCPUs, want 2",
                 "changed outside Ferric: 1024 MiB memory, want 512"
             ]
+        );
+        let mut gone = seen(true, 2, 512);
+        gone.missing_disks = vec!["/pool/g-root".into()];
+        assert_eq!(
+            drift(&row("running"), "running", Some(&gone)),
+            vec!["disk /pool/g-root deleted outside Ferric"]
         );
         assert!(drift(&row("deleted"), "missing", None).is_empty());
         assert!(drift(&row("running"), "unknown", None).is_empty());

@@ -238,6 +238,8 @@ pub struct GuestSample {
     pub net_rx_bytes: u64,
     /// Bytes sent on all its NICs since it started.
     pub net_tx_bytes: u64,
+    /// Disk files of the guest that no longer exist on the host.
+    pub missing_disks: Vec<String>,
 }
 
 /// Progress of the step a plan is running.

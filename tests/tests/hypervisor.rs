@@ -48,6 +48,7 @@ struct Leftovers {
     guests: Vec<String>,
     pool: String,
     bridge: String,
+    links: Vec<String>,
 }
 
 impl Drop for Leftovers {
@@ -68,6 +69,11 @@ impl Drop for Leftovers {
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &self.bridge])
             .output();
+        for l in &self.links {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", l])
+                .output();
+        }
     }
 }
 
@@ -94,6 +100,10 @@ async fn guest_lifecycle_on_real_libvirt_leaves_nothing_behind() {
         guests: vec![guest.clone(), format!("other-{id}"), format!("placed-{id}")],
         pool: pool.clone(),
         bridge: bridge.clone(),
+        links: vec![
+            format!("vlbr{}", id % 100_000),
+            format!("upl{}", id % 100_000),
+        ],
     };
     let pool_dir = dir.path().join("pool");
     // The console log stays in target/ so that a failure can be read afterwards.
@@ -197,6 +207,154 @@ steps:
         Duration::from_secs(60),
     )
     .unwrap();
+
+    // Hot-detach: the running guest loses vdb.
+    let detach: PlanFile = serde_yaml_ng::from_str(&format!(
+        "steps:\n  - detach_volume: {{ guest: {guest}, pool: {pool}, volume: data }}\n"
+    ))
+    .unwrap();
+    let p = c.apply(vec!["hv1".into()], detach).await.unwrap()[0].id;
+    let s = wait_plan_finished(&c, p, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(s["plan"]["state"], "succeeded", "{s:#}");
+    wait_for(
+        Duration::from_secs(60),
+        "vdb gone from the guest",
+        || async {
+            let text = std::fs::read_to_string(&serial).unwrap_or_default();
+            let last = text
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("FERRIC-DISKS"))
+                .unwrap_or("")
+                .to_owned();
+            Ok((last.contains("vda") && !last.contains("vdb")).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let p = c.apply(vec!["hv1".into()], attach.clone()).await.unwrap()[0].id;
+    wait_plan_finished(&c, p, Duration::from_secs(60))
+        .await
+        .unwrap();
+    wait_serial(
+        &serial,
+        &["FERRIC-DISKS", "vda", "vdb"],
+        Duration::from_secs(60),
+    )
+    .unwrap();
+
+    // A bridge with a VLAN sub-interface on an uplink; deleting the bridge removes the VLAN
+    // interface Ferric made, not the uplink.
+    let uplink = format!("upl{}", id % 100_000);
+    let vlan_bridge = format!("vlbr{}", id % 100_000);
+    // An uplink for the test: one end of a veth pair (this kernel has no dummy driver).
+    let st = std::process::Command::new("ip")
+        .args([
+            "link",
+            "add",
+            &uplink,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{uplink}p"),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success(), "a veth uplink for the test");
+    let sys = Path::new("/sys/class/net");
+    let plan = |y: String| -> PlanFile { serde_yaml_ng::from_str(&y).unwrap() };
+    // The uplink itself enslaved to the bridge; a second run changes nothing; deleting the
+    // bridge leaves the uplink.
+    let plain = plan(format!(
+        "steps:\n  - ensure_bridge: {{ name: {vlan_bridge}, uplink: {uplink} }}\n"
+    ));
+    for changed in [true, false] {
+        let p = c.apply(vec!["hv1".into()], plain.clone()).await.unwrap()[0].id;
+        let s = wait_plan_finished(&c, p, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(s["events"][1]["kind"]["done"]["changed"], changed, "{s:#}");
+    }
+    assert!(
+        sys.join(&uplink)
+            .join("master")
+            .read_link()
+            .unwrap()
+            .ends_with(&vlan_bridge)
+    );
+    let del = plan(format!(
+        "steps:\n  - delete_bridge: {{ name: {vlan_bridge} }}\n"
+    ));
+    let p = c.apply(vec!["hv1".into()], del.clone()).await.unwrap()[0].id;
+    assert_eq!(
+        wait_plan_finished(&c, p, Duration::from_secs(30))
+            .await
+            .unwrap()["plan"]["state"],
+        "succeeded"
+    );
+    assert!(!sys.join(&vlan_bridge).exists() && sys.join(&uplink).exists());
+
+    // A VLAN sub-interface on the uplink, where the kernel has 802.1Q; where it has not, the
+    // step fails and says which interface it could not make.
+    let probe = format!("{uplink}.7");
+    let has_vlan = std::process::Command::new("ip")
+        .args([
+            "link", "add", "link", &uplink, "name", &probe, "type", "vlan", "id", "7",
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    let vlan = plan(format!(
+        "steps:\n  - ensure_bridge: {{ name: {vlan_bridge}, uplink: {uplink}, vlan: 42 }}\n"
+    ));
+    let p = c.apply(vec!["hv1".into()], vlan).await.unwrap()[0].id;
+    let s = wait_plan_finished(&c, p, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let port = sys.join(format!("{uplink}.42"));
+    if has_vlan {
+        std::process::Command::new("ip")
+            .args(["link", "del", &probe])
+            .status()
+            .unwrap();
+        assert_eq!(s["plan"]["state"], "succeeded", "{s:#}");
+        assert!(
+            port.join("master")
+                .read_link()
+                .unwrap()
+                .ends_with(&vlan_bridge)
+        );
+        let p = c.apply(vec!["hv1".into()], del).await.unwrap()[0].id;
+        assert_eq!(
+            wait_plan_finished(&c, p, Duration::from_secs(30))
+                .await
+                .unwrap()["plan"]["state"],
+            "succeeded"
+        );
+        assert!(!port.exists(), "the VLAN interface went with the bridge");
+    } else {
+        assert_eq!(s["plan"]["state"], "failed", "{s:#}");
+        let msg = s["events"][1]["kind"]["failed"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            msg.contains(&format!("create VLAN interface `{uplink}.42`")),
+            "{msg}"
+        );
+        let p = c.apply(vec!["hv1".into()], del).await.unwrap()[0].id;
+        wait_plan_finished(&c, p, Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    std::process::Command::new("ip")
+        .args(["link", "del", &uplink])
+        .status()
+        .unwrap();
 
     // Restart the agent, then apply both plans again: every step reports no change.
     agent.stop().await.unwrap();
@@ -305,6 +463,19 @@ steps:
         .unwrap();
     let v = observed("running").await;
     assert!(v.drift.is_empty(), "{v:?}");
+    // Its root volume deleted behind Ferric's back (QEMU keeps the open file; the guest runs on).
+    virsh(&["vol-delete", &format!("{placed}-root"), "--pool", &pool]).unwrap();
+    let v: GuestView = wait_for(Duration::from_secs(20), "volume drift reported", || async {
+        let v: GuestView = c.get(&format!("/v1/guests/{placed}")).await?;
+        Ok((!v.drift.is_empty()).then_some(v))
+    })
+    .await
+    .unwrap();
+    assert!(
+        v.drift[0].starts_with("disk ")
+            && v.drift[0].ends_with(&format!("{placed}-root deleted outside Ferric")),
+        "{v:?}"
+    );
     let stop: GuestAction = c
         .post(&format!("/v1/guests/{placed}/stop"), &serde_json::json!({}))
         .await

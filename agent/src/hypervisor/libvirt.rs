@@ -120,6 +120,27 @@ fn target_devs(xml: &str, tag: &str) -> Vec<String> {
     out
 }
 
+/// `file='…'` sources of the `<disk>` elements.
+fn disk_sources(xml: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find("<disk ") {
+        let Some(len) = rest[start..].find("</disk>") else {
+            break;
+        };
+        let block = &rest[start..start + len];
+        if let Some(f) = block
+            .split("<source file='")
+            .nth(1)
+            .and_then(|t| t.split('\'').next())
+        {
+            out.push(f.to_owned());
+        }
+        rest = &rest[start + len..];
+    }
+    out
+}
+
 impl GuestStats for Libvirt {
     fn guests(&self) -> Vec<GuestSample> {
         let Ok(mut conn) = Connect::open(Some(&self.cfg.uri)) else {
@@ -155,6 +176,10 @@ impl GuestStats for Libvirt {
                 block_wr_bytes: 0,
                 net_rx_bytes: 0,
                 net_tx_bytes: 0,
+                missing_disks: disk_sources(&xml)
+                    .into_iter()
+                    .filter(|p| !std::path::Path::new(p).exists())
+                    .collect(),
             };
             if running {
                 for dev in target_devs(&xml, "disk") {
@@ -762,6 +787,8 @@ mod tests {
         let x = "<devices><disk type='file'><target dev='vda' bus='virtio'/></disk><disk type='file'><target dev='vdb' bus='virtio'/></disk><interface type='bridge'><mac address='52:54:00:00:00:01'/><target dev='vnet3'/></interface></devices>";
         assert_eq!(target_devs(x, "disk"), vec!["vda", "vdb"]);
         assert_eq!(target_devs(x, "interface"), vec!["vnet3"]);
+        let y = "<disk type='file'><source file='/p/a'/></disk><disk type='file'><source file='/p/b'/></disk>";
+        assert_eq!(disk_sources(y), vec!["/p/a", "/p/b"]);
     }
 
     #[test]

@@ -1,0 +1,158 @@
+//! Images made by qemu-img in the test are written by Ferric and compared byte for byte with
+//! `qemu-img convert -O raw` of the same image.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ferric_images::inspect::Format;
+use ferric_images::write::write_to_file;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+use std::process::Command;
+
+fn qemu_img(args: &[&str]) {
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("qemu-img is installed");
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// 16 MiB: data runs of several sizes separated by zero runs, ending in zeros.
+fn source(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("src.raw");
+    let mut f = std::fs::File::create(&p).unwrap();
+    f.set_len(16 << 20).unwrap();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for (off, len) in [
+        (0u64, 4096usize),
+        (1 << 20, 300_000),
+        (5 << 20, 2 << 20),
+        ((9 << 20) + 512, 70_000),
+        (12 << 20, 65_536),
+    ] {
+        let data: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 24) as u8 | 1
+            })
+            .collect();
+        f.seek(SeekFrom::Start(off)).unwrap();
+        f.write_all(&data).unwrap();
+    }
+    p
+}
+
+#[test]
+fn written_disks_match_qemu_img_convert_byte_for_byte() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = source(d.path());
+    let s = raw.to_str().unwrap();
+    let variants: Vec<(&str, Vec<&str>)> = vec![
+        ("v2.qcow2", vec!["-O", "qcow2", "-o", "compat=0.10"]),
+        ("v3.qcow2", vec!["-O", "qcow2"]),
+        ("zlib.qcow2", vec!["-c", "-O", "qcow2"]),
+        (
+            "small-clusters.qcow2",
+            vec!["-O", "qcow2", "-o", "cluster_size=4096"],
+        ),
+    ];
+    let mut images = vec![(raw.clone(), Format::Raw)];
+    for (name, args) in variants {
+        let p = d.path().join(name);
+        let mut a = vec!["convert"];
+        a.extend(args);
+        a.push(s);
+        a.push(p.to_str().unwrap());
+        qemu_img(&a);
+        images.push((p, Format::Qcow2));
+    }
+    for (img, format) in images {
+        let ours = d.path().join("ours.raw");
+        let theirs = d.path().join("theirs.raw");
+        let report = write_to_file(&img, Some(format), &ours)
+            .unwrap_or_else(|e| panic!("{}: {e}", img.display()));
+        qemu_img(&[
+            "convert",
+            "-O",
+            "raw",
+            img.to_str().unwrap(),
+            theirs.to_str().unwrap(),
+        ]);
+        let (a, b) = (
+            std::fs::read(&ours).unwrap(),
+            std::fs::read(&theirs).unwrap(),
+        );
+        assert_eq!(a.len(), b.len(), "{}", img.display());
+        assert!(
+            a == b,
+            "{}: written disk differs from qemu-img convert",
+            img.display()
+        );
+        assert_eq!(report.virtual_size, 16 << 20);
+        assert!(
+            report.zeros_skipped >= 10 << 20,
+            "{}: zero runs are skipped, not written: {report:?}",
+            img.display()
+        );
+        assert!(report.written < 4 << 20, "{report:?}");
+    }
+}
+
+#[test]
+fn zstd_compressed_clusters_are_refused_as_unsupported_for_now() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = source(d.path());
+    let z = d.path().join("zstd.qcow2");
+    qemu_img(&[
+        "convert",
+        "-c",
+        "-O",
+        "qcow2",
+        "-o",
+        "compression_type=zstd",
+        raw.to_str().unwrap(),
+        z.to_str().unwrap(),
+    ]);
+    let target = d.path().join("t.raw");
+    let err = write_to_file(&z, None, &target).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unsupported qcow2 image: zstd-compressed clusters"),
+        "{err}"
+    );
+    assert!(!target.exists());
+}
+
+#[test]
+fn unsafe_or_mislabelled_images_are_refused_before_anything_is_written() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base.qcow2");
+    qemu_img(&["create", "-f", "qcow2", base.to_str().unwrap(), "1M"]);
+    let backed = d.path().join("backed.qcow2");
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        base.to_str().unwrap(),
+        "-F",
+        "qcow2",
+        backed.to_str().unwrap(),
+    ]);
+    let target = d.path().join("target.raw");
+    let err = write_to_file(&backed, None, &target).unwrap_err();
+    assert!(err.to_string().contains("backing file"), "{err}");
+    assert!(!target.exists(), "nothing was written");
+    let err = write_to_file(&base, Some(Format::Raw), &target).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("declared raw but its content is qcow2"),
+        "{err}"
+    );
+    assert!(!target.exists());
+}

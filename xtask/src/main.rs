@@ -319,24 +319,7 @@ fn demo_guest(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let applied = ferric(
-        ferric_bin,
-        api,
-        &[
-            "plan",
-            "apply",
-            "-f",
-            bridge_plan.to_str().unwrap_or_default(),
-            "--node",
-            "rack1-hv1",
-        ],
-    )?;
-    let id = applied
-        .lines()
-        .nth(1)
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or("0")
-        .to_owned();
+    let id = apply_plan(ferric_bin, api, &bridge_plan, "rack1-hv1")?;
     print!(
         "{}",
         ferric(ferric_bin, api, &["plan", "status", &id, "--wait", "30s"])?
@@ -432,24 +415,7 @@ fn demo_guest(
         &bridge_plan,
         "steps:\n  - delete_bridge: { name: br-demo }\n",
     )?;
-    let applied = ferric(
-        ferric_bin,
-        api,
-        &[
-            "plan",
-            "apply",
-            "-f",
-            bridge_plan.to_str().unwrap_or_default(),
-            "--node",
-            "rack1-hv1",
-        ],
-    )?;
-    let id = applied
-        .lines()
-        .nth(1)
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or("0")
-        .to_owned();
+    let id = apply_plan(ferric_bin, api, &bridge_plan, "rack1-hv1")?;
     ferric(ferric_bin, api, &["plan", "status", &id, "--wait", "30s"])?;
     let _ = Command::new("virsh")
         .args(["-c", "qemu:///system", "pool-destroy", "ferric-demo"])
@@ -468,6 +434,29 @@ impl Drop for Kill {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `ferric plan apply -f FILE --node NODE`; returns the plan id.
+fn apply_plan(ferric_bin: &Path, api: &str, file: &Path, node: &str) -> Result<String> {
+    let out = ferric(
+        ferric_bin,
+        api,
+        &[
+            "plan",
+            "apply",
+            "-f",
+            file.to_str().unwrap_or_default(),
+            "--node",
+            node,
+            "-o",
+            "json",
+        ],
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("plan apply output")?;
+    v[0]["id"]
+        .as_u64()
+        .map(|id| id.to_string())
+        .context("plan apply returned no id")
 }
 
 fn terminate(k: &mut Kill) {

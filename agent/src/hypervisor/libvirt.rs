@@ -98,8 +98,9 @@ pub struct Libvirt {
     cpu: std::sync::Arc<std::sync::Mutex<BTreeMap<String, (u64, Instant)>>>,
 }
 
-/// `dev='…'` values of the `<target>` elements inside each `<tag>…</tag>` block.
-fn target_devs(xml: &str, tag: &str) -> Vec<String> {
+/// For each `<tag …>…</tag>` block of `xml`, the first attribute value that follows `prefix`
+/// (e.g. `<target dev='` → `vda`).
+fn block_values(xml: &str, tag: &str, prefix: &str) -> Vec<String> {
     let (open, close) = (format!("<{tag} "), format!("</{tag}>"));
     let mut out = Vec::new();
     let mut rest = xml;
@@ -108,37 +109,26 @@ fn target_devs(xml: &str, tag: &str) -> Vec<String> {
             break;
         };
         let block = &rest[start..start + len];
-        if let Some(t) = block
-            .split("<target dev='")
+        if let Some(v) = block
+            .split(prefix)
             .nth(1)
             .and_then(|t| t.split('\'').next())
         {
-            out.push(t.to_owned());
+            out.push(v.to_owned());
         }
         rest = &rest[start + len..];
     }
     out
 }
 
+/// `dev='…'` of the `<target>` in each `<tag>` block (disks, interfaces).
+fn target_devs(xml: &str, tag: &str) -> Vec<String> {
+    block_values(xml, tag, "<target dev='")
+}
+
 /// `file='…'` sources of the `<disk>` elements.
 fn disk_sources(xml: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find("<disk ") {
-        let Some(len) = rest[start..].find("</disk>") else {
-            break;
-        };
-        let block = &rest[start..start + len];
-        if let Some(f) = block
-            .split("<source file='")
-            .nth(1)
-            .and_then(|t| t.split('\'').next())
-        {
-            out.push(f.to_owned());
-        }
-        rest = &rest[start + len..];
-    }
-    out
+    block_values(xml, "disk", "<source file='")
 }
 
 impl GuestStats for Libvirt {

@@ -526,7 +526,9 @@ pub async fn run_client(cli: Cli) -> Result<()> {
     let client = Client::new(&cli.api);
     let json = cli.output == Output::Json;
     match cli.command {
-        Command::Coordinator(_) => unreachable!("handled by main"),
+        Command::Coordinator(_) => {
+            bail!("`ferric coordinator` runs the server; it is not a client command")
+        }
         Command::Guest(cmd) => return guest_cmd(&client, cmd, json).await,
         Command::Host(HostCmd::List) => {
             let hosts: Vec<crate::placement::HostView> = client.get("/v1/hosts").await?;

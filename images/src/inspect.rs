@@ -110,6 +110,16 @@ pub enum ImageError {
         /// What is missing.
         reason: String,
     },
+    /// The image is not the one expected: its digest differs.
+    #[error("{algo} of the image is {actual}, expected {expected}")]
+    ChecksumMismatch {
+        /// Algorithm.
+        algo: &'static str,
+        /// Expected digest (hex).
+        expected: String,
+        /// Digest of what was read (hex).
+        actual: String,
+    },
     /// Reading failed.
     #[error("cannot read the image")]
     Io(#[from] std::io::Error),

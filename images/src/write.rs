@@ -25,6 +25,8 @@ pub struct WriteReport {
     pub written: u64,
     /// Bytes skipped because they are zero.
     pub zeros_skipped: u64,
+    /// Digest of the image file, when one was expected (and matched).
+    pub digest: Option<String>,
 }
 
 fn io_at(what: &'static str) -> impl Fn(std::io::Error) -> ImageError {
@@ -39,6 +41,100 @@ pub fn write_to_file(
     declared: Option<Format>,
     dst: &Path,
 ) -> Result<WriteReport, ImageError> {
+    let opts = WriteOptions {
+        declared,
+        ..WriteOptions::default()
+    };
+    write_to_file_with(src, dst, &opts, &mut |_| {})
+}
+
+/// Digest algorithms for image checksums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algo {
+    /// SHA-256.
+    Sha256,
+    /// SHA-512.
+    Sha512,
+}
+
+impl Algo {
+    fn name(self) -> &'static str {
+        match self {
+            Algo::Sha256 => "sha256",
+            Algo::Sha512 => "sha512",
+        }
+    }
+}
+
+/// How to write.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// The format the user declared; content that differs is refused.
+    pub declared: Option<Format>,
+    /// Expected digest of the image file as supplied (hex); checked before success.
+    pub expected: Option<(Algo, String)>,
+}
+
+/// Where a write is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Bytes of the disk handled (written or skipped as zero).
+    pub done: u64,
+    /// Size of the disk.
+    pub total: u64,
+    /// Time since the write started.
+    pub elapsed: std::time::Duration,
+}
+
+impl Progress {
+    /// Throughput so far, bytes per second.
+    pub fn bytes_per_sec(&self) -> f64 {
+        self.done as f64 / self.elapsed.as_secs_f64().max(1e-6)
+    }
+
+    /// Estimated time left at the rate so far.
+    pub fn eta(&self) -> std::time::Duration {
+        let rate = self.bytes_per_sec();
+        if rate <= 0.0 {
+            return std::time::Duration::MAX;
+        }
+        std::time::Duration::from_secs_f64(self.total.saturating_sub(self.done) as f64 / rate)
+    }
+}
+
+/// Digest of a file, read sequentially (runs beside the decoder, so the write is not slowed
+/// by a second pass afterwards).
+fn digest_file(path: &Path, algo: Algo) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut h256 = sha2::Sha256::new();
+    let mut h512 = sha2::Sha512::new();
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        match algo {
+            Algo::Sha256 => h256.update(&buf[..n]),
+            Algo::Sha512 => h512.update(&buf[..n]),
+        }
+    }
+    Ok(match algo {
+        Algo::Sha256 => hex::encode(h256.finalize()),
+        Algo::Sha512 => hex::encode(h512.finalize()),
+    })
+}
+
+/// [`write_to_file`] with options and a progress callback (called after every step).
+pub fn write_to_file_with(
+    src: &Path,
+    dst: &Path,
+    opts: &WriteOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<WriteReport, ImageError> {
+    let declared = opts.declared;
     let mut f = File::open(src)?;
     let inspection = match declared {
         Some(d) => inspect_as(&mut f, d)?,
@@ -63,16 +159,49 @@ pub fn write_to_file(
         .create(true)
         .truncate(true)
         .open(dst)?;
-    let mut report = match inspection.format {
-        Format::Raw | Format::Iso => copy_raw(&f, &out)?,
-        Format::Qcow2 => copy_qcow2(src, &out)?,
-        other => {
-            return Err(ImageError::Unsupported {
-                format: other.as_str(),
-                reason: "only raw and qcow2 images are written yet".into(),
+    if !matches!(inspection.format, Format::Raw | Format::Iso | Format::Qcow2) {
+        return Err(ImageError::Unsupported {
+            format: inspection.format.as_str(),
+            reason: "only raw and qcow2 images are written yet".into(),
+        });
+    }
+    let started = std::time::Instant::now();
+    let (copied, digest) = std::thread::scope(|scope| {
+        let hasher = opts
+            .expected
+            .as_ref()
+            .map(|(algo, _)| (*algo, scope.spawn(move || digest_file(src, *algo))));
+        let mut tick = |done: u64, total: u64| {
+            progress(Progress {
+                done,
+                total,
+                elapsed: started.elapsed(),
+            })
+        };
+        let copied = match inspection.format {
+            Format::Qcow2 => copy_qcow2(src, &out, &mut tick),
+            _ => copy_raw(&f, &out, &mut tick),
+        };
+        let digest = hasher.map(|(algo, h)| (algo, h.join()));
+        (copied, digest)
+    });
+    let mut report = copied?;
+    if let (Some((algo, joined)), Some((_, expected))) = (digest, &opts.expected) {
+        let actual = joined
+            .map_err(|_| ImageError::Io(std::io::Error::other("checksum thread panicked")))?
+            .map_err(io_at("read the source for its checksum"))?;
+        if !actual.eq_ignore_ascii_case(expected.trim()) {
+            drop(out);
+            // A file that does not hold the expected image must not look like one.
+            let _ = std::fs::remove_file(dst);
+            return Err(ImageError::ChecksumMismatch {
+                algo: algo.name(),
+                expected: expected.trim().to_lowercase(),
+                actual,
             });
         }
-    };
+        report.digest = Some(actual);
+    }
     out.sync_all().map_err(io_at("fsync of the target"))?;
     report.inspection = inspection;
     Ok(report)
@@ -90,6 +219,7 @@ fn empty_report(virtual_size: u64) -> WriteReport {
         virtual_size,
         written: 0,
         zeros_skipped: 0,
+        digest: None,
     }
 }
 
@@ -127,7 +257,11 @@ fn write_sparse(
     Ok(())
 }
 
-fn copy_raw(src: &File, out: &File) -> Result<WriteReport, ImageError> {
+fn copy_raw(
+    src: &File,
+    out: &File,
+    tick: &mut dyn FnMut(u64, u64),
+) -> Result<WriteReport, ImageError> {
     let size = src.metadata()?.len();
     out.set_len(size).map_err(io_at("size the target"))?;
     let mut report = empty_report(size);
@@ -139,11 +273,16 @@ fn copy_raw(src: &File, out: &File) -> Result<WriteReport, ImageError> {
             .map_err(io_at("read the source"))?;
         write_sparse(out, &buf[..n], off, &mut report)?;
         off += n as u64;
+        tick(off, size);
     }
     Ok(report)
 }
 
-fn copy_qcow2(src: &Path, out: &File) -> Result<WriteReport, ImageError> {
+fn copy_qcow2(
+    src: &Path,
+    out: &File,
+    tick: &mut dyn FnMut(u64, u64),
+) -> Result<WriteReport, ImageError> {
     let qerr = |e: std::io::Error| ImageError::Unsafe {
         format: "qcow2",
         reason: format!("cannot be decoded: {e}"),
@@ -172,6 +311,7 @@ fn copy_qcow2(src: &Path, out: &File) -> Result<WriteReport, ImageError> {
             write_sparse(out, &buf[..n], off, &mut report)?;
         }
         off += len;
+        tick(off, size);
     }
     Ok(report)
 }

@@ -156,3 +156,67 @@ fn unsafe_or_mislabelled_images_are_refused_before_anything_is_written() {
     );
     assert!(!target.exists());
 }
+
+fn hex_digest<D: sha2::Digest>(bytes: &[u8]) -> String {
+    hex::encode(D::digest(bytes))
+}
+
+#[test]
+fn checksums_are_checked_in_flight_and_a_mismatch_fails_with_both_digests() {
+    use ferric_images::write::{Algo, WriteOptions, write_to_file_with};
+    let d = tempfile::tempdir().unwrap();
+    let raw = source(d.path());
+    let img = d.path().join("img.qcow2");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "qcow2",
+        raw.to_str().unwrap(),
+        img.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&img).unwrap();
+    let target = d.path().join("t.raw");
+
+    let good = hex_digest::<sha2::Sha256>(&bytes);
+    let opts = WriteOptions {
+        declared: Some(Format::Qcow2),
+        expected: Some((Algo::Sha256, good.to_uppercase())),
+    };
+    let mut seen = Vec::new();
+    let report = write_to_file_with(&img, &target, &opts, &mut |p| seen.push(p)).unwrap();
+    assert_eq!(report.digest.as_deref(), Some(good.as_str()));
+    // Progress rises to the disk's size.
+    assert!(seen.windows(2).all(|w| w[0].done <= w[1].done), "{seen:?}");
+    let last = seen.last().unwrap();
+    assert_eq!((last.done, last.total), (16 << 20, 16 << 20));
+    assert!(last.bytes_per_sec() > 0.0 && last.eta().is_zero());
+
+    let sha512 = hex_digest::<sha2::Sha512>(&bytes);
+    let opts = WriteOptions {
+        declared: None,
+        expected: Some((Algo::Sha512, sha512.clone())),
+    };
+    assert_eq!(
+        write_to_file_with(&img, &target, &opts, &mut |_| {})
+            .unwrap()
+            .digest,
+        Some(sha512)
+    );
+
+    let wrong = "0".repeat(64);
+    let opts = WriteOptions {
+        declared: None,
+        expected: Some((Algo::Sha256, wrong.clone())),
+    };
+    let err = write_to_file_with(&img, &target, &opts, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!("sha256 of the image is {good}, expected {wrong}")
+    );
+    assert!(
+        !target.exists(),
+        "a target that does not hold the expected image is removed"
+    );
+}

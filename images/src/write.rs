@@ -154,11 +154,21 @@ pub fn write_to_file_with(
                 .into(),
         });
     }
-    let out = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(dst)?;
+    let device = std::fs::metadata(dst).is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_block_device()
+    });
+    let out = if device {
+        // A device keeps its size and its old contents: zero ranges are zeroed, not skipped.
+        std::fs::OpenOptions::new().write(true).open(dst)?
+    } else {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dst)?
+    };
+    let target = Target { file: &out, device };
     if !matches!(inspection.format, Format::Raw | Format::Iso | Format::Qcow2) {
         return Err(ImageError::Unsupported {
             format: inspection.format.as_str(),
@@ -179,8 +189,8 @@ pub fn write_to_file_with(
             })
         };
         let copied = match inspection.format {
-            Format::Qcow2 => copy_qcow2(src, &out, &mut tick),
-            _ => copy_raw(&f, &out, &mut tick),
+            Format::Qcow2 => copy_qcow2(src, &target, &mut tick),
+            _ => copy_raw(&f, &target, &mut tick),
         };
         let digest = hasher.map(|(algo, h)| (algo, h.join()));
         (copied, digest)
@@ -193,7 +203,9 @@ pub fn write_to_file_with(
         if !actual.eq_ignore_ascii_case(expected.trim()) {
             drop(out);
             // A file that does not hold the expected image must not look like one.
-            let _ = std::fs::remove_file(dst);
+            if !device {
+                let _ = std::fs::remove_file(dst);
+            }
             return Err(ImageError::ChecksumMismatch {
                 algo: algo.name(),
                 expected: expected.trim().to_lowercase(),
@@ -205,6 +217,59 @@ pub fn write_to_file_with(
     out.sync_all().map_err(io_at("fsync of the target"))?;
     report.inspection = inspection;
     Ok(report)
+}
+
+/// Where the disk goes: a regular file (zeros become holes) or a block device (zeros are
+/// zeroed with `fallocate(ZERO_RANGE)`, which the kernel turns into a zero-out or discard).
+struct Target<'a> {
+    file: &'a File,
+    device: bool,
+}
+
+impl Target<'_> {
+    /// Makes the target `size` bytes long (a device must already be at least that large).
+    fn prepare(&self, size: u64) -> Result<(), ImageError> {
+        if !self.device {
+            return self.file.set_len(size).map_err(io_at("size the target"));
+        }
+        let dev_size = device_size(self.file)?;
+        if dev_size < size {
+            return Err(ImageError::Io(std::io::Error::other(format!(
+                "the device holds {dev_size} bytes but the disk is {size}"
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Makes `len` bytes at `offset` read as zeros.
+    fn zero(&self, offset: u64, len: u64) -> Result<(), ImageError> {
+        if !self.device || len == 0 {
+            return Ok(());
+        }
+        use nix::fcntl::{FallocateFlags, fallocate};
+        fallocate(
+            self.file,
+            FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            offset as i64,
+            len as i64,
+        )
+        .map_err(|e| {
+            ImageError::Io(std::io::Error::other(format!(
+                "zero {len} bytes at {offset} on the device: {e}"
+            )))
+        })
+    }
+}
+
+fn device_size(f: &File) -> Result<u64, ImageError> {
+    use std::io::Seek;
+    let mut f = f;
+    let end = f
+        .seek(std::io::SeekFrom::End(0))
+        .map_err(io_at("size of the device"))?;
+    f.seek(std::io::SeekFrom::Start(0))
+        .map_err(io_at("size of the device"))?;
+    Ok(end)
 }
 
 fn empty_report(virtual_size: u64) -> WriteReport {
@@ -225,7 +290,7 @@ fn empty_report(virtual_size: u64) -> WriteReport {
 
 /// Writes the non-zero blocks of `buf`, which belongs at `offset` of the target.
 fn write_sparse(
-    out: &File,
+    out: &Target<'_>,
     buf: &[u8],
     offset: u64,
     report: &mut WriteReport,
@@ -235,6 +300,7 @@ fn write_sparse(
         let end = (at + BLOCK).min(buf.len());
         let block = &buf[at..end];
         if block.iter().all(|b| *b == 0) {
+            out.zero(offset + at as u64, block.len() as u64)?;
             report.zeros_skipped += block.len() as u64;
         } else {
             // Coalesce the following non-zero blocks into one write.
@@ -246,7 +312,8 @@ fn write_sparse(
                 }
                 stop = next;
             }
-            out.write_all_at(&buf[at..stop], offset + at as u64)
+            out.file
+                .write_all_at(&buf[at..stop], offset + at as u64)
                 .map_err(io_at("write to the target"))?;
             report.written += (stop - at) as u64;
             at = stop;
@@ -259,11 +326,11 @@ fn write_sparse(
 
 fn copy_raw(
     src: &File,
-    out: &File,
+    out: &Target<'_>,
     tick: &mut dyn FnMut(u64, u64),
 ) -> Result<WriteReport, ImageError> {
     let size = src.metadata()?.len();
-    out.set_len(size).map_err(io_at("size the target"))?;
+    out.prepare(size)?;
     let mut report = empty_report(size);
     let mut buf = vec![0u8; CHUNK];
     let mut off = 0u64;
@@ -280,7 +347,7 @@ fn copy_raw(
 
 fn copy_qcow2(
     src: &Path,
-    out: &File,
+    out: &Target<'_>,
     tick: &mut dyn FnMut(u64, u64),
 ) -> Result<WriteReport, ImageError> {
     let qerr = |e: std::io::Error| ImageError::Unsafe {
@@ -291,7 +358,7 @@ fn copy_qcow2(
     let q = imago::qcow2::Qcow2::<imago::file::File>::open_path_sync(src, false).map_err(qerr)?;
     let disk = imago::SyncFormatAccess::new(q).map_err(qerr)?;
     let size = disk.size();
-    out.set_len(size).map_err(io_at("size the target"))?;
+    out.prepare(size)?;
     let mut report = empty_report(size);
     let mut buf = vec![0u8; CHUNK];
     let mut off = 0u64;
@@ -304,6 +371,7 @@ fn copy_qcow2(
             imago::Mapping::Zero { .. } | imago::Mapping::Eof { .. }
         );
         if zero {
+            out.zero(off, len)?;
             report.zeros_skipped += len;
         } else {
             let n = len as usize;

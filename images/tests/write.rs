@@ -220,3 +220,57 @@ fn checksums_are_checked_in_flight_and_a_mismatch_fails_with_both_digests() {
         "a target that does not hold the expected image is removed"
     );
 }
+
+/// A loop device over a file, detached when dropped.
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+#[test]
+fn written_to_a_loop_device_old_contents_are_zeroed_and_the_disk_matches_qemu_img() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = source(d.path());
+    let img = d.path().join("img.qcow2");
+    qemu_img(&[
+        "convert",
+        "-c",
+        "-O",
+        "qcow2",
+        raw.to_str().unwrap(),
+        img.to_str().unwrap(),
+    ]);
+    // The device starts full of old data: every zero range of the image must be zeroed on it.
+    let backing = d.path().join("device.img");
+    std::fs::write(&backing, vec![0xaa; 16 << 20]).unwrap();
+    let out = Command::new("losetup")
+        .args(["-f", "--show", backing.to_str().unwrap()])
+        .output()
+        .expect("losetup (util-linux)");
+    assert!(
+        out.status.success(),
+        "losetup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dev = Loop(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+
+    let report = write_to_file(&img, Some(Format::Qcow2), Path::new(&dev.0)).unwrap();
+    assert!(report.zeros_skipped >= 10 << 20, "{report:?}");
+    let theirs = d.path().join("theirs.raw");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        img.to_str().unwrap(),
+        theirs.to_str().unwrap(),
+    ]);
+    let on_device = std::fs::read(&dev.0).unwrap();
+    assert!(
+        on_device == std::fs::read(&theirs).unwrap(),
+        "device content differs from qemu-img convert"
+    );
+    assert!(backing.exists(), "a device target is never removed");
+}

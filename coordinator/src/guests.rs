@@ -138,7 +138,16 @@ async fn hosts(State(s): State<Arc<Shared>>) -> Result<Json<Vec<HostView>>, ApiE
     Ok(Json(host_views(&s).await?))
 }
 
-async fn push(s: &Shared, host: &str, steps: Vec<(Step, u32)>) -> Result<u64, ApiError> {
+/// Stores a plan for `guest` on `host`, records the guest's desired state and that plan, and
+/// only then pushes it: an agent may finish a plan at once, and the store must already know
+/// what the plan was for (a deletion is purged when its plan succeeds).
+async fn push(
+    s: &Shared,
+    host: &str,
+    guest: &str,
+    desired: &str,
+    steps: Vec<(Step, u32)>,
+) -> Result<u64, ApiError> {
     let steps: Vec<PlanStep> = steps
         .into_iter()
         .enumerate()
@@ -150,6 +159,7 @@ async fn push(s: &Shared, host: &str, steps: Vec<(Step, u32)>) -> Result<u64, Ap
         .collect();
     let plan = s.store.create_plan(host, &steps, crate::now_us()).await?;
     let id = plan.id;
+    s.store.guest_desired(guest, desired, id).await?;
     s.hub.push(plan);
     Ok(id)
 }
@@ -249,8 +259,7 @@ async fn create(
             format!("guest `{}` already exists", req.name),
         ));
     }
-    let plan = push(&s, &host, steps).await?;
-    s.store.guest_desired(&req.name, "running", plan).await?;
+    let plan = push(&s, &host, &req.name, "running", steps).await?;
     tracing::info!(guest = %req.name, %host, plan, "guest placed");
     Ok(Json(GuestAction {
         guest: req.name,
@@ -380,6 +389,8 @@ async fn power(
     let plan = push(
         s,
         &g.host,
+        name,
+        desired,
         vec![(
             Step::GuestPower {
                 name: name.to_owned(),
@@ -389,7 +400,6 @@ async fn power(
         )],
     )
     .await?;
-    s.store.guest_desired(name, desired, plan).await?;
     Ok(Json(GuestAction {
         guest: name.to_owned(),
         host: g.host,
@@ -419,6 +429,8 @@ async fn delete(
     let plan = push(
         &s,
         &g.host,
+        &name,
+        "deleted",
         vec![
             (Step::DeleteGuest { name: name.clone() }, 120),
             (
@@ -436,7 +448,6 @@ async fn delete(
     )
     .await?;
     // The row leaves the inventory when this plan succeeds.
-    s.store.guest_desired(&name, "deleted", plan).await?;
     Ok(Json(GuestAction {
         guest: name,
         host: g.host,

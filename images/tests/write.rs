@@ -47,6 +47,17 @@ fn source(dir: &Path) -> std::path::PathBuf {
     p
 }
 
+/// `qemu-img convert` of `raw` to a qcow2 called `name`, with extra `opts`.
+fn to_qcow2(dir: &Path, raw: &Path, name: &str, opts: &[&str]) -> std::path::PathBuf {
+    let out = dir.join(name);
+    let mut args = vec!["convert", "-O", "qcow2"];
+    args.extend_from_slice(opts);
+    args.push(raw.to_str().unwrap());
+    args.push(out.to_str().unwrap());
+    qemu_img(&args);
+    out
+}
+
 #[test]
 fn written_disks_match_qemu_img_convert_byte_for_byte() {
     let d = tempfile::tempdir().unwrap();
@@ -107,17 +118,12 @@ fn written_disks_match_qemu_img_convert_byte_for_byte() {
 fn zstd_compressed_clusters_are_refused_as_unsupported_for_now() {
     let d = tempfile::tempdir().unwrap();
     let raw = source(d.path());
-    let z = d.path().join("zstd.qcow2");
-    qemu_img(&[
-        "convert",
-        "-c",
-        "-O",
-        "qcow2",
-        "-o",
-        "compression_type=zstd",
-        raw.to_str().unwrap(),
-        z.to_str().unwrap(),
-    ]);
+    let z = to_qcow2(
+        d.path(),
+        &raw,
+        "zstd.qcow2",
+        &["-c", "-o", "compression_type=zstd"],
+    );
     let target = d.path().join("t.raw");
     let err = write_to_file(&z, None, &target).unwrap_err();
     assert!(
@@ -166,14 +172,7 @@ fn checksums_are_checked_in_flight_and_a_mismatch_fails_with_both_digests() {
     use ferric_images::write::{Algo, WriteOptions, write_to_file_with};
     let d = tempfile::tempdir().unwrap();
     let raw = source(d.path());
-    let img = d.path().join("img.qcow2");
-    qemu_img(&[
-        "convert",
-        "-O",
-        "qcow2",
-        raw.to_str().unwrap(),
-        img.to_str().unwrap(),
-    ]);
+    let img = to_qcow2(d.path(), &raw, "img.qcow2", &[]);
     let bytes = std::fs::read(&img).unwrap();
     let target = d.path().join("t.raw");
 
@@ -234,15 +233,7 @@ impl Drop for Loop {
 fn written_to_a_loop_device_old_contents_are_zeroed_and_the_disk_matches_qemu_img() {
     let d = tempfile::tempdir().unwrap();
     let raw = source(d.path());
-    let img = d.path().join("img.qcow2");
-    qemu_img(&[
-        "convert",
-        "-c",
-        "-O",
-        "qcow2",
-        raw.to_str().unwrap(),
-        img.to_str().unwrap(),
-    ]);
+    let img = to_qcow2(d.path(), &raw, "img.qcow2", &["-c"]);
     // The device starts full of old data: every zero range of the image must be zeroed on it.
     let backing = d.path().join("device.img");
     std::fs::write(&backing, vec![0xaa; 16 << 20]).unwrap();

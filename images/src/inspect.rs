@@ -121,7 +121,7 @@ pub enum ImageError {
         actual: String,
     },
     /// Reading failed.
-    #[error("cannot read the image")]
+    #[error("cannot read the image: {0}")]
     Io(#[from] std::io::Error),
 }
 

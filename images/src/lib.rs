@@ -8,9 +8,13 @@
 //!   about sizes, tables that point outside the file, a format other than the one declared —
 //!   as OpenStack learned from its format-inspector CVEs.
 //!
-//! To come (the images issue): the one streaming write pipeline (source → decompress → decode
-//! → sparse writer → device, checksums in flight, progress) and the coordinator's image store.
+//! * [`source`]: where an image's bytes come from — a file, or HTTP(S) read with `Range`
+//!   requests that resume a broken transfer — and its digest computed as it is read.
+//! * [`write`]: the one streaming write pipeline (source → decompress → decode → sparse writer
+//!   → file or device, checksums in flight, progress), on its own qcow2 reader.
 #![forbid(unsafe_code)]
 
 pub mod inspect;
+mod qcow2;
+pub mod source;
 pub mod write;

@@ -71,6 +71,24 @@ fn written_disks_match_qemu_img_convert_byte_for_byte() {
             "small-clusters.qcow2",
             vec!["-O", "qcow2", "-o", "cluster_size=4096"],
         ),
+        (
+            "zstd.qcow2",
+            vec!["-c", "-O", "qcow2", "-o", "compression_type=zstd"],
+        ),
+        (
+            "tiny-zstd-clusters.qcow2",
+            vec![
+                "-c",
+                "-O",
+                "qcow2",
+                "-o",
+                "cluster_size=512,compression_type=zstd",
+            ],
+        ),
+        (
+            "big-clusters.qcow2",
+            vec!["-O", "qcow2", "-o", "cluster_size=2M"],
+        ),
     ];
     let mut images = vec![(raw.clone(), Format::Raw)];
     for (name, args) in variants {
@@ -114,24 +132,75 @@ fn written_disks_match_qemu_img_convert_byte_for_byte() {
     }
 }
 
+/// A disk whose size is not a multiple of the cluster size, with data in its last cluster.
 #[test]
-fn zstd_compressed_clusters_are_refused_as_unsupported_for_now() {
+fn a_partial_last_cluster_is_written_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = d.path().join("odd.raw");
+    let mut f = std::fs::File::create(&raw).unwrap();
+    let size = (3 << 20) + 3 * 512;
+    f.set_len(size).unwrap();
+    f.seek(SeekFrom::Start(size - 700)).unwrap();
+    f.write_all(&[0x5a; 700]).unwrap();
+    drop(f);
+    for (name, opts) in [
+        ("odd.qcow2", vec![]),
+        ("odd-zlib.qcow2", vec!["-c"]),
+        ("odd-zstd.qcow2", vec!["-c", "-o", "compression_type=zstd"]),
+    ] {
+        let img = to_qcow2(d.path(), &raw, name, &opts);
+        let out = d.path().join("out.raw");
+        let report = write_to_file(&img, Some(Format::Qcow2), &out).unwrap();
+        assert_eq!(report.virtual_size, size, "{name}");
+        assert!(
+            std::fs::read(&out).unwrap() == std::fs::read(&raw).unwrap(),
+            "{name}: written disk differs from the source"
+        );
+    }
+}
+
+/// Raw images inside gzip, zstd and xz are decompressed as they stream to the target.
+#[test]
+fn wrapped_raw_images_are_decompressed_on_the_way() {
     let d = tempfile::tempdir().unwrap();
     let raw = source(d.path());
-    let z = to_qcow2(
-        d.path(),
-        &raw,
-        "zstd.qcow2",
-        &["-c", "-o", "compression_type=zstd"],
+    let bytes = std::fs::read(&raw).unwrap();
+    let gz = d.path().join("img.raw.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::fast(),
     );
-    let target = d.path().join("t.raw");
-    let err = write_to_file(&z, None, &target).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("unsupported qcow2 image: zstd-compressed clusters"),
-        "{err}"
-    );
-    assert!(!target.exists());
+    enc.write_all(&bytes).unwrap();
+    enc.finish().unwrap();
+    let zst = d.path().join("img.raw.zst");
+    std::fs::write(&zst, zstd::encode_all(&bytes[..], 3).unwrap()).unwrap();
+    let xz = d.path().join("img.raw.xz");
+    let mut xz_bytes = Vec::new();
+    lzma_rs::xz_compress(&mut &bytes[..], &mut xz_bytes).unwrap();
+    std::fs::write(&xz, xz_bytes).unwrap();
+    for img in [gz, zst, xz] {
+        let out = d.path().join("out.raw");
+        let report = write_to_file(&img, Some(Format::Raw), &out)
+            .unwrap_or_else(|e| panic!("{}: {e}", img.display()));
+        assert_eq!(report.virtual_size, bytes.len() as u64);
+        assert!(report.inspection.wrapper.is_some());
+        assert!(
+            std::fs::read(&out).unwrap() == bytes,
+            "{}: written disk differs from the source",
+            img.display()
+        );
+        assert!(report.zeros_skipped >= 10 << 20, "{report:?}");
+    }
+    // A qcow2 inside a wrapper would need random access: refused, and said why.
+    let q = to_qcow2(d.path(), &raw, "w.qcow2", &[]);
+    let qz = d.path().join("w.qcow2.zst");
+    std::fs::write(
+        &qz,
+        zstd::encode_all(&std::fs::read(&q).unwrap()[..], 3).unwrap(),
+    )
+    .unwrap();
+    let err = write_to_file(&qz, None, &d.path().join("no.raw")).unwrap_err();
+    assert!(err.to_string().contains("decompress it first"), "{err}");
 }
 
 #[test]
@@ -180,6 +249,7 @@ fn checksums_are_checked_in_flight_and_a_mismatch_fails_with_both_digests() {
     let opts = WriteOptions {
         declared: Some(Format::Qcow2),
         expected: Some((Algo::Sha256, good.to_uppercase())),
+        ..WriteOptions::default()
     };
     let mut seen = Vec::new();
     let report = write_to_file_with(&img, &target, &opts, &mut |p| seen.push(p)).unwrap();
@@ -194,6 +264,7 @@ fn checksums_are_checked_in_flight_and_a_mismatch_fails_with_both_digests() {
     let opts = WriteOptions {
         declared: None,
         expected: Some((Algo::Sha512, sha512.clone())),
+        ..WriteOptions::default()
     };
     assert_eq!(
         write_to_file_with(&img, &target, &opts, &mut |_| {})
@@ -206,6 +277,7 @@ fn checksums_are_checked_in_flight_and_a_mismatch_fails_with_both_digests() {
     let opts = WriteOptions {
         declared: None,
         expected: Some((Algo::Sha256, wrong.clone())),
+        ..WriteOptions::default()
     };
     let err = write_to_file_with(&img, &target, &opts, &mut |_| {})
         .unwrap_err()
@@ -264,4 +336,236 @@ fn written_to_a_loop_device_old_contents_are_zeroed_and_the_disk_matches_qemu_im
         "device content differs from qemu-img convert"
     );
     assert!(backing.exists(), "a device target is never removed");
+
+    // Again with O_DIRECT, over old contents, from a raw image and from a zstd qcow2.
+    let zstd = to_qcow2(
+        d.path(),
+        &raw,
+        "img-zstd.qcow2",
+        &["-c", "-o", "compression_type=zstd"],
+    );
+    for img in [raw.clone(), zstd] {
+        std::fs::write(&dev.0, vec![0x55; 16 << 20]).unwrap();
+        let opts = ferric_images::write::WriteOptions {
+            direct: true,
+            ..Default::default()
+        };
+        ferric_images::write::write_to_file_with(&img, Path::new(&dev.0), &opts, &mut |_| {})
+            .unwrap_or_else(|e| panic!("{}: {e}", img.display()));
+        assert!(
+            std::fs::read(&dev.0).unwrap() == std::fs::read(&theirs).unwrap(),
+            "{}: device content with O_DIRECT differs from qemu-img convert",
+            img.display()
+        );
+    }
+}
+
+/// A minimal HTTP/1.1 file server for the tests: `Range: bytes=N-`, an `ETag` (with
+/// `If-Range`), and connections cut after `cut_after` bytes for the first `cuts` responses
+/// longer than that.
+struct FlakyServer {
+    url: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FlakyServer {
+    fn start(file: std::path::PathBuf, cuts: usize, cut_after: usize) -> FlakyServer {
+        Self::start_with(file, cuts, cut_after, Box::new(|_| {}))
+    }
+
+    /// `before(n)` runs before the n-th request (from 0) is answered.
+    fn start_with(
+        file: std::path::PathBuf,
+        cuts: usize,
+        cut_after: usize,
+        before: Box<dyn Fn(usize) + Send>,
+    ) -> FlakyServer {
+        use std::io::{BufRead, BufReader};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/img", l.local_addr().unwrap());
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = requests.clone();
+        std::thread::spawn(move || {
+            let mut cut = 0usize;
+            let mut n = 0usize;
+            for conn in l.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let mut head = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            break;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push(line.trim_end().to_string());
+                    }
+                    if head.is_empty() {
+                        break;
+                    }
+                    before(n);
+                    n += 1;
+                    let bytes = std::fs::read(&file).unwrap();
+                    let etag = format!("\"{}\"", bytes.len() ^ bytes[bytes.len() / 2] as usize);
+                    let header = |name: &str| {
+                        head.iter().find_map(|h| {
+                            let (k, v) = h.split_once(':')?;
+                            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                        })
+                    };
+                    let start = header("range")
+                        .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
+                        .filter(|_| header("if-range").is_none_or(|v| v == etag));
+                    log.lock().unwrap().push(format!(
+                        "{} {}",
+                        head[0],
+                        header("range").unwrap_or_default()
+                    ));
+                    let (status, from) = match start {
+                        Some(s) => ("206 Partial Content", s),
+                        None => ("200 OK", 0usize),
+                    };
+                    let body = &bytes[from..];
+                    let mut resp = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nETag: {etag}\r\n",
+                        body.len()
+                    );
+                    if start.is_some() {
+                        resp += &format!(
+                            "Content-Range: bytes {from}-{}/{}\r\n",
+                            bytes.len() - 1,
+                            bytes.len()
+                        );
+                    }
+                    resp += "\r\n";
+                    if conn.write_all(resp.as_bytes()).is_err() {
+                        break;
+                    }
+                    if cut < cuts && body.len() > cut_after {
+                        cut += 1;
+                        let _ = conn.write_all(&body[..cut_after]);
+                        let _ = conn.shutdown(std::net::Shutdown::Both);
+                        break;
+                    }
+                    if conn.write_all(body).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        FlakyServer { url, requests }
+    }
+}
+
+#[test]
+fn an_image_over_http_is_read_in_place_and_a_broken_transfer_resumes() {
+    use ferric_images::source::ImageSource;
+    use ferric_images::write::{Algo, WriteOptions, write_image};
+    let d = tempfile::tempdir().unwrap();
+    let raw = source(d.path());
+    let raw_bytes = std::fs::read(&raw).unwrap();
+    for (name, opts) in [("plain.qcow2", vec![]), ("zlib.qcow2", vec!["-c"])] {
+        let img = to_qcow2(d.path(), &raw, name, &opts);
+        let digest = hex_digest::<sha2::Sha256>(&std::fs::read(&img).unwrap());
+        // Two responses are cut after 300 KiB: the reader must pick up where it was.
+        let server = FlakyServer::start(img.clone(), 2, 300 << 10);
+        let out = d.path().join("out.raw");
+        let opts = WriteOptions {
+            declared: Some(Format::Qcow2),
+            expected: Some((Algo::Sha256, digest.clone())),
+            ..WriteOptions::default()
+        };
+        let report = write_image(
+            &ImageSource::Url(server.url.clone()),
+            &out,
+            &opts,
+            &mut |_| {},
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(report.digest.as_deref(), Some(digest.as_str()), "{name}");
+        assert!(report.resumes >= 1, "{name}: {report:?}");
+        assert!(
+            std::fs::read(&out).unwrap() == raw_bytes,
+            "{name}: written disk differs from the source"
+        );
+        let requests = server.requests.lock().unwrap().clone();
+        assert!(
+            requests.iter().all(|r| r.contains("bytes=")),
+            "{name}: every request is a Range request: {requests:?}"
+        );
+    }
+}
+
+#[test]
+fn an_image_that_changes_on_the_server_mid_transfer_is_refused() {
+    use ferric_images::source::ImageSource;
+    use ferric_images::write::{WriteOptions, write_image};
+    let d = tempfile::tempdir().unwrap();
+    let raw = source(d.path());
+    let served = d.path().join("served.raw");
+    std::fs::copy(&raw, &served).unwrap();
+    // Cut every response after 1 MiB; before the fifth request the file is replaced.
+    let mut other = std::fs::read(&raw).unwrap();
+    other[8 << 20] ^= 0xff;
+    let path = served.clone();
+    let server = FlakyServer::start_with(
+        served.clone(),
+        usize::MAX,
+        1 << 20,
+        Box::new(move |n| {
+            if n == 4 {
+                std::fs::write(&path, &other).unwrap();
+            }
+        }),
+    );
+    let out = d.path().join("out.raw");
+    let err = write_image(
+        &ImageSource::Url(server.url.clone()),
+        &out,
+        &WriteOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("changed on the server"), "{err}");
+}
+
+#[test]
+fn truncated_or_corrupt_qcow2_fails_naming_the_problem_and_leaves_no_target() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = source(d.path());
+    let img = to_qcow2(d.path(), &raw, "t.qcow2", &[]);
+    let bytes = std::fs::read(&img).unwrap();
+    let target = d.path().join("t.raw");
+
+    // Cut off the last data clusters: the tables now point past the end.
+    let cut = d.path().join("cut.qcow2");
+    std::fs::write(&cut, &bytes[..bytes.len() - 200_000]).unwrap();
+    let err = write_to_file(&cut, None, &target).unwrap_err().to_string();
+    assert!(err.contains("outside the file"), "{err}");
+    assert!(!target.exists(), "a failed write leaves no target file");
+
+    // Mark every allocated cluster compressed: the data is not deflate.
+    let l1_offset = u64::from_be_bytes(bytes[40..48].try_into().unwrap()) as usize;
+    let l2_offset = (u64::from_be_bytes(bytes[l1_offset..l1_offset + 8].try_into().unwrap())
+        & 0x00ff_ffff_ffff_fe00) as usize;
+    let mut bad = bytes.clone();
+    for e in bad[l2_offset..l2_offset + 65536].chunks_exact_mut(8) {
+        let v = u64::from_be_bytes(e.try_into().unwrap());
+        if v != 0 {
+            // Host offset in the low bits, one extra sector.
+            let host = v & 0x00ff_ffff_ffff_fe00;
+            let x = 62 - (16 - 8);
+            e.copy_from_slice(&((1u64 << 62) | (1u64 << x) | host).to_be_bytes());
+        }
+    }
+    let corrupt = d.path().join("corrupt.qcow2");
+    std::fs::write(&corrupt, &bad).unwrap();
+    let err = write_to_file(&corrupt, None, &target)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("compressed cluster at disk offset 0"), "{err}");
+    assert!(!target.exists());
 }

@@ -205,6 +205,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/plans", post(create_plans).get(list_plans))
         .route("/v1/plans/{id}", get(show_plan))
         .merge(crate::guests::routes())
+        .merge(crate::images::routes())
         .with_state(shared)
 }
 

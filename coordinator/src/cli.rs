@@ -63,6 +63,41 @@ pub enum Command {
     /// Hypervisor hosts with capacity and use.
     #[command(subcommand)]
     Host(HostCmd),
+    /// Disk images in the coordinator's store.
+    #[command(subcommand)]
+    Image(ImageCmd),
+}
+
+/// `ferric image …`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Upload an image file; it is inspected here and again by the coordinator, and refused
+    /// when unsafe (backing files, external data files, headers that lie…).
+    Upload {
+        /// The image file.
+        file: PathBuf,
+        /// Name to store it under.
+        #[arg(long)]
+        name: String,
+        /// Declared format (raw, qcow2, …); content that differs is refused.
+        #[arg(long)]
+        format: Option<String>,
+        /// Expected checksum of the file, `sha256:HEX` or `sha512:HEX`.
+        #[arg(long)]
+        checksum: Option<String>,
+    },
+    /// List stored images.
+    List,
+    /// Show one image.
+    Show {
+        /// Name.
+        name: String,
+    },
+    /// Delete an image (its content goes when no other name refers to it).
+    Delete {
+        /// Name.
+        name: String,
+    },
 }
 
 /// `ferric guest …`.
@@ -251,6 +286,8 @@ pub struct Client {
 impl Client {
     /// A client for the API at `base` (`http://host:port`).
     pub fn new(base: &str) -> Self {
+        // reqwest is built without a TLS provider of its own: Ferric uses ring everywhere.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
             base: base.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
@@ -332,6 +369,67 @@ impl Client {
     pub async fn plan(&self, id: u64) -> Result<serde_json::Value> {
         self.get(&format!("/v1/plans/{id}")).await
     }
+
+    /// Streams an image file to the store, showing progress on a terminal.
+    pub async fn upload_image(
+        &self,
+        file: &std::path::Path,
+        name: &str,
+        format: Option<&str>,
+        checksum: Option<&str>,
+    ) -> Result<crate::images::ImageView> {
+        use futures_util::StreamExt;
+        use std::io::IsTerminal;
+        let f = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("cannot open {}", file.display()))?;
+        let total = f.metadata().await?.len();
+        let started = std::time::Instant::now();
+        let tty = std::io::stderr().is_terminal();
+        let mut sent = 0u64;
+        let mut shown = std::time::Instant::now();
+        let label = file.display().to_string();
+        let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).map(move |chunk| {
+            if let Ok(c) = &chunk {
+                sent += c.len() as u64;
+                if tty && (shown.elapsed().as_millis() >= 200 || sent == total) {
+                    shown = std::time::Instant::now();
+                    let secs = started.elapsed().as_secs_f64().max(1e-3);
+                    let rate = sent as f64 / secs;
+                    let eta = (total.saturating_sub(sent)) as f64 / rate.max(1.0);
+                    eprint!(
+                        "\r{label}: {} / {} ({:.0}%), {}/s, ETA {:.0}s   ",
+                        human_bytes(sent),
+                        human_bytes(total),
+                        sent as f64 * 100.0 / (total.max(1) as f64),
+                        human_bytes(rate as u64),
+                        eta
+                    );
+                    if sent == total {
+                        eprintln!();
+                    }
+                }
+            }
+            chunk
+        });
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(f) = format {
+            query.push(("format", f));
+        }
+        if let Some(c) = checksum {
+            query.push(("checksum", c));
+        }
+        let resp = self
+            .http
+            .put(self.url(&format!("/v1/images/{name}")))
+            .query(&query)
+            .header(reqwest::header::CONTENT_LENGTH, total)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the coordinator API at {}", self.base))?;
+        self.decode(resp).await
+    }
 }
 
 fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
@@ -398,6 +496,127 @@ pub fn describe_event(e: &serde_json::Value) -> String {
         return format!("progress {}/{}", p["done"], p["total"]);
     }
     kind.to_string()
+}
+
+/// `1.5 GiB`, `300 MiB`, `12 KiB`, `17 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+async fn image_cmd(client: &Client, cmd: ImageCmd, json: bool) -> Result<()> {
+    use crate::images::ImageView;
+    let show = |i: &ImageView| {
+        format!(
+            "name:         {}\nformat:       {}{}\nvirtual size: {}\nsize:         {}\nsha256:       {}\nsha512:       {}\ndetails:      {}\npath:         {}",
+            i.name,
+            i.format,
+            i.wrapper
+                .as_deref()
+                .map(|w| format!(" (in {w})"))
+                .unwrap_or_default(),
+            i.virtual_size
+                .map(human_bytes)
+                .unwrap_or_else(|| "-".into()),
+            human_bytes(i.size),
+            i.sha256,
+            i.sha512,
+            i.details.join(" "),
+            i.path,
+        )
+    };
+    match cmd {
+        ImageCmd::Upload {
+            file,
+            name,
+            format,
+            checksum,
+        } => {
+            crate::images::check_name(&name).map_err(anyhow::Error::msg)?;
+            // Refuse here what the coordinator would refuse, before sending a byte.
+            let declared = match format.as_deref() {
+                Some(f) => Some(
+                    ferric_images::inspect::Format::parse(f)
+                        .with_context(|| format!("unknown image format `{f}`"))?,
+                ),
+                None => None,
+            };
+            let mut f = std::fs::File::open(&file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let inspection = match declared {
+                Some(d) => ferric_images::inspect::inspect_as(&mut f, d),
+                None => ferric_images::inspect::inspect(&mut f),
+            }
+            .with_context(|| format!("{} refused", file.display()))?;
+            drop(f);
+            let view = client
+                .upload_image(&file, &name, format.as_deref(), checksum.as_deref())
+                .await?;
+            if json {
+                return print_json(&view);
+            }
+            eprintln!(
+                "{} stored as `{}` ({}, {})",
+                file.display(),
+                view.name,
+                inspection.format.as_str(),
+                human_bytes(view.size)
+            );
+            println!("{}", show(&view));
+        }
+        ImageCmd::List => {
+            let images: Vec<ImageView> = client.get("/v1/images").await?;
+            if json {
+                return print_json(&images);
+            }
+            let rows = images
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.name.clone(),
+                        match &i.wrapper {
+                            Some(w) => format!("{}+{w}", i.format),
+                            None => i.format.clone(),
+                        },
+                        i.virtual_size
+                            .map(human_bytes)
+                            .unwrap_or_else(|| "-".into()),
+                        human_bytes(i.size),
+                        format!("sha256:{}", &i.sha256[..16.min(i.sha256.len())]),
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                table(&["IMAGE", "FORMAT", "VIRTUAL", "SIZE", "CHECKSUM"], rows)
+            );
+        }
+        ImageCmd::Show { name } => {
+            let i: ImageView = client.get(&format!("/v1/images/{name}")).await?;
+            if json {
+                return print_json(&i);
+            }
+            println!("{}", show(&i));
+        }
+        ImageCmd::Delete { name } => {
+            let i: ImageView = client.delete(&format!("/v1/images/{name}")).await?;
+            if json {
+                return print_json(&i);
+            }
+            println!("image `{}` deleted", i.name);
+        }
+    }
+    Ok(())
 }
 
 async fn guest_cmd(client: &Client, cmd: GuestCmd, json: bool) -> Result<()> {
@@ -530,6 +749,7 @@ pub async fn run_client(cli: Cli) -> Result<()> {
             bail!("`ferric coordinator` runs the server; it is not a client command")
         }
         Command::Guest(cmd) => return guest_cmd(&client, cmd, json).await,
+        Command::Image(cmd) => return image_cmd(&client, cmd, json).await,
         Command::Host(HostCmd::List) => {
             let hosts: Vec<crate::placement::HostView> = client.get("/v1/hosts").await?;
             if json {

@@ -3,13 +3,15 @@
 //! The coordinator holds the inventory and decides what must happen; agents make it happen.
 //! This crate is the `ferric` binary's library: the certificate authority ([`pki`]), the store
 //! ([`store`]), the QUIC link to agents ([`link`]), the registry of connected agents and their
-//! telemetry ([`hub`]), the HTTP API ([`api`]) and the command line ([`cli`]).
+//! telemetry ([`hub`]), the image store ([`images`]), the HTTP API ([`api`]) and the command
+//! line ([`cli`]).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
 pub mod guests;
 pub mod hub;
+pub mod images;
 pub mod link;
 pub mod pki;
 pub mod placement;
@@ -72,6 +74,8 @@ pub struct Shared {
     pub hub: hub::Hub,
     /// Cancelled when the coordinator drains.
     pub shutdown: CancellationToken,
+    /// Image files.
+    pub images: images::ImageStore,
 }
 
 /// Errors starting a coordinator.
@@ -155,6 +159,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
     let pki = pki::Pki::load_or_create(&config.data_dir)?;
     let store = store::Store::open_sqlite(&config.data_dir.join("ferric.db")).await?;
+    let images = images::ImageStore::open(&config.data_dir)
+        .map_err(|e| StartError::DataDir(config.data_dir.join("images"), e))?;
     let server_config = link::server_config(&pki, config.idle_timeout)?;
     let bind_err = |source| link::LinkError::Bind {
         addr: config.listen,
@@ -188,6 +194,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         pki,
         hub: hub::Hub::default(),
         shutdown: CancellationToken::new(),
+        images,
     });
     info!(%listen, %api, ca = %shared.pki.ca_hash(), "coordinator listening");
 

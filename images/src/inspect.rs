@@ -34,6 +34,20 @@ pub enum Format {
 }
 
 impl Format {
+    /// Parses a format name (qemu-img's spelling; `vhd` for `vpc` too).
+    pub fn parse(s: &str) -> Option<Format> {
+        Some(match s {
+            "raw" => Format::Raw,
+            "qcow2" => Format::Qcow2,
+            "vmdk" => Format::Vmdk,
+            "vpc" | "vhd" => Format::Vhd,
+            "vhdx" => Format::Vhdx,
+            "vdi" => Format::Vdi,
+            "iso" => Format::Iso,
+            _ => return None,
+        })
+    }
+
     /// Name as qemu-img spells it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,0 +1,287 @@
+//! The image store through a real coordinator: `ferric image` as a user runs it, inspection
+//! and refusal on the server, content addressing, and the write pipeline streaming an image
+//! from the store to a real loop device across a connection that breaks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ferric_images::source::ImageSource;
+use ferric_images::write::{Algo, WriteOptions, write_image};
+use ferric_tests::{bin, start_coordinator};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn sh(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn sha256_of(p: &Path) -> String {
+    sh("sha256sum", &[p.to_str().unwrap()])[..64].to_owned()
+}
+
+/// 24 MiB with data runs between zeros, and its qcow2 forms.
+fn make_images(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let raw = dir.join("disk.raw");
+    let f = std::fs::File::create(&raw).unwrap();
+    f.set_len(24 << 20).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for (off, len) in [(0u64, 1usize << 20), (7 << 20, 3 << 20), (20 << 20, 12_345)] {
+        let data: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        std::os::unix::fs::FileExt::write_all_at(&f, &data, off).unwrap();
+    }
+    drop(f);
+    let q = dir.join("disk.qcow2");
+    sh(
+        "qemu-img",
+        &[
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            raw.to_str().unwrap(),
+            q.to_str().unwrap(),
+        ],
+    );
+    let backed = dir.join("backed.qcow2");
+    sh(
+        "qemu-img",
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            q.to_str().unwrap(),
+            "-F",
+            "qcow2",
+            backed.to_str().unwrap(),
+        ],
+    );
+    (raw, q, backed)
+}
+
+fn ferric(api: std::net::SocketAddr, args: &[&str]) -> std::process::Output {
+    Command::new(bin("ferric").unwrap())
+        .arg("--api")
+        .arg(format!("http://{api}"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_uploaded_inspected_stored_by_content_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
+    let api = coord.api;
+    let (_raw, q, backed) = make_images(dir.path());
+    let blobs = dir.path().join("coord/images/sha256");
+
+    let out = ferric(
+        api,
+        &["image", "upload", q.to_str().unwrap(), "--name", "deb"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ferric(api, &["-o", "json", "image", "show", "deb"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["format"], "qcow2");
+    assert_eq!(shown["virtual_size"], 24 << 20);
+    assert_eq!(shown["sha256"], sha256_of(&q));
+    assert!(
+        blobs.join(sha256_of(&q)).exists(),
+        "stored under its sha256"
+    );
+
+    // The same content under a second name shares the blob.
+    let out = ferric(
+        api,
+        &["image", "upload", q.to_str().unwrap(), "--name", "deb-copy"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 1);
+    let out = ferric(api, &["image", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains("deb ") && list.contains("deb-copy") && list.contains("qcow2"),
+        "{list}"
+    );
+
+    // Refused by the CLI before sending, and by the server when sent anyway.
+    let out = ferric(
+        api,
+        &["image", "upload", backed.to_str().unwrap(), "--name", "bad"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("backing file"));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let resp = http
+        .put(format!("http://{api}/v1/images/bad"))
+        .body(std::fs::read(&backed).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    assert!(resp.text().await.unwrap().contains("backing file"));
+    let wrong = "0".repeat(64);
+    let resp = http
+        .put(format!(
+            "http://{api}/v1/images/lying?checksum=sha256:{wrong}"
+        ))
+        .body(std::fs::read(&q).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let msg = resp.text().await.unwrap();
+    assert!(
+        msg.contains(&format!("expected {wrong}")) && msg.contains(&sha256_of(&q)),
+        "{msg}"
+    );
+    let resp = http
+        .put(format!("http://{api}/v1/images/deb"))
+        .body(std::fs::read(&q).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409, "a taken name is refused");
+    let out = ferric(api, &["-o", "json", "image", "list"]);
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all.len(), 2, "refused uploads leave no record: {all:?}");
+    assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 1, "and no blob");
+    let incoming = dir.path().join("coord/images/incoming");
+    assert_eq!(
+        std::fs::read_dir(&incoming).unwrap().count(),
+        0,
+        "nor partial files"
+    );
+
+    // Deleting one name keeps the shared blob; deleting the last removes it.
+    assert!(ferric(api, &["image", "delete", "deb"]).status.success());
+    assert!(blobs.join(sha256_of(&q)).exists());
+    assert!(
+        ferric(api, &["image", "delete", "deb-copy"])
+            .status
+            .success()
+    );
+    assert!(!blobs.join(sha256_of(&q)).exists());
+    let out = ferric(api, &["image", "show", "deb"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no image named `deb`"));
+    coord.shutdown().await;
+}
+
+/// A TCP relay that cuts each of its first `cuts` connections after `after` bytes from the
+/// server.
+fn cutting_relay(target: std::net::SocketAddr, cuts: usize, after: usize) -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (n, client) in l.incoming().enumerate() {
+            let Ok(mut client) = client else { continue };
+            let mut server = std::net::TcpStream::connect(target).unwrap();
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+            });
+            std::thread::spawn(move || {
+                let limit = if n < cuts { after } else { usize::MAX };
+                let mut sent = 0usize;
+                let mut buf = vec![0u8; 16 << 10];
+                while let Ok(k) = server.read(&mut buf) {
+                    if k == 0 {
+                        break;
+                    }
+                    let k = k.min(limit - sent);
+                    if client.write_all(&buf[..k]).is_err() {
+                        break;
+                    }
+                    sent += k;
+                    if sent >= limit {
+                        break;
+                    }
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                let _ = server.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    addr
+}
+
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_streams_from_the_store_to_a_loop_device_through_a_breaking_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
+    let (raw, q, _) = make_images(dir.path());
+    let view = ferric_tests::client(coord.api)
+        .upload_image(&q, "deb", Some("qcow2"), None)
+        .await
+        .unwrap();
+
+    // The device starts full of old data.
+    let backing = dir.path().join("dev.img");
+    std::fs::write(&backing, vec![0xa5; 32 << 20]).unwrap();
+    let dev = Loop(
+        sh("losetup", &["-f", "--show", backing.to_str().unwrap()])
+            .trim()
+            .to_owned(),
+    );
+
+    // Every connection but the last few is cut after 100 KiB.
+    let relay = cutting_relay(coord.api, 3, 100 << 10);
+    let url = format!("http://{relay}{}", view.path);
+    let device = PathBuf::from(&dev.0);
+    let opts = WriteOptions {
+        declared: Some(ferric_images::inspect::Format::Qcow2),
+        expected: Some((Algo::Sha256, view.sha256.clone())),
+        direct: true,
+    };
+    let report = tokio::task::spawn_blocking(move || {
+        write_image(&ImageSource::Url(url), &device, &opts, &mut |_| {})
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(report.resumes >= 1, "{report:?}");
+    assert_eq!(report.digest.as_deref(), Some(view.sha256.as_str()));
+
+    let on_device = std::fs::read(&dev.0).unwrap();
+    let want = std::fs::read(&raw).unwrap();
+    assert!(
+        on_device[..want.len()] == want[..],
+        "the disk matches the source"
+    );
+    assert!(
+        on_device[want.len()..].iter().all(|b| *b == 0xa5),
+        "nothing past the disk is touched"
+    );
+    coord.shutdown().await;
+}

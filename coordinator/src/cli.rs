@@ -98,6 +98,27 @@ pub enum ImageCmd {
         /// Name.
         name: String,
     },
+    /// Write an image (a file or an http(s) URL) to a block device or a file here, with the
+    /// pipeline the deploy ramdisk uses: inspected first, decoded as it streams, zeros
+    /// skipped, checksum verified before success.
+    Write {
+        /// Image file or URL (for example `http://ctl:7180/images/sha256/<hex>`).
+        source: String,
+        /// Block device or file to write the disk to.
+        target: PathBuf,
+        /// Declared format; content that differs is refused.
+        #[arg(long)]
+        format: Option<String>,
+        /// Expected checksum of the image, `sha256:HEX` or `sha512:HEX`.
+        #[arg(long)]
+        checksum: Option<String>,
+        /// Write with O_DIRECT (the default on a block device).
+        #[arg(long, conflicts_with = "buffered")]
+        direct: bool,
+        /// Write through the page cache (the default on a file).
+        #[arg(long)]
+        buffered: bool,
+    },
 }
 
 /// `ferric guest …`.
@@ -574,6 +595,50 @@ async fn image_cmd(client: &Client, cmd: ImageCmd, json: bool) -> Result<()> {
             );
             println!("{}", show(&view));
         }
+        ImageCmd::Write {
+            source,
+            target,
+            format,
+            checksum,
+            direct,
+            buffered,
+        } => {
+            let direct = match (direct, buffered) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            let report = write_image_here(&source, &target, format, checksum, direct).await?;
+            if json {
+                return print_json(&serde_json::json!({
+                    "format": report.inspection.format,
+                    "wrapper": report.inspection.wrapper,
+                    "virtual_size": report.virtual_size,
+                    "written": report.written,
+                    "zeros_skipped": report.zeros_skipped,
+                    "digest": report.digest,
+                    "source_bytes": report.source_bytes,
+                    "resumes": report.resumes,
+                }));
+            }
+            println!(
+                "{} written to {}: {} of disk, {} of data written, {} zeros skipped{}{}",
+                source,
+                target.display(),
+                human_bytes(report.virtual_size),
+                human_bytes(report.written),
+                human_bytes(report.zeros_skipped),
+                report
+                    .digest
+                    .map(|d| format!(", checksum {d} verified"))
+                    .unwrap_or_default(),
+                if report.resumes > 0 {
+                    format!(", {} resumed transfers", report.resumes)
+                } else {
+                    String::new()
+                }
+            );
+        }
         ImageCmd::List => {
             let images: Vec<ImageView> = client.get("/v1/images").await?;
             if json {
@@ -617,6 +682,67 @@ async fn image_cmd(client: &Client, cmd: ImageCmd, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `ferric image write`: the write pipeline on this machine, with progress on a terminal.
+async fn write_image_here(
+    source: &str,
+    target: &std::path::Path,
+    format: Option<String>,
+    checksum: Option<String>,
+    direct: Option<bool>,
+) -> Result<ferric_images::write::WriteReport> {
+    use ferric_images::write::{WriteOptions, write_image};
+    use std::io::IsTerminal;
+    let declared = match format.as_deref() {
+        Some(f) => Some(
+            ferric_images::inspect::Format::parse(f)
+                .with_context(|| format!("unknown image format `{f}`"))?,
+        ),
+        None => None,
+    };
+    let expected = match checksum.as_deref() {
+        Some(c) => Some(
+            ferric_images::source::Algo::parse_checksum(c)
+                .with_context(|| format!("checksum `{c}` is not sha256:HEX or sha512:HEX"))?,
+        ),
+        None => None,
+    };
+    let opts = WriteOptions {
+        declared,
+        expected,
+        direct,
+    };
+    let src = ferric_images::source::ImageSource::parse(source);
+    let target = target.to_owned();
+    let tty = std::io::stderr().is_terminal();
+    tokio::task::spawn_blocking(move || {
+        let mut shown = std::time::Instant::now();
+        let mut progress = |p: ferric_images::write::Progress| {
+            if tty && shown.elapsed().as_millis() >= 200 {
+                shown = std::time::Instant::now();
+                let eta = p.eta();
+                eprint!(
+                    "\r{} / {} ({}/s{})   ",
+                    human_bytes(p.done),
+                    human_bytes(p.total),
+                    human_bytes(p.bytes_per_sec() as u64),
+                    if eta == Duration::MAX {
+                        String::new()
+                    } else {
+                        format!(", ETA {}s", eta.as_secs())
+                    }
+                );
+            }
+        };
+        let r = write_image(&src, &target, &opts, &mut progress);
+        if tty {
+            eprintln!();
+        }
+        r.with_context(|| format!("cannot write {src} to {}", target.display()))
+    })
+    .await
+    .context("the write task failed")?
 }
 
 async fn guest_cmd(client: &Client, cmd: GuestCmd, json: bool) -> Result<()> {

@@ -196,12 +196,16 @@ impl Qcow2 {
         let cs = self.cluster();
         let per_l2 = cs / 8;
         let mut l2 = vec![0u8; cs as usize];
-        let mut compressed = Vec::new();
         let mut w = Walker {
             data_start: 0,
             data_len: 0,
             read: None,
             zero: None,
+            cs: cs as usize,
+            compression: self.compression,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            arena: Vec::new(),
+            jobs: Vec::new(),
         };
         for (i, entry) in self.l1.iter().enumerate() {
             let table_guest = i as u64 * per_l2 * cs;
@@ -235,11 +239,19 @@ impl Qcow2 {
                         )));
                     }
                     let csize = (sectors * 512 - (host & 511)).min(self.file_len - host);
-                    compressed.resize(csize as usize, 0);
-                    src.read_at(&mut compressed, host)
-                        .map_err(|e| read_err("a compressed cluster", e))?;
+                    // Read now, inflated with the rest of the chunk (in parallel) before
+                    // the chunk is handed on.
                     let at = w.slot(guest, len, src, buf, emit)?;
-                    self.inflate(&compressed, &mut buf[at..at + cs as usize], guest)?;
+                    let start = w.arena.len();
+                    w.arena.resize(start + csize as usize, 0);
+                    src.read_at(&mut w.arena[start..], host)
+                        .map_err(|e| read_err("a compressed cluster", e))?;
+                    w.jobs.push(Job {
+                        at,
+                        start,
+                        len: csize as usize,
+                        guest,
+                    });
                 } else if e & ZERO_FLAG != 0 || e & L2_OFFSET_MASK == 0 {
                     w.zero(guest, len, src, buf, emit)?;
                 } else {
@@ -257,37 +269,61 @@ impl Qcow2 {
         w.flush_data(src, buf, emit)?;
         w.flush_zero(buf, emit)
     }
+}
 
-    fn inflate(&self, input: &[u8], out: &mut [u8], guest: u64) -> Result<(), ImageError> {
-        let fail = |why: String| bad(format!("compressed cluster at disk offset {guest}: {why}"));
-        match self.compression {
-            Compression::Zlib => {
-                let mut d = flate2::Decompress::new(false);
-                d.decompress(input, out, flate2::FlushDecompress::Finish)
-                    .map_err(|e| fail(e.to_string()))?;
-                if (d.total_out() as usize) < out.len() {
-                    return Err(fail(format!(
-                        "inflates to {} bytes, not {}",
-                        d.total_out(),
-                        out.len()
-                    )));
-                }
-            }
-            Compression::Zstd => {
-                use std::io::Read;
-                let mut d = zstd::stream::read::Decoder::with_buffer(input)
-                    .map_err(|e| fail(e.to_string()))?
-                    .single_frame();
-                d.read_exact(out).map_err(|e| fail(e.to_string()))?;
+/// Inflates one compressed cluster into `out` (a whole cluster).
+fn inflate(
+    compression: Compression,
+    input: &[u8],
+    out: &mut [u8],
+    guest: u64,
+) -> Result<(), ImageError> {
+    let fail = |why: String| bad(format!("compressed cluster at disk offset {guest}: {why}"));
+    match compression {
+        Compression::Zlib => {
+            let mut d = flate2::Decompress::new(false);
+            d.decompress(input, out, flate2::FlushDecompress::Finish)
+                .map_err(|e| fail(e.to_string()))?;
+            if (d.total_out() as usize) < out.len() {
+                return Err(fail(format!(
+                    "inflates to {} bytes, not {}",
+                    d.total_out(),
+                    out.len()
+                )));
             }
         }
-        Ok(())
+        Compression::Zstd => {
+            use std::io::Read;
+            let mut d = zstd::stream::read::Decoder::with_buffer(input)
+                .map_err(|e| fail(e.to_string()))?
+                .single_frame();
+            d.read_exact(out).map_err(|e| fail(e.to_string()))?;
+        }
     }
+    Ok(())
+}
+
+/// A compressed cluster waiting to be inflated into the chunk.
+#[derive(Debug)]
+struct Job {
+    /// Position in the chunk (a multiple of the cluster size).
+    at: usize,
+    /// Its compressed bytes in the arena.
+    start: usize,
+    len: usize,
+    guest: u64,
 }
 
 /// Coalesces clusters into runs: guest-contiguous data into one buffer, host-contiguous
-/// reads into one read, zero clusters into one zero run.
+/// reads into one read, zero clusters into one zero run; compressed clusters of a chunk are
+/// inflated together, on several threads.
 struct Walker {
+    cs: usize,
+    compression: Compression,
+    threads: usize,
+    /// Compressed bytes of the pending jobs.
+    arena: Vec<u8>,
+    jobs: Vec<Job>,
     /// Guest offset of `buf[0]`.
     data_start: u64,
     data_len: usize,
@@ -360,6 +396,54 @@ impl Walker {
         Ok(())
     }
 
+    fn inflate_jobs(&mut self, buf: &mut [u8]) -> Result<(), ImageError> {
+        if self.jobs.is_empty() {
+            return Ok(());
+        }
+        let (cs, compression, arena) = (self.cs, self.compression, &self.arena);
+        let mut outs: Vec<(&mut [u8], &Job)> = Vec::with_capacity(self.jobs.len());
+        let mut pending = self.jobs.iter().peekable();
+        for (k, cluster) in buf.chunks_mut(cs).enumerate() {
+            match pending.peek() {
+                Some(j) if j.at == k * cs => {
+                    outs.push((cluster, j));
+                    pending.next();
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let run = |group: &mut [(&mut [u8], &Job)]| -> Result<(), ImageError> {
+            for (out, j) in group.iter_mut() {
+                inflate(compression, &arena[j.start..j.start + j.len], out, j.guest)?;
+            }
+            Ok(())
+        };
+        let threads = self.threads.min(outs.len()).max(1);
+        if threads == 1 {
+            run(&mut outs)?;
+        } else {
+            let per = outs.len().div_ceil(threads);
+            let results: Vec<Result<(), ImageError>> = std::thread::scope(|s| {
+                let handles: Vec<_> = outs
+                    .chunks_mut(per)
+                    .map(|group| s.spawn(move || run(group)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(bad("a decompression thread panicked")))
+                    })
+                    .collect()
+            });
+            results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        }
+        self.jobs.clear();
+        self.arena.clear();
+        Ok(())
+    }
+
     fn do_read(&mut self, src: &mut dyn Source, buf: &mut Chunk) -> Result<(), ImageError> {
         if let Some((pos, host, len)) = self.read.take() {
             src.read_at(&mut buf[pos..pos + len as usize], host)
@@ -375,6 +459,7 @@ impl Walker {
         emit: Emit<'_>,
     ) -> Result<(), ImageError> {
         self.do_read(src, buf)?;
+        self.inflate_jobs(buf)?;
         if self.data_len > 0 {
             let run = Run::Data {
                 offset: self.data_start,

@@ -143,7 +143,8 @@ impl HttpSource {
     pub fn open(url: &str) -> io::Result<HttpSource> {
         install_crypto();
         let client = reqwest::blocking::Client::builder()
-            .timeout(None)
+            // Per read in the blocking client: a transfer that stalls is resumed.
+            .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
             .tcp_keepalive(Duration::from_secs(10))
             .tcp_user_timeout(Duration::from_secs(30))

@@ -103,8 +103,10 @@ pub struct WriteOptions {
     pub declared: Option<Format>,
     /// Expected digest of the image as supplied (hex); checked before success.
     pub expected: Option<(Algo, String)>,
-    /// Write with `O_DIRECT` (aligned writes bypass the page cache).
-    pub direct: bool,
+    /// Write with `O_DIRECT` (aligned writes bypass the page cache). `None` chooses: direct
+    /// on a block device (faster there, and a deploy ramdisk's RAM is not filled with page
+    /// cache), buffered on a file.
+    pub direct: Option<bool>,
 }
 
 /// Where a write is.
@@ -480,9 +482,10 @@ struct Target {
 }
 
 impl Target {
-    fn open(dst: &Path, direct: bool) -> Result<Target, ImageError> {
+    fn open(dst: &Path, direct: Option<bool>) -> Result<Target, ImageError> {
         use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
         let device = std::fs::metadata(dst).is_ok_and(|m| m.file_type().is_block_device());
+        let direct = direct.unwrap_or(device);
         let open = |flags: i32| {
             let mut o = std::fs::OpenOptions::new();
             o.write(true).custom_flags(flags);

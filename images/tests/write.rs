@@ -347,7 +347,7 @@ fn written_to_a_loop_device_old_contents_are_zeroed_and_the_disk_matches_qemu_im
     for img in [raw.clone(), zstd] {
         std::fs::write(&dev.0, vec![0x55; 16 << 20]).unwrap();
         let opts = ferric_images::write::WriteOptions {
-            direct: true,
+            direct: Some(true),
             ..Default::default()
         };
         ferric_images::write::write_to_file_with(&img, Path::new(&dev.0), &opts, &mut |_| {})
@@ -378,82 +378,99 @@ impl FlakyServer {
         file: std::path::PathBuf,
         cuts: usize,
         cut_after: usize,
-        before: Box<dyn Fn(usize) + Send>,
+        before: Box<dyn Fn(usize) + Send + Sync>,
     ) -> FlakyServer {
         use std::io::{BufRead, BufReader};
+        use std::sync::atomic::{AtomicUsize, Ordering};
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/img", l.local_addr().unwrap());
         let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = requests.clone();
+        let before = std::sync::Arc::new(before);
+        let cut = std::sync::Arc::new(AtomicUsize::new(0));
+        let n = std::sync::Arc::new(AtomicUsize::new(0));
         std::thread::spawn(move || {
-            let mut cut = 0usize;
-            let mut n = 0usize;
             for conn in l.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let mut r = BufReader::new(conn.try_clone().unwrap());
-                loop {
-                    let mut head = Vec::new();
+                let (file, before, cut, n, log) = (
+                    file.clone(),
+                    before.clone(),
+                    cut.clone(),
+                    n.clone(),
+                    log.clone(),
+                );
+                // A thread per connection, as a client may open a second one while its
+                // first idles in its pool.
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(conn.try_clone().unwrap());
                     loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        let mut head = Vec::new();
+                        loop {
+                            let mut line = String::new();
+                            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                                break;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            head.push(line.trim_end().to_string());
+                        }
+                        if head.is_empty() {
                             break;
                         }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        head.push(line.trim_end().to_string());
-                    }
-                    if head.is_empty() {
-                        break;
-                    }
-                    before(n);
-                    n += 1;
-                    let bytes = std::fs::read(&file).unwrap();
-                    let etag = format!("\"{}\"", bytes.len() ^ bytes[bytes.len() / 2] as usize);
-                    let header = |name: &str| {
-                        head.iter().find_map(|h| {
-                            let (k, v) = h.split_once(':')?;
-                            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-                        })
-                    };
-                    let start = header("range")
-                        .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
-                        .filter(|_| header("if-range").is_none_or(|v| v == etag));
-                    log.lock().unwrap().push(format!(
-                        "{} {}",
-                        head[0],
-                        header("range").unwrap_or_default()
-                    ));
-                    let (status, from) = match start {
-                        Some(s) => ("206 Partial Content", s),
-                        None => ("200 OK", 0usize),
-                    };
-                    let body = &bytes[from..];
-                    let mut resp = format!(
-                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nETag: {etag}\r\n",
-                        body.len()
-                    );
-                    if start.is_some() {
-                        resp += &format!(
-                            "Content-Range: bytes {from}-{}/{}\r\n",
-                            bytes.len() - 1,
-                            bytes.len()
+                        before(n.fetch_add(1, Ordering::SeqCst));
+                        let bytes = std::fs::read(&file).unwrap();
+                        let etag = format!("\"{}\"", bytes.len() ^ bytes[bytes.len() / 2] as usize);
+                        let header = |name: &str| {
+                            head.iter().find_map(|h| {
+                                let (k, v) = h.split_once(':')?;
+                                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                            })
+                        };
+                        let start = header("range")
+                            .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
+                            .filter(|_| header("if-range").is_none_or(|v| v == etag));
+                        log.lock().unwrap().push(format!(
+                            "{} {}",
+                            head[0],
+                            header("range").unwrap_or_default()
+                        ));
+                        let (status, from) = match start {
+                            Some(s) => ("206 Partial Content", s),
+                            None => ("200 OK", 0usize),
+                        };
+                        let body = &bytes[from..];
+                        let mut resp = format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nETag: {etag}\r\n",
+                            body.len()
                         );
+                        if start.is_some() {
+                            resp += &format!(
+                                "Content-Range: bytes {from}-{}/{}\r\n",
+                                bytes.len() - 1,
+                                bytes.len()
+                            );
+                        }
+                        resp += "\r\n";
+                        if conn.write_all(resp.as_bytes()).is_err() {
+                            break;
+                        }
+                        if body.len() > cut_after
+                            && cut
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                                    (c < cuts).then_some(c + 1)
+                                })
+                                .is_ok()
+                        {
+                            let _ = conn.write_all(&body[..cut_after]);
+                            let _ = conn.shutdown(std::net::Shutdown::Both);
+                            break;
+                        }
+                        if conn.write_all(body).is_err() {
+                            break;
+                        }
                     }
-                    resp += "\r\n";
-                    if conn.write_all(resp.as_bytes()).is_err() {
-                        break;
-                    }
-                    if cut < cuts && body.len() > cut_after {
-                        cut += 1;
-                        let _ = conn.write_all(&body[..cut_after]);
-                        let _ = conn.shutdown(std::net::Shutdown::Both);
-                        break;
-                    }
-                    if conn.write_all(body).is_err() {
-                        break;
-                    }
-                }
+                });
             }
         });
         FlakyServer { url, requests }

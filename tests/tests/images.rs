@@ -262,7 +262,7 @@ async fn an_image_streams_from_the_store_to_a_loop_device_through_a_breaking_lin
     let opts = WriteOptions {
         declared: Some(ferric_images::inspect::Format::Qcow2),
         expected: Some((Algo::Sha256, view.sha256.clone())),
-        direct: true,
+        direct: Some(true),
     };
     let report = tokio::task::spawn_blocking(move || {
         write_image(&ImageSource::Url(url), &device, &opts, &mut |_| {})

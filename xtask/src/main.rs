@@ -54,6 +54,16 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_value = "1,10")]
         guests: Vec<usize>,
     },
+    /// Image writes (raw, qcow2, compressed qcow2, over HTTP) to a loop device and a file,
+    /// against dd, qemu-img and curl on the same images.
+    Images {
+        /// Virtual size of the test disk, MiB.
+        #[arg(long, default_value_t = 2048)]
+        size_mib: u64,
+        /// Runs per tool and case (median reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Push-to-ack latency and coordinator memory per agent over loopback QUIC.
     Link {
         /// Agent counts to measure.
@@ -132,6 +142,27 @@ fn main() -> Result<()> {
                 cmd.arg("--guests").arg(n.to_string());
             }
             run(&mut cmd)
+        }
+        Task::Bench {
+            which: Bench::Images { size_mib, runs },
+        } => {
+            setup::packages()?;
+            run(cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "ferric-coordinator",
+                "-p",
+                "ferric-tests",
+                "--bins",
+            ]))?;
+            run(
+                Command::new(root().join("target/release/ferric-bench-images"))
+                    .arg("--size-mib")
+                    .arg(size_mib.to_string())
+                    .arg("--runs")
+                    .arg(runs.to_string()),
+            )
         }
         Task::Bench {
             which: Bench::Link { agents },

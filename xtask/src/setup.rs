@@ -1,6 +1,6 @@
 //! What a fresh machine needs before Ferric builds and its tests run: Debian packages (the
 //! libvirt headers to link against, libvirtd and QEMU for the hypervisor tier, busybox for the
-//! test guests' initramfs). Idempotent: installed packages are left alone.
+//! test guests' initramfs, qemu-img for the image tests, curl for the image benchmark). Idempotent: installed packages are left alone.
 
 use anyhow::{Context, Result, bail};
 use std::process::{Command, Stdio};
@@ -13,11 +13,12 @@ const PACKAGES: &[&str] = &[
     "libvirt-daemon-driver-qemu",
     "libvirt-clients",
     "busybox-static",
+    "curl",
 ];
 
 /// Packages taken from backports: the machine's qemu-utils comes from there, and the release's
 /// qemu-system-x86 refuses to install beside it.
-const BACKPORTS: &[&str] = &["qemu-system-x86"];
+const BACKPORTS: &[&str] = &["qemu-system-x86", "qemu-utils"];
 
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")

@@ -337,26 +337,38 @@ fn written_to_a_loop_device_old_contents_are_zeroed_and_the_disk_matches_qemu_im
     );
     assert!(backing.exists(), "a device target is never removed");
 
-    // Again with O_DIRECT, over old contents, from a raw image and from a zstd qcow2.
-    let zstd = to_qcow2(
-        d.path(),
-        &raw,
-        "img-zstd.qcow2",
-        &["-c", "-o", "compression_type=zstd"],
-    );
-    for img in [raw.clone(), zstd] {
-        std::fs::write(&dev.0, vec![0x55; 16 << 20]).unwrap();
-        let opts = ferric_images::write::WriteOptions {
-            direct: Some(true),
-            ..Default::default()
-        };
-        ferric_images::write::write_to_file_with(&img, Path::new(&dev.0), &opts, &mut |_| {})
-            .unwrap_or_else(|e| panic!("{}: {e}", img.display()));
-        assert!(
-            std::fs::read(&dev.0).unwrap() == std::fs::read(&theirs).unwrap(),
-            "{}: device content with O_DIRECT differs from qemu-img convert",
-            img.display()
-        );
+    // Every kind of image, through the page cache and with O_DIRECT, each over old contents.
+    let mut images = vec![raw.clone()];
+    for (name, opts) in [
+        ("v2.qcow2", vec!["-o", "compat=0.10"]),
+        ("v3.qcow2", vec![]),
+        ("zlib.qcow2", vec!["-c"]),
+        ("zstd.qcow2", vec!["-c", "-o", "compression_type=zstd"]),
+    ] {
+        images.push(to_qcow2(d.path(), &raw, name, &opts));
+    }
+    let wrapped = d.path().join("img.raw.zst");
+    std::fs::write(
+        &wrapped,
+        zstd::encode_all(&std::fs::read(&raw).unwrap()[..], 3).unwrap(),
+    )
+    .unwrap();
+    images.push(wrapped);
+    for img in images {
+        for direct in [false, true] {
+            std::fs::write(&dev.0, vec![0x55; 16 << 20]).unwrap();
+            let opts = ferric_images::write::WriteOptions {
+                direct: Some(direct),
+                ..Default::default()
+            };
+            ferric_images::write::write_to_file_with(&img, Path::new(&dev.0), &opts, &mut |_| {})
+                .unwrap_or_else(|e| panic!("{}: {e}", img.display()));
+            assert!(
+                std::fs::read(&dev.0).unwrap() == std::fs::read(&theirs).unwrap(),
+                "{} (direct: {direct}): device content differs from qemu-img convert",
+                img.display()
+            );
+        }
     }
 }
 

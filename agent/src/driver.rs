@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use ferric_proto::plan::{
     BootDevice, ErrorKind, GuestPowerAction, GuestSpec, PowerAction, Step, VolumeFormat,
+    VolumeImage,
 };
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -52,13 +53,14 @@ pub trait Network: Send + Sync + std::fmt::Debug {
 /// Volumes in storage pools.
 #[async_trait]
 pub trait Storage: Send + Sync + std::fmt::Debug {
-    /// A volume exists with at least `size_bytes`.
+    /// A volume exists with at least `size_bytes` (cloned from `image` when it is made).
     async fn ensure_volume(
         &self,
         pool: &str,
         name: &str,
         size_bytes: u64,
         format: VolumeFormat,
+        image: Option<&VolumeImage>,
     ) -> DriverResult;
     /// A volume is gone.
     async fn delete_volume(&self, pool: &str, name: &str) -> DriverResult;
@@ -138,9 +140,10 @@ impl Drivers {
                 name,
                 size_bytes,
                 format,
+                image,
             } => {
                 self.storage
-                    .ensure_volume(pool, name, *size_bytes, *format)
+                    .ensure_volume(pool, name, *size_bytes, *format, image.as_ref())
                     .await
             }
             Step::DeleteVolume { pool, name } => self.storage.delete_volume(pool, name).await,
@@ -319,6 +322,7 @@ impl Storage for FakeDriver {
         name: &str,
         _size: u64,
         _format: VolumeFormat,
+        _image: Option<&VolumeImage>,
     ) -> DriverResult {
         self.call("ensure_volume", format!("volume/{pool}/{name}"), Some(true))
             .await

@@ -227,6 +227,7 @@ async fn real_main() -> Result<()> {
                     cfg.uri = libvirt_uri;
                     cfg.pools = pools.into_iter().collect();
                     cfg.shutdown_grace = shutdown_grace;
+                    cfg.state_dir = cli.state_dir.clone();
                     let lv = Arc::new(Libvirt::new(cfg));
                     sampler = Arc::new(HostAndGuests {
                         host,

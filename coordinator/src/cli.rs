@@ -153,8 +153,9 @@ pub enum GuestCmd {
         /// Storage pool of the root volume on the host.
         #[arg(long, default_value = crate::guests::ROOT_POOL)]
         pool: String,
-        /// Image to clone the root disk from.
-        #[arg(long, conflicts_with = "kernel")]
+        /// Image in the store to clone the root disk from (the guest boots from that disk
+        /// unless --kernel is given).
+        #[arg(long)]
         image: Option<String>,
     },
     /// List guests with desired and observed state.
@@ -225,6 +226,10 @@ pub struct CoordinatorArgs {
     /// TCP address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:7180")]
     pub api_listen: SocketAddr,
+    /// Base URL agents fetch images from (this server's HTTP as they reach it);
+    /// `http://<api-listen>` when absent.
+    #[arg(long)]
+    pub images_url: Option<String>,
     /// Telemetry interval told to agents.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub telemetry_interval: Duration,
@@ -760,11 +765,6 @@ async fn guest_cmd(client: &Client, cmd: GuestCmd, json: bool) -> Result<()> {
             pool,
             image,
         } => {
-            if let Some(image) = image {
-                bail!(
-                    "--image {image}: creating guests from images arrives with the image store; boot a --kernel for now"
-                );
-            }
             let boot = match (kernel, initrd) {
                 (Some(kernel), Some(initrd)) => ferric_proto::plan::GuestBoot::Kernel {
                     kernel,
@@ -781,6 +781,7 @@ async fn guest_cmd(client: &Client, cmd: GuestCmd, json: bool) -> Result<()> {
                 nets,
                 boot,
                 pool,
+                image,
             };
             client.post("/v1/guests", &body).await?
         }

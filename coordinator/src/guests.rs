@@ -12,7 +12,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ferric_proto::plan::{
-    GuestBoot, GuestNic, GuestPowerAction, GuestSpec, PlanStep, Step, VolumeFormat, VolumeRef,
+    GuestBoot, GuestNic, GuestPowerAction, GuestSpec, PlanStep, Step, VolumeFormat, VolumeImage,
+    VolumeRef,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -47,6 +48,9 @@ pub struct CreateGuest {
     /// Storage pool of its root volume on the host.
     #[serde(default = "default_pool")]
     pub pool: String,
+    /// Image in the store its root volume is cloned from.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 /// Answer to a guest action.
@@ -190,15 +194,51 @@ async fn create(
     if req.disk_bytes == 0 {
         return Err(bad("field `disk_bytes` must be greater than 0"));
     }
+    let image = match &req.image {
+        None => None,
+        Some(name) => {
+            let Some(img) = s.store.image(name).await? else {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("field `image`: no image named `{name}`"),
+                ));
+            };
+            if let Some(v) = img.virtual_size
+                && v as u64 > req.disk_bytes
+            {
+                return Err(bad(format!(
+                    "field `disk_bytes`: {} bytes is smaller than image `{name}`'s disk of {v} bytes",
+                    req.disk_bytes
+                )));
+            }
+            let base = s.config.images_url.clone().unwrap_or_default();
+            Some(VolumeImage {
+                url: format!(
+                    "{}/images/sha256/{}",
+                    base.trim_end_matches('/'),
+                    img.sha256
+                ),
+                checksum: format!("sha256:{}", img.sha256),
+                format: Some(img.format),
+            })
+        }
+    };
     let steps = vec![
         (
             Step::EnsureVolume {
                 pool: req.pool.clone(),
                 name: format!("{}-root", req.name),
                 size_bytes: req.disk_bytes,
-                format: VolumeFormat::Qcow2,
+                // A clone holds raw disk bytes.
+                format: if image.is_some() {
+                    VolumeFormat::Raw
+                } else {
+                    VolumeFormat::Qcow2
+                },
+                image,
             },
-            120,
+            // Cloning writes the whole image.
+            if req.image.is_some() { 1800 } else { 120 },
         ),
         (Step::EnsureGuest(spec.clone()), 120),
         (

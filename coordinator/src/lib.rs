@@ -43,6 +43,8 @@ pub struct Config {
     pub max_frame: usize,
     /// How long a drain waits for connections to close.
     pub drain_grace: Duration,
+    /// Base URL agents fetch images from; `http://<API address>` when absent.
+    pub images_url: Option<String>,
 }
 
 impl Config {
@@ -57,6 +59,7 @@ impl Config {
             idle_timeout: Duration::from_secs(30),
             max_frame: ferric_proto::frame::DEFAULT_MAX_FRAME,
             drain_grace: Duration::from_secs(5),
+            images_url: None,
         }
     }
 }
@@ -188,6 +191,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let api = api_listener
         .local_addr()
         .map_err(|e| StartError::ApiBind(config.api_listen, e))?;
+    let mut config = config;
+    if config.images_url.is_none() {
+        config.images_url = Some(format!("http://{api}"));
+    }
     let shared = Arc::new(Shared {
         config,
         store,

@@ -39,6 +39,7 @@ async fn real_main() -> Result<()> {
     let mut config = ferric_coordinator::Config::new(args.data_dir.clone());
     config.listen = args.listen;
     config.api_listen = args.api_listen;
+    config.images_url = args.images_url.clone();
     config.telemetry_interval = args.telemetry_interval;
     config.drain_grace = args.drain_grace;
     let running = ferric_coordinator::start(config).await?;

@@ -62,6 +62,10 @@ pub enum Step {
         /// On-disk format.
         #[serde(default)]
         format: VolumeFormat,
+        /// Image to clone the volume from (written once, when the volume is made; the volume
+        /// is then raw).
+        #[serde(default)]
+        image: Option<VolumeImage>,
     },
     /// A volume is gone.
     DeleteVolume {
@@ -187,6 +191,20 @@ impl Step {
             Step::BmcBootDevice { .. } => "bmc_boot_device",
         }
     }
+}
+
+/// An image a volume is cloned from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeImage {
+    /// `http://` or `https://` URL (the coordinator's image store serves
+    /// `/images/sha256/<hex>`).
+    pub url: String,
+    /// `sha256:HEX` or `sha512:HEX` of the image file, checked before the volume is used.
+    pub checksum: String,
+    /// Declared format (`raw`, `qcow2`); content that differs is refused.
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 /// Format of a volume.
@@ -561,12 +579,30 @@ impl Plan {
                     pool,
                     name,
                     size_bytes,
-                    ..
+                    format,
+                    image,
                 } => {
                     check_name(pool).map_err(|p| field("pool", p))?;
                     check_name(name).map_err(|p| field("name", p))?;
                     if *size_bytes == 0 {
                         return Err(field("size_bytes", "must be greater than 0"));
+                    }
+                    if let Some(i) = image {
+                        if !(i.url.starts_with("http://") || i.url.starts_with("https://")) {
+                            return Err(field("image.url", "must be an http:// or https:// URL"));
+                        }
+                        if !check_checksum(&i.checksum) {
+                            return Err(field(
+                                "image.checksum",
+                                "must be sha256:HEX (64 digits) or sha512:HEX (128 digits)",
+                            ));
+                        }
+                        if *format != VolumeFormat::Raw {
+                            return Err(field(
+                                "format",
+                                "must be raw for a volume cloned from an image",
+                            ));
+                        }
                     }
                 }
                 Step::DeleteVolume { pool, name } => {
@@ -614,6 +650,18 @@ impl Plan {
         }
         Ok(())
     }
+}
+
+fn check_checksum(c: &str) -> bool {
+    let Some((algo, hex)) = c.split_once(':') else {
+        return false;
+    };
+    let want = match algo {
+        "sha256" => 64,
+        "sha512" => 128,
+        _ => return false,
+    };
+    hex.len() == want && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn check_name(s: &str) -> Result<(), &'static str> {

@@ -8,7 +8,7 @@ use ferric_proto::msg::{
 };
 use ferric_proto::plan::{
     ErrorKind, GuestBoot, GuestNic, GuestSpec, Plan, PlanStep, PowerAction, Step, StepEvent,
-    StepEventKind, VolumeFormat, VolumeRef,
+    StepEventKind, VolumeFormat, VolumeImage, VolumeRef,
 };
 use proptest::prelude::*;
 
@@ -24,18 +24,30 @@ fn step() -> impl Strategy<Value = Step> {
             proptest::option::of(any::<u16>())
         )
             .prop_map(|(name, uplink, vlan)| Step::EnsureBridge { name, uplink, vlan }),
-        (name(), name(), any::<u64>(), any::<bool>()).prop_map(|(pool, name, size_bytes, raw)| {
-            Step::EnsureVolume {
-                pool,
-                name,
-                size_bytes,
-                format: if raw {
-                    VolumeFormat::Raw
-                } else {
-                    VolumeFormat::Qcow2
-                },
-            }
-        }),
+        (
+            name(),
+            name(),
+            any::<u64>(),
+            any::<bool>(),
+            proptest::option::of((name(), "[0-9a-f]{64}"))
+        )
+            .prop_map(|(pool, name, size_bytes, raw, image)| {
+                Step::EnsureVolume {
+                    pool,
+                    name,
+                    size_bytes,
+                    format: if raw {
+                        VolumeFormat::Raw
+                    } else {
+                        VolumeFormat::Qcow2
+                    },
+                    image: image.map(|(host, hex)| VolumeImage {
+                        url: format!("http://{host}/images/sha256/{hex}"),
+                        checksum: format!("sha256:{hex}"),
+                        format: raw.then(|| "qcow2".to_owned()),
+                    }),
+                }
+            }),
         (
             name(),
             1u32..64,

@@ -1,6 +1,7 @@
 //! Real hypervisor parts for tier-4 tests: a running libvirtd (started here when it is not
 //! running) and a small guest — Debian's cloud kernel and a busybox initramfs that prints
-//! `FERRIC-GUEST-UP`, then `FERRIC-DISKS <block devices>` every second on its serial console.
+//! `FERRIC-GUEST-UP`, then `FERRIC-DISKS <block devices>` and `FERRIC-VDA <the first bytes of
+//! its first disk>` every second on its serial console.
 
 use anyhow::{Context, Result, bail};
 use std::io::Cursor;
@@ -153,6 +154,7 @@ done
 echo FERRIC-GUEST-UP
 while true; do
   echo "FERRIC-DISKS $(/bin/busybox ls /sys/block | /bin/busybox tr '\n' ' ')"
+  [ -b /dev/vda ] && echo "FERRIC-VDA $(/bin/busybox head -c 32 /dev/vda | /bin/busybox tr -cd 'A-Za-z0-9-')"
   /bin/busybox sleep 1
 done
 "#;

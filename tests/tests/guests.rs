@@ -48,6 +48,7 @@ fn guest(name: &str, vcpus: u32, memory_mib: u64, nets: &[&str]) -> CreateGuest 
         nets: nets.iter().map(|n| n.to_string()).collect(),
         boot: GuestBoot::Disk,
         pool: "fast".into(),
+        image: None,
     }
 }
 

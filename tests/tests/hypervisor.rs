@@ -19,6 +19,7 @@ use std::time::Duration;
 
 fn drivers(pool_dir: &Path, pool: &str) -> (Drivers, Arc<Libvirt>) {
     let mut cfg = LibvirtConfig::system(Accel::Tcg);
+    cfg.state_dir = pool_dir.with_extension("agent-state");
     cfg.pools.insert(pool.to_owned(), pool_dir.to_owned());
     cfg.shutdown_grace = Duration::from_secs(3);
     let lv = Arc::new(Libvirt::new(cfg));
@@ -97,7 +98,12 @@ async fn guest_lifecycle_on_real_libvirt_leaves_nothing_behind() {
     let bridge = format!("brft{}", id % 100_000);
     let guest = format!("ferric-test-{id}");
     let _leftovers = Leftovers {
-        guests: vec![guest.clone(), format!("other-{id}"), format!("placed-{id}")],
+        guests: vec![
+            guest.clone(),
+            format!("other-{id}"),
+            format!("placed-{id}"),
+            format!("cloned-{id}"),
+        ],
         pool: pool.clone(),
         bridge: bridge.clone(),
         links: vec![
@@ -413,6 +419,7 @@ steps:
                     cmdline: "console=ttyS0 panic=-1".into(),
                 },
                 pool: pool.clone(),
+                image: None,
             },
         )
         .await
@@ -496,6 +503,108 @@ steps:
     );
     let guests: Vec<GuestView> = c.get("/v1/guests").await.unwrap();
     assert!(guests.is_empty(), "{guests:?}");
+    let _ = std::fs::remove_file(&console);
+
+    // A guest whose root volume is cloned from an image in the coordinator's store: the
+    // agent streams the (compressed qcow2) image into the volume, checks its sha256, and the
+    // guest reads the image's marker from its first disk.
+    let marker = format!("FERRIC-IMAGE-{id}");
+    let img_dir = tempfile::tempdir().unwrap();
+    let raw = img_dir.path().join("marker.raw");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&raw).unwrap();
+        f.set_len(8 << 20).unwrap();
+        f.write_all_at(marker.as_bytes(), 0).unwrap();
+        f.write_all_at(b"end", (8 << 20) - 3).unwrap();
+    }
+    let qcow = img_dir.path().join("marker.qcow2");
+    let out = std::process::Command::new("qemu-img")
+        .args(["convert", "-c", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&qcow)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image_name = format!("marker-{id}");
+    let view = c
+        .upload_image(&qcow, &image_name, Some("qcow2"), None)
+        .await
+        .unwrap();
+    let cloned = format!("cloned-{id}");
+    let request = |disk_bytes: u64| CreateGuest {
+        name: cloned.clone(),
+        vcpus: 1,
+        memory_mib: 128,
+        disk_bytes,
+        nets: vec![bridge.clone()],
+        boot: ferric_proto::plan::GuestBoot::Kernel {
+            kernel: image.kernel.display().to_string(),
+            initrd: image.initrd.display().to_string(),
+            cmdline: "console=ttyS0 panic=-1".into(),
+        },
+        pool: pool.clone(),
+        image: Some(image_name.clone()),
+    };
+    // Too small a disk for the image is refused before anything is placed.
+    let err = c
+        .post::<_, GuestAction>("/v1/guests", &request(4 << 20))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("field `disk_bytes`"), "{err}");
+    let created: GuestAction = c.post("/v1/guests", &request(16 << 20)).await.unwrap();
+    let s = wait_plan_finished(&c, created.plan, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(s["plan"]["state"], "succeeded", "{s:#}");
+    let console = Path::new(CONSOLE_DIR).join(format!("{cloned}.log"));
+    wait_serial(
+        &console,
+        &[&format!("FERRIC-VDA {marker}")],
+        Duration::from_secs(90),
+    )
+    .unwrap();
+    let info = virsh(&["vol-info", "--pool", &pool, &format!("{cloned}-root")]).unwrap();
+    assert!(
+        info.contains("16.00 MiB"),
+        "the clone has the volume's size: {info}"
+    );
+    let record = pool_dir
+        .with_extension("agent-state")
+        .join("volume-images")
+        .join(&pool)
+        .join(format!("{cloned}-root"));
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap(),
+        format!("sha256:{}", view.sha256)
+    );
+    // Ensuring the same clone again changes nothing (the image is not written twice).
+    let again: PlanFile = serde_yaml_ng::from_str(&format!(
+        "steps:\n  - ensure_volume: {{ pool: {pool}, name: {cloned}-root, size_bytes: {}, format: raw, image: {{ url: 'http://{}/images/sha256/{}', checksum: 'sha256:{}' }} }}\n",
+        16 << 20,
+        coord.api,
+        view.sha256,
+        view.sha256
+    ))
+    .unwrap();
+    let p = c.apply(vec!["hv1".into()], again).await.unwrap()[0].id;
+    let s = wait_plan_finished(&c, p, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(s["events"][1]["kind"]["done"]["changed"], false, "{s:#}");
+    let del: GuestAction = c.delete(&format!("/v1/guests/{cloned}")).await.unwrap();
+    let s = wait_plan_finished(&c, del.plan, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(s["plan"]["state"], "succeeded", "{s:#}");
+    assert!(!record.exists(), "the clone's record goes with its volume");
+    let vols = virsh(&["vol-list", &pool]).unwrap();
+    assert!(!vols.contains(&cloned), "{vols}");
     let _ = std::fs::remove_file(&console);
 
     // Tear down through Ferric.

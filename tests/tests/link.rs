@@ -24,6 +24,7 @@ fn volumes_plan(n: usize) -> PlanFile {
                     name: format!("v{i}"),
                     size_bytes: 1 << 20,
                     format: Default::default(),
+                    image: None,
                 },
                 key: None,
                 timeout: Some("30s".into()),

@@ -10,7 +10,9 @@ use crate::driver::{Compute, DriverError, DriverResult, Storage};
 use crate::telemetry::GuestStats;
 use async_trait::async_trait;
 use ferric_proto::msg::GuestSample;
-use ferric_proto::plan::{ErrorKind, GuestBoot, GuestPowerAction, GuestSpec, VolumeFormat};
+use ferric_proto::plan::{
+    ErrorKind, GuestBoot, GuestPowerAction, GuestSpec, VolumeFormat, VolumeImage,
+};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -74,6 +76,9 @@ pub struct LibvirtConfig {
     pub meminfo: PathBuf,
     /// `/sys/class/net` (injected for tests).
     pub sys_class_net: PathBuf,
+    /// Where the agent keeps its state: records of volumes cloned from images live under
+    /// `volume-images/`.
+    pub state_dir: PathBuf,
 }
 
 impl LibvirtConfig {
@@ -86,6 +91,7 @@ impl LibvirtConfig {
             shutdown_grace: Duration::from_secs(60),
             meminfo: "/proc/meminfo".into(),
             sys_class_net: "/sys/class/net".into(),
+            state_dir: "/var/lib/ferric-agent".into(),
         }
     }
 }
@@ -492,6 +498,142 @@ impl Libvirt {
     }
 }
 
+/// What the agent knows of a volume cloned from an image: `<name>.writing` while the clone
+/// runs, `<name>` holding the image's checksum once it is complete.
+struct CloneRecord {
+    done: PathBuf,
+    writing: PathBuf,
+}
+
+enum CloneState {
+    /// Cloned from this image.
+    Done,
+    /// A clone started and did not finish.
+    Interrupted,
+    /// Not cloned by Ferric (or from another image).
+    None,
+}
+
+impl CloneRecord {
+    fn new(cfg: &LibvirtConfig, pool: &str, name: &str) -> CloneRecord {
+        let dir = cfg.state_dir.join("volume-images").join(pool);
+        CloneRecord {
+            done: dir.join(name),
+            writing: dir.join(format!("{name}.writing")),
+        }
+    }
+
+    fn state(&self, checksum: &str) -> CloneState {
+        if std::fs::read_to_string(&self.done).is_ok_and(|c| c.trim() == checksum) {
+            CloneState::Done
+        } else if self.writing.exists() {
+            CloneState::Interrupted
+        } else {
+            CloneState::None
+        }
+    }
+
+    fn clear(&self) {
+        let _ = std::fs::remove_file(&self.done);
+        let _ = std::fs::remove_file(&self.writing);
+    }
+}
+
+fn image_err(img: &VolumeImage, e: ferric_images::inspect::ImageError) -> DriverError {
+    use ferric_images::inspect::ImageError as E;
+    let kind = match e {
+        E::Io(_) => ErrorKind::Io,
+        _ => ErrorKind::InvalidSpec,
+    };
+    err(kind, format!("image {}: {e}", img.url))
+}
+
+/// Writes `img` into the volume file at `path` (the disk, then grown to `size_bytes`), checked
+/// against its checksum before the volume counts as cloned.
+fn clone_image(
+    path: &str,
+    img: &VolumeImage,
+    size_bytes: u64,
+    record: &CloneRecord,
+) -> Result<(), DriverError> {
+    use ferric_images::source::{Algo, ImageSource, SourceReader};
+    let io = |what: &str, e: std::io::Error| err(ErrorKind::Io, format!("{what}: {e}"));
+    if let Some(dir) = record.writing.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io(&format!("create {}", dir.display()), e))?;
+    }
+    std::fs::write(&record.writing, &img.checksum)
+        .map_err(|e| io(&format!("write {}", record.writing.display()), e))?;
+    let _ = std::fs::remove_file(&record.done);
+    let declared = match img.format.as_deref() {
+        None => None,
+        Some(f) => Some(ferric_images::inspect::Format::parse(f).ok_or_else(|| {
+            err(
+                ErrorKind::InvalidSpec,
+                format!("field `image.format`: unknown image format `{f}`"),
+            )
+        })?),
+    };
+    let expected = Algo::parse_checksum(&img.checksum).ok_or_else(|| {
+        err(
+            ErrorKind::InvalidSpec,
+            "field `image.checksum` must be sha256:HEX or sha512:HEX",
+        )
+    })?;
+    let mut source = ImageSource::parse(&img.url).open().map_err(|e| {
+        err(
+            ErrorKind::Unreachable,
+            format!("image {}: cannot be fetched: {e}", img.url),
+        )
+    })?;
+    // The disk must fit the volume before a byte is written.
+    let inspection = ferric_images::inspect::inspect(&mut SourceReader::new(&mut *source))
+        .map_err(|e| image_err(img, e))?;
+    if let Some(v) = inspection.virtual_size
+        && v > size_bytes
+    {
+        return Err(err(
+            ErrorKind::InvalidSpec,
+            format!(
+                "field `size_bytes`: the volume would be {size_bytes} bytes but the disk in {} is {v}",
+                img.url
+            ),
+        ));
+    }
+    let opts = ferric_images::write::WriteOptions {
+        declared,
+        expected: Some(expected),
+        direct: None,
+    };
+    let report = ferric_images::write::write_from(
+        &mut *source,
+        std::path::Path::new(path),
+        &opts,
+        &mut |_| {},
+    )
+    .map_err(|e| image_err(img, e))?;
+    if report.virtual_size > size_bytes {
+        return Err(err(
+            ErrorKind::InvalidSpec,
+            format!(
+                "field `size_bytes`: the volume is {size_bytes} bytes but the disk in {} is {}",
+                img.url, report.virtual_size
+            ),
+        ));
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| io(&format!("open {path}"), e))?;
+    f.set_len(size_bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io(&format!("grow {path}"), e))?;
+    std::fs::write(&record.done, &img.checksum)
+        .map_err(|e| io(&format!("write {}", record.done.display()), e))?;
+    let _ = std::fs::remove_file(&record.writing);
+    tracing::info!(volume = %path, image = %img.url, written = report.written, resumes = report.resumes, "volume cloned from image");
+    Ok(())
+}
+
 #[async_trait]
 impl Storage for Libvirt {
     async fn ensure_volume(
@@ -500,13 +642,35 @@ impl Storage for Libvirt {
         name: &str,
         size_bytes: u64,
         format: VolumeFormat,
+        image: Option<&VolumeImage>,
     ) -> DriverResult {
-        let (pool, name) = (pool.to_owned(), name.to_owned());
+        let (pool, name, image) = (pool.to_owned(), name.to_owned(), image.cloned());
         self.blocking("ensure_volume", move |conn, cfg| {
             let p = Self::pool(conn, cfg, &pool, true)?;
             let _ = p.refresh(0);
+            let record = CloneRecord::new(cfg, &pool, &name);
             match StorageVol::lookup_by_name(&p, &name) {
                 Ok(vol) => {
+                    if let Some(img) = &image {
+                        match record.state(&img.checksum) {
+                            CloneState::Done => {}
+                            CloneState::Interrupted => {
+                                // A clone cut short (agent stopped, link broke): write it again.
+                                let path = vol.get_path().map_err(|e| virt_err("volume path", &e))?;
+                                clone_image(&path, img, size_bytes, &record)?;
+                                return Ok(true);
+                            }
+                            CloneState::None => {
+                                return Err(err(
+                                    ErrorKind::Conflict,
+                                    format!(
+                                        "volume `{pool}/{name}` exists and was not cloned from {}; delete it first",
+                                        img.url
+                                    ),
+                                ));
+                            }
+                        }
+                    }
                     let info = vol.get_info().map_err(|e| virt_err("volume info", &e))?;
                     if info.capacity >= size_bytes {
                         return Ok(false);
@@ -515,12 +679,23 @@ impl Storage for Libvirt {
                     Ok(true)
                 }
                 Err(e) if is(&e, ErrorNumber::NoStorageVolume) => {
+                    // A clone is written as raw disk bytes: its volume is raw.
+                    let format = if image.is_some() { VolumeFormat::Raw } else { format };
                     let xml = format!(
                         "<volume><name>{}</name><capacity unit='bytes'>{size_bytes}</capacity><target><format type='{}'/></target></volume>",
                         xml_escape(&name),
                         format.as_str()
                     );
-                    StorageVol::create_xml(&p, &xml, 0).map_err(|e| virt_err(&format!("create volume `{pool}/{name}`"), &e))?;
+                    let vol = StorageVol::create_xml(&p, &xml, 0).map_err(|e| virt_err(&format!("create volume `{pool}/{name}`"), &e))?;
+                    if let Some(img) = &image {
+                        let path = vol.get_path().map_err(|e| virt_err("volume path", &e))?;
+                        if let Err(e) = clone_image(&path, img, size_bytes, &record) {
+                            // Nothing half-made stays behind; a retry starts afresh.
+                            let _ = vol.delete(0);
+                            record.clear();
+                            return Err(e);
+                        }
+                    }
                     Ok(true)
                 }
                 Err(e) => Err(virt_err(&format!("look up volume `{pool}/{name}`"), &e)),
@@ -536,6 +711,7 @@ impl Storage for Libvirt {
                 Ok(vol) => {
                     vol.delete(0)
                         .map_err(|e| virt_err(&format!("delete volume `{pool}/{name}`"), &e))?;
+                    CloneRecord::new(cfg, &pool, &name).clear();
                     Ok(true)
                 }
                 Err(e) if e.kind == ErrorKind::NotFound => Ok(false),

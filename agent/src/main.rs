@@ -56,6 +56,15 @@ enum AccelArg {
     Tcg,
 }
 
+fn parse_lvm_pool(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, vg)) if !name.is_empty() && !vg.is_empty() && !vg.contains('/') => {
+            Ok((name.to_owned(), vg.to_owned()))
+        }
+        _ => Err(format!("`{s}` is not NAME=VOLUME_GROUP")),
+    }
+}
+
 fn parse_pool(s: &str) -> Result<(String, PathBuf), String> {
     let (name, dir) = s
         .split_once('=')
@@ -102,6 +111,10 @@ enum Cmd {
         /// A directory storage pool the agent may create, `NAME=/DIR` (repeat).
         #[arg(long = "pool", value_parser = parse_pool, default_value = "default=/var/lib/ferric/pools/default")]
         pools: Vec<(String, PathBuf)>,
+        /// LVM storage pool the agent may define over an existing volume group: NAME=VG
+        /// (repeat for several; needs device-mapper). Its volumes are raw block devices.
+        #[arg(long = "lvm-pool", value_parser = parse_lvm_pool)]
+        lvm_pools: Vec<(String, String)>,
         /// Accelerator for guests.
         #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
         accel: AccelArg,
@@ -197,6 +210,7 @@ async fn real_main() -> Result<()> {
             driver,
             libvirt_uri,
             pools,
+            lvm_pools,
             accel,
             shutdown_grace,
             fake_step_delay,
@@ -226,6 +240,7 @@ async fn real_main() -> Result<()> {
                     let mut cfg = LibvirtConfig::system(accel);
                     cfg.uri = libvirt_uri;
                     cfg.pools = pools.into_iter().collect();
+                    cfg.lvm_pools = lvm_pools.into_iter().collect();
                     cfg.shutdown_grace = shutdown_grace;
                     cfg.state_dir = cli.state_dir.clone();
                     let lv = Arc::new(Libvirt::new(cfg));

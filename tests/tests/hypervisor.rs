@@ -20,6 +20,8 @@ use std::time::Duration;
 fn drivers(pool_dir: &Path, pool: &str) -> (Drivers, Arc<Libvirt>) {
     let mut cfg = LibvirtConfig::system(Accel::Tcg);
     cfg.state_dir = pool_dir.with_extension("agent-state");
+    cfg.lvm_pools
+        .insert("ferric-lvm-test".into(), "ferric-vg-absent".into());
     cfg.pools.insert(pool.to_owned(), pool_dir.to_owned());
     cfg.shutdown_grace = Duration::from_secs(3);
     let lv = Arc::new(Libvirt::new(cfg));
@@ -376,6 +378,36 @@ steps:
                 assert_eq!(done["changed"], false, "a second run changes nothing: {e}");
             }
         }
+    }
+
+    // An LVM pool: on a kernel without device-mapper (this one) the step says so; elsewhere
+    // libvirt names the volume group that does not exist. Nothing is defined either way.
+    let lvm: PlanFile = serde_yaml_ng::from_str(
+        "steps:\n  - ensure_volume: { pool: ferric-lvm-test, name: v, size_bytes: 1048576 }\n",
+    )
+    .unwrap();
+    let p = c.apply(vec!["hv1".into()], lvm).await.unwrap()[0].id;
+    let s = wait_plan_finished(&c, p, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let failed = &s["events"][1]["kind"]["failed"];
+    let msg = failed["message"].as_str().unwrap_or_default();
+    if std::fs::read_to_string("/proc/devices")
+        .unwrap()
+        .contains("device-mapper")
+    {
+        assert!(msg.contains("ferric-vg-absent"), "{s:#}");
+        let _ = virsh(&["pool-undefine", "ferric-lvm-test"]);
+    } else {
+        assert_eq!(failed["kind"], "unsupported", "{s:#}");
+        assert!(
+            msg.contains("volume group `ferric-vg-absent`, but this kernel has no device-mapper"),
+            "{s:#}"
+        );
+        assert!(
+            virsh(&["pool-info", "ferric-lvm-test"]).is_err(),
+            "no pool defined"
+        );
     }
 
     // A spec that cannot work is refused before anything is touched, naming the field.

@@ -68,6 +68,8 @@ pub struct LibvirtConfig {
     pub uri: String,
     /// Directory pools the agent may create: name → directory.
     pub pools: BTreeMap<String, PathBuf>,
+    /// LVM pools the agent may define: name → an existing volume group (needs device-mapper).
+    pub lvm_pools: BTreeMap<String, String>,
     /// Accelerator for guests.
     pub accel: Accel,
     /// How long an ACPI shutdown may take before the guest is destroyed.
@@ -87,6 +89,7 @@ impl LibvirtConfig {
         Self {
             uri: "qemu:///system".into(),
             pools: BTreeMap::new(),
+            lvm_pools: BTreeMap::new(),
             accel,
             shutdown_grace: Duration::from_secs(60),
             meminfo: "/proc/meminfo".into(),
@@ -267,12 +270,7 @@ pub fn domain_xml(spec: &GuestSpec, accel: Accel, disks: &[(String, String)]) ->
     let _ = writeln!(x, "  <devices>");
     for (i, (path, format)) in disks.iter().enumerate() {
         let dev = format!("vd{}", (b'a' + i as u8) as char);
-        let _ = writeln!(
-            x,
-            "    <disk type='file' device='disk'><driver name='qemu' type='{}'/><source file='{}'/><target dev='{dev}' bus='virtio'/></disk>",
-            e(format),
-            e(path)
-        );
+        let _ = writeln!(x, "    {}", disk_xml(path, format, &dev));
     }
     for (i, nic) in spec.nics.iter().enumerate() {
         let mac = nic
@@ -309,12 +307,50 @@ fn disk_element<'a>(domain_xml: &'a str, path: &str) -> Option<&'a str> {
     while let Some(start) = rest.find("<disk ") {
         let end = rest[start..].find("</disk>")? + start + "</disk>".len();
         let el = &rest[start..end];
-        if el.contains(&format!("file='{path}'")) || el.contains(&format!("file=\"{path}\"")) {
+        let matches = |attr: &str| {
+            el.contains(&format!("{attr}='{path}'")) || el.contains(&format!("{attr}=\"{path}\""))
+        };
+        // A file (dir pools) or a block device (LVM pools).
+        if matches("file") || matches("dev") && el.contains("type='block'") {
             return Some(el);
         }
         rest = &rest[end..];
     }
     None
+}
+
+/// A guest disk: a block device (an LVM volume) or a file.
+fn disk_xml(path: &str, format: &str, dev: &str) -> String {
+    let e = xml_escape;
+    if path.starts_with("/dev/") {
+        format!(
+            "<disk type='block' device='disk'><driver name='qemu' type='raw' cache='none' io='native'/><source dev='{}'/><target dev='{}' bus='virtio'/></disk>",
+            e(path),
+            e(dev)
+        )
+    } else {
+        format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='{}'/><source file='{}'/><target dev='{}' bus='virtio'/></disk>",
+            e(format),
+            e(path),
+            e(dev)
+        )
+    }
+}
+
+/// Libvirt's definition of an LVM pool over an existing volume group.
+pub fn lvm_pool_xml(name: &str, vg: &str) -> String {
+    format!(
+        "<pool type='logical'><name>{}</name><source><name>{}</name><format type='lvm2'/></source><target><path>/dev/{}</path></target></pool>",
+        xml_escape(name),
+        xml_escape(vg),
+        xml_escape(vg)
+    )
+}
+
+/// Whether the kernel has device-mapper (LVM needs it).
+fn device_mapper() -> bool {
+    std::fs::read_to_string("/proc/devices").is_ok_and(|d| d.contains("device-mapper"))
 }
 
 fn vol_format(vol: &StorageVol) -> String {
@@ -370,6 +406,29 @@ impl Libvirt {
     ) -> Result<StoragePool, DriverError> {
         let pool = match StoragePool::lookup_by_name(conn, name) {
             Ok(p) => p,
+            Err(e)
+                if is(&e, ErrorNumber::NoStoragePool)
+                    && create
+                    && cfg.lvm_pools.contains_key(name) =>
+            {
+                let vg = &cfg.lvm_pools[name];
+                if !device_mapper() {
+                    return Err(err(
+                        ErrorKind::Unsupported,
+                        format!(
+                            "storage pool `{name}` is LVM volume group `{vg}`, but this kernel has no device-mapper"
+                        ),
+                    ));
+                }
+                let p = StoragePool::define_xml(conn, &lvm_pool_xml(name, vg), 0).map_err(|e| {
+                    virt_err(
+                        &format!("define LVM pool `{name}` on volume group `{vg}`"),
+                        &e,
+                    )
+                })?;
+                let _ = p.set_autostart(true);
+                p
+            }
             Err(e) if is(&e, ErrorNumber::NoStoragePool) => {
                 let Some(dir) = cfg.pools.get(name).filter(|_| create) else {
                     return Err(err(
@@ -679,13 +738,22 @@ impl Storage for Libvirt {
                     Ok(true)
                 }
                 Err(e) if is(&e, ErrorNumber::NoStorageVolume) => {
-                    // A clone is written as raw disk bytes: its volume is raw.
-                    let format = if image.is_some() { VolumeFormat::Raw } else { format };
-                    let xml = format!(
-                        "<volume><name>{}</name><capacity unit='bytes'>{size_bytes}</capacity><target><format type='{}'/></target></volume>",
-                        xml_escape(&name),
-                        format.as_str()
-                    );
+                    // A clone is written as raw disk bytes: its volume is raw. An LVM volume is
+                    // a raw block device whatever was asked.
+                    let logical = p.get_xml_desc(0).is_ok_and(|x| x.contains("type='logical'"));
+                    let format = if image.is_some() || logical { VolumeFormat::Raw } else { format };
+                    let xml = if logical {
+                        format!(
+                            "<volume><name>{}</name><capacity unit='bytes'>{size_bytes}</capacity></volume>",
+                            xml_escape(&name)
+                        )
+                    } else {
+                        format!(
+                            "<volume><name>{}</name><capacity unit='bytes'>{size_bytes}</capacity><target><format type='{}'/></target></volume>",
+                            xml_escape(&name),
+                            format.as_str()
+                        )
+                    };
                     let vol = StorageVol::create_xml(&p, &xml, 0).map_err(|e| virt_err(&format!("create volume `{pool}/{name}`"), &e))?;
                     if let Some(img) = &image {
                         let path = vol.get_path().map_err(|e| virt_err("volume path", &e))?;
@@ -848,8 +916,12 @@ impl Compute for Libvirt {
             target.to_owned(),
         );
         self.blocking("attach_volume", move |conn, cfg| {
-            let d = Self::domain(conn, &guest)?
-                .ok_or_else(|| err(ErrorKind::NotFound, format!("guest `{guest}` does not exist")))?;
+            let d = Self::domain(conn, &guest)?.ok_or_else(|| {
+                err(
+                    ErrorKind::NotFound,
+                    format!("guest `{guest}` does not exist"),
+                )
+            })?;
             let vol = Self::volume(conn, cfg, &pool, &volume)?;
             let path = vol.get_path().map_err(|e| virt_err("volume path", &e))?;
             let xml = d.get_xml_desc(0).map_err(|e| virt_err("guest XML", &e))?;
@@ -857,19 +929,18 @@ impl Compute for Libvirt {
                 return Ok(false);
             }
             if xml.contains(&format!("dev='{target}'")) {
-                return Err(err(ErrorKind::Conflict, format!("guest `{guest}` already has a disk `{target}`")));
+                return Err(err(
+                    ErrorKind::Conflict,
+                    format!("guest `{guest}` already has a disk `{target}`"),
+                ));
             }
-            let disk = format!(
-                "<disk type='file' device='disk'><driver name='qemu' type='{}'/><source file='{}'/><target dev='{}' bus='virtio'/></disk>",
-                xml_escape(&vol_format(&vol)),
-                xml_escape(&path),
-                xml_escape(&target)
-            );
+            let disk = disk_xml(&path, &vol_format(&vol), &target);
             let mut flags = sys::VIR_DOMAIN_AFFECT_CONFIG;
             if d.is_active().unwrap_or(false) {
                 flags |= sys::VIR_DOMAIN_AFFECT_LIVE;
             }
-            d.attach_device_flags(&disk, flags).map_err(|e| virt_err(&format!("attach `{pool}/{volume}` to `{guest}`"), &e))?;
+            d.attach_device_flags(&disk, flags)
+                .map_err(|e| virt_err(&format!("attach `{pool}/{volume}` to `{guest}`"), &e))?;
             Ok(true)
         })
         .await
@@ -904,6 +975,31 @@ impl Compute for Libvirt {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn lvm_pools_and_block_disks_are_described_for_libvirt() {
+        assert_eq!(
+            lvm_pool_xml("fast", "vg0"),
+            "<pool type='logical'><name>fast</name><source><name>vg0</name><format type='lvm2'/></source><target><path>/dev/vg0</path></target></pool>"
+        );
+        let block = disk_xml("/dev/vg0/web-root", "raw", "vda");
+        assert!(block.starts_with("<disk type='block'"), "{block}");
+        assert!(
+            block.contains("<source dev='/dev/vg0/web-root'/>"),
+            "{block}"
+        );
+        let file = disk_xml("/pools/a/web-root", "qcow2", "vdb");
+        assert!(
+            file.contains("type='qcow2'") && file.contains("<source file='/pools/a/web-root'/>")
+        );
+        // Detach finds either kind by its path.
+        let dom = format!("<devices>{file}{block}</devices>");
+        assert_eq!(
+            disk_element(&dom, "/dev/vg0/web-root"),
+            Some(block.as_str())
+        );
+        assert_eq!(disk_element(&dom, "/pools/a/web-root"), Some(file.as_str()));
+    }
     use super::*;
     use ferric_proto::plan::{GuestNic, VolumeRef};
 

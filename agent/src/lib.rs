@@ -6,6 +6,7 @@
 //! ([`driver`], [`executor`]) and streams host telemetry ([`telemetry`]).
 #![forbid(unsafe_code)]
 
+pub mod bmc;
 pub mod driver;
 pub mod enroll;
 pub mod executor;

@@ -7,6 +7,7 @@
 //! The lab harness (virtual bare metal with emulated BMCs) joins this crate with the lab issue.
 #![forbid(unsafe_code)]
 
+pub mod bmc;
 pub mod hv;
 
 use anyhow::{Context, Result, bail};

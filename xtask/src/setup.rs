@@ -1,6 +1,6 @@
 //! What a fresh machine needs before Ferric builds and its tests run: Debian packages (the
 //! libvirt headers to link against, libvirtd and QEMU for the hypervisor tier, busybox for the
-//! test guests' initramfs, qemu-img for the image tests, curl for the image benchmark). Idempotent: installed packages are left alone.
+//! test guests' initramfs, qemu-img for the image tests, curl for the image benchmark, OpenIPMI's ipmi_sim and ipmitool for the BMC tests). Idempotent: installed packages are left alone.
 
 use anyhow::{Context, Result, bail};
 use std::process::{Command, Stdio};
@@ -14,6 +14,8 @@ const PACKAGES: &[&str] = &[
     "libvirt-clients",
     "busybox-static",
     "curl",
+    "openipmi",
+    "ipmitool",
 ];
 
 /// Packages taken from backports: the machine's qemu-utils comes from there, and the release's

@@ -1,0 +1,582 @@
+//! The IPMI-over-LAN client: sessions per BMC, retries, and the chassis, boot, device and SEL
+//! commands Ferric needs (built on `ipmi-rs`' RMCP+ session with Ferric's own command
+//! encodings, from the IPMI 2.0 specification).
+
+use super::{BmcError, BmcErrorKind, BmcTarget};
+use ferric_proto::plan::{BootDevice, PowerAction};
+use ipmi_rs::connection::{CompletionErrorCode, IpmiCommand, Message, NetFn};
+use ipmi_rs::rmcp::{ActivationError, Rmcp, V2_0ActivationError};
+use ipmi_rs::{Ipmi, IpmiError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How hard the client tries.
+#[derive(Debug, Clone, Copy)]
+pub struct IpmiOptions {
+    /// Wait for one answer before sending again.
+    pub exchange_timeout: Duration,
+    /// Give up on an operation after this long.
+    pub deadline: Duration,
+    /// Least time between two operations on one BMC (BMCs are small computers).
+    pub min_interval: Duration,
+}
+
+impl Default for IpmiOptions {
+    fn default() -> Self {
+        IpmiOptions {
+            exchange_timeout: Duration::from_millis(400),
+            deadline: Duration::from_secs(30),
+            min_interval: Duration::from_millis(10),
+        }
+    }
+}
+
+/// A raw IPMI request: netfn, command, data; the answer's data (after the completion code).
+struct Raw {
+    netfn: NetFn,
+    cmd: u8,
+    data: Vec<u8>,
+}
+
+impl From<Raw> for Message {
+    fn from(r: Raw) -> Message {
+        Message::new_request(r.netfn, r.cmd, r.data)
+    }
+}
+
+impl IpmiCommand for Raw {
+    type Output = Vec<u8>;
+    type Error = std::convert::Infallible;
+
+    fn parse_success_response(data: &[u8]) -> Result<Vec<u8>, Self::Error> {
+        Ok(data.to_vec())
+    }
+}
+
+/// One BMC's session, and the relay under it.
+struct Conn {
+    ipmi: Option<Ipmi<Rmcp>>,
+    relay: Option<super::relay::Relay>,
+    last: Option<Instant>,
+}
+
+/// A BMC's session behind the lock that keeps one operation in flight.
+type Slot = Arc<tokio::sync::Mutex<Option<Conn>>>;
+
+/// The client: sessions by BMC address, one operation at a time per BMC.
+#[derive(Clone, Default)]
+pub struct IpmiClient {
+    opts: IpmiOptions,
+    conns: Arc<Mutex<HashMap<String, Slot>>>,
+}
+
+impl std::fmt::Debug for IpmiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpmiClient")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What Get Device ID says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceId {
+    /// Device id.
+    pub device_id: u8,
+    /// Device revision.
+    pub revision: u8,
+    /// Firmware `major.minor`.
+    pub firmware: String,
+    /// IPMI version, `2.0`.
+    pub ipmi_version: String,
+    /// IANA manufacturer id.
+    pub manufacturer: u32,
+    /// Product id.
+    pub product: u16,
+}
+
+/// What Get Chassis Status says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ChassisStatus {
+    /// System power is on.
+    pub power_on: bool,
+    /// A power overload or fault.
+    pub fault: bool,
+}
+
+/// The next boot device as the BMC reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct BootSetting {
+    /// Device selected (None: no override).
+    pub device: Option<BootDevice>,
+    /// For all future boots.
+    pub persistent: bool,
+    /// UEFI.
+    pub uefi: bool,
+}
+
+/// What Get SEL Info says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SelInfo {
+    /// Entries in the log.
+    pub entries: u16,
+    /// Free bytes.
+    pub free_bytes: u16,
+}
+
+fn fail(t: &BmcTarget, kind: BmcErrorKind, message: impl Into<String>) -> BmcError {
+    BmcError {
+        kind,
+        bmc: t.addr(),
+        message: message.into(),
+    }
+}
+
+/// Whether an activation failure means the credentials were refused.
+fn auth_refused(e: &ActivationError) -> bool {
+    matches!(
+        e,
+        ActivationError::V2_0(
+            V2_0ActivationError::RakpMessage2Parse(_)
+                | V2_0ActivationError::RakpMessage2Validate(_)
+                | V2_0ActivationError::RakpMessage4Parse(_)
+                | V2_0ActivationError::RakpMessage4Validate(_)
+                | V2_0ActivationError::RakpMessage4InvalidIntegrityCheckValue
+                | V2_0ActivationError::ServerAuthenticationFailed
+        )
+    )
+}
+
+fn completion(cc: CompletionErrorCode) -> (BmcErrorKind, String) {
+    match cc {
+        CompletionErrorCode::InsufficientPrivilege => (
+            BmcErrorKind::InsufficientPrivilege,
+            "the user's privilege level does not allow this command".into(),
+        ),
+        CompletionErrorCode::InvalidCommand | CompletionErrorCode::InvalidCommandForLun => (
+            BmcErrorKind::Unsupported,
+            "the BMC does not support this command".into(),
+        ),
+        CompletionErrorCode::ParameterOutOfRange
+        | CompletionErrorCode::InvalidDataFieldInRequest => (
+            BmcErrorKind::Unsupported,
+            format!("the BMC does not support this setting ({cc:?})"),
+        ),
+        other => (
+            BmcErrorKind::Failed,
+            format!("the BMC answered with completion code {other:?}"),
+        ),
+    }
+}
+
+impl IpmiClient {
+    /// A client with these options.
+    pub fn new(opts: IpmiOptions) -> IpmiClient {
+        IpmiClient {
+            opts,
+            conns: Arc::default(),
+        }
+    }
+
+    /// Sends one command to the BMC and returns the answer's data.
+    pub async fn raw(
+        &self,
+        t: &BmcTarget,
+        netfn: NetFn,
+        cmd: u8,
+        data: Vec<u8>,
+    ) -> Result<Vec<u8>, BmcError> {
+        let slot = {
+            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            conns.entry(t.addr()).or_default().clone()
+        };
+        // One operation in flight per BMC.
+        let mut guard = slot.lock().await;
+        let conn = guard.take().unwrap_or(Conn {
+            ipmi: None,
+            relay: None,
+            last: None,
+        });
+        let (t2, opts) = (t.clone(), self.opts);
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let mut conn = conn;
+            let r = exchange(&mut conn, &t2, &opts, netfn, cmd, data);
+            (conn, r)
+        })
+        .await
+        .map_err(|e| {
+            fail(
+                t,
+                BmcErrorKind::Failed,
+                format!("the IPMI task failed: {e}"),
+            )
+        })?;
+        *guard = Some(conn);
+        result
+    }
+
+    /// Drops every session (the BMCs time them out; ipmi-rs has no Close Session).
+    pub async fn close_all(&self) {
+        let slots: Vec<_> = {
+            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            conns.drain().map(|(_, v)| v).collect()
+        };
+        for s in slots {
+            s.lock().await.take();
+        }
+    }
+
+    /// Chassis power and faults.
+    pub async fn chassis_status(&self, t: &BmcTarget) -> Result<ChassisStatus, BmcError> {
+        let d = self.raw(t, NetFn::Chassis, 0x01, vec![]).await?;
+        let b = *d
+            .first()
+            .ok_or_else(|| fail(t, BmcErrorKind::Failed, "empty chassis status"))?;
+        Ok(ChassisStatus {
+            power_on: b & 0x01 != 0,
+            fault: b & 0x0e != 0,
+        })
+    }
+
+    /// Power on, off, cycle, reset or soft (ACPI) off.
+    pub async fn power(&self, t: &BmcTarget, action: PowerAction) -> Result<(), BmcError> {
+        let code = match action {
+            PowerAction::Off => 0x00,
+            PowerAction::On => 0x01,
+            PowerAction::Cycle => 0x02,
+            PowerAction::Reset => 0x03,
+            PowerAction::Soft => 0x05,
+        };
+        self.raw(t, NetFn::Chassis, 0x02, vec![code]).await?;
+        Ok(())
+    }
+
+    /// The next boot device (once or persistent, legacy or UEFI).
+    pub async fn set_boot_device(
+        &self,
+        t: &BmcTarget,
+        device: BootDevice,
+        persistent: bool,
+        uefi: bool,
+    ) -> Result<(), BmcError> {
+        let mut b1 = 0x80; // valid
+        if persistent {
+            b1 |= 0x40;
+        }
+        if uefi {
+            b1 |= 0x20;
+        }
+        let selector = match device {
+            BootDevice::Pxe => 0x1,
+            BootDevice::Disk => 0x2,
+            BootDevice::Cdrom => 0x5,
+            BootDevice::Bios => 0x6,
+        };
+        // Set System Boot Options, parameter 5 (boot flags).
+        self.raw(
+            t,
+            NetFn::Chassis,
+            0x08,
+            vec![0x05, b1, selector << 2, 0, 0, 0],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The boot flags as stored by the BMC.
+    pub async fn boot_device(&self, t: &BmcTarget) -> Result<BootSetting, BmcError> {
+        let d = self
+            .raw(t, NetFn::Chassis, 0x09, vec![0x05, 0x00, 0x00])
+            .await?;
+        if d.len() < 4 {
+            return Err(fail(t, BmcErrorKind::Failed, "short boot options answer"));
+        }
+        let (b1, b2) = (d[2], d[3]);
+        let device = match (b2 >> 2) & 0x0f {
+            0x1 => Some(BootDevice::Pxe),
+            0x2 => Some(BootDevice::Disk),
+            0x5 => Some(BootDevice::Cdrom),
+            0x6 => Some(BootDevice::Bios),
+            _ => None,
+        };
+        Ok(BootSetting {
+            device,
+            persistent: b1 & 0x40 != 0,
+            uefi: b1 & 0x20 != 0,
+        })
+    }
+
+    /// Get Device ID.
+    pub async fn device_id(&self, t: &BmcTarget) -> Result<DeviceId, BmcError> {
+        let d = self.raw(t, NetFn::App, 0x01, vec![]).await?;
+        if d.len() < 11 {
+            return Err(fail(t, BmcErrorKind::Failed, "short device id answer"));
+        }
+        Ok(DeviceId {
+            device_id: d[0],
+            revision: d[1] & 0x0f,
+            firmware: format!("{}.{:02x}", d[2] & 0x7f, d[3]),
+            ipmi_version: format!("{}.{}", d[4] & 0x0f, d[4] >> 4),
+            manufacturer: u32::from_le_bytes([d[6], d[7], d[8], 0]),
+            product: u16::from_le_bytes([d[9], d[10]]),
+        })
+    }
+
+    /// Get SEL Info.
+    pub async fn sel_info(&self, t: &BmcTarget) -> Result<SelInfo, BmcError> {
+        let d = self.raw(t, NetFn::Storage, 0x40, vec![]).await?;
+        if d.len() < 5 {
+            return Err(fail(t, BmcErrorKind::Failed, "short SEL info answer"));
+        }
+        Ok(SelInfo {
+            entries: u16::from_le_bytes([d[1], d[2]]),
+            free_bytes: u16::from_le_bytes([d[3], d[4]]),
+        })
+    }
+
+    /// Reads every SEL entry (16 bytes each, as stored).
+    pub async fn sel_entries(&self, t: &BmcTarget) -> Result<Vec<[u8; 16]>, BmcError> {
+        let mut out = Vec::new();
+        let mut id = 0u16;
+        loop {
+            let [lo, hi] = id.to_le_bytes();
+            let d = match self
+                .raw(t, NetFn::Storage, 0x43, vec![0, 0, lo, hi, 0, 0xff])
+                .await
+            {
+                Ok(d) => d,
+                // An empty log answers "not present" for the first record.
+                Err(e) if id == 0 && e.kind == BmcErrorKind::Failed => return Ok(out),
+                Err(e) => return Err(e),
+            };
+            if d.len() < 18 {
+                return Err(fail(t, BmcErrorKind::Failed, "short SEL entry"));
+            }
+            let mut rec = [0u8; 16];
+            rec.copy_from_slice(&d[2..18]);
+            out.push(rec);
+            id = u16::from_le_bytes([d[0], d[1]]);
+            if id == 0xffff || out.len() > 4096 {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Clears the SEL (reserve, then clear).
+    pub async fn sel_clear(&self, t: &BmcTarget) -> Result<(), BmcError> {
+        let r = self.raw(t, NetFn::Storage, 0x42, vec![]).await?;
+        if r.len() < 2 {
+            return Err(fail(t, BmcErrorKind::Failed, "short SEL reservation"));
+        }
+        self.raw(
+            t,
+            NetFn::Storage,
+            0x47,
+            vec![r[0], r[1], b'C', b'L', b'R', 0xaa],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Login refusals in a row that make an authentication failure final.
+const LOGIN_REFUSALS: u32 = 2;
+
+/// Opens an RMCP+ session at administrator privilege. A failure that retrying cannot fix
+/// comes with its kind.
+fn open(
+    t: &BmcTarget,
+    opts: &IpmiOptions,
+    relay: &mut Option<super::relay::Relay>,
+) -> Result<Ipmi<Rmcp>, (Option<BmcErrorKind>, String)> {
+    use std::net::ToSocketAddrs;
+    if relay.is_none() {
+        let addr = (t.host.as_str(), t.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| (None, format!("cannot resolve `{}`", t.host)))?;
+        *relay = Some(
+            super::relay::Relay::start(addr, opts.exchange_timeout / 4, 3, opts.exchange_timeout)
+                .map_err(|e| (None, format!("cannot open a UDP socket: {e}")))?,
+        );
+    }
+    let local = relay
+        .as_ref()
+        .map(|r| r.local)
+        .ok_or((None, String::new()))?;
+    let mut rmcp = Rmcp::new(local, opts.exchange_timeout)
+        .map_err(|e| (None, format!("cannot reach the address: {e}")))?;
+    // ipmi-rs 0.6 panics on some unexpected datagrams during activation (an unwrap on a
+    // decryption failure); a stray packet must cost a retry, not the agent.
+    let activated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rmcp.activate(true, Some(&t.user), Some(t.password.expose().as_bytes()))
+    }))
+    .map_err(|_| {
+        (
+            None,
+            "the session setup met an unexpected datagram".to_owned(),
+        )
+    })?;
+    activated
+        .map_err(|e| {
+            let detail = format!("{e:?}");
+            if detail.contains("Role") {
+                (
+                    Some(BmcErrorKind::InsufficientPrivilege),
+                    format!("user `{}` may not open an administrator session", t.user),
+                )
+            } else if auth_refused(&e) {
+                (
+                    Some(BmcErrorKind::AuthFailed),
+                    format!(
+                        "the login as `{}` was refused (wrong user name or password, or no administrator rights)",
+                        t.user
+                    ),
+                )
+            } else {
+                (None, format!("no RMCP+ session: {}", short(&e)))
+            }
+        })?;
+    let mut ipmi = Ipmi::new(rmcp);
+    // Without this, chassis commands fail with "insufficient privilege" (0xD4).
+    ipmi.send_recv(Raw {
+        netfn: NetFn::App,
+        cmd: 0x3b,
+        data: vec![0x04],
+    })
+    .map_err(|e| match e {
+        IpmiError::Failed {
+            completion_code, ..
+        } => {
+            let (kind, msg) = completion(completion_code);
+            (
+                Some(kind),
+                format!("cannot raise the session to administrator: {msg}"),
+            )
+        }
+        other => (
+            None,
+            format!(
+                "cannot raise the session to administrator: {}",
+                short(&other)
+            ),
+        ),
+    })?;
+    Ok(ipmi)
+}
+
+/// The first words of a debug rendering (ipmi-rs errors carry no Display).
+fn short(e: &dyn std::fmt::Debug) -> String {
+    let s = format!("{e:?}");
+    s.chars().take(120).collect()
+}
+
+/// One command, retried until it is answered or the deadline passes.
+fn exchange(
+    conn: &mut Conn,
+    t: &BmcTarget,
+    opts: &IpmiOptions,
+    netfn: NetFn,
+    cmd: u8,
+    data: Vec<u8>,
+) -> Result<Vec<u8>, BmcError> {
+    let started = Instant::now();
+    if let Some(last) = conn.last
+        && last.elapsed() < opts.min_interval
+    {
+        std::thread::sleep(opts.min_interval - last.elapsed());
+    }
+    let mut silent = 0u32;
+    let mut refused = 0u32;
+    let mut attempt = 0u32;
+    let mut last_problem = String::from("no answer");
+    loop {
+        if started.elapsed() >= opts.deadline {
+            conn.last = Some(Instant::now());
+            let kind = if attempt > 0 && silent == attempt {
+                BmcErrorKind::Unreachable
+            } else {
+                BmcErrorKind::Timeout
+            };
+            return Err(fail(
+                t,
+                kind,
+                format!(
+                    "no answer after {attempt} attempts in {:.1} s ({last_problem})",
+                    started.elapsed().as_secs_f64()
+                ),
+            ));
+        }
+        if attempt > 0 {
+            // Backoff with a little jitter, bounded by the deadline.
+            let base = (50u64 << attempt.min(4)).min(800);
+            let jitter = rand::random::<u64>() % (base / 2 + 1);
+            let left = opts.deadline.saturating_sub(started.elapsed());
+            std::thread::sleep(Duration::from_millis(base + jitter).min(left));
+        }
+        attempt += 1;
+        if conn.ipmi.is_none() {
+            match open(t, opts, &mut conn.relay) {
+                Ok(i) => conn.ipmi = Some(i),
+                Err((Some(kind), msg)) => {
+                    // On a lossy path a copy of a RAKP message can spoil a login; a refusal
+                    // counts once it repeats.
+                    refused += 1;
+                    if refused >= LOGIN_REFUSALS {
+                        conn.last = Some(Instant::now());
+                        return Err(fail(t, kind, msg));
+                    }
+                    last_problem = msg;
+                    conn.relay = None;
+                    continue;
+                }
+                Err((None, msg)) => {
+                    silent += 1;
+                    last_problem = msg;
+                    continue;
+                }
+            }
+        }
+        let Some(ipmi) = conn.ipmi.as_mut() else {
+            continue;
+        };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ipmi.send_recv(Raw {
+                netfn,
+                cmd,
+                data: data.clone(),
+            })
+        }));
+        let Ok(r) = r else {
+            // See `open`: a datagram ipmi-rs could not take; start a new session.
+            silent += 1;
+            last_problem = "an unexpected datagram".into();
+            conn.ipmi = None;
+            continue;
+        };
+        match r {
+            Ok(answer) => {
+                conn.last = Some(Instant::now());
+                return Ok(answer);
+            }
+            Err(IpmiError::Failed {
+                completion_code, ..
+            }) => {
+                conn.last = Some(Instant::now());
+                let (kind, msg) = completion(completion_code);
+                return Err(fail(t, kind, msg));
+            }
+            Err(e) => {
+                // Lost (or stale) datagrams: ask again; after repeated silence the session may
+                // be gone on the BMC's side, so open a new one.
+                silent += 1;
+                last_problem = short(&e);
+                if silent.is_multiple_of(4) {
+                    conn.ipmi = None;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! BMC control over IPMI 2.0 LAN ("lanplus": RMCP+ with RAKP, HMAC-SHA1 integrity and AES-CBC-128
+//! confidentiality), on the `ipmi-rs` session layer.
+//!
+//! One session per BMC, opened on first use and kept; one operation in flight per BMC (a
+//! per-BMC lock) and a minimum interval between operations; every exchange has a short
+//! timeout and is retried with backoff until the operation's deadline, re-opening the session
+//! after repeated silence, so that UDP loss costs time, not failures. Errors come in stable
+//! kinds and name the BMC; the password is never printed (see [`Secret`]). Under the session,
+//! a loopback relay retransmits datagrams that got no answer (`ipmi-rs` sends each once).
+
+pub mod ipmi;
+mod relay;
+
+use std::fmt;
+
+/// A password that never shows in logs or debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where a BMC is and how to log in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BmcTarget {
+    /// Host name or address.
+    pub host: String,
+    /// UDP port (623 by default).
+    pub port: u16,
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: Secret,
+}
+
+impl BmcTarget {
+    /// `host:port`, how errors and logs name the BMC.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Parses `ipmi://USER@HOST[:PORT]` (the password comes separately).
+    pub fn parse(url: &str, password: Secret) -> Result<BmcTarget, String> {
+        let rest = url
+            .strip_prefix("ipmi://")
+            .ok_or_else(|| format!("`{url}` is not ipmi://USER@HOST[:PORT]"))?;
+        let (user, hostport) = rest
+            .rsplit_once('@')
+            .ok_or_else(|| format!("`{url}` names no user (ipmi://USER@HOST[:PORT])"))?;
+        if user.contains(':') {
+            return Err(format!(
+                "`{url}`: put the password in a prompt, a file or an environment variable, not in the URL"
+            ));
+        }
+        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+            let (h, p) = h
+                .split_once(']')
+                .ok_or_else(|| format!("`{url}`: unclosed ["))?;
+            (h, p.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        let port = match port {
+            None => 623,
+            Some(p) => p
+                .parse()
+                .map_err(|_| format!("`{url}`: port `{p}` is not a number"))?,
+        };
+        if user.is_empty() || host.is_empty() {
+            return Err(format!("`{url}` needs a user and a host"));
+        }
+        Ok(BmcTarget {
+            host: host.to_owned(),
+            port,
+            user: user.to_owned(),
+            password,
+        })
+    }
+}
+
+/// Stable kinds of BMC failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BmcErrorKind {
+    /// The user name or password was refused.
+    AuthFailed,
+    /// The BMC did not answer (after every retry).
+    Unreachable,
+    /// The user's privilege does not allow the command.
+    InsufficientPrivilege,
+    /// The BMC does not implement the command.
+    Unsupported,
+    /// The operation's deadline passed.
+    Timeout,
+    /// The BMC answered with an error or something unexpected.
+    Failed,
+}
+
+/// A BMC failure, naming the BMC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BmcError {
+    /// Kind.
+    pub kind: BmcErrorKind,
+    /// The BMC (`host:port`).
+    pub bmc: String,
+    /// What happened.
+    pub message: String,
+}
+
+impl fmt::Display for BmcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BMC {}: {}", self.bmc, self.message)
+    }
+}
+
+impl std::error::Error for BmcError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_never_show_the_password() {
+        let t = BmcTarget::parse("ipmi://admin@10.0.0.5:6230", Secret::new("hunter2")).unwrap();
+        assert_eq!(
+            (t.user.as_str(), t.host.as_str(), t.port),
+            ("admin", "10.0.0.5", 6230)
+        );
+        assert_eq!(t.addr(), "10.0.0.5:6230");
+        assert!(!format!("{t:?}").contains("hunter2"));
+        let t = BmcTarget::parse("ipmi://root@[fd00::5]", Secret::new("x")).unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("fd00::5", 623));
+        assert_eq!(t.addr(), "[fd00::5]:623");
+        for bad in [
+            "http://a@b",
+            "ipmi://host",
+            "ipmi://a:pw@host",
+            "ipmi://a@host:port",
+            "ipmi://@host",
+        ] {
+            assert!(BmcTarget::parse(bad, Secret::new("x")).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Retransmission under `ipmi-rs`: its RMCP+ session sends each datagram once and waits, so
+//! over a lossy management network one lost datagram fails a whole session setup (five round
+//! trips). Ferric puts a small relay on loopback between the session and the BMC: each request
+//! is forwarded, and sent again (the same bytes) when no answer came within the
+//! retransmission timeout, a few times (not session setup, see `run`). A BMC that already
+//! answered a request ignores or re-answers the copy, and only the first answer goes up; the
+//! session above still times out and retries with a new sequence number if every copy is
+//! lost.
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A running relay; stops when dropped.
+#[derive(Debug)]
+pub struct Relay {
+    /// Where the session should send (a loopback address).
+    pub local: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Relay {
+    /// Starts a relay to `bmc`: a request is sent again after `rto`, up to `copies` times;
+    /// its answer is awaited up to `give_up`.
+    pub fn start(
+        bmc: SocketAddr,
+        rto: Duration,
+        copies: u32,
+        give_up: Duration,
+    ) -> std::io::Result<Relay> {
+        let front = UdpSocket::bind(if bmc.is_ipv6() {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        })?;
+        let back = UdpSocket::bind(if bmc.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })?;
+        back.connect(bmc)?;
+        front.set_nonblocking(true)?;
+        back.set_nonblocking(true)?;
+        let local = front.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("ferric-ipmi-relay".into())
+            .spawn(move || run(&front, &back, rto, copies, give_up, &stopped))?;
+        Ok(Relay { local, stop })
+    }
+}
+
+/// What a datagram is: ASF (ping/pong), IPMI 1.5 framing (before a session), or an RMCP+
+/// payload type (open session, RAKP 1–4, IPMI messages).
+fn kind(d: &[u8]) -> u16 {
+    if d.len() < 6 {
+        return 0xffff;
+    }
+    if d[3] & 0x1f == 0x06 {
+        0x100
+    } else if d[4] == 0x06 {
+        u16::from(d[5] & 0x3f)
+    } else {
+        0x200
+    }
+}
+
+/// The kind of answer a request expects.
+fn answer_kind(request: u16) -> u16 {
+    match request {
+        0x10 | 0x12 | 0x14 => request + 1,
+        k => k,
+    }
+}
+
+/// Session setup messages are never copied (see `run`).
+fn is_login(d: &[u8]) -> bool {
+    matches!(kind(d), 0x10 | 0x12 | 0x14)
+}
+
+/// A request waiting for its answer.
+struct Pending {
+    bytes: Vec<u8>,
+    first: Instant,
+    last: Instant,
+    copies: u32,
+    expect: u16,
+}
+
+fn run(
+    front: &UdpSocket,
+    back: &UdpSocket,
+    rto: Duration,
+    copies: u32,
+    give_up: Duration,
+    stop: &AtomicBool,
+) {
+    let mut buf = [0u8; 2048];
+    let mut client: Option<SocketAddr> = None;
+    let mut pending: Option<Pending> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let wait = match &pending {
+            Some(p) if p.copies > 0 => rto.saturating_sub(p.last.elapsed()),
+            Some(p) => give_up.saturating_sub(p.first.elapsed()),
+            None => Duration::from_millis(500),
+        };
+        let timeout = PollTimeout::try_from(wait.as_millis().min(500) as i32 + 1)
+            .unwrap_or(PollTimeout::NONE);
+        let mut fds = [
+            PollFd::new(front.as_fd(), PollFlags::POLLIN),
+            PollFd::new(back.as_fd(), PollFlags::POLLIN),
+        ];
+        if poll(&mut fds, timeout).is_err() {
+            continue;
+        }
+        while let Ok((n, from)) = front.recv_from(&mut buf) {
+            client = Some(from);
+            let d = &buf[..n];
+            let _ = back.send(d);
+            // Session setup (Open Session, RAKP 1 and 3) is never copied: each copy of an
+            // Open Session request opens another session on the BMC (BMCs allow a user a
+            // handful), and a BMC answers each copy of RAKP 1 with a fresh random number and
+            // keeps the last, so a copy would spoil the login it was meant to save. A new
+            // login retries them instead.
+            let now = Instant::now();
+            pending = Some(Pending {
+                bytes: d.to_vec(),
+                first: now,
+                last: now,
+                copies: if is_login(d) { 0 } else { copies },
+                expect: answer_kind(kind(d)),
+            });
+        }
+        while let Ok(n) = back.recv(&mut buf) {
+            // Only the first answer of the kind the request in flight expects goes up: a late
+            // answer to an earlier request would be taken for this one's.
+            let d = &buf[..n];
+            if pending.as_ref().is_some_and(|p| p.expect == kind(d))
+                && let Some(c) = client
+            {
+                pending = None;
+                let _ = front.send_to(d, c);
+            }
+        }
+        if let Some(p) = &mut pending {
+            if p.copies > 0 && p.last.elapsed() >= rto {
+                let _ = back.send(&p.bytes);
+                p.last = Instant::now();
+                p.copies -= 1;
+            } else if p.copies == 0 && p.first.elapsed() >= give_up {
+                pending = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_are_told_apart_and_answers_matched() {
+        let rakp1 = [0x06, 0x00, 0xff, 0x07, 0x06, 0x12, 0, 0];
+        let rakp3 = [0x06, 0x00, 0xff, 0x07, 0x06, 0x14, 0, 0];
+        let ipmi = [0x06, 0x00, 0xff, 0x07, 0x06, 0xc0, 0, 0];
+        let open = [0x06, 0x00, 0xff, 0x07, 0x06, 0x10, 0, 0];
+        let ping = [0x06, 0x00, 0xff, 0x06, 0x00, 0x00, 0x11, 0xbe];
+        let v15 = [0x06, 0x00, 0xff, 0x07, 0x00, 0x00, 0, 0];
+        assert!(is_login(&rakp1) && is_login(&rakp3) && is_login(&open));
+        assert!(!is_login(&ipmi) && !is_login(&ping) && !is_login(&[6]));
+        assert_eq!(answer_kind(kind(&open)), 0x11);
+        assert_eq!(answer_kind(kind(&rakp1)), 0x13);
+        assert_eq!(answer_kind(kind(&ipmi)), kind(&ipmi));
+        assert_eq!(kind(&ping), 0x100);
+        assert_eq!(kind(&v15), 0x200);
+    }
+}

@@ -108,6 +108,16 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Builds the binaries of `packages` in release mode (benchmarks measure those).
+fn build_release(packages: &[&str]) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--bins"]);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    run(&mut cmd)
+}
+
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
@@ -128,15 +138,7 @@ fn main() -> Result<()> {
             which: Bench::Guests { guests },
         } => {
             setup::packages()?;
-            run(cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "ferric-agent",
-                "-p",
-                "ferric-tests",
-                "--bins",
-            ]))?;
+            build_release(&["ferric-agent", "ferric-tests"])?;
             let mut cmd = Command::new(root().join("target/release/ferric-bench-guests"));
             for n in guests {
                 cmd.arg("--guests").arg(n.to_string());
@@ -147,15 +149,7 @@ fn main() -> Result<()> {
             which: Bench::Images { size_mib, runs },
         } => {
             setup::packages()?;
-            run(cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "ferric-coordinator",
-                "-p",
-                "ferric-tests",
-                "--bins",
-            ]))?;
+            build_release(&["ferric-coordinator", "ferric-tests"])?;
             run(
                 Command::new(root().join("target/release/ferric-bench-images"))
                     .arg("--size-mib")
@@ -167,15 +161,7 @@ fn main() -> Result<()> {
         Task::Bench {
             which: Bench::Link { agents },
         } => {
-            run(cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "ferric-coordinator",
-                "-p",
-                "ferric-tests",
-                "--bins",
-            ]))?;
+            build_release(&["ferric-coordinator", "ferric-tests"])?;
             let mut cmd = Command::new(root().join("target/release/ferric-bench-link"));
             cmd.arg("--ferric")
                 .arg(root().join("target/release/ferric"));

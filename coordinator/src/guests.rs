@@ -335,6 +335,16 @@ pub fn drift(
         for d in &x.missing_disks {
             out.push(format!("disk {d} deleted outside Ferric"));
         }
+        // The root volume is the one Ferric sized.
+        let root = format!("/{}-root", g.name);
+        for (path, size) in &x.disk_sizes {
+            if path.ends_with(&root) && *size as i64 != g.disk_bytes {
+                out.push(format!(
+                    "disk {path} resized outside Ferric: {size} bytes, want {}",
+                    g.disk_bytes
+                ));
+            }
+        }
         if x.memory_mib as i64 != g.memory_mib {
             out.push(format!(
                 "changed outside Ferric: {} MiB memory, want {}",
@@ -506,7 +516,7 @@ mod tests {
             host: "h".into(),
             vcpus: 2,
             memory_mib: 512,
-            disk_bytes: 1,
+            disk_bytes: 10 << 30,
             spec: GuestSpec {
                 name: "g".into(),
                 vcpus: 2,
@@ -535,6 +545,7 @@ mod tests {
             net_rx_bytes: 0,
             net_tx_bytes: 0,
             missing_disks: vec![],
+            disk_sizes: vec![("/pool/g-root".into(), 10 << 30)],
         }
     }
 
@@ -560,7 +571,18 @@ mod tests {
                 "changed outside Ferric: 1024 MiB memory, want 512"
             ]
         );
+        let mut grown = seen(true, 2, 512);
+        grown.disk_sizes = vec![("/pool/g-root".into(), 20 << 30), ("/pool/data".into(), 1)];
+        assert_eq!(
+            drift(&row("running"), "running", Some(&grown)),
+            vec![format!(
+                "disk /pool/g-root resized outside Ferric: {} bytes, want {}",
+                20u64 << 30,
+                10u64 << 30
+            )]
+        );
         let mut gone = seen(true, 2, 512);
+        gone.disk_sizes.clear();
         gone.missing_disks = vec!["/pool/g-root".into()];
         assert_eq!(
             drift(&row("running"), "running", Some(&gone)),

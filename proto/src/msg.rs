@@ -240,6 +240,8 @@ pub struct GuestSample {
     pub net_tx_bytes: u64,
     /// Disk files of the guest that no longer exist on the host.
     pub missing_disks: Vec<String>,
+    /// Size the guest sees of each disk that exists: (path, bytes).
+    pub disk_sizes: Vec<(String, u64)>,
 }
 
 /// Progress of the step a plan is running.

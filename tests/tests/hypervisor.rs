@@ -502,14 +502,35 @@ steps:
         .unwrap();
     let v = observed("running").await;
     assert!(v.drift.is_empty(), "{v:?}");
-    // Its root volume deleted behind Ferric's back (QEMU keeps the open file; the guest runs on).
-    virsh(&["vol-delete", &format!("{placed}-root"), "--pool", &pool]).unwrap();
-    let v: GuestView = wait_for(Duration::from_secs(20), "volume drift reported", || async {
+    // Its root volume grown behind Ferric's back: shown as drift with both sizes.
+    virsh(&["blockresize", &placed, "vda", "80M"]).unwrap();
+    let v: GuestView = wait_for(Duration::from_secs(20), "resize drift reported", || async {
         let v: GuestView = c.get(&format!("/v1/guests/{placed}")).await?;
         Ok((!v.drift.is_empty()).then_some(v))
     })
     .await
     .unwrap();
+    assert!(
+        v.drift[0].ends_with(&format!(
+            "{placed}-root resized outside Ferric: {} bytes, want {}",
+            80u64 << 20,
+            64u64 << 20
+        )),
+        "{v:?}"
+    );
+    // Its root volume deleted behind Ferric's back (QEMU keeps the open file; the guest runs on).
+    virsh(&["vol-delete", &format!("{placed}-root"), "--pool", &pool]).unwrap();
+    let v: GuestView = wait_for(Duration::from_secs(20), "volume drift reported", || async {
+        let v: GuestView = c.get(&format!("/v1/guests/{placed}")).await?;
+        Ok(v.drift.iter().any(|d| d.contains("deleted")).then_some(v))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        v.drift.len(),
+        1,
+        "a deleted disk has no size to compare: {v:?}"
+    );
     assert!(
         v.drift[0].starts_with("disk ")
             && v.drift[0].ends_with(&format!("{placed}-root deleted outside Ferric")),

@@ -135,9 +135,11 @@ fn target_devs(xml: &str, tag: &str) -> Vec<String> {
     block_values(xml, tag, "<target dev='")
 }
 
-/// `file='…'` sources of the `<disk>` elements.
+/// Sources of the `<disk>` elements: files (dir pools) and block devices (LVM pools).
 fn disk_sources(xml: &str) -> Vec<String> {
-    block_values(xml, "disk", "<source file='")
+    let mut out = block_values(xml, "disk", "<source file='");
+    out.extend(block_values(xml, "disk", "<source dev='"));
+    out
 }
 
 impl GuestStats for Libvirt {
@@ -175,11 +177,16 @@ impl GuestStats for Libvirt {
                 block_wr_bytes: 0,
                 net_rx_bytes: 0,
                 net_tx_bytes: 0,
-                missing_disks: disk_sources(&xml)
-                    .into_iter()
-                    .filter(|p| !std::path::Path::new(p).exists())
-                    .collect(),
+                missing_disks: Vec::new(),
+                disk_sizes: Vec::new(),
             };
+            for path in disk_sources(&xml) {
+                if !std::path::Path::new(&path).exists() {
+                    s.missing_disks.push(path);
+                } else if let Ok(b) = d.get_block_info(&path, 0) {
+                    s.disk_sizes.push((path, b.capacity));
+                }
+            }
             if running {
                 for dev in target_devs(&xml, "disk") {
                     if let Ok(b) = d.get_block_stats(&dev) {

@@ -585,6 +585,14 @@ async fn image_cmd(client: &Client, cmd: ImageCmd, json: bool) -> Result<()> {
             }
             .with_context(|| format!("{} refused", file.display()))?;
             drop(f);
+            // A taken name is refused before a byte of a large file is sent.
+            if client
+                .get::<ImageView>(&format!("/v1/images/{name}"))
+                .await
+                .is_ok()
+            {
+                bail!("an image named `{name}` exists; delete it first");
+            }
             let view = client
                 .upload_image(&file, &name, format.as_deref(), checksum.as_deref())
                 .await?;

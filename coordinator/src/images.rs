@@ -177,28 +177,41 @@ async fn upload(
 ) -> Result<(StatusCode, Json<ImageView>), ApiError> {
     use http_body_util::BodyExt;
     use tokio::io::AsyncWriteExt;
-    check_name(&name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let declared = match q.format.as_deref() {
-        None => None,
-        Some(f) => Some(Format::parse(f).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("unknown image format `{f}` (raw, qcow2, vmdk, vpc, vhdx, vdi, iso)"),
-            )
-        })?),
-    };
-    let expected = match q.checksum.as_deref() {
-        None => None,
-        Some(c) => Some(Algo::parse_checksum(c).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("checksum `{c}` is not sha256:HEX or sha512:HEX"),
-            )
-        })?),
-    };
-    if s.store.image(&name).await?.is_some() {
-        return Err(conflict(&name));
+    let checked = async {
+        check_name(&name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+        let declared = match q.format.as_deref() {
+            None => None,
+            Some(f) => Some(Format::parse(f).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown image format `{f}` (raw, qcow2, vmdk, vpc, vhdx, vdi, iso)"),
+                )
+            })?),
+        };
+        let expected = match q.checksum.as_deref() {
+            None => None,
+            Some(c) => Some(Algo::parse_checksum(c).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("checksum `{c}` is not sha256:HEX or sha512:HEX"),
+                )
+            })?),
+        };
+        if s.store.image(&name).await?.is_some() {
+            return Err(conflict(&name));
+        }
+        Ok((declared, expected))
     }
+    .await;
+    let (declared, expected) = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            // Read (a bounded part of) what the client is sending before answering, or it
+            // sees a broken pipe instead of the reason.
+            drain(body, EARLY_DRAIN).await;
+            return Err(e);
+        }
+    };
     let path = s.images.incoming();
     let guard = Incoming(Some(path.clone()));
     let io = |what: &str, e: std::io::Error| {
@@ -289,6 +302,20 @@ async fn upload(
     drop(guard);
     tracing::info!(image = %name, %sha256, size, format = %row.format, "image stored");
     Ok((StatusCode::CREATED, Json(row.into())))
+}
+
+/// How much of a refused upload is read before the answer (beyond it, the connection closes).
+const EARLY_DRAIN: u64 = 64 << 20;
+
+async fn drain(mut body: Body, limit: u64) {
+    use http_body_util::BodyExt;
+    let mut seen = 0u64;
+    while seen < limit {
+        match body.frame().await {
+            Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len() as u64),
+            _ => break,
+        }
+    }
 }
 
 fn conflict(name: &str) -> ApiError {

@@ -85,7 +85,7 @@ async fn images_are_uploaded_inspected_stored_by_content_and_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
     let api = coord.api;
-    let (_raw, q, backed) = make_images(dir.path());
+    let (raw, q, backed) = make_images(dir.path());
     let blobs = dir.path().join("coord/images/sha256");
 
     let out = ferric(
@@ -157,13 +157,20 @@ async fn images_are_uploaded_inspected_stored_by_content_and_deleted() {
         msg.contains(&format!("expected {wrong}")) && msg.contains(&sha256_of(&q)),
         "{msg}"
     );
+    // A taken name is refused, and the client hears why even while it is still sending.
     let resp = http
         .put(format!("http://{api}/v1/images/deb"))
-        .body(std::fs::read(&q).unwrap())
+        .body(std::fs::read(&raw).unwrap())
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 409, "a taken name is refused");
+    let out = ferric(
+        api,
+        &["image", "upload", q.to_str().unwrap(), "--name", "deb"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("an image named `deb` exists"));
     let out = ferric(api, &["-o", "json", "image", "list"]);
     let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(all.len(), 2, "refused uploads leave no record: {all:?}");

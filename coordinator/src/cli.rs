@@ -570,13 +570,8 @@ async fn image_cmd(client: &Client, cmd: ImageCmd, json: bool) -> Result<()> {
         } => {
             crate::images::check_name(&name).map_err(anyhow::Error::msg)?;
             // Refuse here what the coordinator would refuse, before sending a byte.
-            let declared = match format.as_deref() {
-                Some(f) => Some(
-                    ferric_images::inspect::Format::parse(f)
-                        .with_context(|| format!("unknown image format `{f}`"))?,
-                ),
-                None => None,
-            };
+            let declared = ferric_images::inspect::Format::parse_declared(format.as_deref())
+                .map_err(anyhow::Error::msg)?;
             let mut f = std::fs::File::open(&file)
                 .with_context(|| format!("cannot open {}", file.display()))?;
             let inspection = match declared {
@@ -707,20 +702,13 @@ async fn write_image_here(
 ) -> Result<ferric_images::write::WriteReport> {
     use ferric_images::write::{WriteOptions, write_image};
     use std::io::IsTerminal;
-    let declared = match format.as_deref() {
-        Some(f) => Some(
-            ferric_images::inspect::Format::parse(f)
-                .with_context(|| format!("unknown image format `{f}`"))?,
-        ),
-        None => None,
-    };
-    let expected = match checksum.as_deref() {
-        Some(c) => Some(
-            ferric_images::source::Algo::parse_checksum(c)
-                .with_context(|| format!("checksum `{c}` is not sha256:HEX or sha512:HEX"))?,
-        ),
-        None => None,
-    };
+    let declared = ferric_images::inspect::Format::parse_declared(format.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    let expected = checksum
+        .as_deref()
+        .map(ferric_images::source::Algo::parse_checksum)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let opts = WriteOptions {
         declared,
         expected,

@@ -179,24 +179,14 @@ async fn upload(
     use tokio::io::AsyncWriteExt;
     let checked = async {
         check_name(&name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-        let declared = match q.format.as_deref() {
-            None => None,
-            Some(f) => Some(Format::parse(f).ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("unknown image format `{f}` (raw, qcow2, vmdk, vpc, vhdx, vdi, iso)"),
-                )
-            })?),
-        };
-        let expected = match q.checksum.as_deref() {
-            None => None,
-            Some(c) => Some(Algo::parse_checksum(c).ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("checksum `{c}` is not sha256:HEX or sha512:HEX"),
-                )
-            })?),
-        };
+        let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, e);
+        let declared = Format::parse_declared(q.format.as_deref()).map_err(bad)?;
+        let expected = q
+            .checksum
+            .as_deref()
+            .map(Algo::parse_checksum)
+            .transpose()
+            .map_err(bad)?;
         if s.store.image(&name).await?.is_some() {
             return Err(conflict(&name));
         }

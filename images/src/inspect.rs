@@ -34,9 +34,10 @@ pub enum Format {
 }
 
 impl Format {
-    /// Parses a format name (qemu-img's spelling; `vhd` for `vpc` too).
-    pub fn parse(s: &str) -> Option<Format> {
-        Some(match s {
+    /// Parses a format name (qemu-img's spelling; `vhd` for `vpc` too); the error lists the
+    /// names known.
+    pub fn parse(s: &str) -> Result<Format, String> {
+        Ok(match s {
             "raw" => Format::Raw,
             "qcow2" => Format::Qcow2,
             "vmdk" => Format::Vmdk,
@@ -44,8 +45,17 @@ impl Format {
             "vhdx" => Format::Vhdx,
             "vdi" => Format::Vdi,
             "iso" => Format::Iso,
-            _ => return None,
+            _ => {
+                return Err(format!(
+                    "unknown image format `{s}` (raw, qcow2, vmdk, vpc, vhdx, vdi, iso)"
+                ));
+            }
         })
+    }
+
+    /// [`Format::parse`] of a format the user may or may not have declared.
+    pub fn parse_declared(s: Option<&str>) -> Result<Option<Format>, String> {
+        s.map(Format::parse).transpose()
     }
 
     /// Name as qemu-img spells it.

@@ -387,20 +387,21 @@ impl Algo {
         }
     }
 
-    /// Parses `sha256:HEX` or `sha512:HEX`.
-    pub fn parse_checksum(s: &str) -> Option<(Algo, String)> {
-        let (algo, hex) = s.split_once(':')?;
-        let algo = match algo {
-            "sha256" => Algo::Sha256,
-            "sha512" => Algo::Sha512,
-            _ => return None,
+    /// Parses `sha256:HEX` or `sha512:HEX`; the error says what is expected.
+    pub fn parse_checksum(s: &str) -> Result<(Algo, String), String> {
+        let bad =
+            || format!("checksum `{s}` is not sha256:HEX (64 digits) or sha512:HEX (128 digits)");
+        let (algo, hex) = s.split_once(':').ok_or_else(bad)?;
+        let (algo, want) = match algo {
+            "sha256" => (Algo::Sha256, 64),
+            "sha512" => (Algo::Sha512, 128),
+            _ => return Err(bad()),
         };
-        let want = match algo {
-            Algo::Sha256 => 64,
-            Algo::Sha512 => 128,
-        };
-        (hex.len() == want && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| (algo, hex.to_ascii_lowercase()))
+        if hex.len() == want && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok((algo, hex.to_ascii_lowercase()))
+        } else {
+            Err(bad())
+        }
     }
 }
 
@@ -584,11 +585,17 @@ mod tests {
         let h = "a".repeat(64);
         assert_eq!(
             Algo::parse_checksum(&format!("sha256:{h}")),
-            Some((Algo::Sha256, h.clone()))
+            Ok((Algo::Sha256, h.clone()))
         );
-        assert_eq!(Algo::parse_checksum(&format!("sha512:{h}")), None);
-        assert_eq!(Algo::parse_checksum(&format!("md5:{h}")), None);
-        assert_eq!(Algo::parse_checksum("sha256:zz"), None);
+        assert!(Algo::parse_checksum(&format!("sha512:{h}")).is_err());
+        assert!(Algo::parse_checksum(&format!("md5:{h}")).is_err());
+        assert_eq!(
+            Algo::parse_checksum("sha256:zz"),
+            Err(
+                "checksum `sha256:zz` is not sha256:HEX (64 digits) or sha512:HEX (128 digits)"
+                    .into()
+            )
+        );
     }
 
     struct Mem(Vec<u8>);

@@ -42,7 +42,27 @@ async fn power_boot_device_identity_and_sel_agree_with_ipmitool() {
             .unwrap()
             .contains("is off")
     );
+    // A cycle of a running chassis: off, then (ipmi_sim waits about a second) on again.
+    c.power(&t, PowerAction::On).await.unwrap();
     c.power(&t, PowerAction::Cycle).await.unwrap();
+    assert_eq!(
+        bmc.chassis("power").as_deref(),
+        Some("0"),
+        "the cycle powered off"
+    );
+    let started = Instant::now();
+    while !c.chassis_status(&t).await.unwrap().power_on {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the cycle never powered on"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        bmc.ipmitool(&["chassis", "power", "status"])
+            .unwrap()
+            .contains("is on")
+    );
     c.power(&t, PowerAction::Reset).await.unwrap();
     assert_eq!(
         bmc.chassis("resets").as_deref(),

@@ -108,6 +108,15 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Removes the demo's libvirt pool (scaffolding; a previous run may have left it defined).
+fn forget_demo_pool() {
+    for verb in ["pool-destroy", "pool-undefine"] {
+        let _ = Command::new("virsh")
+            .args(["-c", "qemu:///system", verb, "ferric-demo"])
+            .output();
+    }
+}
+
 /// Builds the binaries of `packages` in release mode (benchmarks measure those).
 fn build_release(packages: &[&str]) -> Result<()> {
     let mut cmd = cargo();
@@ -295,12 +304,7 @@ fn demo_guest(
     };
     let (kernel, initrd) = (get("kernel=")?, get("initrd=")?);
     // The demo's pool is scaffolding: forget one a previous run left defined.
-    let _ = Command::new("virsh")
-        .args(["-c", "qemu:///system", "pool-destroy", "ferric-demo"])
-        .output();
-    let _ = Command::new("virsh")
-        .args(["-c", "qemu:///system", "pool-undefine", "ferric-demo"])
-        .output();
+    forget_demo_pool();
     let state = enroll("rack1-hv1", "hypervisor")?;
     let pool = format!("ferric-demo={}", base.join("pool").display());
     let hv = spawn(
@@ -434,12 +438,7 @@ fn demo_guest(
     )?;
     let id = apply_plan(ferric_bin, api, &bridge_plan, "rack1-hv1")?;
     ferric(ferric_bin, api, &["plan", "status", &id, "--wait", "30s"])?;
-    let _ = Command::new("virsh")
-        .args(["-c", "qemu:///system", "pool-destroy", "ferric-demo"])
-        .output();
-    let _ = Command::new("virsh")
-        .args(["-c", "qemu:///system", "pool-undefine", "ferric-demo"])
-        .output();
+    forget_demo_pool();
     let _ = std::fs::remove_file(console);
     println!("guest, volume and bridge removed");
     Ok(Some(hv))

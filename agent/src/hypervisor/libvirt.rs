@@ -627,24 +627,17 @@ fn clone_image(
     if let Some(dir) = record.writing.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io(&format!("create {}", dir.display()), e))?;
     }
+    let declared = ferric_images::inspect::Format::parse_declared(img.format.as_deref())
+        .map_err(|e| err(ErrorKind::InvalidSpec, format!("field `image.format`: {e}")))?;
+    let expected = Algo::parse_checksum(&img.checksum).map_err(|e| {
+        err(
+            ErrorKind::InvalidSpec,
+            format!("field `image.checksum`: {e}"),
+        )
+    })?;
     std::fs::write(&record.writing, &img.checksum)
         .map_err(|e| io(&format!("write {}", record.writing.display()), e))?;
     let _ = std::fs::remove_file(&record.done);
-    let declared = match img.format.as_deref() {
-        None => None,
-        Some(f) => Some(ferric_images::inspect::Format::parse(f).ok_or_else(|| {
-            err(
-                ErrorKind::InvalidSpec,
-                format!("field `image.format`: unknown image format `{f}`"),
-            )
-        })?),
-    };
-    let expected = Algo::parse_checksum(&img.checksum).ok_or_else(|| {
-        err(
-            ErrorKind::InvalidSpec,
-            "field `image.checksum` must be sha256:HEX or sha512:HEX",
-        )
-    })?;
     let mut source = ImageSource::parse(&img.url).open().map_err(|e| {
         err(
             ErrorKind::Unreachable,

@@ -598,3 +598,109 @@ fn truncated_or_corrupt_qcow2_fails_naming_the_problem_and_leaves_no_target() {
     assert!(err.contains("compressed cluster at disk offset 0"), "{err}");
     assert!(!target.exists());
 }
+
+/// An HTTPS file server for the tests (rustls, a certificate from a CA made here): `Range:
+/// bytes=N-`, and the first response longer than `cut_after` cut off.
+fn tls_server(file: std::path::PathBuf, cut_after: usize) -> (String, Vec<u8>) {
+    use std::io::Read;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &rcgen::Issuer::from_params(&ca_params, &ca_key))
+        .unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap(),
+    );
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://localhost:{}/img", l.local_addr().unwrap().port());
+    let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    std::thread::spawn(move || {
+        for tcp in l.incoming() {
+            let Ok(tcp) = tcp else { continue };
+            let (config, file, cut) = (config.clone(), file.clone(), cut.clone());
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match tls.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).to_lowercase();
+                    let from: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("range: bytes="))
+                        .and_then(|r| r.trim().strip_suffix('-')?.parse().ok())
+                        .unwrap_or(0);
+                    let bytes = std::fs::read(&file).unwrap();
+                    let body = &bytes[from..];
+                    let resp = format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nETag: \"fixed\"\r\n\r\n",
+                        body.len(),
+                        bytes.len() - 1,
+                        bytes.len()
+                    );
+                    if tls.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                    if body.len() > cut_after
+                        && !cut.swap(true, std::sync::atomic::Ordering::SeqCst)
+                    {
+                        let _ = tls.write_all(&body[..cut_after]);
+                        let _ = tls.flush();
+                        let _ = tls.sock.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                    if tls.write_all(body).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, ca.der().to_vec())
+}
+
+#[test]
+fn an_image_over_https_is_verified_and_resumed() {
+    use ferric_images::source::HttpSource;
+    use ferric_images::write::{Algo, WriteOptions, write_from};
+    let d = tempfile::tempdir().unwrap();
+    let raw = source(d.path());
+    let img = to_qcow2(d.path(), &raw, "tls.qcow2", &["-c"]);
+    let digest = hex_digest::<sha2::Sha256>(&std::fs::read(&img).unwrap());
+    let (url, ca) = tls_server(img.clone(), 200 << 10);
+
+    // Without trusting the server's CA, the certificate is refused.
+    let err = HttpSource::open(&url).unwrap_err().to_string();
+    assert!(
+        err.contains("invalid peer certificate: UnknownIssuer"),
+        "{err}"
+    );
+
+    let mut src = HttpSource::open_trusting(&url, &[ca]).unwrap();
+    let out = d.path().join("out.raw");
+    let opts = WriteOptions {
+        expected: Some((Algo::Sha256, digest.clone())),
+        ..WriteOptions::default()
+    };
+    let report = write_from(&mut src, &out, &opts, &mut |_| {}).unwrap();
+    assert_eq!(report.digest.as_deref(), Some(digest.as_str()));
+    assert!(report.resumes >= 1, "{report:?}");
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&raw).unwrap());
+}

@@ -3,9 +3,10 @@
 //! trait for the in-process tiers: it records calls and can inject delays and failures.
 
 use async_trait::async_trait;
+use ferric_proto::msg::{BmcCredential, BmcState, SensorReading};
 use ferric_proto::plan::{
-    BootDevice, ErrorKind, GuestPowerAction, GuestSpec, PowerAction, Step, VolumeFormat,
-    VolumeImage,
+    BootDevice, ErrorKind, GuestPowerAction, GuestSpec, PowerAction, Step, StepOutput,
+    VolumeFormat, VolumeImage,
 };
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -35,6 +36,24 @@ impl DriverError {
 
 /// `Ok(changed)`: whether the step changed anything.
 pub type DriverResult = Result<bool, DriverError>;
+
+/// What a step achieved: whether it changed anything, and what it found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepDone {
+    /// Whether the step changed anything.
+    pub changed: bool,
+    /// What it found (sent as an `output` event before `done`).
+    pub output: Option<StepOutput>,
+}
+
+impl From<bool> for StepDone {
+    fn from(changed: bool) -> Self {
+        StepDone {
+            changed,
+            output: None,
+        }
+    }
+}
 
 /// Linux bridges and VLANs.
 #[async_trait]
@@ -87,11 +106,12 @@ pub trait Compute: Send + Sync + std::fmt::Debug {
     async fn detach_volume(&self, guest: &str, pool: &str, volume: &str) -> DriverResult;
 }
 
-/// Out-of-band BMC control.
+/// Out-of-band BMC control. BMCs are named as the coordinator enrolled them; their addresses
+/// and credentials arrive over the link ([`BmcControl::set_bmcs`]) and stay in memory.
 #[async_trait]
 pub trait BmcControl: Send + Sync + std::fmt::Debug {
-    /// Power action.
-    async fn power(&self, bmc: &str, action: PowerAction) -> DriverResult;
+    /// Power action; the output is the power state read after it.
+    async fn power(&self, bmc: &str, action: PowerAction) -> Result<StepDone, DriverError>;
     /// Next boot device.
     async fn boot_device(
         &self,
@@ -100,6 +120,12 @@ pub trait BmcControl: Send + Sync + std::fmt::Debug {
         persistent: bool,
         uefi: bool,
     ) -> DriverResult;
+    /// Every sensor's reading (a fresh SDR walk).
+    async fn sensors(&self, bmc: &str) -> Result<Vec<SensorReading>, DriverError>;
+    /// Replaces the set of BMCs this agent drives.
+    fn set_bmcs(&self, bmcs: Vec<BmcCredential>);
+    /// Reads power (and, when `sensors`, sensor readings) of every BMC it drives.
+    async fn poll(&self, sensors: bool) -> Vec<BmcState>;
 }
 
 /// The drivers an agent has.
@@ -127,8 +153,8 @@ impl Drivers {
     }
 
     /// Runs one step through the driver that owns it.
-    pub async fn run(&self, step: &Step) -> DriverResult {
-        match step {
+    pub async fn run(&self, step: &Step) -> Result<StepDone, DriverError> {
+        Ok(match step {
             Step::EnsureBridge { name, uplink, vlan } => {
                 self.network
                     .ensure_bridge(name, uplink.as_deref(), *vlan)
@@ -165,14 +191,22 @@ impl Drivers {
                 pool,
                 volume,
             } => self.compute.detach_volume(guest, pool, volume).await,
-            Step::BmcPower { bmc, action } => self.bmc.power(bmc, *action).await,
+            Step::BmcPower { bmc, action } => return self.bmc.power(bmc, *action).await,
             Step::BmcBootDevice {
                 bmc,
                 device,
                 persistent,
                 uefi,
             } => self.bmc.boot_device(bmc, *device, *persistent, *uefi).await,
-        }
+            Step::BmcSensors { bmc } => {
+                let readings = self.bmc.sensors(bmc).await?;
+                return Ok(StepDone {
+                    changed: false,
+                    output: Some(StepOutput::Sensors(readings)),
+                });
+            }
+        }?
+        .into())
     }
 
     /// Capability names for `Hello`.
@@ -191,13 +225,75 @@ impl Drivers {
 #[derive(Debug, Clone, Copy)]
 pub struct Unsupported(pub &'static str);
 
+impl Unsupported {
+    fn on(&self, what: &str, name: &str) -> DriverError {
+        DriverError::new(
+            ErrorKind::Unsupported,
+            format!("{what} `{name}`: {}", self.0),
+        )
+    }
+    fn err(&self, bmc: &str) -> DriverError {
+        self.on("bmc", bmc)
+    }
+}
+
+#[async_trait]
+impl Network for Unsupported {
+    async fn ensure_bridge(&self, name: &str, _: Option<&str>, _: Option<u16>) -> DriverResult {
+        Err(self.on("bridge", name))
+    }
+    async fn delete_bridge(&self, name: &str) -> DriverResult {
+        Err(self.on("bridge", name))
+    }
+}
+
+#[async_trait]
+impl Storage for Unsupported {
+    async fn ensure_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        _: u64,
+        _: VolumeFormat,
+        _: Option<&VolumeImage>,
+    ) -> DriverResult {
+        Err(self.on("volume", &format!("{pool}/{name}")))
+    }
+    async fn delete_volume(&self, pool: &str, name: &str) -> DriverResult {
+        Err(self.on("volume", &format!("{pool}/{name}")))
+    }
+}
+
+#[async_trait]
+impl Compute for Unsupported {
+    async fn ensure_guest(&self, spec: &GuestSpec) -> DriverResult {
+        Err(self.on("guest", &spec.name))
+    }
+    async fn guest_power(&self, name: &str, _: GuestPowerAction) -> DriverResult {
+        Err(self.on("guest", name))
+    }
+    async fn delete_guest(&self, name: &str) -> DriverResult {
+        Err(self.on("guest", name))
+    }
+    async fn attach_volume(&self, guest: &str, _: &str, _: &str, _: &str) -> DriverResult {
+        Err(self.on("guest", guest))
+    }
+    async fn detach_volume(&self, guest: &str, _: &str, _: &str) -> DriverResult {
+        Err(self.on("guest", guest))
+    }
+}
+
 #[async_trait]
 impl BmcControl for Unsupported {
-    async fn power(&self, bmc: &str, _action: PowerAction) -> DriverResult {
-        Err(DriverError::new(
-            ErrorKind::Unsupported,
-            format!("bmc `{bmc}`: {}", self.0),
-        ))
+    async fn power(&self, bmc: &str, _action: PowerAction) -> Result<StepDone, DriverError> {
+        Err(self.err(bmc))
+    }
+    async fn sensors(&self, bmc: &str) -> Result<Vec<SensorReading>, DriverError> {
+        Err(self.err(bmc))
+    }
+    fn set_bmcs(&self, _bmcs: Vec<BmcCredential>) {}
+    async fn poll(&self, _sensors: bool) -> Vec<BmcState> {
+        vec![]
     }
     async fn boot_device(
         &self,
@@ -206,10 +302,7 @@ impl BmcControl for Unsupported {
         _persistent: bool,
         _uefi: bool,
     ) -> DriverResult {
-        Err(DriverError::new(
-            ErrorKind::Unsupported,
-            format!("bmc `{bmc}`: {}", self.0),
-        ))
+        Err(self.err(bmc))
     }
 }
 
@@ -223,6 +316,7 @@ pub struct FakeDriver {
     delay: Mutex<Duration>,
     fail: Mutex<HashMap<String, ErrorKind>>,
     record: Option<Mutex<std::fs::File>>,
+    bmcs: Mutex<Vec<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -245,6 +339,11 @@ impl FakeDriver {
             record: Some(Mutex::new(f)),
             ..Self::default()
         })
+    }
+
+    /// Whether the fake BMC `bmc` has power (after `BmcPower` steps).
+    pub fn fake_power(&self, bmc: &str) -> bool {
+        lock(&self.present).contains(&format!("power/{bmc}"))
     }
 
     /// Each call takes this long.
@@ -377,9 +476,47 @@ impl Compute for FakeDriver {
 
 #[async_trait]
 impl BmcControl for FakeDriver {
-    async fn power(&self, bmc: &str, action: PowerAction) -> DriverResult {
+    async fn power(&self, bmc: &str, action: PowerAction) -> Result<StepDone, DriverError> {
         self.call("bmc_power", format!("bmc/{bmc}/{action:?}"), None)
-            .await
+            .await?;
+        let key = format!("power/{bmc}");
+        let changed = match action.leaves_on() {
+            Some(true) => lock(&self.present).insert(key),
+            Some(false) => lock(&self.present).remove(&key),
+            None => false,
+        };
+        Ok(StepDone {
+            changed,
+            output: Some(StepOutput::Power {
+                on: self.fake_power(bmc),
+            }),
+        })
+    }
+    async fn sensors(&self, bmc: &str) -> Result<Vec<SensorReading>, DriverError> {
+        self.call("bmc_sensors", format!("bmc/{bmc}/sensors"), None)
+            .await?;
+        Ok(vec![SensorReading {
+            name: "Fake Temp".into(),
+            kind: "temperature".into(),
+            value: Some(40.0),
+            unit: "°C".into(),
+        }])
+    }
+    fn set_bmcs(&self, bmcs: Vec<BmcCredential>) {
+        *lock(&self.bmcs) = bmcs.into_iter().map(|b| b.name).collect();
+    }
+    async fn poll(&self, _sensors: bool) -> Vec<BmcState> {
+        let names = lock(&self.bmcs).clone();
+        names
+            .into_iter()
+            .map(|name| BmcState {
+                power_on: Some(self.fake_power(&name)),
+                name,
+                at_ms: crate::executor::now_ms(),
+                sensors: vec![],
+                error: None,
+            })
+            .collect()
     }
     async fn boot_device(
         &self,

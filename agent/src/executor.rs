@@ -122,7 +122,14 @@ impl Executor {
             });
             let timeout = Duration::from_secs(u64::from(ps.timeout_secs));
             let kind = match tokio::time::timeout(timeout, self.drivers.run(&ps.step)).await {
-                Ok(Ok(changed)) => StepEventKind::Done { changed },
+                Ok(Ok(done)) => {
+                    if let Some(output) = done.output {
+                        self.record(&w, StepEventKind::Output(output))?;
+                    }
+                    StepEventKind::Done {
+                        changed: done.changed,
+                    }
+                }
                 Ok(Err(e)) => {
                     warn!(kind = %e.kind, error = %e.message, "step failed");
                     StepEventKind::Failed {

@@ -81,7 +81,9 @@ impl Entry {
             None => 0,
             Some(e) => match e.kind {
                 StepEventKind::Done { .. } => e.step as usize + 1,
-                StepEventKind::Started | StepEventKind::Progress { .. } => e.step as usize,
+                StepEventKind::Started
+                | StepEventKind::Progress { .. }
+                | StepEventKind::Output(_) => e.step as usize,
                 StepEventKind::Failed { .. } => self.plan.steps.len(),
             },
         }

@@ -54,7 +54,14 @@ pub struct Config {
     pub drain_grace: Duration,
     /// Protocol version announced (tests of refusal change it).
     pub protocol_version: u16,
+    /// How often the BMCs this agent drives are polled (power, and sensors every
+    /// [`SENSOR_POLL_EVERY`]th time); zero turns the poll off.
+    pub bmc_poll: Duration,
 }
+
+/// Sensors are read on every this-many BMC polls (an SDR walk per BMC is cached, but each
+/// sensor is one more exchange).
+pub const SENSOR_POLL_EVERY: u32 = 3;
 
 impl Config {
     /// Defaults for a state directory and drivers.
@@ -72,6 +79,7 @@ impl Config {
             handshake_timeout: ferric_proto::session::DEFAULT_HANDSHAKE_TIMEOUT,
             drain_grace: Duration::from_secs(30),
             protocol_version: ferric_proto::PROTOCOL_VERSION,
+            bmc_poll: Duration::from_secs(10),
         }
     }
 }
@@ -119,6 +127,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         progress: progress.clone(),
     };
     let exec_task = tokio::spawn(executor.run(shutdown.clone()));
+    let (bmc_tx, bmc_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+    if !cfg.bmc_poll.is_zero() {
+        tokio::spawn(poll_bmcs(
+            cfg.drivers.bmc.clone(),
+            cfg.bmc_poll,
+            bmc_tx,
+            shutdown.clone(),
+        ));
+    }
     let link = link::Link {
         node: identity.meta.node.clone(),
         role: identity.meta.role,
@@ -132,6 +149,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         sampler: cfg.sampler.clone(),
         progress,
         protocol_version: cfg.protocol_version,
+        bmc: cfg.drivers.bmc.clone(),
+        bmc_states: bmc_rx,
     };
     let endpoint = enroll::client_endpoint(addr).map_err(link::LinkError::Socket)?;
     info!(node = %link.node, %coordinator, "agent starting");
@@ -167,4 +186,31 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
     info!("agent stopped");
     Ok(result?)
+}
+
+/// Polls every BMC the agent drives each `every`, publishing the states for the link. A BMC
+/// that does not answer costs its own poll time, not the others' (they run side by side).
+async fn poll_bmcs(
+    bmc: Arc<dyn driver::BmcControl>,
+    every: Duration,
+    tx: tokio::sync::watch::Sender<Arc<Vec<ferric_proto::msg::BmcState>>>,
+    shutdown: CancellationToken,
+) {
+    let mut iv = tokio::time::interval(every);
+    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n = 0u32;
+    loop {
+        tokio::select! {
+            _ = iv.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let states = tokio::select! {
+            s = bmc.poll(n.is_multiple_of(SENSOR_POLL_EVERY)) => s,
+            _ = shutdown.cancelled() => return,
+        };
+        n = n.wrapping_add(1);
+        if !states.is_empty() {
+            tx.send_replace(Arc::new(states));
+        }
+    }
 }

@@ -111,6 +111,10 @@ pub struct Link {
     pub progress: Arc<Mutex<Option<StepProgress>>>,
     /// Protocol version announced (always the current one outside tests of refusal).
     pub protocol_version: u16,
+    /// BMC driver: takes the credentials the coordinator sends.
+    pub bmc: Arc<dyn crate::driver::BmcControl>,
+    /// Newest BMC poll results, sent when they change.
+    pub bmc_states: tokio::sync::watch::Receiver<Arc<Vec<ferric_proto::msg::BmcState>>>,
 }
 
 impl Link {
@@ -200,6 +204,8 @@ impl Link {
         let mut telemetry: Option<tokio::time::Interval> = None;
         let mut sample_seq = 0u64;
         let mut stopping: Option<tokio::time::Instant> = None;
+        let mut bmc_states = self.bmc_states.clone();
+        bmc_states.mark_unchanged();
         loop {
             // Write what the session wants sent.
             out.clear();
@@ -248,6 +254,10 @@ impl Link {
                     Err(e) => return lost(session.is_established(), format!("control stream failed: {e}")),
                 },
                 Some(ev) = events.recv(), if stopping.is_none() => session.send_event(ev),
+                Ok(()) = bmc_states.changed(), if session.is_established() && stopping.is_none() => {
+                    let states = bmc_states.borrow_and_update().clone();
+                    session.send_bmc_states(states.as_ref().clone());
+                }
                 _ = tick(&mut telemetry) => {
                     sample_seq += 1;
                     // Sampling reads /proc and may ask libvirt: keep it off the executor.
@@ -302,6 +312,7 @@ impl Link {
                         session.plan_accepted(id);
                     }
                     AgentEvent::Acked { plan, seq } => lock(&self.journal).ack(plan, seq)?,
+                    AgentEvent::Bmcs(bmcs) => self.bmc.set_bmcs(bmcs),
                     AgentEvent::Closed(SessionError::Refused(r)) => {
                         conn.close(close::REFUSED.into(), b"refused");
                         return Err(LinkError::Refused(r));

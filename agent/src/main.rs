@@ -42,8 +42,11 @@ enum RoleArg {
 enum DriverArg {
     /// In-memory driver that records calls (no hardware is touched).
     Fake,
-    /// This host's libvirtd (guests, volumes) and Linux bridges (netlink).
+    /// This host's libvirtd (guests, volumes) and Linux bridges (netlink), and the BMCs the
+    /// coordinator assigns to it (IPMI over LAN).
     Libvirt,
+    /// BMCs only (a management host): IPMI over LAN; no guests, volumes or bridges.
+    Bmc,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -139,6 +142,10 @@ enum Cmd {
         /// How long SIGTERM waits for the running step.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         drain_grace: Duration,
+        /// How often the BMCs this agent drives are polled for power (and sensors); `0s` turns
+        /// the poll off.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        bmc_poll: Duration,
     },
 }
 
@@ -219,7 +226,14 @@ async fn real_main() -> Result<()> {
             backoff_min,
             backoff_max,
             drain_grace,
+            bmc_poll,
         } => {
+            let ipmi = || -> Arc<ferric_agent::bmc::control::IpmiBmcs> {
+                Arc::new(ferric_agent::bmc::control::IpmiBmcs::new(
+                    ferric_agent::bmc::ipmi::IpmiClient::default(),
+                    ferric_agent::bmc::control::POWER_SETTLE,
+                ))
+            };
             let host: Arc<dyn Sampler> = Arc::new(
                 SysinfoSampler::new().context("cannot read host information for telemetry")?,
             );
@@ -254,9 +268,19 @@ async fn real_main() -> Result<()> {
                         )),
                         storage: lv.clone(),
                         compute: lv,
-                        bmc: Arc::new(Unsupported(
-                            "BMC control is not available on this agent (it arrives with the BMC driver)",
-                        )),
+                        bmc: ipmi(),
+                    }
+                }
+                DriverArg::Bmc => {
+                    tracing::info!("driving BMCs only (IPMI over LAN)");
+                    let none = Arc::new(Unsupported(
+                        "this agent drives BMCs only (run it with --driver libvirt for guests)",
+                    ));
+                    Drivers {
+                        network: none.clone(),
+                        storage: none.clone(),
+                        compute: none,
+                        bmc: ipmi(),
                     }
                 }
                 DriverArg::Fake => {
@@ -280,6 +304,7 @@ async fn real_main() -> Result<()> {
             cfg.backoff_min = backoff_min;
             cfg.backoff_max = backoff_max;
             cfg.drain_grace = drain_grace;
+            cfg.bmc_poll = bmc_poll;
             let shutdown = CancellationToken::new();
             let mut term = signal(SignalKind::terminate())?;
             let trigger = shutdown.clone();

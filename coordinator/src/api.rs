@@ -114,6 +114,12 @@ pub struct NodeView {
     pub capabilities: Vec<String>,
     /// Connected now.
     pub connected: bool,
+    /// Bare-metal nodes: power state last read (`on`/`off`).
+    #[serde(default)]
+    pub power: Option<String>,
+    /// Bare-metal nodes: what changed behind Ferric's back.
+    #[serde(default)]
+    pub flag: Option<String>,
 }
 
 /// `GET /v1/nodes/{name}`.
@@ -125,6 +131,9 @@ pub struct NodeDetail {
     pub plans: Vec<serde_json::Value>,
     /// Newest telemetry sample.
     pub telemetry: Option<serde_json::Value>,
+    /// Bare-metal nodes: the BMC.
+    #[serde(default)]
+    pub bmc: Option<crate::bmcs::BmcView>,
 }
 
 /// `GET /v1/plans/{id}`.
@@ -199,8 +208,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/ca", get(ca))
         .route("/v1/tokens", post(create_token))
-        .route("/v1/nodes", get(list_nodes))
-        .route("/v1/nodes/{name}", get(show_node))
+        .route("/v1/nodes", get(list_nodes).post(crate::bmcs::enroll))
+        .route(
+            "/v1/nodes/{name}",
+            get(show_node).delete(crate::bmcs::delete),
+        )
+        .route("/v1/nodes/{name}/bmc", get(crate::bmcs::show))
+        .route("/v1/nodes/{name}/power", post(crate::bmcs::power))
+        .route("/v1/nodes/{name}/bootdev", post(crate::bmcs::bootdev))
+        .route("/v1/nodes/{name}/sensors", post(crate::bmcs::sensors))
         .route("/v1/nodes/{name}/telemetry", get(telemetry))
         .route("/v1/plans", post(create_plans).get(list_plans))
         .route("/v1/plans/{id}", get(show_plan))
@@ -264,9 +280,11 @@ async fn create_token(
     }))
 }
 
-fn view(s: &Shared, n: NodeRow) -> NodeView {
+fn view(s: &Shared, n: NodeRow, bmc: Option<&crate::store::BmcRow>) -> NodeView {
     NodeView {
         connected: s.hub.connected_since(&n.name).is_some(),
+        power: bmc.and_then(|b| b.power_observed.clone()),
+        flag: bmc.and_then(|b| b.flag.clone()),
         name: n.name,
         role: n.role,
         enrolled_at_ms: n.enrolled_at_ms,
@@ -277,7 +295,22 @@ fn view(s: &Shared, n: NodeRow) -> NodeView {
 
 async fn list_nodes(State(s): State<Arc<Shared>>) -> ApiResult<Vec<NodeView>> {
     let nodes = s.store.nodes().await?;
-    Ok(Json(nodes.into_iter().map(|n| view(&s, n)).collect()))
+    let bmcs: std::collections::HashMap<String, crate::store::BmcRow> = s
+        .store
+        .bmcs(None)
+        .await?
+        .into_iter()
+        .map(|b| (b.node.clone(), b))
+        .collect();
+    Ok(Json(
+        nodes
+            .into_iter()
+            .map(|n| {
+                let b = bmcs.get(&n.name);
+                view(&s, n, b)
+            })
+            .collect(),
+    ))
 }
 
 async fn show_node(
@@ -291,8 +324,10 @@ async fn show_node(
         ));
     };
     let plans = s.store.plans(Some(&name), 10).await?;
+    let bmc = s.store.bmc(&name).await?;
     Ok(Json(NodeDetail {
-        node: view(&s, n),
+        node: view(&s, n, bmc.as_ref()),
+        bmc: bmc.map(|b| crate::bmcs::view(&s, b)),
         plans: plans
             .iter()
             .filter_map(|p| serde_json::to_value(p).ok())

@@ -259,6 +259,174 @@ pub enum NodeCmd {
         /// Node name.
         name: String,
     },
+    /// Enroll a bare-metal node by its BMC. The password comes from --password-file,
+    /// --password-env, or a prompt (or one line on standard input when it is not a terminal).
+    Enroll {
+        /// Node name (a DNS label).
+        name: String,
+        /// BMC address, `ipmi://USER@HOST[:PORT]`.
+        #[arg(long)]
+        bmc: String,
+        /// Agent that reaches the BMC (needed when several are enrolled).
+        #[arg(long)]
+        via: Option<String>,
+        /// Read the password from this file (first line).
+        #[arg(long, conflicts_with = "password_env")]
+        password_file: Option<PathBuf>,
+        /// Read the password from this environment variable.
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+    /// Power a bare-metal node on, off, cycle, reset, soft (ACPI) off, or read its status.
+    Power {
+        /// Action.
+        #[arg(value_enum)]
+        action: PowerArg,
+        /// Node name.
+        name: String,
+        /// Return once the plan is pushed instead of waiting for the result.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Set a bare-metal node's next boot device.
+    Bootdev {
+        /// Node name.
+        name: String,
+        /// Device.
+        #[arg(value_enum)]
+        device: BootdevArg,
+        /// For every boot, not just the next one.
+        #[arg(long)]
+        persistent: bool,
+        /// UEFI boot (legacy BIOS otherwise).
+        #[arg(long)]
+        uefi: bool,
+    },
+    /// Read every sensor of a bare-metal node's BMC.
+    Sensors {
+        /// Node name.
+        name: String,
+    },
+    /// Forget a bare-metal node (the machine itself is not touched).
+    Delete {
+        /// Node name.
+        name: String,
+    },
+}
+
+/// Power actions on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PowerArg {
+    /// Power on.
+    On,
+    /// Hard power off.
+    Off,
+    /// Off, then on.
+    Cycle,
+    /// Hard reset.
+    Reset,
+    /// ACPI soft off (the OS shuts down).
+    Soft,
+    /// Read the power state.
+    Status,
+}
+
+impl From<PowerArg> for ferric_proto::plan::PowerAction {
+    fn from(a: PowerArg) -> Self {
+        use ferric_proto::plan::PowerAction as P;
+        match a {
+            PowerArg::On => P::On,
+            PowerArg::Off => P::Off,
+            PowerArg::Cycle => P::Cycle,
+            PowerArg::Reset => P::Reset,
+            PowerArg::Soft => P::Soft,
+            PowerArg::Status => P::Status,
+        }
+    }
+}
+
+/// Boot devices on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BootdevArg {
+    /// Network boot.
+    Pxe,
+    /// Local disk.
+    Disk,
+    /// Firmware setup.
+    Bios,
+    /// Optical media.
+    Cdrom,
+}
+
+impl From<BootdevArg> for ferric_proto::plan::BootDevice {
+    fn from(a: BootdevArg) -> Self {
+        use ferric_proto::plan::BootDevice as B;
+        match a {
+            BootdevArg::Pxe => B::Pxe,
+            BootdevArg::Disk => B::Disk,
+            BootdevArg::Bios => B::Bios,
+            BootdevArg::Cdrom => B::Cdrom,
+        }
+    }
+}
+
+/// How long the CLI waits for a BMC plan.
+const BMC_WAIT: Duration = Duration::from_secs(180);
+
+fn read_password(file: Option<&std::path::Path>, env: Option<&str>) -> Result<String> {
+    let pw = if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the password file {}", f.display()))?;
+        text.lines().next().unwrap_or("").to_owned()
+    } else if let Some(var) = env {
+        std::env::var(var)
+            .with_context(|| format!("environment variable {var} holds no password"))?
+    } else if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        rpassword::prompt_password("BMC password: ").context("cannot read the password")?
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if pw.is_empty() {
+        bail!("the BMC password is empty");
+    }
+    Ok(pw)
+}
+
+/// Waits for a plan to finish; returns its status, or fails with the step's error.
+async fn wait_plan(client: &Client, id: u64, wait: Duration) -> Result<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let s = client.plan(id).await?;
+        match s["plan"]["state"].as_str().unwrap_or("") {
+            "succeeded" => return Ok(s),
+            "failed" => {
+                let why = s["events"]
+                    .as_array()
+                    .and_then(|e| e.iter().rev().find(|e| e["kind"].get("failed").is_some()))
+                    .map(describe_event)
+                    .unwrap_or_else(|| "failed".into());
+                bail!("plan {id} {why}");
+            }
+            st if tokio::time::Instant::now() >= deadline => bail!(
+                "plan {id} is still `{st}` after {}; follow it with `ferric plan status {id} --wait 5m`",
+                humantime::format_duration(wait)
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The `output` of a finished plan's events.
+fn plan_output(status: &serde_json::Value) -> Option<serde_json::Value> {
+    status["events"]
+        .as_array()?
+        .iter()
+        .rev()
+        .find_map(|e| e["kind"].get("output").cloned())
 }
 
 /// `ferric plan …`.
@@ -498,6 +666,138 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
+async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result<()> {
+    use crate::bmcs::{BmcAction, BmcView, BootdevRequest, EnrollBmcNode, PowerRequest};
+    match cmd {
+        NodeCmd::Enroll {
+            name,
+            bmc,
+            via,
+            password_file,
+            password_env,
+        } => {
+            // Catch a malformed address before asking for a password.
+            ferric_proto::msg::BmcAddress::parse(&bmc).map_err(|e| anyhow::anyhow!(e))?;
+            let password = read_password(password_file.as_deref(), password_env.as_deref())?;
+            let v: BmcView = client
+                .post(
+                    "/v1/nodes",
+                    &EnrollBmcNode {
+                        name,
+                        bmc,
+                        password,
+                        via,
+                    },
+                )
+                .await?;
+            if json {
+                return print_json(&v);
+            }
+            println!(
+                "node {} enrolled: BMC {} driven by agent `{}`",
+                v.node, v.address, v.via
+            );
+        }
+        NodeCmd::Power {
+            action,
+            name,
+            no_wait,
+        } => {
+            let a: BmcAction = client
+                .post(
+                    &format!("/v1/nodes/{name}/power"),
+                    &PowerRequest {
+                        action: action.into(),
+                    },
+                )
+                .await?;
+            if no_wait {
+                println!(
+                    "node {name}: plan {} pushed to `{}` (ferric plan status {} --wait 2m)",
+                    a.plan, a.via, a.plan
+                );
+                return Ok(());
+            }
+            let status = wait_plan(client, a.plan, BMC_WAIT).await?;
+            if json {
+                return print_json(&status);
+            }
+            let on = plan_output(&status)
+                .and_then(|o| o["power"]["on"].as_bool())
+                .context("the plan finished without reporting the power state")?;
+            println!("node {name}: power {}", if on { "on" } else { "off" });
+        }
+        NodeCmd::Bootdev {
+            name,
+            device,
+            persistent,
+            uefi,
+        } => {
+            let a: BmcAction = client
+                .post(
+                    &format!("/v1/nodes/{name}/bootdev"),
+                    &BootdevRequest {
+                        device: device.into(),
+                        persistent,
+                        uefi,
+                    },
+                )
+                .await?;
+            let status = wait_plan(client, a.plan, BMC_WAIT).await?;
+            if json {
+                return print_json(&status);
+            }
+            println!(
+                "node {name}: next boot from {}{}{}",
+                format!("{device:?}").to_lowercase(),
+                if persistent { ", persistent" } else { ", once" },
+                if uefi { ", UEFI" } else { "" }
+            );
+        }
+        NodeCmd::Sensors { name } => {
+            let a: BmcAction = client
+                .post(&format!("/v1/nodes/{name}/sensors"), &serde_json::json!({}))
+                .await?;
+            let status = wait_plan(client, a.plan, BMC_WAIT).await?;
+            let readings = plan_output(&status)
+                .and_then(|o| o.get("sensors").cloned())
+                .context("the plan finished without sensor readings")?;
+            if json {
+                return print_json(&readings);
+            }
+            let rows = readings
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|r| {
+                    vec![
+                        r["name"].as_str().unwrap_or("").to_owned(),
+                        r["kind"].as_str().unwrap_or("").to_owned(),
+                        r["value"]
+                            .as_f64()
+                            .map_or("n/a".into(), |v| format!("{v:.2}")),
+                        r["unit"].as_str().unwrap_or("").to_owned(),
+                    ]
+                })
+                .collect();
+            println!("{}", table(&["SENSOR", "TYPE", "VALUE", "UNIT"], rows));
+        }
+        NodeCmd::Delete { name } => {
+            let v: BmcView = client.delete(&format!("/v1/nodes/{name}")).await?;
+            if json {
+                return print_json(&v);
+            }
+            println!(
+                "node {name} removed (BMC {} is no longer driven)",
+                v.address
+            );
+        }
+        NodeCmd::List | NodeCmd::Show { .. } => bail!("not a BMC command"),
+    }
+    Ok(())
+}
+
 /// Renders one event row (JSON as served by the API) for tables.
 pub fn describe_event(e: &serde_json::Value) -> String {
     let kind = &e["kind"];
@@ -520,6 +820,14 @@ pub fn describe_event(e: &serde_json::Value) -> String {
     }
     if let Some(p) = kind.get("progress") {
         return format!("progress {}/{}", p["done"], p["total"]);
+    }
+    if let Some(o) = kind.get("output") {
+        if let Some(p) = o.get("power") {
+            return format!("power {}", if p["on"] == true { "on" } else { "off" });
+        }
+        if let Some(s) = o.get("sensors").and_then(|s| s.as_array()) {
+            return format!("{} sensor readings", s.len());
+        }
     }
     kind.to_string()
 }
@@ -932,6 +1240,13 @@ pub async fn run_client(cli: Cli) -> Result<()> {
                 t.token, t.ca_hash
             );
         }
+        Command::Node(
+            cmd @ (NodeCmd::Enroll { .. }
+            | NodeCmd::Power { .. }
+            | NodeCmd::Bootdev { .. }
+            | NodeCmd::Sensors { .. }
+            | NodeCmd::Delete { .. }),
+        ) => return bmc_cmd(&client, cmd, json).await,
         Command::Node(NodeCmd::List) => {
             let nodes: Vec<NodeView> = client.get("/v1/nodes").await?;
             if json {
@@ -950,13 +1265,25 @@ pub async fn run_client(cli: Cli) -> Result<()> {
                         },
                         ago(n.last_seen_ms),
                         n.capabilities.join(","),
+                        match (&n.power, &n.flag) {
+                            (Some(p), Some(_)) => format!("{p} (flagged)"),
+                            (Some(p), None) => p.clone(),
+                            (None, _) => String::new(),
+                        },
                     ]
                 })
                 .collect();
             println!(
                 "{}",
                 table(
-                    &["NAME", "ROLE", "LINK", "LAST HELLO", "CAPABILITIES"],
+                    &[
+                        "NAME",
+                        "ROLE",
+                        "LINK",
+                        "LAST HELLO",
+                        "CAPABILITIES",
+                        "POWER"
+                    ],
                     rows
                 )
             );
@@ -978,6 +1305,29 @@ pub async fn run_client(cli: Cli) -> Result<()> {
             );
             println!("last hello:   {}", ago(d.node.last_seen_ms));
             println!("capabilities: {}", d.node.capabilities.join(", "));
+            if let Some(b) = &d.bmc {
+                println!("bmc:          {} (via agent `{}`)", b.address, b.via);
+                println!(
+                    "power:        {} (Ferric left it {}; read {})",
+                    b.power_observed.as_deref().unwrap_or("unknown"),
+                    b.power_expected.as_deref().unwrap_or("-"),
+                    ago(b.observed_at_ms)
+                );
+                if let Some(f) = &b.flag {
+                    println!("FLAG:         {f}");
+                }
+                if let Some(e) = &b.last_error {
+                    println!("last error:   {e}");
+                }
+                for r in &b.sensors {
+                    println!(
+                        "sensor:       {:<16} {:>10} {}",
+                        r.name,
+                        r.value.map_or("n/a".into(), |v| format!("{v:.2}")),
+                        r.unit
+                    );
+                }
+            }
             if let Some(t) = &d.telemetry {
                 let s = &t["sample"];
                 println!(

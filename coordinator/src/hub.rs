@@ -1,6 +1,6 @@
 //! Who is connected right now, how to push a plan to them, and their recent telemetry.
 
-use ferric_proto::msg::TelemetrySample;
+use ferric_proto::msg::{BmcState, TelemetrySample};
 use ferric_proto::plan::Plan;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -19,10 +19,19 @@ pub struct TelemetryRecord {
     pub sample: TelemetrySample,
 }
 
+/// What the hub hands a connection to send to its agent.
+#[derive(Debug, Clone)]
+pub enum Push {
+    /// A stored plan.
+    Plan(Plan),
+    /// The set of BMCs the agent drives changed: reload it from the store and send it.
+    Bmcs,
+}
+
 #[derive(Debug)]
 struct Live {
     conn_id: u64,
-    plans: mpsc::UnboundedSender<Plan>,
+    plans: mpsc::UnboundedSender<Push>,
     conn: quinn::Connection,
     since_ms: i64,
 }
@@ -32,6 +41,7 @@ struct Live {
 pub struct Hub {
     live: Mutex<HashMap<String, Live>>,
     telemetry: Mutex<HashMap<String, VecDeque<TelemetryRecord>>>,
+    bmc_states: Mutex<HashMap<String, BmcState>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -47,7 +57,7 @@ impl Hub {
         node: &str,
         conn_id: u64,
         conn: quinn::Connection,
-        plans: mpsc::UnboundedSender<Plan>,
+        plans: mpsc::UnboundedSender<Push>,
         now_ms: i64,
     ) {
         let old = lock(&self.live).insert(
@@ -80,9 +90,38 @@ impl Hub {
     pub fn push(&self, plan: Plan) -> bool {
         let live = lock(&self.live);
         match live.get(&plan.node) {
-            Some(l) => l.plans.send(plan).is_ok(),
+            Some(l) => l.plans.send(Push::Plan(plan)).is_ok(),
             None => false,
         }
+    }
+
+    /// Tells the connection of agent `node` (if any) to resend the BMCs it drives.
+    pub fn push_bmcs(&self, node: &str) -> bool {
+        match lock(&self.live).get(node) {
+            Some(l) => l.plans.send(Push::Bmcs).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Keeps the newest state read from a BMC (sensors included), by bare-metal node name.
+    pub fn record_bmc(&self, state: BmcState) {
+        let mut m = lock(&self.bmc_states);
+        if m.get(&state.name)
+            .is_some_and(|old| old.at_ms > state.at_ms)
+        {
+            return;
+        }
+        m.insert(state.name.clone(), state);
+    }
+
+    /// The newest state read from the BMC of `node`.
+    pub fn bmc_state(&self, node: &str) -> Option<BmcState> {
+        lock(&self.bmc_states).get(node).cloned()
+    }
+
+    /// Forgets a BMC (its node was removed).
+    pub fn forget_bmc(&self, node: &str) {
+        lock(&self.bmc_states).remove(node);
     }
 
     /// Whether `node` is connected, and since when (ms since the epoch).

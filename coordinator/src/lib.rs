@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod bmcs;
 pub mod cli;
 pub mod guests;
 pub mod hub;

@@ -172,7 +172,8 @@ async fn read_one<M: Message>(recv: &mut quinn::RecvStream, max: usize) -> Resul
     }
 }
 
-fn valid_node_name(name: &str) -> Result<(), String> {
+/// Checks a node name (a DNS label).
+pub fn valid_node_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 63 {
         return Err("must be 1 to 63 characters".into());
     }
@@ -334,7 +335,7 @@ struct AgentConn {
     shared: Arc<Shared>,
     session: CoordSession,
     send: quinn::SendStream,
-    plans_tx: mpsc::UnboundedSender<ferric_proto::plan::Plan>,
+    plans_tx: mpsc::UnboundedSender<crate::hub::Push>,
     registered: bool,
     out: Vec<u8>,
 }
@@ -398,7 +399,10 @@ impl AgentConn {
                     Ok(None) => return Ok(()),
                     Err(e) => { debug!(error = %e, "control stream ended"); return Ok(()); }
                 },
-                Some(plan) = plans_rx.recv() => this.session.push_plan(plan),
+                Some(push) = plans_rx.recv() => match push {
+                    crate::hub::Push::Plan(plan) => this.session.push_plan(plan),
+                    crate::hub::Push::Bmcs => this.push_bmcs().await?,
+                },
                 d = conn.read_datagram() => match d {
                     Ok(bytes) => this.on_datagram(&bytes),
                     Err(e) => { debug!(error = %e, "connection ended"); return Ok(()); }
@@ -440,6 +444,107 @@ impl AgentConn {
                 Err(e) => debug!(error = %e, "dropped a malformed telemetry stream"),
             }
         });
+    }
+
+    /// Sends the agent every BMC it drives, with credentials (over this mutual-TLS link only).
+    async fn push_bmcs(&mut self) -> Result<(), Closing> {
+        let rows = self
+            .shared
+            .store
+            .bmcs(Some(&self.node))
+            .await
+            .map_err(|e| (close::STORE_ERROR, format!("coordinator store error: {e}")))?;
+        let n = rows.len();
+        let creds = rows
+            .into_iter()
+            .map(|r| ferric_proto::msg::BmcCredential {
+                name: r.node,
+                address: r.address,
+                password: r.password.0,
+            })
+            .collect();
+        if !self.session.push_bmcs(creds) && n > 0 {
+            warn!(
+                bmcs = n,
+                version = self.session.version(),
+                "agent speaks a protocol too old to drive BMCs; upgrade it"
+            );
+        }
+        Ok(())
+    }
+
+    /// Records BMC states this agent read: power sync (flags a node whose power changed
+    /// behind Ferric's back) and the newest sensors. States of BMCs it does not drive are
+    /// dropped.
+    async fn on_bmc_states(
+        &self,
+        states: Vec<ferric_proto::msg::BmcState>,
+    ) -> Result<(), crate::store::StoreError> {
+        let store = &self.shared.store;
+        let mine: HashSet<String> = store
+            .bmcs(Some(&self.node))
+            .await?
+            .into_iter()
+            .map(|r| r.node)
+            .collect();
+        for st in states {
+            if !mine.contains(&st.name) {
+                debug!(bmc = %st.name, "dropped the state of a BMC this agent does not drive");
+                continue;
+            }
+            let busy = self
+                .shared
+                .bmc_plan_running(&self.node, &st.name, true)
+                .await?;
+            if let Some(flag) = store
+                .bmc_observed(
+                    &st.name,
+                    busy,
+                    st.power_on,
+                    st.error.as_deref(),
+                    st.at_ms as i64,
+                )
+                .await?
+            {
+                warn!(node = %st.name, %flag, "node flagged");
+            }
+            self.shared.hub.record_bmc(st);
+        }
+        Ok(())
+    }
+
+    /// A step's output: what a BMC power step found is what Ferric now expects (or, for a
+    /// status read, what it observed).
+    async fn on_output(
+        &self,
+        e: &ferric_proto::plan::StepEvent,
+    ) -> Result<(), crate::store::StoreError> {
+        use ferric_proto::plan::{PowerAction, Step, StepEventKind, StepOutput};
+        let StepEventKind::Output(StepOutput::Power { on }) = &e.kind else {
+            return Ok(());
+        };
+        let store = &self.shared.store;
+        let Some(plan) = store.plan(e.plan).await? else {
+            return Ok(());
+        };
+        let Some(Step::BmcPower { bmc, action }) = plan.steps.get(e.step as usize).map(|s| &s.step)
+        else {
+            return Ok(());
+        };
+        if store.bmc(bmc).await?.is_none_or(|r| r.via != self.node) {
+            return Ok(());
+        }
+        if *action == PowerAction::Status {
+            if let Some(flag) = store
+                .bmc_observed(bmc, false, Some(*on), None, e.at_ms as i64)
+                .await?
+            {
+                warn!(node = %bmc, %flag, "node flagged");
+            }
+        } else {
+            store.bmc_power_set(bmc, *on, e.at_ms as i64).await?;
+        }
+        Ok(())
     }
 
     /// Acts on session events and writes what the session wants sent.
@@ -488,6 +593,8 @@ impl AgentConn {
                     }
                     let known: HashSet<_> = h.plans.iter().map(|c| c.plan).collect();
                     self.session.accept(stored);
+                    // Credentials first: a plan pushed next may name one of these BMCs.
+                    self.push_bmcs().await?;
                     for p in store
                         .unfinished_plans(&self.node)
                         .await
@@ -505,7 +612,8 @@ impl AgentConn {
                 }
                 CoordEvent::Event(e) => {
                     match store.insert_event(&self.node, &e, crate::now_us()).await {
-                        Ok(_) => {}
+                        Ok(true) => self.on_output(&e).await.map_err(store_err)?,
+                        Ok(false) => {}
                         Err(crate::store::StoreError::UnknownPlan { plan, .. }) => {
                             warn!(
                                 plan,
@@ -515,6 +623,9 @@ impl AgentConn {
                         Err(e) => return Err(store_err(e)),
                     }
                     self.session.ack(e.plan, e.seq);
+                }
+                CoordEvent::BmcStates(states) => {
+                    self.on_bmc_states(states).await.map_err(store_err)?
                 }
                 CoordEvent::PlanAccepted(id) => {
                     store

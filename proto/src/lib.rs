@@ -27,7 +27,11 @@ pub const ALPN_ENROLL: &[u8] = b"ferric-enroll/1";
 pub const COORDINATOR_SERVER_NAME: &str = "coordinator.ferric.internal";
 
 /// Protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// * 1 — hello/welcome, plans, step events, telemetry datagrams;
+/// * 2 — BMC credentials pushed to the agent (`CoordMsg::Bmcs`), BMC states reported
+///   (`AgentMsg::BmcStates`), step outputs (`StepEventKind::Output`).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Oldest agent protocol version the coordinator still serves (rolling upgrades).
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 

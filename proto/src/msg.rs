@@ -111,7 +111,7 @@ pub enum RefuseReason {
 }
 
 /// Messages from agent to coordinator on the control stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AgentMsg {
     /// Opens the session.
     Hello(Hello),
@@ -122,6 +122,9 @@ pub enum AgentMsg {
     },
     /// A step event.
     Event(StepEvent),
+    /// What the agent last read from the BMCs it drives (power, sensors), sent after each
+    /// poll (protocol version 2).
+    BmcStates(Vec<BmcState>),
 }
 
 /// Messages from coordinator to agent on the control stream.
@@ -140,6 +143,113 @@ pub enum CoordMsg {
         /// Highest stored sequence number (cumulative).
         seq: u32,
     },
+    /// Every BMC this agent drives, with its credentials: the whole set, replacing the one
+    /// sent before. Sent after the welcome and whenever the set changes, before any plan that
+    /// names one of them (protocol version 2). The agent keeps them in memory only.
+    Bmcs(Vec<BmcCredential>),
+}
+
+/// A BMC an agent drives: how steps name it, where it is, and how to log in.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BmcCredential {
+    /// Name steps use (`bmc` of `BmcPower` and the like): the bare-metal node's name.
+    pub name: String,
+    /// `ipmi://USER@HOST[:PORT]`.
+    pub address: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for BmcCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BmcCredential")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// A BMC's address, `ipmi://USER@HOST[:PORT]` (the password always travels apart from it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BmcAddress {
+    /// User name.
+    pub user: String,
+    /// Host name or address (without brackets).
+    pub host: String,
+    /// UDP port, 623 when not given.
+    pub port: u16,
+}
+
+impl BmcAddress {
+    /// Parses `ipmi://USER@HOST[:PORT]`; a password in the URL is refused.
+    pub fn parse(url: &str) -> Result<BmcAddress, String> {
+        let rest = url
+            .strip_prefix("ipmi://")
+            .ok_or_else(|| format!("`{url}` is not ipmi://USER@HOST[:PORT]"))?;
+        let (user, hostport) = rest
+            .rsplit_once('@')
+            .ok_or_else(|| format!("`{url}` names no user (ipmi://USER@HOST[:PORT])"))?;
+        if user.contains(':') {
+            return Err(
+                "the BMC address holds a password: give it from a prompt, a file or an environment variable, not in the URL"
+                    .into(),
+            );
+        }
+        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+            let (h, p) = h
+                .split_once(']')
+                .ok_or_else(|| format!("`{url}`: unclosed ["))?;
+            (h, p.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        let port = match port {
+            None => 623,
+            Some(p) => p
+                .parse()
+                .map_err(|_| format!("`{url}`: port `{p}` is not a number"))?,
+        };
+        if user.is_empty() || host.is_empty() || host.contains('/') {
+            return Err(format!("`{url}` needs a user and a host"));
+        }
+        Ok(BmcAddress {
+            user: user.to_owned(),
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// One sensor reading from a BMC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SensorReading {
+    /// Sensor name from its SDR (`CPU Temp`).
+    pub name: String,
+    /// Sensor type (`temperature`, `voltage`, `fan`, `current`, …, or `type 0xNN`).
+    pub kind: String,
+    /// Converted reading, when the sensor has one and it is available.
+    pub value: Option<f64>,
+    /// Unit (`degrees C`, `volts`, `RPM`, …); empty when unknown.
+    pub unit: String,
+}
+
+/// What an agent last read from one BMC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BmcState {
+    /// The BMC's name (as in [`BmcCredential`]).
+    pub name: String,
+    /// Agent's clock at the read, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// System power; `None` when the read failed.
+    pub power_on: Option<bool>,
+    /// Sensor readings (empty when not read this time).
+    pub sensors: Vec<SensorReading>,
+    /// Why the read failed (kind and message), naming the BMC.
+    pub error: Option<String>,
 }
 
 /// Enrollment request, the only message on an `ferric-enroll/1` connection.

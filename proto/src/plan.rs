@@ -128,6 +128,11 @@ pub enum Step {
         #[serde(default)]
         uefi: bool,
     },
+    /// Reads every sensor of a BMC (SDR walk and readings); the readings are the step's output.
+    BmcSensors {
+        /// BMC reference.
+        bmc: String,
+    },
 }
 
 impl Step {
@@ -169,6 +174,11 @@ impl Step {
             } => {
                 vec![(format!("guest:{guest}"), Write), (vol(pool, volume), Read)]
             }
+            Step::BmcPower {
+                bmc,
+                action: PowerAction::Status,
+            }
+            | Step::BmcSensors { bmc } => vec![(format!("bmc:{bmc}"), Read)],
             Step::BmcPower { bmc, .. } | Step::BmcBootDevice { bmc, .. } => {
                 vec![(format!("bmc:{bmc}"), Write)]
             }
@@ -189,6 +199,7 @@ impl Step {
             Step::DeleteGuest { .. } => "delete_guest",
             Step::BmcPower { .. } => "bmc_power",
             Step::BmcBootDevice { .. } => "bmc_boot_device",
+            Step::BmcSensors { .. } => "bmc_sensors",
         }
     }
 }
@@ -329,6 +340,41 @@ pub enum PowerAction {
     Reset,
     /// ACPI soft power off.
     Soft,
+    /// Change nothing; read and report the power state.
+    Status,
+}
+
+impl PowerAction {
+    /// Every action, for parsing and listing.
+    pub const ALL: [PowerAction; 6] = [
+        PowerAction::On,
+        PowerAction::Off,
+        PowerAction::Cycle,
+        PowerAction::Reset,
+        PowerAction::Soft,
+        PowerAction::Status,
+    ];
+
+    /// Stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerAction::On => "on",
+            PowerAction::Off => "off",
+            PowerAction::Cycle => "cycle",
+            PowerAction::Reset => "reset",
+            PowerAction::Soft => "soft",
+            PowerAction::Status => "status",
+        }
+    }
+
+    /// The power state the action leaves (`Some(true)`: on), when it decides one.
+    pub fn leaves_on(self) -> Option<bool> {
+        match self {
+            PowerAction::On | PowerAction::Cycle | PowerAction::Reset => Some(true),
+            PowerAction::Off | PowerAction::Soft => Some(false),
+            PowerAction::Status => None,
+        }
+    }
 }
 
 /// Boot devices.
@@ -369,17 +415,21 @@ pub enum ErrorKind {
     Interrupted,
     /// A bug or an unexpected state.
     Internal,
+    /// The credentials were accepted but do not allow the operation (protocol version 2;
+    /// new kinds go last so that older peers decode the ones they know).
+    InsufficientPrivilege,
 }
 
 impl ErrorKind {
     /// Every kind, for parsing and listing.
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::InvalidSpec,
         ErrorKind::NotFound,
         ErrorKind::Conflict,
         ErrorKind::Timeout,
         ErrorKind::Unreachable,
         ErrorKind::AuthFailed,
+        ErrorKind::InsufficientPrivilege,
         ErrorKind::Unsupported,
         ErrorKind::Io,
         ErrorKind::Interrupted,
@@ -395,6 +445,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Unreachable => "unreachable",
             ErrorKind::AuthFailed => "auth_failed",
+            ErrorKind::InsufficientPrivilege => "insufficient_privilege",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Io => "io",
             ErrorKind::Interrupted => "interrupted",
@@ -420,7 +471,7 @@ impl fmt::Display for ErrorKind {
 }
 
 /// What happened to a step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepEventKind {
     /// The agent started the step (again, after a restart, if the step did not finish).
@@ -444,11 +495,27 @@ pub enum StepEventKind {
         /// Human message naming the problem.
         message: String,
     },
+    /// What the step found (power state, sensor readings), sent before `Done`
+    /// (protocol version 2; new kinds go last so that older peers decode the ones they know).
+    Output(StepOutput),
+}
+
+/// What a step found, for the steps that read something.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutput {
+    /// Power state read from a BMC after the step.
+    Power {
+        /// System power is on.
+        on: bool,
+    },
+    /// Sensor readings from a BMC.
+    Sensors(Vec<crate::msg::SensorReading>),
 }
 
 /// One event of a plan, numbered by the agent. `(plan, seq)` is unique: the coordinator stores
 /// each exactly once however often it is re-sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepEvent {
     /// Plan the event belongs to.
     pub plan: PlanId,
@@ -643,9 +710,9 @@ impl Plan {
                 Step::GuestPower { name, .. } | Step::DeleteGuest { name } => {
                     check_name(name).map_err(|p| field("name", p))?
                 }
-                Step::BmcPower { bmc, .. } | Step::BmcBootDevice { bmc, .. } => {
-                    check_name(bmc).map_err(|p| field("bmc", p))?
-                }
+                Step::BmcPower { bmc, .. }
+                | Step::BmcBootDevice { bmc, .. }
+                | Step::BmcSensors { bmc } => check_name(bmc).map_err(|p| field("bmc", p))?,
             }
         }
         Ok(())

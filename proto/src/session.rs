@@ -10,7 +10,10 @@
 //! the agent how many events of each plan it holds and the agent re-sends the rest. The
 //! coordinator drops events it has already seen, so each event is stored exactly once.
 
-use crate::msg::{AgentMsg, CoordMsg, Hello, PlanCursor, RefuseReason, StoredCursor, Welcome};
+use crate::msg::{
+    AgentMsg, BmcCredential, BmcState, CoordMsg, Hello, PlanCursor, RefuseReason, StoredCursor,
+    Welcome,
+};
 use crate::plan::{Plan, PlanId, StepEvent};
 use crate::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use std::collections::{BTreeMap, VecDeque};
@@ -63,6 +66,8 @@ pub enum AgentEvent {
         /// Highest stored seq.
         seq: u32,
     },
+    /// The BMCs this agent drives now (replacing the set before).
+    Bmcs(Vec<BmcCredential>),
     /// The session ended; reconnect (with backoff) unless the error says otherwise.
     Closed(SessionError),
 }
@@ -127,6 +132,9 @@ impl AgentSession {
             (Phase::Established, CoordMsg::Ack { plan, seq }) => {
                 self.events.push_back(AgentEvent::Acked { plan, seq })
             }
+            (Phase::Established, CoordMsg::Bmcs(bmcs)) => {
+                self.events.push_back(AgentEvent::Bmcs(bmcs))
+            }
             (Phase::Established, CoordMsg::Welcome(_) | CoordMsg::Refused(_)) => self.close(
                 SessionError::Violation("handshake message after the handshake"),
             ),
@@ -165,6 +173,14 @@ impl AgentSession {
     pub fn plan_accepted(&mut self, plan: PlanId) {
         if self.phase == Phase::Established {
             self.transmit.push_back(AgentMsg::PlanAccepted { plan });
+        }
+    }
+
+    /// Sends what was read from the BMCs (dropped when the session is not up: the next poll
+    /// sends fresher states).
+    pub fn send_bmc_states(&mut self, states: Vec<BmcState>) {
+        if self.phase == Phase::Established {
+            self.transmit.push_back(AgentMsg::BmcStates(states));
         }
     }
 
@@ -216,7 +232,7 @@ impl AgentSession {
 // ---------------------------------------------------------------------------------------------
 
 /// What the coordinator application must act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum CoordEvent {
     /// A valid `Hello` from the certified node: look up the store, then call
     /// [`CoordSession::accept`] (or [`CoordSession::refuse`]).
@@ -225,6 +241,8 @@ pub enum CoordEvent {
     Event(StepEvent),
     /// The agent journaled a plan.
     PlanAccepted(PlanId),
+    /// What the agent read from its BMCs.
+    BmcStates(Vec<BmcState>),
     /// The session ended (after a refusal was queued, if any: flush the transmit queue).
     Closed(SessionError),
 }
@@ -238,6 +256,10 @@ pub struct CoordSession {
     session: u64,
     telemetry_interval: Duration,
     hello_seen: bool,
+    /// Protocol version agreed: the lower of the agent's and this build's.
+    version: u16,
+    /// BMC credentials pushed before the handshake finished.
+    queued_bmcs: Option<Vec<BmcCredential>>,
     /// Next event seq expected per plan; earlier ones are duplicates.
     next_seq: BTreeMap<PlanId, u32>,
     /// Plans pushed before the handshake finished.
@@ -264,6 +286,8 @@ impl CoordSession {
             session,
             telemetry_interval,
             hello_seen: false,
+            version: PROTOCOL_VERSION,
+            queued_bmcs: None,
             next_seq: BTreeMap::new(),
             queued_plans: Vec::new(),
             transmit: VecDeque::new(),
@@ -304,6 +328,9 @@ impl CoordSession {
                 self.events.push_back(CoordEvent::PlanAccepted(plan))
             }
             (Phase::Established, AgentMsg::Event(ev)) => self.on_event(ev),
+            (Phase::Established, AgentMsg::BmcStates(states)) => {
+                self.events.push_back(CoordEvent::BmcStates(states))
+            }
         }
     }
 
@@ -317,6 +344,7 @@ impl CoordSession {
             });
             return;
         }
+        self.version = h.version.min(PROTOCOL_VERSION);
         if h.node != self.certified {
             self.refuse(RefuseReason::IdentityMismatch {
                 claimed: h.node,
@@ -355,13 +383,16 @@ impl CoordSession {
             self.next_seq.insert(c.plan, c.stored);
         }
         self.transmit.push_back(CoordMsg::Welcome(Welcome {
-            version: PROTOCOL_VERSION,
+            version: self.version,
             session: self.session,
             telemetry_interval_ms: u32::try_from(self.telemetry_interval.as_millis())
                 .unwrap_or(u32::MAX),
             stored,
         }));
         self.phase = Phase::Established;
+        if let Some(bmcs) = self.queued_bmcs.take() {
+            self.push_bmcs(bmcs);
+        }
         for plan in std::mem::take(&mut self.queued_plans) {
             self.push_plan(plan);
         }
@@ -386,6 +417,26 @@ impl CoordSession {
             Phase::Handshake { .. } => self.queued_plans.push(plan),
             Phase::Closed => {}
         }
+    }
+
+    /// Protocol version agreed with the agent (this build's until the hello).
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// Hands the agent the BMCs it drives (the whole set), ahead of any plan pushed after this
+    /// call; queued until the handshake completes. Returns false when the agent's protocol
+    /// version predates BMC credentials (2): it cannot drive BMCs then.
+    pub fn push_bmcs(&mut self, bmcs: Vec<BmcCredential>) -> bool {
+        if self.version < 2 {
+            return false;
+        }
+        match self.phase {
+            Phase::Established => self.transmit.push_back(CoordMsg::Bmcs(bmcs)),
+            Phase::Handshake { .. } => self.queued_bmcs = Some(bmcs),
+            Phase::Closed => {}
+        }
+        true
     }
 
     /// Acknowledges events `0..=seq` of `plan` as stored.

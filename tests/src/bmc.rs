@@ -9,6 +9,115 @@ use std::time::{Duration, Instant};
 /// User and password of the emulated BMCs' administrator.
 pub const ADMIN: (&str, &str) = ("admin", "ferric-bmc-secret");
 
+/// An analog sensor of the emulated BMC: its SDR says `value = M·raw·10^R`.
+#[derive(Debug, Clone, Copy)]
+pub struct SimSensor {
+    /// ID string.
+    pub name: &'static str,
+    /// Sensor number.
+    pub number: u8,
+    /// IPMI sensor type (1 temperature, 2 voltage, 4 fan).
+    pub sensor_type: u8,
+    /// IPMI base unit (1 °C, 4 volts, 18 RPM).
+    pub unit: u8,
+    /// M.
+    pub m: u8,
+    /// Result exponent R.
+    pub r_exp: i8,
+    /// Raw reading the BMC reports.
+    pub raw: u8,
+    /// The reading it stands for.
+    pub value: f64,
+}
+
+/// The emulated BMC's sensors.
+pub const SENSORS: [SimSensor; 3] = [
+    SimSensor {
+        name: "CPU Temp",
+        number: 1,
+        sensor_type: 0x01,
+        unit: 1,
+        m: 1,
+        r_exp: 0,
+        raw: 45,
+        value: 45.0,
+    },
+    SimSensor {
+        name: "Fan 1",
+        number: 2,
+        sensor_type: 0x04,
+        unit: 18,
+        m: 50,
+        r_exp: 0,
+        raw: 60,
+        value: 3000.0,
+    },
+    SimSensor {
+        name: "12V",
+        number: 3,
+        sensor_type: 0x02,
+        unit: 4,
+        m: 6,
+        r_exp: -2,
+        raw: 200,
+        value: 12.0,
+    },
+];
+
+/// A Full Sensor Record (IPMI 2.0, table 43-1) for a linear threshold sensor owned by the BMC.
+pub fn full_sensor_sdr(id: u16, s: &SimSensor) -> Vec<u8> {
+    let [id_lo, id_hi] = id.to_le_bytes();
+    let mut body = vec![
+        0x20,          // owner: the BMC
+        0x00,          // owner LUN
+        s.number,      // sensor number
+        0x07,          // entity: system board
+        0x01,          // entity instance
+        0x7f,          // initialization
+        0x68,          // capabilities
+        s.sensor_type, // sensor type
+        0x01,          // event/reading type: threshold
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,                             // event masks
+        0x00,                          // units 1: unsigned, no rate, no modifier
+        s.unit,                        // base unit
+        0x00,                          // modifier unit
+        0x00,                          // linear
+        s.m,                           // M (low 8 bits)
+        0x00,                          // M high bits, tolerance
+        0x00,                          // B
+        0x00,                          // B high bits, accuracy
+        0x00,                          // accuracy, direction
+        ((s.r_exp as u8) & 0x0f) << 4, // R exponent | B exponent 0
+        0x00,                          // analog characteristics
+        s.raw,                         // nominal
+        0xff,                          // normal max
+        0x00,                          // normal min
+        0xff,                          // sensor max
+        0x00,                          // sensor min
+        0,
+        0,
+        0,
+        0,
+        0,
+        0, // thresholds
+        0,
+        0, // hysteresis
+        0,
+        0,    // reserved
+        0x00, // OEM
+    ];
+    body.push(0xc0 | s.name.len() as u8);
+    body.extend_from_slice(s.name.as_bytes());
+    let mut rec = vec![id_lo, id_hi, 0x51, 0x01, body.len() as u8];
+    rec.extend(body);
+    rec
+}
+
 /// A running `ipmi_sim`.
 #[derive(Debug)]
 pub struct SimBmc {
@@ -62,13 +171,22 @@ set_working_mc 0x20
         // half-open session on the BMC until it times out, and the 30%-loss test makes
         // several (see docs/design.md, "BMC").
         std::fs::write(dir.join("lan.conf"), lan)?;
-        std::fs::write(
-            dir.join("sim.emu"),
+        let mut emu = String::from(
             "mc_setbmc 0x20\n\
              mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n\
-             sel_enable 0x20 1000 0x0a\n\
-             mc_enable 0x20\n",
-        )?;
+             sel_enable 0x20 1000 0x0a\n",
+        );
+        for (i, s) in SENSORS.iter().enumerate() {
+            let record = full_sensor_sdr(i as u16 + 1, s);
+            let bytes: Vec<String> = record.iter().map(|b| format!("0x{b:02x}")).collect();
+            emu.push_str(&format!("main_sdr_add 0x20 {}\n", bytes.join(" ")));
+            emu.push_str(&format!(
+                "sensor_add 0x20 0 {} 0x{:02x} 0x01\nsensor_set_value 0x20 0 {} {} 0\n",
+                s.number, s.sensor_type, s.number, s.raw
+            ));
+        }
+        emu.push_str("mc_enable 0x20\n");
+        std::fs::write(dir.join("sim.emu"), emu)?;
         let log = std::fs::File::create(dir.join("ipmi_sim.log"))?;
         let child = Command::new("ipmi_sim")
             .arg("-c")

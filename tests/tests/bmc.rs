@@ -5,7 +5,7 @@
 use ferric_agent::bmc::ipmi::{IpmiClient, IpmiOptions};
 use ferric_agent::bmc::{BmcErrorKind, BmcTarget, Secret};
 use ferric_proto::plan::{BootDevice, PowerAction};
-use ferric_tests::bmc::{ADMIN, SimBmc};
+use ferric_tests::bmc::{ADMIN, SENSORS, SimBmc};
 use std::time::{Duration, Instant};
 
 fn target(bmc: &SimBmc, user: &str, password: &str) -> BmcTarget {
@@ -236,4 +236,266 @@ async fn operations_succeed_across_a_path_that_loses_10_percent_of_datagrams() {
             .contains("is off")
     );
     assert_eq!(bmc.chassis("boot").as_deref(), Some("pxe"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensors_from_the_sdr_walk_agree_with_ipmitool() {
+    let dir = tempfile::tempdir().unwrap();
+    let bmc = SimBmc::start(dir.path()).unwrap();
+    let t = target(&bmc, ADMIN.0, ADMIN.1);
+    let c = IpmiClient::new(IpmiOptions::default());
+    let defs = c.sdr_sensors(&t).await.unwrap();
+    assert_eq!(
+        defs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        SENSORS.iter().map(|s| s.name).collect::<Vec<_>>()
+    );
+    for (d, s) in defs.iter().zip(SENSORS) {
+        let v = c.sensor_reading(&t, d).await.unwrap().unwrap();
+        assert!((v - s.value).abs() < 1e-6, "{}: {v} != {}", s.name, s.value);
+        // ipmitool decodes the same SDR and reading.
+        let shown = bmc.ipmitool(&["sensor", "reading", s.name]).unwrap();
+        let theirs: f64 = shown
+            .rsplit('|')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("ipmitool said {shown:?}"));
+        assert!(
+            (theirs - v).abs() < 1e-6,
+            "{}: ipmitool {theirs}, Ferric {v}",
+            s.name
+        );
+    }
+    assert_eq!(defs[0].kind, "temperature");
+    assert_eq!(defs[1].unit, "rpm");
+    assert_eq!(defs[0].unit, "°C");
+    c.close_all().await;
+}
+
+/// Runs the `ferric` CLI against the coordinator; returns (success, stdout, stderr).
+async fn ferric(
+    api: std::net::SocketAddr,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
+    let out = tokio::process::Command::new(ferric_tests::bin("ferric").unwrap())
+        .arg("--api")
+        .arg(format!("http://{api}"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn ok(api: std::net::SocketAddr, args: &[&str]) -> String {
+    let (success, out, err) = ferric(api, args, &[]).await;
+    assert!(success, "ferric {args:?} failed: {err}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drives_a_bmc_through_coordinator_and_agent_and_flags_power_changed_behind_its_back()
+ {
+    use ferric_agent::bmc::control::{IpmiBmcs, POWER_SETTLE};
+    let dir = tempfile::tempdir().unwrap();
+    let bmc = SimBmc::start(&dir.path().join("bmc")).unwrap();
+    let coord = ferric_tests::start_coordinator(&dir.path().join("coord"))
+        .await
+        .unwrap();
+    let api = coord.api;
+    let state = dir.path().join("mgmt");
+    ferric_tests::enroll_in_process(api, coord.listen, "mgmt", &state)
+        .await
+        .unwrap();
+    let fake = std::sync::Arc::new(ferric_agent::driver::FakeDriver::new());
+    let mut cfg = ferric_tests::agent_config(&state, fake.clone());
+    cfg.drivers.bmc = std::sync::Arc::new(IpmiBmcs::new(IpmiClient::default(), POWER_SETTLE));
+    cfg.bmc_poll = Duration::from_millis(500);
+    let agent = ferric_tests::spawn_agent(cfg, fake);
+
+    // Enroll with the password from an environment variable (a prompt and a file work too).
+    let address = format!("ipmi://{}@127.0.0.1:{}", ADMIN.0, bmc.port);
+    let (success, out, err) = ferric(
+        api,
+        &[
+            "node",
+            "enroll",
+            "bm1",
+            "--bmc",
+            &address,
+            "--password-env",
+            "BMC_PW",
+        ],
+        &[("BMC_PW", ADMIN.1)],
+    )
+    .await;
+    assert!(success, "{err}");
+    assert!(
+        out.contains("bm1 enrolled") && out.contains("`mgmt`"),
+        "{out}"
+    );
+    // A password in the URL is refused before anything is stored.
+    let (success, _, err) = ferric(
+        api,
+        &[
+            "node",
+            "enroll",
+            "bm9",
+            "--bmc",
+            "ipmi://admin:pw@127.0.0.1",
+            "--password-env",
+            "BMC_PW",
+        ],
+        &[("BMC_PW", "x")],
+    )
+    .await;
+    assert!(!success && err.contains("holds a password"), "{err}");
+
+    // Power, each change read back with ipmitool from the same BMC.
+    assert_eq!(
+        ok(api, &["node", "power", "status", "bm1"]).await.trim(),
+        "node bm1: power off"
+    );
+    assert_eq!(
+        ok(api, &["node", "power", "on", "bm1"]).await.trim(),
+        "node bm1: power on"
+    );
+    assert!(
+        bmc.ipmitool(&["chassis", "power", "status"])
+            .unwrap()
+            .contains("is on")
+    );
+    assert_eq!(
+        ok(api, &["node", "power", "status", "bm1"]).await.trim(),
+        "node bm1: power on"
+    );
+    assert_eq!(
+        ok(api, &["node", "power", "cycle", "bm1"]).await.trim(),
+        "node bm1: power on"
+    );
+    assert!(
+        bmc.ipmitool(&["chassis", "power", "status"])
+            .unwrap()
+            .contains("is on")
+    );
+    assert_eq!(
+        ok(api, &["node", "power", "off", "bm1"]).await.trim(),
+        "node bm1: power off"
+    );
+    assert!(
+        bmc.ipmitool(&["chassis", "power", "status"])
+            .unwrap()
+            .contains("is off")
+    );
+
+    // Boot device.
+    ok(api, &["node", "bootdev", "bm1", "pxe"]).await;
+    let shown = bmc.ipmitool(&["chassis", "bootparam", "get", "5"]).unwrap();
+    assert!(shown.contains("Force PXE"), "{shown}");
+    ok(api, &["node", "bootdev", "bm1", "disk", "--persistent"]).await;
+    let shown = bmc.ipmitool(&["chassis", "bootparam", "get", "5"]).unwrap();
+    assert!(
+        shown.contains("Force Boot from default Hard-Drive"),
+        "{shown}"
+    );
+
+    // Sensors, as a plan's output and in the node's view from the poll.
+    let readings: serde_json::Value =
+        serde_json::from_str(&ok(api, &["-o", "json", "node", "sensors", "bm1"]).await).unwrap();
+    for s in SENSORS {
+        let r = readings
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == s.name)
+            .unwrap_or_else(|| panic!("no {} in {readings}", s.name));
+        assert!((r["value"].as_f64().unwrap() - s.value).abs() < 1e-6, "{r}");
+    }
+    let c = ferric_tests::client(api);
+    ferric_tests::wait_for(
+        Duration::from_secs(20),
+        "sensors in the node view",
+        || async {
+            let d: serde_json::Value = c.get("/v1/nodes/bm1").await?;
+            Ok((d["bmc"]["sensors"].as_array().map_or(0, Vec::len) == SENSORS.len()).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+
+    // Power changed behind Ferric's back: flagged by the periodic sync, cleared by an action.
+    bmc.ipmitool(&["chassis", "power", "on"]).unwrap();
+    let flag = ferric_tests::wait_for(
+        Duration::from_secs(20),
+        "the node to be flagged",
+        || async {
+            let d: serde_json::Value = c.get("/v1/nodes/bm1").await?;
+            Ok(d["bmc"]["flag"].as_str().map(str::to_owned))
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        flag.contains("behind Ferric's back") && flag.contains("reports on"),
+        "{flag}"
+    );
+    let list = ok(api, &["node", "list"]).await;
+    assert!(list.contains("on (flagged)"), "{list}");
+    ok(api, &["node", "power", "off", "bm1"]).await;
+    let d: serde_json::Value = c.get("/v1/nodes/bm1").await.unwrap();
+    assert!(d["bmc"]["flag"].is_null(), "{d}");
+
+    // Wrong password: the plan fails as auth_failed, naming the node and the BMC.
+    let (success, _, err) = ferric(
+        api,
+        &[
+            "node",
+            "enroll",
+            "bm2",
+            "--bmc",
+            &address,
+            "--password-env",
+            "BMC_PW",
+        ],
+        &[("BMC_PW", "not-the-password")],
+    )
+    .await;
+    assert!(success, "{err}");
+    let (success, _, err) = ferric(api, &["node", "power", "status", "bm2"], &[]).await;
+    assert!(!success, "a wrong password must fail");
+    assert!(
+        err.contains("auth_failed")
+            && err.contains("bm2")
+            && err.contains(&format!("127.0.0.1:{}", bmc.port)),
+        "{err}"
+    );
+
+    // The password shows nowhere the API answers: nodes, plans, events.
+    let mut seen = String::new();
+    for path in ["/v1/nodes", "/v1/nodes/bm1", "/v1/nodes/bm2", "/v1/plans"] {
+        let v: serde_json::Value = c.get(path).await.unwrap();
+        seen.push_str(&v.to_string());
+    }
+    let plans: Vec<serde_json::Value> = c.get("/v1/plans").await.unwrap();
+    for p in &plans {
+        seen.push_str(&c.plan(p["id"].as_u64().unwrap()).await.unwrap().to_string());
+    }
+    assert!(seen.contains("bm1"));
+    assert!(!seen.contains(ADMIN.1) && !seen.contains("not-the-password"));
+
+    // Removing a node stops the agent driving its BMC.
+    ok(api, &["node", "delete", "bm2"]).await;
+    let (success, _, err) = ferric(api, &["node", "power", "status", "bm2"], &[]).await;
+    assert!(!success && err.contains("not enrolled"), "{err}");
+
+    agent.stop().await.unwrap();
+    coord.shutdown().await;
 }

@@ -189,7 +189,7 @@ impl IpmiClient {
     ) -> Result<Vec<u8>, BmcError> {
         let slot = {
             let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-            conns.entry(t.addr()).or_default().clone()
+            conns.entry(session_key(t)).or_default().clone()
         };
         // One operation in flight per BMC.
         let mut guard = slot.lock().await;
@@ -247,6 +247,7 @@ impl IpmiClient {
             PowerAction::Cycle => 0x02,
             PowerAction::Reset => 0x03,
             PowerAction::Soft => 0x05,
+            PowerAction::Status => return Ok(()),
         };
         self.raw(t, NetFn::Chassis, 0x02, vec![code]).await?;
         Ok(())
@@ -378,6 +379,219 @@ impl IpmiClient {
         .await?;
         Ok(())
     }
+}
+
+/// A sensor found in the BMC's SDR repository, with what is needed to read and convert it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorDef {
+    /// Sensor number.
+    pub number: u8,
+    /// Name from the record's ID string.
+    pub name: String,
+    /// Sensor type (`temperature`, `fan`, …).
+    pub kind: String,
+    /// Unit (`°C`, `RPM`, …), empty when unspecified.
+    pub unit: String,
+    /// Linear conversion of a raw reading, for analog (full record) sensors.
+    pub conversion: Option<Conversion>,
+}
+
+/// `y = (M·x + B·10^Bexp)·10^Rexp` (IPMI 2.0, 36.3), for linear sensors.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Conversion {
+    m: f64,
+    b: f64,
+    b_exp: i32,
+    r_exp: i32,
+    signed: Option<bool>,
+}
+
+impl Conversion {
+    /// The reading a raw byte stands for.
+    pub fn apply(&self, raw: u8) -> f64 {
+        let x = match self.signed {
+            Some(true) => f64::from(raw as i8),
+            Some(false) => f64::from(!raw as i8),
+            None => f64::from(raw),
+        };
+        (self.m * x + self.b * 10f64.powi(self.b_exp)) * 10f64.powi(self.r_exp)
+    }
+}
+
+/// Parses one SDR (header and body, as Get SDR returns them) into a sensor Ferric can read:
+/// full and compact sensor records owned by the BMC; other records give `Ok(None)`. The bytes
+/// come from the network: a record the parser cannot take is an error, never a panic.
+pub fn parse_sdr(record: &[u8]) -> Result<Option<SensorDef>, String> {
+    use ipmi_rs::storage::sdr::record::{
+        DataFormat, Linearization, Record, WithSensorRecordCommon,
+    };
+    // ipmi-rs 0.6 indexes past the end of short sensor records: refuse those first (the fixed
+    // parts are 43 and 27 bytes, IPMI 2.0 tables 43-1 and 43-2), and contain any other panic.
+    // Only sensor records are parsed (other kinds are not needed, and ipmi-rs panics on
+    // some of them).
+    let min_body = match record.get(3) {
+        Some(0x01) => 43,
+        Some(0x02) => 27,
+        _ => return Ok(None),
+    };
+    if record.len() < 5 + min_body {
+        return Err(format!("SDR of {} bytes is too short", record.len()));
+    }
+    // Compact records: ID-string modifier types 10b and 11b are reserved (and make ipmi-rs
+    // panic).
+    if record.get(3) == Some(&0x02) && record[5 + 18] & 0x20 != 0 {
+        return Err("compact SDR with a reserved ID string modifier".into());
+    }
+    let parsed = std::panic::catch_unwind(|| Record::parse(record))
+        .map_err(|_| "the SDR parser rejected the record".to_owned())?
+        .map_err(|e| format!("malformed SDR: {e:?}"))?;
+    let (common, conversion) = match (parsed.full_sensor(), parsed.compact_sensor()) {
+        (Some(full), _) => {
+            let conv = matches!(full.linearization, Linearization::Linear)
+                .then_some(())
+                .and_then(|()| {
+                    Some(Conversion {
+                        m: f64::from(full.m),
+                        b: f64::from(full.b),
+                        b_exp: i32::from(full.b_exponent),
+                        r_exp: i32::from(full.result_exponent),
+                        signed: match full.analog_data_format? {
+                            DataFormat::Unsigned => None,
+                            DataFormat::TwosComplement => Some(true),
+                            DataFormat::OnesComplement => Some(false),
+                        },
+                    })
+                });
+            (full.common().clone(), conv)
+        }
+        (None, Some(compact)) => (compact.common().clone(), None),
+        _ => return Ok(None),
+    };
+    // Sensors owned by another controller need bridged requests (not supported yet).
+    if u8::from(common.key.owner_id) != 0x20 {
+        return Ok(None);
+    }
+    let unit = if common.sensor_units.is_percentage {
+        "%".to_owned()
+    } else {
+        // ipmi-rs renders units only next to a value ("1.00 °C"): keep the unit part.
+        let shown = common.sensor_units.base_unit.display(true, 1.0f32);
+        match shown.split_once(' ') {
+            Some((_, u)) if u != "Unspecified" => u.to_owned(),
+            _ => String::new(),
+        }
+    };
+    Ok(Some(SensorDef {
+        number: common.key.sensor_number.get(),
+        name: common.sensor_id.to_string().trim().to_owned(),
+        kind: common.ty.to_string().to_lowercase(),
+        unit,
+        conversion,
+    }))
+}
+
+/// Record bytes read per Get SDR request (small enough for any BMC's buffer).
+const SDR_CHUNK: u8 = 32;
+
+impl IpmiClient {
+    /// Walks the SDR repository: every sensor the BMC describes that Ferric can read.
+    pub async fn sdr_sensors(&self, t: &BmcTarget) -> Result<Vec<SensorDef>, BmcError> {
+        'restart: for _ in 0..3 {
+            let r = self.raw(t, NetFn::Storage, 0x22, vec![]).await?;
+            if r.len() < 2 {
+                return Err(fail(t, BmcErrorKind::Failed, "short SDR reservation"));
+            }
+            let (res_lo, res_hi) = (r[0], r[1]);
+            let mut out = Vec::new();
+            let mut id = 0u16;
+            for _ in 0..1024 {
+                let mut record = Vec::new();
+                let mut next = 0xffffu16;
+                let mut want = 5usize;
+                while record.len() < want {
+                    let [lo, hi] = id.to_le_bytes();
+                    let count = (want - record.len()).min(usize::from(SDR_CHUNK)) as u8;
+                    let offset = record.len() as u8;
+                    let d = match self
+                        .raw(
+                            t,
+                            NetFn::Storage,
+                            0x23,
+                            vec![res_lo, res_hi, lo, hi, offset, count],
+                        )
+                        .await
+                    {
+                        Ok(d) => d,
+                        // The reservation was cancelled (the repository changed): start over.
+                        Err(e) if e.message.contains("ReservationCancelled") => continue 'restart,
+                        // An empty repository has no first record.
+                        Err(e)
+                            if id == 0 && record.is_empty() && e.kind == BmcErrorKind::Failed =>
+                        {
+                            return Ok(out);
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    if d.len() < 3 {
+                        return Err(fail(t, BmcErrorKind::Failed, "short SDR answer"));
+                    }
+                    next = u16::from_le_bytes([d[0], d[1]]);
+                    record.extend_from_slice(&d[2..]);
+                    if want == 5 && record.len() >= 5 {
+                        want = 5 + usize::from(record[4]);
+                    }
+                }
+                record.truncate(want);
+                match parse_sdr(&record) {
+                    Ok(Some(def)) => out.push(def),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(bmc = %t.addr(), record = id, error = %e, "skipping an SDR")
+                    }
+                }
+                if next == 0xffff || next == id {
+                    return Ok(out);
+                }
+                id = next;
+            }
+            return Err(fail(
+                t,
+                BmcErrorKind::Failed,
+                "the SDR repository never ends",
+            ));
+        }
+        Err(fail(
+            t,
+            BmcErrorKind::Failed,
+            "the SDR repository kept changing during the walk",
+        ))
+    }
+
+    /// Reads one sensor; `None` when the BMC says the reading is unavailable.
+    pub async fn sensor_reading(
+        &self,
+        t: &BmcTarget,
+        s: &SensorDef,
+    ) -> Result<Option<f64>, BmcError> {
+        let d = self
+            .raw(t, NetFn::SensorEvent, 0x2d, vec![s.number])
+            .await?;
+        if d.len() < 2 {
+            return Err(fail(t, BmcErrorKind::Failed, "short sensor reading"));
+        }
+        if d[1] & 0x20 != 0 {
+            return Ok(None);
+        }
+        Ok(s.conversion.map(|c| c.apply(d[0])))
+    }
+}
+
+/// Sessions are shared by calls with the same address *and* credentials: two nodes enrolled
+/// on one BMC with different passwords must not ride on each other's session.
+fn session_key(t: &BmcTarget) -> String {
+    use sha2::Digest;
+    let pw = sha2::Sha256::digest(t.password.expose().as_bytes());
+    format!("{}@{}#{}", t.user, t.addr(), hex::encode(&pw[..8]))
 }
 
 /// Login refusals in a row that make an authentication failure final.

@@ -8,6 +8,7 @@
 //! kinds and name the BMC; the password is never printed (see [`Secret`]). Under the session,
 //! a loopback relay retransmits datagrams that got no answer (`ipmi-rs` sends each once).
 
+pub mod control;
 pub mod ipmi;
 mod relay;
 
@@ -59,41 +60,11 @@ impl BmcTarget {
 
     /// Parses `ipmi://USER@HOST[:PORT]` (the password comes separately).
     pub fn parse(url: &str, password: Secret) -> Result<BmcTarget, String> {
-        let rest = url
-            .strip_prefix("ipmi://")
-            .ok_or_else(|| format!("`{url}` is not ipmi://USER@HOST[:PORT]"))?;
-        let (user, hostport) = rest
-            .rsplit_once('@')
-            .ok_or_else(|| format!("`{url}` names no user (ipmi://USER@HOST[:PORT])"))?;
-        if user.contains(':') {
-            return Err(format!(
-                "`{url}`: put the password in a prompt, a file or an environment variable, not in the URL"
-            ));
-        }
-        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
-            let (h, p) = h
-                .split_once(']')
-                .ok_or_else(|| format!("`{url}`: unclosed ["))?;
-            (h, p.strip_prefix(':'))
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (hostport, None),
-            }
-        };
-        let port = match port {
-            None => 623,
-            Some(p) => p
-                .parse()
-                .map_err(|_| format!("`{url}`: port `{p}` is not a number"))?,
-        };
-        if user.is_empty() || host.is_empty() {
-            return Err(format!("`{url}` needs a user and a host"));
-        }
+        let a = ferric_proto::msg::BmcAddress::parse(url)?;
         Ok(BmcTarget {
-            host: host.to_owned(),
-            port,
-            user: user.to_owned(),
+            host: a.host,
+            port: a.port,
+            user: a.user,
             password,
         })
     }

@@ -413,3 +413,74 @@ fn welcome_with_foreign_version_is_a_violation() {
         Some(AgentEvent::Closed(SessionError::Violation(_)))
     ));
 }
+
+fn creds(name: &str) -> Vec<BmcCredential> {
+    vec![BmcCredential {
+        name: name.into(),
+        address: "ipmi://admin@10.0.0.5:623".into(),
+        password: "hunter2".into(),
+    }]
+}
+
+#[test]
+fn bmc_credentials_precede_plans_and_never_print() {
+    let t0 = Instant::now();
+    let agent = AgentSession::new(
+        t0,
+        hello("n1", PROTOCOL_VERSION, vec![]),
+        vec![],
+        DEFAULT_HANDSHAKE_TIMEOUT,
+    );
+    let mut w = World::new(t0, agent);
+    // Pushed during the handshake: the welcome, then the credentials, then the plan.
+    w.coord.push_plan(plan(3, 1));
+    assert!(w.coord.push_bmcs(creds("bm1")));
+    w.pump();
+    assert!(matches!(w.agent_events[0], AgentEvent::Established { .. }));
+    assert_eq!(w.agent_events[1], AgentEvent::Bmcs(creds("bm1")));
+    assert_eq!(w.agent_events[2], AgentEvent::PlanReceived(plan(3, 1)));
+    assert!(!format!("{:?}", w.agent_events).contains("hunter2"));
+
+    // After it, in call order; and states flow back.
+    assert!(w.coord.push_bmcs(vec![]));
+    w.pump();
+    assert_eq!(w.agent_events.last(), Some(&AgentEvent::Bmcs(vec![])));
+    let state = BmcState {
+        name: "bm1".into(),
+        at_ms: 5,
+        power_on: Some(true),
+        sensors: vec![],
+        error: None,
+    };
+    w.agent.send_bmc_states(vec![state.clone()]);
+    w.pump();
+    assert_eq!(
+        w.coord_events.last(),
+        Some(&CoordEvent::BmcStates(vec![state]))
+    );
+}
+
+#[test]
+fn an_older_agent_gets_its_own_version_and_no_credentials() {
+    let t0 = Instant::now();
+    let agent = AgentSession::new(
+        t0,
+        hello("n1", 1, vec![]),
+        vec![],
+        DEFAULT_HANDSHAKE_TIMEOUT,
+    );
+    let mut w = World::new(t0, agent);
+    w.pump();
+    assert!(w.agent.is_established() && w.coord.is_established());
+    assert_eq!(w.coord.version(), 1);
+    assert!(
+        !w.coord.push_bmcs(creds("bm1")),
+        "a version-1 agent cannot take credentials"
+    );
+    w.pump();
+    assert!(
+        !w.agent_events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::Bmcs(_)))
+    );
+}

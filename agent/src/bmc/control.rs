@@ -1,0 +1,276 @@
+//! The agent's BMC driver: steps name a BMC, the coordinator supplies where it is and how to
+//! log in ([`BmcControl::set_bmcs`], kept in memory only), and [`IpmiClient`] does the talking.
+//! Power steps confirm the state they asked for; the poll reads power and sensors of every BMC
+//! side by side for the coordinator's power sync and telemetry.
+
+use super::ipmi::{IpmiClient, SensorDef};
+use super::{BmcError, BmcErrorKind, BmcTarget, Secret};
+use crate::driver::{BmcControl, DriverError, DriverResult, StepDone};
+use async_trait::async_trait;
+use ferric_proto::msg::{BmcCredential, BmcState, SensorReading};
+use ferric_proto::plan::{BootDevice, ErrorKind, PowerAction, StepOutput};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// How long a hard power action may take to show in the chassis status.
+pub const POWER_SETTLE: Duration = Duration::from_secs(60);
+
+/// BMCs driven over IPMI-over-LAN.
+#[derive(Debug, Clone)]
+pub struct IpmiBmcs {
+    client: IpmiClient,
+    bmcs: Arc<Mutex<HashMap<String, BmcTarget>>>,
+    sdrs: Arc<Mutex<HashMap<String, Vec<SensorDef>>>>,
+    settle: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A BMC failure as a step failure: the stable kind, and a message naming the BMC.
+fn step_error(name: &str, e: BmcError) -> DriverError {
+    let kind = match e.kind {
+        BmcErrorKind::AuthFailed => ErrorKind::AuthFailed,
+        BmcErrorKind::InsufficientPrivilege => ErrorKind::InsufficientPrivilege,
+        BmcErrorKind::Unreachable => ErrorKind::Unreachable,
+        BmcErrorKind::Unsupported => ErrorKind::Unsupported,
+        BmcErrorKind::Timeout => ErrorKind::Timeout,
+        BmcErrorKind::Failed => ErrorKind::Io,
+    };
+    DriverError::new(kind, format!("bmc `{name}` ({e})"))
+}
+
+impl IpmiBmcs {
+    /// A driver on this client; power actions wait up to `settle` for the state to show.
+    pub fn new(client: IpmiClient, settle: Duration) -> IpmiBmcs {
+        IpmiBmcs {
+            client,
+            bmcs: Arc::default(),
+            sdrs: Arc::default(),
+            settle,
+        }
+    }
+
+    fn target(&self, name: &str) -> Result<BmcTarget, DriverError> {
+        lock(&self.bmcs).get(name).cloned().ok_or_else(|| {
+            DriverError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "bmc `{name}` is not driven by this agent (the coordinator has sent no \
+                     address or credentials for it)"
+                ),
+            )
+        })
+    }
+
+    /// Polls the chassis until power is `on`, for up to `limit`.
+    async fn wait_power(
+        &self,
+        name: &str,
+        t: &BmcTarget,
+        on: bool,
+        limit: Duration,
+    ) -> Result<(), DriverError> {
+        let started = Instant::now();
+        loop {
+            let st = self
+                .client
+                .chassis_status(t)
+                .await
+                .map_err(|e| step_error(name, e))?;
+            if st.power_on == on {
+                return Ok(());
+            }
+            if started.elapsed() >= limit {
+                return Err(DriverError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "bmc `{name}` (BMC {}): power is still {} {:.0} s after asking for {}",
+                        t.addr(),
+                        if st.power_on { "on" } else { "off" },
+                        started.elapsed().as_secs_f64(),
+                        if on { "on" } else { "off" },
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Sensor definitions of a BMC: from the cache, or a fresh SDR walk.
+    async fn sensor_defs(
+        &self,
+        name: &str,
+        t: &BmcTarget,
+        fresh: bool,
+    ) -> Result<Vec<SensorDef>, BmcError> {
+        if !fresh && let Some(defs) = lock(&self.sdrs).get(name).cloned() {
+            return Ok(defs);
+        }
+        let defs = self.client.sdr_sensors(t).await?;
+        lock(&self.sdrs).insert(name.to_owned(), defs.clone());
+        Ok(defs)
+    }
+
+    async fn readings(
+        &self,
+        name: &str,
+        t: &BmcTarget,
+        fresh: bool,
+    ) -> Result<Vec<SensorReading>, BmcError> {
+        let defs = self.sensor_defs(name, t, fresh).await?;
+        let mut out = Vec::with_capacity(defs.len());
+        for d in &defs {
+            let value = self.client.sensor_reading(t, d).await?;
+            out.push(SensorReading {
+                name: d.name.clone(),
+                kind: d.kind.clone(),
+                value,
+                unit: d.unit.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn poll_one(&self, name: String, t: BmcTarget, sensors: bool) -> BmcState {
+        let mut state = BmcState {
+            name: name.clone(),
+            at_ms: crate::executor::now_ms(),
+            power_on: None,
+            sensors: vec![],
+            error: None,
+        };
+        match self.client.chassis_status(&t).await {
+            Ok(st) => state.power_on = Some(st.power_on),
+            Err(e) => {
+                state.error = Some(step_error(&name, e).to_string());
+                return state;
+            }
+        }
+        if sensors {
+            match self.readings(&name, &t, false).await {
+                Ok(r) => state.sensors = r,
+                Err(e) => state.error = Some(step_error(&name, e).to_string()),
+            }
+        }
+        state
+    }
+}
+
+#[async_trait]
+impl BmcControl for IpmiBmcs {
+    async fn power(&self, bmc: &str, action: PowerAction) -> Result<StepDone, DriverError> {
+        let t = self.target(bmc)?;
+        let err = |e| step_error(bmc, e);
+        let before = self.client.chassis_status(&t).await.map_err(err)?.power_on;
+        // What to send, given the state now: power cycle and reset do nothing on a machine
+        // that is off (IPMI 2.0, 28.3), so they power it on.
+        let (send, changed) = match (action, before) {
+            (PowerAction::Status, _) => (None, false),
+            (PowerAction::On, true) | (PowerAction::Off | PowerAction::Soft, false) => {
+                (None, false)
+            }
+            (PowerAction::Cycle | PowerAction::Reset, false) => (Some(PowerAction::On), true),
+            (a, _) => (Some(a), true),
+        };
+        if let Some(a) = send {
+            self.client.power(&t, a).await.map_err(err)?;
+            info!(bmc, action = a.as_str(), "power action sent");
+            if let Some(on) = action.leaves_on() {
+                // A soft off is the OS's to finish: wait as long as the step may.
+                let limit = if a == PowerAction::Soft {
+                    Duration::MAX
+                } else {
+                    self.settle
+                };
+                self.wait_power(bmc, &t, on, limit).await?;
+            }
+        }
+        let on = self.client.chassis_status(&t).await.map_err(err)?.power_on;
+        Ok(StepDone {
+            changed,
+            output: Some(StepOutput::Power { on }),
+        })
+    }
+
+    async fn boot_device(
+        &self,
+        bmc: &str,
+        device: BootDevice,
+        persistent: bool,
+        uefi: bool,
+    ) -> DriverResult {
+        let t = self.target(bmc)?;
+        let err = |e| step_error(bmc, e);
+        let before = self.client.boot_device(&t).await.map_err(err)?;
+        if before.device == Some(device) && before.persistent == persistent && before.uefi == uefi {
+            return Ok(false);
+        }
+        self.client
+            .set_boot_device(&t, device, persistent, uefi)
+            .await
+            .map_err(err)?;
+        let after = self.client.boot_device(&t).await.map_err(err)?;
+        if after.device != Some(device) {
+            return Err(DriverError::new(
+                ErrorKind::Io,
+                format!(
+                    "bmc `{bmc}` (BMC {}): asked for boot device {device:?}, the BMC reports {:?}",
+                    t.addr(),
+                    after.device
+                ),
+            ));
+        }
+        Ok(true)
+    }
+
+    async fn sensors(&self, bmc: &str) -> Result<Vec<SensorReading>, DriverError> {
+        let t = self.target(bmc)?;
+        self.readings(bmc, &t, true)
+            .await
+            .map_err(|e| step_error(bmc, e))
+    }
+
+    fn set_bmcs(&self, bmcs: Vec<BmcCredential>) {
+        let mut map = HashMap::new();
+        for c in bmcs {
+            match BmcTarget::parse(&c.address, Secret::new(c.password)) {
+                Ok(t) => {
+                    map.insert(c.name, t);
+                }
+                // The address was checked at enrollment; a bad one here is named, not used.
+                Err(e) => warn!(bmc = %c.name, error = %e, "ignoring a BMC with a bad address"),
+            }
+        }
+        let mut cur = lock(&self.bmcs);
+        // Sensor tables of BMCs whose address changed are read again.
+        lock(&self.sdrs).retain(|n, _| map.get(n).is_some_and(|t| cur.get(n) == Some(t)));
+        if *cur != map {
+            info!(bmcs = map.len(), "BMC set updated");
+        }
+        *cur = map;
+    }
+
+    async fn poll(&self, sensors: bool) -> Vec<BmcState> {
+        let targets: Vec<(String, BmcTarget)> = lock(&self.bmcs)
+            .iter()
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (name, t) in targets {
+            let this = self.clone();
+            tasks.spawn(async move { this.poll_one(name, t, sensors).await });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(s) = r {
+                out.push(s);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}

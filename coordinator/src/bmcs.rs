@@ -1,0 +1,344 @@
+//! Bare-metal nodes behind BMCs (the HTTP side): `ferric node enroll --bmc` stores a node, its
+//! BMC's address and password, and the agent that reaches the BMC; power, boot-device and
+//! sensor requests become plans pushed to that agent. The password leaves the coordinator only
+//! inside the mutual-TLS link to that agent; no API answer, log line or event carries it.
+
+use crate::Shared;
+use crate::api::ApiError;
+use crate::store::{BmcRow, StoreError};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use ferric_proto::msg::{BmcAddress, SensorReading};
+use ferric_proto::plan::{Access, BootDevice, PlanStep, PowerAction, Step};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Body of `POST /v1/nodes`: a bare-metal node and its BMC.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollBmcNode {
+    /// Node name (a DNS label).
+    pub name: String,
+    /// `ipmi://USER@HOST[:PORT]`.
+    pub bmc: String,
+    /// BMC password.
+    pub password: String,
+    /// Agent that reaches the BMC; the only enrolled agent when absent.
+    #[serde(default)]
+    pub via: Option<String>,
+}
+
+impl std::fmt::Debug for EnrollBmcNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollBmcNode")
+            .field("name", &self.name)
+            .field("bmc", &self.bmc)
+            .field("password", &"***")
+            .field("via", &self.via)
+            .finish()
+    }
+}
+
+/// A node's BMC as the API shows it (never the password).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BmcView {
+    /// The bare-metal node.
+    pub node: String,
+    /// `ipmi://USER@HOST:PORT`.
+    pub address: String,
+    /// Agent that drives it.
+    pub via: String,
+    /// Power state Ferric last set.
+    pub power_expected: Option<String>,
+    /// Power state last read.
+    pub power_observed: Option<String>,
+    /// When it was read, ms since the epoch (agent clock).
+    pub observed_at_ms: Option<i64>,
+    /// What went wrong on the last read.
+    pub last_error: Option<String>,
+    /// What changed behind Ferric's back (cleared by the next power action).
+    pub flag: Option<String>,
+    /// Newest sensor readings.
+    #[serde(default)]
+    pub sensors: Vec<SensorReading>,
+}
+
+/// Body of `POST /v1/nodes/{name}/power`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerRequest {
+    /// `on`, `off`, `cycle`, `reset`, `soft` or `status`.
+    pub action: PowerAction,
+}
+
+/// Body of `POST /v1/nodes/{name}/bootdev`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootdevRequest {
+    /// `pxe`, `disk`, `bios`, `cdrom`.
+    pub device: BootDevice,
+    /// For every boot rather than the next one.
+    #[serde(default)]
+    pub persistent: bool,
+    /// UEFI rather than legacy boot.
+    #[serde(default)]
+    pub uefi: bool,
+}
+
+/// Answer to a BMC request: the plan pushed to the driving agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BmcAction {
+    /// The bare-metal node.
+    pub node: String,
+    /// Agent that runs it.
+    pub via: String,
+    /// Plan id (`ferric plan status ID`).
+    pub plan: u64,
+    /// Whether it was handed to a connected agent at once.
+    pub pushed: bool,
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, msg)
+}
+
+/// The view of a stored BMC, with the newest sensors from the hub.
+pub fn view(s: &Shared, r: BmcRow) -> BmcView {
+    let sensors = s
+        .hub
+        .bmc_state(&r.node)
+        .map(|st| st.sensors)
+        .unwrap_or_default();
+    BmcView {
+        node: r.node,
+        address: r.address,
+        via: r.via,
+        power_expected: r.power_expected,
+        power_observed: r.power_observed,
+        observed_at_ms: r.observed_at_ms,
+        last_error: r.last_error,
+        flag: r.flag,
+        sensors,
+    }
+}
+
+/// `POST /v1/nodes`: enrolls a bare-metal node by its BMC.
+pub async fn enroll(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<EnrollBmcNode>,
+) -> Result<(StatusCode, Json<BmcView>), ApiError> {
+    crate::link::valid_node_name(&req.name)
+        .map_err(|e| bad(format!("node name `{}` {e}", req.name)))?;
+    let addr = BmcAddress::parse(&req.bmc).map_err(bad)?;
+    if req.password.is_empty() {
+        return Err(bad("the BMC password is empty"));
+    }
+    let via = match req.via {
+        Some(v) => v,
+        None => {
+            let agents: Vec<String> = s
+                .store
+                .nodes()
+                .await?
+                .into_iter()
+                .filter(|n| n.role != "baremetal")
+                .map(|n| n.name)
+                .collect();
+            match agents.as_slice() {
+                [one] => one.clone(),
+                [] => {
+                    return Err(bad(
+                        "no agent is enrolled to drive the BMC; enroll one first (ferric token create)",
+                    ));
+                }
+                many => {
+                    return Err(bad(format!(
+                        "several agents could drive the BMC; name one with --via ({})",
+                        many.join(", ")
+                    )));
+                }
+            }
+        }
+    };
+    // Stored in the canonical spelling, with the port.
+    let host = if addr.host.contains(':') {
+        format!("[{}]", addr.host)
+    } else {
+        addr.host.clone()
+    };
+    let address = format!("ipmi://{}@{host}:{}", addr.user, addr.port);
+    match s
+        .store
+        .insert_bmc_node(&req.name, &address, &req.password, &via, crate::now_ms())
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::NodeExists(n)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("node `{n}` is already enrolled"),
+            ));
+        }
+        Err(StoreError::UnknownNode(v)) => {
+            return Err(bad(format!(
+                "agent `{v}` is not enrolled (--via names the agent that reaches the BMC)"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(node = %req.name, bmc = %address, %via, "bare-metal node enrolled");
+    s.hub.push_bmcs(&via);
+    let row = s
+        .store
+        .bmc(&req.name)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "node vanished"))?;
+    Ok((StatusCode::CREATED, Json(view(&s, row))))
+}
+
+async fn bmc_of(s: &Shared, name: &str) -> Result<BmcRow, ApiError> {
+    match s.store.bmc(name).await? {
+        Some(r) => Ok(r),
+        None if s.store.node(name).await?.is_some() => Err(bad(format!(
+            "node `{name}` has no BMC (it is an agent; enroll bare-metal nodes with --bmc)"
+        ))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("node `{name}` is not enrolled"),
+        )),
+    }
+}
+
+/// `DELETE /v1/nodes/{name}`: forgets a bare-metal node (the machine is not touched).
+pub async fn delete(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Json<BmcView>, ApiError> {
+    let row = bmc_of(&s, &name).await?;
+    if s.bmc_plan_running(&row.via, &name, false).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "node `{name}` has a BMC plan still running on `{}`",
+                row.via
+            ),
+        ));
+    }
+    s.store.delete_bmc_node(&name).await?;
+    s.hub.forget_bmc(&name);
+    s.hub.push_bmcs(&row.via);
+    tracing::info!(node = %name, "bare-metal node removed");
+    Ok(Json(view(&s, row)))
+}
+
+impl Shared {
+    /// Whether an unfinished plan of agent `via` touches the BMC of `node` (only plans that
+    /// change it, with `writes_only`).
+    pub async fn bmc_plan_running(
+        &self,
+        via: &str,
+        node: &str,
+        writes_only: bool,
+    ) -> Result<bool, StoreError> {
+        let object = format!("bmc:{node}");
+        Ok(self.store.unfinished_plans(via).await?.iter().any(|p| {
+            p.steps.iter().any(|s| {
+                s.step
+                    .objects()
+                    .iter()
+                    .any(|(o, a)| *o == object && (!writes_only || *a == Access::Write))
+            })
+        }))
+    }
+}
+
+async fn push_step(
+    s: &Shared,
+    r: &BmcRow,
+    step: Step,
+    timeout_secs: u32,
+) -> Result<BmcAction, ApiError> {
+    let steps = vec![PlanStep {
+        key: format!("0-{}", step.kind()),
+        timeout_secs,
+        step,
+    }];
+    let plan = s.store.create_plan(&r.via, &steps, crate::now_us()).await?;
+    let id = plan.id;
+    let pushed = s.hub.push(plan);
+    Ok(BmcAction {
+        node: r.node.clone(),
+        via: r.via.clone(),
+        plan: id,
+        pushed,
+    })
+}
+
+/// `POST /v1/nodes/{name}/power`.
+pub async fn power(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Json(req): Json<PowerRequest>,
+) -> Result<Json<BmcAction>, ApiError> {
+    let r = bmc_of(&s, &name).await?;
+    // A soft power-off waits for the operating system.
+    let timeout = if req.action == PowerAction::Soft {
+        600
+    } else {
+        120
+    };
+    let a = push_step(
+        &s,
+        &r,
+        Step::BmcPower {
+            bmc: name.clone(),
+            action: req.action,
+        },
+        timeout,
+    )
+    .await?;
+    tracing::info!(node = %name, action = req.action.as_str(), plan = a.plan, "power action requested");
+    Ok(Json(a))
+}
+
+/// `POST /v1/nodes/{name}/bootdev`.
+pub async fn bootdev(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Json(req): Json<BootdevRequest>,
+) -> Result<Json<BmcAction>, ApiError> {
+    let r = bmc_of(&s, &name).await?;
+    let a = push_step(
+        &s,
+        &r,
+        Step::BmcBootDevice {
+            bmc: name,
+            device: req.device,
+            persistent: req.persistent,
+            uefi: req.uefi,
+        },
+        120,
+    )
+    .await?;
+    Ok(Json(a))
+}
+
+/// `POST /v1/nodes/{name}/sensors`: a fresh SDR walk and reading.
+pub async fn sensors(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Json<BmcAction>, ApiError> {
+    let r = bmc_of(&s, &name).await?;
+    let a = push_step(&s, &r, Step::BmcSensors { bmc: name }, 300).await?;
+    Ok(Json(a))
+}
+
+/// `GET /v1/nodes/{name}/bmc`.
+pub async fn show(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Json<BmcView>, ApiError> {
+    let r = bmc_of(&s, &name).await?;
+    Ok(Json(view(&s, r)))
+}

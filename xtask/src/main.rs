@@ -64,6 +64,15 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Power-status sweep over emulated BMCs: Ferric against one ipmitool process per call.
+    Bmc {
+        /// Emulated BMCs.
+        #[arg(long, default_value_t = 50)]
+        bmcs: usize,
+        /// Sweeps per method (median reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Push-to-ack latency and coordinator memory per agent over loopback QUIC.
     Link {
         /// Agent counts to measure.
@@ -166,6 +175,17 @@ fn main() -> Result<()> {
                     .arg("--runs")
                     .arg(runs.to_string()),
             )
+        }
+        Task::Bench {
+            which: Bench::Bmc { bmcs, rounds },
+        } => {
+            setup::packages()?;
+            build_release(&["ferric-tests"])?;
+            run(Command::new(root().join("target/release/ferric-bench-bmc"))
+                .arg("--bmcs")
+                .arg(bmcs.to_string())
+                .arg("--rounds")
+                .arg(rounds.to_string()))
         }
         Task::Bench {
             which: Bench::Link { agents },

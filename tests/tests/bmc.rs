@@ -196,13 +196,11 @@ async fn wrong_credentials_low_privilege_and_a_silent_bmc_give_errors_that_name_
     );
 }
 
-/// Datagrams lost on the path, each way. The issue asks for 30%: at 30% a login sometimes
-/// finds no answer for over 30 s (not understood yet), so this tier runs 10% until the
-/// session layer retransmits its setup itself.
-const LOSS: u32 = 10;
+/// Datagrams lost on the path, each way.
+const LOSS: u32 = 30;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operations_succeed_across_a_path_that_loses_10_percent_of_datagrams() {
+async fn operations_succeed_across_a_path_that_loses_30_percent_of_datagrams() {
     let dir = tempfile::tempdir().unwrap();
     let bmc = SimBmc::start(dir.path()).unwrap();
     let relay = ferric_tests::bmc::LossyRelay::start(bmc.port, LOSS).unwrap();
@@ -214,7 +212,9 @@ async fn operations_succeed_across_a_path_that_loses_10_percent_of_datagrams() {
     .unwrap();
     let c = IpmiClient::new(IpmiOptions::default());
     let started = Instant::now();
+    let mut slowest = Duration::ZERO;
     for round in 0..5 {
+        let round_started = Instant::now();
         c.power(&t, PowerAction::On).await.unwrap();
         assert!(
             c.chassis_status(&t).await.unwrap().power_on,
@@ -228,8 +228,12 @@ async fn operations_succeed_across_a_path_that_loses_10_percent_of_datagrams() {
             !c.chassis_status(&t).await.unwrap().power_on,
             "round {round}"
         );
+        slowest = slowest.max(round_started.elapsed());
     }
-    eprintln!("25 operations at {LOSS}% loss: {:?}", started.elapsed());
+    eprintln!(
+        "25 operations at {LOSS}% loss: {:?} (slowest round of 5 operations: {slowest:?})",
+        started.elapsed()
+    );
     assert!(
         bmc.ipmitool(&["chassis", "power", "status"])
             .unwrap()

@@ -597,12 +597,13 @@ fn session_key(t: &BmcTarget) -> String {
 /// Login refusals in a row that make an authentication failure final.
 const LOGIN_REFUSALS: u32 = 2;
 
-/// Opens an RMCP+ session at administrator privilege. A failure that retrying cannot fix
-/// comes with its kind.
+/// Opens an RMCP+ session at administrator privilege; `copy_setup` lets the relay copy RAKP
+/// messages. A failure that retrying cannot fix comes with its kind.
 fn open(
     t: &BmcTarget,
     opts: &IpmiOptions,
     relay: &mut Option<super::relay::Relay>,
+    copy_setup: bool,
 ) -> Result<Ipmi<Rmcp>, (Option<BmcErrorKind>, String)> {
     use std::net::ToSocketAddrs;
     if relay.is_none() {
@@ -616,10 +617,15 @@ fn open(
                 .map_err(|e| (None, format!("cannot open a UDP socket: {e}")))?,
         );
     }
-    let local = relay
+    let (local, copied) = relay
         .as_ref()
-        .map(|r| r.local)
+        .map(|r| {
+            r.copy_setup
+                .store(copy_setup, std::sync::atomic::Ordering::Relaxed);
+            (r.local, r.setup_copied.clone())
+        })
         .ok_or((None, String::new()))?;
+    let copied_before = copied.load(std::sync::atomic::Ordering::Relaxed);
     let mut rmcp = Rmcp::new(local, opts.exchange_timeout)
         .map_err(|e| (None, format!("cannot reach the address: {e}")))?;
     // ipmi-rs 0.6 panics on some unexpected datagrams during activation (an unwrap on a
@@ -636,7 +642,17 @@ fn open(
     activated
         .map_err(|e| {
             let detail = format!("{e:?}");
-            if detail.contains("Role") {
+            if copied.load(std::sync::atomic::Ordering::Relaxed) != copied_before {
+                // A copy of a RAKP message may have made the BMC change its random number
+                // under this login: not evidence of a wrong password.
+                (
+                    None,
+                    format!(
+                        "login failed after a RAKP message was sent again: {}",
+                        short(&e)
+                    ),
+                )
+            } else if detail.contains("Role") {
                 (
                     Some(BmcErrorKind::InsufficientPrivilege),
                     format!("user `{}` may not open an administrator session", t.user),
@@ -706,6 +722,7 @@ fn exchange(
     let mut refused = 0u32;
     let mut attempt = 0u32;
     let mut last_problem = String::from("no answer");
+    let mut logins = 0u32;
     loop {
         if started.elapsed() >= opts.deadline {
             conn.last = Some(Instant::now());
@@ -724,15 +741,20 @@ fn exchange(
             ));
         }
         if attempt > 0 {
-            // Backoff with a little jitter, bounded by the deadline.
-            let base = (50u64 << attempt.min(4)).min(800);
+            // Backoff with a little jitter, bounded by the deadline. Each try already waited an
+            // exchange timeout for its answer, which paces a BMC that is merely busy; on a
+            // lossy path long pauses only add up (at 30% loss they made logins miss the
+            // deadline), so the pause stays short.
+            let base = (25u64 << attempt.min(3)).min(200);
             let jitter = rand::random::<u64>() % (base / 2 + 1);
             let left = opts.deadline.saturating_sub(started.elapsed());
             std::thread::sleep(Duration::from_millis(base + jitter).min(left));
         }
         attempt += 1;
         if conn.ipmi.is_none() {
-            match open(t, opts, &mut conn.relay) {
+            // Every other login lets the relay copy RAKP messages (see relay.rs).
+            logins += 1;
+            match open(t, opts, &mut conn.relay, logins % 2 == 1) {
                 Ok(i) => conn.ipmi = Some(i),
                 Err((Some(kind), msg)) => {
                     // On a lossy path a copy of a RAKP message can spoil a login; a refusal

@@ -1,17 +1,20 @@
 //! Retransmission under `ipmi-rs`: its RMCP+ session sends each datagram once and waits, so
-//! over a lossy management network one lost datagram fails a whole session setup (five round
+//! over a lossy management network one lost datagram fails a whole session setup (four round
 //! trips). Ferric puts a small relay on loopback between the session and the BMC: each request
 //! is forwarded, and sent again (the same bytes) when no answer came within the
-//! retransmission timeout, a few times (not session setup, see `run`). A BMC that already
-//! answered a request ignores or re-answers the copy, and only the first answer goes up; the
-//! session above still times out and retries with a new sequence number if every copy is
-//! lost.
+//! retransmission timeout, a few times. A BMC that already answered a request ignores or
+//! re-answers the copy, and only the first answer goes up; the session above still times out
+//! and retries with a new sequence number if every copy is lost.
+//!
+//! Session setup is special (see `run`): Open Session is never copied, RAKP 1 and 3 only when
+//! the client asks for it ([`Relay::copy_setup`]) and more slowly; the client learns from
+//! [`Relay::setup_copied`] whether a failed login may have been spoiled by a copy.
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// A running relay; stops when dropped.
@@ -19,6 +22,11 @@ use std::time::{Duration, Instant};
 pub struct Relay {
     /// Where the session should send (a loopback address).
     pub local: SocketAddr,
+    /// Whether RAKP 1 and 3 may be copied (the client turns it off for every other login, so
+    /// that a BMC slower than the copy interval still gets logins it can answer).
+    pub copy_setup: Arc<AtomicBool>,
+    /// Copies of RAKP 1 or 3 sent so far.
+    pub setup_copied: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
 }
 
@@ -48,11 +56,22 @@ impl Relay {
         back.set_nonblocking(true)?;
         let local = front.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
+        let copy_setup = Arc::new(AtomicBool::new(true));
+        let setup_copied = Arc::new(AtomicU32::new(0));
+        let shared = Shared {
+            stop: stop.clone(),
+            copy_setup: copy_setup.clone(),
+            setup_copied: setup_copied.clone(),
+        };
         std::thread::Builder::new()
             .name("ferric-ipmi-relay".into())
-            .spawn(move || run(&front, &back, rto, copies, give_up, &stopped))?;
-        Ok(Relay { local, stop })
+            .spawn(move || run(&front, &back, rto, copies, give_up, &shared))?;
+        Ok(Relay {
+            local,
+            copy_setup,
+            setup_copied,
+            stop,
+        })
     }
 }
 
@@ -79,10 +98,13 @@ fn answer_kind(request: u16) -> u16 {
     }
 }
 
-/// Session setup messages are never copied (see `run`).
+/// Session setup messages (see `run`).
 fn is_login(d: &[u8]) -> bool {
     matches!(kind(d), 0x10 | 0x12 | 0x14)
 }
+
+/// Copies of RAKP 1 or 3, when allowed.
+const SETUP_COPIES: u32 = 2;
 
 /// A request waiting for its answer.
 struct Pending {
@@ -90,7 +112,15 @@ struct Pending {
     first: Instant,
     last: Instant,
     copies: u32,
+    rto: Duration,
+    setup: bool,
     expect: u16,
+}
+
+struct Shared {
+    stop: Arc<AtomicBool>,
+    copy_setup: Arc<AtomicBool>,
+    setup_copied: Arc<AtomicU32>,
 }
 
 fn run(
@@ -99,14 +129,15 @@ fn run(
     rto: Duration,
     copies: u32,
     give_up: Duration,
-    stop: &AtomicBool,
+    shared: &Shared,
 ) {
+    let stop = &shared.stop;
     let mut buf = [0u8; 2048];
     let mut client: Option<SocketAddr> = None;
     let mut pending: Option<Pending> = None;
     while !stop.load(Ordering::Relaxed) {
         let wait = match &pending {
-            Some(p) if p.copies > 0 => rto.saturating_sub(p.last.elapsed()),
+            Some(p) if p.copies > 0 => p.rto.saturating_sub(p.last.elapsed()),
             Some(p) => give_up.saturating_sub(p.first.elapsed()),
             None => Duration::from_millis(500),
         };
@@ -123,17 +154,27 @@ fn run(
             client = Some(from);
             let d = &buf[..n];
             let _ = back.send(d);
-            // Session setup (Open Session, RAKP 1 and 3) is never copied: each copy of an
-            // Open Session request opens another session on the BMC (BMCs allow a user a
-            // handful), and a BMC answers each copy of RAKP 1 with a fresh random number and
-            // keeps the last, so a copy would spoil the login it was meant to save. A new
-            // login retries them instead.
+            // Session setup: an Open Session request is never copied, as each copy opens
+            // another session on the BMC (BMCs allow a user a handful). A BMC answers each
+            // copy of RAKP 1 with a fresh random number and keeps the last, so a copy sent
+            // while the first answer is merely late spoils the login; sent because the first
+            // answer was lost, it saves it. So RAKP 1 and 3 are copied at twice the interval,
+            // only when the client allows it, and counted: a refused login after a copy is
+            // not taken for a wrong password, and the next login goes without copies.
             let now = Instant::now();
+            let setup = is_login(d);
+            let setup_copies = if kind(d) != 0x10 && shared.copy_setup.load(Ordering::Relaxed) {
+                SETUP_COPIES
+            } else {
+                0
+            };
             pending = Some(Pending {
                 bytes: d.to_vec(),
                 first: now,
                 last: now,
-                copies: if is_login(d) { 0 } else { copies },
+                copies: if setup { setup_copies } else { copies },
+                rto: if setup { rto * 2 } else { rto },
+                setup,
                 expect: answer_kind(kind(d)),
             });
         }
@@ -149,10 +190,13 @@ fn run(
             }
         }
         if let Some(p) = &mut pending {
-            if p.copies > 0 && p.last.elapsed() >= rto {
+            if p.copies > 0 && p.last.elapsed() >= p.rto {
                 let _ = back.send(&p.bytes);
                 p.last = Instant::now();
                 p.copies -= 1;
+                if p.setup {
+                    shared.setup_copied.fetch_add(1, Ordering::Relaxed);
+                }
             } else if p.copies == 0 && p.first.elapsed() >= give_up {
                 pending = None;
             }

@@ -126,6 +126,8 @@ pub struct SimBmc {
     pub port: u16,
     /// The chassis state file (`power:1`, `boot:pxe`).
     pub state: PathBuf,
+    /// TCP port of its VM interface (QEMU's `ipmi-bmc-extern` connects here), if any.
+    pub vm_port: Option<u16>,
     dir: PathBuf,
 }
 
@@ -142,8 +144,21 @@ impl SimBmc {
         Self::start_on(dir, port)
     }
 
+    /// Starts a BMC with a VM interface as well, for a QEMU machine's in-band IPMI.
+    pub fn start_with_vm(dir: &Path) -> Result<SimBmc> {
+        let port = free_udp_port()?;
+        let vm = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        Self::launch(dir, port, Some(vm))
+    }
+
     /// Starts a BMC on `port` (to bring one back on the same address).
     pub fn start_on(dir: &Path, port: u16) -> Result<SimBmc> {
+        Self::launch(dir, port, None)
+    }
+
+    fn launch(dir: &Path, port: u16, vm_port: Option<u16>) -> Result<SimBmc> {
         std::fs::create_dir_all(dir)?;
         let chassis = crate::bin("ferric-chassis-sim")?;
         let state = dir.join("chassis");
@@ -161,11 +176,14 @@ set_working_mc 0x20
     guid a123456789abcdefa123456789abcdef
   endlan
   chassis_control "{} --state {}"
-  user 2 true "{user}" "{password}" admin 32 none md2 md5 straight
+{}  user 2 true "{user}" "{password}" admin 32 none md2 md5 straight
   user 3 true "viewer" "viewer-secret" user 10 none md2 md5 straight
 "#,
             chassis.display(),
-            state.display()
+            state.display(),
+            vm_port.map_or(String::new(), |p| format!(
+                "  serial 15 127.0.0.1 {p} codec VM\n"
+            )),
         );
         // The administrator may hold 32 sessions: a login cut short by a lossy path leaves a
         // half-open session on the BMC until it times out, and the 30%-loss test makes
@@ -205,6 +223,7 @@ set_working_mc 0x20
             child: Some(child),
             port,
             state,
+            vm_port,
             dir: dir.to_owned(),
         };
         // Ready when ipmitool gets an answer.

@@ -159,7 +159,8 @@ while true; do
 done
 "#;
 
-fn run(cmd: &mut Command) -> Result<String> {
+/// Runs a command; its stdout, or an error naming it with its stderr.
+pub fn run(cmd: &mut Command) -> Result<String> {
     let shown = format!("{cmd:?}");
     let out = cmd
         .output()
@@ -171,6 +172,59 @@ fn run(cmd: &mut Command) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Downloads (into `dir`, once) the kernel package that Debian's meta-package `meta` names and
+/// unpacks it: the kernel image and the `lib/modules/<version>/kernel` directory.
+pub fn debian_kernel(meta: &str, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let depends = || run(Command::new("apt-cache").args(["depends", meta]));
+    let deps = match depends() {
+        Ok(d) if d.contains("Depends:") => d,
+        _ => {
+            run(Command::new("apt-get").args(["update", "-qq"]))?;
+            depends()?
+        }
+    };
+    let pkg = deps
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: "))
+        .map(str::to_owned)
+        .with_context(|| format!("{meta} names no kernel package"))?;
+    let deb = || {
+        std::fs::read_dir(dir).ok().and_then(|d| {
+            d.flatten().map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{pkg}_")))
+            })
+        })
+    };
+    if deb().is_none() {
+        run(Command::new("apt-get")
+            .args(["download", &pkg])
+            .current_dir(dir))?;
+    }
+    let deb = deb().context("apt-get download left no .deb")?;
+    let x = dir.join(format!("x-{pkg}"));
+    if !x.exists() {
+        let tmp = dir.join(format!("x-{pkg}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp))?;
+        std::fs::rename(&tmp, &x)?;
+    }
+    let version = std::fs::read_dir(x.join("lib/modules"))?
+        .flatten()
+        .next()
+        .context("kernel package has no modules")?
+        .file_name();
+    let vmlinuz = std::fs::read_dir(x.join("boot"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))
+        })
+        .context("kernel package has no vmlinuz")?;
+    Ok((vmlinuz, x.join("lib/modules").join(version).join("kernel")))
 }
 
 /// Builds (once, cached under `target/guest`) the guest kernel and initramfs.
@@ -187,43 +241,7 @@ pub fn guest_image() -> Result<GuestImage> {
         return Ok(GuestImage { kernel, initrd });
     }
     std::fs::create_dir_all(&dir)?;
-    let deps = match run(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"])) {
-        Ok(d) if d.contains("Depends:") => d,
-        _ => {
-            run(Command::new("apt-get").args(["update", "-qq"]))?;
-            run(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]))?
-        }
-    };
-    let pkg = deps
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Depends: "))
-        .map(str::to_owned)
-        .context("linux-image-cloud-amd64 names no kernel package")?;
-    run(Command::new("apt-get")
-        .args(["download", &pkg])
-        .current_dir(&dir))?;
-    let deb = std::fs::read_dir(&dir)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .context("apt-get download left no .deb")?;
-    let x = dir.join("x");
-    if !x.exists() {
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x))?;
-    }
-    let version = std::fs::read_dir(x.join("lib/modules"))?
-        .flatten()
-        .next()
-        .context("kernel package has no modules")?
-        .file_name();
-    let vmlinuz = std::fs::read_dir(x.join("boot"))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))
-        })
-        .context("kernel package has no vmlinuz")?;
+    let (vmlinuz, mods) = debian_kernel("linux-image-cloud-amd64", &dir)?;
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .map(PathBuf::from)
@@ -252,7 +270,6 @@ pub fn guest_image() -> Result<GuestImage> {
         cpio::NewcBuilder::new("bin/busybox").mode(0o100755),
         Cursor::new(std::fs::read(&busybox)?),
     ));
-    let mods = x.join("lib/modules").join(&version).join("kernel");
     for m in MODULES {
         let p = mods.join(m);
         let name = Path::new(m)

@@ -9,6 +9,7 @@
 
 pub mod bmc;
 pub mod hv;
+pub mod node;
 
 use anyhow::{Context, Result, bail};
 use ferric_agent::driver::{Drivers, FakeDriver};

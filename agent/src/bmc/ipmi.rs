@@ -33,10 +33,17 @@ impl Default for IpmiOptions {
 }
 
 /// A raw IPMI request: netfn, command, data; the answer's data (after the completion code).
-struct Raw {
+pub(crate) struct Raw {
     netfn: NetFn,
     cmd: u8,
     data: Vec<u8>,
+}
+
+impl Raw {
+    /// A request.
+    pub(crate) fn new(netfn: NetFn, cmd: u8, data: Vec<u8>) -> Raw {
+        Raw { netfn, cmd, data }
+    }
 }
 
 impl From<Raw> for Message {
@@ -123,6 +130,61 @@ pub struct SelInfo {
     pub entries: u16,
     /// Free bytes.
     pub free_bytes: u16,
+}
+
+/// Set System Boot Options, parameter 5 (boot flags): valid, persistent, UEFI, device.
+pub fn boot_flags_request(device: BootDevice, persistent: bool, uefi: bool) -> Vec<u8> {
+    let mut b1 = 0x80; // valid
+    if persistent {
+        b1 |= 0x40;
+    }
+    if uefi {
+        b1 |= 0x20;
+    }
+    let selector = match device {
+        BootDevice::Pxe => 0x1,
+        BootDevice::Disk => 0x2,
+        BootDevice::Cdrom => 0x5,
+        BootDevice::Bios => 0x6,
+    };
+    vec![0x05, b1, selector << 2, 0, 0, 0]
+}
+
+/// The answer to Get System Boot Options, parameter 5.
+pub fn parse_boot_flags(d: &[u8]) -> Option<BootSetting> {
+    let (b1, b2) = (*d.get(2)?, *d.get(3)?);
+    let device = match (b2 >> 2) & 0x0f {
+        0x1 => Some(BootDevice::Pxe),
+        0x2 => Some(BootDevice::Disk),
+        0x5 => Some(BootDevice::Cdrom),
+        0x6 => Some(BootDevice::Bios),
+        _ => None,
+    };
+    Some(BootSetting {
+        device,
+        persistent: b1 & 0x40 != 0,
+        uefi: b1 & 0x20 != 0,
+    })
+}
+
+/// The answer to Get Device ID.
+pub fn parse_device_id(d: &[u8]) -> Option<DeviceId> {
+    if d.len() < 11 {
+        return None;
+    }
+    Some(DeviceId {
+        device_id: d[0],
+        revision: d[1] & 0x0f,
+        firmware: format!("{}.{:02x}", d[2] & 0x7f, d[3]),
+        ipmi_version: format!("{}.{}", d[4] & 0x0f, d[4] >> 4),
+        manufacturer: u32::from_le_bytes([d[6], d[7], d[8], 0]),
+        product: u16::from_le_bytes([d[9], d[10]]),
+    })
+}
+
+/// Maps a completion code to an error kind and message.
+pub(crate) fn completion_error(cc: CompletionErrorCode) -> (BmcErrorKind, String) {
+    completion(cc)
 }
 
 fn fail(t: &BmcTarget, kind: BmcErrorKind, message: impl Into<String>) -> BmcError {
@@ -261,25 +323,11 @@ impl IpmiClient {
         persistent: bool,
         uefi: bool,
     ) -> Result<(), BmcError> {
-        let mut b1 = 0x80; // valid
-        if persistent {
-            b1 |= 0x40;
-        }
-        if uefi {
-            b1 |= 0x20;
-        }
-        let selector = match device {
-            BootDevice::Pxe => 0x1,
-            BootDevice::Disk => 0x2,
-            BootDevice::Cdrom => 0x5,
-            BootDevice::Bios => 0x6,
-        };
-        // Set System Boot Options, parameter 5 (boot flags).
         self.raw(
             t,
             NetFn::Chassis,
             0x08,
-            vec![0x05, b1, selector << 2, 0, 0, 0],
+            boot_flags_request(device, persistent, uefi),
         )
         .await?;
         Ok(())
@@ -290,38 +338,14 @@ impl IpmiClient {
         let d = self
             .raw(t, NetFn::Chassis, 0x09, vec![0x05, 0x00, 0x00])
             .await?;
-        if d.len() < 4 {
-            return Err(fail(t, BmcErrorKind::Failed, "short boot options answer"));
-        }
-        let (b1, b2) = (d[2], d[3]);
-        let device = match (b2 >> 2) & 0x0f {
-            0x1 => Some(BootDevice::Pxe),
-            0x2 => Some(BootDevice::Disk),
-            0x5 => Some(BootDevice::Cdrom),
-            0x6 => Some(BootDevice::Bios),
-            _ => None,
-        };
-        Ok(BootSetting {
-            device,
-            persistent: b1 & 0x40 != 0,
-            uefi: b1 & 0x20 != 0,
-        })
+        parse_boot_flags(&d)
+            .ok_or_else(|| fail(t, BmcErrorKind::Failed, "short boot options answer"))
     }
 
     /// Get Device ID.
     pub async fn device_id(&self, t: &BmcTarget) -> Result<DeviceId, BmcError> {
         let d = self.raw(t, NetFn::App, 0x01, vec![]).await?;
-        if d.len() < 11 {
-            return Err(fail(t, BmcErrorKind::Failed, "short device id answer"));
-        }
-        Ok(DeviceId {
-            device_id: d[0],
-            revision: d[1] & 0x0f,
-            firmware: format!("{}.{:02x}", d[2] & 0x7f, d[3]),
-            ipmi_version: format!("{}.{}", d[4] & 0x0f, d[4] >> 4),
-            manufacturer: u32::from_le_bytes([d[6], d[7], d[8], 0]),
-            product: u16::from_le_bytes([d[9], d[10]]),
-        })
+        parse_device_id(&d).ok_or_else(|| fail(t, BmcErrorKind::Failed, "short device id answer"))
     }
 
     /// Get SEL Info.

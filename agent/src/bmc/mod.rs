@@ -9,6 +9,7 @@
 //! a loopback relay retransmits datagrams that got no answer (`ipmi-rs` sends each once).
 
 pub mod control;
+pub mod inband;
 pub mod ipmi;
 mod relay;
 

@@ -1,0 +1,206 @@
+//! A virtual bare-metal node for tier-4 tests: QEMU with an emulated BMC — OpenIPMI's
+//! `ipmi_sim` reachable over IPMI-over-LAN and, through QEMU's `ipmi-bmc-extern` and an
+//! `isa-ipmi-kcs` interface, from inside the machine as `/dev/ipmi0` — booting Debian's
+//! generic kernel (the cloud flavour has no IPMI drivers) and a busybox initramfs that holds
+//! `ferric-ramdisk`.
+
+use crate::bmc::SimBmc;
+use crate::hv::{debian_kernel, run, target_dir};
+use anyhow::{Context, Result, bail};
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// IPMI modules, in load order.
+const IPMI_MODULES: &[&str] = &[
+    "drivers/char/ipmi/ipmi_msghandler.ko",
+    "drivers/char/ipmi/ipmi_devintf.ko",
+    "drivers/char/ipmi/ipmi_si.ko",
+];
+
+/// Kernel and initramfs of a virtual node.
+#[derive(Debug, Clone)]
+pub struct NodeImage {
+    /// Kernel.
+    pub kernel: PathBuf,
+    /// Initramfs.
+    pub initrd: PathBuf,
+}
+
+/// Builds a node image whose `/init` loads the IPMI drivers and runs `script` (busybox sh,
+/// with `ferric-ramdisk` on the PATH); the initramfs goes to `out`.
+pub fn node_image(script: &str, out: &Path) -> Result<NodeImage> {
+    let dir = target_dir()?.join("node");
+    std::fs::create_dir_all(&dir)?;
+    let (vmlinuz, mods) = debian_kernel("linux-image-amd64", &dir)?;
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .context("busybox is not installed (Debian package busybox-static)")?;
+    let ramdisk = crate::bin("ferric-ramdisk")?;
+    // Debug builds carry their symbols; the node needs none of them.
+    let stripped = out.with_extension("ferric-ramdisk");
+    run(Command::new("strip").arg("-o").arg(&stripped).arg(&ramdisk))?;
+
+    let mut entries: Vec<(cpio::newc::Builder, Cursor<Vec<u8>>)> = Vec::new();
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut add = |entries: &mut Vec<_>, name: &str, mode: u32, bytes: Vec<u8>| {
+        let mut parent = Path::new(name).parent();
+        let mut missing = Vec::new();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            if dirs.insert(p.to_path_buf()) {
+                missing.push(p.to_string_lossy().into_owned());
+            }
+            parent = p.parent();
+        }
+        for d in missing.into_iter().rev() {
+            entries.push((
+                cpio::NewcBuilder::new(&d).mode(0o040755),
+                Cursor::new(Vec::new()),
+            ));
+        }
+        entries.push((cpio::NewcBuilder::new(name).mode(mode), Cursor::new(bytes)));
+    };
+    for d in ["proc", "sys", "dev", "tmp"] {
+        add(&mut entries, &format!("{d}/.keep"), 0o100644, vec![]);
+    }
+    let init = format!(
+        "#!/bin/busybox sh\n\
+         /bin/busybox --install -s /bin\n\
+         export PATH=/bin\n\
+         mount -t proc proc /proc\n\
+         mount -t sysfs sysfs /sys\n\
+         mount -t devtmpfs devtmpfs /dev\n\
+         for m in ipmi_msghandler ipmi_devintf ipmi_si; do insmod /lib/modules/$m.ko; done\n\
+         echo FERRIC-NODE-UP\n\
+         {script}\n\
+         while true; do sleep 1; done\n"
+    );
+    add(&mut entries, "init", 0o100755, init.into_bytes());
+    add(
+        &mut entries,
+        "bin/busybox",
+        0o100755,
+        std::fs::read(&busybox)?,
+    );
+    add(
+        &mut entries,
+        "bin/ferric-ramdisk",
+        0o100755,
+        std::fs::read(&stripped)?,
+    );
+    // The binary's shared libraries, where the dynamic loader looks for them.
+    let ldd = run(Command::new("ldd").arg(&ramdisk))?;
+    for lib in ldd.lines().filter_map(|l| {
+        l.split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(str::to_owned)
+    }) {
+        let bytes = std::fs::read(&lib).with_context(|| format!("cannot read {lib}"))?;
+        add(&mut entries, lib.trim_start_matches('/'), 0o100755, bytes);
+    }
+    for m in IPMI_MODULES {
+        let name = Path::new(m)
+            .file_name()
+            .context("module name")?
+            .to_string_lossy()
+            .into_owned();
+        let bytes = std::fs::read(mods.join(m))
+            .with_context(|| format!("module {m} missing from {}", mods.display()))?;
+        add(
+            &mut entries,
+            &format!("lib/modules/{name}"),
+            0o100644,
+            bytes,
+        );
+    }
+    let entries: Vec<_> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (b, c))| (b.ino(i as u32 + 1).nlink(1), c))
+        .collect();
+    cpio::write_cpio(entries.into_iter(), std::fs::File::create(out)?)?;
+    let _ = std::fs::remove_file(&stripped);
+    Ok(NodeImage {
+        kernel: vmlinuz,
+        initrd: out.to_owned(),
+    })
+}
+
+/// A QEMU virtual machine whose BMC is `bmc`; killed when dropped.
+#[derive(Debug)]
+pub struct VirtualNode {
+    child: Child,
+    /// Serial console log.
+    pub console: PathBuf,
+}
+
+impl VirtualNode {
+    /// Boots `image` (TCG, 512 MiB) with its KCS interface wired to `bmc`'s VM port.
+    pub fn boot(image: &NodeImage, bmc: &SimBmc, dir: &Path) -> Result<VirtualNode> {
+        let vm_port = bmc
+            .vm_port
+            .context("the BMC was started without a VM interface")?;
+        let console = dir.join("console.log");
+        let child = Command::new("qemu-system-x86_64")
+            .args(["-machine", "pc", "-accel", "tcg", "-m", "512", "-smp", "1"])
+            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+            .arg("-kernel")
+            .arg(&image.kernel)
+            .arg("-initrd")
+            .arg(&image.initrd)
+            .args(["-append", "console=ttyS0 panic=-1 quiet"])
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=ipmi0,host=127.0.0.1,port={vm_port},reconnect=1"
+            ))
+            .args(["-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0"])
+            .args(["-device", "isa-ipmi-kcs,bmc=bmc0"])
+            .args(["-nic", "none"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("qemu.log"))?)
+            .spawn()
+            .context("cannot start qemu-system-x86_64 (Debian package qemu-system-x86)")?;
+        Ok(VirtualNode { child, console })
+    }
+
+    /// Whether QEMU still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for VirtualNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The text after `marker` on the first console line that holds it.
+pub fn console_value(console: &Path, marker: &str) -> Option<String> {
+    let text = std::fs::read_to_string(console).ok()?;
+    text.lines()
+        .find_map(|l| l.split_once(marker).map(|(_, v)| v.trim().to_owned()))
+}
+
+/// Waits until the console shows `marker`; its value.
+pub fn wait_console(console: &Path, marker: &str, limit: std::time::Duration) -> Result<String> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(v) = console_value(console, marker) {
+            return Ok(v);
+        }
+        if started.elapsed() > limit {
+            bail!(
+                "no `{marker}` on the console within {limit:?}; it says:\n{}",
+                std::fs::read_to_string(console).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

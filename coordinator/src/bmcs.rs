@@ -27,6 +27,9 @@ pub struct EnrollBmcNode {
     /// Agent that reaches the BMC; the only enrolled agent when absent.
     #[serde(default)]
     pub via: Option<String>,
+    /// MAC addresses of the node's NICs (for its boot services).
+    #[serde(default)]
+    pub macs: Vec<String>,
 }
 
 impl std::fmt::Debug for EnrollBmcNode {
@@ -36,6 +39,7 @@ impl std::fmt::Debug for EnrollBmcNode {
             .field("bmc", &self.bmc)
             .field("password", &"***")
             .field("via", &self.via)
+            .field("macs", &self.macs)
             .finish()
     }
 }
@@ -49,6 +53,9 @@ pub struct BmcView {
     pub address: String,
     /// Agent that drives it.
     pub via: String,
+    /// The node's NIC MAC addresses.
+    #[serde(default)]
+    pub macs: Vec<String>,
     /// Power state Ferric last set.
     pub power_expected: Option<String>,
     /// Power state last read.
@@ -99,6 +106,16 @@ pub struct BmcAction {
     pub pushed: bool,
 }
 
+/// `aa:bb:cc:dd:ee:ff` in lowercase, from `:` or `-` separated hex.
+fn canonical_mac(m: &str) -> Option<String> {
+    let parts: Vec<&str> = m.split([':', '-']).collect();
+    (parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit())))
+    .then(|| parts.join(":").to_lowercase())
+}
+
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, msg)
 }
@@ -114,6 +131,7 @@ pub fn view(s: &Shared, r: BmcRow) -> BmcView {
         node: r.node,
         address: r.address,
         via: r.via,
+        macs: r.macs,
         power_expected: r.power_expected,
         power_observed: r.power_observed,
         observed_at_ms: r.observed_at_ms,
@@ -134,6 +152,11 @@ pub async fn enroll(
     if req.password.is_empty() {
         return Err(bad("the BMC password is empty"));
     }
+    let macs = req
+        .macs
+        .iter()
+        .map(|m| canonical_mac(m).ok_or_else(|| bad(format!("`{m}` is not a MAC address"))))
+        .collect::<Result<Vec<_>, _>>()?;
     let via = match req.via {
         Some(v) => v,
         None => {
@@ -170,7 +193,14 @@ pub async fn enroll(
     let address = format!("ipmi://{}@{host}:{}", addr.user, addr.port);
     match s
         .store
-        .insert_bmc_node(&req.name, &address, &req.password, &via, crate::now_ms())
+        .insert_bmc_node(
+            &req.name,
+            &address,
+            &req.password,
+            &via,
+            &macs,
+            crate::now_ms(),
+        )
         .await
     {
         Ok(()) => {}

@@ -66,6 +66,23 @@ pub enum Command {
     /// Disk images in the coordinator's store.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Racks of virtual bare metal on this machine (QEMU machines with emulated BMCs).
+    Lab {
+        /// Rack name.
+        #[arg(long, global = true, default_value = "rack1")]
+        name: String,
+        /// Where racks keep their files.
+        #[arg(
+            long,
+            global = true,
+            env = "FERRIC_LAB_ROOT",
+            default_value = "/var/lib/ferric/lab"
+        )]
+        root: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        cmd: crate::lab_cli::LabCmd,
+    },
 }
 
 /// `ferric image …`.
@@ -276,6 +293,9 @@ pub enum NodeCmd {
         /// Read the password from this environment variable.
         #[arg(long)]
         password_env: Option<String>,
+        /// MAC address of a NIC of the node (repeat for several).
+        #[arg(long = "mac")]
+        macs: Vec<String>,
     },
     /// Power a bare-metal node on, off, cycle, reset, soft (ACPI) off, or read its status.
     Power {
@@ -675,6 +695,7 @@ async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result<()> {
             via,
             password_file,
             password_env,
+            macs,
         } => {
             // Catch a malformed address before asking for a password.
             ferric_proto::msg::BmcAddress::parse(&bmc).map_err(|e| anyhow::anyhow!(e))?;
@@ -687,6 +708,7 @@ async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result<()> {
                         bmc,
                         password,
                         via,
+                        macs,
                     },
                 )
                 .await?;
@@ -1181,6 +1203,9 @@ pub async fn run_client(cli: Cli) -> Result<()> {
         }
         Command::Guest(cmd) => return guest_cmd(&client, cmd, json).await,
         Command::Image(cmd) => return image_cmd(&client, cmd, json).await,
+        Command::Lab { name, root, cmd } => {
+            return crate::lab_cli::run(&client, &root, &name, cmd, json).await;
+        }
         Command::Host(HostCmd::List) => {
             let hosts: Vec<crate::placement::HostView> = client.get("/v1/hosts").await?;
             if json {

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod guests;
 pub mod hub;
 pub mod images;
+pub mod lab_cli;
 pub mod link;
 pub mod pki;
 pub mod placement;

@@ -857,6 +857,8 @@ pub struct BmcRow {
     pub password: Secret,
     /// Agent that drives the BMC.
     pub via: String,
+    /// The node's NIC MAC addresses.
+    pub macs: Vec<String>,
     /// Power state Ferric last set (`on`/`off`).
     pub power_expected: Option<String>,
     /// When that was confirmed, agent clock, ms since the epoch.
@@ -885,7 +887,7 @@ impl std::fmt::Debug for Secret {
 
 macro_rules! bmc_columns {
     () => {
-        "node, address, password, via, power_expected, expected_at_ms, power_observed, \
+        "node, address, password, via, macs, power_expected, expected_at_ms, power_observed, \
          observed_at_ms, last_error, flag, flagged_at_ms"
     };
 }
@@ -897,6 +899,12 @@ impl Store {
             address: r.try_get("address")?,
             password: Secret(r.try_get("password")?),
             via: r.try_get("via")?,
+            macs: r
+                .try_get::<String, _>("macs")?
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+                .collect(),
             power_expected: r.try_get("power_expected")?,
             expected_at_ms: r.try_get("expected_at_ms")?,
             power_observed: r.try_get("power_observed")?,
@@ -914,6 +922,7 @@ impl Store {
         address: &str,
         password: &str,
         via: &str,
+        macs: &[String],
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with(self.begin_write).await?;
@@ -938,13 +947,16 @@ impl Store {
             .bind(now_ms)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO bmcs (node, address, password, via) VALUES ($1, $2, $3, $4)")
-            .bind(node)
-            .bind(address)
-            .bind(password)
-            .bind(via)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO bmcs (node, address, password, via, macs) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(node)
+        .bind(address)
+        .bind(password)
+        .bind(via)
+        .bind(macs.join(","))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

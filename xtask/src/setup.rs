@@ -1,6 +1,8 @@
 //! What a fresh machine needs before Ferric builds and its tests run: Debian packages (the
 //! libvirt headers to link against, libvirtd and QEMU for the hypervisor tier, busybox for the
-//! test guests' initramfs, qemu-img for the image tests, curl for the image benchmark, OpenIPMI's ipmi_sim and ipmitool for the BMC tests). Idempotent: installed packages are left alone.
+//! test guests' initramfs, qemu-img for the image tests, curl for the image benchmark, OpenIPMI's
+//! ipmi_sim and ipmitool for the BMC tests, iPXE ROMs, iproute2 and binutils for the lab).
+//! Idempotent: installed packages are left alone.
 
 use anyhow::{Context, Result, bail};
 use std::process::{Command, Stdio};
@@ -16,6 +18,9 @@ const PACKAGES: &[&str] = &[
     "curl",
     "openipmi",
     "ipmitool",
+    "ipxe-qemu",
+    "iproute2",
+    "binutils",
 ];
 
 /// Packages taken from backports: the machine's qemu-utils comes from there, and the release's

@@ -6,6 +6,7 @@ CREATE TABLE bmcs (
     address         TEXT NOT NULL,
     password        TEXT NOT NULL,
     via             TEXT NOT NULL REFERENCES nodes(name),
+    macs            TEXT NOT NULL DEFAULT '',
     power_expected  TEXT,
     expected_at_ms  BIGINT,
     power_observed  TEXT,

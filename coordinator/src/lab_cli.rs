@@ -1,0 +1,219 @@
+//! `ferric lab …`: racks of virtual bare metal on this machine (see the `ferric-lab` crate).
+
+use crate::cli::Client;
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use ferric_lab::{Fault, Rack, UpOptions};
+use std::path::{Path, PathBuf};
+
+/// `ferric lab …`.
+#[derive(Debug, Subcommand)]
+pub enum LabCmd {
+    /// Build a rack: a network namespace with a provisioning bridge and, per node, a QEMU
+    /// machine with a blank disk and an emulated BMC (nodes start powered off).
+    Up {
+        /// Nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// Memory per node.
+        #[arg(long, default_value = "1G", value_parser = crate::cli::parse_size)]
+        memory: u64,
+        /// Disk per node (a sparse file).
+        #[arg(long, default_value = "4G", value_parser = crate::cli::parse_size)]
+        disk: u64,
+        /// `auto` (KVM when a probe shows it works), `kvm` or `tcg`.
+        #[arg(long, default_value = "auto")]
+        accel: String,
+    },
+    /// Nodes, power, BMC address, MAC, faults and the console's last lines.
+    Status,
+    /// Print a node's serial console (what it wrote so far).
+    Console {
+        /// Node.
+        node: String,
+    },
+    /// Remove the rack: every process, the namespace, bridge, taps, links and files.
+    Down,
+    /// Register the rack's nodes (BMC address and credentials, MAC) with a coordinator.
+    Enroll {
+        /// Agent that drives the BMCs (it must reach the rack's management network; an agent on
+        /// this machine does).
+        #[arg(long)]
+        via: Option<String>,
+    },
+    /// Inject a fault: `bmc-silent`, `bmc-loss PCT`, `power-stuck`, `disk-fail`, `clear`.
+    Fault {
+        /// Node.
+        node: String,
+        /// Fault.
+        fault: String,
+        /// Loss percentage for `bmc-loss`.
+        pct: Option<u32>,
+    },
+    /// The rack's BMC relay (started by `up`; not for people).
+    #[command(hide = true)]
+    Relay {
+        /// Rack directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// ipmi_sim's chassis-control program (not for people).
+    #[command(hide = true)]
+    Chassis {
+        /// Rack directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node.
+        #[arg(long)]
+        node: String,
+        /// What ipmi_sim asks.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn rack_dir(root: &Path, name: &str) -> PathBuf {
+    root.join(name)
+}
+
+/// Runs a lab command for rack `name` under `root`.
+pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bool) -> Result<()> {
+    let dir = rack_dir(root, name);
+    match cmd {
+        LabCmd::Relay { dir } => {
+            tokio::task::spawn_blocking(move || ferric_lab::relay(&dir)).await??;
+        }
+        LabCmd::Chassis { dir, node, args } => {
+            print!("{}", ferric_lab::chassis(&dir, &node, &args)?);
+        }
+        LabCmd::Up {
+            nodes,
+            memory,
+            disk,
+            accel,
+        } => {
+            let started = std::time::Instant::now();
+            let ferric = std::env::current_exe().context("cannot find the ferric binary")?;
+            let rack = tokio::task::spawn_blocking(move || {
+                ferric_lab::up(&UpOptions {
+                    name: dir
+                        .file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                    dir,
+                    nodes,
+                    memory_mib: memory >> 20,
+                    disk_bytes: disk,
+                    accel,
+                    ferric,
+                })
+            })
+            .await??;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&ferric_lab::status(&rack))?
+                );
+                return Ok(());
+            }
+            println!(
+                "rack {} up in {:.1} s: {} nodes ({}), BMCs on {}.0/24 via {}, provisioning bridge reached at {} ({})",
+                rack.name,
+                started.elapsed().as_secs_f64(),
+                rack.nodes.len(),
+                rack.accel,
+                rack.mgmt_host_ip().trim_end_matches(".1"),
+                rack.mgmt_veth(),
+                rack.prov_host_ip(),
+                rack.prov_veth()
+            );
+            println!(
+                "power a node on: ipmitool -I lanplus -C 3 -H {} -U {} -P … chassis power on",
+                rack.nodes[0].bmc_ip,
+                ferric_lab::BMC_USER
+            );
+        }
+        LabCmd::Status => {
+            let rack = Rack::load(&dir)?;
+            let st = ferric_lab::status(&rack);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+                return Ok(());
+            }
+            for s in st {
+                println!(
+                    "{:<12} power {:<3} boot {:<8} {} {} mac {}{}",
+                    s.name,
+                    s.power,
+                    s.boot,
+                    s.bmc,
+                    if s.bmc_up { "(up)" } else { "(BMC DOWN)" },
+                    s.mac,
+                    if s.faults.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" faults: {}", s.faults.join(", "))
+                    }
+                );
+                for l in s.console_tail {
+                    println!("    | {l}");
+                }
+            }
+        }
+        LabCmd::Console { node } => {
+            let rack = Rack::load(&dir)?;
+            let n = rack.node(&node)?;
+            let p = rack.node_dir(n).join("console.log");
+            print!("{}", std::fs::read_to_string(&p).unwrap_or_default());
+        }
+        LabCmd::Down => {
+            tokio::task::spawn_blocking(move || ferric_lab::down(&dir)).await??;
+            println!("rack {name} removed");
+        }
+        LabCmd::Enroll { via } => {
+            let rack = Rack::load(&dir)?;
+            for n in &rack.nodes {
+                let body = crate::bmcs::EnrollBmcNode {
+                    name: n.name.clone(),
+                    bmc: format!(
+                        "ipmi://{}@{}:{}",
+                        ferric_lab::BMC_USER,
+                        n.bmc_ip,
+                        ferric_lab::BMC_PORT
+                    ),
+                    password: rack.bmc_password.clone(),
+                    via: via.clone(),
+                    macs: vec![n.mac.clone()],
+                };
+                let v: crate::bmcs::BmcView = client.post("/v1/nodes", &body).await?;
+                if !json {
+                    println!(
+                        "{} enrolled: BMC {} via `{}`, MAC {}",
+                        v.node, v.address, v.via, n.mac
+                    );
+                }
+            }
+        }
+        LabCmd::Fault { node, fault, pct } => {
+            let rack = Rack::load(&dir)?;
+            let f = match (fault.as_str(), pct) {
+                ("bmc-silent", None) => Fault::BmcSilent,
+                ("bmc-loss", Some(p)) => Fault::BmcLoss(p),
+                ("bmc-loss", None) => {
+                    bail!("bmc-loss needs a percentage: ferric lab fault NODE bmc-loss 30")
+                }
+                ("power-stuck", None) => Fault::PowerStuck,
+                ("disk-fail", None) => Fault::DiskFail,
+                ("clear", None) => Fault::Clear,
+                (other, _) => bail!(
+                    "unknown fault `{other}` (bmc-silent, bmc-loss PCT, power-stuck, disk-fail, clear)"
+                ),
+            };
+            ferric_lab::fault(&rack, &node, &f)?;
+            println!(
+                "{node}: {fault}{}",
+                pct.map_or(String::new(), |p| format!(" {p}%"))
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,471 @@
+//! Tier 4: a lab rack of three virtual bare-metal nodes built by `ferric lab up`, driven only
+//! through its BMCs with `ipmitool -I lanplus` — PXE and disk boots, power, faults — and
+//! `ferric lab down` leaving nothing behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Lab {
+    root: PathBuf,
+    name: String,
+}
+
+impl Lab {
+    fn ferric(&self, args: &[&str]) -> std::process::Output {
+        Command::new(ferric_tests::bin("ferric").unwrap())
+            .args(["lab", "--root"])
+            .arg(&self.root)
+            .args(["--name", &self.name])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ferric(args);
+        assert!(
+            out.status.success(),
+            "ferric lab {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn rack(&self) -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(self.root.join(&self.name).join("rack.json")).unwrap(),
+        )
+        .unwrap()
+    }
+    fn status(&self, node: &str) -> serde_json::Value {
+        let all: serde_json::Value =
+            serde_json::from_str(&self.ok(&["-o", "json", "status"])).unwrap();
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == node)
+            .unwrap()
+            .clone()
+    }
+    /// `ipmitool -I lanplus` against a node's BMC.
+    fn ipmitool(&self, node: u32, args: &[&str]) -> Result<String, String> {
+        let rack = self.rack();
+        let n = &rack["nodes"][node as usize];
+        let out = Command::new("ipmitool")
+            .args(["-I", "lanplus", "-C", "3", "-N", "1", "-R", "2", "-H"])
+            .arg(n["bmc_ip"].as_str().unwrap())
+            .args(["-U", "admin", "-P", rack["bmc_password"].as_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+    fn node_dir(&self, node: u32) -> PathBuf {
+        self.root
+            .join(&self.name)
+            .join(format!("{}-n{node}", self.name))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.root.join(&self.name).join("rack.json").exists() {
+            let _ = self.ferric(&["down"]);
+        }
+    }
+}
+
+fn wait<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Listens for a DHCP request from `mac` on the rack's provisioning bridge (inside its
+/// namespace); returns the message type it carried.
+fn dhcp_request_from(
+    netns: &str,
+    mac: &str,
+    limit: Duration,
+) -> std::thread::JoinHandle<Result<u8, String>> {
+    let netns = netns.to_owned();
+    let mac: Vec<u8> = mac
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(Path::new("/var/run/netns").join(&netns))
+            .map_err(|e| e.to_string())?;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
+        let sock = UdpSocket::bind("0.0.0.0:67").map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 1500];
+        while started.elapsed() < limit {
+            let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let p = &buf[..n];
+            // BOOTREQUEST from this client's hardware address, with the DHCP magic cookie.
+            if n > 240 && p[0] == 1 && p[28..34] == mac[..] && p[236..240] == [99, 130, 83, 99] {
+                let mut i = 240;
+                while i + 1 < n && p[i] != 255 {
+                    if p[i] == 53 {
+                        return Ok(p[i + 2]);
+                    }
+                    i += 2 + usize::from(p[i + 1]);
+                }
+            }
+        }
+        Err(format!("no DHCP request from {mac:02x?} within {limit:?}"))
+    })
+}
+
+/// A boot sector that writes `FERRIC-DISK-BOOT` to the first serial port and halts.
+fn boot_sector() -> Vec<u8> {
+    let mut s = vec![
+        0xfa, // cli
+        0x31, 0xc0, // xor ax,ax
+        0x8e, 0xd8, // mov ds,ax
+        0xbe, 0x16, 0x7c, // mov si,0x7c16 (the message)
+        0xba, 0xf8, 0x03, // mov dx,0x3f8
+        0xac, // lodsb
+        0x84, 0xc0, // test al,al
+        0x74, 0x03, // jz +3
+        0xee, // out dx,al
+        0xeb, 0xf8, // jmp back to lodsb
+        0xf4, // hlt
+        0xeb, 0xfd, // jmp back to hlt
+    ];
+    s.extend_from_slice(b"FERRIC-DISK-BOOT\r\n\0");
+    s.resize(510, 0);
+    s.extend_from_slice(&[0x55, 0xaa]);
+    s
+}
+
+fn leftovers(name: &str, root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let netns = std::fs::read_dir("/var/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if netns.contains(&format!("ferric-{name}")) {
+        found.push(format!("namespace ferric-{name}"));
+    }
+    for v in [format!("flm-{name}"), format!("flp-{name}")] {
+        if Path::new("/sys/class/net").join(&v).exists() {
+            found.push(format!("link {v}"));
+        }
+    }
+    let dir = root.join(name).display().to_string();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(p.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmd).contains(&dir)
+        {
+            found.push(format!("process {}", p.file_name().to_string_lossy()));
+        }
+    }
+    if root.join(name).exists() {
+        found.push(format!("directory {dir}"));
+    }
+    found
+}
+
+#[test]
+fn a_three_node_rack_boots_from_pxe_and_disk_through_its_bmcs_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = Lab {
+        root: tmp.path().to_owned(),
+        name: format!("t{}", std::process::id() % 100_000),
+    };
+    let up = lab.ok(&[
+        "up", "--nodes", "3", "--memory", "256M", "--disk", "64M", "--accel", "tcg",
+    ]);
+    assert!(up.contains("3 nodes"), "{up}");
+    let rack = lab.rack();
+    let netns = rack["netns"].as_str().unwrap().to_owned();
+    for i in 0..3 {
+        assert!(
+            lab.ipmitool(i, &["chassis", "power", "status"])
+                .unwrap()
+                .contains("is off")
+        );
+    }
+
+    // PXE: the BMC powers node 0 on with boot device pxe; its iPXE asks for an address on the
+    // provisioning bridge.
+    let mac0 = rack["nodes"][0]["mac"].as_str().unwrap().to_owned();
+    let dhcp = dhcp_request_from(&netns, &mac0, Duration::from_secs(90));
+    std::thread::sleep(Duration::from_millis(300));
+    lab.ipmitool(0, &["chassis", "bootdev", "pxe"]).unwrap();
+    lab.ipmitool(0, &["chassis", "power", "on"]).unwrap();
+    assert!(
+        lab.ipmitool(0, &["chassis", "power", "status"])
+            .unwrap()
+            .contains("is on")
+    );
+    assert_eq!(lab.status(&format!("{}-n0", lab.name))["power"], "on");
+    let msg_type = dhcp.join().unwrap().unwrap();
+    assert!(
+        msg_type == 1 || msg_type == 3,
+        "DHCP message type {msg_type}"
+    );
+
+    // Disk: node 1's disk holds a boot sector; set to boot from disk, it prints its marker.
+    let disk = lab.node_dir(1).join("disk.img");
+    let mut f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    std::io::Write::write_all(&mut f, &boot_sector()).unwrap();
+    drop(f);
+    lab.ipmitool(1, &["chassis", "bootdev", "disk"]).unwrap();
+    lab.ipmitool(1, &["chassis", "power", "on"]).unwrap();
+    let console = lab.node_dir(1).join("console.log");
+    wait(
+        Duration::from_secs(60),
+        "the disk's marker on the console",
+        || {
+            std::fs::read_to_string(&console)
+                .ok()
+                .filter(|c| c.contains("FERRIC-DISK-BOOT"))
+        },
+    );
+    let shown = lab.ok(&["console", &format!("{}-n1", lab.name)]);
+    assert!(shown.contains("FERRIC-DISK-BOOT"), "{shown}");
+
+    // Power off stops the machine.
+    let pid: i32 = std::fs::read_to_string(lab.node_dir(1).join("qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    lab.ipmitool(1, &["chassis", "power", "off"]).unwrap();
+    assert!(
+        lab.ipmitool(1, &["chassis", "power", "status"])
+            .unwrap()
+            .contains("is off")
+    );
+    wait(Duration::from_secs(10), "QEMU to exit", || {
+        (!Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z")))
+        .then_some(())
+    });
+
+    // disk-fail: the same disk can no longer be read by the firmware.
+    let n1 = format!("{}-n1", lab.name);
+    lab.ok(&["fault", &n1, "disk-fail"]);
+    std::fs::write(&console, "").unwrap();
+    lab.ipmitool(1, &["chassis", "power", "on"]).unwrap();
+    let fw = lab.node_dir(1).join("firmware.log");
+    wait(
+        Duration::from_secs(60),
+        "the firmware to fail reading the disk",
+        || {
+            std::fs::read_to_string(&fw)
+                .ok()
+                .filter(|c| c.contains("could not read the boot disk"))
+        },
+    );
+    assert!(
+        !std::fs::read_to_string(&console)
+            .unwrap()
+            .contains("FERRIC-DISK-BOOT")
+    );
+    lab.ipmitool(1, &["chassis", "power", "off"]).unwrap();
+    lab.ok(&["fault", &n1, "clear"]);
+
+    // power-stuck: the BMC takes the command, the machine stays off.
+    let n2 = format!("{}-n2", lab.name);
+    lab.ok(&["fault", &n2, "power-stuck"]);
+    let _ = lab.ipmitool(2, &["chassis", "power", "on"]);
+    assert!(
+        lab.ipmitool(2, &["chassis", "power", "status"])
+            .unwrap()
+            .contains("is off")
+    );
+    assert_eq!(lab.status(&n2)["faults"][0], "power-stuck");
+    lab.ok(&["fault", &n2, "clear"]);
+    lab.ipmitool(2, &["chassis", "power", "on"]).unwrap();
+    assert!(
+        lab.ipmitool(2, &["chassis", "power", "status"])
+            .unwrap()
+            .contains("is on")
+    );
+
+    // bmc-silent: no answer at all, until cleared.
+    lab.ok(&["fault", &n2, "bmc-silent"]);
+    let e = lab
+        .ipmitool(2, &["chassis", "power", "status"])
+        .unwrap_err();
+    assert!(!e.is_empty());
+    lab.ok(&["fault", &n2, "clear"]);
+    assert!(
+        lab.ipmitool(2, &["chassis", "power", "status"])
+            .unwrap()
+            .contains("is on")
+    );
+
+    // bmc-loss: the rack's relay drops that share of datagrams; at 100% nothing arrives.
+    lab.ok(&["fault", &n2, "bmc-loss", "100"]);
+    std::thread::sleep(Duration::from_millis(700)); // the relay re-reads faults twice a second
+    assert!(lab.ipmitool(2, &["chassis", "power", "status"]).is_err());
+    assert!(
+        lab.ipmitool(1, &["chassis", "power", "status"]).is_ok(),
+        "other BMCs unaffected"
+    );
+    lab.ok(&["fault", &n2, "clear"]);
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        lab.ipmitool(2, &["chassis", "power", "status"])
+            .unwrap()
+            .contains("is on")
+    );
+
+    let status = lab.ok(&["status"]);
+    assert!(
+        status.contains(&format!("{}-n0", lab.name)) && status.contains(&mac0),
+        "{status}"
+    );
+
+    // Down removes every process, the namespace, its links and the files.
+    lab.ok(&["down"]);
+    assert_eq!(leftovers(&lab.name, &lab.root), Vec::<String>::new());
+}
+
+#[test]
+fn down_after_a_crash_removes_what_the_rack_had_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = Lab {
+        root: tmp.path().to_owned(),
+        name: format!("c{}", std::process::id() % 100_000),
+    };
+    lab.ok(&[
+        "up", "--nodes", "2", "--memory", "128M", "--disk", "16M", "--accel", "tcg",
+    ]);
+    lab.ipmitool(0, &["chassis", "power", "on"]).unwrap();
+    // The BMC processes and QEMU outlive the command that made them (as after a crash of the
+    // lab process); down works from the rack's files alone.
+    assert!(!leftovers(&lab.name, &lab.root).is_empty());
+    lab.ok(&["down"]);
+    assert_eq!(leftovers(&lab.name, &lab.root), Vec::<String>::new());
+    // And a second down says there is nothing.
+    let out = lab.ferric(&["down"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no rack"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_enroll_registers_the_nodes_and_the_coordinator_powers_them_through_an_agent() {
+    use ferric_agent::bmc::control::{IpmiBmcs, POWER_SETTLE};
+    use ferric_agent::bmc::ipmi::IpmiClient;
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = Lab {
+        root: tmp.path().join("lab"),
+        name: format!("e{}", std::process::id() % 100_000),
+    };
+    lab.ok(&[
+        "up", "--nodes", "2", "--memory", "128M", "--disk", "16M", "--accel", "tcg",
+    ]);
+    let coord = ferric_tests::start_coordinator(&tmp.path().join("coord"))
+        .await
+        .unwrap();
+    let state = tmp.path().join("mgmt");
+    ferric_tests::enroll_in_process(coord.api, coord.listen, "mgmt", &state)
+        .await
+        .unwrap();
+    let fake = std::sync::Arc::new(ferric_agent::driver::FakeDriver::new());
+    let mut cfg = ferric_tests::agent_config(&state, fake.clone());
+    cfg.drivers.bmc = std::sync::Arc::new(IpmiBmcs::new(IpmiClient::default(), POWER_SETTLE));
+    let agent = ferric_tests::spawn_agent(cfg, fake);
+
+    let api = format!("http://{}", coord.api);
+    let ferric = |args: Vec<String>| {
+        let api = api.clone();
+        let root = lab.root.clone();
+        let name = lab.name.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(ferric_tests::bin("ferric").unwrap())
+                .env("FERRIC_API", &api)
+                .env("FERRIC_LAB_ROOT", &root)
+                .args(&args)
+                .args(if args[0] == "lab" {
+                    vec!["--name".to_owned(), name]
+                } else {
+                    vec![]
+                })
+                .output()
+                .unwrap()
+        })
+    };
+    let out = ferric(vec![
+        "lab".into(),
+        "enroll".into(),
+        "--via".into(),
+        "mgmt".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n0 = format!("{}-n0", lab.name);
+    let shown: serde_json::Value = ferric_tests::client(coord.api)
+        .get(&format!("/v1/nodes/{n0}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        shown["bmc"]["macs"][0],
+        lab.rack()["nodes"][0]["mac"],
+        "{shown}"
+    );
+
+    // The coordinator powers the node on through the agent, the lab BMC starts its machine.
+    let out = ferric(vec!["node".into(), "power".into(), "on".into(), n0.clone()])
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("node {n0}: power on")
+    );
+    assert_eq!(lab.status(&n0)["power"], "on");
+    let out = ferric(vec![
+        "node".into(),
+        "power".into(),
+        "off".into(),
+        n0.clone(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lab.status(&n0)["power"], "off");
+
+    agent.stop().await.unwrap();
+    coord.shutdown().await;
+}

@@ -409,9 +409,70 @@ fn backend_port(n: &Node) -> u16 {
     7000 + n.index as u16
 }
 
+/// The rack's IPv6 prefix on the provisioning bridge, `fd00:fe:0:K::/64` (unique local).
+pub fn ra_prefix(subnet: u8) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(0xfd00, 0xfe, 0, u16::from(subnet), 0, 0, 0, 0)
+}
+
+/// A Router Advertisement (RFC 4861, 4.2) that is not a default router and carries one
+/// on-link, autonomous prefix: enough for a node's IPv6 autoconfiguration to finish at once
+/// (iPXE otherwise waits about 16 s for a router before it goes on).
+pub fn router_advertisement(prefix: std::net::Ipv6Addr) -> Vec<u8> {
+    let mut p = vec![
+        134, 0, 0, 0, // type, code, checksum (the kernel fills it in)
+        64, 0, // current hop limit, flags
+        0, 0, // router lifetime 0: not a default router
+        0, 0, 0, 0, // reachable time
+        0, 0, 0, 0, // retrans timer
+        3, 4, 64, 0xc0, // prefix information: length 4 (32 bytes), /64, on-link + autonomous
+    ];
+    p.extend_from_slice(&86400u32.to_be_bytes()); // valid lifetime
+    p.extend_from_slice(&14400u32.to_be_bytes()); // preferred lifetime
+    p.extend_from_slice(&[0; 4]);
+    p.extend_from_slice(&prefix.octets());
+    p
+}
+
+/// Sends router advertisements on `ifname` every three seconds (inside the rack's namespace).
+fn advertise(ifname: &str, subnet: u8) {
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn6, sendto, setsockopt,
+        socket, sockopt,
+    };
+    use std::os::fd::AsRawFd;
+    let Ok(fd) = socket(
+        AddressFamily::Inet6,
+        SockType::Raw,
+        SockFlag::empty(),
+        SockProtocol::IcmpV6,
+    ) else {
+        eprintln!("no raw ICMPv6 socket: router advertisements are off");
+        return;
+    };
+    // Neighbor discovery messages must arrive with hop limit 255.
+    let _ = setsockopt(&fd, sockopt::Ipv6MulticastHops, &255);
+    let ra = router_advertisement(ra_prefix(subnet));
+    loop {
+        if let Ok(index) = nix::net::if_::if_nametoindex(ifname) {
+            let to = SockaddrIn6::from(std::net::SocketAddrV6::new(
+                std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
+                0,
+                0,
+                index,
+            ));
+            // Fails while the bridge's link-local address is still tentative: next round.
+            if let Err(e) = sendto(fd.as_raw_fd(), &ra, &to, MsgFlags::empty()) {
+                eprintln!("router advertisement on {ifname} not sent: {e}");
+            }
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
 /// `ferric lab relay`: serves every BMC's LAN address of the rack (inside its namespace) and
 /// forwards to the node's ipmi_sim, dropping the share of datagrams each way that the node's
-/// `bmc-loss` fault names (re-read every half second).
+/// `bmc-loss` fault names (re-read every half second); and sends IPv6 router advertisements
+/// on the provisioning bridge.
 pub fn relay(dir: &Path) -> Result<()> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::net::{SocketAddr, UdpSocket};
@@ -440,6 +501,10 @@ pub fn relay(dir: &Path) -> Result<()> {
     for f in &fronts {
         f.sock.set_nonblocking(true)?;
     }
+    let subnet = rack.subnet;
+    std::thread::Builder::new()
+        .name("ferric-lab-ra".into())
+        .spawn(move || advertise("prov0", subnet))?;
     let mut reread = Instant::now() - Duration::from_secs(1);
     let mut buf = [0u8; 2048];
     let lost = |pct: u32| pct > 0 && rand::random::<u32>() % 100 < pct;

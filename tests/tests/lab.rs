@@ -135,6 +135,49 @@ fn dhcp_request_from(
     })
 }
 
+/// Waits for a router advertisement on the rack's provisioning bridge (captured from the
+/// wire inside its namespace); its prefix-information option.
+fn router_advertisement(netns: &str, limit: Duration) -> Result<Vec<u8>, String> {
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, recv, socket,
+    };
+    use std::os::fd::AsRawFd;
+    let netns = netns.to_owned();
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(Path::new("/var/run/netns").join(&netns))
+            .map_err(|e| e.to_string())?;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
+        let fd = socket(
+            AddressFamily::Packet,
+            SockType::Raw,
+            SockFlag::SOCK_NONBLOCK,
+            SockProtocol::EthAll,
+        )
+        .map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let mut f = [0u8; 1600];
+        while started.elapsed() < limit {
+            match recv(fd.as_raw_fd(), &mut f, MsgFlags::empty()) {
+                // Ethernet, IPv6, next header ICMPv6, hop limit 255, type 134.
+                Ok(n)
+                    if n >= 102
+                        && f[12..14] == [0x86, 0xdd]
+                        && f[20] == 58
+                        && f[21] == 255
+                        && f[54] == 134 =>
+                {
+                    return Ok(f[70..102].to_vec());
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        Err(format!("no router advertisement within {limit:?}"))
+    })
+    .join()
+    .unwrap()
+}
+
 /// A boot sector that writes `FERRIC-DISK-BOOT` to the first serial port and halts.
 fn boot_sector() -> Vec<u8> {
     let mut s = vec![
@@ -208,6 +251,15 @@ fn a_three_node_rack_boots_from_pxe_and_disk_through_its_bmcs_and_leaves_nothing
                 .contains("is off")
         );
     }
+    // Router advertisements on the provisioning bridge: a /64 unique-local prefix, on-link and
+    // autonomous (iPXE's IPv6 autoconfiguration finishes instead of waiting for a router).
+    let prefix =
+        router_advertisement(rack["netns"].as_str().unwrap(), Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        (prefix[0], prefix[1], prefix[2], prefix[3] & 0xc0),
+        (3, 4, 64, 0xc0)
+    );
+    assert_eq!(&prefix[16..20], &[0xfd, 0x00, 0x00, 0xfe]);
 
     // PXE: the BMC powers node 0 on with boot device pxe; its iPXE asks for an address on the
     // provisioning bridge.

@@ -64,6 +64,12 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Lab racks: bring-up time, memory and CPU per idle node, how many nodes fit.
+    Lab {
+        /// Rack sizes.
+        #[arg(long, value_delimiter = ',', default_value = "5,20")]
+        nodes: Vec<u32>,
+    },
     /// Power-status sweep over emulated BMCs: Ferric against one ipmitool process per call.
     Bmc {
         /// Emulated BMCs.
@@ -175,6 +181,17 @@ fn main() -> Result<()> {
                     .arg("--runs")
                     .arg(runs.to_string()),
             )
+        }
+        Task::Bench {
+            which: Bench::Lab { nodes },
+        } => {
+            setup::packages()?;
+            build_release(&["ferric-coordinator", "ferric-tests"])?;
+            let mut cmd = Command::new(root().join("target/release/ferric-bench-lab"));
+            for n in nodes {
+                cmd.arg("--nodes").arg(n.to_string());
+            }
+            run(&mut cmd)
         }
         Task::Bench {
             which: Bench::Bmc { bmcs, rounds },

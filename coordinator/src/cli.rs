@@ -1282,13 +1282,19 @@ pub async fn run_client(cli: Cli) -> Result<()> {
                 .map(|n| {
                     vec![
                         n.name,
-                        n.role,
-                        if n.connected {
+                        n.role.clone(),
+                        if n.role == "baremetal" {
+                            "-".into() // reached through its BMC, not a link of its own
+                        } else if n.connected {
                             "connected".into()
                         } else {
                             "offline".into()
                         },
-                        ago(n.last_seen_ms),
+                        if n.role == "baremetal" {
+                            "-".into()
+                        } else {
+                            ago(n.last_seen_ms)
+                        },
                         n.capabilities.join(","),
                         match (&n.power, &n.flag) {
                             (Some(p), Some(_)) => format!("{p} (flagged)"),

@@ -490,6 +490,73 @@ impl Drop for Kill {
 }
 
 /// `ferric plan apply -f FILE --node NODE`; returns the plan id.
+/// The lab part: a rack of two virtual bare-metal nodes behind emulated BMCs, enrolled with
+/// the coordinator and powered on through a management agent that drives their BMCs.
+fn demo_lab(
+    ferric_bin: &Path,
+    api: &str,
+    lab_root: &Path,
+    enroll: &EnrollFn<'_>,
+    spawn: &SpawnFn<'_>,
+) -> Result<Option<Kill>> {
+    step("a lab rack: two virtual bare-metal nodes (QEMU) behind emulated BMCs (ipmi_sim)");
+    let lab = |args: &[&str]| -> Result<String> {
+        output(
+            Command::new(ferric_bin)
+                .env("FERRIC_API", api)
+                .env("FERRIC_LAB_ROOT", lab_root)
+                .args(["lab", "--name", "demo"])
+                .args(args),
+        )
+    };
+    if let Err(e) = lab(&["up", "--nodes", "2", "--memory", "256M", "--disk", "1G"]) {
+        println!("skipping the lab part: {e:#}");
+        return Ok(None);
+    }
+    print!("{}", lab(&["status"])?);
+    let state = enroll("rack1-mgmt", "management")?;
+    let mgmt = spawn(
+        "rack1-mgmt",
+        &state,
+        &["--driver", "bmc", "--bmc-poll", "2s"],
+    )?;
+    step("register the rack's nodes with the coordinator (BMC address, password, MAC)");
+    print!("{}", lab(&["enroll", "--via", "rack1-mgmt"])?);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let connected = || -> Result<bool> {
+        let nodes: serde_json::Value =
+            serde_json::from_str(&ferric(ferric_bin, api, &["node", "list", "-o", "json"])?)?;
+        Ok(nodes.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|n| n["name"] == "rack1-mgmt" && n["connected"] == true)
+        }))
+    };
+    while !connected()? {
+        if Instant::now() > deadline {
+            bail!("the management agent did not connect");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    step("boot demo-n0 from the network: coordinator → agent → BMC → QEMU");
+    for args in [
+        &["node", "bootdev", "demo-n0", "pxe"][..],
+        &["node", "power", "on", "demo-n0"][..],
+        &["node", "power", "status", "demo-n1"][..],
+    ] {
+        println!("$ ferric {}", args.join(" "));
+        print!("{}", ferric(ferric_bin, api, args)?);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    print!("{}", lab(&["status"])?);
+    print!("{}", ferric(ferric_bin, api, &["node", "list"])?);
+    println!("$ ferric node power off demo-n0");
+    print!(
+        "{}",
+        ferric(ferric_bin, api, &["node", "power", "off", "demo-n0"])?
+    );
+    Ok(Some(mgmt))
+}
+
 fn apply_plan(ferric_bin: &Path, api: &str, file: &Path, node: &str) -> Result<String> {
     let out = ferric(
         ferric_bin,
@@ -702,6 +769,12 @@ fn demo(keep: bool) -> Result<()> {
         Ok(None) => {}
         Err(e) => println!("\nthe guest part of the demo stopped: {e:#}"),
     }
+    let lab_root = base.join("lab");
+    match demo_lab(&ferric_bin, &api, &lab_root, &enroll, &spawn) {
+        Ok(Some(mgmt)) => agents.push(mgmt),
+        Ok(None) => {}
+        Err(e) => println!("\nthe lab part of the demo stopped: {e:#}"),
+    }
 
     if keep {
         println!(
@@ -711,6 +784,12 @@ fn demo(keep: bool) -> Result<()> {
         loop {
             std::thread::sleep(Duration::from_secs(3600));
         }
+    }
+    if lab_root.join("demo/rack.json").exists() {
+        step("remove the lab rack (processes, namespace, bridge, taps, files)");
+        let _ = run(Command::new(&ferric_bin)
+            .env("FERRIC_LAB_ROOT", &lab_root)
+            .args(["lab", "--name", "demo", "down"]));
     }
     step("drain: agents and coordinator stop on SIGTERM");
     for a in agents.iter_mut() {

@@ -126,6 +126,8 @@ pub trait BmcControl: Send + Sync + std::fmt::Debug {
     fn set_bmcs(&self, bmcs: Vec<BmcCredential>);
     /// Reads power (and, when `sensors`, sensor readings) of every BMC it drives.
     async fn poll(&self, sensors: bool) -> Vec<BmcState>;
+    /// Ends whatever sessions it holds (the agent is stopping).
+    async fn close(&self) {}
 }
 
 /// The drivers an agent has.

@@ -182,6 +182,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         shutdown.cancel();
     }
     let _ = drain.await;
+    // BMC sessions are few per user on a BMC: hand them back.
+    cfg.drivers.bmc.close().await;
     endpoint.close(ferric_proto::close::SHUTDOWN.into(), b"agent stopped");
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
     info!("agent stopped");

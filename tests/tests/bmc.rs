@@ -123,7 +123,17 @@ async fn power_boot_device_identity_and_sel_agree_with_ipmitool() {
             .unwrap()
             .contains("Entries          : 0")
     );
+    // Ferric's session is handed back with Close Session (ipmitool counts its own, too).
+    let active = || -> u32 {
+        let info = bmc.ipmitool(&["session", "info", "all"]).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("active sessions"))
+            .and_then(|v| v.trim_start_matches([' ', ':']).trim().parse().ok())
+            .unwrap_or_else(|| panic!("{info}"))
+    };
+    let before = active();
     c.close_all().await;
+    assert_eq!(active(), before - 1, "Ferric's session is closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

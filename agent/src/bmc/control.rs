@@ -254,6 +254,10 @@ impl BmcControl for IpmiBmcs {
         *cur = map;
     }
 
+    async fn close(&self) {
+        self.client.close_all().await;
+    }
+
     async fn poll(&self, sensors: bool) -> Vec<BmcState> {
         let targets: Vec<(String, BmcTarget)> = lock(&self.bmcs)
             .iter()

@@ -278,15 +278,32 @@ impl IpmiClient {
         result
     }
 
-    /// Drops every session (the BMCs time them out; ipmi-rs has no Close Session).
+    /// Closes every session with Close Session (BMCs hold only a handful per user), without
+    /// retries: a BMC that does not answer times the session out itself.
     pub async fn close_all(&self) {
         let slots: Vec<_> = {
             let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
             conns.drain().map(|(_, v)| v).collect()
         };
+        let mut closing = tokio::task::JoinSet::new();
         for s in slots {
-            s.lock().await.take();
+            let Some(mut conn) = s.lock().await.take() else {
+                continue;
+            };
+            closing.spawn_blocking(move || {
+                let id = conn.relay.as_ref().map_or(0, |r| {
+                    r.session_id.load(std::sync::atomic::Ordering::Relaxed)
+                });
+                if let Some(ipmi) = conn.ipmi.as_mut()
+                    && id != 0
+                {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        ipmi.send_recv(Raw::new(NetFn::App, 0x3c, id.to_le_bytes().to_vec()))
+                    }));
+                }
+            });
         }
+        while closing.join_next().await.is_some() {}
     }
 
     /// Chassis power and faults.

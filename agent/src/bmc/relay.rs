@@ -27,6 +27,9 @@ pub struct Relay {
     pub copy_setup: Arc<AtomicBool>,
     /// Copies of RAKP 1 or 3 sent so far.
     pub setup_copied: Arc<AtomicU32>,
+    /// The BMC's id of the session last opened through this relay (0: none), for Close
+    /// Session (ipmi-rs keeps its own copy private).
+    pub session_id: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
 }
 
@@ -58,10 +61,12 @@ impl Relay {
         let stop = Arc::new(AtomicBool::new(false));
         let copy_setup = Arc::new(AtomicBool::new(true));
         let setup_copied = Arc::new(AtomicU32::new(0));
+        let session_id = Arc::new(AtomicU32::new(0));
         let shared = Shared {
             stop: stop.clone(),
             copy_setup: copy_setup.clone(),
             setup_copied: setup_copied.clone(),
+            session_id: session_id.clone(),
         };
         std::thread::Builder::new()
             .name("ferric-ipmi-relay".into())
@@ -70,6 +75,7 @@ impl Relay {
             local,
             copy_setup,
             setup_copied,
+            session_id,
             stop,
         })
     }
@@ -121,6 +127,14 @@ struct Shared {
     stop: Arc<AtomicBool>,
     copy_setup: Arc<AtomicBool>,
     setup_copied: Arc<AtomicU32>,
+    session_id: Arc<AtomicU32>,
+}
+
+/// The managed system's session id in a successful Open Session Response: the payload starts
+/// after the RMCP (4) and session (12) headers; status is its byte 1, the id its bytes 8–11.
+fn opened_session(d: &[u8]) -> Option<u32> {
+    (kind(d) == 0x11 && d.len() >= 28 && d[17] == 0)
+        .then(|| u32::from_le_bytes([d[24], d[25], d[26], d[27]]))
 }
 
 fn run(
@@ -186,6 +200,9 @@ fn run(
                 && let Some(c) = client
             {
                 pending = None;
+                if let Some(id) = opened_session(d) {
+                    shared.session_id.store(id, Ordering::Relaxed);
+                }
                 let _ = front.send_to(d, c);
             }
         }
@@ -223,5 +240,12 @@ mod tests {
         assert_eq!(answer_kind(kind(&ipmi)), kind(&ipmi));
         assert_eq!(kind(&ping), 0x100);
         assert_eq!(kind(&v15), 0x200);
+        let mut open_ok = vec![0x06, 0x00, 0xff, 0x07, 0x06, 0x11];
+        open_ok.resize(36, 0);
+        open_ok[24..28].copy_from_slice(&0x0a0b_0c0du32.to_le_bytes());
+        assert_eq!(opened_session(&open_ok), Some(0x0a0b_0c0d));
+        open_ok[17] = 0x01; // an error status opens nothing
+        assert_eq!(opened_session(&open_ok), None);
+        assert_eq!(opened_session(&open_ok[..20]), None);
     }
 }

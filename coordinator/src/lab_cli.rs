@@ -94,11 +94,10 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
         } => {
             let started = std::time::Instant::now();
             let ferric = std::env::current_exe().context("cannot find the ferric binary")?;
+            let name = name.to_owned();
             let rack = tokio::task::spawn_blocking(move || {
                 ferric_lab::up(&UpOptions {
-                    name: dir
-                        .file_name()
-                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                    name,
                     dir,
                     nodes,
                     memory_mib: memory >> 20,

@@ -773,9 +773,10 @@ pub fn fault(rack: &Rack, node: &str, f: &Fault) -> Result<()> {
     let n = rack.node(node)?;
     let dir = rack.node_dir(n);
     let mut list = faults(&dir);
-    let bmc = bmc_pid(rack, n).with_context(|| format!("the BMC of {node} is not running"))?;
+    let bmc = bmc_pid(rack, n);
     match f {
         Fault::BmcSilent => {
+            let bmc = bmc.with_context(|| format!("the BMC of {node} is not running"))?;
             kill(Pid::from_raw(bmc), Signal::SIGSTOP)?;
             list.push("bmc-silent".into());
         }
@@ -790,7 +791,10 @@ pub fn fault(rack: &Rack, node: &str, f: &Fault) -> Result<()> {
         Fault::PowerStuck => list.push("power-stuck".into()),
         Fault::DiskFail => list.push("disk-fail".into()),
         Fault::Clear => {
-            let _ = kill(Pid::from_raw(bmc), Signal::SIGCONT);
+            // Clearing works on a node whose BMC died too: the faults file is what counts.
+            if let Some(bmc) = bmc {
+                let _ = kill(Pid::from_raw(bmc), Signal::SIGCONT);
+            }
             list.clear();
         }
     }

@@ -345,16 +345,6 @@ pub enum PowerAction {
 }
 
 impl PowerAction {
-    /// Every action, for parsing and listing.
-    pub const ALL: [PowerAction; 6] = [
-        PowerAction::On,
-        PowerAction::Off,
-        PowerAction::Cycle,
-        PowerAction::Reset,
-        PowerAction::Soft,
-        PowerAction::Status,
-    ];
-
     /// Stable snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {

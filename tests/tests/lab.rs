@@ -413,7 +413,15 @@ fn down_after_a_crash_removes_what_the_rack_had_made() {
     lab.ipmitool(0, &["chassis", "power", "on"]).unwrap();
     // The BMC processes and QEMU outlive the command that made them (as after a crash of the
     // lab process); down works from the rack's files alone.
-    assert!(!leftovers(&lab.name, &lab.root).is_empty());
+    let before = leftovers(&lab.name, &lab.root);
+    assert!(
+        before.iter().any(|l| l.starts_with("namespace")),
+        "{before:?}"
+    );
+    assert!(
+        before.iter().filter(|l| l.starts_with("process")).count() >= 4,
+        "two BMCs, the relay and a QEMU: {before:?}"
+    );
     lab.ok(&["down"]);
     assert_eq!(leftovers(&lab.name, &lab.root), Vec::<String>::new());
     // And a second down says there is nothing.

@@ -4,8 +4,7 @@
 //! session and no password: the kernel interface is the machine's own.
 
 use super::ipmi::{
-    BootSetting, DeviceId, Raw, boot_flags_request, completion_error, parse_boot_flags,
-    parse_device_id,
+    BootSetting, DeviceId, Raw, boot_flags_request, completion, parse_boot_flags, parse_device_id,
 };
 use super::{BmcError, BmcErrorKind};
 use ferric_proto::plan::BootDevice;
@@ -90,7 +89,7 @@ impl Inband {
             Err(IpmiError::Failed {
                 completion_code, ..
             }) => {
-                let (kind, msg) = completion_error(completion_code);
+                let (kind, msg) = completion(completion_code);
                 Err(self.fail(kind, msg))
             }
             Err(e) => Err(self.fail(

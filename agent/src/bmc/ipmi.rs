@@ -182,11 +182,6 @@ pub fn parse_device_id(d: &[u8]) -> Option<DeviceId> {
     })
 }
 
-/// Maps a completion code to an error kind and message.
-pub(crate) fn completion_error(cc: CompletionErrorCode) -> (BmcErrorKind, String) {
-    completion(cc)
-}
-
 fn fail(t: &BmcTarget, kind: BmcErrorKind, message: impl Into<String>) -> BmcError {
     BmcError {
         kind,
@@ -210,7 +205,8 @@ fn auth_refused(e: &ActivationError) -> bool {
     )
 }
 
-fn completion(cc: CompletionErrorCode) -> (BmcErrorKind, String) {
+/// Maps a completion code to an error kind and message.
+pub(crate) fn completion(cc: CompletionErrorCode) -> (BmcErrorKind, String) {
     match cc {
         CompletionErrorCode::InsufficientPrivilege => (
             BmcErrorKind::InsufficientPrivilege,

@@ -577,6 +577,24 @@ impl Target {
     }
 }
 
+/// Makes the bytes of block device `dev` from `offset` to its end read as zeros (the kernel's
+/// zero-out: a write-zeroes command or discard where the device has one, written zeros
+/// otherwise), and flushes. A device handed out anew (an LVM volume on reused extents) keeps
+/// whatever was there before; this is how it is cleared. Returns how many bytes were zeroed.
+pub fn zero_device_from(dev: &Path, offset: u64) -> Result<u64, ImageError> {
+    let target = Target::open(dev, Some(false))?;
+    if !target.device {
+        return Err(ImageError::Io(std::io::Error::other(format!(
+            "{} is not a block device",
+            dev.display()
+        ))));
+    }
+    let len = device_size(&target.buffered)?.saturating_sub(offset);
+    target.zero(offset, len)?;
+    target.sync()?;
+    Ok(len)
+}
+
 fn device_size(f: &File) -> Result<u64, ImageError> {
     use std::io::Seek;
     let mut f = f;

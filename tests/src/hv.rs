@@ -3,8 +3,8 @@
 //! `FERRIC-GUEST-UP`, then `FERRIC-DISKS <block devices>` and `FERRIC-VDA <the first bytes of
 //! its first disk>` every second on its serial console.
 
+use crate::initramfs::Initramfs;
 use anyhow::{Context, Result, bail};
-use std::io::Cursor;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -242,57 +242,14 @@ pub fn guest_image() -> Result<GuestImage> {
     }
     std::fs::create_dir_all(&dir)?;
     let (vmlinuz, mods) = debian_kernel("linux-image-cloud-amd64", &dir)?;
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .context("busybox is not installed (Debian package busybox-static)")?;
-
-    let dir_entry = |name: &str| {
-        (
-            cpio::NewcBuilder::new(name).mode(0o040755),
-            Cursor::new(Vec::new()),
-        )
-    };
-    let mut entries = vec![
-        dir_entry("bin"),
-        dir_entry("lib"),
-        dir_entry("lib/modules"),
-        dir_entry("proc"),
-        dir_entry("sys"),
-        dir_entry("dev"),
-    ];
-    entries.push((
-        cpio::NewcBuilder::new("init").mode(0o100755),
-        Cursor::new(INIT.as_bytes().to_vec()),
-    ));
-    entries.push((
-        cpio::NewcBuilder::new("bin/busybox").mode(0o100755),
-        Cursor::new(std::fs::read(&busybox)?),
-    ));
-    for m in MODULES {
-        let p = mods.join(m);
-        let name = Path::new(m)
-            .file_name()
-            .context("module name")?
-            .to_string_lossy()
-            .into_owned();
-        let bytes = std::fs::read(&p)
-            .with_context(|| format!("module {} missing from {}", m, mods.display()))?;
-        entries.push((
-            cpio::NewcBuilder::new(&format!("lib/modules/{name}")).mode(0o100644),
-            Cursor::new(bytes),
-        ));
+    let mut ir = Initramfs::new();
+    for d in ["proc", "sys", "dev"] {
+        ir.dir(d);
     }
-    let entries: Vec<_> = entries
-        .into_iter()
-        .enumerate()
-        .map(|(i, (b, c))| (b.ino(i as u32 + 1).nlink(1), c))
-        .collect();
-    let tmp = initrd.with_extension("tmp");
-    let out = std::fs::File::create(&tmp)?;
-    cpio::write_cpio(entries.into_iter(), out)?;
-    std::fs::rename(&tmp, &initrd)?;
+    ir.file("init", 0o755, INIT.as_bytes().to_vec());
+    ir.busybox()?;
+    ir.modules(&mods, MODULES)?;
+    ir.write(&initrd)?;
     std::fs::copy(&vmlinuz, &kernel)?;
     Ok(GuestImage { kernel, initrd })
 }

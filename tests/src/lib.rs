@@ -8,7 +8,9 @@
 #![forbid(unsafe_code)]
 
 pub mod bmc;
+pub mod hostvm;
 pub mod hv;
+pub mod initramfs;
 pub mod node;
 
 use anyhow::{Context, Result, bail};

@@ -6,8 +6,8 @@
 
 use crate::bmc::SimBmc;
 use crate::hv::{debian_kernel, run, target_dir};
+use crate::initramfs::Initramfs;
 use anyhow::{Context, Result, bail};
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -27,43 +27,30 @@ pub struct NodeImage {
     pub initrd: PathBuf,
 }
 
+/// Debian's generic kernel (downloaded once into `target/node`): its image and module tree.
+/// Virtual machines that need drivers the cloud flavour lacks (IPMI, device-mapper, 802.1Q)
+/// boot it.
+pub fn generic_kernel() -> Result<(PathBuf, PathBuf)> {
+    let dir = target_dir()?.join("node");
+    std::fs::create_dir_all(&dir)?;
+    // Tests run side by side: one of them downloads and unpacks, the others wait.
+    let lock = std::fs::File::create(dir.join(".lock"))?;
+    lock.lock()?;
+    debian_kernel("linux-image-amd64", &dir)
+}
+
 /// Builds a node image whose `/init` loads the IPMI drivers and runs `script` (busybox sh,
 /// with `ferric-ramdisk` on the PATH); the initramfs goes to `out`.
 pub fn node_image(script: &str, out: &Path) -> Result<NodeImage> {
-    let dir = target_dir()?.join("node");
-    std::fs::create_dir_all(&dir)?;
-    let (vmlinuz, mods) = debian_kernel("linux-image-amd64", &dir)?;
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .context("busybox is not installed (Debian package busybox-static)")?;
+    let (vmlinuz, mods) = generic_kernel()?;
     let ramdisk = crate::bin("ferric-ramdisk")?;
     // Debug builds carry their symbols; the node needs none of them.
     let stripped = out.with_extension("ferric-ramdisk");
     run(Command::new("strip").arg("-o").arg(&stripped).arg(&ramdisk))?;
 
-    let mut entries: Vec<(cpio::newc::Builder, Cursor<Vec<u8>>)> = Vec::new();
-    let mut dirs = std::collections::BTreeSet::new();
-    let mut add = |entries: &mut Vec<_>, name: &str, mode: u32, bytes: Vec<u8>| {
-        let mut parent = Path::new(name).parent();
-        let mut missing = Vec::new();
-        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
-            if dirs.insert(p.to_path_buf()) {
-                missing.push(p.to_string_lossy().into_owned());
-            }
-            parent = p.parent();
-        }
-        for d in missing.into_iter().rev() {
-            entries.push((
-                cpio::NewcBuilder::new(&d).mode(0o040755),
-                Cursor::new(Vec::new()),
-            ));
-        }
-        entries.push((cpio::NewcBuilder::new(name).mode(mode), Cursor::new(bytes)));
-    };
+    let mut ir = Initramfs::new();
     for d in ["proc", "sys", "dev", "tmp"] {
-        add(&mut entries, &format!("{d}/.keep"), 0o100644, vec![]);
+        ir.dir(d);
     }
     let init = format!(
         "#!/bin/busybox sh\n\
@@ -77,19 +64,9 @@ pub fn node_image(script: &str, out: &Path) -> Result<NodeImage> {
          {script}\n\
          while true; do sleep 1; done\n"
     );
-    add(&mut entries, "init", 0o100755, init.into_bytes());
-    add(
-        &mut entries,
-        "bin/busybox",
-        0o100755,
-        std::fs::read(&busybox)?,
-    );
-    add(
-        &mut entries,
-        "bin/ferric-ramdisk",
-        0o100755,
-        std::fs::read(&stripped)?,
-    );
+    ir.file("init", 0o755, init.into_bytes());
+    ir.busybox()?;
+    ir.file("bin/ferric-ramdisk", 0o755, std::fs::read(&stripped)?);
     // The binary's shared libraries, where the dynamic loader looks for them.
     let ldd = run(Command::new("ldd").arg(&ramdisk))?;
     for lib in ldd.lines().filter_map(|l| {
@@ -98,29 +75,10 @@ pub fn node_image(script: &str, out: &Path) -> Result<NodeImage> {
             .map(str::to_owned)
     }) {
         let bytes = std::fs::read(&lib).with_context(|| format!("cannot read {lib}"))?;
-        add(&mut entries, lib.trim_start_matches('/'), 0o100755, bytes);
+        ir.file(lib.trim_start_matches('/'), 0o755, bytes);
     }
-    for m in IPMI_MODULES {
-        let name = Path::new(m)
-            .file_name()
-            .context("module name")?
-            .to_string_lossy()
-            .into_owned();
-        let bytes = std::fs::read(mods.join(m))
-            .with_context(|| format!("module {m} missing from {}", mods.display()))?;
-        add(
-            &mut entries,
-            &format!("lib/modules/{name}"),
-            0o100644,
-            bytes,
-        );
-    }
-    let entries: Vec<_> = entries
-        .into_iter()
-        .enumerate()
-        .map(|(i, (b, c))| (b.ino(i as u32 + 1).nlink(1), c))
-        .collect();
-    cpio::write_cpio(entries.into_iter(), std::fs::File::create(out)?)?;
+    ir.modules(&mods, IPMI_MODULES)?;
+    ir.write(out)?;
     let _ = std::fs::remove_file(&stripped);
     Ok(NodeImage {
         kernel: vmlinuz,

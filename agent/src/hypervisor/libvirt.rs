@@ -355,6 +355,50 @@ pub fn lvm_pool_xml(name: &str, vg: &str) -> String {
     )
 }
 
+/// Whether `pool` is an LVM (`logical`) pool.
+fn is_logical(pool: &StoragePool) -> bool {
+    pool.get_xml_desc(0)
+        .is_ok_and(|x| x.contains("type='logical'"))
+}
+
+/// Grows the logical volume at `path` to at least `size_bytes` (LVM rounds up to whole
+/// extents).
+fn lvextend(path: &str, size_bytes: u64) -> Result<(), DriverError> {
+    let out = std::process::Command::new("lvextend")
+        .args(["--size", &format!("{size_bytes}b"), path])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            err(
+                ErrorKind::Unsupported,
+                format!("grow LVM volume {path}: cannot run lvextend (Debian package lvm2): {e}"),
+            )
+        })?;
+    if !out.status.success() {
+        return Err(err(
+            ErrorKind::Io,
+            format!(
+                "grow LVM volume {path}: lvextend failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn is_block_device(path: &str) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
+}
+
+/// Clears a block device from `offset` on: an LVM volume is carved from extents that may hold
+/// a deleted volume's data, which no guest may read.
+fn zero_from(path: &str, offset: u64) -> Result<(), DriverError> {
+    ferric_images::write::zero_device_from(std::path::Path::new(path), offset)
+        .map(|_| ())
+        .map_err(|e| err(ErrorKind::Io, format!("clear {path}: {e}")))
+}
+
 /// Whether the kernel has device-mapper (LVM needs it).
 fn device_mapper() -> bool {
     std::fs::read_to_string("/proc/devices").is_ok_and(|d| d.contains("device-mapper"))
@@ -679,13 +723,18 @@ fn clone_image(
             ),
         ));
     }
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| io(&format!("open {path}"), e))?;
-    f.set_len(size_bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io(&format!("grow {path}"), e))?;
+    if is_block_device(path) {
+        // The device keeps its size; past the disk it keeps old bytes, which are cleared.
+        zero_from(path, report.virtual_size)?;
+    } else {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| io(&format!("open {path}"), e))?;
+        f.set_len(size_bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io(&format!("grow {path}"), e))?;
+    }
     std::fs::write(&record.done, &img.checksum)
         .map_err(|e| io(&format!("write {}", record.done.display()), e))?;
     let _ = std::fs::remove_file(&record.writing);
@@ -734,13 +783,27 @@ impl Storage for Libvirt {
                     if info.capacity >= size_bytes {
                         return Ok(false);
                     }
-                    vol.resize(size_bytes, 0).map_err(|e| virt_err(&format!("grow volume `{pool}/{name}`"), &e))?;
+                    let logical = is_logical(&p);
+                    match vol.resize(size_bytes, 0) {
+                        Ok(_) => {}
+                        // libvirt's logical backend (before 10.x) cannot resize: LVM can.
+                        Err(e) if is(&e, ErrorNumber::NoSupport) && logical => {
+                            let path = vol.get_path().map_err(|e| virt_err("volume path", &e))?;
+                            lvextend(&path, size_bytes)?;
+                            let _ = p.refresh(0);
+                        }
+                        Err(e) => return Err(virt_err(&format!("grow volume `{pool}/{name}`"), &e)),
+                    }
+                    if logical {
+                        let path = vol.get_path().map_err(|e| virt_err("volume path", &e))?;
+                        zero_from(&path, info.capacity)?;
+                    }
                     Ok(true)
                 }
                 Err(e) if is(&e, ErrorNumber::NoStorageVolume) => {
                     // A clone is written as raw disk bytes: its volume is raw. An LVM volume is
                     // a raw block device whatever was asked.
-                    let logical = p.get_xml_desc(0).is_ok_and(|x| x.contains("type='logical'"));
+                    let logical = is_logical(&p);
                     let format = if image.is_some() || logical { VolumeFormat::Raw } else { format };
                     let xml = if logical {
                         format!(
@@ -755,6 +818,13 @@ impl Storage for Libvirt {
                         )
                     };
                     let vol = StorageVol::create_xml(&p, &xml, 0).map_err(|e| virt_err(&format!("create volume `{pool}/{name}`"), &e))?;
+                    if logical && image.is_none() {
+                        let path = vol.get_path().map_err(|e| virt_err("volume path", &e))?;
+                        if let Err(e) = zero_from(&path, 0) {
+                            let _ = vol.delete(0);
+                            return Err(e);
+                        }
+                    }
                     if let Some(img) = &image {
                         let path = vol.get_path().map_err(|e| virt_err("volume path", &e))?;
                         if let Err(e) = clone_image(&path, img, size_bytes, &record) {

@@ -125,7 +125,37 @@ impl Network for Netlink {
                             format!("VLAN interface name `{port}` is longer than 15 bytes"),
                         ));
                     }
-                    if !self.exists(&port) {
+                    // A VLAN interface comes up only on an uplink that is up.
+                    if !self.is_up(uplink) {
+                        handle
+                            .link()
+                            .set(LinkUnspec::new_with_index(up_idx).up().build())
+                            .execute()
+                            .await
+                            .map_err(nl(format!("set uplink `{uplink}` up")))?;
+                        changed = true;
+                    }
+                    if self.exists(&port) {
+                        // The name says VLAN `id` on `uplink`; the kernel must agree.
+                        let conf = std::fs::read_to_string(Path::new("/proc/net/vlan").join(&port))
+                            .unwrap_or_default();
+                        let vid = conf
+                            .split("VID: ")
+                            .nth(1)
+                            .and_then(|r| r.split_whitespace().next());
+                        let dev = conf
+                            .split("Device: ")
+                            .nth(1)
+                            .and_then(|r| r.split_whitespace().next());
+                        if vid != Some(&id.to_string()) || dev != Some(uplink) {
+                            return Err(err(
+                                ErrorKind::Conflict,
+                                format!(
+                                    "interface `{port}` exists and is not VLAN {id} on `{uplink}`"
+                                ),
+                            ));
+                        }
+                    } else {
                         handle
                             .link()
                             .add(LinkVlan::new(&port, up_idx, id).up().build())
@@ -138,7 +168,7 @@ impl Network for Netlink {
                 }
                 None => uplink.to_owned(),
             };
-            if self.master(&port).as_deref() != Some(name) {
+            if self.master(&port).as_deref() != Some(name) || !self.is_up(&port) {
                 let idx = self.index(&port)?;
                 handle
                     .link()

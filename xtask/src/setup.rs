@@ -1,7 +1,8 @@
 //! What a fresh machine needs before Ferric builds and its tests run: Debian packages (the
 //! libvirt headers to link against, libvirtd and QEMU for the hypervisor tier, busybox for the
 //! test guests' initramfs, qemu-img for the image tests, curl for the image benchmark, OpenIPMI's
-//! ipmi_sim and ipmitool for the BMC tests, iPXE ROMs, iproute2 and binutils for the lab).
+//! ipmi_sim and ipmitool for the BMC tests, iPXE ROMs, iproute2 and binutils for the lab, lvm2
+//! for LVM pools — the agent's and the hypervisor-host VM's, which runs this machine's programs).
 //! Idempotent: installed packages are left alone.
 
 use anyhow::{Context, Result, bail};
@@ -21,6 +22,7 @@ const PACKAGES: &[&str] = &[
     "ipxe-qemu",
     "iproute2",
     "binutils",
+    "lvm2",
 ];
 
 /// Packages taken from backports: the machine's qemu-utils comes from there, and the release's

@@ -67,6 +67,11 @@ pub trait Network: Send + Sync + std::fmt::Debug {
     ) -> DriverResult;
     /// A bridge (and the VLAN sub-interface made for it) is gone.
     async fn delete_bridge(&self, name: &str) -> DriverResult;
+    /// Whether this is a working driver (announced as a capability), not a stand-in that
+    /// refuses every call.
+    fn available(&self) -> bool {
+        true
+    }
 }
 
 /// Volumes in storage pools.
@@ -83,6 +88,11 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     ) -> DriverResult;
     /// A volume is gone.
     async fn delete_volume(&self, pool: &str, name: &str) -> DriverResult;
+    /// Whether this is a working driver (announced as a capability), not a stand-in that
+    /// refuses every call.
+    fn available(&self) -> bool {
+        true
+    }
 }
 
 /// Guests.
@@ -104,6 +114,11 @@ pub trait Compute: Send + Sync + std::fmt::Debug {
     ) -> DriverResult;
     /// A volume is detached from a guest.
     async fn detach_volume(&self, guest: &str, pool: &str, volume: &str) -> DriverResult;
+    /// Whether this is a working driver (announced as a capability), not a stand-in that
+    /// refuses every call.
+    fn available(&self) -> bool {
+        true
+    }
 }
 
 /// Out-of-band BMC control. BMCs are named as the coordinator enrolled them; their addresses
@@ -128,6 +143,11 @@ pub trait BmcControl: Send + Sync + std::fmt::Debug {
     async fn poll(&self, sensors: bool) -> Vec<BmcState>;
     /// Ends whatever sessions it holds (the agent is stopping).
     async fn close(&self) {}
+    /// Whether this is a working driver (announced as a capability), not a stand-in that
+    /// refuses every call.
+    fn available(&self) -> bool {
+        true
+    }
 }
 
 /// The drivers an agent has.
@@ -211,14 +231,19 @@ impl Drivers {
         .into())
     }
 
-    /// Capability names for `Hello`.
+    /// Capability names for `Hello`: those of the working drivers (placement puts guests only
+    /// on agents that announce `compute` and `storage`).
     pub fn capabilities(&self) -> Vec<String> {
-        vec![
-            "network".into(),
-            "storage".into(),
-            "compute".into(),
-            "bmc".into(),
+        [
+            ("network", self.network.available()),
+            ("storage", self.storage.available()),
+            ("compute", self.compute.available()),
+            ("bmc", self.bmc.available()),
         ]
+        .into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| name.to_owned())
+        .collect()
     }
 }
 
@@ -241,6 +266,9 @@ impl Unsupported {
 
 #[async_trait]
 impl Network for Unsupported {
+    fn available(&self) -> bool {
+        false
+    }
     async fn ensure_bridge(&self, name: &str, _: Option<&str>, _: Option<u16>) -> DriverResult {
         Err(self.on("bridge", name))
     }
@@ -251,6 +279,9 @@ impl Network for Unsupported {
 
 #[async_trait]
 impl Storage for Unsupported {
+    fn available(&self) -> bool {
+        false
+    }
     async fn ensure_volume(
         &self,
         pool: &str,
@@ -268,6 +299,9 @@ impl Storage for Unsupported {
 
 #[async_trait]
 impl Compute for Unsupported {
+    fn available(&self) -> bool {
+        false
+    }
     async fn ensure_guest(&self, spec: &GuestSpec) -> DriverResult {
         Err(self.on("guest", &spec.name))
     }
@@ -287,6 +321,9 @@ impl Compute for Unsupported {
 
 #[async_trait]
 impl BmcControl for Unsupported {
+    fn available(&self) -> bool {
+        false
+    }
     async fn power(&self, bmc: &str, _action: PowerAction) -> Result<StepDone, DriverError> {
         Err(self.err(bmc))
     }
@@ -533,5 +570,27 @@ impl BmcControl for FakeDriver {
             None,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_are_those_of_the_working_drivers() {
+        let fake = Arc::new(FakeDriver::new());
+        assert_eq!(
+            Drivers::fake(fake.clone()).capabilities(),
+            ["network", "storage", "compute", "bmc"]
+        );
+        let none = Arc::new(Unsupported("this agent drives BMCs only"));
+        let bmc_only = Drivers {
+            network: none.clone(),
+            storage: none.clone(),
+            compute: none,
+            bmc: fake,
+        };
+        assert_eq!(bmc_only.capabilities(), ["bmc"]);
     }
 }

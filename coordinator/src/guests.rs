@@ -132,6 +132,7 @@ pub async fn host_views(s: &Shared) -> Result<Vec<HostView>, ApiError> {
             mem_used_mib: a.memory_mib,
             disk_used_bytes: a.disk_bytes,
             guests: a.guests,
+            capabilities: n.capabilities,
             name: n.name,
         });
     }

@@ -32,6 +32,9 @@ pub struct HostView {
     pub disk_used_bytes: u64,
     /// Guests placed here.
     pub guests: u64,
+    /// What its agent announced it can drive (`compute`, `storage`, `network`, `bmc`).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
 }
 
 impl HostView {
@@ -72,6 +75,16 @@ pub struct NoHost(pub Vec<(String, String)>);
 fn why_not(h: &HostView, r: &Request) -> Option<String> {
     if !h.connected {
         return Some("agent is not connected".into());
+    }
+    let missing: Vec<&str> = ["compute", "storage"]
+        .into_iter()
+        .filter(|c| !h.capabilities.iter().any(|x| x == c))
+        .collect();
+    if !missing.is_empty() {
+        return Some(format!(
+            "its agent has no {} driver (it runs without --driver libvirt)",
+            missing.join(" or ")
+        ));
     }
     if h.cpus == 0 || h.mem_total_mib == 0 {
         return Some("no telemetry from the host yet".into());
@@ -142,6 +155,9 @@ mod tests {
             mem_used_mib: used_mib,
             disk_used_bytes: 0,
             guests: 0,
+            capabilities: ["network", "storage", "compute", "bmc"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 
@@ -170,15 +186,18 @@ mod tests {
     fn no_fit_names_every_host_and_its_reason() {
         let mut offline = host("d", 8, 16, 0, &["br0"]);
         offline.connected = false;
+        let mut bmc_only = host("e", 64, 256, 0, &["br0"]);
+        bmc_only.capabilities = vec!["bmc".into()];
         let hosts = [
             host("a", 2, 4, 0, &["br0"]),
             host("c", 8, 64, 0, &[]),
             offline,
+            bmc_only,
         ];
         let err = place(&hosts, &req(8192, &["br0"])).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "no host fits the guest: a: needs 8192 MiB memory, 4096 MiB free; c: has no bridge `br0`; d: agent is not connected"
+            "no host fits the guest: a: needs 8192 MiB memory, 4096 MiB free; c: has no bridge `br0`; d: agent is not connected; e: its agent has no compute or storage driver (it runs without --driver libvirt)"
         );
         assert_eq!(
             place(&[], &req(1, &[])).unwrap_err().to_string(),

@@ -347,18 +347,32 @@ pub struct TelemetryQuery {
     pub after_ms: i64,
 }
 
+/// `GET /v1/nodes/{name}/telemetry`: an agent's host samples, or a bare-metal node's BMC reads.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum NodeTelemetry {
+    /// Samples of an agent's host (`sample`).
+    Host(Vec<TelemetryRecord>),
+    /// Reads of a bare-metal node's BMC (`bmc`).
+    Bmc(Vec<crate::hub::BmcRecord>),
+}
+
 async fn telemetry(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
     Query(q): Query<TelemetryQuery>,
-) -> ApiResult<Vec<TelemetryRecord>> {
-    if s.store.node(&name).await?.is_none() {
+) -> ApiResult<NodeTelemetry> {
+    let Some(node) = s.store.node(&name).await? else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("node `{name}` is not enrolled"),
         ));
-    }
-    Ok(Json(s.hub.telemetry_since(&name, q.after_ms)))
+    };
+    Ok(Json(if node.role == "baremetal" {
+        NodeTelemetry::Bmc(s.hub.bmc_since(&name, q.after_ms))
+    } else {
+        NodeTelemetry::Host(s.hub.telemetry_since(&name, q.after_ms))
+    }))
 }
 
 async fn create_plans(

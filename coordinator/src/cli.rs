@@ -1482,6 +1482,10 @@ pub async fn run_client(cli: Cli) -> Result<()> {
             println!("{}", table(&["PLAN", "NODE", "STATE", "STEPS"], rows));
         }
         Command::Telemetry(TelemetryCmd::Watch { node, count }) => {
+            let detail: NodeDetail = client.get(&format!("/v1/nodes/{node}")).await?;
+            if detail.node.role == "baremetal" {
+                return watch_bmc(&client, &node, count, json).await;
+            }
             let mut after = 0i64;
             let mut seen = 0usize;
             if !json {
@@ -1539,6 +1543,74 @@ pub async fn run_client(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `ferric telemetry watch` of a bare-metal node: its BMC reads as the management agent polls.
+async fn watch_bmc(client: &Client, node: &str, count: Option<usize>, json: bool) -> Result<()> {
+    let mut after = 0i64;
+    let mut seen = 0usize;
+    if !json {
+        println!(
+            "{}",
+            table(&["TIME", "NODE", "POWER", "SENSORS (BMC)"], vec![])
+        );
+    }
+    loop {
+        let reads: Vec<serde_json::Value> = client
+            .get(&format!("/v1/nodes/{node}/telemetry?after_ms={after}"))
+            .await?;
+        for r in reads {
+            after = after.max(r["received_at_ms"].as_i64().unwrap_or(after));
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                let b = &r["bmc"];
+                let power = match b["power_on"].as_bool() {
+                    Some(true) => "on",
+                    Some(false) => "off",
+                    None => "unknown",
+                };
+                let detail = match b["error"].as_str() {
+                    Some(e) => format!("error: {e}"),
+                    None => b["sensors"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .map(|x| {
+                                    format!(
+                                        "{} {} {}",
+                                        x["name"].as_str().unwrap_or("?"),
+                                        x["value"]
+                                            .as_f64()
+                                            .map_or("n/a".into(), |v| format!("{v:.2}")),
+                                        x["unit"].as_str().unwrap_or("")
+                                    )
+                                    .trim_end()
+                                    .to_owned()
+                                })
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        })
+                        .unwrap_or_default(),
+                };
+                let secs = r["received_at_ms"].as_i64().unwrap_or(0) / 1000;
+                println!(
+                    "{:<20}  {:<14}  {:<7}  {}",
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + Duration::from_secs(secs as u64)
+                    ),
+                    node,
+                    power,
+                    if detail.is_empty() { "-" } else { &detail }
+                );
+            }
+            seen += 1;
+            if count.is_some_and(|c| seen >= c) {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[cfg(test)]

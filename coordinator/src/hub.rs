@@ -19,6 +19,16 @@ pub struct TelemetryRecord {
     pub sample: TelemetrySample,
 }
 
+/// One read of a bare-metal node's BMC as received (its telemetry: the management agent polls
+/// it every `--bmc-poll`, sensors every third time).
+#[derive(Debug, Clone, Serialize)]
+pub struct BmcRecord {
+    /// Coordinator clock at receipt, ms since the epoch.
+    pub received_at_ms: i64,
+    /// What the agent read (no sensors when it did not read them this time).
+    pub bmc: BmcState,
+}
+
 /// What the hub hands a connection to send to its agent.
 #[derive(Debug, Clone)]
 pub enum Push {
@@ -42,6 +52,7 @@ pub struct Hub {
     live: Mutex<HashMap<String, Live>>,
     telemetry: Mutex<HashMap<String, VecDeque<TelemetryRecord>>>,
     bmc_states: Mutex<HashMap<String, BmcState>>,
+    bmc_records: Mutex<HashMap<String, VecDeque<BmcRecord>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -104,14 +115,46 @@ impl Hub {
     }
 
     /// Keeps the newest state read from a BMC (sensors included), by bare-metal node name.
-    pub fn record_bmc(&self, state: BmcState) {
-        let mut m = lock(&self.bmc_states);
-        if m.get(&state.name)
-            .is_some_and(|old| old.at_ms > state.at_ms)
+    pub fn record_bmc(&self, mut state: BmcState, now_ms: i64) {
         {
-            return;
+            let mut ring = lock(&self.bmc_records);
+            let ring = ring.entry(state.name.clone()).or_default();
+            if ring.back().is_some_and(|r| r.bmc.at_ms > state.at_ms) {
+                return; // newest wins
+            }
+            if ring.len() == TELEMETRY_RING {
+                ring.pop_front();
+            }
+            ring.push_back(BmcRecord {
+                received_at_ms: now_ms,
+                bmc: state.clone(),
+            });
+        }
+        let mut m = lock(&self.bmc_states);
+        if let Some(old) = m.get(&state.name) {
+            if old.at_ms > state.at_ms {
+                return;
+            }
+            // A poll without sensors keeps the last readings (sensors are read every third
+            // poll); a failed read drops them, as they may no longer be true.
+            if state.sensors.is_empty() && state.error.is_none() {
+                state.sensors = old.sensors.clone();
+            }
         }
         m.insert(state.name.clone(), state);
+    }
+
+    /// The BMC reads of bare-metal node `node` received after `after_ms`.
+    pub fn bmc_since(&self, node: &str, after_ms: i64) -> Vec<BmcRecord> {
+        lock(&self.bmc_records)
+            .get(node)
+            .map(|r| {
+                r.iter()
+                    .filter(|x| x.received_at_ms > after_ms)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The newest state read from the BMC of `node`.
@@ -122,6 +165,7 @@ impl Hub {
     /// Forgets a BMC (its node was removed).
     pub fn forget_bmc(&self, node: &str) {
         lock(&self.bmc_states).remove(node);
+        lock(&self.bmc_records).remove(node);
     }
 
     /// Whether `node` is connected, and since when (ms since the epoch).
@@ -178,5 +222,52 @@ impl Hub {
         lock(&self.telemetry)
             .get(node)
             .and_then(|r| r.back().cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferric_proto::msg::SensorReading;
+
+    fn read(at_ms: u64, sensors: usize, error: bool) -> BmcState {
+        BmcState {
+            name: "bm1".into(),
+            at_ms,
+            power_on: (!error).then_some(true),
+            sensors: (0..sensors)
+                .map(|i| SensorReading {
+                    name: format!("s{i}"),
+                    kind: "temperature".into(),
+                    value: Some(40.0),
+                    unit: "degrees C".into(),
+                })
+                .collect(),
+            error: error.then(|| "bmc `bm1`: no answer".into()),
+        }
+    }
+
+    #[test]
+    fn bmc_reads_keep_the_last_sensors_until_a_read_fails_and_older_reads_lose() {
+        let hub = Hub::default();
+        hub.record_bmc(read(10, 2, false), 100);
+        hub.record_bmc(read(20, 0, false), 200);
+        assert_eq!(hub.bmc_state("bm1").unwrap().sensors.len(), 2);
+        assert_eq!(hub.bmc_state("bm1").unwrap().at_ms, 20);
+        // A late datagram does not rewrite history, in the view or in the telemetry ring.
+        hub.record_bmc(read(15, 3, false), 250);
+        assert_eq!(hub.bmc_state("bm1").unwrap().at_ms, 20);
+        let ring = hub.bmc_since("bm1", 0);
+        assert_eq!(
+            ring.iter().map(|r| r.bmc.at_ms).collect::<Vec<_>>(),
+            [10, 20]
+        );
+        // The telemetry shows each read as it was: no sensors where none were read.
+        assert_eq!(ring[1].bmc.sensors.len(), 0);
+        assert_eq!(hub.bmc_since("bm1", 100).len(), 1);
+        hub.record_bmc(read(30, 0, true), 300);
+        assert!(hub.bmc_state("bm1").unwrap().sensors.is_empty());
+        hub.forget_bmc("bm1");
+        assert!(hub.bmc_state("bm1").is_none() && hub.bmc_since("bm1", 0).is_empty());
     }
 }

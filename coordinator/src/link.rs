@@ -508,7 +508,7 @@ impl AgentConn {
             {
                 warn!(node = %st.name, %flag, "node flagged");
             }
-            self.shared.hub.record_bmc(st);
+            self.shared.hub.record_bmc(st, crate::now_ms());
         }
         Ok(())
     }

@@ -444,6 +444,35 @@ async fn the_cli_drives_a_bmc_through_coordinator_and_agent_and_flags_power_chan
     )
     .await
     .unwrap();
+    // Sensors are read every third poll; the polls between keep the last readings in view.
+    for _ in 0..12 {
+        let d: serde_json::Value = c.get("/v1/nodes/bm1").await.unwrap();
+        assert_eq!(
+            d["bmc"]["sensors"].as_array().map_or(0, Vec::len),
+            SENSORS.len(),
+            "{d}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The node's telemetry is its BMC reads: power each poll, sensors when read.
+    let watched = ok(api, &["telemetry", "watch", "bm1", "--count", "6"]).await;
+    let lines: Vec<&str> = watched.lines().skip(1).collect();
+    assert_eq!(lines.len(), 6, "{watched}");
+    // The history since enrollment: on while the tests above powered it, off now.
+    assert!(lines.iter().all(|l| l.contains("bm1")), "{watched}");
+    assert!(lines.iter().any(|l| l.contains(" on ")), "{watched}");
+    let with_sensors = lines
+        .iter()
+        .filter(|l| {
+            SENSORS
+                .iter()
+                .all(|s| l.contains(&format!("{} {:.2}", s.name, s.value)))
+        })
+        .count();
+    assert!(with_sensors >= 1, "{watched}");
+    let reads: Vec<serde_json::Value> = c.get("/v1/nodes/bm1/telemetry").await.unwrap();
+    assert!(reads.iter().all(|r| r["bmc"]["name"] == "bm1"), "{reads:?}");
+    assert_eq!(reads.last().unwrap()["bmc"]["power_on"], false, "{reads:?}");
 
     // Power changed behind Ferric's back: flagged by the periodic sync, cleared by an action.
     bmc.ipmitool(&["chassis", "power", "on"]).unwrap();

@@ -137,6 +137,9 @@ pub trait BmcControl: Send + Sync + std::fmt::Debug {
     ) -> DriverResult;
     /// Every sensor's reading (a fresh SDR walk).
     async fn sensors(&self, bmc: &str) -> Result<Vec<SensorReading>, DriverError>;
+    /// The System Event Log, oldest first (the output); cleared afterwards when `clear`
+    /// (changed: something was cleared).
+    async fn sel(&self, bmc: &str, clear: bool) -> Result<StepDone, DriverError>;
     /// Replaces the set of BMCs this agent drives.
     fn set_bmcs(&self, bmcs: Vec<BmcCredential>);
     /// Reads power (and, when `sensors`, sensor readings) of every BMC it drives.
@@ -227,6 +230,7 @@ impl Drivers {
                     output: Some(StepOutput::Sensors(readings)),
                 });
             }
+            Step::BmcSel { bmc, clear } => return self.bmc.sel(bmc, *clear).await,
         }?
         .into())
     }
@@ -328,6 +332,9 @@ impl BmcControl for Unsupported {
         Err(self.err(bmc))
     }
     async fn sensors(&self, bmc: &str) -> Result<Vec<SensorReading>, DriverError> {
+        Err(self.err(bmc))
+    }
+    async fn sel(&self, bmc: &str, _clear: bool) -> Result<StepDone, DriverError> {
         Err(self.err(bmc))
     }
     fn set_bmcs(&self, _bmcs: Vec<BmcCredential>) {}
@@ -540,6 +547,26 @@ impl BmcControl for FakeDriver {
             value: Some(40.0),
             unit: "°C".into(),
         }])
+    }
+    async fn sel(&self, bmc: &str, clear: bool) -> Result<StepDone, DriverError> {
+        self.call("bmc_sel", format!("bmc/{bmc}/sel"), None).await?;
+        // The fake log holds one entry (a temperature threshold event) until it is cleared.
+        let cleared = format!("sel-cleared/{bmc}");
+        let empty = lock(&self.present).contains(&cleared);
+        let entries = if empty {
+            vec![]
+        } else {
+            vec![crate::bmc::ipmi::decode_sel(&[
+                1, 0, 2, 0, 0, 0, 0x60, 0x20, 0, 4, 1, 1, 1, 0x59, 0xff, 0xff,
+            ])]
+        };
+        if clear {
+            lock(&self.present).insert(cleared);
+        }
+        Ok(StepDone {
+            changed: clear && !empty,
+            output: Some(StepOutput::Sel(entries)),
+        })
     }
     fn set_bmcs(&self, bmcs: Vec<BmcCredential>) {
         *lock(&self.bmcs) = bmcs.into_iter().map(|b| b.name).collect();

@@ -217,6 +217,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/nodes/{name}/power", post(crate::bmcs::power))
         .route("/v1/nodes/{name}/bootdev", post(crate::bmcs::bootdev))
         .route("/v1/nodes/{name}/sensors", post(crate::bmcs::sensors))
+        .route("/v1/nodes/{name}/sel", post(crate::bmcs::sel))
         .route("/v1/nodes/{name}/telemetry", get(telemetry))
         .route("/v1/plans", post(create_plans).get(list_plans))
         .route("/v1/plans/{id}", get(show_plan))

@@ -364,6 +364,37 @@ pub async fn sensors(
     Ok(Json(a))
 }
 
+/// Body of `POST /v1/nodes/{name}/sel`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SelRequest {
+    /// Clear the log once it has been read.
+    #[serde(default)]
+    pub clear: bool,
+}
+
+/// `POST /v1/nodes/{name}/sel`: reads the System Event Log (and clears it when asked).
+pub async fn sel(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Json(req): Json<SelRequest>,
+) -> Result<Json<BmcAction>, ApiError> {
+    let r = bmc_of(&s, &name).await?;
+    let a = push_step(
+        &s,
+        &r,
+        Step::BmcSel {
+            bmc: name.clone(),
+            clear: req.clear,
+        },
+        300,
+    )
+    .await?;
+    if req.clear {
+        tracing::info!(node = %name, plan = a.plan, "event log read and clear requested");
+    }
+    Ok(Json(a))
+}
+
 /// `GET /v1/nodes/{name}/bmc`.
 pub async fn show(
     State(s): State<Arc<Shared>>,

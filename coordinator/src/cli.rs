@@ -327,6 +327,14 @@ pub enum NodeCmd {
         /// Node name.
         name: String,
     },
+    /// Read a bare-metal node's System Event Log (hardware events the BMC logged).
+    Sel {
+        /// Node name.
+        name: String,
+        /// Clear the log once it has been read.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Forget a bare-metal node (the machine itself is not touched).
     Delete {
         /// Node name.
@@ -805,6 +813,58 @@ async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result<()> {
                 .collect();
             println!("{}", table(&["SENSOR", "TYPE", "VALUE", "UNIT"], rows));
         }
+        NodeCmd::Sel { name, clear } => {
+            let a: BmcAction = client
+                .post(
+                    &format!("/v1/nodes/{name}/sel"),
+                    &crate::bmcs::SelRequest { clear },
+                )
+                .await?;
+            let status = wait_plan(client, a.plan, BMC_WAIT).await?;
+            let entries = plan_output(&status)
+                .and_then(|o| o.get("sel").cloned())
+                .context("the plan finished without the event log")?;
+            if json {
+                return print_json(&entries);
+            }
+            let list = entries.as_array().cloned().unwrap_or_default();
+            let rows = list
+                .iter()
+                .map(|e| {
+                    vec![
+                        e["id"].to_string(),
+                        e["at_s"].as_u64().map_or("-".into(), |t| {
+                            humantime::format_rfc3339_seconds(
+                                std::time::UNIX_EPOCH + Duration::from_secs(t),
+                            )
+                            .to_string()
+                        }),
+                        format!(
+                            "{} #0x{:02x}",
+                            e["sensor"].as_str().unwrap_or(""),
+                            e["sensor_number"].as_u64().unwrap_or(0)
+                        ),
+                        e["event"].as_str().unwrap_or("").to_owned(),
+                        if e["asserted"] == true {
+                            "Asserted"
+                        } else {
+                            "Deasserted"
+                        }
+                        .to_owned(),
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                table(&["ID", "TIME", "SENSOR", "EVENT", "DIRECTION"], rows)
+            );
+            if clear {
+                println!(
+                    "node {name}: event log cleared ({} entries read)",
+                    list.len()
+                );
+            }
+        }
         NodeCmd::Delete { name } => {
             let v: BmcView = client.delete(&format!("/v1/nodes/{name}")).await?;
             if json {
@@ -1270,6 +1330,7 @@ pub async fn run_client(cli: Cli) -> Result<()> {
             | NodeCmd::Power { .. }
             | NodeCmd::Bootdev { .. }
             | NodeCmd::Sensors { .. }
+            | NodeCmd::Sel { .. }
             | NodeCmd::Delete { .. }),
         ) => return bmc_cmd(&client, cmd, json).await,
         Command::Node(NodeCmd::List) => {

@@ -400,7 +400,7 @@ impl AgentConn {
                     Err(e) => { debug!(error = %e, "control stream ended"); return Ok(()); }
                 },
                 Some(push) = plans_rx.recv() => match push {
-                    crate::hub::Push::Plan(plan) => this.session.push_plan(plan),
+                    crate::hub::Push::Plan(plan) => this.offer_plan(plan).await?,
                     crate::hub::Push::Bmcs => this.push_bmcs().await?,
                 },
                 d = conn.read_datagram() => match d {
@@ -444,6 +444,42 @@ impl AgentConn {
                 Err(e) => debug!(error = %e, "dropped a malformed telemetry stream"),
             }
         });
+    }
+
+    /// Pushes a plan the agent can decode; a plan with a step newer than the agent's protocol
+    /// fails here instead, naming the step (pushed, it would read as a malformed frame and
+    /// break the link). An upgraded agent can run it when the plan is applied again.
+    async fn offer_plan(&mut self, plan: ferric_proto::plan::Plan) -> Result<(), Closing> {
+        use ferric_proto::plan::{ErrorKind, StepEvent, StepEventKind};
+        let (needs, step) = plan.min_protocol();
+        let speaks = self.session.version();
+        if needs <= speaks {
+            self.session.push_plan(plan);
+            return Ok(());
+        }
+        let i = step.unwrap_or(0);
+        let kind = plan.steps.get(i).map_or("?", |s| s.step.kind());
+        let message = format!(
+            "agent `{}` speaks protocol version {speaks}; step {i} ({kind}) needs version {needs}: upgrade the agent",
+            self.node
+        );
+        warn!(plan = plan.id, %message, "plan not pushed");
+        let ev = StepEvent {
+            plan: plan.id,
+            seq: 0,
+            step: i as u32,
+            at_ms: crate::now_ms() as u64,
+            kind: StepEventKind::Failed {
+                kind: ErrorKind::Unsupported,
+                message,
+            },
+        };
+        self.shared
+            .store
+            .insert_event(&self.node, &ev, crate::now_us())
+            .await
+            .map_err(|e| (close::STORE_ERROR, format!("coordinator store error: {e}")))?;
+        Ok(())
     }
 
     /// Sends the agent every BMC it drives, with credentials (over this mutual-TLS link only).
@@ -601,7 +637,7 @@ impl AgentConn {
                         .map_err(store_err)?
                     {
                         if !known.contains(&p.id) {
-                            self.session.push_plan(p.to_plan());
+                            self.offer_plan(p.to_plan()).await?;
                         }
                     }
                     info!(

@@ -133,6 +133,15 @@ pub enum Step {
         /// BMC reference.
         bmc: String,
     },
+    /// Reads a BMC's System Event Log (the entries are the step's output), and clears it
+    /// afterwards when asked. Protocol version 3.
+    BmcSel {
+        /// BMC reference.
+        bmc: String,
+        /// Clear the log once it has been read.
+        #[serde(default)]
+        clear: bool,
+    },
 }
 
 impl Step {
@@ -178,10 +187,28 @@ impl Step {
                 bmc,
                 action: PowerAction::Status,
             }
-            | Step::BmcSensors { bmc } => vec![(format!("bmc:{bmc}"), Read)],
-            Step::BmcPower { bmc, .. } | Step::BmcBootDevice { bmc, .. } => {
+            | Step::BmcSensors { bmc }
+            | Step::BmcSel { bmc, clear: false } => vec![(format!("bmc:{bmc}"), Read)],
+            Step::BmcPower { bmc, .. }
+            | Step::BmcBootDevice { bmc, .. }
+            | Step::BmcSel { bmc, clear: true } => {
                 vec![(format!("bmc:{bmc}"), Write)]
             }
+        }
+    }
+
+    /// The oldest protocol version whose agents can decode this step: steps (and actions)
+    /// added later are not pushed to older agents, which would take them for a malformed
+    /// frame.
+    pub fn min_protocol(&self) -> u16 {
+        match self {
+            Step::BmcSel { .. } => 3,
+            Step::BmcSensors { .. }
+            | Step::BmcPower {
+                action: PowerAction::Status,
+                ..
+            } => 2,
+            _ => 1,
         }
     }
 
@@ -200,6 +227,7 @@ impl Step {
             Step::BmcPower { .. } => "bmc_power",
             Step::BmcBootDevice { .. } => "bmc_boot_device",
             Step::BmcSensors { .. } => "bmc_sensors",
+            Step::BmcSel { .. } => "bmc_sel",
         }
     }
 }
@@ -501,6 +529,29 @@ pub enum StepOutput {
     },
     /// Sensor readings from a BMC.
     Sensors(Vec<crate::msg::SensorReading>),
+    /// A BMC's System Event Log, oldest entry first (protocol version 3).
+    Sel(Vec<SelEntry>),
+}
+
+/// One System Event Log entry, decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelEntry {
+    /// Record ID.
+    pub id: u16,
+    /// When the BMC logged it, seconds since the Unix epoch; `None` for records without a
+    /// time stamp and for BMC-relative times (before the BMC's clock was set).
+    pub at_s: Option<u32>,
+    /// Sensor type (`Temperature`), or `OEM record 0xNN`.
+    pub sensor: String,
+    /// Sensor number (0 for OEM records).
+    pub sensor_number: u8,
+    /// What happened (`Upper Critical - going high`); `event type 0xNN offset N` where the
+    /// code has no description.
+    pub event: String,
+    /// Asserted (false: deasserted).
+    pub asserted: bool,
+    /// The 16 bytes as stored, hex.
+    pub raw: String,
 }
 
 /// One event of a plan, numbered by the agent. `(plan, seq)` is unique: the coordinator stores
@@ -567,6 +618,16 @@ pub enum PlanError {
 pub const MAX_STEPS: usize = 256;
 
 impl Plan {
+    /// The oldest protocol version whose agents can run every step (see
+    /// [`Step::min_protocol`]), with the first step that needs it.
+    pub fn min_protocol(&self) -> (u16, Option<usize>) {
+        self.steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.step.min_protocol(), Some(i)))
+            .fold((1, None), |best, x| if x.0 > best.0 { x } else { best })
+    }
+
     /// Checks the plan's shape: steps present, names non-empty, sizes sane, keys unique.
     pub fn validate(&self) -> Result<(), PlanError> {
         if self.steps.is_empty() {
@@ -702,7 +763,8 @@ impl Plan {
                 }
                 Step::BmcPower { bmc, .. }
                 | Step::BmcBootDevice { bmc, .. }
-                | Step::BmcSensors { bmc } => check_name(bmc).map_err(|p| field("bmc", p))?,
+                | Step::BmcSensors { bmc }
+                | Step::BmcSel { bmc, .. } => check_name(bmc).map_err(|p| field("bmc", p))?,
             }
         }
         Ok(())

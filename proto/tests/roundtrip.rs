@@ -7,8 +7,8 @@ use ferric_proto::msg::{
     AgentMsg, CoordMsg, EnrollRequest, EnrollResponse, Hello, PlanCursor, Role, TelemetrySample,
 };
 use ferric_proto::plan::{
-    ErrorKind, GuestBoot, GuestNic, GuestSpec, Plan, PlanStep, PowerAction, Step, StepEvent,
-    StepEventKind, VolumeFormat, VolumeImage, VolumeRef,
+    ErrorKind, GuestBoot, GuestNic, GuestSpec, Plan, PlanStep, PowerAction, SelEntry, Step,
+    StepEvent, StepEventKind, StepOutput, VolumeFormat, VolumeImage, VolumeRef,
 };
 use proptest::prelude::*;
 
@@ -92,6 +92,7 @@ fn step() -> impl Strategy<Value = Step> {
             bmc,
             action: PowerAction::Cycle
         }),
+        (name(), any::<bool>()).prop_map(|(bmc, clear)| Step::BmcSel { bmc, clear }),
     ]
 }
 
@@ -125,6 +126,34 @@ fn event_kind() -> impl Strategy<Value = StepEventKind> {
             kind: ErrorKind::Unreachable,
             message
         }),
+        proptest::collection::vec(
+            (
+                any::<u16>(),
+                proptest::option::of(any::<u32>()),
+                name(),
+                any::<u8>(),
+                ".{0,40}",
+                any::<bool>(),
+                "[0-9a-f]{32}"
+            ),
+            0..4
+        )
+        .prop_map(|entries| StepEventKind::Output(StepOutput::Sel(
+            entries
+                .into_iter()
+                .map(
+                    |(id, at_s, sensor, sensor_number, event, asserted, raw)| SelEntry {
+                        id,
+                        at_s,
+                        sensor,
+                        sensor_number,
+                        event,
+                        asserted,
+                        raw
+                    }
+                )
+                .collect()
+        ))),
     ]
 }
 

@@ -474,6 +474,88 @@ async fn the_cli_drives_a_bmc_through_coordinator_and_agent_and_flags_power_chan
     assert!(reads.iter().all(|r| r["bmc"]["name"] == "bm1"), "{reads:?}");
     assert_eq!(reads.last().unwrap()["bmc"]["power_on"], false, "{reads:?}");
 
+    // The System Event Log: two events logged through ipmitool (Add SEL Entry, raw) — a
+    // temperature over its upper critical threshold, and a processor thermal trip going away —
+    // read by Ferric as ipmitool lists them, then cleared.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    let stamp: Vec<String> = now
+        .to_le_bytes()
+        .iter()
+        .map(|b| format!("0x{b:02x}"))
+        .collect();
+    // The BMC stamps entries with its own clock: set it (Set SEL Time), as a BIOS does.
+    let mut set_time = vec!["raw", "0x0a", "0x49"];
+    set_time.extend(stamp.iter().map(String::as_str));
+    bmc.ipmitool(&set_time).unwrap();
+    for event in [
+        ["0x01", "0x01", "0x01", "0x59", "0x5a", "0x50"],
+        ["0x07", "0x02", "0xef", "0x01", "0xff", "0xff"],
+    ] {
+        let mut args = vec!["raw", "0x0a", "0x44", "0x00", "0x00", "0x02"];
+        args.extend(stamp.iter().map(String::as_str));
+        args.extend(["0x20", "0x00", "0x04"]);
+        args.extend(event);
+        bmc.ipmitool(&args).unwrap();
+    }
+    let listed = bmc.ipmitool(&["sel", "list"]).unwrap();
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(api, &["-o", "json", "node", "sel", "bm1"]).await).unwrap();
+    let norm = |s: &str| {
+        s.to_lowercase()
+            .replace('-', " ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let lines: Vec<&str> = listed.lines().filter(|l| l.contains('|')).collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    for (line, e) in lines.iter().zip(&entries) {
+        let cols: Vec<&str> = line.split('|').map(str::trim).collect();
+        assert_eq!(
+            u64::from_str_radix(cols[0], 16).unwrap(),
+            e["id"].as_u64().unwrap(),
+            "{line} / {e}"
+        );
+        assert_eq!(
+            cols[3],
+            format!(
+                "{} #0x{:02x}",
+                e["sensor"].as_str().unwrap(),
+                e["sensor_number"].as_u64().unwrap()
+            ),
+            "{line} / {e}"
+        );
+        assert_eq!(
+            norm(cols[4]),
+            norm(e["event"].as_str().unwrap()),
+            "{line} / {e}"
+        );
+        assert_eq!(cols[5] == "Asserted", e["asserted"] == true, "{line} / {e}");
+        let at = e["at_s"].as_u64().unwrap();
+        assert!(at.abs_diff(u64::from(now)) < 60, "{e}");
+    }
+    assert_eq!(entries[0]["event"], "Upper Critical - going high");
+    assert_eq!(entries[1]["sensor"], "Processor");
+    assert_eq!(entries[1]["asserted"], false);
+    let cleared = ok(api, &["node", "sel", "bm1", "--clear"]).await;
+    assert!(
+        cleared.contains("Thermal Trip")
+            && cleared.contains("node bm1: event log cleared (2 entries read)"),
+        "{cleared}"
+    );
+    assert!(
+        bmc.ipmitool(&["sel", "info"])
+            .unwrap()
+            .contains("Entries          : 0")
+    );
+    let empty: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(api, &["-o", "json", "node", "sel", "bm1"]).await).unwrap();
+    assert!(empty.is_empty(), "{empty:?}");
+
     // Power changed behind Ferric's back: flagged by the periodic sync, cleared by an action.
     bmc.ipmitool(&["chassis", "power", "on"]).unwrap();
     let flag = ferric_tests::wait_for(

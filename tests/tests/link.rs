@@ -164,6 +164,59 @@ async fn a_plan_for_an_offline_agent_is_delivered_when_it_connects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_newer_than_the_agents_protocol_fails_naming_the_step_and_the_link_stays() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
+    let c = client(coord.api);
+    let state = dir.path().join("agent");
+    enroll_in_process(coord.api, coord.listen, "old", &state)
+        .await
+        .unwrap();
+    // A plan with a version-3 step, waiting for an agent that turns out to speak version 2:
+    // it fails when the agent connects, as another one does when it is created afterwards.
+    let sel: PlanFile = serde_yaml_ng::from_str(
+        "steps:\n  - ensure_bridge: { name: br0 }\n  - bmc_sel: { bmc: bm1, clear: true }\n",
+    )
+    .unwrap();
+    let waiting = c.apply(vec!["old".into()], sel.clone()).await.unwrap()[0].id;
+    let fake = Arc::new(FakeDriver::new());
+    let mut cfg = agent_config(&state, fake.clone());
+    cfg.protocol_version = 2;
+    let agent = spawn_agent(cfg, fake.clone());
+    wait_for(Duration::from_secs(10), "the agent to connect", || async {
+        Ok((connected(&c).await == 1).then_some(()))
+    })
+    .await
+    .unwrap();
+    let later = c.apply(vec!["old".into()], sel).await.unwrap()[0].id;
+    for id in [waiting, later] {
+        let s = wait_plan_finished(&c, id, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(s["plan"]["state"], "failed", "{s:#}");
+        let failed = &s["events"][0]["kind"]["failed"];
+        assert_eq!(failed["kind"], "unsupported", "{s:#}");
+        assert_eq!(
+            failed["message"],
+            "agent `old` speaks protocol version 2; step 1 (bmc_sel) needs version 3: upgrade the agent",
+            "{s:#}"
+        );
+        assert_eq!(s["events"].as_array().unwrap().len(), 1, "{s:#}");
+    }
+    // Nothing of those plans ran, and the link still carries plans the agent knows.
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    let ok = c.apply(vec!["old".into()], volumes_plan(1)).await.unwrap()[0].id;
+    let s = wait_plan_finished(&c, ok, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(event_list(&s), clean_run(1));
+    assert_eq!(connected(&c).await, 1);
+    agent.stop().await.unwrap();
+    coord.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrollment_refusals_name_the_problem_and_change_nothing() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();

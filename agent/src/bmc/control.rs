@@ -3,7 +3,7 @@
 //! Power steps confirm the state they asked for; the poll reads power and sensors of every BMC
 //! side by side for the coordinator's power sync and telemetry.
 
-use super::ipmi::{IpmiClient, SensorDef};
+use super::ipmi::{IpmiClient, SensorDef, decode_sel};
 use super::{BmcError, BmcErrorKind, BmcTarget, Secret};
 use crate::driver::{BmcControl, DriverError, DriverResult, StepDone};
 use async_trait::async_trait;
@@ -232,6 +232,41 @@ impl BmcControl for IpmiBmcs {
         self.readings(bmc, &t, true)
             .await
             .map_err(|e| step_error(bmc, e))
+    }
+
+    async fn sel(&self, bmc: &str, clear: bool) -> Result<StepDone, DriverError> {
+        let t = self.target(bmc)?;
+        let failed = |e| step_error(bmc, e);
+        let mut raw = self.client.sel_entries(&t).await.map_err(failed)?;
+        let mut cleared = false;
+        if clear {
+            // Entries logged while the log was read would be lost with it: read again until
+            // the count matches (an entry logged between that count and the clear is lost, as
+            // with any IPMI tool; the BMC offers nothing atomic).
+            for _ in 0..3 {
+                let info = self.client.sel_info(&t).await.map_err(failed)?;
+                if usize::from(info.entries) <= raw.len() {
+                    self.client.sel_clear(&t).await.map_err(failed)?;
+                    cleared = true;
+                    break;
+                }
+                raw = self.client.sel_entries(&t).await.map_err(failed)?;
+            }
+            if !cleared {
+                return Err(DriverError::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "bmc `{bmc}`: the event log kept growing while it was read; not cleared"
+                    ),
+                ));
+            }
+        }
+        let entries: Vec<_> = raw.iter().map(decode_sel).collect();
+        info!(bmc, entries = entries.len(), cleared, "event log read");
+        Ok(StepDone {
+            changed: cleared && !entries.is_empty(),
+            output: Some(StepOutput::Sel(entries)),
+        })
     }
 
     fn set_bmcs(&self, bmcs: Vec<BmcCredential>) {

@@ -1551,11 +1551,8 @@ pub async fn run_client(cli: Cli) -> Result<()> {
             let mut seen = 0usize;
             if !json {
                 println!(
-                    "{}",
-                    table(
-                        &["TIME", "NODE", "CPU%", "MEM MiB", "LOAD1", "NET RX/TX KiB"],
-                        vec![]
-                    )
+                    "{:<20}  {:<14}  {:>5}  {:>13}  {:>5}  NET RX/TX KiB",
+                    "TIME", "NODE", "CPU%", "MEM MiB", "LOAD1"
                 );
             }
             loop {
@@ -1612,8 +1609,8 @@ async fn watch_bmc(client: &Client, node: &str, count: Option<usize>, json: bool
     let mut seen = 0usize;
     if !json {
         println!(
-            "{}",
-            table(&["TIME", "NODE", "POWER", "SENSORS (BMC)"], vec![])
+            "{:<20}  {:<14}  {:<7}  SENSORS (BMC)",
+            "TIME", "NODE", "POWER"
         );
     }
     loop {

@@ -549,6 +549,16 @@ fn demo_lab(
     std::thread::sleep(Duration::from_secs(3));
     print!("{}", lab(&["status"])?);
     print!("{}", ferric(ferric_bin, api, &["node", "list"])?);
+    // A bare-metal node's telemetry is what the management agent reads from its BMC.
+    println!("$ ferric telemetry watch demo-n0 --count 3");
+    print!(
+        "{}",
+        ferric(
+            ferric_bin,
+            api,
+            &["telemetry", "watch", "demo-n0", "--count", "3"]
+        )?
+    );
     println!("$ ferric node power off demo-n0");
     print!(
         "{}",

@@ -289,11 +289,23 @@ async fn push_step(
     step: Step,
     timeout_secs: u32,
 ) -> Result<BmcAction, ApiError> {
-    let steps = vec![PlanStep {
-        key: format!("0-{}", step.kind()),
-        timeout_secs,
-        step,
-    }];
+    push_steps(s, r, vec![(step, timeout_secs)]).await
+}
+
+async fn push_steps(
+    s: &Shared,
+    r: &BmcRow,
+    steps: Vec<(Step, u32)>,
+) -> Result<BmcAction, ApiError> {
+    let steps: Vec<PlanStep> = steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, (step, timeout_secs))| PlanStep {
+            key: format!("{i}-{}", step.kind()),
+            timeout_secs,
+            step,
+        })
+        .collect();
     let plan = s.store.create_plan(&r.via, &steps, crate::now_us()).await?;
     let id = plan.id;
     let pushed = s.hub.push(plan);
@@ -372,23 +384,31 @@ pub struct SelRequest {
     pub clear: bool,
 }
 
-/// `POST /v1/nodes/{name}/sel`: reads the System Event Log (and clears it when asked).
+/// `POST /v1/nodes/{name}/sel`: reads the System Event Log; with `clear`, a second step reads
+/// it again and clears it.
 pub async fn sel(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
     Json(req): Json<SelRequest>,
 ) -> Result<Json<BmcAction>, ApiError> {
     let r = bmc_of(&s, &name).await?;
-    let a = push_step(
-        &s,
-        &r,
-        Step::BmcSel {
-            bmc: name.clone(),
-            clear: req.clear,
-        },
-        300,
-    )
-    .await?;
+    // Clearing is a second step: the first one's entries are journaled and reported before
+    // anything is erased, whatever happens to the agent in between.
+    let read = Step::BmcSel {
+        bmc: name.clone(),
+        clear: false,
+    };
+    let mut steps = vec![(read, 300)];
+    if req.clear {
+        steps.push((
+            Step::BmcSel {
+                bmc: name.clone(),
+                clear: true,
+            },
+            300,
+        ));
+    }
+    let a = push_steps(&s, &r, steps).await?;
     if req.clear {
         tracing::info!(node = %name, plan = a.plan, "event log read and clear requested");
     }

@@ -821,13 +821,27 @@ async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result<()> {
                 )
                 .await?;
             let status = wait_plan(client, a.plan, BMC_WAIT).await?;
-            let entries = plan_output(&status)
-                .and_then(|o| o.get("sel").cloned())
-                .context("the plan finished without the event log")?;
-            if json {
-                return print_json(&entries);
+            // Every entry either step read (the clearing step's read may hold newer ones).
+            let mut list: Vec<serde_json::Value> = Vec::new();
+            let outputs: Vec<&serde_json::Value> = status["events"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| e["kind"]["output"].get("sel"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if outputs.is_empty() {
+                bail!("the plan finished without the event log");
             }
-            let list = entries.as_array().cloned().unwrap_or_default();
+            for e in outputs.iter().filter_map(|o| o.as_array()).flatten() {
+                if !list.iter().any(|x| x["raw"] == e["raw"]) {
+                    list.push(e.clone());
+                }
+            }
+            if json {
+                return print_json(&list);
+            }
             let rows = list
                 .iter()
                 .map(|e| {

@@ -224,32 +224,36 @@ async fn create(
             })
         }
     };
-    let steps = vec![
-        (
-            Step::EnsureVolume {
-                pool: req.pool.clone(),
-                name: format!("{}-root", req.name),
-                size_bytes: req.disk_bytes,
-                // A clone holds raw disk bytes.
-                format: if image.is_some() {
-                    VolumeFormat::Raw
-                } else {
-                    VolumeFormat::Qcow2
+    let steps =
+        vec![
+            (
+                Step::EnsureVolume {
+                    pool: req.pool.clone(),
+                    name: format!("{}-root", req.name),
+                    size_bytes: req.disk_bytes,
+                    // A clone holds raw disk bytes.
+                    format: if image.is_some() {
+                        VolumeFormat::Raw
+                    } else {
+                        VolumeFormat::Qcow2
+                    },
+                    image,
                 },
-                image,
-            },
-            // Cloning writes the whole image.
-            if req.image.is_some() { 1800 } else { 120 },
-        ),
-        (Step::EnsureGuest(spec.clone()), 120),
-        (
-            Step::GuestPower {
-                name: req.name.clone(),
-                action: GuestPowerAction::Start,
-            },
-            120,
-        ),
-    ];
+                // Cloning writes the whole image, and a new LVM volume is zeroed in full (written
+                // out on a disk without write-zeroes offload): either at 100 MiB/s at worst.
+                (if req.image.is_some() { 1800 } else { 120 }).max(120u32.saturating_add(
+                    u32::try_from(req.disk_bytes / (100 << 20)).unwrap_or(u32::MAX),
+                )),
+            ),
+            (Step::EnsureGuest(spec.clone()), 120),
+            (
+                Step::GuestPower {
+                    name: req.name.clone(),
+                    action: GuestPowerAction::Start,
+                },
+                120,
+            ),
+        ];
     // The same checks a plan gets, before placement.
     ferric_proto::plan::Plan {
         id: 0,

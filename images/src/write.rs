@@ -589,10 +589,23 @@ pub fn zero_device_from(dev: &Path, offset: u64) -> Result<u64, ImageError> {
             dev.display()
         ))));
     }
-    let len = device_size(&target.buffered)?.saturating_sub(offset);
-    target.zero(offset, len)?;
+    let end = device_size(&target.buffered)?;
+    if offset >= end {
+        return Ok(0);
+    }
+    // A device takes fallocate only in whole logical blocks (EINVAL otherwise): the partial
+    // blocks at either end are written as zeros.
+    const BLOCK: u64 = 4096;
+    let start = offset.next_multiple_of(BLOCK).min(end);
+    let stop = (end / BLOCK * BLOCK).max(start);
+    for (from, to) in [(offset, start), (stop, end)] {
+        if to > from {
+            target.write_at(&vec![0u8; (to - from) as usize], from)?;
+        }
+    }
+    target.zero(start, stop - start)?;
     target.sync()?;
-    Ok(len)
+    Ok(end - offset)
 }
 
 fn device_size(f: &File) -> Result<u64, ImageError> {

@@ -552,6 +552,29 @@ async fn the_cli_drives_a_bmc_through_coordinator_and_agent_and_flags_power_chan
             .unwrap()
             .contains("Entries          : 0")
     );
+    // The entries were stored (read by the first step) before the second step erased them.
+    let plans: Vec<serde_json::Value> = c.get("/v1/plans").await.unwrap();
+    let newest = plans
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let status = c.plan(newest).await.unwrap();
+    let outputs: Vec<(u64, usize)> = status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            let sel = e["kind"]["output"]["sel"].as_array()?;
+            Some((e["step"].as_u64().unwrap(), sel.len()))
+        })
+        .collect();
+    assert_eq!(outputs, [(0, 2), (1, 2)], "{status:#}");
+    assert_eq!(
+        status["events"].as_array().unwrap().last().unwrap()["kind"]["done"]["changed"],
+        true,
+        "{status:#}"
+    );
     let empty: Vec<serde_json::Value> =
         serde_json::from_str(&ok(api, &["-o", "json", "node", "sel", "bm1"]).await).unwrap();
     assert!(empty.is_empty(), "{empty:?}");

@@ -172,6 +172,18 @@ async fn lvm_volumes_and_vlan_bridges_on_a_host_whose_kernel_has_them() {
         "0",
         "a grown volume reads as zeros"
     );
+    // A clearing cut short (the agent stopped, the step timed out) leaves its note in the
+    // agent's state: the next run clears the volume again before it counts as made.
+    vm.exec(&fill("scratch"), t).await.unwrap();
+    let note = vm.mail().join("state/volume-images/fast/scratch.zeroing");
+    std::fs::write(&note, "0").unwrap();
+    assert!(
+        step(&c, &scratch(16 * MIB)).await,
+        "the clearing is done again"
+    );
+    assert_eq!(vm.exec(&nonzero("scratch"), t).await.unwrap().trim(), "0");
+    assert!(!note.exists());
+    assert!(!step(&c, &scratch(16 * MIB)).await);
     vm.exec(&fill("scratch"), t).await.unwrap();
     assert!(step(&c, &delete("scratch")).await);
 
@@ -274,6 +286,46 @@ async fn lvm_volumes_and_vlan_bridges_on_a_host_whose_kernel_has_them() {
         )
         .await
     );
+
+    // A raw image whose size is no whole number of blocks (1 MiB and 1001 bytes): the device is
+    // cleared from inside a block on (fallocate alone refuses that), on old 0xff extents.
+    let odd = img_dir.path().join("odd.raw");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&odd).unwrap();
+        f.set_len(MIB + 1001).unwrap();
+        f.write_all_at(b"FERRIC-ODD", 0).unwrap();
+        f.write_all_at(b"FERRIC-TAIL", MIB + 1001 - 11).unwrap();
+    }
+    let view = c
+        .upload_image(&odd, "odd", Some("raw"), None)
+        .await
+        .unwrap();
+    assert!(
+        step(
+            &c,
+            &format!(
+                "steps:\n  - ensure_volume: {{ pool: fast, name: odd, size_bytes: {}, format: raw, image: {{ url: 'http://{}:{}/images/sha256/{}', checksum: 'sha256:{}', format: raw }} }}\n",
+                4 * MIB,
+                HostVm::HOST,
+                coord.api.port(),
+                view.sha256,
+                view.sha256
+            )
+        )
+        .await
+    );
+    vm.exec(
+        "lvs --noheadings -o seg_pe_ranges ferricvg/odd | grep -q ':3-3'",
+        t,
+    )
+    .await
+    .expect("the volume lies on the freed, 0xff-filled extents");
+    assert_eq!(
+        vm.exec(&nonzero("odd"), t).await.unwrap().trim(),
+        (10 + 11).to_string()
+    );
+    assert!(step(&c, &delete("odd")).await);
 
     // Deleting through Ferric removes the logical volume; deleting again changes nothing.
     assert!(step(&c, &delete("cloned")).await);

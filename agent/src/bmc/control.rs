@@ -39,6 +39,7 @@ fn step_error(name: &str, e: BmcError) -> DriverError {
         BmcErrorKind::Unsupported => ErrorKind::Unsupported,
         BmcErrorKind::Timeout => ErrorKind::Timeout,
         BmcErrorKind::Failed => ErrorKind::Io,
+        BmcErrorKind::NotPresent => ErrorKind::NotFound,
     };
     DriverError::new(kind, format!("bmc `{name}` ({e})"))
 }

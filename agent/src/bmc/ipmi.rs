@@ -147,7 +147,8 @@ pub fn decode_sel(raw: &[u8; 16]) -> ferric_proto::plan::SelEntry {
     let id = u16::from_le_bytes([raw[0], raw[1]]);
     let ts = u32::from_le_bytes([raw[3], raw[4], raw[5], raw[6]]);
     // Times up to 0x20000000 count from the BMC's initialisation, not from 1970.
-    let at_s = (ts > 0x2000_0000).then_some(ts);
+    // 0xFFFFFFFF is "unspecified".
+    let at_s = (ts > 0x2000_0000 && ts != u32::MAX).then_some(ts);
     let mut e = ferric_proto::plan::SelEntry {
         id,
         at_s: None,
@@ -288,6 +289,10 @@ pub(crate) fn completion(cc: CompletionErrorCode) -> (BmcErrorKind, String) {
         | CompletionErrorCode::InvalidDataFieldInRequest => (
             BmcErrorKind::Unsupported,
             format!("the BMC does not support this setting ({cc:?})"),
+        ),
+        CompletionErrorCode::RequestedDatapointNotPresent => (
+            BmcErrorKind::NotPresent,
+            "the requested record is not present".into(),
         ),
         other => (
             BmcErrorKind::Failed,
@@ -441,9 +446,11 @@ impl IpmiClient {
         })
     }
 
-    /// Reads every SEL entry (16 bytes each, as stored).
+    /// Reads every SEL entry (16 bytes each, as stored), following the log's record chain to
+    /// its end; a chain that loops back is an error, not a shorter log.
     pub async fn sel_entries(&self, t: &BmcTarget) -> Result<Vec<[u8; 16]>, BmcError> {
         let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut id = 0u16;
         loop {
             let [lo, hi] = id.to_le_bytes();
@@ -452,8 +459,9 @@ impl IpmiClient {
                 .await
             {
                 Ok(d) => d,
-                // An empty log answers "not present" for the first record.
-                Err(e) if id == 0 && e.kind == BmcErrorKind::Failed => return Ok(out),
+                // An empty log answers "not present" (0xCB) for the first record; any other
+                // refusal (busy, erase in progress) is an error, not an empty log.
+                Err(e) if id == 0 && e.kind == BmcErrorKind::NotPresent => return Ok(out),
                 Err(e) => return Err(e),
             };
             if d.len() < 18 {
@@ -462,10 +470,18 @@ impl IpmiClient {
             let mut rec = [0u8; 16];
             rec.copy_from_slice(&d[2..18]);
             out.push(rec);
-            id = u16::from_le_bytes([d[0], d[1]]);
-            if id == 0xffff || out.len() > 4096 {
+            let next = u16::from_le_bytes([d[0], d[1]]);
+            if next == 0xffff {
                 return Ok(out);
             }
+            if !seen.insert(id) || next == 0 || seen.contains(&next) {
+                return Err(fail(
+                    t,
+                    BmcErrorKind::Failed,
+                    format!("the event log's record chain loops back (record {id} → {next})"),
+                ));
+            }
+            id = next;
         }
     }
 
@@ -631,7 +647,12 @@ impl IpmiClient {
                         Err(e) if e.message.contains("ReservationCancelled") => continue 'restart,
                         // An empty repository has no first record.
                         Err(e)
-                            if id == 0 && record.is_empty() && e.kind == BmcErrorKind::Failed =>
+                            if id == 0
+                                && record.is_empty()
+                                && matches!(
+                                    e.kind,
+                                    BmcErrorKind::Failed | BmcErrorKind::NotPresent
+                                ) =>
                         {
                             return Ok(out);
                         }

@@ -86,6 +86,9 @@ pub enum BmcErrorKind {
     Timeout,
     /// The BMC answered with an error or something unexpected.
     Failed,
+    /// The requested record is not present (completion code 0xCB): an empty log or
+    /// repository.
+    NotPresent,
 }
 
 /// A BMC failure, naming the BMC.

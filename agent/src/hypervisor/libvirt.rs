@@ -609,10 +609,12 @@ impl Libvirt {
 }
 
 /// What the agent knows of a volume cloned from an image: `<name>.writing` while the clone
-/// runs, `<name>` holding the image's checksum once it is complete.
+/// runs, `<name>` holding the image's checksum once it is complete; and of an LVM volume being
+/// cleared: `<name>.zeroing`, holding the offset from which it is, until it is done.
 struct CloneRecord {
     done: PathBuf,
     writing: PathBuf,
+    zeroing: PathBuf,
 }
 
 enum CloneState {
@@ -630,7 +632,38 @@ impl CloneRecord {
         CloneRecord {
             done: dir.join(name),
             writing: dir.join(format!("{name}.writing")),
+            zeroing: dir.join(format!("{name}.zeroing")),
         }
+    }
+
+    /// Notes, before the volume is made or grown, that it must be cleared from `offset`: an
+    /// agent stopped (or a step timed out) halfway clears it again on the next run, instead of
+    /// handing out old data.
+    fn zeroing_from(&self, offset: u64) -> Result<(), DriverError> {
+        let io = |e: std::io::Error| {
+            err(
+                ErrorKind::Io,
+                format!("write {}: {e}", self.zeroing.display()),
+            )
+        };
+        if let Some(dir) = self.zeroing.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        std::fs::write(&self.zeroing, offset.to_string()).map_err(io)
+    }
+
+    /// Where an unfinished clearing started, if one is noted.
+    fn pending_zero(&self) -> Option<u64> {
+        std::fs::read_to_string(&self.zeroing)
+            .ok()
+            .map(|s| s.trim().parse().unwrap_or(0))
+    }
+
+    /// Clears the device at `path` from `offset`, then forgets the note.
+    fn zero(&self, path: &str, offset: u64) -> Result<(), DriverError> {
+        zero_from(path, offset)?;
+        let _ = std::fs::remove_file(&self.zeroing);
+        Ok(())
     }
 
     fn state(&self, checksum: &str) -> CloneState {
@@ -646,6 +679,7 @@ impl CloneRecord {
     fn clear(&self) {
         let _ = std::fs::remove_file(&self.done);
         let _ = std::fs::remove_file(&self.writing);
+        let _ = std::fs::remove_file(&self.zeroing);
     }
 }
 
@@ -779,24 +813,43 @@ impl Storage for Libvirt {
                             }
                         }
                     }
+                    // A clearing cut short (agent stopped, step timed out) is done again before
+                    // the volume counts as made.
+                    let mut changed = false;
+                    if let Some(from) = record.pending_zero() {
+                        let path = vol.get_path().map_err(|e| virt_err("volume path", &e))?;
+                        record.zero(&path, from)?;
+                        changed = true;
+                    }
                     let info = vol.get_info().map_err(|e| virt_err("volume info", &e))?;
                     if info.capacity >= size_bytes {
-                        return Ok(false);
+                        return Ok(changed);
                     }
                     let logical = is_logical(&p);
-                    match vol.resize(size_bytes, 0) {
-                        Ok(_) => {}
+                    if logical {
+                        record.zeroing_from(info.capacity)?;
+                    }
+                    let grown = match vol.resize(size_bytes, 0) {
+                        Ok(_) => Ok(()),
                         // libvirt's logical backend (before 10.x) cannot resize: LVM can.
                         Err(e) if is(&e, ErrorNumber::NoSupport) && logical => {
                             let path = vol.get_path().map_err(|e| virt_err("volume path", &e))?;
-                            lvextend(&path, size_bytes)?;
-                            let _ = p.refresh(0);
+                            lvextend(&path, size_bytes).inspect(|()| {
+                                let _ = p.refresh(0);
+                            })
                         }
-                        Err(e) => return Err(virt_err(&format!("grow volume `{pool}/{name}`"), &e)),
+                        Err(e) => Err(virt_err(&format!("grow volume `{pool}/{name}`"), &e)),
+                    };
+                    if let Err(e) = grown {
+                        // Nothing grew: nothing to clear.
+                        if logical {
+                            let _ = std::fs::remove_file(&record.zeroing);
+                        }
+                        return Err(e);
                     }
                     if logical {
                         let path = vol.get_path().map_err(|e| virt_err("volume path", &e))?;
-                        zero_from(&path, info.capacity)?;
+                        record.zero(&path, info.capacity)?;
                     }
                     Ok(true)
                 }
@@ -817,11 +870,21 @@ impl Storage for Libvirt {
                             format.as_str()
                         )
                     };
-                    let vol = StorageVol::create_xml(&p, &xml, 0).map_err(|e| virt_err(&format!("create volume `{pool}/{name}`"), &e))?;
-                    if logical && image.is_none() {
+                    let blank_lv = logical && image.is_none();
+                    if blank_lv {
+                        record.zeroing_from(0)?;
+                    }
+                    let vol = StorageVol::create_xml(&p, &xml, 0).map_err(|e| {
+                        if blank_lv {
+                            let _ = std::fs::remove_file(&record.zeroing);
+                        }
+                        virt_err(&format!("create volume `{pool}/{name}`"), &e)
+                    })?;
+                    if blank_lv {
                         let path = vol.get_path().map_err(|e| virt_err("volume path", &e))?;
-                        if let Err(e) = zero_from(&path, 0) {
+                        if let Err(e) = record.zero(&path, 0) {
                             let _ = vol.delete(0);
+                            record.clear();
                             return Err(e);
                         }
                     }

@@ -366,9 +366,9 @@ impl IpmiClient {
                 if let Some(ipmi) = conn.ipmi.as_mut()
                     && id != 0
                 {
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let _ = super::contained(|| {
                         ipmi.send_recv(Raw::new(NetFn::App, 0x3c, id.to_le_bytes().to_vec()))
-                    }));
+                    });
                 }
             });
         }
@@ -563,7 +563,7 @@ pub fn parse_sdr(record: &[u8]) -> Result<Option<SensorDef>, String> {
     if record.get(3) == Some(&0x02) && record[5 + 18] & 0x20 != 0 {
         return Err("compact SDR with a reserved ID string modifier".into());
     }
-    let parsed = std::panic::catch_unwind(|| Record::parse(record))
+    let parsed = super::contained(|| Record::parse(record))
         .map_err(|_| "the SDR parser rejected the record".to_owned())?
         .map_err(|e| format!("malformed SDR: {e:?}"))?;
     let (common, conversion) = match (parsed.full_sensor(), parsed.compact_sensor()) {
@@ -756,9 +756,9 @@ fn open(
         .map_err(|e| (None, format!("cannot reach the address: {e}")))?;
     // ipmi-rs 0.6 panics on some unexpected datagrams during activation (an unwrap on a
     // decryption failure); a stray packet must cost a retry, not the agent.
-    let activated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let activated = super::contained(|| {
         rmcp.activate(true, Some(&t.user), Some(t.password.expose().as_bytes()))
-    }))
+    })
     .map_err(|_| {
         (
             None,
@@ -904,13 +904,13 @@ fn exchange(
         let Some(ipmi) = conn.ipmi.as_mut() else {
             continue;
         };
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let r = super::contained(|| {
             ipmi.send_recv(Raw {
                 netfn,
                 cmd,
                 data: data.clone(),
             })
-        }));
+        });
         let Ok(r) = r else {
             // See `open`: a datagram ipmi-rs could not take; start a new session.
             silent += 1;

@@ -13,6 +13,32 @@ pub mod inband;
 pub mod ipmi;
 mod relay;
 
+thread_local! {
+    static CONTAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs third-party code that may panic on hostile input (ipmi-rs unwraps on some datagrams
+/// and records) and catches the panic: it costs the operation, not the agent. The panic is
+/// logged at debug level instead of printed as if the process were crashing; panics elsewhere
+/// reach the previous hook as before.
+pub fn contained<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CONTAINING.with(std::cell::Cell::get) {
+                tracing::debug!(panic = %info, "caught a panic in ipmi-rs");
+            } else {
+                previous(info);
+            }
+        }));
+    });
+    let outer = CONTAINING.with(|c| c.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINING.with(|c| c.set(outer));
+    r
+}
+
 use std::fmt;
 
 /// A password that never shows in logs or debug output.

@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use ferric_proto::msg::{BmcAddress, SensorReading};
-use ferric_proto::plan::{Access, BootDevice, PlanStep, PowerAction, Step};
+use ferric_proto::plan::{Access, BootDevice, PowerAction, Step};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -297,15 +297,7 @@ async fn push_steps(
     r: &BmcRow,
     steps: Vec<(Step, u32)>,
 ) -> Result<BmcAction, ApiError> {
-    let steps: Vec<PlanStep> = steps
-        .into_iter()
-        .enumerate()
-        .map(|(i, (step, timeout_secs))| PlanStep {
-            key: format!("{i}-{}", step.kind()),
-            timeout_secs,
-            step,
-        })
-        .collect();
+    let steps = crate::keyed_steps(steps);
     let plan = s.store.create_plan(&r.via, &steps, crate::now_us()).await?;
     let id = plan.id;
     let pushed = s.hub.push(plan);

@@ -153,15 +153,7 @@ async fn push(
     desired: &str,
     steps: Vec<(Step, u32)>,
 ) -> Result<u64, ApiError> {
-    let steps: Vec<PlanStep> = steps
-        .into_iter()
-        .enumerate()
-        .map(|(i, (step, timeout_secs))| PlanStep {
-            key: format!("{i}-{}", step.kind()),
-            timeout_secs,
-            step,
-        })
-        .collect();
+    let steps = crate::keyed_steps(steps);
     let plan = s.store.create_plan(host, &steps, crate::now_us()).await?;
     let id = plan.id;
     s.store.guest_desired(guest, desired, id).await?;

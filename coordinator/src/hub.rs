@@ -55,6 +55,59 @@ pub struct Hub {
     bmc_records: Mutex<HashMap<String, VecDeque<BmcRecord>>>,
 }
 
+/// A record kept in a per-node ring, stamped when it arrived.
+trait Received: Clone {
+    fn received_at_ms(&self) -> i64;
+}
+
+impl Received for TelemetryRecord {
+    fn received_at_ms(&self) -> i64 {
+        self.received_at_ms
+    }
+}
+
+impl Received for BmcRecord {
+    fn received_at_ms(&self) -> i64 {
+        self.received_at_ms
+    }
+}
+
+/// Appends to `node`'s ring unless `stale(newest, r)` (a late arrival does not rewrite
+/// history), dropping the oldest past [`TELEMETRY_RING`].
+fn push_ring<T>(
+    rings: &Mutex<HashMap<String, VecDeque<T>>>,
+    node: &str,
+    r: T,
+    stale: impl FnOnce(&T, &T) -> bool,
+) {
+    let mut rings = lock(rings);
+    let ring = rings.entry(node.to_owned()).or_default();
+    if ring.back().is_some_and(|b| stale(b, &r)) {
+        return;
+    }
+    if ring.len() == TELEMETRY_RING {
+        ring.pop_front();
+    }
+    ring.push_back(r);
+}
+
+/// `node`'s records received after `after_ms`, oldest first.
+fn ring_since<T: Received>(
+    rings: &Mutex<HashMap<String, VecDeque<T>>>,
+    node: &str,
+    after_ms: i64,
+) -> Vec<T> {
+    lock(rings)
+        .get(node)
+        .map(|r| {
+            r.iter()
+                .filter(|x| x.received_at_ms() > after_ms)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave the maps inconsistent (single inserts
     // and removals), so a poisoned lock is still usable.
@@ -116,24 +169,12 @@ impl Hub {
 
     /// Keeps the newest state read from a BMC (sensors included), by bare-metal node name.
     pub fn record_bmc(&self, mut state: BmcState, now_ms: i64) {
-        {
-            let mut ring = lock(&self.bmc_records);
-            let ring = ring.entry(state.name.clone()).or_default();
-            if ring.back().is_some_and(|r| r.bmc.at_ms > state.at_ms) {
-                return; // newest wins
-            }
-            if ring.len() == TELEMETRY_RING {
-                ring.pop_front();
-            }
-            ring.push_back(BmcRecord {
-                received_at_ms: now_ms,
-                bmc: state.clone(),
-            });
-        }
+        // The ring keeps each read as it was; the view carries sensors over.
+        let read = state.clone();
         let mut m = lock(&self.bmc_states);
         if let Some(old) = m.get(&state.name) {
             if old.at_ms > state.at_ms {
-                return;
+                return; // newest wins
             }
             // A poll without sensors keeps the last readings (sensors are read every third
             // poll); a failed read drops them, as they may no longer be true.
@@ -141,20 +182,21 @@ impl Hub {
                 state.sensors = old.sensors.clone();
             }
         }
+        push_ring(
+            &self.bmc_records,
+            &state.name,
+            BmcRecord {
+                received_at_ms: now_ms,
+                bmc: read,
+            },
+            |b, r| b.bmc.at_ms > r.bmc.at_ms,
+        );
         m.insert(state.name.clone(), state);
     }
 
     /// The BMC reads of bare-metal node `node` received after `after_ms`.
     pub fn bmc_since(&self, node: &str, after_ms: i64) -> Vec<BmcRecord> {
-        lock(&self.bmc_records)
-            .get(node)
-            .map(|r| {
-                r.iter()
-                    .filter(|x| x.received_at_ms > after_ms)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+        ring_since(&self.bmc_records, node, after_ms)
     }
 
     /// The newest state read from the BMC of `node`.
@@ -187,34 +229,20 @@ impl Hub {
 
     /// Records a sample; older samples past the ring size are dropped, out-of-order ones too.
     pub fn record_telemetry(&self, node: &str, sample: TelemetrySample, now_ms: i64) {
-        let mut t = lock(&self.telemetry);
-        let ring = t.entry(node.to_owned()).or_default();
-        if ring
-            .back()
-            .is_some_and(|r| r.sample.seq >= sample.seq && r.sample.at_ms >= sample.at_ms)
-        {
-            return; // newest wins: a late datagram does not rewrite history
-        }
-        if ring.len() == TELEMETRY_RING {
-            ring.pop_front();
-        }
-        ring.push_back(TelemetryRecord {
-            received_at_ms: now_ms,
-            sample,
-        });
+        push_ring(
+            &self.telemetry,
+            node,
+            TelemetryRecord {
+                received_at_ms: now_ms,
+                sample,
+            },
+            |b, r| b.sample.seq >= r.sample.seq && b.sample.at_ms >= r.sample.at_ms,
+        );
     }
 
     /// Samples of `node` received after `after_ms` (oldest first).
     pub fn telemetry_since(&self, node: &str, after_ms: i64) -> Vec<TelemetryRecord> {
-        lock(&self.telemetry)
-            .get(node)
-            .map(|r| {
-                r.iter()
-                    .filter(|x| x.received_at_ms > after_ms)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+        ring_since(&self.telemetry, node, after_ms)
     }
 
     /// The newest sample of `node`.

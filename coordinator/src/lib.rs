@@ -145,6 +145,21 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Plan steps the coordinator makes itself (guests, BMC actions), keyed `<index>-<kind>`.
+pub fn keyed_steps(
+    steps: Vec<(ferric_proto::plan::Step, u32)>,
+) -> Vec<ferric_proto::plan::PlanStep> {
+    steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, (step, timeout_secs))| ferric_proto::plan::PlanStep {
+            key: format!("{i}-{}", step.kind()),
+            timeout_secs,
+            step,
+        })
+        .collect()
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     now_us() / 1000

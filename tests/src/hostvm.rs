@@ -9,10 +9,9 @@
 //! the VM runs it and leaves its output and exit status beside it.
 
 use crate::initramfs::{Initramfs, module_stem};
-use crate::node::generic_kernel;
+use crate::node::{direct_boot_args, generic_kernel, spawn_qemu};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Modules the VM loads, in dependency order: virtio and 9p for its root, overlayfs, the
@@ -82,7 +81,7 @@ done
 /// A running VM; QEMU is killed when it is dropped.
 #[derive(Debug)]
 pub struct HostVm {
-    child: Child,
+    qemu: crate::Proc,
     mail: PathBuf,
     next: u32,
     /// Serial console log.
@@ -131,34 +130,22 @@ impl HostVm {
         ir.write(&initrd)?;
 
         let console = dir.join("console.log");
-        let child = Command::new("qemu-system-x86_64")
-            .args(["-machine", "pc", "-accel", "tcg", "-smp", "1"])
-            .args(["-m", &memory_mib.to_string()])
-            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
-            .arg("-kernel")
-            .arg(&kernel)
-            .arg("-initrd")
-            .arg(&initrd)
-            .args(["-append", "console=ttyS0 panic=-1 quiet"])
-            .arg("-serial")
-            .arg(format!("file:{}", console.display()))
-            .args([
-                "-virtfs",
-                "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
-            ])
-            .arg("-virtfs")
-            .arg(format!(
+        let mut args = direct_boot_args(&kernel, &initrd, memory_mib, &console);
+        args.extend([
+            "-virtfs".into(),
+            "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
+                .into(),
+            "-virtfs".into(),
+            format!(
                 "local,path={},mount_tag=mail,security_model=none",
                 mail.display()
-            ))
-            .args(["-nic", "user,model=virtio-net-pci"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("qemu.log"))?)
-            .spawn()
-            .context("cannot start qemu-system-x86_64 (Debian package qemu-system-x86)")?;
+            ),
+            "-nic".into(),
+            "user,model=virtio-net-pci".into(),
+        ]);
+        let qemu = spawn_qemu(&args, dir)?;
         let mut vm = HostVm {
-            child,
+            qemu,
             mail,
             next: 0,
             console,
@@ -220,13 +207,6 @@ impl HostVm {
 
     /// Whether QEMU still runs.
     pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for HostVm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.qemu.running()
     }
 }

@@ -174,6 +174,27 @@ pub fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Writes a sparse disk image of `len` bytes at `path` holding `parts` (offset, bytes).
+pub fn marker_disk(path: &Path, len: u64, parts: &[(u64, &[u8])]) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path)?;
+    f.set_len(len)?;
+    for (offset, bytes) in parts {
+        f.write_all_at(bytes, *offset)?;
+    }
+    Ok(())
+}
+
+/// Converts the raw image `raw` to a compressed qcow2 beside it (`qemu-img convert -c`).
+pub fn compressed_qcow2(raw: &Path) -> Result<PathBuf> {
+    let qcow = raw.with_extension("qcow2");
+    run(Command::new("qemu-img")
+        .args(["convert", "-c", "-O", "qcow2"])
+        .arg(raw)
+        .arg(&qcow))?;
+    Ok(qcow)
+}
+
 /// Downloads (into `dir`, once) the kernel package that Debian's meta-package `meta` names and
 /// unpacks it: the kernel image and the `lib/modules/<version>/kernel` directory.
 pub fn debian_kernel(meta: &str, dir: &Path) -> Result<(PathBuf, PathBuf)> {

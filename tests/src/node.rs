@@ -9,7 +9,7 @@ use crate::hv::{debian_kernel, run, target_dir};
 use crate::initramfs::Initramfs;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 /// IPMI modules, in load order.
 const IPMI_MODULES: &[&str] = &[
@@ -86,10 +86,59 @@ pub fn node_image(script: &str, out: &Path) -> Result<NodeImage> {
     })
 }
 
+/// QEMU arguments for a small machine (TCG, one vCPU, `memory_mib`, no display) that boots
+/// `kernel` and `initrd` directly, its serial console in the file `console`.
+pub fn direct_boot_args(
+    kernel: &Path,
+    initrd: &Path,
+    memory_mib: u32,
+    console: &Path,
+) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "-machine",
+        "pc",
+        "-accel",
+        "tcg",
+        "-smp",
+        "1",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-append",
+        "console=ttyS0 panic=-1 quiet",
+        "-m",
+    ]
+    .map(String::from)
+    .to_vec();
+    a.push(memory_mib.to_string());
+    for (flag, value) in [
+        ("-kernel", kernel.display().to_string()),
+        ("-initrd", initrd.display().to_string()),
+        ("-serial", format!("file:{}", console.display())),
+    ] {
+        a.push(flag.into());
+        a.push(value);
+    }
+    a
+}
+
+/// Starts `qemu-system-x86_64 args…`, its output in `dir/qemu.log`; killed when dropped.
+pub fn spawn_qemu(args: &[String], dir: &Path) -> Result<crate::Proc> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    crate::Proc::spawn(
+        Path::new("qemu-system-x86_64"),
+        &args,
+        &dir.join("qemu.log"),
+    )
+    .context("cannot start qemu-system-x86_64 (Debian package qemu-system-x86)")
+}
+
 /// A QEMU virtual machine whose BMC is `bmc`; killed when dropped.
 #[derive(Debug)]
 pub struct VirtualNode {
-    child: Child,
+    qemu: crate::Proc,
     /// Serial console log.
     pub console: PathBuf,
 }
@@ -101,41 +150,24 @@ impl VirtualNode {
             .vm_port
             .context("the BMC was started without a VM interface")?;
         let console = dir.join("console.log");
-        let child = Command::new("qemu-system-x86_64")
-            .args(["-machine", "pc", "-accel", "tcg", "-m", "512", "-smp", "1"])
-            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
-            .arg("-kernel")
-            .arg(&image.kernel)
-            .arg("-initrd")
-            .arg(&image.initrd)
-            .args(["-append", "console=ttyS0 panic=-1 quiet"])
-            .arg("-serial")
-            .arg(format!("file:{}", console.display()))
-            .arg("-chardev")
-            .arg(format!(
-                "socket,id=ipmi0,host=127.0.0.1,port={vm_port},reconnect=1"
-            ))
-            .args(["-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0"])
-            .args(["-device", "isa-ipmi-kcs,bmc=bmc0"])
-            .args(["-nic", "none"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("qemu.log"))?)
-            .spawn()
-            .context("cannot start qemu-system-x86_64 (Debian package qemu-system-x86)")?;
-        Ok(VirtualNode { child, console })
+        let mut args = direct_boot_args(&image.kernel, &image.initrd, 512, &console);
+        args.extend([
+            "-chardev".into(),
+            format!("socket,id=ipmi0,host=127.0.0.1,port={vm_port},reconnect=1"),
+            "-device".into(),
+            "ipmi-bmc-extern,id=bmc0,chardev=ipmi0".into(),
+            "-device".into(),
+            "isa-ipmi-kcs,bmc=bmc0".into(),
+            "-nic".into(),
+            "none".into(),
+        ]);
+        let qemu = spawn_qemu(&args, dir)?;
+        Ok(VirtualNode { qemu, console })
     }
 
     /// Whether QEMU still runs.
     pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for VirtualNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.qemu.running()
     }
 }
 

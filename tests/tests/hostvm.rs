@@ -9,6 +9,7 @@
 use ferric_coordinator::api::{NodeView, PlanFile};
 use ferric_coordinator::cli::Client;
 use ferric_tests::hostvm::{HostVm, MAIL};
+use ferric_tests::hv::{compressed_qcow2, marker_disk};
 use ferric_tests::*;
 use std::time::Duration;
 
@@ -191,35 +192,29 @@ async fn lvm_volumes_and_vlan_bridges_on_a_host_whose_kernel_has_them() {
     // agent in the VM fetches it over HTTP and writes the disk bytes into the block device; the
     // zeros inside the disk and the 4 MiB past its end read as zeros, not as old 0xff.
     let img_dir = tempfile::tempdir().unwrap();
+    // An LV in pool `fast` cloned from the stored image `sha256`, fetched from the
+    // coordinator's store through the VM's user network.
+    let api_port = coord.api.port();
+    let clone_step = |name: &str, size: u64, sha256: &str, format: &str| {
+        format!(
+            "steps:\n  - ensure_volume: {{ pool: fast, name: {name}, size_bytes: {size}, format: raw, image: {{ url: 'http://{}:{api_port}/images/sha256/{sha256}', checksum: 'sha256:{sha256}', format: {format} }} }}\n",
+            HostVm::HOST
+        )
+    };
     let raw = img_dir.path().join("marker.raw");
     let marker = format!("FERRIC-LVM-{}", std::process::id());
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::File::create(&raw).unwrap();
-        f.set_len(8 * MIB).unwrap();
-        f.write_all_at(marker.as_bytes(), 0).unwrap();
-        f.write_all_at(b"FERRIC-END", 8 * MIB - 10).unwrap();
-    }
-    let qcow = img_dir.path().join("marker.qcow2");
-    let out = std::process::Command::new("qemu-img")
-        .args(["convert", "-c", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(&qcow)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    marker_disk(
+        &raw,
+        8 * MIB,
+        &[(0, marker.as_bytes()), (8 * MIB - 10, b"FERRIC-END")],
+    )
+    .unwrap();
+    let qcow = compressed_qcow2(&raw).unwrap();
     let view = c
         .upload_image(&qcow, "marker", Some("qcow2"), None)
         .await
         .unwrap();
-    let clone = format!(
-        "steps:\n  - ensure_volume: {{ pool: fast, name: cloned, size_bytes: {}, format: raw, image: {{ url: 'http://{}:{}/images/sha256/{}', checksum: 'sha256:{}', format: qcow2 }} }}\n",
-        12 * MIB,
-        HostVm::HOST,
-        coord.api.port(),
-        view.sha256,
-        view.sha256
-    );
+    let clone = clone_step("cloned", 12 * MIB, &view.sha256, "qcow2");
     assert!(step(&c, &clone).await);
     vm.exec(&first_extent("cloned"), t).await.unwrap();
     let head = vm
@@ -290,31 +285,17 @@ async fn lvm_volumes_and_vlan_bridges_on_a_host_whose_kernel_has_them() {
     // A raw image whose size is no whole number of blocks (1 MiB and 1001 bytes): the device is
     // cleared from inside a block on (fallocate alone refuses that), on old 0xff extents.
     let odd = img_dir.path().join("odd.raw");
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::File::create(&odd).unwrap();
-        f.set_len(MIB + 1001).unwrap();
-        f.write_all_at(b"FERRIC-ODD", 0).unwrap();
-        f.write_all_at(b"FERRIC-TAIL", MIB + 1001 - 11).unwrap();
-    }
+    marker_disk(
+        &odd,
+        MIB + 1001,
+        &[(0, b"FERRIC-ODD"), (MIB + 1001 - 11, b"FERRIC-TAIL")],
+    )
+    .unwrap();
     let view = c
         .upload_image(&odd, "odd", Some("raw"), None)
         .await
         .unwrap();
-    assert!(
-        step(
-            &c,
-            &format!(
-                "steps:\n  - ensure_volume: {{ pool: fast, name: odd, size_bytes: {}, format: raw, image: {{ url: 'http://{}:{}/images/sha256/{}', checksum: 'sha256:{}', format: raw }} }}\n",
-                4 * MIB,
-                HostVm::HOST,
-                coord.api.port(),
-                view.sha256,
-                view.sha256
-            )
-        )
-        .await
-    );
+    assert!(step(&c, &clone_step("odd", 4 * MIB, &view.sha256, "raw")).await);
     vm.exec(
         "lvs --noheadings -o seg_pe_ranges ferricvg/odd | grep -q ':3-3'",
         t,

@@ -564,25 +564,13 @@ steps:
     let marker = format!("FERRIC-IMAGE-{id}");
     let img_dir = tempfile::tempdir().unwrap();
     let raw = img_dir.path().join("marker.raw");
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::File::create(&raw).unwrap();
-        f.set_len(8 << 20).unwrap();
-        f.write_all_at(marker.as_bytes(), 0).unwrap();
-        f.write_all_at(b"end", (8 << 20) - 3).unwrap();
-    }
-    let qcow = img_dir.path().join("marker.qcow2");
-    let out = std::process::Command::new("qemu-img")
-        .args(["convert", "-c", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(&qcow)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ferric_tests::hv::marker_disk(
+        &raw,
+        8 << 20,
+        &[(0, marker.as_bytes()), ((8 << 20) - 3, b"end")],
+    )
+    .unwrap();
+    let qcow = ferric_tests::hv::compressed_qcow2(&raw).unwrap();
     let image_name = format!("marker-{id}");
     let view = c
         .upload_image(&qcow, &image_name, Some("qcow2"), None)

@@ -108,7 +108,8 @@ pub struct NodeView {
     pub role: String,
     /// Enrolled at, ms since the epoch.
     pub enrolled_at_ms: i64,
-    /// Last hello, ms since the epoch.
+    /// When the agent last sent anything (a message, a telemetry sample), ms since the epoch:
+    /// live while it is connected, from the store once it is not.
     pub last_seen_ms: Option<i64>,
     /// Capabilities.
     pub capabilities: Vec<String>,
@@ -282,14 +283,15 @@ async fn create_token(
 }
 
 fn view(s: &Shared, n: NodeRow, bmc: Option<&crate::store::BmcRow>) -> NodeView {
+    let heard = s.hub.last_heard(&n.name);
     NodeView {
         connected: s.hub.connected_since(&n.name).is_some(),
-        power: bmc.and_then(|b| b.power_observed.clone()),
+        power: bmc.and_then(crate::bmcs::power_shown),
         flag: bmc.and_then(|b| b.flag.clone()),
         name: n.name,
         role: n.role,
         enrolled_at_ms: n.enrolled_at_ms,
-        last_seen_ms: n.last_seen_ms,
+        last_seen_ms: heard.or(n.last_seen_ms),
         capabilities: n.capabilities,
     }
 }

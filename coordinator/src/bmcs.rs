@@ -62,8 +62,14 @@ pub struct BmcView {
     pub power_observed: Option<String>,
     /// When it was read, ms since the epoch (agent clock).
     pub observed_at_ms: Option<i64>,
-    /// What went wrong on the last read.
+    /// What went wrong on the newest read that failed (`KIND — MESSAGE`).
     pub last_error: Option<String>,
+    /// When that read was, ms since the epoch (agent clock).
+    #[serde(default)]
+    pub error_at_ms: Option<i64>,
+    /// Whether the newest read failed (the BMC does not answer now, or refuses Ferric).
+    #[serde(default)]
+    pub failing: bool,
     /// What changed behind Ferric's back (cleared by the next power action).
     pub flag: Option<String>,
     /// Newest sensor readings.
@@ -120,6 +126,32 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, msg)
 }
 
+/// Whether the newest read of this BMC failed.
+pub fn failing(r: &BmcRow) -> bool {
+    r.error_at_ms > r.observed_at_ms
+}
+
+/// What a node's POWER shows: the power last read, or, while reads fail, why — `unreachable`
+/// for a BMC that does not answer, the error kind for one that answers with a refusal.
+pub fn power_shown(r: &BmcRow) -> Option<String> {
+    use ferric_proto::plan::ErrorKind;
+    if !failing(r) {
+        return r.power_observed.clone();
+    }
+    let kind = ferric_proto::msg::BmcState {
+        name: String::new(),
+        at_ms: 0,
+        power_on: None,
+        sensors: vec![],
+        error: r.last_error.clone(),
+    }
+    .error_kind();
+    Some(match kind {
+        Some(ErrorKind::Unreachable | ErrorKind::Timeout) | None => "unreachable".into(),
+        Some(k) => k.as_str().replace('_', " "),
+    })
+}
+
 /// The view of a stored BMC, with the newest sensors from the hub.
 pub fn view(s: &Shared, r: BmcRow) -> BmcView {
     let sensors = s
@@ -127,6 +159,7 @@ pub fn view(s: &Shared, r: BmcRow) -> BmcView {
         .bmc_state(&r.node)
         .map(|st| st.sensors)
         .unwrap_or_default();
+    let failing = failing(&r);
     BmcView {
         node: r.node,
         address: r.address,
@@ -135,6 +168,8 @@ pub fn view(s: &Shared, r: BmcRow) -> BmcView {
         power_expected: r.power_expected,
         power_observed: r.power_observed,
         observed_at_ms: r.observed_at_ms,
+        failing,
+        error_at_ms: r.error_at_ms,
         last_error: r.last_error,
         flag: r.flag,
         sensors,

@@ -795,6 +795,10 @@ async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result<()> {
             if json {
                 return print_json(&readings);
             }
+            if readings.as_array().is_none_or(Vec::is_empty) {
+                println!("node {name}: the BMC reports no sensors");
+                return Ok(());
+            }
             let rows = readings
                 .as_array()
                 .cloned()
@@ -1382,14 +1386,7 @@ pub async fn run_client(cli: Cli) -> Result<()> {
             println!(
                 "{}",
                 table(
-                    &[
-                        "NAME",
-                        "ROLE",
-                        "LINK",
-                        "LAST HELLO",
-                        "CAPABILITIES",
-                        "POWER"
-                    ],
+                    &["NAME", "ROLE", "LINK", "LAST SEEN", "CAPABILITIES", "POWER"],
                     rows
                 )
             );
@@ -1409,21 +1406,31 @@ pub async fn run_client(cli: Cli) -> Result<()> {
                     "offline"
                 }
             );
-            println!("last hello:   {}", ago(d.node.last_seen_ms));
+            println!("last seen:    {}", ago(d.node.last_seen_ms));
             println!("capabilities: {}", d.node.capabilities.join(", "));
             if let Some(b) = &d.bmc {
                 println!("bmc:          {} (via agent `{}`)", b.address, b.via);
-                println!(
-                    "power:        {} (Ferric left it {}; read {})",
-                    b.power_observed.as_deref().unwrap_or("unknown"),
-                    b.power_expected.as_deref().unwrap_or("-"),
-                    ago(b.observed_at_ms)
-                );
+                if b.failing {
+                    println!(
+                        "power:        unknown — the BMC's reads fail ({})",
+                        match (&b.power_observed, b.observed_at_ms) {
+                            (Some(p), at @ Some(_)) => format!("last read {p}, {}", ago(at)),
+                            _ => "never read".into(),
+                        }
+                    );
+                } else {
+                    println!(
+                        "power:        {} (Ferric left it {}; read {})",
+                        b.power_observed.as_deref().unwrap_or("unknown"),
+                        b.power_expected.as_deref().unwrap_or("-"),
+                        ago(b.observed_at_ms)
+                    );
+                }
                 if let Some(f) = &b.flag {
                     println!("FLAG:         {f}");
                 }
                 if let Some(e) = &b.last_error {
-                    println!("last error:   {e}");
+                    println!("last error:   {e} ({})", ago(b.error_at_ms));
                 }
                 for r in &b.sensors {
                     println!(

@@ -44,6 +44,8 @@ struct Live {
     plans: mpsc::UnboundedSender<Push>,
     conn: quinn::Connection,
     since_ms: i64,
+    /// When the agent last sent anything: a control frame, a telemetry datagram or stream.
+    heard_ms: i64,
 }
 
 /// Connected agents and telemetry rings.
@@ -131,6 +133,7 @@ impl Hub {
                 plans,
                 conn,
                 since_ms: now_ms,
+                heard_ms: now_ms,
             },
         );
         if let Some(old) = old {
@@ -141,12 +144,28 @@ impl Hub {
         }
     }
 
-    /// Removes the connection if it is still the registered one.
-    pub fn unregister(&self, node: &str, conn_id: u64) {
+    /// Removes the connection if it is still the registered one; returns when the agent was
+    /// last heard on it.
+    pub fn unregister(&self, node: &str, conn_id: u64) -> Option<i64> {
         let mut live = lock(&self.live);
         if live.get(node).is_some_and(|l| l.conn_id == conn_id) {
-            live.remove(node);
+            return live.remove(node).map(|l| l.heard_ms);
         }
+        None
+    }
+
+    /// Notes that the agent sent something on its connection.
+    pub fn heard(&self, node: &str, conn_id: u64, now_ms: i64) {
+        if let Some(l) = lock(&self.live).get_mut(node)
+            && l.conn_id == conn_id
+        {
+            l.heard_ms = l.heard_ms.max(now_ms);
+        }
+    }
+
+    /// When a connected agent last sent anything (`None`: not connected).
+    pub fn last_heard(&self, node: &str) -> Option<i64> {
+        lock(&self.live).get(node).map(|l| l.heard_ms)
     }
 
     /// Pushes a stored plan to its node if connected; returns whether it was handed over.

@@ -317,7 +317,11 @@ async fn serve_agent(conn: quinn::Connection, shared: Arc<Shared>) {
     let result = AgentConn::run(conn.clone(), node.clone(), conn_id, shared.clone())
         .instrument(span.clone())
         .await;
-    shared.hub.unregister(&node, conn_id);
+    if let Some(heard) = shared.hub.unregister(&node, conn_id)
+        && let Err(e) = shared.store.node_heard(&node, heard).await
+    {
+        warn!(node = %node, error = %e, "cannot store when the agent was last heard");
+    }
     let _enter = span.enter();
     match result {
         Ok(()) => info!("agent disconnected"),
@@ -390,7 +394,10 @@ impl AgentConn {
                         dec.extend(&buf[..n]);
                         loop {
                             match dec.next_msg::<AgentMsg>() {
-                                Ok(Some(m)) => this.session.handle_frame(Instant::now(), m),
+                                Ok(Some(m)) => {
+                                    this.heard();
+                                    this.session.handle_frame(Instant::now(), m)
+                                }
                                 Ok(None) => break,
                                 Err(e) => return Err((close::PROTOCOL_ERROR, format!("bad frame from agent: {e}"))),
                             }
@@ -422,9 +429,19 @@ impl AgentConn {
         }
     }
 
+    /// The agent sent something: its link is alive now.
+    fn heard(&self) {
+        if self.registered {
+            self.shared
+                .hub
+                .heard(&self.node, self.conn_id, crate::now_ms());
+        }
+    }
+
     fn on_datagram(&self, bytes: &[u8]) {
         match decode_payload::<TelemetrySample>(bytes) {
             Ok(s) if self.registered => {
+                self.heard();
                 self.shared
                     .hub
                     .record_telemetry(&self.node, s, crate::now_ms())
@@ -436,6 +453,7 @@ impl AgentConn {
 
     /// A telemetry sample too large for a datagram arrives on a unidirectional stream.
     fn read_uni_sample(&self, mut u: quinn::RecvStream) {
+        self.heard();
         let node = self.node.clone();
         let shared = self.shared.clone();
         tokio::spawn(async move {

@@ -1,7 +1,7 @@
 //! `ferric`: the coordinator server and its command line.
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use ferric_coordinator::cli::{Cli, Command, run_client};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -24,10 +24,29 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn real_main() -> Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
     let Command::Coordinator(args) = &cli.command else {
         return run_client(cli).await;
     };
+    // `--api` and `--output` are the client's; given to the server they would do nothing.
+    let server = matches.subcommand_matches("coordinator");
+    for (id, instead) in [
+        (
+            "api",
+            "the server listens where --api-listen says (TCP, e.g. 127.0.0.1:7180)",
+        ),
+        ("output", "the server prints logs, not command output"),
+    ] {
+        let given = |m: &clap::ArgMatches| {
+            m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+        };
+        if given(&matches) || server.is_some_and(given) {
+            anyhow::bail!(
+                "`--{id}` is a client option and does nothing for `ferric coordinator`: {instead}"
+            );
+        }
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

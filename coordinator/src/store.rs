@@ -347,6 +347,18 @@ impl Store {
         Ok(())
     }
 
+    /// Records when a node's agent was last heard, as its link closes.
+    pub async fn node_heard(&self, name: &str, at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE nodes SET last_seen_ms = $1 WHERE name = $2 AND (last_seen_ms IS NULL OR last_seen_ms < $1)",
+        )
+        .bind(at_ms)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     // ---- images -------------------------------------------------------------------------
 
     /// Stores an image's record (false if the name is taken).
@@ -867,8 +879,10 @@ pub struct BmcRow {
     pub power_observed: Option<String>,
     /// When, agent clock, ms since the epoch.
     pub observed_at_ms: Option<i64>,
-    /// The last poll's error.
+    /// The newest failed read's error (kept after the BMC answers again).
     pub last_error: Option<String>,
+    /// When that read was, agent clock, ms since the epoch.
+    pub error_at_ms: Option<i64>,
     /// What changed behind Ferric's back, until a power action clears it.
     pub flag: Option<String>,
     /// When it was flagged.
@@ -888,7 +902,7 @@ impl std::fmt::Debug for Secret {
 macro_rules! bmc_columns {
     () => {
         "node, address, password, via, macs, power_expected, expected_at_ms, power_observed, \
-         observed_at_ms, last_error, flag, flagged_at_ms"
+         observed_at_ms, last_error, error_at_ms, flag, flagged_at_ms"
     };
 }
 
@@ -910,6 +924,7 @@ impl Store {
             power_observed: r.try_get("power_observed")?,
             observed_at_ms: r.try_get("observed_at_ms")?,
             last_error: r.try_get("last_error")?,
+            error_at_ms: r.try_get("error_at_ms")?,
             flag: r.try_get("flag")?,
             flagged_at_ms: r.try_get("flagged_at_ms")?,
         })
@@ -1059,7 +1074,11 @@ impl Store {
             tx.rollback().await?;
             return Ok(None);
         };
-        if row.observed_at_ms.is_some_and(|t| t > at_ms) {
+        if row
+            .observed_at_ms
+            .max(row.error_at_ms)
+            .is_some_and(|t| t > at_ms)
+        {
             tx.rollback().await?;
             return Ok(None);
         }
@@ -1082,9 +1101,14 @@ impl Store {
                 _ => {}
             }
         }
+        // A read whose power failed keeps the last power read and its time; its error and
+        // time are kept apart, so that the view can tell "failing now" from "failed once".
         sqlx::query(
-            "UPDATE bmcs SET power_observed = COALESCE($1, power_observed), observed_at_ms = $2, \
-             last_error = $3, power_expected = $4, flag = COALESCE($5, flag), \
+            "UPDATE bmcs SET power_observed = COALESCE($1, power_observed), \
+             observed_at_ms = CASE WHEN $1 IS NULL THEN observed_at_ms ELSE $2 END, \
+             last_error = COALESCE($3, last_error), \
+             error_at_ms = CASE WHEN $3 IS NULL THEN error_at_ms ELSE $2 END, \
+             power_expected = $4, flag = COALESCE($5, flag), \
              flagged_at_ms = COALESCE($6, flagged_at_ms) WHERE node = $7",
         )
         .bind(seen)

@@ -4,7 +4,7 @@
 //! answers [`CoordMsg::Welcome`] or [`CoordMsg::Refused`]. Plans and step events then flow on the
 //! same ordered stream; telemetry goes as QUIC datagrams ([`TelemetrySample`]).
 
-use crate::plan::{Plan, PlanId, StepEvent};
+use crate::plan::{ErrorKind, Plan, PlanId, StepEvent};
 use serde::{Deserialize, Serialize};
 
 /// Role of an agent, announced in `Hello`.
@@ -248,8 +248,22 @@ pub struct BmcState {
     pub power_on: Option<bool>,
     /// Sensor readings (empty when not read this time).
     pub sensors: Vec<SensorReading>,
-    /// Why the read failed (kind and message), naming the BMC.
+    /// Why the read failed, naming the BMC: `KIND — MESSAGE`, KIND an [`ErrorKind`] name.
     pub error: Option<String>,
+}
+
+impl BmcState {
+    /// The text of [`BmcState::error`] for a failure of `kind`.
+    pub fn error_text(kind: ErrorKind, message: &str) -> String {
+        format!("{kind} — {message}")
+    }
+
+    /// The kind of a failed read, when the text names one (earlier agents sent the message
+    /// alone).
+    pub fn error_kind(&self) -> Option<ErrorKind> {
+        let (kind, _) = self.error.as_deref()?.split_once(" — ")?;
+        kind.parse().ok()
+    }
 }
 
 /// Enrollment request, the only message on an `ferric-enroll/1` connection.

@@ -12,6 +12,7 @@ pub mod hostvm;
 pub mod hv;
 pub mod initramfs;
 pub mod node;
+pub mod vbmc;
 
 use anyhow::{Context, Result, bail};
 use ferric_agent::driver::{Drivers, FakeDriver};
@@ -227,16 +228,21 @@ pub struct Proc {
 impl Proc {
     /// Spawns `program args…`, logging to `log`.
     pub fn spawn(program: &Path, args: &[&str], log: &Path) -> Result<Self> {
+        let mut cmd = Command::new(program);
+        cmd.args(args).env("RUST_LOG", "info,quinn=warn");
+        Self::spawn_command(cmd, log)
+    }
+
+    /// Spawns a prepared command (its arguments and environment set), logging to `log`.
+    pub fn spawn_command(mut cmd: Command, log: &Path) -> Result<Self> {
         let out = std::fs::File::create(log)?;
         let err = out.try_clone()?;
-        let child = Command::new(program)
-            .args(args)
-            .env("RUST_LOG", "info,quinn=warn")
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
-            .with_context(|| format!("cannot start {}", program.display()))?;
+            .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
         Ok(Self {
             child: Some(child),
             log: log.to_owned(),
@@ -295,6 +301,36 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs the `ferric` CLI against the coordinator at `api`, with extra environment; returns
+/// (success, stdout, stderr).
+pub async fn cli(
+    api: std::net::SocketAddr,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
+    let out = tokio::process::Command::new(bin("ferric").expect("the ferric binary"))
+        .arg("--api")
+        .arg(format!("http://{api}"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run ferric");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the `ferric` CLI and returns its stdout; panics, with its stderr, when it fails.
+pub async fn cli_ok(api: std::net::SocketAddr, args: &[&str]) -> String {
+    let (success, out, err) = cli(api, args, &[]).await;
+    assert!(success, "ferric {args:?} failed: {err}");
+    out
 }
 
 /// A free loopback port for UDP and TCP (bound and released; fine for tests on one host).

@@ -287,33 +287,7 @@ async fn sensors_from_the_sdr_walk_agree_with_ipmitool() {
     c.close_all().await;
 }
 
-/// Runs the `ferric` CLI against the coordinator; returns (success, stdout, stderr).
-async fn ferric(
-    api: std::net::SocketAddr,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> (bool, String, String) {
-    let out = tokio::process::Command::new(ferric_tests::bin("ferric").unwrap())
-        .arg("--api")
-        .arg(format!("http://{api}"))
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-async fn ok(api: std::net::SocketAddr, args: &[&str]) -> String {
-    let (success, out, err) = ferric(api, args, &[]).await;
-    assert!(success, "ferric {args:?} failed: {err}");
-    out
-}
+use ferric_tests::{cli as ferric, cli_ok as ok};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_drives_a_bmc_through_coordinator_and_agent_and_flags_power_changed_behind_its_back()

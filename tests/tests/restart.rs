@@ -1,5 +1,6 @@
 //! Real processes killed and restarted: the coordinator with SIGKILL mid-plan, an agent with
-//! SIGKILL mid-step, and both drained with SIGTERM. Nothing may be lost or stored twice.
+//! SIGKILL mid-step, and both drained with SIGTERM. Nothing may be lost or stored twice. And the
+//! server refusing, before it touches anything, options that are the client's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ferric_agent::driver::FakeDriver;
@@ -311,4 +312,45 @@ async fn agent_killed_mid_step_resumes_from_its_journal() {
         .unwrap();
     assert_eq!(event_list(&s), clean_run(3));
     coord.shutdown().await;
+}
+
+#[test]
+fn the_server_refuses_client_options_instead_of_ignoring_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_string_lossy().into_owned();
+    for (args, says) in [
+        (
+            vec!["coordinator", "--api", "http://127.0.0.1:17180"],
+            "`--api` is a client option",
+        ),
+        (
+            vec!["--api", "http://127.0.0.1:17180", "coordinator"],
+            "--api-listen",
+        ),
+        (
+            vec!["coordinator", "-o", "json"],
+            "`--output` is a client option",
+        ),
+    ] {
+        let out = std::process::Command::new(ferric_tests::bin("ferric").unwrap())
+            .args(&args)
+            .args([
+                "--data-dir",
+                &data,
+                "--listen",
+                "127.0.0.1:0",
+                "--api-listen",
+                "127.0.0.1:0",
+            ])
+            .env_remove("FERRIC_API")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "{args:?} touched the data directory"
+        );
+    }
 }

@@ -221,8 +221,12 @@ fn main() -> Result<()> {
 
 fn test(fuzz_secs: u64) -> Result<()> {
     let started = Instant::now();
-    step("system packages (Debian)");
+    step("system packages (Debian) and VirtualBMC (PyPI)");
     setup::packages()?;
+    setup::virtualbmc(
+        &root().join("target/vbmc-venv"),
+        &root().join("tests/python/vbmc-requirements.txt"),
+    )?;
     step("formatting (cargo fmt --check)");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     step("lints (cargo clippy --all-targets -- -D warnings)");

@@ -2,7 +2,8 @@
 //! libvirt headers to link against, libvirtd and QEMU for the hypervisor tier, busybox for the
 //! test guests' initramfs, qemu-img for the image tests, curl for the image benchmark, OpenIPMI's
 //! ipmi_sim and ipmitool for the BMC tests, iPXE ROMs, iproute2 and binutils for the lab, lvm2
-//! for LVM pools — the agent's and the hypervisor-host VM's, which runs this machine's programs).
+//! for LVM pools — the agent's and the hypervisor-host VM's, which runs this machine's programs),
+//! and VirtualBMC (Python, from PyPI, pinned with hashes) for the BMC interoperability tests.
 //! Idempotent: installed packages are left alone.
 
 use anyhow::{Context, Result, bail};
@@ -23,6 +24,13 @@ const PACKAGES: &[&str] = &[
     "iproute2",
     "binutils",
     "lvm2",
+    // VirtualBMC's Python runtime: its venv takes these from the system.
+    "python3-venv",
+    "python3-libvirt",
+    "python3-cryptography",
+    "python3-yaml",
+    "python3-pygments",
+    "python3-six",
 ];
 
 /// Packages taken from backports: the machine's qemu-utils comes from there, and the release's
@@ -124,4 +132,57 @@ fn nix_is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// VirtualBMC in a virtual environment at `venv` (its `bin/vbmcd` and `bin/vbmc`), from the
+/// pinned, hashed `requirements`; Debian's Python and its libvirt binding under it. Skipped
+/// when the environment was made from the same requirements.
+pub fn virtualbmc(venv: &std::path::Path, requirements: &std::path::Path) -> Result<()> {
+    let wanted = std::fs::read_to_string(requirements)
+        .with_context(|| format!("cannot read {}", requirements.display()))?;
+    let stamp = venv.join("ferric-requirements.txt");
+    if venv.join("bin/vbmcd").exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted)
+    {
+        return Ok(());
+    }
+    println!("installing VirtualBMC into {}", venv.display());
+    let _ = std::fs::remove_dir_all(venv);
+    let status = Command::new("/usr/bin/python3")
+        .args(["-m", "venv", "--system-site-packages"])
+        .arg(venv)
+        .status()
+        .context("cannot run /usr/bin/python3 (Debian's python3-venv)")?;
+    if !status.success() {
+        bail!("python3 -m venv {} failed with {status}", venv.display());
+    }
+    let status = Command::new(venv.join("bin/pip"))
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--require-hashes",
+            "-r",
+        ])
+        .arg(requirements)
+        .status()
+        .context("cannot run pip in the VirtualBMC environment")?;
+    if !status.success() {
+        bail!(
+            "pip install -r {} failed with {status}",
+            requirements.display()
+        );
+    }
+    let status = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import virtualbmc.vbmc, pyghmi.ipmi.bmc, libvirt, zmq",
+        ])
+        .status()
+        .context("cannot run the VirtualBMC environment's python")?;
+    if !status.success() {
+        bail!("VirtualBMC was installed but does not import (see above)");
+    }
+    std::fs::write(&stamp, wanted).with_context(|| format!("cannot write {}", stamp.display()))?;
+    Ok(())
 }

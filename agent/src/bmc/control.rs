@@ -147,14 +147,18 @@ impl IpmiBmcs {
         match self.client.chassis_status(&t).await {
             Ok(st) => state.power_on = Some(st.power_on),
             Err(e) => {
-                state.error = Some(step_error(&name, e).to_string());
+                let e = step_error(&name, e);
+                state.error = Some(BmcState::error_text(e.kind, &e.message));
                 return state;
             }
         }
         if sensors {
             match self.readings(&name, &t, false).await {
                 Ok(r) => state.sensors = r,
-                Err(e) => state.error = Some(step_error(&name, e).to_string()),
+                Err(e) => {
+                    let e = step_error(&name, e);
+                    state.error = Some(BmcState::error_text(e.kind, &e.message));
+                }
             }
         }
         state
@@ -178,7 +182,17 @@ impl BmcControl for IpmiBmcs {
             (a, _) => (Some(a), true),
         };
         if let Some(a) = send {
-            self.client.power(&t, a).await.map_err(err)?;
+            match self.client.power(&t, a).await {
+                // Some BMCs (VirtualBMC among them) refuse Power Cycle; off, then on, is the
+                // same for the machine.
+                Err(e) if a == PowerAction::Cycle && e.kind == BmcErrorKind::Unsupported => {
+                    info!(bmc, "the BMC refuses power cycle: powering off, then on");
+                    self.client.power(&t, PowerAction::Off).await.map_err(err)?;
+                    self.wait_power(bmc, &t, false, self.settle).await?;
+                    self.client.power(&t, PowerAction::On).await.map_err(err)?;
+                }
+                r => r.map_err(err)?,
+            }
             info!(bmc, action = a.as_str(), "power action sent");
             if let Some(on) = action.leaves_on() {
                 // A soft off is the OS's to finish: wait as long as the step may.

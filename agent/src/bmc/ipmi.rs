@@ -615,14 +615,18 @@ pub fn parse_sdr(record: &[u8]) -> Result<Option<SensorDef>, String> {
 const SDR_CHUNK: u8 = 32;
 
 impl IpmiClient {
-    /// Walks the SDR repository: every sensor the BMC describes that Ferric can read.
+    /// Walks the SDR repository: every sensor the BMC describes that Ferric can read. A BMC
+    /// without a repository (it refuses the SDR commands as unsupported, as VirtualBMC does)
+    /// has no sensors: an empty list, not an error.
     pub async fn sdr_sensors(&self, t: &BmcTarget) -> Result<Vec<SensorDef>, BmcError> {
         'restart: for _ in 0..3 {
-            let r = self.raw(t, NetFn::Storage, 0x22, vec![]).await?;
-            if r.len() < 2 {
-                return Err(fail(t, BmcErrorKind::Failed, "short SDR reservation"));
-            }
-            let (res_lo, res_hi) = (r[0], r[1]);
+            // Reservation 0 is what a BMC without reservations takes for whole-record reads.
+            let (res_lo, res_hi) = match self.raw(t, NetFn::Storage, 0x22, vec![]).await {
+                Ok(r) if r.len() >= 2 => (r[0], r[1]),
+                Ok(_) => return Err(fail(t, BmcErrorKind::Failed, "short SDR reservation")),
+                Err(e) if e.kind == BmcErrorKind::Unsupported => (0, 0),
+                Err(e) => return Err(e),
+            };
             let mut out = Vec::new();
             let mut id = 0u16;
             for _ in 0..1024 {
@@ -651,7 +655,9 @@ impl IpmiClient {
                                 && record.is_empty()
                                 && matches!(
                                     e.kind,
-                                    BmcErrorKind::Failed | BmcErrorKind::NotPresent
+                                    BmcErrorKind::Failed
+                                        | BmcErrorKind::NotPresent
+                                        | BmcErrorKind::Unsupported
                                 ) =>
                         {
                             return Ok(out);
@@ -748,6 +754,7 @@ fn open(
         .map(|r| {
             r.copy_setup
                 .store(copy_setup, std::sync::atomic::Ordering::Relaxed);
+            r.clear_refusal();
             (r.local, r.setup_copied.clone())
         })
         .ok_or((None, String::new()))?;
@@ -768,7 +775,9 @@ fn open(
     activated
         .map_err(|e| {
             let detail = format!("{e:?}");
-            if copied.load(std::sync::atomic::Ordering::Relaxed) != copied_before {
+            if let Some(why) = relay.as_ref().and_then(|r| r.refusal()) {
+                (Some(BmcErrorKind::Unsupported), why.to_owned())
+            } else if copied.load(std::sync::atomic::Ordering::Relaxed) != copied_before {
                 // A copy of a RAKP message may have made the BMC change its random number
                 // under this login: not evidence of a wrong password.
                 (
@@ -884,9 +893,9 @@ fn exchange(
                 Ok(i) => conn.ipmi = Some(i),
                 Err((Some(kind), msg)) => {
                     // On a lossy path a copy of a RAKP message can spoil a login; a refusal
-                    // counts once it repeats.
+                    // counts once it repeats. A session setup Ferric does not accept is final.
                     refused += 1;
-                    if refused >= LOGIN_REFUSALS {
+                    if refused >= LOGIN_REFUSALS || kind == BmcErrorKind::Unsupported {
                         conn.last = Some(Instant::now());
                         return Err(fail(t, kind, msg));
                     }
@@ -945,7 +954,137 @@ fn exchange(
 
 #[cfg(test)]
 mod tests {
-    use super::decode_sel;
+    use super::{IpmiClient, IpmiOptions, decode_sel};
+    use crate::bmc::sim::{SimBmc, SimOptions};
+    use crate::bmc::{BmcErrorKind, BmcTarget, Secret};
+    use ferric_proto::plan::PowerAction;
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    fn target(sim: &SimBmc, user: &str, password: &str) -> BmcTarget {
+        BmcTarget::parse(
+            &format!("ipmi://{user}@{}", sim.addr),
+            Secret::new(password),
+        )
+        .unwrap()
+    }
+
+    fn client() -> IpmiClient {
+        IpmiClient::new(IpmiOptions {
+            deadline: Duration::from_secs(10),
+            ..IpmiOptions::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_bmc_that_never_answers_the_presence_ping_gets_a_session_as_from_ipmitool() {
+        let opts = SimOptions::default();
+        let sim = SimBmc::start(opts.clone());
+        let t = target(&sim, &opts.user, &opts.password);
+        let c = client();
+        let started = Instant::now();
+        assert!(!c.chassis_status(&t).await.unwrap().power_on);
+        // No retries were needed: the first login went through.
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        c.power(&t, PowerAction::On).await.unwrap();
+        assert!(sim.power_on.load(Ordering::Relaxed));
+        assert!(c.chassis_status(&t).await.unwrap().power_on);
+        // No ASF reached the BMC; its first datagram was Get Channel Authentication
+        // Capabilities, then, inside the session, Set Session Privilege Level, Chassis Status,
+        // Chassis Control and Chassis Status.
+        assert_eq!(sim.asf_seen.load(Ordering::Relaxed), 0);
+        let commands = sim.commands.lock().unwrap().clone();
+        assert_eq!(
+            commands[..5],
+            [
+                (0x06, 0x38),
+                (0x06, 0x3b),
+                (0x00, 0x01),
+                (0x00, 0x02),
+                (0x00, 0x01)
+            ],
+            "{commands:x?}"
+        );
+        // A BMC without an SDR repository has no sensors: not an error.
+        assert_eq!(c.sdr_sensors(&t).await.unwrap(), vec![]);
+        // Close Session reaches the BMC.
+        c.close_all().await;
+        assert_eq!(
+            sim.commands.lock().unwrap().last().copied(),
+            Some((0x06, 0x3c))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_is_refused_by_name_and_quickly() {
+        let opts = SimOptions::default();
+        let sim = SimBmc::start(opts.clone());
+        let started = Instant::now();
+        let e = client()
+            .chassis_status(&target(&sim, &opts.user, "not-the-password"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, BmcErrorKind::AuthFailed, "{e}");
+        assert!(e.message.contains("`admin`"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn sessions_without_rmcp_plus_or_without_cipher_suite_3_are_refused() {
+        for (opts, says) in [
+            (
+                SimOptions {
+                    ipmi2: false,
+                    ..SimOptions::default()
+                },
+                "only IPMI 1.5",
+            ),
+            (
+                SimOptions {
+                    integrity: 0,
+                    ..SimOptions::default()
+                },
+                "cipher suite 3",
+            ),
+            (
+                SimOptions {
+                    confidentiality: 0,
+                    ..SimOptions::default()
+                },
+                "cipher suite 3",
+            ),
+        ] {
+            let sim = SimBmc::start(opts.clone());
+            let started = Instant::now();
+            let e = client()
+                .chassis_status(&target(&sim, &opts.user, &opts.password))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind, BmcErrorKind::Unsupported, "{e}");
+            assert!(e.message.contains(says), "{e}");
+            // Final at once, not retried until the deadline.
+            assert!(started.elapsed() < Duration::from_secs(3), "{e}");
+            // Nothing was sent inside a session.
+            let commands = sim.commands.lock().unwrap().clone();
+            assert!(commands.iter().all(|c| *c == (0x06, 0x38)), "{commands:x?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bmc_that_does_answer_the_ping_never_sees_it_either() {
+        let opts = SimOptions {
+            answer_ping: true,
+            ..SimOptions::default()
+        };
+        let sim = SimBmc::start(opts.clone());
+        let t = target(&sim, &opts.user, &opts.password);
+        assert!(!client().chassis_status(&t).await.unwrap().power_on);
+        assert_eq!(sim.asf_seen.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn sel_entries_decode_with_their_codes_where_no_table_names_them() {

@@ -12,6 +12,8 @@ pub mod control;
 pub mod inband;
 pub mod ipmi;
 mod relay;
+#[cfg(test)]
+mod sim;
 
 thread_local! {
     static CONTAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };

@@ -9,12 +9,26 @@
 //! Session setup is special (see `run`): Open Session is never copied, RAKP 1 and 3 only when
 //! the client asks for it ([`Relay::copy_setup`]) and more slowly; the client learns from
 //! [`Relay::setup_copied`] whether a failed login may have been spoiled by a copy.
+//!
+//! The relay also holds the session setup to what Ferric accepts, where `ipmi-rs` offers no
+//! option:
+//! * `ipmi-rs` sends an RMCP/ASF Presence Ping first and opens no session without the Pong.
+//!   Many BMCs never answer ASF (pyghmi's, as VirtualBMC runs it, drops every datagram that is
+//!   not IPMI; several vendors' do the same), and ipmitool never asks. The relay answers the
+//!   ping itself and sends nothing, so the first datagram the BMC sees is Get Channel
+//!   Authentication Capabilities, as from ipmitool; a BMC that speaks no IPMI stays silent to
+//!   that and the login fails as unreachable.
+//! * A BMC whose capabilities offer no IPMI 2.0 would make `ipmi-rs` fall back to an IPMI 1.5
+//!   session (MD5 or a password in clear, no encryption); an Open Session Response that picks
+//!   other integrity or confidentiality algorithms than the HMAC-SHA1-96 and AES-CBC-128
+//!   asked for (the algorithms are not covered by RAKP's hashes) would give a session
+//!   without them. Neither answer is passed up; [`Relay::refusal`] says why.
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// A running relay; stops when dropped.
@@ -30,6 +44,7 @@ pub struct Relay {
     /// The BMC's id of the session last opened through this relay (0: none), for Close
     /// Session (ipmi-rs keeps its own copy private).
     pub session_id: Arc<AtomicU32>,
+    refused: Arc<AtomicU8>,
     stop: Arc<AtomicBool>,
 }
 
@@ -62,11 +77,13 @@ impl Relay {
         let copy_setup = Arc::new(AtomicBool::new(true));
         let setup_copied = Arc::new(AtomicU32::new(0));
         let session_id = Arc::new(AtomicU32::new(0));
+        let refused = Arc::new(AtomicU8::new(Refusal::None as u8));
         let shared = Shared {
             stop: stop.clone(),
             copy_setup: copy_setup.clone(),
             setup_copied: setup_copied.clone(),
             session_id: session_id.clone(),
+            refused: refused.clone(),
         };
         std::thread::Builder::new()
             .name("ferric-ipmi-relay".into())
@@ -76,8 +93,78 @@ impl Relay {
             copy_setup,
             setup_copied,
             session_id,
+            refused,
             stop,
         })
+    }
+
+    /// Why the relay held back the BMC's answer during the last session setup, if it did: a
+    /// setup that retrying cannot make acceptable.
+    pub fn refusal(&self) -> Option<&'static str> {
+        match self.refused.load(Ordering::Relaxed) {
+            x if x == Refusal::Ipmi15Only as u8 => Some(
+                "the BMC offers only IPMI 1.5 sessions (no RMCP+), which Ferric does not use: \
+                 their authentication is weak and they are not encrypted; enable IPMI 2.0 \
+                 (lanplus) on the BMC",
+            ),
+            x if x == Refusal::WeakAlgorithms as u8 => Some(
+                "the BMC opened the session without HMAC-SHA1-96 integrity and AES-CBC-128 \
+                 confidentiality (cipher suite 3), which Ferric asked for and requires",
+            ),
+            _ => None,
+        }
+    }
+
+    /// Forgets an earlier refusal (before a new login).
+    pub fn clear_refusal(&self) {
+        self.refused.store(Refusal::None as u8, Ordering::Relaxed);
+    }
+}
+
+/// Session setups the relay does not pass up.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum Refusal {
+    None = 0,
+    Ipmi15Only = 1,
+    WeakAlgorithms = 2,
+}
+
+/// The ASF Presence Pong that answers a Presence Ping (`d`) on the BMC's behalf: RMCP header
+/// (class ASF), the ASF IANA number 4542, type 0x40, the ping's tag, then the data — IANA
+/// number, no OEM data, "IPMI supported, ASF 1.0", no further interactions (DMTF DSP0136,
+/// 3.2.4.3). `None` for ASF messages that are not a ping.
+fn pong_for(d: &[u8]) -> Option<Vec<u8>> {
+    if kind(d) != 0x100 || d.len() < 12 || d[4..8] != 4542u32.to_be_bytes() || d[8] != 0x80 {
+        return None;
+    }
+    let mut p = vec![0x06, 0x00, d[2], 0x06];
+    p.extend_from_slice(&4542u32.to_be_bytes());
+    p.extend_from_slice(&[0x40, d[9], 0x00, 0x10]);
+    p.extend_from_slice(&4542u32.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 0, 0x81, 0x00, 0, 0, 0, 0, 0, 0]);
+    Some(p)
+}
+
+/// Whether an answer is one Ferric refuses to build a session on (see the module comment).
+fn refused_answer(d: &[u8]) -> Option<Refusal> {
+    match kind(d) {
+        // IPMI 1.5 framing without authentication: Get Channel Authentication Capabilities'
+        // answer is the IPMB message after the 10-byte session header and its length byte;
+        // its data starts after the completion code (IPMI 2.0, table 22-15).
+        0x200 if d.len() >= 4 + 10 + 7 + 4 && d[4] == 0x00 => {
+            let m = &d[14..];
+            let is_caps = m[1] >> 2 == 0x07 && m[5] == 0x38 && m[6] == 0x00;
+            let v2 =
+                m.get(8).is_some_and(|b| b & 0x80 != 0) && m.get(10).is_some_and(|b| b & 0x02 != 0);
+            (is_caps && !v2).then_some(Refusal::Ipmi15Only)
+        }
+        // An Open Session Response with success status: integrity and confidentiality
+        // algorithms at payload bytes 24 and 32 (after the 16-byte headers).
+        0x11 if d.len() >= 52 && d[17] == 0 => {
+            (d[16 + 24] != 0x01 || d[16 + 32] != 0x01).then_some(Refusal::WeakAlgorithms)
+        }
+        _ => None,
     }
 }
 
@@ -128,6 +215,7 @@ struct Shared {
     copy_setup: Arc<AtomicBool>,
     setup_copied: Arc<AtomicU32>,
     session_id: Arc<AtomicU32>,
+    refused: Arc<AtomicU8>,
 }
 
 /// The managed system's session id in a successful Open Session Response: the payload starts
@@ -167,6 +255,10 @@ fn run(
         while let Ok((n, from)) = front.recv_from(&mut buf) {
             client = Some(from);
             let d = &buf[..n];
+            if let Some(pong) = pong_for(d) {
+                let _ = front.send_to(&pong, from);
+                continue;
+            }
             let _ = back.send(d);
             // Session setup: an Open Session request is never copied, as each copy opens
             // another session on the BMC (BMCs allow a user a handful). A BMC answers each
@@ -200,6 +292,10 @@ fn run(
                 && let Some(c) = client
             {
                 pending = None;
+                if let Some(r) = refused_answer(d) {
+                    shared.refused.store(r as u8, Ordering::Relaxed);
+                    continue;
+                }
                 if let Some(id) = opened_session(d) {
                     shared.session_id.store(id, Ordering::Relaxed);
                 }

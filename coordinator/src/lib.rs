@@ -1,22 +1,19 @@
 //! # ferric-coordinator
 //!
 //! The coordinator holds the inventory and decides what must happen; agents make it happen.
-//! This crate is the `ferric` binary's library: the certificate authority ([`pki`]), the store
-//! ([`store`]), the QUIC link to agents ([`link`]), the registry of connected agents and their
-//! telemetry ([`hub`]), the image store ([`images`]), the HTTP API ([`api`]) and the command
-//! line ([`cli`]).
+//! This crate is the `ferric` binary's library: the rules ([`conductor`]) over its vocabulary
+//! ([`model`]), the store ([`store`]), the certificate authority ([`pki`]), the registry of
+//! connected agents and their telemetry ([`hub`]), and the edges that call the rules — the
+//! QUIC link to agents ([`link`]), the HTTP API ([`api`]) and the command line ([`cli`]).
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod bmcs;
 pub mod cli;
-pub mod guests;
+pub mod conductor;
 pub mod hub;
-pub mod images;
-pub mod lab_cli;
 pub mod link;
+pub mod model;
 pub mod pki;
-pub mod placement;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -80,7 +77,7 @@ pub struct Shared {
     /// Cancelled when the coordinator drains.
     pub shutdown: CancellationToken,
     /// Image files.
-    pub images: images::ImageStore,
+    pub images: conductor::images::ImageStore,
 }
 
 /// Errors starting a coordinator.
@@ -145,21 +142,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Plan steps the coordinator makes itself (guests, BMC actions), keyed `<index>-<kind>`.
-pub fn keyed_steps(
-    steps: Vec<(ferric_proto::plan::Step, u32)>,
-) -> Vec<ferric_proto::plan::PlanStep> {
-    steps
-        .into_iter()
-        .enumerate()
-        .map(|(i, (step, timeout_secs))| ferric_proto::plan::PlanStep {
-            key: format!("{i}-{}", step.kind()),
-            timeout_secs,
-            step,
-        })
-        .collect()
-}
-
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     now_us() / 1000
@@ -179,7 +161,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
     let pki = pki::Pki::load_or_create(&config.data_dir)?;
     let store = store::Store::open_sqlite(&config.data_dir.join("ferric.db")).await?;
-    let images = images::ImageStore::open(&config.data_dir)
+    let images = conductor::images::ImageStore::open(&config.data_dir)
         .map_err(|e| StartError::DataDir(config.data_dir.join("images"), e))?;
     let server_config = link::server_config(&pki, config.idle_timeout)?;
     let bind_err = |source| link::LinkError::Bind {

@@ -6,6 +6,7 @@
 
 use crate::plan::{ErrorKind, Plan, PlanId, StepEvent};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// Role of an agent, announced in `Hello`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +31,52 @@ impl Role {
     }
 }
 
+/// What an agent's drivers can do. On the wire (`Hello.capabilities`) each is its name, so
+/// that a capability a peer does not know is skipped, not a malformed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Bridges and VLANs.
+    Network,
+    /// Storage pools and volumes.
+    Storage,
+    /// Guests.
+    Compute,
+    /// BMCs over their management network.
+    Bmc,
+}
+
+impl Capability {
+    /// Every capability.
+    pub const ALL: [Capability; 4] = [
+        Capability::Network,
+        Capability::Storage,
+        Capability::Compute,
+        Capability::Bmc,
+    ];
+
+    /// The name sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Network => "network",
+            Capability::Storage => "storage",
+            Capability::Compute => "compute",
+            Capability::Bmc => "bmc",
+        }
+    }
+
+    /// The capability of a name; `None` for one this build does not know.
+    pub fn from_name(s: &str) -> Option<Capability> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What an agent knows of one plan, sent in `Hello` so that the coordinator can resume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanCursor {
@@ -50,7 +97,7 @@ pub struct Hello {
     pub node: String,
     /// Role of the agent.
     pub role: Role,
-    /// Capabilities (driver names, step kinds it can run).
+    /// Capabilities: [`Capability`] names.
     pub capabilities: Vec<String>,
     /// SHA-256 of the agent's hardware inventory, so that the coordinator re-reads it on change.
     pub inventory_digest: [u8; 32],
@@ -170,36 +217,97 @@ impl std::fmt::Debug for BmcCredential {
     }
 }
 
+/// The management protocol a BMC is reached with (the scheme of its address). Redfish joins
+/// here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BmcScheme {
+    /// IPMI 2.0 over LAN (RMCP+), `ipmi://`, UDP port 623 by default.
+    Ipmi,
+}
+
+impl BmcScheme {
+    /// Every scheme.
+    pub const ALL: [BmcScheme; 1] = [BmcScheme::Ipmi];
+
+    /// The URL scheme.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BmcScheme::Ipmi => "ipmi",
+        }
+    }
+
+    /// The port used when the address names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            BmcScheme::Ipmi => 623,
+        }
+    }
+}
+
+/// Why a BMC address was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BmcAddressError {
+    /// Not `SCHEME://USER@HOST[:PORT]` with a known scheme.
+    #[error("`{0}` is not ipmi://USER@HOST[:PORT]")]
+    Scheme(String),
+    /// No user.
+    #[error("`{0}` names no user (ipmi://USER@HOST[:PORT])")]
+    NoUser(String),
+    /// A password inside the URL (it must come from a prompt, a file or the environment).
+    #[error(
+        "the BMC address holds a password: give it from a prompt, a file or an environment variable, not in the URL"
+    )]
+    Password,
+    /// `[` without `]`.
+    #[error("`{0}`: unclosed [")]
+    Bracket(String),
+    /// A port that is not a number.
+    #[error("`{url}`: port `{port}` is not a number")]
+    Port {
+        /// The address.
+        url: String,
+        /// What stood for the port.
+        port: String,
+    },
+    /// User or host empty, or a path after the host.
+    #[error("`{0}` needs a user and a host")]
+    Empty(String),
+}
+
 /// A BMC's address, `ipmi://USER@HOST[:PORT]` (the password always travels apart from it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BmcAddress {
+    /// Protocol.
+    pub scheme: BmcScheme,
     /// User name.
     pub user: String,
     /// Host name or address (without brackets).
     pub host: String,
-    /// UDP port, 623 when not given.
+    /// Port; the scheme's default when not given.
     pub port: u16,
 }
 
 impl BmcAddress {
-    /// Parses `ipmi://USER@HOST[:PORT]`; a password in the URL is refused.
-    pub fn parse(url: &str) -> Result<BmcAddress, String> {
-        let rest = url
-            .strip_prefix("ipmi://")
-            .ok_or_else(|| format!("`{url}` is not ipmi://USER@HOST[:PORT]"))?;
+    /// Parses `SCHEME://USER@HOST[:PORT]`; a password in the URL is refused.
+    pub fn parse(url: &str) -> Result<BmcAddress, BmcAddressError> {
+        let (scheme, rest) = BmcScheme::ALL
+            .into_iter()
+            .find_map(|sc| {
+                url.strip_prefix(sc.as_str())
+                    .and_then(|r| r.strip_prefix("://"))
+                    .map(|r| (sc, r))
+            })
+            .ok_or_else(|| BmcAddressError::Scheme(url.to_owned()))?;
         let (user, hostport) = rest
             .rsplit_once('@')
-            .ok_or_else(|| format!("`{url}` names no user (ipmi://USER@HOST[:PORT])"))?;
+            .ok_or_else(|| BmcAddressError::NoUser(url.to_owned()))?;
         if user.contains(':') {
-            return Err(
-                "the BMC address holds a password: give it from a prompt, a file or an environment variable, not in the URL"
-                    .into(),
-            );
+            return Err(BmcAddressError::Password);
         }
         let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
             let (h, p) = h
                 .split_once(']')
-                .ok_or_else(|| format!("`{url}`: unclosed ["))?;
+                .ok_or_else(|| BmcAddressError::Bracket(url.to_owned()))?;
             (h, p.strip_prefix(':'))
         } else {
             match hostport.rsplit_once(':') {
@@ -208,19 +316,33 @@ impl BmcAddress {
             }
         };
         let port = match port {
-            None => 623,
-            Some(p) => p
-                .parse()
-                .map_err(|_| format!("`{url}`: port `{p}` is not a number"))?,
+            None => scheme.default_port(),
+            Some(p) => p.parse().map_err(|_| BmcAddressError::Port {
+                url: url.to_owned(),
+                port: p.to_owned(),
+            })?,
         };
         if user.is_empty() || host.is_empty() || host.contains('/') {
-            return Err(format!("`{url}` needs a user and a host"));
+            return Err(BmcAddressError::Empty(url.to_owned()));
         }
         Ok(BmcAddress {
+            scheme,
             user: user.to_owned(),
             host: host.to_owned(),
             port,
         })
+    }
+}
+
+impl fmt::Display for BmcAddress {
+    /// The canonical spelling, with the port (and an IPv6 host in brackets).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.scheme.as_str();
+        if self.host.contains(':') {
+            write!(f, "{s}://{}@[{}]:{}", self.user, self.host, self.port)
+        } else {
+            write!(f, "{s}://{}@{}:{}", self.user, self.host, self.port)
+        }
     }
 }
 

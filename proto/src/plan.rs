@@ -472,13 +472,18 @@ impl ErrorKind {
     }
 }
 
+/// A name that is no [`ErrorKind`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown error kind `{0}`")]
+pub struct UnknownErrorKind(pub String);
+
 impl std::str::FromStr for ErrorKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownErrorKind;
+    fn from_str(s: &str) -> Result<Self, UnknownErrorKind> {
         Self::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown error kind `{s}`"))
+            .ok_or_else(|| UnknownErrorKind(s.to_owned()))
     }
 }
 
@@ -630,14 +635,21 @@ impl Plan {
 
     /// Checks the plan's shape: steps present, names non-empty, sizes sane, keys unique.
     pub fn validate(&self) -> Result<(), PlanError> {
-        if self.steps.is_empty() {
+        validate_steps(&self.steps)
+    }
+}
+
+/// Checks steps as a plan will hold them (see [`Plan::validate`]), before any plan exists.
+pub fn validate_steps(steps: &[PlanStep]) -> Result<(), PlanError> {
+    {
+        if steps.is_empty() {
             return Err(PlanError::Empty);
         }
-        if self.steps.len() > MAX_STEPS {
-            return Err(PlanError::TooManySteps(self.steps.len()));
+        if steps.len() > MAX_STEPS {
+            return Err(PlanError::TooManySteps(steps.len()));
         }
         let mut seen = std::collections::HashMap::new();
-        for (index, ps) in self.steps.iter().enumerate() {
+        for (index, ps) in steps.iter().enumerate() {
             if let Some(first) = seen.insert(ps.key.as_str(), index) {
                 return Err(PlanError::DuplicateKey {
                     first,

@@ -4,8 +4,8 @@
 
 use ferric_agent::driver::FakeDriver;
 use ferric_agent::telemetry::FixedSampler;
-use ferric_coordinator::guests::{CreateGuest, GuestAction, GuestView};
-use ferric_coordinator::placement::HostView;
+use ferric_coordinator::conductor::guests::{CreateGuest, GuestAction, GuestView};
+use ferric_coordinator::conductor::placement::HostView;
 use ferric_proto::msg::{DiskSample, NicSample, TelemetrySample};
 use ferric_proto::plan::GuestBoot;
 use ferric_tests::*;
@@ -156,7 +156,7 @@ async fn guests_are_placed_by_filters_and_weight_and_follow_their_desired_state(
         .await
         .unwrap();
     let v: GuestView = c.get("/v1/guests/g1").await.unwrap();
-    assert_eq!(v.desired, "stopped");
+    assert_eq!(v.desired.as_str(), "stopped");
     let del: GuestAction = c.delete("/v1/guests/g1").await.unwrap();
     let s = wait_plan_finished(&c, del.plan, Duration::from_secs(20))
         .await

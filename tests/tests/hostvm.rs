@@ -6,8 +6,9 @@
 //! system's own tools (`lvs`, `virsh`, sysfs, `/proc/net/vlan`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ferric_coordinator::api::{NodeView, PlanFile};
 use ferric_coordinator::cli::Client;
+use ferric_coordinator::conductor::nodes::NodeView;
+use ferric_coordinator::conductor::plans::PlanFile;
 use ferric_tests::hostvm::{HostVm, MAIL};
 use ferric_tests::hv::{compressed_qcow2, marker_disk};
 use ferric_tests::*;

@@ -9,8 +9,8 @@ use ferric_agent::driver::{Drivers, FakeDriver, Unsupported};
 use ferric_agent::hypervisor::libvirt::{Accel, Libvirt, LibvirtConfig};
 use ferric_agent::hypervisor::netlink::Netlink;
 use ferric_agent::telemetry::{HostAndGuests, SysinfoSampler};
-use ferric_coordinator::api::PlanFile;
-use ferric_coordinator::guests::{CONSOLE_DIR, CreateGuest, GuestAction, GuestView};
+use ferric_coordinator::conductor::guests::{CONSOLE_DIR, CreateGuest, GuestAction, GuestView};
+use ferric_coordinator::conductor::plans::PlanFile;
 use ferric_tests::hv::{ensure_libvirtd, guest_image, virsh, wait_serial};
 use ferric_tests::*;
 use std::path::Path;
@@ -472,7 +472,7 @@ steps:
                 &format!("guest observed {want}"),
                 || async {
                     let v: GuestView = c.get(&format!("/v1/guests/{placed}")).await?;
-                    Ok((v.observed == want).then_some(v))
+                    Ok((v.observed.as_str() == want).then_some(v))
                 },
             )
             .await
@@ -544,7 +544,7 @@ steps:
         .await
         .unwrap();
     let v = observed("stopped").await;
-    assert_eq!(v.desired, "stopped");
+    assert_eq!(v.desired.as_str(), "stopped");
     let del: GuestAction = c.delete(&format!("/v1/guests/{placed}")).await.unwrap();
     let s = wait_plan_finished(&c, del.plan, Duration::from_secs(60))
         .await

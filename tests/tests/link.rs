@@ -5,7 +5,7 @@
 use ferric_agent::driver::FakeDriver;
 use ferric_agent::enroll::{EnrollError, EnrollOptions, enroll};
 use ferric_agent::tls::{CaPin, Identity, link_client_config, link_client_config_from};
-use ferric_coordinator::api::{PlanFile, StepSpec};
+use ferric_coordinator::conductor::plans::{PlanFile, StepSpec};
 use ferric_proto::close;
 use ferric_proto::frame::to_frame;
 use ferric_proto::msg::{AgentMsg, EnrollRefusal, Hello, RefuseReason, Role};

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 const PLAN_YAML: &str = "steps:\n  - ensure_volume: { pool: default, name: v0, size_bytes: 1048576 }\n  - ensure_volume: { pool: default, name: v1, size_bytes: 1048576 }\n  - ensure_volume: { pool: default, name: v2, size_bytes: 1048576 }\n  - ensure_volume: { pool: default, name: v3, size_bytes: 1048576 }\n";
 
-fn plan_file(n: usize) -> ferric_coordinator::api::PlanFile {
+fn plan_file(n: usize) -> ferric_coordinator::conductor::plans::PlanFile {
     let steps: String = (0..n)
         .map(|i| {
             format!("  - ensure_volume: {{ pool: default, name: v{i}, size_bytes: 1048576 }}\n")
@@ -19,7 +19,7 @@ fn plan_file(n: usize) -> ferric_coordinator::api::PlanFile {
     serde_yaml_from(&format!("steps:\n{steps}"))
 }
 
-fn serde_yaml_from(s: &str) -> ferric_coordinator::api::PlanFile {
+fn serde_yaml_from(s: &str) -> ferric_coordinator::conductor::plans::PlanFile {
     serde_yaml_ng::from_str(s).unwrap()
 }
 
@@ -195,7 +195,7 @@ async fn agent_killed_mid_step_resumes_from_its_journal() {
         "500ms",
     ];
     let mut agent = Proc::spawn(&agent_bin, &run_args, &dir.path().join("agent-1.log")).unwrap();
-    let plan: ferric_coordinator::api::PlanFile = serde_yaml_from(PLAN_YAML);
+    let plan: ferric_coordinator::conductor::plans::PlanFile = serde_yaml_from(PLAN_YAML);
     wait_for(Duration::from_secs(20), "agent connected", || async {
         Ok(coord.shared.hub.connected_since("worker").map(|_| ()))
     })

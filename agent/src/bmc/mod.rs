@@ -89,7 +89,7 @@ impl BmcTarget {
 
     /// Parses `ipmi://USER@HOST[:PORT]` (the password comes separately).
     pub fn parse(url: &str, password: Secret) -> Result<BmcTarget, String> {
-        let a = ferric_proto::msg::BmcAddress::parse(url)?;
+        let a = ferric_proto::msg::BmcAddress::parse(url).map_err(|e| e.to_string())?;
         Ok(BmcTarget {
             host: a.host,
             port: a.port,

@@ -9,7 +9,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ferric_agent::hypervisor::libvirt::{Accel, domain_xml};
-use ferric_coordinator::api::PlanFile;
+use ferric_coordinator::conductor::plans::PlanFile;
 use ferric_proto::plan::{GuestBoot, GuestNic, GuestSpec, VolumeRef};
 use ferric_tests::hv::{ensure_libvirtd, guest_image, virsh};
 use ferric_tests::{Proc, bin, client, start_coordinator, wait_for, wait_plan_finished};

@@ -1,13 +1,9 @@
-//! The image store: images uploaded by name, inspected on arrival (unsafe ones refused), stored
-//! content-addressed under `DATA_DIR/images/sha256/<hex>` with their sha256 and sha512, and
-//! served over HTTP with `Range` requests so that agents stream them (and resume) instead of
-//! copying them first.
-//!
-//! Uploads land in `images/incoming/` and are moved into place only after inspection; what a
-//! crash leaves there is removed at the next start.
+//! Images: upload (inspected as it lands), list, show, delete, and the content served with
+//! `Range` requests.
 
+use super::{ApiError, ApiResult};
 use crate::Shared;
-use crate::api::ApiError;
+use crate::conductor::images::{self as conductor, ImageView, check_name};
 use crate::store::ImageRow;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -21,84 +17,6 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Where images live in the data directory, and the lock that keeps a delete from racing an
-/// upload of the same content.
-#[derive(Debug)]
-pub struct ImageStore {
-    dir: PathBuf,
-    lock: tokio::sync::Mutex<()>,
-}
-
-impl ImageStore {
-    /// Opens (creating) `DATA_DIR/images` and clears unfinished uploads.
-    pub fn open(data_dir: &std::path::Path) -> std::io::Result<ImageStore> {
-        let dir = data_dir.join("images");
-        let incoming = dir.join("incoming");
-        if incoming.exists() {
-            std::fs::remove_dir_all(&incoming)?;
-        }
-        std::fs::create_dir_all(&incoming)?;
-        std::fs::create_dir_all(dir.join("sha256"))?;
-        Ok(ImageStore {
-            dir,
-            lock: tokio::sync::Mutex::new(()),
-        })
-    }
-
-    /// Path of the blob with this sha256.
-    pub fn blob(&self, sha256: &str) -> PathBuf {
-        self.dir.join("sha256").join(sha256)
-    }
-
-    fn incoming(&self) -> PathBuf {
-        self.dir
-            .join("incoming")
-            .join(format!("{:016x}.part", rand::random::<u64>()))
-    }
-}
-
-/// An image as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ImageView {
-    /// Name.
-    pub name: String,
-    /// Format of the content (`raw`, `qcow2`, …).
-    pub format: String,
-    /// Compression around it (`gzip`, `zstd`, `xz`), if any.
-    pub wrapper: Option<String>,
-    /// Size of the disk it holds, when known.
-    pub virtual_size: Option<u64>,
-    /// Bytes stored.
-    pub size: u64,
-    /// sha256 of the file as uploaded (also its address).
-    pub sha256: String,
-    /// sha512 of the file as uploaded.
-    pub sha512: String,
-    /// Format details from inspection.
-    pub details: Vec<String>,
-    /// Uploaded at, ms since the epoch.
-    pub created_at_ms: i64,
-    /// Path to fetch it from this server (`Range` requests welcome).
-    pub path: String,
-}
-
-impl From<ImageRow> for ImageView {
-    fn from(r: ImageRow) -> Self {
-        ImageView {
-            path: format!("/images/sha256/{}", r.sha256),
-            name: r.name,
-            format: r.format,
-            wrapper: r.wrapper,
-            virtual_size: r.virtual_size.map(|v| v as u64),
-            size: r.size as u64,
-            sha256: r.sha256,
-            sha512: r.sha512,
-            details: r.details,
-            created_at_ms: r.created_at_ms,
-        }
-    }
-}
-
 /// Query of `PUT /v1/images/{name}`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,8 +29,7 @@ pub struct UploadQuery {
     pub checksum: Option<String>,
 }
 
-/// The image routes.
-pub fn routes() -> Router<Arc<Shared>> {
+pub(super) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v1/images", get(list))
         .route(
@@ -122,40 +39,27 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/images/sha256/{hex}", get(serve_blob))
 }
 
-/// Image names: what fits in a URL path segment and a file name without escaping.
-pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "image name `{name}` must be 1 to 128 of A-Z a-z 0-9 . _ - and not start with a dot"
-        ))
-    }
+async fn list(State(s): State<Arc<Shared>>) -> ApiResult<Vec<ImageView>> {
+    Ok(Json(conductor::list(&s).await?))
 }
 
-async fn list(State(s): State<Arc<Shared>>) -> Result<Json<Vec<ImageView>>, ApiError> {
-    let rows = s.store.images().await?;
-    Ok(Json(rows.into_iter().map(ImageView::from).collect()))
+async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult<ImageView> {
+    Ok(Json(conductor::show(&s, &name).await?))
 }
 
-async fn show(
+async fn delete_image(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
-) -> Result<Json<ImageView>, ApiError> {
-    match s.store.image(&name).await? {
-        Some(r) => Ok(Json(r.into())),
-        None => Err(not_found(&name)),
-    }
+) -> ApiResult<ImageView> {
+    Ok(Json(conductor::delete(&s, &name).await?))
 }
 
-fn not_found(name: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("no image named `{name}`"))
+fn err(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
+    ApiError::Image {
+        status,
+        code,
+        detail: detail.into(),
+    }
 }
 
 /// Removes a partial upload when dropped (error paths, a client that went away).
@@ -178,8 +82,9 @@ async fn upload(
     use http_body_util::BodyExt;
     use tokio::io::AsyncWriteExt;
     let checked = async {
-        check_name(&name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-        let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, e);
+        check_name(&name)
+            .map_err(|e| err(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
+        let bad = |e: String| err(StatusCode::BAD_REQUEST, "invalid_request", e);
         let declared = Format::parse_declared(q.format.as_deref()).map_err(bad)?;
         let expected = q
             .checksum
@@ -205,8 +110,9 @@ async fn upload(
     let path = s.images.incoming();
     let guard = Incoming(Some(path.clone()));
     let io = |what: &str, e: std::io::Error| {
-        ApiError::new(
+        err(
             StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_error",
             format!("{what} the upload: {e}"),
         )
     };
@@ -218,8 +124,9 @@ async fn upload(
     let mut body = body;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            ApiError::new(
+            err(
                 StatusCode::BAD_REQUEST,
+                "upload_broken",
                 format!("the upload broke off after {size} bytes: {e}"),
             )
         })?;
@@ -239,8 +146,9 @@ async fn upload(
             Algo::Sha512 => &sha512,
         };
         if got != want {
-            return Err(ApiError::new(
+            return Err(err(
                 StatusCode::UNPROCESSABLE_ENTITY,
+                "checksum_mismatch",
                 ImageError::ChecksumMismatch {
                     algo: algo.name(),
                     expected: want.clone(),
@@ -259,11 +167,12 @@ async fn upload(
         }
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
     .map_err(|e| {
         tracing::warn!(image = %name, error = %e, "image refused");
-        ApiError::new(
+        err(
             StatusCode::UNPROCESSABLE_ENTITY,
+            "image_refused",
             format!("image `{name}` refused: {e}"),
         )
     })?;
@@ -309,28 +218,11 @@ async fn drain(mut body: Body, limit: u64) {
 }
 
 fn conflict(name: &str) -> ApiError {
-    ApiError::new(
+    err(
         StatusCode::CONFLICT,
+        "image_exists",
         format!("an image named `{name}` exists; delete it first"),
     )
-}
-
-async fn delete_image(
-    State(s): State<Arc<Shared>>,
-    Path(name): Path<String>,
-) -> Result<Json<ImageView>, ApiError> {
-    let _held = s.images.lock.lock().await;
-    let Some(row) = s.store.delete_image(&name).await? else {
-        return Err(not_found(&name));
-    };
-    if s.store.image_refs(&row.sha256).await? == 0 {
-        let blob = s.images.blob(&row.sha256);
-        if let Err(e) = std::fs::remove_file(&blob) {
-            tracing::warn!(blob = %blob.display(), error = %e, "cannot remove image blob");
-        }
-    }
-    tracing::info!(image = %name, "image deleted");
-    Ok(Json(row.into()))
 }
 
 /// Serves a blob with `Range` support. Its content never changes (the path is its sha256), so
@@ -346,7 +238,7 @@ async fn serve_blob(
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
     {
-        return ApiError::new(StatusCode::NOT_FOUND, "no such image blob").into_response();
+        return err(StatusCode::NOT_FOUND, "unknown_image", "no such image blob").into_response();
     }
     let etag = format!("\"{hex}\"");
     let stale = req
@@ -359,7 +251,7 @@ async fn serve_blob(
     req.headers_mut().remove(header::IF_RANGE);
     let blob = s.images.blob(&hex);
     if !blob.exists() {
-        return ApiError::new(StatusCode::NOT_FOUND, "no such image blob").into_response();
+        return err(StatusCode::NOT_FOUND, "unknown_image", "no such image blob").into_response();
     }
     match tower_http::services::ServeFile::new(blob)
         .oneshot(req)
@@ -375,19 +267,6 @@ async fn serve_blob(
             );
             resp.map(Body::new)
         }
-        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_checked() {
-        assert!(check_name("debian-12.qcow2").is_ok());
-        for bad in ["", ".hidden", "a/b", "a b", "é", &"x".repeat(129)] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
-        }
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response(),
     }
 }

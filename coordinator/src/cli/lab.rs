@@ -1,6 +1,6 @@
 //! `ferric lab …`: racks of virtual bare metal on this machine (see the `ferric-lab` crate).
 
-use crate::cli::Client;
+use super::Client;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use ferric_lab::{Fault, Rack, UpOptions};
@@ -171,7 +171,7 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
         LabCmd::Enroll { via } => {
             let rack = Rack::load(&dir)?;
             for n in &rack.nodes {
-                let body = crate::bmcs::EnrollBmcNode {
+                let body = crate::conductor::bmcs::EnrollBmcNode {
                     name: n.name.clone(),
                     bmc: format!(
                         "ipmi://{}@{}:{}",
@@ -183,7 +183,7 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
                     via: via.clone(),
                     macs: vec![n.mac.clone()],
                 };
-                let v: crate::bmcs::BmcView = client.post("/v1/nodes", &body).await?;
+                let v: crate::conductor::bmcs::BmcView = client.post("/v1/nodes", &body).await?;
                 if !json {
                     println!(
                         "{} enrolled: BMC {} via `{}`, MAC {}",

@@ -1,22 +1,17 @@
-//! Guests as desired state (the HTTP side): `ferric guest create` places a guest with
-//! [`crate::placement`], stores it, and pushes the plan that makes it exist on its host;
-//! start, stop and delete push plans too. Hosts are hypervisor nodes with their capacity (from
-//! telemetry) and what is promised to guests (from the store).
+//! Guests as desired state: `ferric guest create` places a guest with [`super::placement`],
+//! stores it, and pushes the plan that makes it exist on its host; start, stop and delete push
+//! plans too. Hosts are hypervisor nodes with their capacity (from telemetry) and what is
+//! promised to guests (from the store).
 
+use super::placement::{HostView, Request, place};
+use super::{ConductorError, Result, invalid, plans};
 use crate::Shared;
-use crate::api::ApiError;
-use crate::placement::{HostView, Request, place};
+use crate::model::{GuestDesired, GuestObserved, NodeRole};
 use crate::store::GuestRow;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use ferric_proto::plan::{
-    GuestBoot, GuestNic, GuestPowerAction, GuestSpec, PlanStep, Step, VolumeFormat, VolumeImage,
-    VolumeRef,
+    GuestBoot, GuestNic, GuestPowerAction, GuestSpec, Step, VolumeFormat, VolumeImage, VolumeRef,
 };
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// Pool guests' root volumes go to on their host unless the request names one.
 pub const ROOT_POOL: &str = "default";
@@ -78,10 +73,9 @@ pub struct GuestView {
     /// Root disk, bytes.
     pub disk_bytes: i64,
     /// Desired state.
-    pub desired: String,
-    /// Observed state: `running`, `stopped`, `missing` (the host does not report it), or
-    /// `unknown` (no telemetry from the host).
-    pub observed: String,
+    pub desired: GuestDesired,
+    /// What its host last reported.
+    pub observed: GuestObserved,
     /// State of the last plan.
     pub last_plan: Option<i64>,
     /// CPU percent from the last sample.
@@ -92,26 +86,12 @@ pub struct GuestView {
     pub drift: Vec<String>,
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, msg)
-}
-
-/// Routes of this module.
-pub fn routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/v1/hosts", get(hosts))
-        .route("/v1/guests", post(create).get(list))
-        .route("/v1/guests/{name}", get(show).delete(delete))
-        .route("/v1/guests/{name}/start", post(start))
-        .route("/v1/guests/{name}/stop", post(stop))
-}
-
 /// Hypervisor hosts with capacity and use.
-pub async fn host_views(s: &Shared) -> Result<Vec<HostView>, ApiError> {
+pub async fn hosts(s: &Shared) -> Result<Vec<HostView>> {
     let alloc = s.store.allocations().await?;
     let mut out = Vec::new();
     for n in s.store.nodes().await? {
-        if n.role != "hypervisor" {
+        if n.role != NodeRole::Hypervisor {
             continue;
         }
         let t = s.hub.latest_telemetry(&n.name).map(|r| r.sample);
@@ -139,10 +119,6 @@ pub async fn host_views(s: &Shared) -> Result<Vec<HostView>, ApiError> {
     Ok(out)
 }
 
-async fn hosts(State(s): State<Arc<Shared>>) -> Result<Json<Vec<HostView>>, ApiError> {
-    Ok(Json(host_views(&s).await?))
-}
-
 /// Stores a plan for `guest` on `host`, records the guest's desired state and that plan, and
 /// only then pushes it: an agent may finish a plan at once, and the store must already know
 /// what the plan was for (a deletion is purged when its plan succeeds).
@@ -150,10 +126,10 @@ async fn push(
     s: &Shared,
     host: &str,
     guest: &str,
-    desired: &str,
+    desired: GuestDesired,
     steps: Vec<(Step, u32)>,
-) -> Result<u64, ApiError> {
-    let steps = crate::keyed_steps(steps);
+) -> Result<u64> {
+    let steps = plans::keyed_steps(steps)?;
     let plan = s.store.create_plan(host, &steps, crate::now_us()).await?;
     let id = plan.id;
     s.store.guest_desired(guest, desired, id).await?;
@@ -161,10 +137,8 @@ async fn push(
     Ok(id)
 }
 
-async fn create(
-    State(s): State<Arc<Shared>>,
-    Json(req): Json<CreateGuest>,
-) -> Result<Json<GuestAction>, ApiError> {
+/// Places a new guest on the least loaded host that fits and pushes the plan that makes it.
+pub async fn create(s: &Shared, req: CreateGuest) -> Result<GuestAction> {
     let spec = GuestSpec {
         name: req.name.clone(),
         vcpus: req.vcpus,
@@ -185,21 +159,20 @@ async fn create(
         serial_log: Some(format!("{CONSOLE_DIR}/{}.log", req.name)),
     };
     if req.disk_bytes == 0 {
-        return Err(bad("field `disk_bytes` must be greater than 0"));
+        return Err(invalid("field `disk_bytes` must be greater than 0"));
     }
     let image = match &req.image {
         None => None,
         Some(name) => {
             let Some(img) = s.store.image(name).await? else {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("field `image`: no image named `{name}`"),
-                ));
+                return Err(ConductorError::UnknownImage(format!(
+                    "field `image`: no image named `{name}`"
+                )));
             };
             if let Some(v) = img.virtual_size
                 && v as u64 > req.disk_bytes
             {
-                return Err(bad(format!(
+                return Err(invalid(format!(
                     "field `disk_bytes`: {} bytes is smaller than image `{name}`'s disk of {v} bytes",
                     req.disk_bytes
                 )));
@@ -247,38 +220,18 @@ async fn create(
             ),
         ];
     // The same checks a plan gets, before placement.
-    ferric_proto::plan::Plan {
-        id: 0,
-        node: String::new(),
-        steps: steps
-            .iter()
-            .enumerate()
-            .map(|(i, (st, t))| PlanStep {
-                key: i.to_string(),
-                timeout_secs: *t,
-                step: st.clone(),
-            })
-            .collect(),
-    }
-    .validate()
-    .map_err(|e| bad(e.to_string()))?;
+    plans::keyed_steps(steps.clone())?;
     if s.store.guest(&req.name).await?.is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("guest `{}` already exists", req.name),
-        ));
+        return Err(ConductorError::GuestExists(req.name));
     }
-    let hosts = host_views(&s).await?;
+    let hosts = hosts(s).await?;
     let request = Request {
         vcpus: req.vcpus,
         memory_mib: req.memory_mib,
         disk_bytes: req.disk_bytes,
         bridges: req.nets.clone(),
     };
-    let host = place(&hosts, &request)
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?
-        .name
-        .clone();
+    let host = place(&hosts, &request)?.name.clone();
     let row = GuestRow {
         name: req.name.clone(),
         host: host.clone(),
@@ -286,40 +239,39 @@ async fn create(
         memory_mib: req.memory_mib as i64,
         disk_bytes: req.disk_bytes as i64,
         spec,
-        desired: "running".into(),
+        desired: GuestDesired::Running,
         created_at_ms: crate::now_ms(),
         last_plan: None,
     };
     if !s.store.insert_guest(&row).await? {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("guest `{}` already exists", req.name),
-        ));
+        return Err(ConductorError::GuestExists(req.name));
     }
-    let plan = push(&s, &host, &req.name, "running", steps).await?;
+    let plan = push(s, &host, &req.name, GuestDesired::Running, steps).await?;
     tracing::info!(guest = %req.name, %host, plan, "guest placed");
-    Ok(Json(GuestAction {
+    Ok(GuestAction {
         guest: req.name,
         host,
         plan,
-    }))
+    })
 }
 
 /// Differences between what a host reports of a guest and what the store wants. Only
 /// meaningful once the guest's last plan has finished (before, the host is converging).
 pub fn drift(
     g: &GuestRow,
-    observed: &str,
+    observed: GuestObserved,
     seen: Option<&ferric_proto::msg::GuestSample>,
 ) -> Vec<String> {
+    use GuestDesired as D;
+    use GuestObserved as O;
     let mut out = Vec::new();
-    match (g.desired.as_str(), observed) {
-        (_, "unknown") | ("deleted", _) => return out,
-        (_, "missing") => {
+    match (g.desired, observed) {
+        (_, O::Unknown) | (D::Deleted, _) => return out,
+        (_, O::Missing) => {
             out.push("deleted outside Ferric: the host does not report it".to_owned())
         }
-        ("running", "stopped") => out.push("stopped outside Ferric".to_owned()),
-        ("stopped", "running") => out.push("started outside Ferric".to_owned()),
+        (D::Running, O::Stopped) => out.push("stopped outside Ferric".to_owned()),
+        (D::Stopped, O::Running) => out.push("started outside Ferric".to_owned()),
         _ => {}
     }
     if let Some(x) = seen {
@@ -358,10 +310,10 @@ fn view(s: &Shared, g: GuestRow, plan_finished: bool) -> GuestView {
         .as_ref()
         .and_then(|t| t.guests.iter().find(|x| x.name == g.name).cloned());
     let observed = match (&sample, &seen) {
-        (None, _) => "unknown",
-        (Some(_), None) => "missing",
-        (Some(_), Some(x)) if x.running => "running",
-        (Some(_), Some(_)) => "stopped",
+        (None, _) => GuestObserved::Unknown,
+        (Some(_), None) => GuestObserved::Missing,
+        (Some(_), Some(x)) if x.running => GuestObserved::Running,
+        (Some(_), Some(_)) => GuestObserved::Stopped,
     };
     let drift = if plan_finished {
         drift(&g, observed, seen.as_ref())
@@ -370,7 +322,7 @@ fn view(s: &Shared, g: GuestRow, plan_finished: bool) -> GuestView {
     };
     GuestView {
         drift,
-        observed: observed.into(),
+        observed,
         cpu_percent: seen.map(|x| x.cpu_percent),
         name: g.name,
         host: g.host,
@@ -382,7 +334,7 @@ fn view(s: &Shared, g: GuestRow, plan_finished: bool) -> GuestView {
     }
 }
 
-async fn finished(s: &Shared, g: &GuestRow) -> Result<bool, ApiError> {
+async fn finished(s: &Shared, g: &GuestRow) -> Result<bool> {
     Ok(match g.last_plan {
         None => true,
         Some(id) => s
@@ -393,113 +345,93 @@ async fn finished(s: &Shared, g: &GuestRow) -> Result<bool, ApiError> {
     })
 }
 
-async fn list(State(s): State<Arc<Shared>>) -> Result<Json<Vec<GuestView>>, ApiError> {
+/// Every guest with what its host reports.
+pub async fn list(s: &Shared) -> Result<Vec<GuestView>> {
     let mut out = Vec::new();
     for g in s.store.guests().await? {
-        let done = finished(&s, &g).await?;
-        out.push(view(&s, g, done));
+        let done = finished(s, &g).await?;
+        out.push(view(s, g, done));
     }
-    Ok(Json(out))
+    Ok(out)
 }
 
-async fn find(s: &Shared, name: &str) -> Result<GuestRow, ApiError> {
-    s.store.guest(name).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("guest `{name}` does not exist"),
-        )
-    })
+async fn find(s: &Shared, name: &str) -> Result<GuestRow> {
+    s.store
+        .guest(name)
+        .await?
+        .ok_or_else(|| ConductorError::UnknownGuest(name.to_owned()))
 }
 
-async fn show(
-    State(s): State<Arc<Shared>>,
-    Path(name): Path<String>,
-) -> Result<Json<GuestView>, ApiError> {
-    let g = find(&s, &name).await?;
-    let done = finished(&s, &g).await?;
-    Ok(Json(view(&s, g, done)))
+/// One guest with what its host reports.
+pub async fn show(s: &Shared, name: &str) -> Result<GuestView> {
+    let g = find(s, name).await?;
+    let done = finished(s, &g).await?;
+    Ok(view(s, g, done))
 }
 
 async fn power(
     s: &Shared,
     name: &str,
     action: GuestPowerAction,
-    desired: &str,
-) -> Result<Json<GuestAction>, ApiError> {
+    desired: GuestDesired,
+) -> Result<GuestAction> {
     let g = find(s, name).await?;
-    if g.desired == "deleted" {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("guest `{name}` is being deleted"),
-        ));
+    if g.desired == GuestDesired::Deleted {
+        return Err(ConductorError::Busy(format!(
+            "guest `{name}` is being deleted"
+        )));
     }
-    let plan = push(
-        s,
-        &g.host,
-        name,
-        desired,
-        vec![(
-            Step::GuestPower {
-                name: name.to_owned(),
-                action,
-            },
-            120,
-        )],
-    )
-    .await?;
-    Ok(Json(GuestAction {
+    let step = Step::GuestPower {
+        name: name.to_owned(),
+        action,
+    };
+    let plan = push(s, &g.host, name, desired, vec![(step, 120)]).await?;
+    Ok(GuestAction {
         guest: name.to_owned(),
         host: g.host,
         plan,
-    }))
+    })
 }
 
-async fn start(
-    State(s): State<Arc<Shared>>,
-    Path(name): Path<String>,
-) -> Result<Json<GuestAction>, ApiError> {
-    power(&s, &name, GuestPowerAction::Start, "running").await
+/// Starts a guest (and wants it running).
+pub async fn start(s: &Shared, name: &str) -> Result<GuestAction> {
+    power(s, name, GuestPowerAction::Start, GuestDesired::Running).await
 }
 
-async fn stop(
-    State(s): State<Arc<Shared>>,
-    Path(name): Path<String>,
-) -> Result<Json<GuestAction>, ApiError> {
-    power(&s, &name, GuestPowerAction::Shutdown, "stopped").await
+/// Shuts a guest down (and wants it stopped).
+pub async fn stop(s: &Shared, name: &str) -> Result<GuestAction> {
+    power(s, name, GuestPowerAction::Shutdown, GuestDesired::Stopped).await
 }
 
-async fn delete(
-    State(s): State<Arc<Shared>>,
-    Path(name): Path<String>,
-) -> Result<Json<GuestAction>, ApiError> {
-    let g = find(&s, &name).await?;
-    let plan = push(
-        &s,
-        &g.host,
-        &name,
-        "deleted",
-        vec![
-            (Step::DeleteGuest { name: name.clone() }, 120),
-            (
-                Step::DeleteVolume {
-                    pool: g
-                        .spec
-                        .volumes
-                        .first()
-                        .map_or_else(default_pool, |v| v.pool.clone()),
-                    name: format!("{name}-root"),
-                },
-                120,
-            ),
-        ],
-    )
-    .await?;
-    // The row leaves the inventory when this plan succeeds.
-    Ok(Json(GuestAction {
-        guest: name,
+/// Deletes a guest and its root volume; the guest leaves the inventory when the plan succeeds.
+pub async fn delete(s: &Shared, name: &str) -> Result<GuestAction> {
+    let g = find(s, name).await?;
+    let pool = g
+        .spec
+        .volumes
+        .first()
+        .map_or_else(default_pool, |v| v.pool.clone());
+    let steps = vec![
+        (
+            Step::DeleteGuest {
+                name: name.to_owned(),
+            },
+            120,
+        ),
+        (
+            Step::DeleteVolume {
+                pool,
+                name: format!("{name}-root"),
+            },
+            120,
+        ),
+    ];
+    let plan = push(s, &g.host, name, GuestDesired::Deleted, steps).await?;
+    Ok(GuestAction {
+        guest: name.to_owned(),
         host: g.host,
         plan,
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -507,7 +439,7 @@ mod tests {
     use super::*;
     use ferric_proto::msg::GuestSample;
 
-    fn row(desired: &str) -> GuestRow {
+    fn row(desired: GuestDesired) -> GuestRow {
         GuestRow {
             name: "g".into(),
             host: "h".into(),
@@ -523,7 +455,7 @@ mod tests {
                 boot: GuestBoot::Disk,
                 serial_log: None,
             },
-            desired: desired.into(),
+            desired,
             created_at_ms: 0,
             last_plan: None,
         }
@@ -548,21 +480,40 @@ mod tests {
 
     #[test]
     fn drift_names_what_changed_behind_ferrics_back() {
-        assert!(drift(&row("running"), "running", Some(&seen(true, 2, 512))).is_empty());
+        assert!(
+            drift(
+                &row(GuestDesired::Running),
+                GuestObserved::Running,
+                Some(&seen(true, 2, 512))
+            )
+            .is_empty()
+        );
         assert_eq!(
-            drift(&row("running"), "stopped", Some(&seen(false, 2, 512))),
+            drift(
+                &row(GuestDesired::Running),
+                GuestObserved::Stopped,
+                Some(&seen(false, 2, 512))
+            ),
             vec!["stopped outside Ferric"]
         );
         assert_eq!(
-            drift(&row("stopped"), "running", Some(&seen(true, 2, 512))),
+            drift(
+                &row(GuestDesired::Stopped),
+                GuestObserved::Running,
+                Some(&seen(true, 2, 512))
+            ),
             vec!["started outside Ferric"]
         );
         assert_eq!(
-            drift(&row("running"), "missing", None),
+            drift(&row(GuestDesired::Running), GuestObserved::Missing, None),
             vec!["deleted outside Ferric: the host does not report it"]
         );
         assert_eq!(
-            drift(&row("running"), "running", Some(&seen(true, 4, 1024))),
+            drift(
+                &row(GuestDesired::Running),
+                GuestObserved::Running,
+                Some(&seen(true, 4, 1024))
+            ),
             vec![
                 "changed outside Ferric: 4 vCPUs, want 2",
                 "changed outside Ferric: 1024 MiB memory, want 512"
@@ -571,7 +522,11 @@ mod tests {
         let mut grown = seen(true, 2, 512);
         grown.disk_sizes = vec![("/pool/g-root".into(), 20 << 30), ("/pool/data".into(), 1)];
         assert_eq!(
-            drift(&row("running"), "running", Some(&grown)),
+            drift(
+                &row(GuestDesired::Running),
+                GuestObserved::Running,
+                Some(&grown)
+            ),
             vec![format!(
                 "disk /pool/g-root resized outside Ferric: {} bytes, want {}",
                 20u64 << 30,
@@ -582,10 +537,14 @@ mod tests {
         gone.disk_sizes.clear();
         gone.missing_disks = vec!["/pool/g-root".into()];
         assert_eq!(
-            drift(&row("running"), "running", Some(&gone)),
+            drift(
+                &row(GuestDesired::Running),
+                GuestObserved::Running,
+                Some(&gone)
+            ),
             vec!["disk /pool/g-root deleted outside Ferric"]
         );
-        assert!(drift(&row("deleted"), "missing", None).is_empty());
-        assert!(drift(&row("running"), "unknown", None).is_empty());
+        assert!(drift(&row(GuestDesired::Deleted), GuestObserved::Missing, None).is_empty());
+        assert!(drift(&row(GuestDesired::Running), GuestObserved::Unknown, None).is_empty());
     }
 }

@@ -2,6 +2,7 @@
 //! picks the least loaded of the rest. Pure logic; the API feeds it hosts built from the store
 //! and the latest telemetry.
 
+use ferric_proto::msg::Capability;
 use serde::{Deserialize, Serialize};
 
 /// vCPUs a host may promise per logical CPU.
@@ -34,7 +35,7 @@ pub struct HostView {
     pub guests: u64,
     /// What its agent announced it can drive (`compute`, `storage`, `network`, `bmc`).
     #[serde(default)]
-    pub capabilities: Vec<String>,
+    pub capabilities: Vec<Capability>,
 }
 
 impl HostView {
@@ -76,9 +77,10 @@ fn why_not(h: &HostView, r: &Request) -> Option<String> {
     if !h.connected {
         return Some("agent is not connected".into());
     }
-    let missing: Vec<&str> = ["compute", "storage"]
+    let missing: Vec<&str> = [Capability::Compute, Capability::Storage]
         .into_iter()
-        .filter(|c| !h.capabilities.iter().any(|x| x == c))
+        .filter(|c| !h.capabilities.contains(c))
+        .map(Capability::as_str)
         .collect();
     if !missing.is_empty() {
         return Some(format!(
@@ -155,9 +157,7 @@ mod tests {
             mem_used_mib: used_mib,
             disk_used_bytes: 0,
             guests: 0,
-            capabilities: ["network", "storage", "compute", "bmc"]
-                .map(String::from)
-                .to_vec(),
+            capabilities: Capability::ALL.to_vec(),
         }
     }
 
@@ -187,7 +187,7 @@ mod tests {
         let mut offline = host("d", 8, 16, 0, &["br0"]);
         offline.connected = false;
         let mut bmc_only = host("e", 64, 256, 0, &["br0"]);
-        bmc_only.capabilities = vec!["bmc".into()];
+        bmc_only.capabilities = vec![Capability::Bmc];
         let hosts = [
             host("a", 2, 4, 0, &["br0"]),
             host("c", 8, 64, 0, &[]),

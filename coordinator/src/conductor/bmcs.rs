@@ -1,18 +1,15 @@
-//! Bare-metal nodes behind BMCs (the HTTP side): `ferric node enroll --bmc` stores a node, its
-//! BMC's address and password, and the agent that reaches the BMC; power, boot-device and
-//! sensor requests become plans pushed to that agent. The password leaves the coordinator only
-//! inside the mutual-TLS link to that agent; no API answer, log line or event carries it.
+//! Bare-metal nodes behind BMCs: enrolling a node with its BMC's address and password and
+//! the agent that reaches the BMC; power, boot-device, sensor and event-log requests become
+//! plans for that agent. The password leaves the coordinator only inside the mutual-TLS link
+//! to that agent ([`credentials`]); no view, log line or event carries it.
 
+use super::{ConductorError, Result, invalid, plans};
 use crate::Shared;
-use crate::api::ApiError;
+use crate::model::check_node_name;
 use crate::store::{BmcRow, StoreError};
-use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use ferric_proto::msg::{BmcAddress, SensorReading};
+use ferric_proto::msg::{BmcAddress, BmcCredential, SensorReading};
 use ferric_proto::plan::{Access, BootDevice, PowerAction, Step};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// Body of `POST /v1/nodes`: a bare-metal node and its BMC.
 #[derive(Clone, Serialize, Deserialize)]
@@ -122,10 +119,6 @@ fn canonical_mac(m: &str) -> Option<String> {
     .then(|| parts.join(":").to_lowercase())
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, msg)
-}
-
 /// Whether the newest read of this BMC failed.
 pub fn failing(r: &BmcRow) -> bool {
     r.error_at_ms > r.observed_at_ms
@@ -176,22 +169,18 @@ pub fn view(s: &Shared, r: BmcRow) -> BmcView {
     }
 }
 
-/// `POST /v1/nodes`: enrolls a bare-metal node by its BMC.
-pub async fn enroll(
-    State(s): State<Arc<Shared>>,
-    Json(req): Json<EnrollBmcNode>,
-) -> Result<(StatusCode, Json<BmcView>), ApiError> {
-    crate::link::valid_node_name(&req.name)
-        .map_err(|e| bad(format!("node name `{}` {e}", req.name)))?;
-    let addr = BmcAddress::parse(&req.bmc).map_err(bad)?;
+/// Enrolls a bare-metal node by its BMC; the agent that drives it learns of it at once.
+pub async fn enroll(s: &Shared, req: EnrollBmcNode) -> Result<BmcView> {
+    check_node_name(&req.name).map_err(|e| invalid(format!("node name `{}` {e}", req.name)))?;
+    let addr = BmcAddress::parse(&req.bmc).map_err(|e| invalid(e.to_string()))?;
     if req.password.is_empty() {
-        return Err(bad("the BMC password is empty"));
+        return Err(invalid("the BMC password is empty"));
     }
     let macs = req
         .macs
         .iter()
-        .map(|m| canonical_mac(m).ok_or_else(|| bad(format!("`{m}` is not a MAC address"))))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|m| canonical_mac(m).ok_or_else(|| invalid(format!("`{m}` is not a MAC address"))))
+        .collect::<Result<Vec<_>>>()?;
     let via = match req.via {
         Some(v) => v,
         None => {
@@ -200,18 +189,18 @@ pub async fn enroll(
                 .nodes()
                 .await?
                 .into_iter()
-                .filter(|n| n.role != "baremetal")
+                .filter(|n| n.role.has_agent())
                 .map(|n| n.name)
                 .collect();
             match agents.as_slice() {
                 [one] => one.clone(),
                 [] => {
-                    return Err(bad(
+                    return Err(invalid(
                         "no agent is enrolled to drive the BMC; enroll one first (ferric token create)",
                     ));
                 }
                 many => {
-                    return Err(bad(format!(
+                    return Err(invalid(format!(
                         "several agents could drive the BMC; name one with --via ({})",
                         many.join(", ")
                     )));
@@ -220,12 +209,7 @@ pub async fn enroll(
         }
     };
     // Stored in the canonical spelling, with the port.
-    let host = if addr.host.contains(':') {
-        format!("[{}]", addr.host)
-    } else {
-        addr.host.clone()
-    };
-    let address = format!("ipmi://{}@{host}:{}", addr.user, addr.port);
+    let address = addr.to_string();
     match s
         .store
         .insert_bmc_node(
@@ -239,14 +223,9 @@ pub async fn enroll(
         .await
     {
         Ok(()) => {}
-        Err(StoreError::NodeExists(n)) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("node `{n}` is already enrolled"),
-            ));
-        }
+        Err(StoreError::NodeExists(n)) => return Err(ConductorError::NodeExists(n)),
         Err(StoreError::UnknownNode(v)) => {
-            return Err(bad(format!(
+            return Err(invalid(format!(
                 "agent `{v}` is not enrolled (--via names the agent that reaches the BMC)"
             )));
         }
@@ -258,149 +237,118 @@ pub async fn enroll(
         .store
         .bmc(&req.name)
         .await?
-        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "node vanished"))?;
-    Ok((StatusCode::CREATED, Json(view(&s, row))))
+        .ok_or_else(|| ConductorError::UnknownNode(req.name.clone()))?;
+    Ok(view(s, row))
 }
 
-async fn bmc_of(s: &Shared, name: &str) -> Result<BmcRow, ApiError> {
+/// The BMC of a bare-metal node.
+pub async fn find(s: &Shared, name: &str) -> Result<BmcRow> {
     match s.store.bmc(name).await? {
         Some(r) => Ok(r),
-        None if s.store.node(name).await?.is_some() => Err(bad(format!(
+        None if s.store.node(name).await?.is_some() => Err(invalid(format!(
             "node `{name}` has no BMC (it is an agent; enroll bare-metal nodes with --bmc)"
         ))),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("node `{name}` is not enrolled"),
-        )),
+        None => Err(ConductorError::UnknownNode(name.to_owned())),
     }
 }
 
-/// `DELETE /v1/nodes/{name}`: forgets a bare-metal node (the machine is not touched).
-pub async fn delete(
-    State(s): State<Arc<Shared>>,
-    Path(name): Path<String>,
-) -> Result<Json<BmcView>, ApiError> {
-    let row = bmc_of(&s, &name).await?;
-    if s.bmc_plan_running(&row.via, &name, false).await? {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "node `{name}` has a BMC plan still running on `{}`",
-                row.via
-            ),
-        ));
+/// Forgets a bare-metal node (the machine is not touched); refused while a BMC plan runs.
+pub async fn delete(s: &Shared, name: &str) -> Result<BmcView> {
+    let row = find(s, name).await?;
+    if plan_running(s, &row.via, name, false).await? {
+        return Err(ConductorError::Busy(format!(
+            "node `{name}` has a BMC plan still running on `{}`",
+            row.via
+        )));
     }
-    s.store.delete_bmc_node(&name).await?;
-    s.hub.forget_bmc(&name);
+    s.store.delete_bmc_node(name).await?;
+    s.hub.forget_bmc(name);
     s.hub.push_bmcs(&row.via);
     tracing::info!(node = %name, "bare-metal node removed");
-    Ok(Json(view(&s, row)))
+    Ok(view(s, row))
 }
 
-impl Shared {
-    /// Whether an unfinished plan of agent `via` touches the BMC of `node` (only plans that
-    /// change it, with `writes_only`).
-    pub async fn bmc_plan_running(
-        &self,
-        via: &str,
-        node: &str,
-        writes_only: bool,
-    ) -> Result<bool, StoreError> {
-        let object = format!("bmc:{node}");
-        Ok(self.store.unfinished_plans(via).await?.iter().any(|p| {
-            p.steps.iter().any(|s| {
-                s.step
-                    .objects()
-                    .iter()
-                    .any(|(o, a)| *o == object && (!writes_only || *a == Access::Write))
-            })
-        }))
-    }
+/// Every BMC agent `via` drives, with its credentials, for that agent's link alone.
+pub async fn credentials(s: &Shared, via: &str) -> Result<Vec<BmcCredential>> {
+    Ok(s.store
+        .bmcs(Some(via))
+        .await?
+        .into_iter()
+        .map(|r| BmcCredential {
+            name: r.node,
+            address: r.address,
+            password: r.password.0,
+        })
+        .collect())
 }
 
-async fn push_step(
+/// Whether an unfinished plan of agent `via` touches the BMC of `node` (only plans that change
+/// it, with `writes_only`).
+pub async fn plan_running(
     s: &Shared,
-    r: &BmcRow,
-    step: Step,
-    timeout_secs: u32,
-) -> Result<BmcAction, ApiError> {
-    push_steps(s, r, vec![(step, timeout_secs)]).await
+    via: &str,
+    node: &str,
+    writes_only: bool,
+) -> std::result::Result<bool, StoreError> {
+    let object = format!("bmc:{node}");
+    Ok(s.store.unfinished_plans(via).await?.iter().any(|p| {
+        p.steps.iter().any(|st| {
+            st.step
+                .objects()
+                .iter()
+                .any(|(o, a)| *o == object && (!writes_only || *a == Access::Write))
+        })
+    }))
 }
 
-async fn push_steps(
-    s: &Shared,
-    r: &BmcRow,
-    steps: Vec<(Step, u32)>,
-) -> Result<BmcAction, ApiError> {
-    let steps = crate::keyed_steps(steps);
-    let plan = s.store.create_plan(&r.via, &steps, crate::now_us()).await?;
-    let id = plan.id;
-    let pushed = s.hub.push(plan);
+async fn push_steps(s: &Shared, r: &BmcRow, steps: Vec<(Step, u32)>) -> Result<BmcAction> {
+    let steps = plans::keyed_steps(steps)?;
+    let (plan, pushed) = plans::submit(s, &r.via, &steps).await?;
     Ok(BmcAction {
         node: r.node.clone(),
         via: r.via.clone(),
-        plan: id,
+        plan,
         pushed,
     })
 }
 
-/// `POST /v1/nodes/{name}/power`.
-pub async fn power(
-    State(s): State<Arc<Shared>>,
-    Path(name): Path<String>,
-    Json(req): Json<PowerRequest>,
-) -> Result<Json<BmcAction>, ApiError> {
-    let r = bmc_of(&s, &name).await?;
+/// Powers a bare-metal node on, off, … or reads its power.
+pub async fn power(s: &Shared, name: &str, req: PowerRequest) -> Result<BmcAction> {
+    let r = find(s, name).await?;
     // A soft power-off waits for the operating system.
     let timeout = if req.action == PowerAction::Soft {
         600
     } else {
         120
     };
-    let a = push_step(
-        &s,
-        &r,
-        Step::BmcPower {
-            bmc: name.clone(),
-            action: req.action,
-        },
-        timeout,
-    )
-    .await?;
+    let step = Step::BmcPower {
+        bmc: name.to_owned(),
+        action: req.action,
+    };
+    let a = push_steps(s, &r, vec![(step, timeout)]).await?;
     tracing::info!(node = %name, action = req.action.as_str(), plan = a.plan, "power action requested");
-    Ok(Json(a))
+    Ok(a)
 }
 
-/// `POST /v1/nodes/{name}/bootdev`.
-pub async fn bootdev(
-    State(s): State<Arc<Shared>>,
-    Path(name): Path<String>,
-    Json(req): Json<BootdevRequest>,
-) -> Result<Json<BmcAction>, ApiError> {
-    let r = bmc_of(&s, &name).await?;
-    let a = push_step(
-        &s,
-        &r,
-        Step::BmcBootDevice {
-            bmc: name,
-            device: req.device,
-            persistent: req.persistent,
-            uefi: req.uefi,
-        },
-        120,
-    )
-    .await?;
-    Ok(Json(a))
+/// Sets a bare-metal node's next boot device.
+pub async fn bootdev(s: &Shared, name: &str, req: BootdevRequest) -> Result<BmcAction> {
+    let r = find(s, name).await?;
+    let step = Step::BmcBootDevice {
+        bmc: name.to_owned(),
+        device: req.device,
+        persistent: req.persistent,
+        uefi: req.uefi,
+    };
+    push_steps(s, &r, vec![(step, 120)]).await
 }
 
-/// `POST /v1/nodes/{name}/sensors`: a fresh SDR walk and reading.
-pub async fn sensors(
-    State(s): State<Arc<Shared>>,
-    Path(name): Path<String>,
-) -> Result<Json<BmcAction>, ApiError> {
-    let r = bmc_of(&s, &name).await?;
-    let a = push_step(&s, &r, Step::BmcSensors { bmc: name }, 300).await?;
-    Ok(Json(a))
+/// A fresh SDR walk and reading.
+pub async fn sensors(s: &Shared, name: &str) -> Result<BmcAction> {
+    let r = find(s, name).await?;
+    let step = Step::BmcSensors {
+        bmc: name.to_owned(),
+    };
+    push_steps(s, &r, vec![(step, 300)]).await
 }
 
 /// Body of `POST /v1/nodes/{name}/sel`.
@@ -411,42 +359,33 @@ pub struct SelRequest {
     pub clear: bool,
 }
 
-/// `POST /v1/nodes/{name}/sel`: reads the System Event Log; with `clear`, a second step reads
-/// it again and clears it.
-pub async fn sel(
-    State(s): State<Arc<Shared>>,
-    Path(name): Path<String>,
-    Json(req): Json<SelRequest>,
-) -> Result<Json<BmcAction>, ApiError> {
-    let r = bmc_of(&s, &name).await?;
+/// Reads the System Event Log; with `clear`, a second step reads it again and clears it.
+pub async fn sel(s: &Shared, name: &str, req: SelRequest) -> Result<BmcAction> {
+    let r = find(s, name).await?;
     // Clearing is a second step: the first one's entries are journaled and reported before
     // anything is erased, whatever happens to the agent in between.
     let read = Step::BmcSel {
-        bmc: name.clone(),
+        bmc: name.to_owned(),
         clear: false,
     };
     let mut steps = vec![(read, 300)];
     if req.clear {
         steps.push((
             Step::BmcSel {
-                bmc: name.clone(),
+                bmc: name.to_owned(),
                 clear: true,
             },
             300,
         ));
     }
-    let a = push_steps(&s, &r, steps).await?;
+    let a = push_steps(s, &r, steps).await?;
     if req.clear {
         tracing::info!(node = %name, plan = a.plan, "event log read and clear requested");
     }
-    Ok(Json(a))
+    Ok(a)
 }
 
-/// `GET /v1/nodes/{name}/bmc`.
-pub async fn show(
-    State(s): State<Arc<Shared>>,
-    Path(name): Path<String>,
-) -> Result<Json<BmcView>, ApiError> {
-    let r = bmc_of(&s, &name).await?;
-    Ok(Json(view(&s, r)))
+/// The view of a node's BMC.
+pub async fn show(s: &Shared, name: &str) -> Result<BmcView> {
+    Ok(view(s, find(s, name).await?))
 }

@@ -1,0 +1,237 @@
+//! `ferric guest …` and `ferric host …`: guests as desired state, hosts with their capacity.
+
+use super::Client;
+use super::output::{parse_size, print_json, table};
+
+use anyhow::Result;
+use clap::Subcommand;
+
+/// `ferric guest …`.
+#[derive(Debug, Subcommand)]
+pub enum GuestCmd {
+    /// Place a guest on a host and create it there.
+    Create {
+        /// Name.
+        #[arg(long)]
+        name: String,
+        /// vCPUs.
+        #[arg(long, default_value_t = 1)]
+        vcpus: u32,
+        /// Memory, e.g. `512M` or `2G`.
+        #[arg(long, default_value = "512M", value_parser = parse_size)]
+        memory: u64,
+        /// Root disk, e.g. `10G`.
+        #[arg(long, default_value = "10G", value_parser = parse_size)]
+        disk: u64,
+        /// Bridge for a NIC (repeat for several).
+        #[arg(long = "net")]
+        nets: Vec<String>,
+        /// Boot this kernel (a path on the host) instead of the disk.
+        #[arg(long, requires = "initrd")]
+        kernel: Option<String>,
+        /// Initrd for `--kernel`.
+        #[arg(long, requires = "kernel")]
+        initrd: Option<String>,
+        /// Kernel command line for `--kernel`.
+        #[arg(long, default_value = "console=ttyS0")]
+        cmdline: String,
+        /// Storage pool of the root volume on the host.
+        #[arg(long, default_value = crate::conductor::guests::ROOT_POOL)]
+        pool: String,
+        /// Image in the store to clone the root disk from (the guest boots from that disk
+        /// unless --kernel is given).
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// List guests with desired and observed state.
+    List,
+    /// Show one guest.
+    Show {
+        /// Name.
+        name: String,
+    },
+    /// Start a guest.
+    Start {
+        /// Name.
+        name: String,
+    },
+    /// Shut a guest down (ACPI, then destroy after the host's grace period).
+    Stop {
+        /// Name.
+        name: String,
+    },
+    /// Delete a guest and its root volume.
+    Delete {
+        /// Name.
+        name: String,
+    },
+}
+
+/// `ferric host …`.
+#[derive(Debug, Subcommand)]
+pub enum HostCmd {
+    /// List hypervisor hosts.
+    List,
+}
+
+/// `ferric guest …`.
+pub(super) async fn run(client: &Client, cmd: GuestCmd, json: bool) -> Result<()> {
+    use crate::conductor::guests::{CreateGuest, GuestAction, GuestView};
+    let action: GuestAction = match cmd {
+        GuestCmd::Create {
+            name,
+            vcpus,
+            memory,
+            disk,
+            nets,
+            kernel,
+            initrd,
+            cmdline,
+            pool,
+            image,
+        } => {
+            let boot = match (kernel, initrd) {
+                (Some(kernel), Some(initrd)) => ferric_proto::plan::GuestBoot::Kernel {
+                    kernel,
+                    initrd,
+                    cmdline,
+                },
+                _ => ferric_proto::plan::GuestBoot::Disk,
+            };
+            let body = CreateGuest {
+                name,
+                vcpus,
+                memory_mib: memory >> 20,
+                disk_bytes: disk,
+                nets,
+                boot,
+                pool,
+                image,
+            };
+            client.post("/v1/guests", &body).await?
+        }
+        GuestCmd::List => {
+            let guests: Vec<GuestView> = client.get("/v1/guests").await?;
+            if json {
+                return print_json(&guests);
+            }
+            let rows = guests
+                .into_iter()
+                .map(|g| {
+                    vec![
+                        g.name,
+                        g.host,
+                        g.vcpus.to_string(),
+                        g.memory_mib.to_string(),
+                        (g.disk_bytes >> 30).to_string(),
+                        g.desired.to_string(),
+                        g.observed.to_string(),
+                        g.cpu_percent.map_or("-".into(), |c| format!("{c:.1}")),
+                        if g.drift.is_empty() {
+                            "-".into()
+                        } else {
+                            g.drift.join("; ")
+                        },
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                table(
+                    &[
+                        "GUEST", "HOST", "VCPUS", "MEM MiB", "DISK GiB", "DESIRED", "OBSERVED",
+                        "CPU%", "DRIFT"
+                    ],
+                    rows
+                )
+            );
+            return Ok(());
+        }
+        GuestCmd::Show { name } => {
+            let g: GuestView = client.get(&format!("/v1/guests/{name}")).await?;
+            if json {
+                return print_json(&g);
+            }
+            println!(
+                "guest:    {}\nhost:     {}\nvcpus:    {}\nmemory:   {} MiB\ndisk:     {} GiB\ndesired:  {}\nobserved: {}\ndrift:    {}\nplan:     {}",
+                g.name,
+                g.host,
+                g.vcpus,
+                g.memory_mib,
+                g.disk_bytes >> 30,
+                g.desired,
+                g.observed,
+                if g.drift.is_empty() {
+                    "none".into()
+                } else {
+                    g.drift.join("; ")
+                },
+                g.last_plan.map_or("-".into(), |p| p.to_string())
+            );
+            return Ok(());
+        }
+        GuestCmd::Start { name } => {
+            client
+                .post(&format!("/v1/guests/{name}/start"), &serde_json::json!({}))
+                .await?
+        }
+        GuestCmd::Stop { name } => {
+            client
+                .post(&format!("/v1/guests/{name}/stop"), &serde_json::json!({}))
+                .await?
+        }
+        GuestCmd::Delete { name } => client.delete(&format!("/v1/guests/{name}")).await?,
+    };
+    if json {
+        return print_json(&action);
+    }
+    println!(
+        "guest {} on {}: plan {} pushed (ferric plan status {} --wait 2m)",
+        action.guest, action.host, action.plan, action.plan
+    );
+    Ok(())
+}
+
+/// `ferric host list`.
+pub(super) async fn hosts(client: &Client, json: bool) -> Result<()> {
+    let hosts: Vec<crate::conductor::placement::HostView> = client.get("/v1/hosts").await?;
+    if json {
+        return print_json(&hosts);
+    }
+    let rows = hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.name.clone(),
+                if h.connected {
+                    "connected".into()
+                } else {
+                    "offline".into()
+                },
+                format!(
+                    "{}/{}",
+                    h.vcpus_used,
+                    (f64::from(h.cpus) * crate::conductor::placement::CPU_ALLOCATION_RATIO) as u64
+                ),
+                format!("{}/{}", h.mem_used_mib, h.mem_total_mib),
+                format!("{}/{}", h.disk_used_bytes >> 30, h.disk_free_bytes >> 30),
+                h.guests.to_string(),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &[
+                "HOST",
+                "LINK",
+                "VCPUS USED/MAX",
+                "MEM MiB USED/TOTAL",
+                "DISK GiB USED/FREE",
+                "GUESTS"
+            ],
+            rows
+        )
+    );
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! The `ferric` command line: the coordinator server and the client commands that talk to its
+//! HTTP API, a file per resource; [`Client`] is the API's HTTP client, [`output`] the
+//! rendering shared by the commands.
+
+mod client;
+mod guest;
+mod image;
+pub mod lab;
+mod node;
+pub mod output;
+mod plan;
+mod telemetry;
+mod token;
+
+pub use client::Client;
+pub use guest::{GuestCmd, HostCmd};
+pub use image::ImageCmd;
+pub use node::{BootdevArg, NodeCmd, PowerArg};
+pub use output::{describe_event, human_bytes, parse_size};
+pub use plan::PlanCmd;
+pub use telemetry::TelemetryCmd;
+pub use token::TokenCmd;
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Ferric provisions and runs a datacenter's machines from one place.
+#[derive(Debug, Parser)]
+#[command(name = "ferric", version, about)]
+pub struct Cli {
+    /// Coordinator API address.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRIC_API",
+        default_value = "http://127.0.0.1:7180"
+    )]
+    pub api: String,
+    /// Output format of client commands.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for programs.
+    Json,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the coordinator (store, CA, agent link, API).
+    Coordinator(CoordinatorArgs),
+    /// Bootstrap tokens for enrolling agents.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Enrolled nodes.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Plans.
+    #[command(subcommand)]
+    Plan(PlanCmd),
+    /// Live telemetry.
+    #[command(subcommand)]
+    Telemetry(TelemetryCmd),
+    /// Guests on hypervisor hosts (desired state; placed by the coordinator).
+    #[command(subcommand)]
+    Guest(GuestCmd),
+    /// Hypervisor hosts with capacity and use.
+    #[command(subcommand)]
+    Host(HostCmd),
+    /// Disk images in the coordinator's store.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Racks of virtual bare metal on this machine (QEMU machines with emulated BMCs).
+    Lab {
+        /// Rack name.
+        #[arg(long, global = true, default_value = "rack1")]
+        name: String,
+        /// Where racks keep their files.
+        #[arg(
+            long,
+            global = true,
+            env = "FERRIC_LAB_ROOT",
+            default_value = "/var/lib/ferric/lab"
+        )]
+        root: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        cmd: lab::LabCmd,
+    },
+}
+
+/// `ferric coordinator`.
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// Data directory (store, CA).
+    #[arg(long, env = "FERRIC_DATA_DIR", default_value = "/var/lib/ferric")]
+    pub data_dir: PathBuf,
+    /// UDP address agents dial.
+    #[arg(long, default_value = "0.0.0.0:7443")]
+    pub listen: SocketAddr,
+    /// TCP address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:7180")]
+    pub api_listen: SocketAddr,
+    /// Base URL agents fetch images from (this server's HTTP as they reach it);
+    /// `http://<api-listen>` when absent.
+    #[arg(long)]
+    pub images_url: Option<String>,
+    /// Telemetry interval told to agents.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub telemetry_interval: Duration,
+    /// How long a drain waits for connections on SIGTERM.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain_grace: Duration,
+}
+
+/// Runs a client command (everything but `coordinator`).
+pub async fn run_client(cli: Cli) -> Result<()> {
+    let client = Client::new(&cli.api);
+    let json = cli.output == Output::Json;
+    match cli.command {
+        Command::Coordinator(_) => {
+            bail!("`ferric coordinator` runs the server; it is not a client command")
+        }
+        Command::Guest(cmd) => guest::run(&client, cmd, json).await,
+        Command::Image(cmd) => image::run(&client, cmd, json).await,
+        Command::Lab { name, root, cmd } => lab::run(&client, &root, &name, cmd, json).await,
+        Command::Host(HostCmd::List) => guest::hosts(&client, json).await,
+        Command::Token(TokenCmd::Create { ttl }) => token::create(&client, ttl, json).await,
+        Command::Node(NodeCmd::List) => node::list(&client, json).await,
+        Command::Node(NodeCmd::Show { name }) => node::show(&client, &name, json).await,
+        Command::Node(cmd) => node::bmc_cmd(&client, cmd, json).await,
+        Command::Plan(PlanCmd::Apply { file, nodes }) => {
+            plan::apply(&client, &file, nodes, json).await
+        }
+        Command::Plan(PlanCmd::Status { id, wait }) => plan::status(&client, id, wait, json).await,
+        Command::Plan(PlanCmd::List { node }) => plan::list(&client, node, json).await,
+        Command::Telemetry(TelemetryCmd::Watch { node, count }) => {
+            telemetry::watch(&client, &node, count, json).await
+        }
+    }
+}

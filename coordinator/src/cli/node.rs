@@ -1,0 +1,498 @@
+//! `ferric node …`: enrolled nodes, and bare-metal nodes' BMC actions.
+
+use super::Client;
+use super::client::{plan_output, wait_plan};
+use super::output::{ago, print_json, table};
+use crate::conductor::nodes::{NodeDetail, NodeView};
+use anyhow::{Context, Result, bail};
+use clap::{Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `ferric node …`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// List nodes.
+    List,
+    /// Show one node.
+    Show {
+        /// Node name.
+        name: String,
+    },
+    /// Enroll a bare-metal node by its BMC. The password comes from --password-file,
+    /// --password-env, or a prompt (or one line on standard input when it is not a terminal).
+    Enroll {
+        /// Node name (a DNS label).
+        name: String,
+        /// BMC address, `ipmi://USER@HOST[:PORT]`.
+        #[arg(long)]
+        bmc: String,
+        /// Agent that reaches the BMC (needed when several are enrolled).
+        #[arg(long)]
+        via: Option<String>,
+        /// Read the password from this file (first line).
+        #[arg(long, conflicts_with = "password_env")]
+        password_file: Option<PathBuf>,
+        /// Read the password from this environment variable.
+        #[arg(long)]
+        password_env: Option<String>,
+        /// MAC address of a NIC of the node (repeat for several).
+        #[arg(long = "mac")]
+        macs: Vec<String>,
+    },
+    /// Power a bare-metal node on, off, cycle, reset, soft (ACPI) off, or read its status.
+    Power {
+        /// Action.
+        #[arg(value_enum)]
+        action: PowerArg,
+        /// Node name.
+        name: String,
+        /// Return once the plan is pushed instead of waiting for the result.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Set a bare-metal node's next boot device.
+    Bootdev {
+        /// Node name.
+        name: String,
+        /// Device.
+        #[arg(value_enum)]
+        device: BootdevArg,
+        /// For every boot, not just the next one.
+        #[arg(long)]
+        persistent: bool,
+        /// UEFI boot (legacy BIOS otherwise).
+        #[arg(long)]
+        uefi: bool,
+    },
+    /// Read every sensor of a bare-metal node's BMC.
+    Sensors {
+        /// Node name.
+        name: String,
+    },
+    /// Read a bare-metal node's System Event Log (hardware events the BMC logged).
+    Sel {
+        /// Node name.
+        name: String,
+        /// Clear the log once it has been read.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Forget a bare-metal node (the machine itself is not touched).
+    Delete {
+        /// Node name.
+        name: String,
+    },
+}
+
+/// Power actions on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PowerArg {
+    /// Power on.
+    On,
+    /// Hard power off.
+    Off,
+    /// Off, then on.
+    Cycle,
+    /// Hard reset.
+    Reset,
+    /// ACPI soft off (the OS shuts down).
+    Soft,
+    /// Read the power state.
+    Status,
+}
+
+impl From<PowerArg> for ferric_proto::plan::PowerAction {
+    fn from(a: PowerArg) -> Self {
+        use ferric_proto::plan::PowerAction as P;
+        match a {
+            PowerArg::On => P::On,
+            PowerArg::Off => P::Off,
+            PowerArg::Cycle => P::Cycle,
+            PowerArg::Reset => P::Reset,
+            PowerArg::Soft => P::Soft,
+            PowerArg::Status => P::Status,
+        }
+    }
+}
+
+/// Boot devices on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BootdevArg {
+    /// Network boot.
+    Pxe,
+    /// Local disk.
+    Disk,
+    /// Firmware setup.
+    Bios,
+    /// Optical media.
+    Cdrom,
+}
+
+impl From<BootdevArg> for ferric_proto::plan::BootDevice {
+    fn from(a: BootdevArg) -> Self {
+        use ferric_proto::plan::BootDevice as B;
+        match a {
+            BootdevArg::Pxe => B::Pxe,
+            BootdevArg::Disk => B::Disk,
+            BootdevArg::Bios => B::Bios,
+            BootdevArg::Cdrom => B::Cdrom,
+        }
+    }
+}
+
+/// How long the CLI waits for a BMC plan.
+pub(super) const BMC_WAIT: Duration = Duration::from_secs(180);
+
+fn read_password(file: Option<&std::path::Path>, env: Option<&str>) -> Result<String> {
+    let pw = if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the password file {}", f.display()))?;
+        text.lines().next().unwrap_or("").to_owned()
+    } else if let Some(var) = env {
+        std::env::var(var)
+            .with_context(|| format!("environment variable {var} holds no password"))?
+    } else if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        rpassword::prompt_password("BMC password: ").context("cannot read the password")?
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if pw.is_empty() {
+        bail!("the BMC password is empty");
+    }
+    Ok(pw)
+}
+
+pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result<()> {
+    use crate::conductor::bmcs::{BmcAction, BmcView, BootdevRequest, EnrollBmcNode, PowerRequest};
+    match cmd {
+        NodeCmd::Enroll {
+            name,
+            bmc,
+            via,
+            password_file,
+            password_env,
+            macs,
+        } => {
+            // Catch a malformed address before asking for a password.
+            ferric_proto::msg::BmcAddress::parse(&bmc).map_err(|e| anyhow::anyhow!(e))?;
+            let password = read_password(password_file.as_deref(), password_env.as_deref())?;
+            let v: BmcView = client
+                .post(
+                    "/v1/nodes",
+                    &EnrollBmcNode {
+                        name,
+                        bmc,
+                        password,
+                        via,
+                        macs,
+                    },
+                )
+                .await?;
+            if json {
+                return print_json(&v);
+            }
+            println!(
+                "node {} enrolled: BMC {} driven by agent `{}`",
+                v.node, v.address, v.via
+            );
+        }
+        NodeCmd::Power {
+            action,
+            name,
+            no_wait,
+        } => {
+            let a: BmcAction = client
+                .post(
+                    &format!("/v1/nodes/{name}/power"),
+                    &PowerRequest {
+                        action: action.into(),
+                    },
+                )
+                .await?;
+            if no_wait {
+                println!(
+                    "node {name}: plan {} pushed to `{}` (ferric plan status {} --wait 2m)",
+                    a.plan, a.via, a.plan
+                );
+                return Ok(());
+            }
+            let status = wait_plan(client, a.plan, BMC_WAIT).await?;
+            if json {
+                return print_json(&status);
+            }
+            let on = plan_output(&status)
+                .and_then(|o| o["power"]["on"].as_bool())
+                .context("the plan finished without reporting the power state")?;
+            println!("node {name}: power {}", if on { "on" } else { "off" });
+        }
+        NodeCmd::Bootdev {
+            name,
+            device,
+            persistent,
+            uefi,
+        } => {
+            let a: BmcAction = client
+                .post(
+                    &format!("/v1/nodes/{name}/bootdev"),
+                    &BootdevRequest {
+                        device: device.into(),
+                        persistent,
+                        uefi,
+                    },
+                )
+                .await?;
+            let status = wait_plan(client, a.plan, BMC_WAIT).await?;
+            if json {
+                return print_json(&status);
+            }
+            println!(
+                "node {name}: next boot from {}{}{}",
+                format!("{device:?}").to_lowercase(),
+                if persistent { ", persistent" } else { ", once" },
+                if uefi { ", UEFI" } else { "" }
+            );
+        }
+        NodeCmd::Sensors { name } => {
+            let a: BmcAction = client
+                .post(&format!("/v1/nodes/{name}/sensors"), &serde_json::json!({}))
+                .await?;
+            let status = wait_plan(client, a.plan, BMC_WAIT).await?;
+            let readings = plan_output(&status)
+                .and_then(|o| o.get("sensors").cloned())
+                .context("the plan finished without sensor readings")?;
+            if json {
+                return print_json(&readings);
+            }
+            if readings.as_array().is_none_or(Vec::is_empty) {
+                println!("node {name}: the BMC reports no sensors");
+                return Ok(());
+            }
+            let rows = readings
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|r| {
+                    vec![
+                        r["name"].as_str().unwrap_or("").to_owned(),
+                        r["kind"].as_str().unwrap_or("").to_owned(),
+                        r["value"]
+                            .as_f64()
+                            .map_or("n/a".into(), |v| format!("{v:.2}")),
+                        r["unit"].as_str().unwrap_or("").to_owned(),
+                    ]
+                })
+                .collect();
+            println!("{}", table(&["SENSOR", "TYPE", "VALUE", "UNIT"], rows));
+        }
+        NodeCmd::Sel { name, clear } => {
+            let a: BmcAction = client
+                .post(
+                    &format!("/v1/nodes/{name}/sel"),
+                    &crate::conductor::bmcs::SelRequest { clear },
+                )
+                .await?;
+            let status = wait_plan(client, a.plan, BMC_WAIT).await?;
+            // Every entry either step read (the clearing step's read may hold newer ones).
+            let mut list: Vec<serde_json::Value> = Vec::new();
+            let outputs: Vec<&serde_json::Value> = status["events"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| e["kind"]["output"].get("sel"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if outputs.is_empty() {
+                bail!("the plan finished without the event log");
+            }
+            for e in outputs.iter().filter_map(|o| o.as_array()).flatten() {
+                if !list.iter().any(|x| x["raw"] == e["raw"]) {
+                    list.push(e.clone());
+                }
+            }
+            if json {
+                return print_json(&list);
+            }
+            let rows = list
+                .iter()
+                .map(|e| {
+                    vec![
+                        e["id"].to_string(),
+                        e["at_s"].as_u64().map_or("-".into(), |t| {
+                            humantime::format_rfc3339_seconds(
+                                std::time::UNIX_EPOCH + Duration::from_secs(t),
+                            )
+                            .to_string()
+                        }),
+                        format!(
+                            "{} #0x{:02x}",
+                            e["sensor"].as_str().unwrap_or(""),
+                            e["sensor_number"].as_u64().unwrap_or(0)
+                        ),
+                        e["event"].as_str().unwrap_or("").to_owned(),
+                        if e["asserted"] == true {
+                            "Asserted"
+                        } else {
+                            "Deasserted"
+                        }
+                        .to_owned(),
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                table(&["ID", "TIME", "SENSOR", "EVENT", "DIRECTION"], rows)
+            );
+            if clear {
+                println!(
+                    "node {name}: event log cleared ({} entries read)",
+                    list.len()
+                );
+            }
+        }
+        NodeCmd::Delete { name } => {
+            let v: BmcView = client.delete(&format!("/v1/nodes/{name}")).await?;
+            if json {
+                return print_json(&v);
+            }
+            println!(
+                "node {name} removed (BMC {} is no longer driven)",
+                v.address
+            );
+        }
+        NodeCmd::List | NodeCmd::Show { .. } => bail!("not a BMC command"),
+    }
+    Ok(())
+}
+
+/// `ferric node list`.
+pub(super) async fn list(client: &Client, json: bool) -> Result<()> {
+    let nodes: Vec<NodeView> = client.get("/v1/nodes").await?;
+    if json {
+        return print_json(&nodes);
+    }
+    let rows = nodes
+        .into_iter()
+        .map(|n| {
+            vec![
+                n.name,
+                n.role.to_string(),
+                if !n.role.has_agent() {
+                    "-".into() // reached through its BMC, not a link of its own
+                } else if n.connected {
+                    "connected".into()
+                } else {
+                    "offline".into()
+                },
+                if !n.role.has_agent() {
+                    "-".into()
+                } else {
+                    ago(n.last_seen_ms)
+                },
+                join(&n.capabilities, ","),
+                match (&n.power, &n.flag) {
+                    (Some(p), Some(_)) => format!("{p} (flagged)"),
+                    (Some(p), None) => p.clone(),
+                    (None, _) => String::new(),
+                },
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &["NAME", "ROLE", "LINK", "LAST SEEN", "CAPABILITIES", "POWER"],
+            rows
+        )
+    );
+    Ok(())
+}
+
+/// `ferric node show`.
+pub(super) async fn show(client: &Client, name: &str, json: bool) -> Result<()> {
+    let d: NodeDetail = client.get(&format!("/v1/nodes/{name}")).await?;
+    if json {
+        return print_json(&d);
+    }
+    println!("name:         {}", d.node.name);
+    println!("role:         {}", d.node.role);
+    println!(
+        "link:         {}",
+        if d.node.connected {
+            "connected"
+        } else {
+            "offline"
+        }
+    );
+    println!("last seen:    {}", ago(d.node.last_seen_ms));
+    println!("capabilities: {}", join(&d.node.capabilities, ", "));
+    if let Some(b) = &d.bmc {
+        println!("bmc:          {} (via agent `{}`)", b.address, b.via);
+        if b.failing {
+            println!(
+                "power:        unknown — the BMC's reads fail ({})",
+                match (&b.power_observed, b.observed_at_ms) {
+                    (Some(p), at @ Some(_)) => format!("last read {p}, {}", ago(at)),
+                    _ => "never read".into(),
+                }
+            );
+        } else {
+            println!(
+                "power:        {} (Ferric left it {}; read {})",
+                b.power_observed.as_deref().unwrap_or("unknown"),
+                b.power_expected.as_deref().unwrap_or("-"),
+                ago(b.observed_at_ms)
+            );
+        }
+        if let Some(f) = &b.flag {
+            println!("FLAG:         {f}");
+        }
+        if let Some(e) = &b.last_error {
+            println!("last error:   {e} ({})", ago(b.error_at_ms));
+        }
+        for r in &b.sensors {
+            println!(
+                "sensor:       {:<16} {:>10} {}",
+                r.name,
+                r.value.map_or("n/a".into(), |v| format!("{v:.2}")),
+                r.unit
+            );
+        }
+    }
+    if let Some(t) = &d.telemetry {
+        let s = &t["sample"];
+        println!(
+            "telemetry:    cpu {:.1}%  mem {}/{} MiB  load {:.2}",
+            s["cpu_percent"].as_f64().unwrap_or(0.0),
+            s["mem_used_bytes"].as_u64().unwrap_or(0) >> 20,
+            s["mem_total_bytes"].as_u64().unwrap_or(0) >> 20,
+            s["load1"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let rows = d
+        .plans
+        .iter()
+        .map(|p| {
+            vec![
+                p["id"].to_string(),
+                p["state"].as_str().unwrap_or("").to_owned(),
+                p["steps"].as_array().map_or(0, |s| s.len()).to_string(),
+            ]
+        })
+        .collect();
+    println!("\n{}", table(&["PLAN", "STATE", "STEPS"], rows));
+    Ok(())
+}
+
+fn join(caps: &[ferric_proto::msg::Capability], sep: &str) -> String {
+    caps.iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(sep)
+}

@@ -1,0 +1,134 @@
+//! What the commands print: aligned tables, JSON, sizes, ages, events.
+
+use anyhow::Result;
+
+/// Parses `512M`, `2G`, `1T` (binary units) or a plain number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("`{s}`: unit must be K, M, G or T")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 512M or 10G"))?;
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("`{s}` is not a usable size"))
+}
+
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push('\n');
+        out.push_str(&line(r));
+    }
+    out
+}
+
+pub(crate) fn ago(ms: Option<i64>) -> String {
+    match ms {
+        None => "never".into(),
+        Some(ms) => {
+            let d = (crate::now_ms() - ms).max(0) as u64;
+            format!("{}s ago", d / 1000)
+        }
+    }
+}
+
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Renders one event row (JSON as served by the API) for tables.
+pub fn describe_event(e: &serde_json::Value) -> String {
+    let kind = &e["kind"];
+    if kind == "started" {
+        return "started".into();
+    }
+    if let Some(d) = kind.get("done") {
+        return if d["changed"] == true {
+            "done (changed)".into()
+        } else {
+            "done (unchanged)".into()
+        };
+    }
+    if let Some(f) = kind.get("failed") {
+        return format!(
+            "failed: {} — {}",
+            f["kind"].as_str().unwrap_or("?"),
+            f["message"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(p) = kind.get("progress") {
+        return format!("progress {}/{}", p["done"], p["total"]);
+    }
+    if let Some(o) = kind.get("output") {
+        if let Some(p) = o.get("power") {
+            return format!("power {}", if p["on"] == true { "on" } else { "off" });
+        }
+        if let Some(s) = o.get("sensors").and_then(|s| s.as_array()) {
+            return format!("{} sensor readings", s.len());
+        }
+    }
+    kind.to_string()
+}
+
+/// `1.5 GiB`, `300 MiB`, `12 KiB`, `17 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_in_binary_units_and_name_bad_input() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("2X").unwrap_err().contains("unit must be"));
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("0M").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! `ferric plan …`: apply a plan file, follow a plan, list plans.
+
+use super::Client;
+use super::client::plan_state;
+use super::output::{describe_event, print_json, table};
+use crate::conductor::plans::PlanFile;
+use crate::model::PlanState;
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `ferric plan …`.
+#[derive(Debug, Subcommand)]
+pub enum PlanCmd {
+    /// Store a plan for nodes and push it to them.
+    Apply {
+        /// Plan file (YAML or JSON).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Node to run it on (repeat for several; one plan each).
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+    },
+    /// Show a plan and its events.
+    Status {
+        /// Plan id.
+        id: u64,
+        /// Wait until the plan finishes (at most this long).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
+    },
+    /// List recent plans.
+    List {
+        /// Only this node's.
+        #[arg(long)]
+        node: Option<String>,
+    },
+}
+
+/// `ferric plan apply`.
+pub(super) async fn apply(
+    client: &Client,
+    file: &std::path::Path,
+    nodes: Vec<String>,
+    json: bool,
+) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let plan: PlanFile = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("{} is not a valid plan file", file.display()))?;
+    plan.to_steps()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let created = client.apply(nodes, plan).await?;
+    if json {
+        return print_json(&created);
+    }
+    let rows = created
+        .into_iter()
+        .map(|c| {
+            vec![
+                c.id.to_string(),
+                c.node,
+                if c.pushed {
+                    "pushed".into()
+                } else {
+                    "queued (agent offline)".into()
+                },
+            ]
+        })
+        .collect();
+    println!("{}", table(&["PLAN", "NODE", "DELIVERY"], rows));
+    Ok(())
+}
+
+/// `ferric plan status`.
+pub(super) async fn status(
+    client: &Client,
+    id: u64,
+    wait: Option<Duration>,
+    json: bool,
+) -> Result<()> {
+    let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+    let status = loop {
+        let s = client.plan(id).await?;
+        let done = plan_state(&s).is_some_and(PlanState::is_finished);
+        match deadline {
+            Some(d) if !done && tokio::time::Instant::now() < d => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Some(_) if !done => bail!(
+                "plan {id} is still `{}` after the wait",
+                s["plan"]["state"].as_str().unwrap_or("unknown")
+            ),
+            _ => break s,
+        }
+    };
+    if json {
+        return print_json(&status);
+    }
+    let p = &status["plan"];
+    println!(
+        "plan {} on {}: {}",
+        p["id"],
+        p["node"].as_str().unwrap_or(""),
+        p["state"].as_str().unwrap_or("")
+    );
+    let steps = p["steps"].as_array().cloned().unwrap_or_default();
+    let rows = status["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            let step = e["step"].as_u64().unwrap_or(0) as usize;
+            let kind = steps
+                .get(step)
+                .and_then(|s| s["step"].as_object())
+                .and_then(|o| o.keys().next().cloned())
+                .unwrap_or_default();
+            vec![
+                e["seq"].to_string(),
+                step.to_string(),
+                kind,
+                describe_event(e),
+            ]
+        })
+        .collect();
+    println!("{}", table(&["SEQ", "STEP", "KIND", "EVENT"], rows));
+    if p["state"] == PlanState::Failed.as_str() {
+        std::process::exit(3);
+    }
+    Ok(())
+}
+
+/// `ferric plan list`.
+pub(super) async fn list(client: &Client, node: Option<String>, json: bool) -> Result<()> {
+    let path = match &node {
+        Some(n) => format!("/v1/plans?node={n}"),
+        None => "/v1/plans".into(),
+    };
+    let plans: Vec<serde_json::Value> = client.get(&path).await?;
+    if json {
+        return print_json(&plans);
+    }
+    let rows = plans
+        .iter()
+        .map(|p| {
+            vec![
+                p["id"].to_string(),
+                p["node"].as_str().unwrap_or("").to_owned(),
+                p["state"].as_str().unwrap_or("").to_owned(),
+                p["steps"].as_array().map_or(0, |s| s.len()).to_string(),
+            ]
+        })
+        .collect();
+    println!("{}", table(&["PLAN", "NODE", "STATE", "STEPS"], rows));
+    Ok(())
+}

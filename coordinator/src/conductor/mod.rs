@@ -1,0 +1,98 @@
+//! The coordinator's rules: what may be asked, what it becomes (stored plans pushed to the
+//! agents that carry them out), and what the agents' reports mean. The HTTP API and the agent
+//! link both call in here; handlers only translate HTTP, and the link only turns session
+//! events into calls. Nothing here knows HTTP or QUIC.
+//!
+//! * [`plans`]: plan files, validation, storing and pushing plans (also the ones the
+//!   coordinator makes itself), plans an agent is too old for;
+//! * [`nodes`]: the node views (link, liveness, power), bootstrap tokens;
+//! * [`bmcs`]: bare-metal nodes behind BMCs and the actions on them;
+//! * [`power_sync`]: what agents read from BMCs, and what power steps leave;
+//! * [`guests`] with [`placement`]: guests as desired state on hypervisor hosts;
+//! * [`images`]: the image store's files and the images it holds.
+
+pub mod bmcs;
+pub mod guests;
+pub mod images;
+pub mod nodes;
+pub mod placement;
+pub mod plans;
+pub mod power_sync;
+
+use crate::store::StoreError;
+
+/// Why the conductor refused or could not do something; each variant has a stable
+/// [`code`](ConductorError::code) that the API reports.
+#[derive(Debug, thiserror::Error)]
+pub enum ConductorError {
+    /// The request is malformed or asks for something impossible.
+    #[error("{0}")]
+    Invalid(String),
+    /// A plan does not validate.
+    #[error(transparent)]
+    InvalidPlan(#[from] plans::PlanFileError),
+    /// No such node.
+    #[error("node `{0}` is not enrolled")]
+    UnknownNode(String),
+    /// No such plan.
+    #[error("plan {0} does not exist")]
+    UnknownPlan(u64),
+    /// No such guest.
+    #[error("guest `{0}` does not exist")]
+    UnknownGuest(String),
+    /// No such image.
+    #[error("{0}")]
+    UnknownImage(String),
+    /// The node exists already.
+    #[error("node `{0}` is already enrolled")]
+    NodeExists(String),
+    /// The guest exists already.
+    #[error("guest `{0}` already exists")]
+    GuestExists(String),
+    /// Another operation holds the object.
+    #[error("{0}")]
+    Busy(String),
+    /// No host can take the guest.
+    #[error(transparent)]
+    NoHost(#[from] placement::NoHost),
+    /// The store failed.
+    #[error("store error: {}", crate::error_chain(.0))]
+    Store(StoreError),
+}
+
+impl ConductorError {
+    /// A stable, machine-readable name of the cause.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConductorError::Invalid(_) => "invalid_request",
+            ConductorError::InvalidPlan(_) => "invalid_plan",
+            ConductorError::UnknownNode(_) => "unknown_node",
+            ConductorError::UnknownPlan(_) => "unknown_plan",
+            ConductorError::UnknownGuest(_) => "unknown_guest",
+            ConductorError::UnknownImage(_) => "unknown_image",
+            ConductorError::NodeExists(_) => "node_exists",
+            ConductorError::GuestExists(_) => "guest_exists",
+            ConductorError::Busy(_) => "busy",
+            ConductorError::NoHost(_) => "no_host_fits",
+            ConductorError::Store(_) => "store_error",
+        }
+    }
+}
+
+impl From<StoreError> for ConductorError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UnknownNode(n) => ConductorError::UnknownNode(n),
+            StoreError::NodeExists(n) => ConductorError::NodeExists(n),
+            other => ConductorError::Store(other),
+        }
+    }
+}
+
+/// A conductor result.
+pub type Result<T> = std::result::Result<T, ConductorError>;
+
+/// A request error with its message.
+pub(crate) fn invalid(msg: impl Into<String>) -> ConductorError {
+    ConductorError::Invalid(msg.into())
+}

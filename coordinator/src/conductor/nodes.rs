@@ -1,0 +1,292 @@
+//! Nodes: what the API shows of them (link, liveness, power), bootstrap tokens and the
+//! enrollment that uses one, and an agent's hello.
+
+use super::{ConductorError, Result, invalid};
+use crate::Shared;
+use crate::hub::{BmcRecord, TelemetryRecord};
+use crate::model::{NodeRole, check_node_name};
+use crate::store::{BmcRow, EnrollProblem, NodeRow, PlanRow, TokenProblem};
+use ferric_proto::msg::{
+    Capability, EnrollRefusal, EnrollRequest, EnrollResponse, Hello, StoredCursor,
+};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Longest bootstrap token lifetime.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A node with its link state.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Name.
+    pub name: String,
+    /// What it is.
+    pub role: NodeRole,
+    /// Enrolled at, ms since the epoch.
+    pub enrolled_at_ms: i64,
+    /// When the agent last sent anything (a message, a telemetry sample), ms since the epoch:
+    /// live while it is connected, from the store once it is not.
+    pub last_seen_ms: Option<i64>,
+    /// Capabilities.
+    pub capabilities: Vec<Capability>,
+    /// Connected now.
+    pub connected: bool,
+    /// Bare-metal nodes: power state last read (`on`/`off`), or why reads fail.
+    #[serde(default)]
+    pub power: Option<String>,
+    /// Bare-metal nodes: what changed behind Ferric's back.
+    #[serde(default)]
+    pub flag: Option<String>,
+}
+
+/// `GET /v1/nodes/{name}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NodeDetail {
+    /// The node.
+    pub node: NodeView,
+    /// Recent plans, newest first.
+    pub plans: Vec<serde_json::Value>,
+    /// Newest telemetry sample.
+    pub telemetry: Option<serde_json::Value>,
+    /// Bare-metal nodes: the BMC.
+    #[serde(default)]
+    pub bmc: Option<super::bmcs::BmcView>,
+}
+
+/// The view of a node (with its BMC's row, for a bare-metal node).
+pub fn view(s: &Shared, n: NodeRow, bmc: Option<&BmcRow>) -> NodeView {
+    let heard = s.hub.last_heard(&n.name);
+    NodeView {
+        connected: s.hub.connected_since(&n.name).is_some(),
+        power: bmc.and_then(super::bmcs::power_shown),
+        flag: bmc.and_then(|b| b.flag.clone()),
+        name: n.name,
+        role: n.role,
+        enrolled_at_ms: n.enrolled_at_ms,
+        last_seen_ms: heard.or(n.last_seen_ms),
+        capabilities: n.capabilities,
+    }
+}
+
+/// Every node.
+pub async fn list(s: &Shared) -> Result<Vec<NodeView>> {
+    let nodes = s.store.nodes().await?;
+    let bmcs: HashMap<String, BmcRow> = s
+        .store
+        .bmcs(None)
+        .await?
+        .into_iter()
+        .map(|b| (b.node.clone(), b))
+        .collect();
+    Ok(nodes
+        .into_iter()
+        .map(|n| {
+            let b = bmcs.get(&n.name);
+            view(s, n, b)
+        })
+        .collect())
+}
+
+/// A node, stored.
+pub async fn find(s: &Shared, name: &str) -> Result<NodeRow> {
+    s.store
+        .node(name)
+        .await?
+        .ok_or_else(|| ConductorError::UnknownNode(name.to_owned()))
+}
+
+/// One node with its recent plans, newest telemetry and BMC.
+pub async fn show(s: &Shared, name: &str) -> Result<NodeDetail> {
+    let n = find(s, name).await?;
+    let plans: Vec<PlanRow> = s.store.plans(Some(name), 10).await?;
+    let bmc = s.store.bmc(name).await?;
+    Ok(NodeDetail {
+        node: view(s, n, bmc.as_ref()),
+        bmc: bmc.map(|b| super::bmcs::view(s, b)),
+        plans: plans
+            .iter()
+            .filter_map(|p| serde_json::to_value(p).ok())
+            .collect(),
+        telemetry: s
+            .hub
+            .latest_telemetry(name)
+            .and_then(|t| serde_json::to_value(t).ok()),
+    })
+}
+
+/// A node's telemetry: an agent's host samples, or a bare-metal node's BMC reads.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum NodeTelemetry {
+    /// Samples of an agent's host (`sample`).
+    Host(Vec<TelemetryRecord>),
+    /// Reads of a bare-metal node's BMC (`bmc`).
+    Bmc(Vec<BmcRecord>),
+}
+
+/// What arrived from or about `name` after `after_ms`.
+pub async fn telemetry(s: &Shared, name: &str, after_ms: i64) -> Result<NodeTelemetry> {
+    let node = find(s, name).await?;
+    Ok(if node.role.has_agent() {
+        NodeTelemetry::Host(s.hub.telemetry_since(name, after_ms))
+    } else {
+        NodeTelemetry::Bmc(s.hub.bmc_since(name, after_ms))
+    })
+}
+
+/// Body of `POST /v1/tokens`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// Lifetime in seconds.
+    pub ttl_secs: u64,
+}
+
+/// A created bootstrap token. The secret is shown once and only its hash is stored.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreatedToken {
+    /// `ID.SECRET`.
+    pub token: String,
+    /// Expiry, ms since the epoch.
+    pub expires_at_ms: i64,
+    /// CA fingerprint to pin.
+    pub ca_hash: String,
+}
+
+/// Hash under which a token secret is stored.
+pub fn token_secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A single-use bootstrap token for enrolling one agent.
+pub async fn create_token(s: &Shared, req: CreateToken) -> Result<CreatedToken> {
+    let ttl = Duration::from_secs(req.ttl_secs);
+    if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+        return Err(invalid(format!(
+            "ttl must be between 1s and {}",
+            humantime::format_duration(MAX_TOKEN_TTL)
+        )));
+    }
+    let (id, secret) = {
+        let mut rng = rand::rng();
+        let id: String = (0..6)
+            .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
+            .collect();
+        let mut secret = [0u8; 16];
+        rng.fill(&mut secret);
+        (id, hex::encode(secret))
+    };
+    let now = crate::now_ms();
+    let expires = now + ttl.as_millis() as i64;
+    s.store
+        .create_token(&id, &token_secret_hash(&secret), now, expires)
+        .await?;
+    tracing::info!(token_id = %id, expires_at_ms = expires, "bootstrap token created");
+    Ok(CreatedToken {
+        token: format!("{id}.{secret}"),
+        expires_at_ms: expires,
+        ca_hash: s.pki.ca_hash(),
+    })
+}
+
+fn split_token(token: &str) -> Option<(&str, &str)> {
+    let (id, secret) = token.split_once('.')?;
+    (!id.is_empty() && !secret.is_empty()).then_some((id, secret))
+}
+
+/// An enrollment request: the token checked and used up, the CSR signed for the node — or a
+/// refusal that names why, with nothing changed.
+pub async fn enroll(s: &Shared, req: &EnrollRequest) -> Result<EnrollResponse> {
+    use EnrollRefusal as R;
+    let refuse = |r| Ok(EnrollResponse::Refused(r));
+    let Some((id, secret)) = split_token(&req.token) else {
+        return refuse(R::InvalidToken);
+    };
+    let hash = token_secret_hash(secret);
+    let now = crate::now_ms();
+    // Check everything that needs no state change first.
+    match s.store.check_token(id, &hash, now).await? {
+        Ok(()) => {}
+        Err(TokenProblem::Invalid) => return refuse(R::InvalidToken),
+        Err(TokenProblem::Used) => return refuse(R::TokenUsed),
+        Err(TokenProblem::Expired) => return refuse(R::TokenExpired),
+    }
+    if let Err(e) = check_node_name(&req.node) {
+        return refuse(R::BadNodeName(format!("`{}` {e}", req.node)));
+    }
+    let cert = match s.pki.sign_client(&req.csr_der, &req.node) {
+        Ok(c) => c,
+        Err(e) => return refuse(R::BadCsr(e.to_string())),
+    };
+    match s
+        .store
+        .enroll(id, &hash, &req.node, req.role.into(), now)
+        .await?
+    {
+        Ok(()) => Ok(EnrollResponse::Enrolled {
+            cert_der: cert.to_vec(),
+            ca_der: s.pki.ca_der().to_vec(),
+        }),
+        Err(EnrollProblem::NodeExists) => refuse(R::AlreadyEnrolled(req.node.clone())),
+        Err(EnrollProblem::Token(TokenProblem::Used)) => refuse(R::TokenUsed),
+        Err(EnrollProblem::Token(TokenProblem::Expired)) => refuse(R::TokenExpired),
+        Err(EnrollProblem::Token(TokenProblem::Invalid)) => refuse(R::InvalidToken),
+    }
+}
+
+/// An agent's hello: `false` when the node is not enrolled (the session is refused);
+/// otherwise what it announced is recorded.
+pub async fn hello(s: &Shared, node: &str, h: &Hello, now_ms: i64) -> Result<bool> {
+    if s.store.node(node).await?.is_none() {
+        return Ok(false);
+    }
+    let capabilities: Vec<Capability> = h
+        .capabilities
+        .iter()
+        .filter_map(|c| {
+            let known = Capability::from_name(c);
+            if known.is_none() {
+                tracing::debug!(capability = %c, "skipped a capability this build does not know");
+            }
+            known
+        })
+        .collect();
+    s.store
+        .node_seen(
+            node,
+            now_ms,
+            &capabilities,
+            &hex::encode(h.inventory_digest),
+        )
+        .await?;
+    Ok(true)
+}
+
+/// What a (re)connected agent resumes: how many events of each plan it holds are stored, and
+/// the unfinished plans it does not hold, to push.
+pub async fn resume(
+    s: &Shared,
+    node: &str,
+    h: &Hello,
+) -> Result<(Vec<StoredCursor>, Vec<ferric_proto::plan::Plan>)> {
+    let mut stored = Vec::with_capacity(h.plans.len());
+    for c in &h.plans {
+        stored.push(StoredCursor {
+            plan: c.plan,
+            stored: s.store.stored_events(c.plan).await?,
+        });
+    }
+    let known: std::collections::HashSet<_> = h.plans.iter().map(|c| c.plan).collect();
+    let missing = s
+        .store
+        .unfinished_plans(node)
+        .await?
+        .into_iter()
+        .filter(|p| !known.contains(&p.id))
+        .map(|p| p.to_plan())
+        .collect();
+    Ok((stored, missing))
+}

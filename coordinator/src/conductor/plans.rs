@@ -1,0 +1,282 @@
+//! Plans: the plan file operators write, its validation, and the one way a plan comes to be —
+//! stored first, then pushed to the agent that runs it when that agent is connected (an
+//! offline agent gets it when it connects).
+
+use super::{ConductorError, Result, invalid};
+use crate::Shared;
+use crate::store::{EventRow, PlanRow};
+use ferric_proto::plan::{
+    ErrorKind, Plan, PlanError, PlanId, PlanStep, Step, StepEvent, StepEventKind,
+};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Default step timeout when a plan file names none.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A step as written in a plan file: the step, and optionally its key and timeout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepSpec {
+    /// The step (`ensure_bridge: {name: br0}` and so on).
+    #[serde(flatten)]
+    pub step: Step,
+    /// Idempotency key; `<index>-<kind>` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Deadline such as `30s` or `5m`; 5 minutes when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// A plan file (YAML or JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanFile {
+    /// Steps in order.
+    pub steps: Vec<StepSpec>,
+}
+
+/// What is wrong with a plan file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanFileError {
+    /// A timeout that is no duration.
+    #[error("step {index}: field `timeout` `{value}`: {problem}")]
+    Timeout {
+        /// Step index.
+        index: usize,
+        /// What was written.
+        value: String,
+        /// Why it is no duration.
+        problem: String,
+    },
+    /// A timeout beyond what a step can carry.
+    #[error("step {0}: field `timeout` is too long")]
+    TimeoutTooLong(usize),
+    /// The steps do not make a valid plan.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
+impl PlanFile {
+    /// Turns the file into validated plan steps.
+    pub fn to_steps(&self) -> std::result::Result<Vec<PlanStep>, PlanFileError> {
+        let steps = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let timeout = match &s.timeout {
+                    None => DEFAULT_STEP_TIMEOUT,
+                    Some(t) => {
+                        humantime::parse_duration(t).map_err(|e| PlanFileError::Timeout {
+                            index: i,
+                            value: t.clone(),
+                            problem: e.to_string(),
+                        })?
+                    }
+                };
+                Ok(PlanStep {
+                    key: s
+                        .key
+                        .clone()
+                        .unwrap_or_else(|| format!("{i}-{}", s.step.kind())),
+                    timeout_secs: u32::try_from(timeout.as_secs().max(1))
+                        .map_err(|_| PlanFileError::TimeoutTooLong(i))?,
+                    step: s.step.clone(),
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, PlanFileError>>()?;
+        ferric_proto::plan::validate_steps(&steps)?;
+        Ok(steps)
+    }
+}
+
+/// Body of `POST /v1/plans`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePlans {
+    /// Nodes to receive the plan (one plan each).
+    pub nodes: Vec<String>,
+    /// The plan.
+    pub plan: PlanFile,
+}
+
+/// One created plan.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreatedPlan {
+    /// Plan id.
+    pub id: u64,
+    /// Node.
+    pub node: String,
+    /// Whether it was handed to a connected agent at once.
+    pub pushed: bool,
+}
+
+/// A plan with its events in order (`GET /v1/plans/{id}`).
+#[derive(Debug, Serialize)]
+pub struct PlanStatus {
+    /// The plan.
+    pub plan: PlanRow,
+    /// Its events in order.
+    pub events: Vec<EventRow>,
+}
+
+/// Steps the coordinator makes itself (guests, BMC actions), keyed `<index>-<kind>`, each
+/// with its timeout in seconds; validated like a plan file's.
+pub fn keyed_steps(steps: Vec<(Step, u32)>) -> Result<Vec<PlanStep>> {
+    let steps: Vec<PlanStep> = steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, (step, timeout_secs))| PlanStep {
+            key: format!("{i}-{}", step.kind()),
+            timeout_secs,
+            step,
+        })
+        .collect();
+    ferric_proto::plan::validate_steps(&steps).map_err(PlanFileError::from)?;
+    Ok(steps)
+}
+
+/// Stores a plan for `node` and pushes it if its agent is connected; returns the plan's id
+/// and whether it was pushed.
+pub async fn submit(s: &Shared, node: &str, steps: &[PlanStep]) -> Result<(PlanId, bool)> {
+    let plan = s.store.create_plan(node, steps, crate::now_us()).await?;
+    let id = plan.id;
+    Ok((id, s.hub.push(plan)))
+}
+
+/// `POST /v1/plans`: one plan per node, all or nothing — every node must exist before any
+/// plan is stored.
+pub async fn create(s: &Shared, req: CreatePlans) -> Result<Vec<CreatedPlan>> {
+    if req.nodes.is_empty() {
+        return Err(invalid("field `nodes` is empty: name at least one node"));
+    }
+    let steps = req.plan.to_steps()?;
+    for n in &req.nodes {
+        if s.store.node(n).await?.is_none() {
+            return Err(ConductorError::UnknownNode(n.clone()));
+        }
+    }
+    let mut out = Vec::with_capacity(req.nodes.len());
+    for n in &req.nodes {
+        let (id, pushed) = submit(s, n, &steps).await?;
+        out.push(CreatedPlan {
+            id,
+            node: n.clone(),
+            pushed,
+        });
+    }
+    Ok(out)
+}
+
+/// Plans, newest first (of one node when given), at most `limit`.
+pub async fn list(s: &Shared, node: Option<&str>, limit: i64) -> Result<Vec<PlanRow>> {
+    Ok(s.store.plans(node, limit.clamp(1, 10_000)).await?)
+}
+
+/// A plan and its events.
+pub async fn status(s: &Shared, id: PlanId) -> Result<PlanStatus> {
+    let plan = s
+        .store
+        .plan(id)
+        .await?
+        .ok_or(ConductorError::UnknownPlan(id))?;
+    let events = s.store.events(id).await?;
+    Ok(PlanStatus { plan, events })
+}
+
+/// Whether `plan` may go to `node`'s agent, which speaks protocol version `speaks`. A plan
+/// with a step newer than the agent fails here, with one `unsupported` event naming the
+/// agent's version, the step and the version it needs (pushed, the unknown step would read
+/// as a malformed frame and close the link). Returns whether to push it.
+pub async fn fits_agent(s: &Shared, node: &str, plan: &Plan, speaks: u16) -> Result<bool> {
+    let (needs, step) = plan.min_protocol();
+    if needs <= speaks {
+        return Ok(true);
+    }
+    let i = step.unwrap_or(0);
+    let kind = plan.steps.get(i).map_or("?", |s| s.step.kind());
+    let message = format!(
+        "agent `{node}` speaks protocol version {speaks}; step {i} ({kind}) needs version {needs}: upgrade the agent"
+    );
+    tracing::warn!(plan = plan.id, %message, "plan not pushed");
+    let ev = StepEvent {
+        plan: plan.id,
+        seq: 0,
+        step: i as u32,
+        at_ms: crate::now_ms() as u64,
+        kind: StepEventKind::Failed {
+            kind: ErrorKind::Unsupported,
+            message,
+        },
+    };
+    s.store.insert_event(node, &ev, crate::now_us()).await?;
+    Ok(false)
+}
+
+/// An event of `node`'s plan: stored exactly once, and what it reports acted on. An event for
+/// a plan the node does not have is dropped (the agent still gets its acknowledgement).
+pub async fn record_event(s: &Shared, node: &str, e: &StepEvent) -> Result<()> {
+    match s.store.insert_event(node, e, crate::now_us()).await {
+        Ok(true) => super::power_sync::step_output(s, node, e).await,
+        Ok(false) => Ok(()),
+        Err(crate::store::StoreError::UnknownPlan { plan, .. }) => {
+            tracing::warn!(
+                plan,
+                "event for a plan this node does not have; acknowledged and dropped"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_plan_example_is_a_valid_plan() {
+        let readme = include_str!("../../../README.md");
+        let block = readme
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("README has a yaml block");
+        let f: PlanFile = serde_yaml_ng::from_str(block).expect("README plan parses");
+        let steps = f.to_steps().expect("README plan validates");
+        assert_eq!(steps.len(), 4);
+        assert_eq!(steps[2].timeout_secs, 60);
+    }
+
+    #[test]
+    fn plan_file_parses_yaml_and_names_bad_fields() {
+        let yaml = "steps:\n  - ensure_bridge: { name: br0 }\n    timeout: 30s\n  - ensure_volume: { pool: default, name: v1, size_bytes: 1048576 }\n";
+        let f: PlanFile = serde_yaml_ng::from_str(yaml).unwrap();
+        let steps = f.to_steps().unwrap();
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[0].timeout_secs, 30);
+        assert_eq!(steps[1].key, "1-ensure_volume");
+        assert_eq!(steps[1].timeout_secs, 300);
+
+        let bad: PlanFile = serde_yaml_ng::from_str(
+            "steps:\n  - ensure_guest: { name: g, vcpus: 0, memory_mib: 5 }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            bad.to_steps().unwrap_err().to_string(),
+            "step 0 (ensure_guest): field `vcpus` must be at least 1"
+        );
+        let late: PlanFile = serde_yaml_ng::from_str(
+            "steps:\n  - ensure_bridge: { name: br0 }\n    timeout: soon\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            late.to_steps(),
+            Err(PlanFileError::Timeout { index: 0, .. })
+        ));
+        let typo =
+            serde_yaml_ng::from_str::<PlanFile>("steps:\n  - ensure_bridge: { nmae: br0 }\n");
+        assert!(typo.unwrap_err().to_string().contains("nmae"));
+    }
+}

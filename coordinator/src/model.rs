@@ -1,0 +1,217 @@
+//! The coordinator's vocabulary: the states and kinds its rules compare, as enums. They are
+//! stored and shown by their stable snake_case names and parsed at the edge (store rows, API
+//! requests), where a name outside the vocabulary is an error that says which word and which
+//! vocabulary.
+
+use serde::{Deserialize, Serialize};
+
+/// A name that is not in a vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}` is not a {what} (one of: {known})")]
+pub struct UnknownName {
+    /// The vocabulary (`plan state`, `node role`, …).
+    pub what: &'static str,
+    /// The name found.
+    pub value: String,
+    /// The names it knows.
+    pub known: String,
+}
+
+/// Declares a vocabulary: an enum with stable names, `as_str`, `ALL`, `Display` and
+/// `FromStr` (with [`UnknownName`]), and serde by the same names.
+macro_rules! vocabulary {
+    ($(#[$m:meta])* $name:ident, $what:literal { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $s)] $v),+
+        }
+
+        impl $name {
+            /// Every value.
+            pub const ALL: &'static [$name] = &[$($name::$v),+];
+
+            /// The stable name.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$v => $s),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|k| k.as_str() == s)
+                    .ok_or_else(|| UnknownName {
+                        what: $what,
+                        value: s.to_owned(),
+                        known: Self::ALL
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+            }
+        }
+    };
+}
+
+vocabulary!(
+    /// Where a plan is in its life.
+    PlanState, "plan state" {
+        /// Stored, not yet journaled by the agent.
+        Pending = "pending",
+        /// The agent journaled it.
+        Accepted = "accepted",
+        /// A step started.
+        Running = "running",
+        /// All steps done.
+        Succeeded = "succeeded",
+        /// A step failed.
+        Failed = "failed",
+    }
+);
+
+impl PlanState {
+    /// Succeeded or failed: nothing more will happen to the plan.
+    pub fn is_finished(self) -> bool {
+        matches!(self, PlanState::Succeeded | PlanState::Failed)
+    }
+}
+
+vocabulary!(
+    /// What an enrolled node is: an agent of some role, or a bare-metal machine reached
+    /// through its BMC.
+    NodeRole, "node role" {
+        /// An agent on a hypervisor host.
+        Hypervisor = "hypervisor",
+        /// An agent on a management host that reaches BMCs.
+        Management = "management",
+        /// An agent inside a deploy ramdisk.
+        Ramdisk = "ramdisk",
+        /// A bare-metal machine, driven through its BMC by an agent.
+        Baremetal = "baremetal",
+    }
+);
+
+impl NodeRole {
+    /// Whether the node runs an agent of its own (a bare-metal node is reached through its
+    /// BMC instead).
+    pub fn has_agent(self) -> bool {
+        self != NodeRole::Baremetal
+    }
+}
+
+impl From<ferric_proto::msg::Role> for NodeRole {
+    fn from(r: ferric_proto::msg::Role) -> Self {
+        match r {
+            ferric_proto::msg::Role::Hypervisor => NodeRole::Hypervisor,
+            ferric_proto::msg::Role::Management => NodeRole::Management,
+            ferric_proto::msg::Role::Ramdisk => NodeRole::Ramdisk,
+        }
+    }
+}
+
+vocabulary!(
+    /// The state a guest is meant to be in.
+    GuestDesired, "guest state" {
+        /// Defined and running.
+        Running = "running",
+        /// Defined, not running.
+        Stopped = "stopped",
+        /// Being removed with its volume.
+        Deleted = "deleted",
+    }
+);
+
+vocabulary!(
+    /// What a guest's host last reported of it.
+    GuestObserved, "observed guest state" {
+        /// Running.
+        Running = "running",
+        /// Defined, not running.
+        Stopped = "stopped",
+        /// The host reports no such guest.
+        Missing = "missing",
+        /// No telemetry from the host.
+        Unknown = "unknown",
+    }
+);
+
+/// Why a node name is not one (a node name is a DNS label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NodeNameError {
+    /// Empty or longer than 63 characters.
+    #[error("must be 1 to 63 characters")]
+    Length,
+    /// Other characters than lowercase letters, digits and inner hyphens.
+    #[error("may hold only lowercase letters, digits and inner hyphens (a DNS label)")]
+    Characters,
+}
+
+/// Checks a node name (a DNS label).
+pub fn check_node_name(name: &str) -> Result<(), NodeNameError> {
+    if name.is_empty() || name.len() > 63 {
+        return Err(NodeNameError::Length);
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || name.starts_with('-')
+        || name.ends_with('-')
+    {
+        return Err(NodeNameError::Characters);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_say_what_is_known() {
+        for s in PlanState::ALL {
+            assert_eq!(s.as_str().parse::<PlanState>(), Ok(*s));
+            assert_eq!(
+                serde_json::to_string(s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+        let e = "bogus".parse::<NodeRole>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`bogus` is not a node role (one of: hypervisor, management, ramdisk, baremetal)"
+        );
+        assert_eq!(
+            serde_json::from_str::<GuestDesired>("\"stopped\"").unwrap(),
+            GuestDesired::Stopped
+        );
+        assert!(PlanState::Failed.is_finished() && !PlanState::Running.is_finished());
+        assert!(!NodeRole::Baremetal.has_agent());
+    }
+
+    #[test]
+    fn node_names_are_dns_labels() {
+        assert_eq!(check_node_name("rack1-n0"), Ok(()));
+        assert_eq!(check_node_name(""), Err(NodeNameError::Length));
+        assert_eq!(check_node_name(&"a".repeat(64)), Err(NodeNameError::Length));
+        for bad in ["Host", "-a", "a-", "a_b", "a.b"] {
+            assert_eq!(
+                check_node_name(bad),
+                Err(NodeNameError::Characters),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Bare-metal nodes' BMCs: address, credentials, the agent that drives them, power seen and
+//! expected.
+
+use super::{Store, StoreError};
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+const BAREMETAL: &str = crate::model::NodeRole::Baremetal.as_str();
+
+/// A bare-metal node's BMC as stored (the password stays inside the store module's callers
+/// that send it to the agent; it is skipped when serialized).
+#[derive(Debug, Clone, Serialize)]
+pub struct BmcRow {
+    /// The bare-metal node.
+    pub node: String,
+    /// `ipmi://USER@HOST:PORT`.
+    pub address: String,
+    /// Password.
+    #[serde(skip)]
+    pub password: Secret,
+    /// Agent that drives the BMC.
+    pub via: String,
+    /// The node's NIC MAC addresses.
+    pub macs: Vec<String>,
+    /// Power state Ferric last set (`on`/`off`).
+    pub power_expected: Option<String>,
+    /// When that was confirmed, agent clock, ms since the epoch.
+    pub expected_at_ms: Option<i64>,
+    /// Power state last read (`on`/`off`).
+    pub power_observed: Option<String>,
+    /// When, agent clock, ms since the epoch.
+    pub observed_at_ms: Option<i64>,
+    /// The newest failed read's error (kept after the BMC answers again).
+    pub last_error: Option<String>,
+    /// When that read was, agent clock, ms since the epoch.
+    pub error_at_ms: Option<i64>,
+    /// What changed behind Ferric's back, until a power action clears it.
+    pub flag: Option<String>,
+    /// When it was flagged.
+    pub flagged_at_ms: Option<i64>,
+}
+
+/// A password: shown as `***` in debug output and never serialized.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+macro_rules! bmc_columns {
+    () => {
+        "node, address, password, via, macs, power_expected, expected_at_ms, power_observed, \
+         observed_at_ms, last_error, error_at_ms, flag, flagged_at_ms"
+    };
+}
+
+impl Store {
+    fn bmc_row(r: &AnyRow) -> Result<BmcRow, StoreError> {
+        Ok(BmcRow {
+            node: r.try_get("node")?,
+            address: r.try_get("address")?,
+            password: Secret(r.try_get("password")?),
+            via: r.try_get("via")?,
+            macs: r
+                .try_get::<String, _>("macs")?
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            power_expected: r.try_get("power_expected")?,
+            expected_at_ms: r.try_get("expected_at_ms")?,
+            power_observed: r.try_get("power_observed")?,
+            observed_at_ms: r.try_get("observed_at_ms")?,
+            last_error: r.try_get("last_error")?,
+            error_at_ms: r.try_get("error_at_ms")?,
+            flag: r.try_get("flag")?,
+            flagged_at_ms: r.try_get("flagged_at_ms")?,
+        })
+    }
+
+    /// Enrolls a bare-metal node with its BMC, driven by the agent `via`.
+    pub async fn insert_bmc_node(
+        &self,
+        node: &str,
+        address: &str,
+        password: &str,
+        via: &str,
+        macs: &[String],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        let exists = sqlx::query("SELECT 1 FROM nodes WHERE name = $1")
+            .bind(node)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            tx.rollback().await?;
+            return Err(StoreError::NodeExists(node.to_owned()));
+        }
+        let agent = sqlx::query("SELECT 1 FROM nodes WHERE name = $1 AND role <> $2")
+            .bind(via)
+            .bind(BAREMETAL)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if agent.is_none() {
+            tx.rollback().await?;
+            return Err(StoreError::UnknownNode(via.to_owned()));
+        }
+        sqlx::query("INSERT INTO nodes (name, role, enrolled_at_ms) VALUES ($1, $2, $3)")
+            .bind(node)
+            .bind(BAREMETAL)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO bmcs (node, address, password, via, macs) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(node)
+        .bind(address)
+        .bind(password)
+        .bind(via)
+        .bind(macs.join(","))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a bare-metal node and its BMC; returns the row removed.
+    pub async fn delete_bmc_node(&self, node: &str) -> Result<Option<BmcRow>, StoreError> {
+        let Some(row) = self.bmc(node).await? else {
+            return Ok(None);
+        };
+        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        sqlx::query("DELETE FROM bmcs WHERE node = $1")
+            .bind(node)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM nodes WHERE name = $1 AND role = $2")
+            .bind(node)
+            .bind(BAREMETAL)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(row))
+    }
+
+    /// One node's BMC.
+    pub async fn bmc(&self, node: &str) -> Result<Option<BmcRow>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            bmc_columns!(),
+            " FROM bmcs WHERE node = $1"
+        ))
+        .bind(node)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::bmc_row).transpose()
+    }
+
+    /// Every BMC (of one driving agent, when given), by node name.
+    pub async fn bmcs(&self, via: Option<&str>) -> Result<Vec<BmcRow>, StoreError> {
+        let rows = match via {
+            Some(v) => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    bmc_columns!(),
+                    " FROM bmcs WHERE via = $1 ORDER BY node"
+                ))
+                .bind(v)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    bmc_columns!(),
+                    " FROM bmcs ORDER BY node"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(Self::bmc_row).collect()
+    }
+
+    /// Records the power state a Ferric power action left (confirmed by the agent at `at_ms`)
+    /// and clears any flag.
+    pub async fn bmc_power_set(&self, node: &str, on: bool, at_ms: i64) -> Result<(), StoreError> {
+        let p = if on { "on" } else { "off" };
+        sqlx::query(
+            "UPDATE bmcs SET power_expected = $1, expected_at_ms = $2, power_observed = $1, \
+             observed_at_ms = $2, flag = NULL, flagged_at_ms = NULL WHERE node = $3",
+        )
+        .bind(p)
+        .bind(at_ms)
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records what a poll saw. Returns the new flag when the power differs from what Ferric
+    /// set (an observation older than Ferric's last action is stale, and one made while a
+    /// power plan is `busy` is in flux: both are only recorded). The first observation of a
+    /// node becomes what Ferric expects.
+    pub async fn bmc_observed(
+        &self,
+        node: &str,
+        busy: bool,
+        power_on: Option<bool>,
+        error: Option<&str>,
+        at_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            bmc_columns!(),
+            " FROM bmcs WHERE node = $1"
+        ))
+        .bind(node)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row.as_ref().map(Self::bmc_row).transpose()? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        if row
+            .observed_at_ms
+            .max(row.error_at_ms)
+            .is_some_and(|t| t > at_ms)
+        {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let seen = power_on.map(|on| if on { "on" } else { "off" });
+        let mut flag = None;
+        let mut expected = row.power_expected.clone();
+        if let Some(seen) = seen {
+            match &row.power_expected {
+                None => expected = Some(seen.to_owned()),
+                Some(e)
+                    if !busy
+                        && e != seen
+                        && row.flag.is_none()
+                        && row.expected_at_ms.is_none_or(|t| at_ms > t) =>
+                {
+                    flag = Some(format!(
+                        "power changed behind Ferric's back: Ferric left it {e}, the BMC reports {seen}"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        // A read whose power failed keeps the last power read and its time; its error and
+        // time are kept apart, so that the view can tell "failing now" from "failed once".
+        sqlx::query(
+            "UPDATE bmcs SET power_observed = COALESCE($1, power_observed), \
+             observed_at_ms = CASE WHEN $1 IS NULL THEN observed_at_ms ELSE $2 END, \
+             last_error = COALESCE($3, last_error), \
+             error_at_ms = CASE WHEN $3 IS NULL THEN error_at_ms ELSE $2 END, \
+             power_expected = $4, flag = COALESCE($5, flag), \
+             flagged_at_ms = COALESCE($6, flagged_at_ms) WHERE node = $7",
+        )
+        .bind(seen)
+        .bind(at_ms)
+        .bind(error)
+        .bind(expected)
+        .bind(flag.clone())
+        .bind(flag.as_ref().map(|_| at_ms))
+        .bind(node)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(flag)
+    }
+}

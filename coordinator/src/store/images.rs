@@ -1,0 +1,111 @@
+//! Stored images (their content lives in the image store's files).
+
+use super::{Store, StoreError};
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// An image as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageRow {
+    /// Name.
+    pub name: String,
+    /// sha256 of the file (its address in the store).
+    pub sha256: String,
+    /// sha512 of the file.
+    pub sha512: String,
+    /// Format (qemu-img's spelling).
+    pub format: String,
+    /// Compression wrapper.
+    pub wrapper: Option<String>,
+    /// Size of the disk it holds.
+    pub virtual_size: Option<i64>,
+    /// Bytes stored.
+    pub size: i64,
+    /// Inspection details.
+    pub details: Vec<String>,
+    /// Uploaded, ms since the epoch.
+    pub created_at_ms: i64,
+}
+impl Store {
+    /// Stores an image's record (false if the name is taken).
+    pub async fn insert_image(&self, i: &ImageRow) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO images (name, sha256, sha512, format, wrapper, virtual_size, size, details, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+        )
+        .bind(&i.name)
+        .bind(&i.sha256)
+        .bind(&i.sha512)
+        .bind(&i.format)
+        .bind(i.wrapper.clone())
+        .bind(i.virtual_size)
+        .bind(i.size)
+        .bind(i.details.join(","))
+        .bind(i.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    fn image_row(r: &AnyRow) -> Result<ImageRow, StoreError> {
+        let details: String = r.try_get("details")?;
+        Ok(ImageRow {
+            name: r.try_get("name")?,
+            sha256: r.try_get("sha256")?,
+            sha512: r.try_get("sha512")?,
+            format: r.try_get("format")?,
+            wrapper: r.try_get("wrapper")?,
+            virtual_size: r.try_get("virtual_size")?,
+            size: r.try_get("size")?,
+            details: details
+                .split(',')
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            created_at_ms: r.try_get("created_at_ms")?,
+        })
+    }
+
+    /// All images, by name.
+    pub async fn images(&self) -> Result<Vec<ImageRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, sha256, sha512, format, wrapper, virtual_size, size, details, created_at_ms FROM images ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::image_row).collect()
+    }
+
+    /// One image.
+    pub async fn image(&self, name: &str) -> Result<Option<ImageRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, sha256, sha512, format, wrapper, virtual_size, size, details, created_at_ms FROM images WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::image_row).transpose()
+    }
+
+    /// Removes an image's record; returns it.
+    pub async fn delete_image(&self, name: &str) -> Result<Option<ImageRow>, StoreError> {
+        let Some(row) = self.image(name).await? else {
+            return Ok(None);
+        };
+        sqlx::query("DELETE FROM images WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(Some(row))
+    }
+
+    /// How many names refer to this content.
+    pub async fn image_refs(&self, sha256: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM images WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+}

@@ -1,0 +1,90 @@
+//! The coordinator's store: nodes, bootstrap tokens, plans and every step event, images,
+//! guests and BMCs, a file per table group.
+//!
+//! The embedded default is SQLite in the data directory. Queries go through sqlx's `Any`
+//! driver with `$N` placeholders, written once for every backend; what differs between
+//! backends (connecting, migrations, how a write transaction begins) is in [`Backend`].
+//! Schema migrations are versioned per backend and run at start.
+
+mod backend;
+mod bmcs;
+mod events;
+mod guests;
+mod images;
+mod nodes;
+mod plans;
+mod tokens;
+
+pub use backend::Backend;
+pub use bmcs::{BmcRow, Secret};
+pub use events::EventRow;
+pub use guests::{Allocation, GuestRow};
+pub use images::ImageRow;
+pub use nodes::NodeRow;
+pub use plans::PlanRow;
+pub use tokens::{EnrollProblem, TokenProblem};
+
+use ferric_proto::plan::PlanId;
+use sqlx::AnyPool;
+use std::path::Path;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+    /// Running migrations failed.
+    #[error("schema migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored plan could not be decoded.
+    #[error("stored plan {0} is corrupt")]
+    CorruptPlan(PlanId, #[source] serde_json::Error),
+    /// The node does not exist.
+    #[error("node `{0}` is not enrolled")]
+    UnknownNode(String),
+    /// The node exists already.
+    #[error("node `{0}` is already enrolled")]
+    NodeExists(String),
+    /// A stored value is outside its vocabulary (written by a newer build, or edited by hand).
+    #[error("stored value unreadable")]
+    BadName(#[from] crate::model::UnknownName),
+    /// An event names a plan this node does not have.
+    #[error("plan {plan} does not exist for node `{node}`")]
+    UnknownPlan {
+        /// Plan.
+        plan: PlanId,
+        /// Node.
+        node: String,
+    },
+}
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite store at `path` and migrates it.
+    pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
+        let backend = Backend::Sqlite;
+        let pool = backend.connect(path).await?;
+        backend.migrator().run(&pool).await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// The backend this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

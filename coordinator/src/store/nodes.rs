@@ -1,0 +1,95 @@
+//! Enrolled nodes and when their agents were last heard.
+
+use super::{Store, StoreError};
+use crate::model::NodeRole;
+use ferric_proto::msg::Capability;
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// A node as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRow {
+    /// Name (identity).
+    pub name: String,
+    /// What the node is.
+    pub role: NodeRole,
+    /// Enrollment time, ms since the epoch.
+    pub enrolled_at_ms: i64,
+    /// Last time the agent said hello, ms since the epoch.
+    pub last_seen_ms: Option<i64>,
+    /// Capabilities from the last hello (names this build does not know are left out).
+    pub capabilities: Vec<Capability>,
+}
+
+impl Store {
+    fn node_row(row: &AnyRow) -> Result<NodeRow, StoreError> {
+        let caps: String = row.try_get("capabilities")?;
+        Ok(NodeRow {
+            name: row.try_get("name")?,
+            role: row.try_get::<String, _>("role")?.parse()?,
+            enrolled_at_ms: row.try_get("enrolled_at_ms")?,
+            last_seen_ms: row.try_get("last_seen_ms")?,
+            capabilities: caps.split(',').filter_map(Capability::from_name).collect(),
+        })
+    }
+
+    /// One node.
+    pub async fn node(&self, name: &str) -> Result<Option<NodeRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, role, enrolled_at_ms, last_seen_ms, capabilities FROM nodes WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::node_row).transpose()
+    }
+
+    /// All nodes, by name.
+    pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, role, enrolled_at_ms, last_seen_ms, capabilities FROM nodes ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::node_row).collect()
+    }
+
+    /// Records a hello.
+    pub async fn node_seen(
+        &self,
+        name: &str,
+        now_ms: i64,
+        capabilities: &[Capability],
+        inventory_sha256: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE nodes SET last_seen_ms = $1, capabilities = $2, inventory_sha256 = $3 WHERE name = $4",
+        )
+        .bind(now_ms)
+        .bind(
+            capabilities
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .bind(inventory_sha256)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records when a node's agent was last heard, as its link closes.
+    pub async fn node_heard(&self, name: &str, at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE nodes SET last_seen_ms = $1 WHERE name = $2 AND (last_seen_ms IS NULL OR last_seen_ms < $1)",
+        )
+        .bind(at_ms)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,183 @@
+//! Plans and their lifecycle states.
+
+use super::{Store, StoreError};
+use crate::model::PlanState;
+use ferric_proto::plan::{Plan, PlanId, PlanStep};
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+macro_rules! plan_columns {
+    () => {
+        "id, node, steps_json, state, created_at_us, pushed_at_us, accepted_at_us, finished_at_us"
+    };
+}
+
+/// A plan as stored, with its timestamps.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanRow {
+    /// Id.
+    pub id: PlanId,
+    /// Node.
+    pub node: String,
+    /// Steps.
+    pub steps: Vec<PlanStep>,
+    /// State.
+    pub state: PlanState,
+    /// Creation, µs since the epoch.
+    pub created_at_us: i64,
+    /// First push to a connected agent.
+    pub pushed_at_us: Option<i64>,
+    /// Journaled by the agent.
+    pub accepted_at_us: Option<i64>,
+    /// Finished (succeeded or failed).
+    pub finished_at_us: Option<i64>,
+}
+
+impl PlanRow {
+    /// The plan as pushed on the wire.
+    pub fn to_plan(&self) -> Plan {
+        Plan {
+            id: self.id,
+            node: self.node.clone(),
+            steps: self.steps.clone(),
+        }
+    }
+}
+
+/// A stored step event.
+impl Store {
+    /// Stores a plan for `node` (state pending) and returns it with its id.
+    pub async fn create_plan(
+        &self,
+        node: &str,
+        steps: &[PlanStep],
+        now_us: i64,
+    ) -> Result<Plan, StoreError> {
+        if self.node(node).await?.is_none() {
+            return Err(StoreError::UnknownNode(node.to_owned()));
+        }
+        let json = serde_json::to_string(steps).map_err(|e| StoreError::CorruptPlan(0, e))?;
+        let row = sqlx::query(
+            "INSERT INTO plans (node, steps_json, step_count, state, created_at_us) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(node)
+        .bind(json)
+        .bind(steps.len() as i64)
+        .bind(PlanState::Pending.as_str())
+        .bind(now_us)
+        .fetch_one(&self.pool)
+        .await?;
+        let id: i64 = row.try_get(0)?;
+        Ok(Plan {
+            id: id as PlanId,
+            node: node.to_owned(),
+            steps: steps.to_vec(),
+        })
+    }
+
+    fn plan_row(row: &AnyRow) -> Result<PlanRow, StoreError> {
+        let id: i64 = row.try_get("id")?;
+        let json: String = row.try_get("steps_json")?;
+        Ok(PlanRow {
+            id: id as PlanId,
+            node: row.try_get("node")?,
+            steps: serde_json::from_str(&json)
+                .map_err(|e| StoreError::CorruptPlan(id as PlanId, e))?,
+            state: row.try_get::<String, _>("state")?.parse()?,
+            created_at_us: row.try_get("created_at_us")?,
+            pushed_at_us: row.try_get("pushed_at_us")?,
+            accepted_at_us: row.try_get("accepted_at_us")?,
+            finished_at_us: row.try_get("finished_at_us")?,
+        })
+    }
+
+    /// One plan.
+    pub async fn plan(&self, id: PlanId) -> Result<Option<PlanRow>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            plan_columns!(),
+            " FROM plans WHERE id = $1"
+        ))
+        .bind(id as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::plan_row).transpose()
+    }
+
+    /// Plans, newest first, optionally of one node.
+    pub async fn plans(&self, node: Option<&str>, limit: i64) -> Result<Vec<PlanRow>, StoreError> {
+        let rows = match node {
+            Some(n) => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    plan_columns!(),
+                    " FROM plans WHERE node = $1 ORDER BY id DESC LIMIT $2"
+                ))
+                .bind(n)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    plan_columns!(),
+                    " FROM plans ORDER BY id DESC LIMIT $1"
+                ))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(Self::plan_row).collect()
+    }
+
+    /// Plans of `node` that have not finished, oldest first.
+    pub async fn unfinished_plans(&self, node: &str) -> Result<Vec<PlanRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            plan_columns!(),
+            " FROM plans WHERE node = $1 AND state IN ($2, $3, $4) ORDER BY id"
+        ))
+        .bind(node)
+        .bind(PlanState::Pending.as_str())
+        .bind(PlanState::Accepted.as_str())
+        .bind(PlanState::Running.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::plan_row).collect()
+    }
+
+    /// Notes the first push of a plan.
+    pub async fn plan_pushed(&self, id: PlanId, now_us: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE plans SET pushed_at_us = $1 WHERE id = $2 AND pushed_at_us IS NULL")
+            .bind(now_us)
+            .bind(id as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Notes that the agent journaled a plan.
+    pub async fn plan_accepted(
+        &self,
+        id: PlanId,
+        node: &str,
+        now_us: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE plans SET accepted_at_us = $1, state = $2 \
+             WHERE id = $3 AND node = $4 AND state = $5",
+        )
+        .bind(now_us)
+        .bind(PlanState::Accepted.as_str())
+        .bind(id as i64)
+        .bind(node)
+        .bind(PlanState::Pending.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

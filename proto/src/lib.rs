@@ -5,6 +5,7 @@
 //! * [`plan`]: the plan model — a plan is an ordered list of small, named steps for one node;
 //! * [`msg`]: the versioned messages carried on the control stream and in datagrams;
 //! * [`frame`]: length-prefixed binary framing with a size limit; decoders never panic;
+//! * [`secret`]: secrets that never show in logs;
 //! * [`session`]: the session logic of both ends as sans-IO state machines
 //!   (`handle_*(now, …)` in, `poll_*` out), tested in memory with simulated time.
 //!
@@ -15,7 +16,10 @@
 pub mod frame;
 pub mod msg;
 pub mod plan;
+pub mod secret;
 pub mod session;
+
+pub use secret::Secret;
 
 /// ALPN protocol id of an enrolled agent's link (mutual TLS).
 pub const ALPN: &[u8] = b"ferric/1";

@@ -1,9 +1,9 @@
-//! The coordinator's HTTP API (JSON), used by the CLI and the dashboard. Handlers only
+//! The coordinator's HTTP API (JSON), used by the CLI. Handlers only
 //! translate HTTP: they read the path, query and body, call the [conductor](crate::conductor)
 //! and answer its result, or its error as a JSON problem document (RFC 9457) with a stable
 //! `code`.
 //!
-//! It listens on loopback by default; user authentication arrives with the API issue.
+//! It has no user authentication yet and therefore listens on loopback by default.
 
 mod bmcs;
 mod guests;

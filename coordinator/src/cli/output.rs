@@ -1,9 +1,21 @@
 //! What the commands print: aligned tables, JSON, sizes, ages, events.
 
-use anyhow::Result;
+/// A size that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// A unit other than K, M, G, T.
+    #[error("`{0}`: unit must be K, M, G or T")]
+    Unit(String),
+    /// No number.
+    #[error("`{0}` is not a size like 512M or 10G")]
+    NotANumber(String),
+    /// Zero, or too large.
+    #[error("`{0}` is not a usable size")]
+    Unusable(String),
+}
 
 /// Parses `512M`, `2G`, `1T` (binary units) or a plain number of bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, SizeError> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -12,7 +24,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
                 'M' => 1 << 20,
                 'G' => 1 << 30,
                 'T' => 1 << 40,
-                _ => return Err(format!("`{s}`: unit must be K, M, G or T")),
+                _ => return Err(SizeError::Unit(s.to_owned())),
             };
             (&s[..i], m)
         }
@@ -21,10 +33,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let n: u64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("`{s}` is not a size like 512M or 10G"))?;
+        .map_err(|_| SizeError::NotANumber(s.to_owned()))?;
     n.checked_mul(mult)
         .filter(|v| *v > 0)
-        .ok_or_else(|| format!("`{s}` is not a usable size"))
+        .ok_or_else(|| SizeError::Unusable(s.to_owned()))
 }
 
 pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
@@ -62,7 +74,7 @@ pub(crate) fn ago(ms: Option<i64>) -> String {
     }
 }
 
-pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -126,7 +138,12 @@ mod tests {
         assert_eq!(parse_size("512M"), Ok(512 << 20));
         assert_eq!(parse_size("2g"), Ok(2 << 30));
         assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("2X").unwrap_err().contains("unit must be"));
+        assert!(
+            parse_size("2X")
+                .unwrap_err()
+                .to_string()
+                .contains("unit must be")
+        );
         assert!(parse_size("G").is_err());
         assert!(parse_size("0M").is_err());
         assert!(parse_size("99999999999T").is_err());

@@ -277,7 +277,7 @@ pub async fn credentials(s: &Shared, via: &str) -> Result<Vec<BmcCredential>> {
         .map(|r| BmcCredential {
             name: r.node,
             address: r.address,
-            password: r.password.0,
+            password: r.password.expose().to_owned(),
         })
         .collect())
 }

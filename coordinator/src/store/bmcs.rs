@@ -2,6 +2,7 @@
 //! expected.
 
 use super::{Store, StoreError};
+use ferric_proto::Secret;
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -41,16 +42,6 @@ pub struct BmcRow {
     pub flagged_at_ms: Option<i64>,
 }
 
-/// A password: shown as `***` in debug output and never serialized.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
 macro_rules! bmc_columns {
     () => {
         "node, address, password, via, macs, power_expected, expected_at_ms, power_observed, \
@@ -63,7 +54,7 @@ impl Store {
         Ok(BmcRow {
             node: r.try_get("node")?,
             address: r.try_get("address")?,
-            password: Secret(r.try_get("password")?),
+            password: Secret::new(r.try_get::<String, _>("password")?),
             via: r.try_get("via")?,
             macs: r
                 .try_get::<String, _>("macs")?

@@ -16,7 +16,7 @@ mod plans;
 mod tokens;
 
 pub use backend::Backend;
-pub use bmcs::{BmcRow, Secret};
+pub use bmcs::BmcRow;
 pub use events::EventRow;
 pub use guests::{Allocation, GuestRow};
 pub use images::ImageRow;

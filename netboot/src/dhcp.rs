@@ -496,7 +496,7 @@ fn kept(code: u8, len: usize) -> bool {
         // Requested address, server identifier.
         50 | 54 => len == 4,
         // Architectures: a list of 16-bit numbers.
-        93 => len >= 2 && len % 2 == 0,
+        93 => len >= 2 && len.is_multiple_of(2),
         // Vendor class, client identifier, user class, machine identifier, host name,
         // parameter list.
         60 | 61 | 77 | 97 | 12 | 55 => len >= 1,

@@ -155,7 +155,7 @@ impl Packet {
     /// Encodes a packet.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut text = |out: &mut Vec<u8>, s: &str| {
+        let text = |out: &mut Vec<u8>, s: &str| {
             out.extend_from_slice(s.as_bytes());
             out.push(0);
         };

@@ -35,18 +35,7 @@ pub(crate) fn create(rack: &Rack) -> Result<()> {
     ip(&["netns", "add", ns])?;
     ns_ip(ns, &["link", "set", "lo", "up"])?;
     // Management link: the host reaches every BMC through it.
-    let (mh, ph) = (rack.mgmt_veth(), rack.prov_veth());
-    ip(&[
-        "link", "add", &mh, "type", "veth", "peer", "name", "mgmt0", "netns", ns,
-    ])?;
-    ip(&[
-        "addr",
-        "add",
-        &format!("{}/24", rack.mgmt_host_ip()),
-        "dev",
-        &mh,
-    ])?;
-    ip(&["link", "set", &mh, "up"])?;
+    veth_to_host(ns, &rack.mgmt_veth(), "mgmt0", &rack.mgmt_host_ip())?;
     ns_ip(ns, &["link", "set", "mgmt0", "up"])?;
     for n in &rack.nodes {
         ns_ip(
@@ -57,22 +46,23 @@ pub(crate) fn create(rack: &Rack) -> Result<()> {
     // Provisioning bridge, joined to the host.
     ns_ip(ns, &["link", "add", "prov0", "type", "bridge"])?;
     ns_ip(ns, &["link", "set", "prov0", "up"])?;
-    ip(&[
-        "link", "add", &ph, "type", "veth", "peer", "name", "uplink0", "netns", ns,
-    ])?;
-    ip(&[
-        "addr",
-        "add",
-        &format!("{}/24", rack.prov_host_ip()),
-        "dev",
-        &ph,
-    ])?;
-    ip(&["link", "set", &ph, "up"])?;
+    veth_to_host(ns, &rack.prov_veth(), "uplink0", &rack.prov_host_ip())?;
     ns_ip(ns, &["link", "set", "uplink0", "master", "prov0", "up"])?;
     for n in &rack.nodes {
         ns_ip(ns, &["tuntap", "add", "dev", &n.tap, "mode", "tap"])?;
         ns_ip(ns, &["link", "set", &n.tap, "master", "prov0", "up"])?;
     }
+    Ok(())
+}
+
+/// A veth pair from the host (`host`, up, with `addr/24`) into namespace `ns` (`peer`, left
+/// down).
+fn veth_to_host(ns: &str, host: &str, peer: &str, addr: &str) -> Result<()> {
+    ip(&[
+        "link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns,
+    ])?;
+    ip(&["addr", "add", &format!("{addr}/24"), "dev", host])?;
+    ip(&["link", "set", host, "up"])?;
     Ok(())
 }
 

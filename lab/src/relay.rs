@@ -9,7 +9,8 @@ use crate::fault::bmc_loss;
 use crate::netns;
 use crate::process::spawn_detached;
 use crate::rack::{Node, Rack};
-use std::net::Ipv6Addr;
+use std::io;
+use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -113,21 +114,79 @@ fn advertise(ifname: &str, subnet: u8) {
     }
 }
 
+/// One relayed UDP address: each datagram that reaches the front socket goes on to
+/// `127.0.0.1:target` from a socket of its client's own (so that answers find their way back),
+/// and each answer goes back to that client; either way, a datagram the caller's `lose` picks
+/// is dropped. A lab rack's relay serves its BMCs' addresses with these; the end-to-end tests
+/// stand in for a lossy management network with one.
+#[derive(Debug)]
+pub struct UdpRelay {
+    front: UdpSocket,
+    target: u16,
+    /// One socket toward the target per client.
+    backs: Vec<(SocketAddr, UdpSocket)>,
+}
+
+impl UdpRelay {
+    /// Relays what reaches `front` to `127.0.0.1:target`. `front` must be non-blocking or have
+    /// a short read timeout: [`UdpRelay::pump`] reads it until a read fails.
+    pub fn new(front: UdpSocket, target: u16) -> UdpRelay {
+        UdpRelay {
+            front,
+            target,
+            backs: Vec::new(),
+        }
+    }
+
+    /// Its sockets (the front one first), to wait on before [`UdpRelay::pump`].
+    pub fn sockets(&self) -> impl Iterator<Item = &UdpSocket> {
+        std::iter::once(&self.front).chain(self.backs.iter().map(|(_, b)| b))
+    }
+
+    /// Forwards what is waiting: the clients' datagrams (until a read of the front socket
+    /// fails), then the target's answers; `lose()` is asked once for each datagram and drops it
+    /// when it says so. Fails only when no socket toward the target can be opened for a new
+    /// client.
+    pub fn pump(&mut self, buf: &mut [u8], lose: &mut impl FnMut() -> bool) -> io::Result<()> {
+        while let Ok((n, from)) = self.front.recv_from(buf) {
+            if lose() {
+                continue;
+            }
+            let back = match self.backs.iter().position(|(a, _)| *a == from) {
+                Some(i) => &self.backs[i].1,
+                None => {
+                    let b = UdpSocket::bind("127.0.0.1:0")?;
+                    b.connect(("127.0.0.1", self.target))?;
+                    b.set_nonblocking(true)?;
+                    self.backs.push((from, b));
+                    &self.backs[self.backs.len() - 1].1
+                }
+            };
+            let _ = back.send(&buf[..n]);
+        }
+        for (client, b) in &self.backs {
+            while let Ok(n) = b.recv(buf) {
+                if !lose() {
+                    let _ = self.front.send_to(&buf[..n], client);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `ferric lab relay`: serves every BMC's LAN address of the rack (inside its namespace) and
 /// forwards to the node's ipmi_sim, dropping the share of datagrams each way that the node's
 /// `bmc-loss` fault names (re-read every half second); and sends IPv6 router advertisements
 /// on the provisioning bridge.
 pub fn relay(dir: &Path) -> Result<()> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use std::net::{SocketAddr, UdpSocket};
     use std::os::fd::AsFd;
     let rack = Rack::load(dir)?;
     struct Front {
-        sock: UdpSocket,
+        relay: UdpRelay,
         node: Node,
         loss: u32,
-        // One socket toward the BMC per client, so that answers find their way back.
-        backs: Vec<(SocketAddr, UdpSocket)>,
     }
     let mut fronts: Vec<Front> = rack
         .nodes
@@ -137,10 +196,9 @@ pub fn relay(dir: &Path) -> Result<()> {
                 .and_then(|s| s.set_nonblocking(true).map(|()| s))
                 .or_lab(|| format!("cannot bind {}:{BMC_PORT}", n.bmc_ip))?;
             Ok(Front {
-                sock,
+                relay: UdpRelay::new(sock, backend_port(n)),
                 node: n.clone(),
                 loss: 0,
-                backs: Vec::new(),
             })
         })
         .collect::<Result<_>>()?;
@@ -151,7 +209,6 @@ pub fn relay(dir: &Path) -> Result<()> {
         .or_lab(|| "cannot start the router advertisement thread".into())?;
     let mut reread = Instant::now() - Duration::from_secs(1);
     let mut buf = [0u8; 2048];
-    let lost = |pct: u32| pct > 0 && rand::random::<u32>() % 100 < pct;
     loop {
         if reread.elapsed() >= Duration::from_millis(500) {
             reread = Instant::now();
@@ -164,37 +221,21 @@ pub fn relay(dir: &Path) -> Result<()> {
         }
         let mut fds: Vec<PollFd> = Vec::new();
         for f in &fronts {
-            fds.push(PollFd::new(f.sock.as_fd(), PollFlags::POLLIN));
-            for (_, b) in &f.backs {
-                fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
-            }
+            fds.extend(
+                f.relay
+                    .sockets()
+                    .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN)),
+            );
         }
         let _ = poll(&mut fds, PollTimeout::from(200u16));
         drop(fds);
         for f in &mut fronts {
-            while let Ok((n, from)) = f.sock.recv_from(&mut buf) {
-                if lost(f.loss) {
-                    continue;
-                }
-                if !f.backs.iter().any(|(a, _)| *a == from) {
-                    let port = backend_port(&f.node);
-                    let b = UdpSocket::bind("127.0.0.1:0")
-                        .and_then(|b| b.connect(("127.0.0.1", port)).map(|()| b))
-                        .and_then(|b| b.set_nonblocking(true).map(|()| b))
-                        .or_lab(|| format!("cannot open a socket toward 127.0.0.1:{port}"))?;
-                    f.backs.push((from, b));
-                }
-                if let Some((_, b)) = f.backs.iter().find(|(a, _)| *a == from) {
-                    let _ = b.send(&buf[..n]);
-                }
-            }
-            for (client, b) in &f.backs {
-                while let Ok(n) = b.recv(&mut buf) {
-                    if !lost(f.loss) {
-                        let _ = f.sock.send_to(&buf[..n], client);
-                    }
-                }
-            }
+            let pct = f.loss;
+            f.relay
+                .pump(&mut buf, &mut || {
+                    pct > 0 && rand::random::<u32>() % 100 < pct
+                })
+                .or_lab(|| format!("cannot relay to the BMC of {}", f.node.name))?;
         }
     }
 }
@@ -212,5 +253,40 @@ mod tests {
         assert_eq!(&ra[6..8], &[0, 0], "router lifetime 0");
         assert_eq!(&ra[16..20], &[3, 4, 64, 0xc0]);
         assert_eq!(&ra[32..48], &ra_prefix(37).octets());
+    }
+
+    #[test]
+    fn a_relay_carries_each_clients_datagrams_both_ways_and_drops_what_it_is_told_to() {
+        let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+        target
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+        front.set_nonblocking(true).unwrap();
+        let front_addr = front.local_addr().unwrap();
+        let mut relay = UdpRelay::new(front, target.local_addr().unwrap().port());
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let pump = |relay: &mut UdpRelay, buf: &mut [u8], lose: bool| {
+            std::thread::sleep(Duration::from_millis(50));
+            relay.pump(buf, &mut || lose).unwrap();
+        };
+
+        client.send_to(b"lost", front_addr).unwrap();
+        pump(&mut relay, &mut buf, true);
+        assert_eq!(relay.sockets().count(), 1, "no socket for a lost datagram");
+        client.send_to(b"ping", front_addr).unwrap();
+        pump(&mut relay, &mut buf, false);
+        let mut got = [0u8; 64];
+        let (n, from) = target.recv_from(&mut got).unwrap();
+        assert_eq!(&got[..n], b"ping");
+        target.send_to(b"pong", from).unwrap();
+        pump(&mut relay, &mut buf, false);
+        let (n, back) = client.recv_from(&mut got).unwrap();
+        assert_eq!((&got[..n], back), (&b"pong"[..], front_addr));
+        assert_eq!(relay.sockets().count(), 2);
     }
 }

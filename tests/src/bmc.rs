@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use ferric_lab::bmc::{EmuSensor, LanConf, SimUser, write_sim_config};
+use ferric_lab::relay::UdpRelay;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -290,7 +291,7 @@ impl Drop for SimBmc {
 }
 
 /// A UDP relay on loopback that drops a share of the datagrams in each direction, standing in
-/// for a lossy management network.
+/// for a lossy management network (the lab's [`UdpRelay`] in a thread).
 #[derive(Debug)]
 pub struct LossyRelay {
     /// Port clients send to.
@@ -308,9 +309,8 @@ impl LossyRelay {
         front.set_read_timeout(Some(Duration::from_millis(2)))?;
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let mut relay = UdpRelay::new(front, target);
         std::thread::spawn(move || {
-            // One back socket per client address, so answers find their way home.
-            let mut backs: Vec<(std::net::SocketAddr, std::net::UdpSocket)> = Vec::new();
             let mut buf = [0u8; 2048];
             let mut seed = 0x853c_49e6_748f_ea9b_u64 ^ u64::from(port);
             let mut drop_it = move || {
@@ -320,28 +320,7 @@ impl LossyRelay {
                 (seed % 100) < u64::from(loss_pct)
             };
             while !stopped.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = front.recv_from(&mut buf) {
-                    if !backs.iter().any(|(a, _)| *a == from) {
-                        let Ok(b) = std::net::UdpSocket::bind("127.0.0.1:0") else {
-                            continue;
-                        };
-                        let _ = b.set_nonblocking(true);
-                        let _ = b.connect(("127.0.0.1", target));
-                        backs.push((from, b));
-                    }
-                    if !drop_it()
-                        && let Some((_, b)) = backs.iter().find(|(a, _)| *a == from)
-                    {
-                        let _ = b.send(&buf[..n]);
-                    }
-                }
-                for (client, b) in &backs {
-                    while let Ok(n) = b.recv(&mut buf) {
-                        if !drop_it() {
-                            let _ = front.send_to(&buf[..n], client);
-                        }
-                    }
-                }
+                let _ = relay.pump(&mut buf, &mut drop_it);
             }
         });
         Ok(LossyRelay { port, stop })

@@ -1,7 +1,10 @@
 //! Emulated BMCs for the tests: OpenIPMI's `ipmi_sim` serving IPMI 2.0 over LAN on loopback,
-//! with `ferric-chassis-sim` as its chassis, and `ipmitool` to read the same BMC back.
+//! with `ferric-chassis-sim` as its chassis, and `ipmitool` to read the same BMC back. Its
+//! lan.conf and emulator commands are written by [`ferric_lab::bmc`], as a lab node's are.
 
 use anyhow::{Context, Result, bail};
+use ferric_lab::bmc::{EmuSensor, LanConf, SimUser, write_sim_config};
+use ferric_lab::relay::UdpRelay;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -163,57 +166,46 @@ impl SimBmc {
         let chassis = crate::bin("ferric-chassis-sim")?;
         let state = dir.join("chassis");
         let (user, password) = ADMIN;
-        let lan = format!(
-            r#"name "ferric-test"
-set_working_mc 0x20
-  startlan 1
-    addr 127.0.0.1 {port}
-    priv_limit admin
-    allowed_auths_callback none md2 md5 straight
-    allowed_auths_user none md2 md5 straight
-    allowed_auths_operator none md2 md5 straight
-    allowed_auths_admin none md2 md5 straight
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  chassis_control "{} --state {}"
-{}  user 2 true "{user}" "{password}" admin 32 none md2 md5 straight
-  user 3 true "viewer" "viewer-secret" user 10 none md2 md5 straight
-"#,
-            chassis.display(),
-            state.display(),
-            vm_port.map_or(String::new(), |p| format!(
-                "  serial 15 127.0.0.1 {p} codec VM\n"
-            )),
-        );
-        // The administrator may hold 32 sessions: a login cut short by a lossy path leaves a
-        // half-open session on the BMC until it times out, and the 30%-loss test makes
-        // several (see docs/design.md, "BMC").
-        std::fs::write(dir.join("lan.conf"), lan)?;
-        let mut emu = String::from(
-            "mc_setbmc 0x20\n\
-             mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n\
-             sel_enable 0x20 1000 0x0a\n",
-        );
-        for (i, s) in SENSORS.iter().enumerate() {
-            let record = full_sensor_sdr(i as u16 + 1, s);
-            let bytes: Vec<String> = record.iter().map(|b| format!("0x{b:02x}")).collect();
-            emu.push_str(&format!("main_sdr_add 0x20 {}\n", bytes.join(" ")));
-            emu.push_str(&format!(
-                "sensor_add 0x20 0 {} 0x{:02x} 0x01\nsensor_set_value 0x20 0 {} {} 0\n",
-                s.number, s.sensor_type, s.number, s.raw
-            ));
-        }
-        emu.push_str("mc_enable 0x20\n");
-        std::fs::write(dir.join("sim.emu"), emu)?;
+        let lan = LanConf {
+            name: "ferric-test".into(),
+            port,
+            guid: 0xa123_4567_89ab_cdef_a123_4567_89ab_cdef_u128.to_be_bytes(),
+            vm_port,
+            chassis_control: format!("{} --state {}", chassis.display(), state.display()),
+            // The administrator may hold 32 sessions: a login cut short by a lossy path leaves
+            // a half-open session on the BMC until it times out, and the 30%-loss test makes
+            // several (see docs/design.md, "BMC").
+            users: vec![
+                SimUser {
+                    id: 2,
+                    name: user.into(),
+                    password: password.into(),
+                    privilege: "admin",
+                    max_sessions: 32,
+                },
+                SimUser {
+                    id: 3,
+                    name: "viewer".into(),
+                    password: "viewer-secret".into(),
+                    privilege: "user",
+                    max_sessions: 10,
+                },
+            ],
+        };
+        let sensors: Vec<EmuSensor> = SENSORS
+            .iter()
+            .enumerate()
+            .map(|(i, s)| EmuSensor {
+                sdr: full_sensor_sdr(i as u16 + 1, s),
+                number: s.number,
+                sensor_type: s.sensor_type,
+                raw: s.raw,
+            })
+            .collect();
+        let args = write_sim_config(dir, &lan, &sensors)?;
         let log = std::fs::File::create(dir.join("ipmi_sim.log"))?;
         let child = Command::new("ipmi_sim")
-            .arg("-c")
-            .arg(dir.join("lan.conf"))
-            .arg("-f")
-            .arg(dir.join("sim.emu"))
-            .arg("-n")
-            .arg("-s")
-            .arg(dir.join("state"))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -299,7 +291,7 @@ impl Drop for SimBmc {
 }
 
 /// A UDP relay on loopback that drops a share of the datagrams in each direction, standing in
-/// for a lossy management network.
+/// for a lossy management network (the lab's [`UdpRelay`] in a thread).
 #[derive(Debug)]
 pub struct LossyRelay {
     /// Port clients send to.
@@ -317,9 +309,8 @@ impl LossyRelay {
         front.set_read_timeout(Some(Duration::from_millis(2)))?;
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let mut relay = UdpRelay::new(front, target);
         std::thread::spawn(move || {
-            // One back socket per client address, so answers find their way home.
-            let mut backs: Vec<(std::net::SocketAddr, std::net::UdpSocket)> = Vec::new();
             let mut buf = [0u8; 2048];
             let mut seed = 0x853c_49e6_748f_ea9b_u64 ^ u64::from(port);
             let mut drop_it = move || {
@@ -329,28 +320,7 @@ impl LossyRelay {
                 (seed % 100) < u64::from(loss_pct)
             };
             while !stopped.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = front.recv_from(&mut buf) {
-                    if !backs.iter().any(|(a, _)| *a == from) {
-                        let Ok(b) = std::net::UdpSocket::bind("127.0.0.1:0") else {
-                            continue;
-                        };
-                        let _ = b.set_nonblocking(true);
-                        let _ = b.connect(("127.0.0.1", target));
-                        backs.push((from, b));
-                    }
-                    if !drop_it()
-                        && let Some((_, b)) = backs.iter().find(|(a, _)| *a == from)
-                    {
-                        let _ = b.send(&buf[..n]);
-                    }
-                }
-                for (client, b) in &backs {
-                    while let Ok(n) = b.recv(&mut buf) {
-                        if !drop_it() {
-                            let _ = front.send_to(&buf[..n], client);
-                        }
-                    }
-                }
+                let _ = relay.pump(&mut buf, &mut drop_it);
             }
         });
         Ok(LossyRelay { port, stop })

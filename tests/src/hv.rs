@@ -159,20 +159,7 @@ while true; do
 done
 "#;
 
-/// Runs a command; its stdout, or an error naming it with its stderr.
-pub fn run(cmd: &mut Command) -> Result<String> {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {shown}"))?;
-    if !out.status.success() {
-        bail!(
-            "{shown} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+pub use ferric_lab::run;
 
 /// Writes a sparse disk image of `len` bytes at `path` holding `parts` (offset, bytes).
 pub fn marker_disk(path: &Path, len: u64, parts: &[(u64, &[u8])]) -> Result<()> {

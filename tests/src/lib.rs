@@ -4,7 +4,8 @@
 //! on loopback with real QUIC sockets and a real SQLite store, agents started in-process or
 //! as real processes, and a way to find the built binaries.
 //!
-//! The lab harness (virtual bare metal with emulated BMCs) joins this crate with the lab issue.
+//! Their emulated BMCs and QEMU machines are configured by the lab crate's own code
+//! (`ferric_lab::bmc`, `ferric_lab::qemu`), the same that builds a lab rack's nodes.
 #![forbid(unsafe_code)]
 
 pub mod bmc;

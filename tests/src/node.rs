@@ -94,25 +94,8 @@ pub fn direct_boot_args(
     memory_mib: u32,
     console: &Path,
 ) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "-machine",
-        "pc",
-        "-accel",
-        "tcg",
-        "-smp",
-        "1",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-no-reboot",
-        "-append",
-        "console=ttyS0 panic=-1 quiet",
-        "-m",
-    ]
-    .map(String::from)
-    .to_vec();
-    a.push(memory_mib.to_string());
+    let mut a = ferric_lab::qemu::machine_args("tcg", u64::from(memory_mib));
+    a.extend(["-no-reboot", "-append", "console=ttyS0 panic=-1 quiet"].map(String::from));
     for (flag, value) in [
         ("-kernel", kernel.display().to_string()),
         ("-initrd", initrd.display().to_string()),
@@ -128,7 +111,7 @@ pub fn direct_boot_args(
 pub fn spawn_qemu(args: &[String], dir: &Path) -> Result<crate::Proc> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     crate::Proc::spawn(
-        Path::new("qemu-system-x86_64"),
+        Path::new(ferric_lab::qemu::QEMU),
         &args,
         &dir.join("qemu.log"),
     )
@@ -151,16 +134,8 @@ impl VirtualNode {
             .context("the BMC was started without a VM interface")?;
         let console = dir.join("console.log");
         let mut args = direct_boot_args(&image.kernel, &image.initrd, 512, &console);
-        args.extend([
-            "-chardev".into(),
-            format!("socket,id=ipmi0,host=127.0.0.1,port={vm_port},reconnect=1"),
-            "-device".into(),
-            "ipmi-bmc-extern,id=bmc0,chardev=ipmi0".into(),
-            "-device".into(),
-            "isa-ipmi-kcs,bmc=bmc0".into(),
-            "-nic".into(),
-            "none".into(),
-        ]);
+        args.extend(ferric_lab::qemu::ipmi_args(vm_port));
+        args.extend(["-nic".into(), "none".into()]);
         let qemu = spawn_qemu(&args, dir)?;
         Ok(VirtualNode { qemu, console })
     }

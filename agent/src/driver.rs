@@ -2,6 +2,7 @@
 //! netlink or IPMI; real backends arrive with their issues. [`FakeDriver`] implements every
 //! trait for the in-process tiers: it records calls and can inject delays and failures.
 
+use crate::lock;
 use async_trait::async_trait;
 use ferric_proto::msg::{BmcCredential, BmcState, SensorReading};
 use ferric_proto::plan::{
@@ -365,10 +366,6 @@ pub struct FakeDriver {
     bmcs: Mutex<Vec<String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl FakeDriver {
     /// A fake that answers at once and never fails.
     pub fn new() -> Self {
@@ -578,7 +575,7 @@ impl BmcControl for FakeDriver {
             .map(|name| BmcState {
                 power_on: Some(self.fake_power(&name)),
                 name,
-                at_ms: crate::executor::now_ms(),
+                at_ms: crate::clock::now_ms(),
                 sensors: vec![],
                 error: None,
             })

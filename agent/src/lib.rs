@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bmc;
+pub mod clock;
 pub mod driver;
 pub mod enroll;
 pub mod executor;
@@ -57,6 +58,12 @@ pub struct Config {
     /// How often the BMCs this agent drives are polled (power, and sensors every
     /// [`SENSOR_POLL_EVERY`]th time); zero turns the poll off.
     pub bmc_poll: Duration,
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked: a poisoned lock is
+/// taken as it is, not turned into a second panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Sensors are read on every this-many BMC polls (an SDR walk per BMC is cached, but each

@@ -319,7 +319,7 @@ impl IpmiClient {
         data: Vec<u8>,
     ) -> Result<Vec<u8>, BmcError> {
         let slot = {
-            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            let mut conns = crate::lock(&self.conns);
             conns.entry(session_key(t)).or_default().clone()
         };
         // One operation in flight per BMC.
@@ -351,7 +351,7 @@ impl IpmiClient {
     /// retries: a BMC that does not answer times the session out itself.
     pub async fn close_all(&self) {
         let slots: Vec<_> = {
-            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            let mut conns = crate::lock(&self.conns);
             conns.drain().map(|(_, v)| v).collect()
         };
         let mut closing = tokio::task::JoinSet::new();

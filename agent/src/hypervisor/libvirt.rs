@@ -149,7 +149,7 @@ impl GuestStats for Libvirt {
         };
         let domains = conn.list_all_domains(0).unwrap_or_default();
         let now = Instant::now();
-        let mut prev = self.cpu.lock().unwrap_or_else(|p| p.into_inner());
+        let mut prev = crate::lock(&self.cpu);
         let mut out = Vec::new();
         for d in domains {
             let Ok(xml) = d.get_xml_desc(0) else { continue };

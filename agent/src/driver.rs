@@ -6,7 +6,7 @@ use crate::lock;
 use async_trait::async_trait;
 use ferric_proto::msg::{BmcCredential, BmcState, SensorReading};
 use ferric_proto::plan::{
-    BootDevice, ErrorKind, GuestPowerAction, GuestSpec, PowerAction, Step, StepOutput,
+    BootDevice, ErrorKind, GuestPowerAction, GuestSpec, PowerAction, SelEntry, Step, StepOutput,
     VolumeFormat, VolumeImage,
 };
 use std::collections::{HashMap, HashSet};
@@ -517,6 +517,20 @@ impl Compute for FakeDriver {
     }
 }
 
+/// The one entry of the fake event log, as a BMC's decoder gives it: temperature sensor 1,
+/// "upper critical going high", asserted (the record's bytes are in `raw`).
+pub(crate) fn fake_sel_entry() -> SelEntry {
+    SelEntry {
+        id: 1,
+        at_s: Some(0x6000_0000),
+        sensor: "Temperature".into(),
+        sensor_number: 1,
+        event: "Upper Critical - going high".into(),
+        asserted: true,
+        raw: "0100020000006020000401010159ffff".into(),
+    }
+}
+
 #[async_trait]
 impl BmcControl for FakeDriver {
     async fn power(&self, bmc: &str, action: PowerAction) -> Result<StepDone, DriverError> {
@@ -553,9 +567,7 @@ impl BmcControl for FakeDriver {
         let entries = if empty {
             vec![]
         } else {
-            vec![crate::bmc::ipmi::decode_sel(&[
-                1, 0, 2, 0, 0, 0, 0x60, 0x20, 0, 4, 1, 1, 1, 0x59, 0xff, 0xff,
-            ])]
+            vec![fake_sel_entry()]
         };
         if clear {
             lock(&self.present).insert(cleared);

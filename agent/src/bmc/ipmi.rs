@@ -1135,4 +1135,12 @@ mod tests {
         assert_eq!(e.sensor, "record type 0x10");
         assert!(e.event.starts_with("not decoded"), "{}", e.event);
     }
+
+    #[test]
+    fn the_fake_drivers_event_log_entry_is_what_the_decoder_makes_of_its_bytes() {
+        let fake = crate::driver::fake_sel_entry();
+        let mut raw = [0u8; 16];
+        hex::decode_to_slice(&fake.raw, &mut raw).unwrap();
+        assert_eq!(decode_sel(&raw), fake);
+    }
 }

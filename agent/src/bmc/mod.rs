@@ -88,8 +88,8 @@ impl BmcTarget {
     }
 
     /// Parses `ipmi://USER@HOST[:PORT]` (the password comes separately).
-    pub fn parse(url: &str, password: Secret) -> Result<BmcTarget, String> {
-        let a = ferric_proto::msg::BmcAddress::parse(url)?;
+    pub fn parse(url: &str, password: Secret) -> Result<BmcTarget, BmcTargetError> {
+        let a = ferric_proto::msg::BmcAddress::parse(url).map_err(BmcTargetError::Address)?;
         Ok(BmcTarget {
             host: a.host,
             port: a.port,
@@ -97,6 +97,15 @@ impl BmcTarget {
             password,
         })
     }
+}
+
+/// A BMC target that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BmcTargetError {
+    /// The address is not `ipmi://USER@HOST[:PORT]`, or holds a password; the text is
+    /// `ferric_proto::msg::BmcAddress::parse`'s and names the address and what is wrong.
+    #[error("{0}")]
+    Address(String),
 }
 
 /// Stable kinds of BMC failures.

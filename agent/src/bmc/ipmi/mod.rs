@@ -23,5 +23,5 @@ pub use commands::{
     BootSetting, ChassisStatus, DeviceId, Raw, SelInfo, boot_flags_request, completion,
     parse_boot_flags, parse_device_id,
 };
-pub use sdr::{Conversion, SensorDef, parse_sdr};
+pub use sdr::{Conversion, SdrError, SensorDef, parse_sdr};
 pub use sel::decode_sel;

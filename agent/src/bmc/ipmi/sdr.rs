@@ -37,10 +37,33 @@ impl Conversion {
     }
 }
 
+/// Why a Sensor Data Record was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdrError {
+    /// A sensor record shorter than the fixed part of its type (IPMI 2.0 tables 43-1, 43-2).
+    #[error("SDR of {len} bytes is too short")]
+    TooShort {
+        /// The record's length, header included.
+        len: usize,
+    },
+    /// A compact sensor record whose ID string modifier type is reserved (10b or 11b).
+    #[error("compact SDR with a reserved ID string modifier")]
+    ReservedIdModifier,
+    /// `ipmi-rs`' parser panicked on the record (the panic was contained).
+    #[error("the SDR parser rejected the record")]
+    ParserPanicked,
+    /// `ipmi-rs`' parser refused the record.
+    #[error("malformed SDR: {detail}")]
+    Malformed {
+        /// `ipmi-rs`' error, as it renders it (it has no `Display`).
+        detail: String,
+    },
+}
+
 /// Parses one SDR (header and body, as Get SDR returns them) into a sensor Ferric can read:
 /// full and compact sensor records owned by the BMC; other records give `Ok(None)`. The bytes
 /// come from the network: a record the parser cannot take is an error, never a panic.
-pub fn parse_sdr(record: &[u8]) -> Result<Option<SensorDef>, String> {
+pub fn parse_sdr(record: &[u8]) -> Result<Option<SensorDef>, SdrError> {
     use ipmi_rs::storage::sdr::record::{
         DataFormat, Linearization, Record, WithSensorRecordCommon,
     };
@@ -54,16 +77,18 @@ pub fn parse_sdr(record: &[u8]) -> Result<Option<SensorDef>, String> {
         _ => return Ok(None),
     };
     if record.len() < 5 + min_body {
-        return Err(format!("SDR of {} bytes is too short", record.len()));
+        return Err(SdrError::TooShort { len: record.len() });
     }
     // Compact records: ID-string modifier types 10b and 11b are reserved (and make ipmi-rs
     // panic).
     if record.get(3) == Some(&0x02) && record[5 + 18] & 0x20 != 0 {
-        return Err("compact SDR with a reserved ID string modifier".into());
+        return Err(SdrError::ReservedIdModifier);
     }
     let parsed = crate::bmc::contained(|| Record::parse(record))
-        .map_err(|_| "the SDR parser rejected the record".to_owned())?
-        .map_err(|e| format!("malformed SDR: {e:?}"))?;
+        .map_err(|_| SdrError::ParserPanicked)?
+        .map_err(|e| SdrError::Malformed {
+            detail: format!("{e:?}"),
+        })?;
     let (common, conversion) = match (parsed.full_sensor(), parsed.compact_sensor()) {
         (Some(full), _) => {
             let conv = matches!(full.linearization, Linearization::Linear)

@@ -112,14 +112,19 @@ pub(super) fn clone_image(
     size_bytes: u64,
     record: &CloneRecord,
 ) -> Result<(), DriverError> {
-    use ferric_images::source::{Algo, ImageSource, SourceReader};
+    use ferric_images::inspect::Format;
+    use ferric_images::source::{ImageSource, SourceReader, parse_checksum};
     let io = |what: &str, e: std::io::Error| err(ErrorKind::Io, format!("{what}: {e}"));
     if let Some(dir) = record.writing.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io(&format!("create {}", dir.display()), e))?;
     }
-    let declared = ferric_images::inspect::Format::parse_declared(img.format.as_deref())
+    let declared = img
+        .format
+        .as_deref()
+        .map(Format::parse)
+        .transpose()
         .map_err(|e| err(ErrorKind::InvalidSpec, format!("field `image.format`: {e}")))?;
-    let expected = Algo::parse_checksum(&img.checksum).map_err(|e| {
+    let expected = parse_checksum(&img.checksum).map_err(|e| {
         err(
             ErrorKind::InvalidSpec,
             format!("field `image.checksum`: {e}"),

@@ -1,18 +1,29 @@
-//! BMC control over IPMI 2.0 LAN ("lanplus": RMCP+ with RAKP, HMAC-SHA1 integrity and AES-CBC-128
-//! confidentiality), on the `ipmi-rs` session layer.
+//! BMCs over IPMI 2.0.
 //!
-//! One session per BMC, opened on first use and kept; one operation in flight per BMC (a
-//! per-BMC lock) and a minimum interval between operations; every exchange has a short
-//! timeout and is retried with backoff until the operation's deadline, re-opening the session
-//! after repeated silence, so that UDP loss costs time, not failures. Errors come in stable
-//! kinds and name the BMC; the password is never printed (see [`Secret`]). Under the session,
-//! a loopback relay retransmits datagrams that got no answer (`ipmi-rs` sends each once).
+//! * Over the LAN ("lanplus": RMCP+ with RAKP, HMAC-SHA1 integrity and AES-CBC-128
+//!   confidentiality), on the `ipmi-rs` session layer: the client in [`ipmi`] and the agent's
+//!   BMC driver on it in `control` (cargo feature `agent`). One session per BMC, opened on
+//!   first use and kept; one operation in flight per BMC (a per-BMC lock) and a minimum
+//!   interval between operations; every exchange has a short timeout and is retried with
+//!   backoff until the operation's deadline, re-opening the session after repeated silence,
+//!   so that UDP loss costs time, not failures. Under the session, a loopback relay
+//!   retransmits datagrams that got no answer (`ipmi-rs` sends each once).
+//! * In-band, through the kernel's IPMI device, for the deploy ramdisk: `inband` (cargo
+//!   feature `inband`).
+//!
+//! Both use the command encodings and decoders of [`ipmi`], which are always compiled.
+//! Errors come in stable kinds and name the BMC; the password is never printed (see
+//! [`Secret`]).
 
+#[cfg(feature = "agent")]
 pub mod control;
+#[cfg(feature = "inband")]
 pub mod inband;
 pub mod ipmi;
+#[cfg(feature = "agent")]
 mod relay;
 #[cfg(test)]
+#[cfg(feature = "agent")]
 mod sim;
 
 thread_local! {

@@ -9,15 +9,20 @@
 //! * `client.rs`, `session.rs`, `sensors.rs`: the LAN client [`IpmiClient`] — a session per
 //!   BMC, retries, the commands as async calls, the SDR walk and sensor readings.
 
+#[cfg(feature = "agent")]
 mod client;
 mod commands;
 mod sdr;
 mod sel;
+#[cfg(feature = "agent")]
 mod sensors;
+#[cfg(feature = "agent")]
 mod session;
 #[cfg(test)]
+#[cfg(feature = "agent")]
 mod tests;
 
+#[cfg(feature = "agent")]
 pub use client::{IpmiClient, IpmiOptions};
 pub use commands::{
     BootSetting, ChassisStatus, DeviceId, Raw, SelInfo, boot_flags_request, completion,

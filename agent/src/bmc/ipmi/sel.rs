@@ -124,6 +124,7 @@ mod tests {
         assert!(e.event.starts_with("not decoded"), "{}", e.event);
     }
 
+    #[cfg(feature = "agent")]
     #[test]
     fn the_fake_drivers_event_log_entry_is_what_the_decoder_makes_of_its_bytes() {
         let fake = crate::driver::fake_sel_entry();

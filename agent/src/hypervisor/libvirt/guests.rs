@@ -82,6 +82,18 @@ impl Libvirt {
     }
 }
 
+/// The defined (inactive) XML of a guest Ferric manages; a conflict, worded by `refused`, for
+/// a domain without Ferric's metadata (someone else's).
+fn ferric_xml(d: &Domain, refused: impl FnOnce() -> String) -> Result<String, DriverError> {
+    let xml = d
+        .get_xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+        .map_err(|e| virt_err("guest XML", &e))?;
+    if !xml.contains(METADATA_NS) {
+        return Err(err(ErrorKind::Conflict, refused()));
+    }
+    Ok(xml)
+}
+
 #[async_trait]
 impl Compute for Libvirt {
     async fn ensure_guest(&self, spec: &GuestSpec) -> DriverResult {
@@ -90,15 +102,9 @@ impl Compute for Libvirt {
             let disks = Self::precheck(conn, cfg, &spec)?;
             let hash = spec_hash(&spec, cfg.accel);
             if let Some(d) = Self::domain(conn, &spec.name)? {
-                let xml = d
-                    .get_xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
-                    .map_err(|e| virt_err("guest XML", &e))?;
-                if !xml.contains(METADATA_NS) {
-                    return Err(err(
-                        ErrorKind::Conflict,
-                        format!("guest `{}` exists and is not managed by Ferric", spec.name),
-                    ));
-                }
+                let xml = ferric_xml(&d, || {
+                    format!("guest `{}` exists and is not managed by Ferric", spec.name)
+                })?;
                 if xml.contains(&format!("spec='{hash}'"))
                     || xml.contains(&format!("spec=\"{hash}\""))
                 {
@@ -175,15 +181,9 @@ impl Compute for Libvirt {
             let Some(d) = Self::domain(conn, &name)? else {
                 return Ok(false);
             };
-            let xml = d
-                .get_xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
-                .map_err(|e| virt_err("guest XML", &e))?;
-            if !xml.contains(METADATA_NS) {
-                return Err(err(
-                    ErrorKind::Conflict,
-                    format!("guest `{name}` is not managed by Ferric; not deleting it"),
-                ));
-            }
+            ferric_xml(&d, || {
+                format!("guest `{name}` is not managed by Ferric; not deleting it")
+            })?;
             if d.is_active().unwrap_or(false) {
                 let _ = d.destroy();
             }

@@ -2,8 +2,7 @@
 //! chassis, boot, device and SEL commands as async calls.
 
 use super::commands::{
-    BootSetting, ChassisStatus, DeviceId, Raw, SelInfo, boot_flags_request, parse_boot_flags,
-    parse_device_id,
+    BootSetting, ChassisStatus, DeviceId, Raw, SelInfo, parse_boot_flags, parse_device_id,
 };
 use super::session::{Conn, exchange, session_key};
 use crate::bmc::{BmcError, BmcErrorKind, BmcTarget};
@@ -77,6 +76,11 @@ impl IpmiClient {
         cmd: u8,
         data: Vec<u8>,
     ) -> Result<Vec<u8>, BmcError> {
+        self.send(t, Raw::new(netfn, cmd, data)).await
+    }
+
+    /// Sends one request to the BMC and returns the answer's data.
+    pub async fn send(&self, t: &BmcTarget, request: Raw) -> Result<Vec<u8>, BmcError> {
         let slot = {
             let mut conns = crate::lock(&self.conns);
             conns.entry(session_key(t)).or_default().clone()
@@ -91,7 +95,7 @@ impl IpmiClient {
         let (t2, opts) = (t.clone(), self.opts);
         let (conn, result) = tokio::task::spawn_blocking(move || {
             let mut conn = conn;
-            let r = exchange(&mut conn, &t2, &opts, netfn, cmd, data);
+            let r = exchange(&mut conn, &t2, &opts, request);
             (conn, r)
         })
         .await
@@ -168,28 +172,21 @@ impl IpmiClient {
         persistent: bool,
         uefi: bool,
     ) -> Result<(), BmcError> {
-        self.raw(
-            t,
-            NetFn::Chassis,
-            0x08,
-            boot_flags_request(device, persistent, uefi),
-        )
-        .await?;
+        self.send(t, Raw::set_boot_flags(device, persistent, uefi))
+            .await?;
         Ok(())
     }
 
     /// The boot flags as stored by the BMC.
     pub async fn boot_device(&self, t: &BmcTarget) -> Result<BootSetting, BmcError> {
-        let d = self
-            .raw(t, NetFn::Chassis, 0x09, vec![0x05, 0x00, 0x00])
-            .await?;
+        let d = self.send(t, Raw::get_boot_flags()).await?;
         parse_boot_flags(&d)
             .ok_or_else(|| fail(t, BmcErrorKind::Failed, "short boot options answer"))
     }
 
     /// Get Device ID.
     pub async fn device_id(&self, t: &BmcTarget) -> Result<DeviceId, BmcError> {
-        let d = self.raw(t, NetFn::App, 0x01, vec![]).await?;
+        let d = self.send(t, Raw::get_device_id()).await?;
         parse_device_id(&d).ok_or_else(|| fail(t, BmcErrorKind::Failed, "short device id answer"))
     }
 

@@ -19,6 +19,26 @@ impl Raw {
     pub fn new(netfn: NetFn, cmd: u8, data: Vec<u8>) -> Raw {
         Raw { netfn, cmd, data }
     }
+
+    /// Get Device ID; the answer goes to [`parse_device_id`].
+    pub fn get_device_id() -> Raw {
+        Raw::new(NetFn::App, 0x01, vec![])
+    }
+
+    /// Get System Boot Options, parameter 5 (boot flags); the answer goes to
+    /// [`parse_boot_flags`].
+    pub fn get_boot_flags() -> Raw {
+        Raw::new(NetFn::Chassis, 0x09, vec![0x05, 0x00, 0x00])
+    }
+
+    /// Set System Boot Options, parameter 5 (boot flags, see [`boot_flags_request`]).
+    pub fn set_boot_flags(device: BootDevice, persistent: bool, uefi: bool) -> Raw {
+        Raw::new(
+            NetFn::Chassis,
+            0x08,
+            boot_flags_request(device, persistent, uefi),
+        )
+    }
 }
 
 impl From<Raw> for Message {

@@ -153,9 +153,7 @@ pub(super) fn exchange(
     conn: &mut Conn,
     t: &BmcTarget,
     opts: &IpmiOptions,
-    netfn: NetFn,
-    cmd: u8,
-    data: Vec<u8>,
+    request: Raw,
 ) -> Result<Vec<u8>, BmcError> {
     let started = Instant::now();
     if let Some(last) = conn.last
@@ -223,7 +221,7 @@ pub(super) fn exchange(
         let Some(ipmi) = conn.ipmi.as_mut() else {
             continue;
         };
-        let r = crate::bmc::contained(|| ipmi.send_recv(Raw::new(netfn, cmd, data.clone())));
+        let r = crate::bmc::contained(|| ipmi.send_recv(request.clone()));
         let Ok(r) = r else {
             // See `open`: a datagram ipmi-rs could not take; start a new session.
             silent += 1;

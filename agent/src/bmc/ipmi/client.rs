@@ -4,37 +4,15 @@
 use super::commands::{
     BootSetting, ChassisStatus, DeviceId, Raw, SelInfo, parse_boot_flags, parse_device_id,
 };
-use super::session::{Conn, exchange, session_key};
+use super::session::{Conn, IpmiOptions, exchange, fail, session_key};
 use crate::bmc::{BmcError, BmcErrorKind, BmcTarget};
 use ferric_proto::plan::{BootDevice, PowerAction};
 use ipmi_rs::connection::NetFn;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// A BMC's session behind the lock that keeps one operation in flight.
 type Slot = Arc<tokio::sync::Mutex<Option<Conn>>>;
-
-/// How hard the client tries.
-#[derive(Debug, Clone, Copy)]
-pub struct IpmiOptions {
-    /// Wait for one answer before sending again.
-    pub exchange_timeout: Duration,
-    /// Give up on an operation after this long.
-    pub deadline: Duration,
-    /// Least time between two operations on one BMC (BMCs are small computers).
-    pub min_interval: Duration,
-}
-
-impl Default for IpmiOptions {
-    fn default() -> Self {
-        IpmiOptions {
-            exchange_timeout: Duration::from_millis(400),
-            deadline: Duration::from_secs(30),
-            min_interval: Duration::from_millis(10),
-        }
-    }
-}
 
 /// The client: sessions by BMC address, one operation at a time per BMC.
 #[derive(Clone, Default)]
@@ -48,14 +26,6 @@ impl std::fmt::Debug for IpmiClient {
         f.debug_struct("IpmiClient")
             .field("opts", &self.opts)
             .finish_non_exhaustive()
-    }
-}
-
-pub(super) fn fail(t: &BmcTarget, kind: BmcErrorKind, message: impl Into<String>) -> BmcError {
-    BmcError {
-        kind,
-        bmc: t.addr(),
-        message: message.into(),
     }
 }
 

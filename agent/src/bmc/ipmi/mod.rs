@@ -23,10 +23,12 @@ mod session;
 mod tests;
 
 #[cfg(feature = "agent")]
-pub use client::{IpmiClient, IpmiOptions};
+pub use client::IpmiClient;
 pub use commands::{
     BootSetting, ChassisStatus, DeviceId, Raw, SelInfo, boot_flags_request, completion,
     parse_boot_flags, parse_device_id,
 };
 pub use sdr::{Conversion, SdrError, SensorDef, parse_sdr};
 pub use sel::decode_sel;
+#[cfg(feature = "agent")]
+pub use session::IpmiOptions;

@@ -1,7 +1,8 @@
 //! Sensors over LAN: the walk of the BMC's SDR repository, and Get Sensor Reading.
 
-use super::client::{IpmiClient, fail};
+use super::client::IpmiClient;
 use super::sdr::{SensorDef, parse_sdr};
+use super::session::fail;
 use crate::bmc::{BmcError, BmcErrorKind, BmcTarget};
 use ipmi_rs::connection::NetFn;
 

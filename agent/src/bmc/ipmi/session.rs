@@ -1,7 +1,6 @@
 //! RMCP+ sessions and exchanges: opening a session at administrator privilege through the
 //! relay, and one command retried with backoff until it is answered or the deadline passes.
 
-use super::client::{IpmiOptions, fail};
 use super::commands::{Raw, completion};
 use crate::bmc::relay::Relay;
 use crate::bmc::{BmcError, BmcErrorKind, BmcTarget};
@@ -9,6 +8,36 @@ use ipmi_rs::connection::NetFn;
 use ipmi_rs::rmcp::{ActivationError, Rmcp, V2_0ActivationError};
 use ipmi_rs::{Ipmi, IpmiError};
 use std::time::{Duration, Instant};
+
+/// How hard the client tries.
+#[derive(Debug, Clone, Copy)]
+pub struct IpmiOptions {
+    /// Wait for one answer before sending again.
+    pub exchange_timeout: Duration,
+    /// Give up on an operation after this long.
+    pub deadline: Duration,
+    /// Least time between two operations on one BMC (BMCs are small computers).
+    pub min_interval: Duration,
+}
+
+impl Default for IpmiOptions {
+    fn default() -> Self {
+        IpmiOptions {
+            exchange_timeout: Duration::from_millis(400),
+            deadline: Duration::from_secs(30),
+            min_interval: Duration::from_millis(10),
+        }
+    }
+}
+
+/// An error about BMC `t`.
+pub(super) fn fail(t: &BmcTarget, kind: BmcErrorKind, message: impl Into<String>) -> BmcError {
+    BmcError {
+        kind,
+        bmc: t.addr(),
+        message: message.into(),
+    }
+}
 
 /// One BMC's session, and the relay under it.
 pub(super) struct Conn {

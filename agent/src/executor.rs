@@ -1,7 +1,9 @@
 //! Runs plans step by step through the drivers, journaling every event before it is sent.
 
+use crate::clock::now_ms;
 use crate::driver::Drivers;
 use crate::journal::{Journal, JournalError, Work};
+use crate::lock;
 use ferric_proto::msg::StepProgress;
 use ferric_proto::plan::{ErrorKind, PlanId, StepEvent, StepEventKind};
 use std::collections::HashSet;
@@ -10,19 +12,6 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Locks a mutex whose data stays consistent even if a holder panicked.
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The plan executor of one agent.
 #[derive(Debug, Clone)]

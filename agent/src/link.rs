@@ -2,8 +2,9 @@
 //! [`AgentSession`] over the control stream, journal plans, forward events, send telemetry,
 //! and reconnect with jittered exponential backoff when the link drops.
 
-use crate::executor::{lock, now_ms};
+use crate::clock::now_ms;
 use crate::journal::Journal;
+use crate::lock;
 use crate::telemetry::Sampler;
 use ferric_proto::close;
 use ferric_proto::frame::{FrameDecoder, encode, to_datagram, to_frame};

@@ -2,14 +2,12 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use ferric_agent::driver::Unsupported;
-use ferric_agent::driver::{Drivers, FakeDriver};
+use ferric_agent::driver::{BmcControl, Drivers, FakeDriver, Unsupported};
 use ferric_agent::enroll::{EnrollOptions, enroll};
-use ferric_agent::telemetry::{HostAndGuests, Sampler, SysinfoSampler};
+use ferric_agent::telemetry::{Sampler, SysinfoSampler};
 use ferric_agent::tls::CaPin;
 use ferric_proto::msg::Role;
 use ferric_proto::plan::ErrorKind;
-use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,6 +147,70 @@ enum Cmd {
     },
 }
 
+/// What `--driver libvirt` is configured with (unread in a build without libvirt, which
+/// refuses the driver).
+#[derive(Debug)]
+#[cfg_attr(not(feature = "libvirt"), allow(dead_code))]
+struct LibvirtArgs {
+    uri: String,
+    pools: Vec<(String, PathBuf)>,
+    lvm_pools: Vec<(String, String)>,
+    accel: AccelArg,
+    shutdown_grace: Duration,
+    state_dir: PathBuf,
+}
+
+/// The libvirt and netlink drivers, and the host's sampler with the guests' statistics added.
+#[cfg(feature = "libvirt")]
+fn libvirt_drivers(
+    args: LibvirtArgs,
+    host: Arc<dyn Sampler>,
+    bmc: Arc<dyn BmcControl>,
+) -> Result<(Drivers, Arc<dyn Sampler>)> {
+    use ferric_agent::hypervisor::libvirt::{Accel, Libvirt, LibvirtConfig, probe_accel};
+    use ferric_agent::telemetry::HostAndGuests;
+    use std::path::Path;
+    let accel = match args.accel {
+        AccelArg::Kvm => Accel::Kvm,
+        AccelArg::Tcg => Accel::Tcg,
+        AccelArg::Auto => probe_accel(Path::new("/dev/kvm"), Path::new("/sys/module")),
+    };
+    tracing::info!(?accel, uri = %args.uri, "using the libvirt and netlink drivers");
+    let mut cfg = LibvirtConfig::system(accel);
+    cfg.uri = args.uri;
+    cfg.pools = args.pools.into_iter().collect();
+    cfg.lvm_pools = args.lvm_pools.into_iter().collect();
+    cfg.shutdown_grace = args.shutdown_grace;
+    cfg.state_dir = args.state_dir;
+    let lv = Arc::new(Libvirt::new(cfg));
+    let sampler = Arc::new(HostAndGuests {
+        host,
+        guests: lv.clone(),
+    });
+    let drivers = Drivers {
+        network: Arc::new(ferric_agent::hypervisor::netlink::Netlink::new(
+            "/sys/class/net",
+        )),
+        storage: lv.clone(),
+        compute: lv,
+        bmc,
+    };
+    Ok((drivers, sampler))
+}
+
+/// This binary has no libvirt driver: says so.
+#[cfg(not(feature = "libvirt"))]
+fn libvirt_drivers(
+    _: LibvirtArgs,
+    _: Arc<dyn Sampler>,
+    _: Arc<dyn BmcControl>,
+) -> Result<(Drivers, Arc<dyn Sampler>)> {
+    anyhow::bail!(
+        "`--driver libvirt`: this ferric-agent was built without libvirt support (cargo \
+         feature `libvirt`); it can run `--driver bmc` or `--driver fake`"
+    )
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_lowercase())
@@ -240,36 +302,20 @@ async fn real_main() -> Result<()> {
             let mut sampler = host.clone();
             let drivers = match driver {
                 DriverArg::Libvirt => {
-                    use ferric_agent::hypervisor::libvirt::{
-                        Accel, Libvirt, LibvirtConfig, probe_accel,
-                    };
-                    let accel = match accel {
-                        AccelArg::Kvm => Accel::Kvm,
-                        AccelArg::Tcg => Accel::Tcg,
-                        AccelArg::Auto => {
-                            probe_accel(Path::new("/dev/kvm"), Path::new("/sys/module"))
-                        }
-                    };
-                    tracing::info!(?accel, uri = %libvirt_uri, "using the libvirt and netlink drivers");
-                    let mut cfg = LibvirtConfig::system(accel);
-                    cfg.uri = libvirt_uri;
-                    cfg.pools = pools.into_iter().collect();
-                    cfg.lvm_pools = lvm_pools.into_iter().collect();
-                    cfg.shutdown_grace = shutdown_grace;
-                    cfg.state_dir = cli.state_dir.clone();
-                    let lv = Arc::new(Libvirt::new(cfg));
-                    sampler = Arc::new(HostAndGuests {
+                    let (drivers, with_guests) = libvirt_drivers(
+                        LibvirtArgs {
+                            uri: libvirt_uri,
+                            pools,
+                            lvm_pools,
+                            accel,
+                            shutdown_grace,
+                            state_dir: cli.state_dir.clone(),
+                        },
                         host,
-                        guests: lv.clone(),
-                    });
-                    Drivers {
-                        network: Arc::new(ferric_agent::hypervisor::netlink::Netlink::new(
-                            "/sys/class/net",
-                        )),
-                        storage: lv.clone(),
-                        compute: lv,
-                        bmc: ipmi(),
-                    }
+                        ipmi(),
+                    )?;
+                    sampler = with_guests;
+                    drivers
                 }
                 DriverArg::Bmc => {
                     tracing::info!("driving BMCs only (IPMI over LAN)");

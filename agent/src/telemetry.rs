@@ -72,7 +72,7 @@ impl SysinfoSampler {
 
 impl Sampler for SysinfoSampler {
     fn sample(&self) -> TelemetrySample {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = crate::lock(&self.inner);
         let inner = &mut *g;
         inner.ticks += 1;
         let relist = inner.ticks.is_multiple_of(RELIST_EVERY);

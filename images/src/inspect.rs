@@ -36,7 +36,7 @@ pub enum Format {
 impl Format {
     /// Parses a format name (qemu-img's spelling; `vhd` for `vpc` too); the error lists the
     /// names known.
-    pub fn parse(s: &str) -> Result<Format, String> {
+    pub fn parse(s: &str) -> Result<Format, FormatError> {
         Ok(match s {
             "raw" => Format::Raw,
             "qcow2" => Format::Qcow2,
@@ -45,16 +45,12 @@ impl Format {
             "vhdx" => Format::Vhdx,
             "vdi" => Format::Vdi,
             "iso" => Format::Iso,
-            _ => {
-                return Err(format!(
-                    "unknown image format `{s}` (raw, qcow2, vmdk, vpc, vhdx, vdi, iso)"
-                ));
-            }
+            _ => return Err(FormatError::Unknown(s.to_owned())),
         })
     }
 
     /// [`Format::parse`] of a format the user may or may not have declared.
-    pub fn parse_declared(s: Option<&str>) -> Result<Option<Format>, String> {
+    pub fn parse_declared(s: Option<&str>) -> Result<Option<Format>, FormatError> {
         s.map(Format::parse).transpose()
     }
 
@@ -70,6 +66,14 @@ impl Format {
             Format::Iso => "iso",
         }
     }
+}
+
+/// A format name Ferric does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    /// None of qemu-img's names that Ferric reads (the message lists them).
+    #[error("unknown image format `{0}` (raw, qcow2, vmdk, vpc, vhdx, vdi, iso)")]
+    Unknown(String),
 }
 
 /// Compression wrappers.
@@ -604,6 +608,19 @@ mod tests {
         f[48..56].copy_from_slice(&size.to_be_bytes());
         f[60..64].copy_from_slice(&disk_type.to_be_bytes());
         f
+    }
+
+    #[test]
+    fn format_names_parse_and_an_unknown_one_lists_the_known() {
+        assert_eq!(Format::parse("vhd"), Ok(Format::Vhd));
+        assert_eq!(Format::parse("vpc"), Ok(Format::Vhd));
+        let said = "unknown image format `img` (raw, qcow2, vmdk, vpc, vhdx, vdi, iso)";
+        assert_eq!(Format::parse("img").unwrap_err().to_string(), said);
+        assert_eq!(
+            Format::parse_declared(Some("img")),
+            Err(FormatError::Unknown("img".into()))
+        );
+        assert_eq!(Format::parse_declared(None), Ok(None));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //!   → file or device, checksums in flight, progress), on its own qcow2 reader.
 #![forbid(unsafe_code)]
 
+mod chunk;
 pub mod inspect;
 mod qcow2;
 pub mod source;

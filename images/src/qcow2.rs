@@ -9,9 +9,9 @@
 //! images that need more than the file itself (backing files, external data files) were
 //! refused by inspection and are refused here again.
 
+use crate::chunk::Chunk;
 use crate::inspect::ImageError;
 use crate::source::Source;
-use crate::write::Chunk;
 
 const L1_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 const L2_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;

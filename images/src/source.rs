@@ -410,22 +410,30 @@ impl Algo {
             Algo::Sha512 => "sha512",
         }
     }
+}
 
-    /// Parses `sha256:HEX` or `sha512:HEX`; the error says what is expected.
-    pub fn parse_checksum(s: &str) -> Result<(Algo, String), String> {
-        let bad =
-            || format!("checksum `{s}` is not sha256:HEX (64 digits) or sha512:HEX (128 digits)");
-        let (algo, hex) = s.split_once(':').ok_or_else(bad)?;
-        let (algo, want) = match algo {
-            "sha256" => (Algo::Sha256, 64),
-            "sha512" => (Algo::Sha512, 128),
-            _ => return Err(bad()),
-        };
-        if hex.len() == want && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Ok((algo, hex.to_ascii_lowercase()))
-        } else {
-            Err(bad())
-        }
+/// A checksum that is not `sha256:HEX` or `sha512:HEX`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChecksumError {
+    /// Another algorithm, no `:`, or a digest of the wrong length or with a non-hex digit.
+    #[error("checksum `{0}` is not sha256:HEX (64 digits) or sha512:HEX (128 digits)")]
+    Malformed(String),
+}
+
+/// Parses `sha256:HEX` or `sha512:HEX` into the algorithm and the digest in lower case; the
+/// error says what is expected.
+pub fn parse_checksum(s: &str) -> Result<(Algo, String), ChecksumError> {
+    let bad = || ChecksumError::Malformed(s.to_owned());
+    let (algo, hex) = s.split_once(':').ok_or_else(bad)?;
+    let (algo, want) = match algo {
+        "sha256" => (Algo::Sha256, 64),
+        "sha512" => (Algo::Sha512, 128),
+        _ => return Err(bad()),
+    };
+    if hex.len() == want && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok((algo, hex.to_ascii_lowercase()))
+    } else {
+        Err(bad())
     }
 }
 
@@ -608,18 +616,17 @@ mod tests {
     fn checksums_are_parsed_strictly() {
         let h = "a".repeat(64);
         assert_eq!(
-            Algo::parse_checksum(&format!("sha256:{h}")),
+            parse_checksum(&format!("sha256:{h}")),
             Ok((Algo::Sha256, h.clone()))
         );
-        assert!(Algo::parse_checksum(&format!("sha512:{h}")).is_err());
-        assert!(Algo::parse_checksum(&format!("md5:{h}")).is_err());
         assert_eq!(
-            Algo::parse_checksum("sha256:zz"),
-            Err(
-                "checksum `sha256:zz` is not sha256:HEX (64 digits) or sha512:HEX (128 digits)"
-                    .into()
-            )
+            parse_checksum(&format!("sha256:{}", h.to_uppercase())),
+            Ok((Algo::Sha256, h.clone()))
         );
+        assert!(parse_checksum(&format!("sha512:{h}")).is_err());
+        assert!(parse_checksum(&format!("md5:{h}")).is_err());
+        let said = "checksum `sha256:zz` is not sha256:HEX (64 digits) or sha512:HEX (128 digits)";
+        assert_eq!(parse_checksum("sha256:zz").unwrap_err().to_string(), said);
     }
 
     struct Mem(Vec<u8>);

@@ -7,6 +7,8 @@
 //! Zero blocks are holes in a file; on a device they are zeroed with `fallocate(ZERO_RANGE)`
 //! (the kernel's zero-out or discard), since a device keeps its old contents.
 
+pub use crate::chunk::CHUNK;
+use crate::chunk::{ALIGN, Chunk};
 use crate::inspect::{Format, ImageError, Inspection, Wrapper, inspect, inspect_as};
 use crate::qcow2::{Qcow2, Run};
 pub use crate::source::Algo;
@@ -16,47 +18,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-/// Bytes read and written per step.
-pub const CHUNK: usize = 4 << 20;
 /// Zero detection granularity: a block of zeros this size is not written.
 pub const BLOCK: usize = 64 << 10;
 /// Buffers in flight between reader and writer (memory: `DEPTH + 1` × [`CHUNK`]).
 const DEPTH: usize = 4;
-/// Alignment of buffers, offsets and lengths for `O_DIRECT`.
-const ALIGN: usize = 4096;
-
-/// A [`CHUNK`]-sized buffer aligned for `O_DIRECT`.
-pub(crate) struct Chunk {
-    v: Vec<u8>,
-    start: usize,
-}
-
-impl std::fmt::Debug for Chunk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Chunk")
-    }
-}
-
-impl Chunk {
-    fn new() -> Chunk {
-        let v = vec![0u8; CHUNK + ALIGN];
-        let start = v.as_ptr().align_offset(ALIGN);
-        Chunk { v, start }
-    }
-}
-
-impl std::ops::Deref for Chunk {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.v[self.start..self.start + CHUNK]
-    }
-}
-
-impl std::ops::DerefMut for Chunk {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.v[self.start..self.start + CHUNK]
-    }
-}
 
 /// What a write did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -680,13 +645,5 @@ mod tests {
             assert!(!is_zero(&b), "byte {at}");
             b[at] = 0;
         }
-    }
-
-    #[test]
-    fn chunks_are_aligned_for_direct_io() {
-        let mut c = Chunk::new();
-        assert_eq!(c.len(), CHUNK);
-        assert_eq!(c.as_ptr().align_offset(ALIGN), 0);
-        c[CHUNK - 1] = 1;
     }
 }

@@ -6,6 +6,7 @@
 use super::ipmi::{IpmiClient, SensorDef, decode_sel};
 use super::{BmcError, BmcErrorKind, BmcTarget, Secret};
 use crate::driver::{BmcControl, DriverError, DriverResult, StepDone};
+use crate::lock;
 use async_trait::async_trait;
 use ferric_proto::msg::{BmcCredential, BmcState, SensorReading};
 use ferric_proto::plan::{BootDevice, ErrorKind, PowerAction, StepOutput};
@@ -24,10 +25,6 @@ pub struct IpmiBmcs {
     bmcs: Arc<Mutex<HashMap<String, BmcTarget>>>,
     sdrs: Arc<Mutex<HashMap<String, Vec<SensorDef>>>>,
     settle: Duration,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A BMC failure as a step failure: the stable kind, and a message naming the BMC.
@@ -139,7 +136,7 @@ impl IpmiBmcs {
     async fn poll_one(&self, name: String, t: BmcTarget, sensors: bool) -> BmcState {
         let mut state = BmcState {
             name: name.clone(),
-            at_ms: crate::executor::now_ms(),
+            at_ms: crate::clock::now_ms(),
             power_on: None,
             sensors: vec![],
             error: None,

@@ -3,9 +3,7 @@
 //! settings (for inspection: the address an operator enrolls), and the next boot device. No
 //! session and no password: the kernel interface is the machine's own.
 
-use super::ipmi::{
-    BootSetting, DeviceId, Raw, boot_flags_request, completion, parse_boot_flags, parse_device_id,
-};
+use super::ipmi::{BootSetting, DeviceId, Raw, completion, parse_boot_flags, parse_device_id};
 use super::{BmcError, BmcErrorKind};
 use ferric_proto::plan::BootDevice;
 use ipmi_rs::connection::NetFn;
@@ -84,7 +82,12 @@ impl Inband {
 
     /// One command; the answer's data.
     pub fn raw(&mut self, netfn: NetFn, cmd: u8, data: Vec<u8>) -> Result<Vec<u8>, BmcError> {
-        match self.ipmi.send_recv(Raw::new(netfn, cmd, data)) {
+        self.send(Raw::new(netfn, cmd, data))
+    }
+
+    /// One request; the answer's data.
+    pub fn send(&mut self, request: Raw) -> Result<Vec<u8>, BmcError> {
+        match self.ipmi.send_recv(request) {
             Ok(d) => Ok(d),
             Err(IpmiError::Failed {
                 completion_code, ..
@@ -101,7 +104,7 @@ impl Inband {
 
     /// Get Device ID.
     pub fn device_id(&mut self) -> Result<DeviceId, BmcError> {
-        let d = self.raw(NetFn::App, 0x01, vec![])?;
+        let d = self.send(Raw::get_device_id())?;
         parse_device_id(&d).ok_or_else(|| self.fail(BmcErrorKind::Failed, "short device id"))
     }
 
@@ -152,7 +155,7 @@ impl Inband {
 
     /// The next boot device as the BMC stores it.
     pub fn boot_device(&mut self) -> Result<BootSetting, BmcError> {
-        let d = self.raw(NetFn::Chassis, 0x09, vec![0x05, 0x00, 0x00])?;
+        let d = self.send(Raw::get_boot_flags())?;
         parse_boot_flags(&d).ok_or_else(|| self.fail(BmcErrorKind::Failed, "short boot options"))
     }
 
@@ -163,11 +166,7 @@ impl Inband {
         persistent: bool,
         uefi: bool,
     ) -> Result<(), BmcError> {
-        self.raw(
-            NetFn::Chassis,
-            0x08,
-            boot_flags_request(device, persistent, uefi),
-        )?;
+        self.send(Raw::set_boot_flags(device, persistent, uefi))?;
         Ok(())
     }
 }

@@ -1,18 +1,29 @@
-//! BMC control over IPMI 2.0 LAN ("lanplus": RMCP+ with RAKP, HMAC-SHA1 integrity and AES-CBC-128
-//! confidentiality), on the `ipmi-rs` session layer.
+//! BMCs over IPMI 2.0.
 //!
-//! One session per BMC, opened on first use and kept; one operation in flight per BMC (a
-//! per-BMC lock) and a minimum interval between operations; every exchange has a short
-//! timeout and is retried with backoff until the operation's deadline, re-opening the session
-//! after repeated silence, so that UDP loss costs time, not failures. Errors come in stable
-//! kinds and name the BMC; the password is never printed (see [`Secret`]). Under the session,
-//! a loopback relay retransmits datagrams that got no answer (`ipmi-rs` sends each once).
+//! * Over the LAN ("lanplus": RMCP+ with RAKP, HMAC-SHA1 integrity and AES-CBC-128
+//!   confidentiality), on the `ipmi-rs` session layer: the client in [`ipmi`] and the agent's
+//!   BMC driver on it in `control` (cargo feature `agent`). One session per BMC, opened on
+//!   first use and kept; one operation in flight per BMC (a per-BMC lock) and a minimum
+//!   interval between operations; every exchange has a short timeout and is retried with
+//!   backoff until the operation's deadline, re-opening the session after repeated silence,
+//!   so that UDP loss costs time, not failures. Under the session, a loopback relay
+//!   retransmits datagrams that got no answer (`ipmi-rs` sends each once).
+//! * In-band, through the kernel's IPMI device, for the deploy ramdisk: `inband` (cargo
+//!   feature `inband`).
+//!
+//! Both use the command encodings and decoders of [`ipmi`], which are always compiled.
+//! Errors come in stable kinds and name the BMC; the password is never printed (see
+//! [`Secret`]).
 
+#[cfg(feature = "agent")]
 pub mod control;
+#[cfg(feature = "inband")]
 pub mod inband;
 pub mod ipmi;
+#[cfg(feature = "agent")]
 mod relay;
 #[cfg(test)]
+#[cfg(feature = "agent")]
 mod sim;
 
 thread_local! {
@@ -43,26 +54,7 @@ pub fn contained<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
 
 use std::fmt;
 
-/// A password that never shows in logs or debug output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use ferric_proto::Secret;
 
 /// Where a BMC is and how to log in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,8 +80,8 @@ impl BmcTarget {
     }
 
     /// Parses `ipmi://USER@HOST[:PORT]` (the password comes separately).
-    pub fn parse(url: &str, password: Secret) -> Result<BmcTarget, String> {
-        let a = ferric_proto::msg::BmcAddress::parse(url).map_err(|e| e.to_string())?;
+    pub fn parse(url: &str, password: Secret) -> Result<BmcTarget, BmcTargetError> {
+        let a = ferric_proto::msg::BmcAddress::parse(url)?;
         Ok(BmcTarget {
             host: a.host,
             port: a.port,
@@ -97,6 +89,14 @@ impl BmcTarget {
             password,
         })
     }
+}
+
+/// A BMC target that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BmcTargetError {
+    /// The address is not `ipmi://USER@HOST[:PORT]`, or holds a password.
+    #[error(transparent)]
+    Address(#[from] ferric_proto::msg::BmcAddressError),
 }
 
 /// Stable kinds of BMC failures.

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use ferric_images::inspect::{Format, ImageError};
-use ferric_images::source::{Algo, Hasher};
+use ferric_images::source::{Algo, Hasher, parse_checksum};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,14 +84,16 @@ async fn upload(
     let checked = async {
         check_name(&name)
             .map_err(|e| err(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
-        let bad = |e: String| err(StatusCode::BAD_REQUEST, "invalid_request", e);
-        let declared = Format::parse_declared(q.format.as_deref()).map_err(bad)?;
+        let bad = |e: &dyn std::error::Error| {
+            err(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+        };
+        let declared = Format::parse_declared(q.format.as_deref()).map_err(|e| bad(&e))?;
         let expected = q
             .checksum
             .as_deref()
-            .map(Algo::parse_checksum)
+            .map(parse_checksum)
             .transpose()
-            .map_err(bad)?;
+            .map_err(|e| bad(&e))?;
         if s.store.image(&name).await?.is_some() {
             return Err(conflict(&name));
         }

@@ -89,10 +89,9 @@ pub(super) async fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<()
             format,
             checksum,
         } => {
-            crate::conductor::images::check_name(&name).map_err(anyhow::Error::msg)?;
+            crate::conductor::images::check_name(&name)?;
             // Refuse here what the coordinator would refuse, before sending a byte.
-            let declared = ferric_images::inspect::Format::parse_declared(format.as_deref())
-                .map_err(anyhow::Error::msg)?;
+            let declared = ferric_images::inspect::Format::parse_declared(format.as_deref())?;
             let mut f = std::fs::File::open(&file)
                 .with_context(|| format!("cannot open {}", file.display()))?;
             let inspection = match declared {
@@ -223,13 +222,11 @@ async fn write_image_here(
 ) -> Result<ferric_images::write::WriteReport> {
     use ferric_images::write::{WriteOptions, write_image};
     use std::io::IsTerminal;
-    let declared = ferric_images::inspect::Format::parse_declared(format.as_deref())
-        .map_err(anyhow::Error::msg)?;
+    let declared = ferric_images::inspect::Format::parse_declared(format.as_deref())?;
     let expected = checksum
         .as_deref()
-        .map(ferric_images::source::Algo::parse_checksum)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+        .map(ferric_images::source::parse_checksum)
+        .transpose()?;
     let opts = WriteOptions {
         declared,
         expected,

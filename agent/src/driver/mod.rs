@@ -1,0 +1,280 @@
+//! Hardware behind small traits. The executor holds `Arc<dyn Trait>` and never names libvirt,
+//! netlink or IPMI. The backends: guests, volumes and bridges in `hypervisor` (libvirt,
+//! netlink; cargo feature `libvirt`), BMCs in [`crate::bmc::control`] (IPMI over LAN);
+//! [`Unsupported`] stands in for what an agent does not drive, and [`FakeDriver`] implements
+//! every trait for the in-process tiers: it records calls and can inject delays and failures.
+
+mod fake;
+mod unsupported;
+
+pub use fake::FakeDriver;
+#[cfg(test)]
+pub(crate) use fake::fake_sel_entry;
+pub use unsupported::Unsupported;
+
+use async_trait::async_trait;
+use ferric_proto::msg::{BmcCredential, BmcState, SensorReading};
+use ferric_proto::plan::{
+    BootDevice, ErrorKind, GuestPowerAction, GuestSpec, PowerAction, Step, StepOutput,
+    VolumeFormat, VolumeImage,
+};
+use std::sync::Arc;
+
+/// A driver failure with a stable kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DriverError {
+    /// Stable kind.
+    pub kind: ErrorKind,
+    /// What went wrong, naming the object.
+    pub message: String,
+}
+
+impl DriverError {
+    /// A new error.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// `Ok(changed)`: whether the step changed anything.
+pub type DriverResult = Result<bool, DriverError>;
+
+/// What a step achieved: whether it changed anything, and what it found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepDone {
+    /// Whether the step changed anything.
+    pub changed: bool,
+    /// What it found (sent as an `output` event before `done`).
+    pub output: Option<StepOutput>,
+}
+
+impl From<bool> for StepDone {
+    fn from(changed: bool) -> Self {
+        StepDone {
+            changed,
+            output: None,
+        }
+    }
+}
+
+/// Linux bridges and VLANs.
+#[async_trait]
+pub trait Network: Send + Sync + std::fmt::Debug {
+    /// A bridge exists and is up (with the uplink, or its VLAN sub-interface, enslaved).
+    async fn ensure_bridge(
+        &self,
+        name: &str,
+        uplink: Option<&str>,
+        vlan: Option<u16>,
+    ) -> DriverResult;
+    /// A bridge (and the VLAN sub-interface made for it) is gone.
+    async fn delete_bridge(&self, name: &str) -> DriverResult;
+    /// Whether this is a working driver (announced as a capability), not a stand-in that
+    /// refuses every call.
+    fn available(&self) -> bool {
+        true
+    }
+}
+
+/// Volumes in storage pools.
+#[async_trait]
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// A volume exists with at least `size_bytes` (cloned from `image` when it is made).
+    async fn ensure_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        size_bytes: u64,
+        format: VolumeFormat,
+        image: Option<&VolumeImage>,
+    ) -> DriverResult;
+    /// A volume is gone.
+    async fn delete_volume(&self, pool: &str, name: &str) -> DriverResult;
+    /// Whether this is a working driver (announced as a capability), not a stand-in that
+    /// refuses every call.
+    fn available(&self) -> bool {
+        true
+    }
+}
+
+/// Guests.
+#[async_trait]
+pub trait Compute: Send + Sync + std::fmt::Debug {
+    /// A guest is defined as specified.
+    async fn ensure_guest(&self, spec: &GuestSpec) -> DriverResult;
+    /// A guest's power state.
+    async fn guest_power(&self, name: &str, action: GuestPowerAction) -> DriverResult;
+    /// A guest is gone.
+    async fn delete_guest(&self, name: &str) -> DriverResult;
+    /// A volume is attached to a guest as `target`.
+    async fn attach_volume(
+        &self,
+        guest: &str,
+        pool: &str,
+        volume: &str,
+        target: &str,
+    ) -> DriverResult;
+    /// A volume is detached from a guest.
+    async fn detach_volume(&self, guest: &str, pool: &str, volume: &str) -> DriverResult;
+    /// Whether this is a working driver (announced as a capability), not a stand-in that
+    /// refuses every call.
+    fn available(&self) -> bool {
+        true
+    }
+}
+
+/// Out-of-band BMC control. BMCs are named as the coordinator enrolled them; their addresses
+/// and credentials arrive over the link ([`BmcControl::set_bmcs`]) and stay in memory.
+#[async_trait]
+pub trait BmcControl: Send + Sync + std::fmt::Debug {
+    /// Power action; the output is the power state read after it.
+    async fn power(&self, bmc: &str, action: PowerAction) -> Result<StepDone, DriverError>;
+    /// Next boot device.
+    async fn boot_device(
+        &self,
+        bmc: &str,
+        device: BootDevice,
+        persistent: bool,
+        uefi: bool,
+    ) -> DriverResult;
+    /// Every sensor's reading (a fresh SDR walk).
+    async fn sensors(&self, bmc: &str) -> Result<Vec<SensorReading>, DriverError>;
+    /// The System Event Log, oldest first (the output); cleared afterwards when `clear`
+    /// (changed: something was cleared).
+    async fn sel(&self, bmc: &str, clear: bool) -> Result<StepDone, DriverError>;
+    /// Replaces the set of BMCs this agent drives.
+    fn set_bmcs(&self, bmcs: Vec<BmcCredential>);
+    /// Reads power (and, when `sensors`, sensor readings) of every BMC it drives.
+    async fn poll(&self, sensors: bool) -> Vec<BmcState>;
+    /// Ends whatever sessions it holds (the agent is stopping).
+    async fn close(&self) {}
+    /// Whether this is a working driver (announced as a capability), not a stand-in that
+    /// refuses every call.
+    fn available(&self) -> bool {
+        true
+    }
+}
+
+/// The drivers an agent has.
+#[derive(Debug, Clone)]
+pub struct Drivers {
+    /// Bridges.
+    pub network: Arc<dyn Network>,
+    /// Volumes.
+    pub storage: Arc<dyn Storage>,
+    /// Guests.
+    pub compute: Arc<dyn Compute>,
+    /// BMCs.
+    pub bmc: Arc<dyn BmcControl>,
+}
+
+impl Drivers {
+    /// Every trait served by one fake.
+    pub fn fake(f: Arc<FakeDriver>) -> Self {
+        Self {
+            network: f.clone(),
+            storage: f.clone(),
+            compute: f.clone(),
+            bmc: f,
+        }
+    }
+
+    /// Runs one step through the driver that owns it.
+    pub async fn run(&self, step: &Step) -> Result<StepDone, DriverError> {
+        Ok(match step {
+            Step::EnsureBridge { name, uplink, vlan } => {
+                self.network
+                    .ensure_bridge(name, uplink.as_deref(), *vlan)
+                    .await
+            }
+            Step::DeleteBridge { name } => self.network.delete_bridge(name).await,
+            Step::EnsureVolume {
+                pool,
+                name,
+                size_bytes,
+                format,
+                image,
+            } => {
+                self.storage
+                    .ensure_volume(pool, name, *size_bytes, *format, image.as_ref())
+                    .await
+            }
+            Step::DeleteVolume { pool, name } => self.storage.delete_volume(pool, name).await,
+            Step::EnsureGuest(spec) => self.compute.ensure_guest(spec).await,
+            Step::GuestPower { name, action } => self.compute.guest_power(name, *action).await,
+            Step::DeleteGuest { name } => self.compute.delete_guest(name).await,
+            Step::AttachVolume {
+                guest,
+                pool,
+                volume,
+                target,
+            } => {
+                self.compute
+                    .attach_volume(guest, pool, volume, target)
+                    .await
+            }
+            Step::DetachVolume {
+                guest,
+                pool,
+                volume,
+            } => self.compute.detach_volume(guest, pool, volume).await,
+            Step::BmcPower { bmc, action } => return self.bmc.power(bmc, *action).await,
+            Step::BmcBootDevice {
+                bmc,
+                device,
+                persistent,
+                uefi,
+            } => self.bmc.boot_device(bmc, *device, *persistent, *uefi).await,
+            Step::BmcSensors { bmc } => {
+                let readings = self.bmc.sensors(bmc).await?;
+                return Ok(StepDone {
+                    changed: false,
+                    output: Some(StepOutput::Sensors(readings)),
+                });
+            }
+            Step::BmcSel { bmc, clear } => return self.bmc.sel(bmc, *clear).await,
+        }?
+        .into())
+    }
+
+    /// Capability names for `Hello`: those of the working drivers (placement puts guests only
+    /// on agents that announce `compute` and `storage`).
+    pub fn capabilities(&self) -> Vec<String> {
+        [
+            ("network", self.network.available()),
+            ("storage", self.storage.available()),
+            ("compute", self.compute.available()),
+            ("bmc", self.bmc.available()),
+        ]
+        .into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| name.to_owned())
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_are_those_of_the_working_drivers() {
+        let fake = Arc::new(FakeDriver::new());
+        assert_eq!(
+            Drivers::fake(fake.clone()).capabilities(),
+            ["network", "storage", "compute", "bmc"]
+        );
+        let none = Arc::new(Unsupported("this agent drives BMCs only"));
+        let bmc_only = Drivers {
+            network: none.clone(),
+            storage: none.clone(),
+            compute: none,
+            bmc: fake,
+        };
+        assert_eq!(bmc_only.capabilities(), ["bmc"]);
+    }
+}

@@ -30,6 +30,8 @@ pub mod executor;
 #[cfg(feature = "libvirt")]
 pub mod hypervisor;
 #[cfg(feature = "agent")]
+pub mod inventory;
+#[cfg(feature = "agent")]
 pub mod journal;
 #[cfg(feature = "agent")]
 pub mod link;

@@ -94,6 +94,8 @@ pub struct Link {
     pub role: Role,
     /// Capabilities announced.
     pub capabilities: Vec<String>,
+    /// Digest of the hardware inventory, announced in `Hello`.
+    pub inventory_digest: [u8; 32],
     /// Coordinator address.
     pub coordinator: SocketAddr,
     /// mTLS client configuration.
@@ -192,7 +194,7 @@ impl Link {
                     node: self.node.clone(),
                     role: self.role,
                     capabilities: self.capabilities.clone(),
-                    inventory_digest: [0; 32],
+                    inventory_digest: self.inventory_digest,
                     plans: j.cursors(),
                 },
                 j.unacked(),

@@ -125,6 +125,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         node: identity.meta.node.clone(),
         role: identity.meta.role,
         capabilities: cfg.drivers.capabilities(),
+        inventory_digest: crate::inventory::digest(&crate::inventory::read(
+            &crate::inventory::Root::default(),
+        )),
         coordinator: addr,
         client_config: tls::link_client_config(&identity, cfg.keepalive, cfg.idle_timeout)?,
         handshake_timeout: cfg.handshake_timeout,

@@ -529,3 +529,70 @@ pub struct TelemetrySample {
     /// Guests on this host (hypervisor agents).
     pub guests: Vec<GuestSample>,
 }
+
+/// A machine's hardware as an agent reads it (the ramdisk's `inspect` step reports it).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Processors.
+    pub cpu: CpuInfo,
+    /// Memory the kernel sees, bytes.
+    pub memory_bytes: u64,
+    /// Whole disks, by kernel name.
+    pub disks: Vec<DiskInfo>,
+    /// Physical NICs, by kernel name.
+    pub nics: Vec<NicInfo>,
+    /// The firmware's identity of the machine.
+    pub dmi: DmiInfo,
+}
+
+/// Processors.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CpuInfo {
+    /// Model name.
+    pub model: String,
+    /// Logical CPUs.
+    pub count: u32,
+}
+
+/// A whole disk.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DiskInfo {
+    /// Kernel name (`sda`, `nvme0n1`, `vda`).
+    pub name: String,
+    /// Size, bytes.
+    pub size_bytes: u64,
+    /// Model, when the device says.
+    pub model: String,
+    /// Serial number, when the device says.
+    pub serial: String,
+    /// World wide name, when the device has one.
+    pub wwn: String,
+    /// Spinning (rotational) rather than solid-state.
+    pub rotational: bool,
+}
+
+/// A physical NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NicInfo {
+    /// Kernel name.
+    pub name: String,
+    /// MAC address, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// Carrier seen.
+    pub link_up: bool,
+    /// Link speed, when known.
+    pub speed_mbps: Option<u64>,
+}
+
+/// DMI (SMBIOS) system identity.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DmiInfo {
+    /// System vendor.
+    pub vendor: String,
+    /// Product name.
+    pub product: String,
+    /// Serial number.
+    pub serial: String,
+    /// System UUID.
+    pub uuid: String,
+}

@@ -78,6 +78,19 @@ async fn fifty_agents_enroll_run_a_plan_and_every_event_is_stored_once() {
     .await
     .unwrap();
 
+    // Each agent announced the digest of this machine's hardware.
+    let here = hex::encode(ferric_agent::inventory::digest(
+        &ferric_agent::inventory::read(&ferric_agent::inventory::Root::default()),
+    ));
+    wait_for(Duration::from_secs(20), "inventory digests", || async {
+        let nodes: Vec<serde_json::Value> = c.get("/v1/nodes").await?;
+        Ok(nodes
+            .iter()
+            .all(|n| n["inventory_sha256"] == here.as_str())
+            .then_some(()))
+    })
+    .await
+    .unwrap();
     let nodes: Vec<String> = (0..N).map(|i| format!("node-{i:02}")).collect();
     let created = c.apply(nodes, volumes_plan(3)).await.unwrap();
     assert_eq!(created.len(), N);

@@ -32,6 +32,9 @@ pub struct NodeView {
     pub last_seen_ms: Option<i64>,
     /// Capabilities.
     pub capabilities: Vec<Capability>,
+    /// SHA-256 of the hardware inventory its agent announced (hex), so that a change shows.
+    #[serde(default)]
+    pub inventory_sha256: Option<String>,
     /// Connected now.
     pub connected: bool,
     /// Bare-metal nodes: power state last read (`on`/`off`), or why reads fail.
@@ -68,6 +71,7 @@ pub fn view(s: &Shared, n: NodeRow, bmc: Option<&BmcRow>) -> NodeView {
         enrolled_at_ms: n.enrolled_at_ms,
         last_seen_ms: heard.or(n.last_seen_ms),
         capabilities: n.capabilities,
+        inventory_sha256: n.inventory_sha256,
     }
 }
 

@@ -20,6 +20,8 @@ pub struct NodeRow {
     pub last_seen_ms: Option<i64>,
     /// Capabilities from the last hello (names this build does not know are left out).
     pub capabilities: Vec<Capability>,
+    /// SHA-256 of the hardware inventory the agent announced in its last hello (hex).
+    pub inventory_sha256: Option<String>,
 }
 
 impl Store {
@@ -30,6 +32,7 @@ impl Store {
             role: row.try_get::<String, _>("role")?.parse()?,
             enrolled_at_ms: row.try_get("enrolled_at_ms")?,
             last_seen_ms: row.try_get("last_seen_ms")?,
+            inventory_sha256: row.try_get("inventory_sha256")?,
             capabilities: caps.split(',').filter_map(Capability::from_name).collect(),
         })
     }
@@ -37,7 +40,7 @@ impl Store {
     /// One node.
     pub async fn node(&self, name: &str) -> Result<Option<NodeRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT name, role, enrolled_at_ms, last_seen_ms, capabilities FROM nodes WHERE name = $1",
+            "SELECT name, role, enrolled_at_ms, last_seen_ms, capabilities, inventory_sha256 FROM nodes WHERE name = $1",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -48,7 +51,7 @@ impl Store {
     /// All nodes, by name.
     pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, role, enrolled_at_ms, last_seen_ms, capabilities FROM nodes ORDER BY name",
+            "SELECT name, role, enrolled_at_ms, last_seen_ms, capabilities, inventory_sha256 FROM nodes ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -194,6 +194,7 @@ fn libvirt_drivers(
         storage: lv.clone(),
         compute: lv,
         bmc,
+        machine: Arc::new(ferric_agent::driver::machine::LocalMachine::default()),
     };
     Ok((drivers, sampler))
 }
@@ -325,8 +326,9 @@ async fn real_main() -> Result<()> {
                     Drivers {
                         network: none.clone(),
                         storage: none.clone(),
-                        compute: none,
+                        compute: none.clone(),
                         bmc: ipmi(),
+                        machine: none,
                     }
                 }
                 DriverArg::Fake => {

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod boot;
 pub mod cli;
 pub mod conductor;
 pub mod hub;
@@ -44,6 +45,8 @@ pub struct Config {
     pub drain_grace: Duration,
     /// Base URL agents fetch images from; `http://<API address>` when absent.
     pub images_url: Option<String>,
+    /// Boot services on a provisioning interface (off when absent).
+    pub boot: Option<boot::BootConfig>,
 }
 
 impl Config {
@@ -59,6 +62,7 @@ impl Config {
             max_frame: ferric_proto::frame::DEFAULT_MAX_FRAME,
             drain_grace: Duration::from_secs(5),
             images_url: None,
+            boot: None,
         }
     }
 }
@@ -95,6 +99,9 @@ pub enum StartError {
     /// The link failed.
     #[error(transparent)]
     Link(#[from] link::LinkError),
+    /// The boot services did not start.
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
     /// The API socket could not be bound.
     #[error("cannot bind the HTTP API to {0}")]
     ApiBind(SocketAddr, #[source] std::io::Error),
@@ -109,6 +116,8 @@ pub struct Running {
     pub api: SocketAddr,
     /// Shared state (for in-process tests and benchmarks).
     pub shared: Arc<Shared>,
+    /// The boot services, when on.
+    pub boot: Option<boot::Running>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -204,11 +213,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     info!(%listen, %api, ca = %shared.pki.ca_hash(), "coordinator listening");
 
+    let boot = match shared.config.boot.clone() {
+        Some(b) => Some(boot::start(shared.clone(), b, listen.port()).await?),
+        None => None,
+    };
     let task = tokio::spawn(serve(endpoint, api_listener, shared.clone()));
     Ok(Running {
         listen,
         api,
         shared,
+        boot,
         task,
     })
 }

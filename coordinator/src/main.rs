@@ -61,6 +61,24 @@ async fn real_main() -> Result<()> {
     config.images_url = args.images_url.clone();
     config.telemetry_interval = args.telemetry_interval;
     config.drain_grace = args.drain_grace;
+    if let Some(iface) = &args.boot_services {
+        let dir = args
+            .ramdisk_dir
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("ramdisk"));
+        let mut b = ferric_coordinator::boot::BootConfig::new(iface, dir);
+        b.dhcp = if args.proxy_dhcp {
+            ferric_coordinator::boot::DhcpMode::Proxy
+        } else {
+            ferric_coordinator::boot::DhcpMode::Full {
+                range: args.dhcp_range,
+                router: args.dhcp_router,
+            }
+        };
+        b.discovery = args.discovery;
+        b.http_port = args.boot_http_port;
+        config.boot = Some(b);
+    }
     let running = ferric_coordinator::start(config).await?;
     let shutdown = running.shared.shutdown.clone();
     let mut term = signal(SignalKind::terminate())?;

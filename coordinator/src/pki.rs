@@ -185,6 +185,16 @@ impl Pki {
         csr_der: &[u8],
         node: &str,
     ) -> Result<CertificateDer<'static>, PkiError> {
+        self.sign_client_for(csr_der, node, CLIENT_CERT_VALIDITY)
+    }
+
+    /// Signs a client certificate valid for `validity` (a ramdisk's lasts one boot).
+    pub fn sign_client_for(
+        &self,
+        csr_der: &[u8],
+        node: &str,
+        validity: Duration,
+    ) -> Result<CertificateDer<'static>, PkiError> {
         let csr = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
             .map_err(|e| PkiError::BadCsr(e.to_string()))?;
         let mut params = CertificateParams::default();
@@ -201,7 +211,7 @@ impl Pki {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.not_before = now() - time::Duration::minutes(5);
-        params.not_after = now() + time::Duration::seconds(CLIENT_CERT_VALIDITY.as_secs() as i64);
+        params.not_after = now() + time::Duration::seconds(validity.as_secs() as i64);
         let issuer = Issuer::from_ca_cert_der(&self.ca_der, &self.ca_key)?;
         let cert = params.signed_by(&csr.public_key, &issuer)?;
         Ok(cert.der().clone())

@@ -486,7 +486,7 @@ impl Dhcp {
     }
 }
 
-/// Options the server reads, with the lengths it accepts. `dhcproto` asserts on the lengths
+/// Options the server and the client read, with the lengths they accept. `dhcproto` asserts on the lengths
 /// of several options in debug builds and slices by others' values (it panics on hostile
 /// bytes), so a request is decoded only after its options are cut down to these.
 fn kept(code: u8, len: usize) -> bool {
@@ -498,8 +498,11 @@ fn kept(code: u8, len: usize) -> bool {
         // Architectures: a list of 16-bit numbers.
         93 => len >= 2 && len.is_multiple_of(2),
         // Vendor class, client identifier, user class, machine identifier, host name,
-        // parameter list.
-        60 | 61 | 77 | 97 | 12 | 55 => len >= 1,
+        // parameter list; in answers: vendor options, TFTP server, boot file.
+        60 | 61 | 77 | 97 | 12 | 55 | 43 | 66 | 67 => len >= 1,
+        // In answers: subnet mask, lease time; routers.
+        1 | 51 => len == 4,
+        3 => len >= 4 && len.is_multiple_of(4),
         _ => false,
     }
 }

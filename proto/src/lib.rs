@@ -35,11 +35,12 @@ pub const COORDINATOR_SERVER_NAME: &str = "coordinator.ferric.internal";
 /// * 1 — hello/welcome, plans, step events, telemetry datagrams;
 /// * 2 — BMC credentials pushed to the agent (`CoordMsg::Bmcs`), BMC states reported
 ///   (`AgentMsg::BmcStates`), step outputs (`StepEventKind::Output`);
-/// * 3 — the System Event Log step (`Step::BmcSel`) and its output (`StepOutput::Sel`).
+/// * 3 — the System Event Log step (`Step::BmcSel`) and its output (`StepOutput::Sel`);
+/// * 4 — the inspect step (`Step::Inspect`) and its output (`StepOutput::Inspection`).
 ///
 /// A plan is pushed only to an agent whose version knows all its steps
 /// ([`plan::Plan::min_protocol`]); otherwise the coordinator fails it, naming the step.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Oldest agent protocol version the coordinator still serves (rolling upgrades).
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 

@@ -44,15 +44,18 @@ pub enum Capability {
     Compute,
     /// BMCs over their management network.
     Bmc,
+    /// The machine the agent runs on (inspection; the ramdisk's disk steps).
+    Machine,
 }
 
 impl Capability {
     /// Every capability.
-    pub const ALL: [Capability; 4] = [
+    pub const ALL: [Capability; 5] = [
         Capability::Network,
         Capability::Storage,
         Capability::Compute,
         Capability::Bmc,
+        Capability::Machine,
     ];
 
     /// The name sent on the wire.
@@ -62,6 +65,7 @@ impl Capability {
             Capability::Storage => "storage",
             Capability::Compute => "compute",
             Capability::Bmc => "bmc",
+            Capability::Machine => "machine",
         }
     }
 
@@ -528,6 +532,26 @@ pub struct TelemetrySample {
     pub progress: Option<StepProgress>,
     /// Guests on this host (hypervisor agents).
     pub guests: Vec<GuestSample>,
+}
+
+/// What an `inspect` step reports: the hardware, and the BMC's LAN settings read in-band.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Inspection {
+    /// The hardware.
+    pub inventory: Inventory,
+    /// The BMC's LAN address and MAC, when the machine has a BMC the ramdisk could read.
+    pub bmc: Option<BmcLan>,
+    /// Why the BMC could not be read, when it could not.
+    pub bmc_error: Option<String>,
+}
+
+/// A BMC's LAN settings as read in-band.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BmcLan {
+    /// IPv4 address.
+    pub ip: String,
+    /// MAC address.
+    pub mac: String,
 }
 
 /// A machine's hardware as an agent reads it (the ramdisk's `inspect` step reports it).

@@ -142,6 +142,9 @@ pub enum Step {
         #[serde(default)]
         clear: bool,
     },
+    /// Reads the machine's hardware (CPUs, memory, disks, NICs, DMI, the BMC's LAN address
+    /// in-band); the inventory is the step's output. Run by a deploy ramdisk. Protocol 4.
+    Inspect {},
 }
 
 impl Step {
@@ -194,6 +197,7 @@ impl Step {
             | Step::BmcSel { bmc, clear: true } => {
                 vec![(format!("bmc:{bmc}"), Write)]
             }
+            Step::Inspect {} => vec![("machine".to_owned(), Read)],
         }
     }
 
@@ -202,6 +206,7 @@ impl Step {
     /// frame.
     pub fn min_protocol(&self) -> u16 {
         match self {
+            Step::Inspect { .. } => 4,
             Step::BmcSel { .. } => 3,
             Step::BmcSensors { .. }
             | Step::BmcPower {
@@ -228,6 +233,7 @@ impl Step {
             Step::BmcBootDevice { .. } => "bmc_boot_device",
             Step::BmcSensors { .. } => "bmc_sensors",
             Step::BmcSel { .. } => "bmc_sel",
+            Step::Inspect { .. } => "inspect",
         }
     }
 }
@@ -536,6 +542,8 @@ pub enum StepOutput {
     Sensors(Vec<crate::msg::SensorReading>),
     /// A BMC's System Event Log, oldest entry first (protocol version 3).
     Sel(Vec<SelEntry>),
+    /// What an `inspect` step found (protocol version 4).
+    Inspection(Box<crate::msg::Inspection>),
 }
 
 /// One System Event Log entry, decoded.
@@ -777,6 +785,7 @@ pub fn validate_steps(steps: &[PlanStep]) -> Result<(), PlanError> {
                 | Step::BmcBootDevice { bmc, .. }
                 | Step::BmcSensors { bmc }
                 | Step::BmcSel { bmc, .. } => check_name(bmc).map_err(|p| field("bmc", p))?,
+                Step::Inspect {} => {}
             }
         }
         Ok(())

@@ -30,6 +30,7 @@ fn drivers(pool_dir: &Path, pool: &str) -> (Drivers, Arc<Libvirt>) {
         storage: lv.clone(),
         compute: lv.clone(),
         bmc: Arc::new(Unsupported("no BMC on this test host")),
+        machine: Arc::new(Unsupported("not a bare-metal node")),
     };
     (drivers, lv)
 }

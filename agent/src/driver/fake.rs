@@ -269,3 +269,16 @@ impl BmcControl for FakeDriver {
         .await
     }
 }
+
+#[async_trait]
+impl super::Machine for FakeDriver {
+    /// The inventory of the machine the tests run on (read, never changed), without a BMC.
+    async fn inspect(&self) -> Result<ferric_proto::msg::Inspection, DriverError> {
+        self.call("inspect", "machine".into(), None).await?;
+        Ok(ferric_proto::msg::Inspection {
+            inventory: crate::inventory::read(&crate::inventory::Root::default()),
+            bmc: None,
+            bmc_error: Some("the fake machine has no BMC".into()),
+        })
+    }
+}

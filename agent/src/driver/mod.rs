@@ -5,6 +5,7 @@
 //! every trait for the in-process tiers: it records calls and can inject delays and failures.
 
 mod fake;
+pub mod machine;
 mod unsupported;
 
 pub use fake::FakeDriver;
@@ -13,7 +14,7 @@ pub(crate) use fake::fake_sel_entry;
 pub use unsupported::Unsupported;
 
 use async_trait::async_trait;
-use ferric_proto::msg::{BmcCredential, BmcState, SensorReading};
+use ferric_proto::msg::{BmcCredential, BmcState, Inspection, SensorReading};
 use ferric_proto::plan::{
     BootDevice, ErrorKind, GuestPowerAction, GuestSpec, PowerAction, Step, StepOutput,
     VolumeFormat, VolumeImage,
@@ -159,6 +160,18 @@ pub trait BmcControl: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// The machine the agent runs on (a bare-metal node under the deploy ramdisk).
+#[async_trait]
+pub trait Machine: Send + Sync + std::fmt::Debug {
+    /// Reads the hardware and, where there is one, the BMC's LAN settings in-band.
+    async fn inspect(&self) -> Result<Inspection, DriverError>;
+    /// Whether this is a working driver (announced as a capability), not a stand-in that
+    /// refuses every call.
+    fn available(&self) -> bool {
+        true
+    }
+}
+
 /// The drivers an agent has.
 #[derive(Debug, Clone)]
 pub struct Drivers {
@@ -170,6 +183,8 @@ pub struct Drivers {
     pub compute: Arc<dyn Compute>,
     /// BMCs.
     pub bmc: Arc<dyn BmcControl>,
+    /// The machine itself (ramdisk steps).
+    pub machine: Arc<dyn Machine>,
 }
 
 impl Drivers {
@@ -179,7 +194,8 @@ impl Drivers {
             network: f.clone(),
             storage: f.clone(),
             compute: f.clone(),
-            bmc: f,
+            bmc: f.clone(),
+            machine: f,
         }
     }
 
@@ -237,6 +253,13 @@ impl Drivers {
                 });
             }
             Step::BmcSel { bmc, clear } => return self.bmc.sel(bmc, *clear).await,
+            Step::Inspect {} => {
+                let found = self.machine.inspect().await?;
+                return Ok(StepDone {
+                    changed: false,
+                    output: Some(StepOutput::Inspection(Box::new(found))),
+                });
+            }
         }?
         .into())
     }
@@ -249,6 +272,7 @@ impl Drivers {
             ("storage", self.storage.available()),
             ("compute", self.compute.available()),
             ("bmc", self.bmc.available()),
+            ("machine", self.machine.available()),
         ]
         .into_iter()
         .filter(|(_, on)| *on)
@@ -266,14 +290,15 @@ mod tests {
         let fake = Arc::new(FakeDriver::new());
         assert_eq!(
             Drivers::fake(fake.clone()).capabilities(),
-            ["network", "storage", "compute", "bmc"]
+            ["network", "storage", "compute", "bmc", "machine"]
         );
         let none = Arc::new(Unsupported("this agent drives BMCs only"));
         let bmc_only = Drivers {
             network: none.clone(),
             storage: none.clone(),
-            compute: none,
+            compute: none.clone(),
             bmc: fake,
+            machine: none,
         };
         assert_eq!(bmc_only.capabilities(), ["bmc"]);
     }

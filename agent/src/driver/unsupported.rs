@@ -1,6 +1,6 @@
 //! The stand-in for a capability an agent does not have.
 
-use super::{BmcControl, Compute, DriverError, DriverResult, Network, StepDone, Storage};
+use super::{BmcControl, Compute, DriverError, DriverResult, Machine, Network, StepDone, Storage};
 use async_trait::async_trait;
 use ferric_proto::msg::{BmcCredential, BmcState, SensorReading};
 use ferric_proto::plan::{
@@ -105,5 +105,15 @@ impl BmcControl for Unsupported {
         _uefi: bool,
     ) -> DriverResult {
         Err(self.err(bmc))
+    }
+}
+
+#[async_trait]
+impl Machine for Unsupported {
+    fn available(&self) -> bool {
+        false
+    }
+    async fn inspect(&self) -> Result<ferric_proto::msg::Inspection, DriverError> {
+        Err(self.on("machine", "inspect"))
     }
 }

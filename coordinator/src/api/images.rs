@@ -229,7 +229,7 @@ fn conflict(name: &str) -> ApiError {
 
 /// Serves a blob with `Range` support. Its content never changes (the path is its sha256), so
 /// the ETag is the digest; an `If-Range` naming anything else gets the whole file, as HTTP says.
-async fn serve_blob(
+pub(super) async fn serve_blob(
     State(s): State<Arc<Shared>>,
     Path(hex): Path<String>,
     mut req: Request,

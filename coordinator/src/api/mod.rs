@@ -121,6 +121,15 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// Serves an image blob (with `Range`), for the boot services' HTTP server too.
+pub(crate) async fn serve_blob(
+    s: Arc<Shared>,
+    hex: String,
+    req: axum::extract::Request,
+) -> Response {
+    images::serve_blob(axum::extract::State(s), axum::extract::Path(hex), req).await
+}
+
 /// The API's routes.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()

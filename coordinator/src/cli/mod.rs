@@ -123,6 +123,47 @@ pub struct CoordinatorArgs {
     /// How long a drain waits for connections on SIGTERM.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub drain_grace: Duration,
+    /// Serve DHCP, TFTP and HTTP network boot on this provisioning interface.
+    #[arg(long, value_name = "IFACE")]
+    pub boot_services: Option<String>,
+    /// DHCP pool `FIRST-LAST` (default: the upper half of the interface's subnet).
+    #[arg(long, requires = "boot_services", conflicts_with = "proxy_dhcp", value_parser = parse_range)]
+    pub dhcp_range: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+    /// Default gateway handed out by DHCP.
+    #[arg(long, requires = "boot_services", conflicts_with = "proxy_dhcp")]
+    pub dhcp_router: Option<std::net::Ipv4Addr>,
+    /// Proxy DHCP beside an existing DHCP server: boot information only, no addresses.
+    #[arg(long, requires = "boot_services")]
+    pub proxy_dhcp: bool,
+    /// Answer machines whose MAC no enrolled node has.
+    #[arg(long, requires = "boot_services")]
+    pub discovery: bool,
+    /// Port of the boot HTTP server on the interface's address.
+    #[arg(long, default_value_t = 8080)]
+    pub boot_http_port: u16,
+    /// Directory with the ramdisk's `vmlinuz` and `initramfs` (`ferric-ramdisk build`);
+    /// `DATA_DIR/ramdisk` when absent.
+    #[arg(long)]
+    pub ramdisk_dir: Option<PathBuf>,
+}
+
+/// `FIRST-LAST` of IPv4 addresses.
+fn parse_range(s: &str) -> Result<(std::net::Ipv4Addr, std::net::Ipv4Addr), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("`{s}` is not FIRST-LAST"))?;
+    let a: std::net::Ipv4Addr = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{a}` is not an IPv4 address"))?;
+    let b: std::net::Ipv4Addr = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{b}` is not an IPv4 address"))?;
+    if u32::from(a) > u32::from(b) {
+        return Err(format!("`{s}`: the first address is after the last"));
+    }
+    Ok((a, b))
 }
 
 /// Runs a client command (everything but `coordinator`).

@@ -475,6 +475,63 @@ pub(super) async fn show(client: &Client, name: &str, json: bool) -> Result<()> 
             s["load1"].as_f64().unwrap_or(0.0)
         );
     }
+    if let Some(i) = &d.inspection {
+        let inv = &i.inventory;
+        println!(
+            "inspected:    {} — {} × {}, {} MiB memory",
+            ago(d.inspected_at_ms),
+            inv.cpu.count,
+            if inv.cpu.model.is_empty() {
+                "CPU"
+            } else {
+                &inv.cpu.model
+            },
+            inv.memory_bytes >> 20
+        );
+        for disk in &inv.disks {
+            println!(
+                "disk:         {:<10} {:>10}  {}{}{}",
+                disk.name,
+                super::output::human_bytes(disk.size_bytes),
+                if disk.rotational {
+                    "rotational"
+                } else {
+                    "solid-state"
+                },
+                if disk.model.is_empty() {
+                    String::new()
+                } else {
+                    format!("  {}", disk.model)
+                },
+                if disk.serial.is_empty() {
+                    String::new()
+                } else {
+                    format!("  serial {}", disk.serial)
+                },
+            );
+        }
+        for n in &inv.nics {
+            println!(
+                "nic:          {:<10} {}  {}{}",
+                n.name,
+                n.mac,
+                if n.link_up { "link up" } else { "no link" },
+                n.speed_mbps
+                    .map_or(String::new(), |s| format!(", {s} Mb/s")),
+            );
+        }
+        if !inv.dmi.vendor.is_empty() || !inv.dmi.product.is_empty() {
+            println!(
+                "system:       {} {} (serial {}, uuid {})",
+                inv.dmi.vendor, inv.dmi.product, inv.dmi.serial, inv.dmi.uuid
+            );
+        }
+        match (&i.bmc, &i.bmc_error) {
+            (Some(b), _) => println!("bmc lan:      {} {}", b.ip, b.mac),
+            (None, Some(e)) => println!("bmc lan:      not read ({e})"),
+            (None, None) => {}
+        }
+    }
     let rows = d
         .plans
         .iter()

@@ -57,6 +57,12 @@ pub struct NodeDetail {
     /// Bare-metal nodes: the BMC.
     #[serde(default)]
     pub bmc: Option<super::bmcs::BmcView>,
+    /// What the node's ramdisk found when it last inspected the machine.
+    #[serde(default)]
+    pub inspection: Option<ferric_proto::msg::Inspection>,
+    /// When that was, ms since the epoch (agent clock).
+    #[serde(default)]
+    pub inspected_at_ms: Option<i64>,
 }
 
 /// The view of a node (with its BMC's row, for a bare-metal node).
@@ -107,7 +113,10 @@ pub async fn show(s: &Shared, name: &str) -> Result<NodeDetail> {
     let n = find(s, name).await?;
     let plans: Vec<PlanRow> = s.store.plans(Some(name), 10).await?;
     let bmc = s.store.bmc(name).await?;
+    let inspection = s.store.inspection(name).await?;
     Ok(NodeDetail {
+        inspected_at_ms: inspection.as_ref().map(|(_, at)| *at),
+        inspection: inspection.map(|(i, _)| i),
         node: view(s, n, bmc.as_ref()),
         bmc: bmc.map(|b| super::bmcs::view(s, b)),
         plans: plans
@@ -210,6 +219,9 @@ pub async fn enroll(s: &Shared, req: &EnrollRequest) -> Result<EnrollResponse> {
         return refuse(R::InvalidToken);
     };
     let hash = token_secret_hash(secret);
+    if s.store.is_boot_token(id).await? {
+        return super::boot::enroll(s, req, id, &hash).await;
+    }
     let now = crate::now_ms();
     // Check everything that needs no state change first.
     match s.store.check_token(id, &hash, now).await? {

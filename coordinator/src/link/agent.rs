@@ -258,6 +258,11 @@ impl AgentConn {
                     for p in missing {
                         self.offer_plan(p).await?;
                     }
+                    if h.role == ferric_proto::msg::Role::Ramdisk {
+                        conductor::boot::ramdisk_connected(&shared, &self.node)
+                            .await
+                            .map_err(closing)?;
+                    }
                     info!(
                         plans = h.plans.len(),
                         version = h.version,

@@ -8,6 +8,7 @@
 
 mod backend;
 mod bmcs;
+mod boot;
 mod events;
 mod guests;
 mod images;
@@ -17,6 +18,7 @@ mod tokens;
 
 pub use backend::Backend;
 pub use bmcs::BmcRow;
+pub use boot::BootTokenProblem;
 pub use events::EventRow;
 pub use guests::{Allocation, GuestRow};
 pub use images::ImageRow;
@@ -40,6 +42,9 @@ pub enum StoreError {
     /// A stored plan could not be decoded.
     #[error("stored plan {0} is corrupt")]
     CorruptPlan(PlanId, #[source] serde_json::Error),
+    /// A stored JSON document could not be written or read back.
+    #[error("stored document is corrupt")]
+    Corrupt(#[source] serde_json::Error),
     /// The node does not exist.
     #[error("node `{0}` is not enrolled")]
     UnknownNode(String),

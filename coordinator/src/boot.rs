@@ -1,0 +1,355 @@
+//! Boot services on the provisioning network (`--boot-services IFACE`, off by default): the
+//! DHCP server ([`ferric_netboot::dhcp`], full or proxy), TFTP with Debian's iPXE binaries,
+//! and an HTTP server on the interface's address for the per-node iPXE scripts, the ramdisk's
+//! kernel and initramfs, and images. The rules (which MACs, which script) are the
+//! conductor's ([`crate::conductor::boot`]); this module moves datagrams and bytes.
+
+use crate::Shared;
+use crate::conductor::boot::BootSite;
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use ferric_netboot::dhcp::{Config as DhcpConfig, Dhcp, Mode, parse_mac};
+use ferric_netboot::tftp::Files;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How addresses are handed out on the provisioning network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DhcpMode {
+    /// Ferric is the DHCP server: a pool (first, last; by default the upper half of the
+    /// interface's subnet) and an optional gateway.
+    Full {
+        /// The pool, when given.
+        range: Option<(Ipv4Addr, Ipv4Addr)>,
+        /// Default gateway handed out.
+        router: Option<Ipv4Addr>,
+    },
+    /// Another server hands out addresses; Ferric answers network-boot clients only.
+    Proxy,
+}
+
+/// Settings of the boot services.
+#[derive(Debug, Clone)]
+pub struct BootConfig {
+    /// The provisioning interface (its first IPv4 address is the boot server).
+    pub iface: String,
+    /// Full DHCP or proxy.
+    pub dhcp: DhcpMode,
+    /// Answer MACs of no enrolled node.
+    pub discovery: bool,
+    /// DHCP server port (67).
+    pub dhcp_port: u16,
+    /// TFTP port (69).
+    pub tftp_port: u16,
+    /// Boot HTTP port on the interface's address.
+    pub http_port: u16,
+    /// Directory with the ramdisk's `vmlinuz` and `initramfs` (`ferric-ramdisk build`).
+    pub ramdisk_dir: PathBuf,
+    /// Directory with iPXE's `undionly.kpxe` and `ipxe.efi` (Debian's `ipxe`).
+    pub ipxe_dir: PathBuf,
+    /// Kernel arguments beside Ferric's (consoles).
+    pub kernel_args: String,
+    /// How long a per-boot token waits for its ramdisk.
+    pub token_ttl: Duration,
+}
+
+impl BootConfig {
+    /// Defaults for an interface.
+    pub fn new(iface: &str, ramdisk_dir: PathBuf) -> BootConfig {
+        BootConfig {
+            iface: iface.to_owned(),
+            dhcp: DhcpMode::Full {
+                range: None,
+                router: None,
+            },
+            discovery: false,
+            dhcp_port: 67,
+            tftp_port: 69,
+            http_port: 8080,
+            ramdisk_dir,
+            ipxe_dir: PathBuf::from("/usr/lib/ipxe"),
+            kernel_args: "console=tty0 console=ttyS0,115200".into(),
+            token_ttl: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Why the boot services did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// The interface has no IPv4 address.
+    #[error("interface `{0}` has no IPv4 address for the boot services")]
+    NoAddress(String),
+    /// A socket could not be opened.
+    #[error("cannot open the {what} socket on `{iface}`: {source}")]
+    Socket {
+        /// DHCP, TFTP or HTTP.
+        what: &'static str,
+        /// Interface.
+        iface: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The pool does not fit the interface's subnet.
+    #[error("{0}")]
+    Pool(String),
+}
+
+/// The boot services, started.
+#[derive(Debug)]
+pub struct Running {
+    /// The boot server's address.
+    pub server: Ipv4Addr,
+    /// The boot HTTP server's bound address.
+    pub http: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The first IPv4 address of `iface` with its prefix length.
+pub fn interface_ipv4(iface: &str) -> Option<(Ipv4Addr, u8)> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
+        if a.interface_name != iface {
+            return None;
+        }
+        let ip = a.address?.as_sockaddr_in()?.ip();
+        let mask = a.netmask?.as_sockaddr_in()?.ip();
+        Some((ip, u32::from(mask).leading_ones() as u8))
+    })
+}
+
+/// The default pool: the upper half of the subnet, without its broadcast address.
+fn default_pool(ip: Ipv4Addr, prefix: u8) -> Result<(Ipv4Addr, Ipv4Addr), BootError> {
+    if !(8..=29).contains(&prefix) {
+        return Err(BootError::Pool(format!(
+            "a /{prefix} network leaves no pool: give --dhcp-range FIRST-LAST"
+        )));
+    }
+    let size = 1u32 << (32 - prefix);
+    let net = u32::from(ip) & !(size - 1);
+    Ok((
+        Ipv4Addr::from(net + size / 2),
+        Ipv4Addr::from(net + size - 2),
+    ))
+}
+
+/// Starts DHCP, TFTP and HTTP on the interface; `link_port` is where ramdisks dial the link.
+pub async fn start(
+    shared: Arc<Shared>,
+    cfg: BootConfig,
+    link_port: u16,
+) -> Result<Running, BootError> {
+    let (server, prefix) =
+        interface_ipv4(&cfg.iface).ok_or_else(|| BootError::NoAddress(cfg.iface.clone()))?;
+    let sock = |what, e| BootError::Socket {
+        what,
+        iface: cfg.iface.clone(),
+        source: e,
+    };
+    let mode = match &cfg.dhcp {
+        DhcpMode::Proxy => Mode::Proxy,
+        DhcpMode::Full { range, router } => {
+            let (first, last) = match range {
+                Some(r) => *r,
+                None => default_pool(server, prefix)?,
+            };
+            Mode::Full {
+                first,
+                last,
+                netmask: Ipv4Addr::from(u32::MAX << (32 - u32::from(prefix))),
+                router: *router,
+                lease: Duration::from_secs(3600),
+            }
+        }
+    };
+    let http_listener = tokio::net::TcpListener::bind((server, cfg.http_port))
+        .await
+        .map_err(|e| sock("HTTP", e))?;
+    let http = http_listener.local_addr().map_err(|e| sock("HTTP", e))?;
+    let dhcp_sock =
+        ferric_netboot::udp_on_interface(&cfg.iface, cfg.dhcp_port).map_err(|e| sock("DHCP", e))?;
+    let tftp_sock = tokio::net::UdpSocket::bind((server, cfg.tftp_port))
+        .await
+        .map_err(|e| sock("TFTP", e))?;
+    let site = BootSite {
+        http_base: format!("http://{http}"),
+        link: format!("{server}:{link_port}"),
+        kernel_args: cfg.kernel_args.clone(),
+        token_ttl: cfg.token_ttl,
+    };
+    let dhcp = Arc::new(Mutex::new(Dhcp::new(DhcpConfig {
+        server,
+        http_port: http.port(),
+        mode,
+        discovery: cfg.discovery,
+    })));
+    let files = Files(
+        ["undionly.kpxe", "ipxe.efi"]
+            .into_iter()
+            .map(|f| (f.to_owned(), cfg.ipxe_dir.join(f)))
+            .collect(),
+    );
+    let shutdown = shared.shutdown.clone();
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(serve_dhcp(shared.clone(), dhcp_sock, dhcp)));
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = ferric_netboot::tftp::serve(tftp_sock, Arc::new(files)).await {
+            tracing::error!(error = %e, "TFTP server stopped");
+        }
+    }));
+    let app = router(shared.clone(), site, cfg.clone());
+    tasks.push(tokio::spawn(async move {
+        let _ = axum::serve(http_listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+    }));
+    tracing::info!(iface = %cfg.iface, %server, %http, mode = ?cfg.dhcp, "boot services listening");
+    Ok(Running {
+        server,
+        http,
+        tasks,
+    })
+}
+
+/// The DHCP loop: known MACs refreshed from the store every two seconds.
+async fn serve_dhcp(shared: Arc<Shared>, sock: tokio::net::UdpSocket, dhcp: Arc<Mutex<Dhcp>>) {
+    let mut buf = vec![0u8; 1500];
+    let mut refresh = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = refresh.tick() => {
+                match crate::conductor::boot::known_macs(&shared).await {
+                    Ok(known) => {
+                        let known: Vec<_> = known
+                            .into_iter()
+                            .filter_map(|(m, n)| parse_mac(&m).map(|m| (m, n, None)))
+                            .collect();
+                        lock(&dhcp).set_known(known);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read the enrolled MACs"),
+                }
+            }
+            r = sock.recv_from(&mut buf) => {
+                let Ok((n, from)) = r else { continue };
+                let SocketAddr::V4(from) = from else { continue };
+                let reply = lock(&dhcp).handle(&buf[..n], from, Instant::now());
+                if let Some(reply) = reply {
+                    tracing::debug!(to = %reply.to, kind = ?reply.message.opts().msg_type(), "DHCP answer");
+                    let to = if *reply.to.ip() == Ipv4Addr::BROADCAST {
+                        SocketAddrV4::new(Ipv4Addr::BROADCAST, reply.to.port())
+                    } else {
+                        reply.to
+                    };
+                    if let Err(e) = sock.send_to(&reply.bytes, to).await {
+                        tracing::warn!(%to, error = %e, "cannot send a DHCP answer");
+                    }
+                }
+            }
+            _ = shared.shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Clone)]
+struct Site {
+    shared: Arc<Shared>,
+    site: BootSite,
+    cfg: BootConfig,
+}
+
+fn router(shared: Arc<Shared>, site: BootSite, cfg: BootConfig) -> Router {
+    Router::new()
+        .route("/boot/node/{file}", get(script))
+        .route("/boot/ramdisk/{file}", get(ramdisk))
+        .route("/boot/{file}", get(ipxe))
+        .route(
+            "/images/sha256/{hex}",
+            get(
+                |State(s): State<Site>, Path(hex): Path<String>, req: Request| async move {
+                    crate::api::serve_blob(s.shared, hex, req).await
+                },
+            ),
+        )
+        .with_state(Site { shared, site, cfg })
+}
+
+async fn script(State(s): State<Site>, Path(file): Path<String>) -> Response {
+    let Some(mac) = file
+        .strip_suffix(".ipxe")
+        .filter(|m| parse_mac(m).is_some())
+    else {
+        return (StatusCode::NOT_FOUND, "no such script").into_response();
+    };
+    match crate::conductor::boot::script(&s.shared, &s.site, mac).await {
+        Ok(text) => text.into_response(),
+        Err(e) => {
+            tracing::warn!(%mac, error = %e, "no boot script");
+            crate::api::ApiError::from(e).into_response()
+        }
+    }
+}
+
+async fn ramdisk(State(s): State<Site>, Path(file): Path<String>, req: Request) -> Response {
+    if file != "vmlinuz" && file != "initramfs" {
+        return (StatusCode::NOT_FOUND, "no such ramdisk file").into_response();
+    }
+    serve_file(s.cfg.ramdisk_dir.join(file), req).await
+}
+
+async fn ipxe(State(s): State<Site>, Path(file): Path<String>, req: Request) -> Response {
+    if file != "ipxe.efi" && file != "undionly.kpxe" {
+        return (StatusCode::NOT_FOUND, "no such boot file").into_response();
+    }
+    serve_file(s.cfg.ipxe_dir.join(file), req).await
+}
+
+async fn serve_file(path: PathBuf, req: Request) -> Response {
+    use tower::ServiceExt;
+    if !path.exists() {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("{} is missing on the boot server", path.display()),
+        )
+            .into_response();
+    }
+    match tower_http::services::ServeFile::new(path)
+        .oneshot(req)
+        .await
+    {
+        Ok(r) => r.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_pool_is_the_upper_half_of_the_subnet() {
+        assert_eq!(
+            default_pool(Ipv4Addr::new(10, 248, 3, 1), 24).unwrap(),
+            (
+                Ipv4Addr::new(10, 248, 3, 128),
+                Ipv4Addr::new(10, 248, 3, 254)
+            )
+        );
+        assert!(default_pool(Ipv4Addr::new(10, 0, 0, 1), 31).is_err());
+    }
+}

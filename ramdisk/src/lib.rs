@@ -1,17 +1,22 @@
 //! # ferric-ramdisk
 //!
-//! The deploy ramdisk of Ferric. It will own two things:
+//! The deploy ramdisk of Ferric:
 //!
-//! * the agent that runs from RAM on a PXE-booted bare-metal node: it dials the coordinator
-//!   with the per-boot token and CA fingerprint from its kernel command line, inspects the
-//!   hardware, erases disks, streams OS images to disk, sets the next boot device through
-//!   in-band IPMI (`/dev/ipmi0`) and reboots;
-//! * the builder of the kernel and initramfs that the coordinator's boot services hand to
-//!   nodes over PXE.
-//!
-//! So far it has the in-band BMC commands (`ferric-ramdisk bmc info|bootdev`), built on
-//! [`ferric_agent::bmc::inband`]; the bare-metal issues fill in the rest.
+//! * as PID 1 of a PXE-booted bare-metal node ([`init`]): it mounts what a userland needs,
+//!   loads its kernel modules, brings the boot NIC up by DHCP ([`net`]), enrolls with the
+//!   per-boot token and the CA fingerprint from its kernel command line ([`cmdline`]) and runs
+//!   as an agent with the ramdisk role ([`agent`]): the machine is inspected when it connects;
+//! * the builder of the kernel and initramfs that the coordinator's boot services hand out
+//!   ([`build`], `ferric-ramdisk build`);
+//! * in-band BMC commands on the node (`ferric-ramdisk bmc info|bootdev`), built on
+//!   [`ferric_agent::bmc::inband`].
 #![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod build;
+pub mod cmdline;
+pub mod init;
+pub mod net;
 
 use ferric_agent::bmc::inband::{Inband, LanSettings};
 use ferric_agent::bmc::ipmi::{BootSetting, DeviceId};

@@ -19,6 +19,28 @@ enum Cmd {
     /// This node's BMC, in-band through the kernel's IPMI device.
     #[command(subcommand)]
     Bmc(BmcCmd),
+    /// Build the kernel and initramfs the boot services hand to nodes (this binary is their
+    /// `/init`); prints what it built and its size.
+    Build {
+        /// Where `vmlinuz` and `initramfs` go.
+        #[arg(long)]
+        out: PathBuf,
+        /// An unpacked Debian kernel package (`boot/vmlinuz-*`, `lib/modules/VERSION`);
+        /// downloaded (`linux-image-amd64`) into --cache when absent.
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// Where a downloaded kernel is kept.
+        #[arg(long, default_value = "/var/cache/ferric/kernel")]
+        cache: PathBuf,
+        /// zstd level of the initramfs.
+        #[arg(long, default_value_t = 19)]
+        level: i32,
+        /// The binary to put in (this one when absent).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
+    /// Run the ramdisk's agent without being PID 1 (what `/init` does after its setup).
+    Agent,
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,7 +77,49 @@ enum Target {
 }
 
 fn main() -> Result<()> {
+    // As the initramfs's /init the binary is the machine's first process.
+    if std::process::id() == 1 {
+        ferric_ramdisk::init::run();
+    }
     match Cli::parse().command {
+        Cmd::Build {
+            out,
+            kernel,
+            cache,
+            level,
+            binary,
+        } => {
+            let kernel = match kernel {
+                Some(k) => ferric_ramdisk::build::unpacked(&k)?,
+                None => ferric_ramdisk::build::debian_kernel("linux-image-amd64", &cache)?,
+            };
+            let binary = match binary {
+                Some(b) => b,
+                None => std::env::current_exe()?,
+            };
+            let b = ferric_ramdisk::build::build(&ferric_ramdisk::build::BuildOptions {
+                binary,
+                kernel,
+                out,
+                level,
+            })?;
+            println!(
+                "kernel     {} ({:.1} MiB)
+initramfs  {} ({:.1} MiB compressed, {:.1} MiB unpacked, {} modules)",
+                b.vmlinuz.display(),
+                b.kernel_bytes as f64 / 1048576.0,
+                b.initramfs.display(),
+                b.initramfs_bytes as f64 / 1048576.0,
+                b.uncompressed_bytes as f64 / 1048576.0,
+                b.modules
+            );
+            if !b.missing.is_empty() {
+                println!("not in this kernel: {}", b.missing.join(", "));
+            }
+        }
+        Cmd::Agent => {
+            tokio::runtime::Runtime::new()?.block_on(ferric_ramdisk::agent::main())?;
+        }
         Cmd::Bmc(BmcCmd::Info { device }) => {
             let mut dev = Inband::open(&device)?;
             let info = ferric_ramdisk::bmc_info(&mut dev)?;

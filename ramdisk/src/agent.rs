@@ -1,0 +1,72 @@
+//! The ramdisk's agent: the network up, enrollment with the per-boot token and the pinned CA
+//! from the kernel command line, then the same link, journal (in RAM) and telemetry as any
+//! agent, with the machine driver (inspection; the disk steps come with the deploy) and no
+//! hypervisor or out-of-band BMC drivers.
+
+use crate::cmdline::BootArgs;
+use anyhow::{Context, Result};
+use ferric_agent::driver::Drivers;
+use ferric_agent::driver::machine::LocalMachine;
+use ferric_agent::enroll::{EnrollOptions, enroll};
+use ferric_agent::tls::CaPin;
+use ferric_proto::msg::Role;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where the ramdisk keeps its identity and journal (RAM).
+pub const STATE_DIR: &str = "/run/ferric";
+
+/// Brings the network up, enrolls (once per boot) and runs the agent.
+pub async fn main() -> Result<()> {
+    let started = Instant::now();
+    let cmdline = std::fs::read_to_string("/proc/cmdline").context("cannot read /proc/cmdline")?;
+    let args = BootArgs::parse(&cmdline)?;
+    let ca_pin: CaPin = args.ca.parse().context("ferric.ca")?;
+    let (nic, lease) = crate::net::up(args.mac.as_deref(), Duration::from_secs(60)).await?;
+    println!(
+        "FERRIC-RAMDISK-NET {} {}/{} on {nic} from {} ({:.1} s)",
+        args.node,
+        lease.ip,
+        lease.prefix,
+        lease.server,
+        started.elapsed().as_secs_f64()
+    );
+    let state = PathBuf::from(STATE_DIR);
+    if ferric_agent::tls::Identity::load(&state).is_err() {
+        let identity = enroll(&EnrollOptions {
+            coordinator: args.coordinator.clone(),
+            token: args.token.clone(),
+            ca_pin,
+            node: args.node.clone(),
+            role: Role::Ramdisk,
+            timeout: Duration::from_secs(30),
+        })
+        .await
+        .context("enrollment with the per-boot token failed")?;
+        identity.save(&state)?;
+    }
+    println!(
+        "FERRIC-RAMDISK-ENROLLED {} ({:.1} s)",
+        args.node,
+        started.elapsed().as_secs_f64()
+    );
+    let none = Arc::new(ferric_agent::driver::Unsupported(
+        "a deploy ramdisk runs no guests and drives no BMC over the network",
+    ));
+    let drivers = Drivers {
+        network: none.clone(),
+        storage: none.clone(),
+        compute: none.clone(),
+        bmc: none,
+        machine: Arc::new(LocalMachine::default()),
+    };
+    let sampler = Arc::new(ferric_agent::telemetry::SysinfoSampler::new()?);
+    let mut cfg = ferric_agent::Config::new(state, drivers, sampler);
+    cfg.coordinator = Some(args.coordinator.clone());
+    cfg.bmc_poll = Duration::ZERO;
+    cfg.backoff_max = Duration::from_secs(5);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    ferric_agent::run(cfg, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Tier 4: a lab node network-boots Ferric's own ramdisk. Its BMC powers it on with boot
+//! device pxe; its iPXE ROM gets an address and its script from the coordinator's DHCP and
+//! HTTP (or, in proxy mode, the address from a dnsmasq beside it), loads the ramdisk's kernel
+//! and initramfs, and the ramdisk connects back with its per-boot token and reports an
+//! inspection that matches the virtual machine: one vCPU, its memory, its disk, its NIC's MAC,
+//! its BMC's LAN address.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ferric_agent::bmc::control::{IpmiBmcs, POWER_SETTLE};
+use ferric_agent::bmc::ipmi::IpmiClient;
+use ferric_coordinator::boot::{BootConfig, DhcpMode};
+use ferric_lab::{Rack, UpOptions};
+use ferric_tests::{cli, cli_ok};
+use std::process::Command;
+use std::time::Duration;
+
+const MEMORY_MIB: u64 = 512;
+const DISK: u64 = 96 << 20;
+
+/// A rack that is taken down when dropped.
+struct RackGuard(Rack);
+
+impl Drop for RackGuard {
+    fn drop(&mut self) {
+        let _ = ferric_lab::down(&self.0.dir);
+    }
+}
+
+fn rack(root: &std::path::Path, name: &str) -> RackGuard {
+    RackGuard(
+        ferric_lab::up(&UpOptions {
+            name: name.to_owned(),
+            dir: root.join(name),
+            nodes: 1,
+            memory_mib: MEMORY_MIB,
+            disk_bytes: DISK,
+            accel: "tcg".into(),
+            ferric: ferric_tests::bin("ferric").unwrap(),
+        })
+        .unwrap(),
+    )
+}
+
+/// Boots the rack's node through the coordinator and checks what its ramdisk reports.
+async fn boot_and_inspect(rack: &Rack, dhcp: DhcpMode, dir: &std::path::Path) {
+    let ramdisk = ferric_tests::ramdisk::image().unwrap();
+    let mut cfg = ferric_tests::coordinator_config(&dir.join("coord"));
+    cfg.listen = "0.0.0.0:0".parse().unwrap();
+    let mut boot = BootConfig::new(&rack.prov_veth(), ramdisk);
+    boot.dhcp = dhcp;
+    boot.http_port = 0;
+    cfg.boot = Some(boot);
+    let coord = ferric_coordinator::start(cfg).await.unwrap();
+    let api = coord.api;
+    let state = dir.join("mgmt");
+    let link = std::net::SocketAddr::from(([127, 0, 0, 1], coord.listen.port()));
+    ferric_tests::enroll_in_process(api, link, "mgmt", &state)
+        .await
+        .unwrap();
+    let fake = std::sync::Arc::new(ferric_agent::driver::FakeDriver::new());
+    let mut acfg = ferric_tests::agent_config(&state, fake.clone());
+    acfg.drivers.bmc = std::sync::Arc::new(IpmiBmcs::new(IpmiClient::default(), POWER_SETTLE));
+    let agent = ferric_tests::spawn_agent(acfg, fake);
+
+    let n = &rack.nodes[0];
+    let bmc = format!(
+        "ipmi://{}@{}:{}",
+        ferric_lab::BMC_USER,
+        n.bmc_ip,
+        ferric_lab::BMC_PORT
+    );
+    let (ok, _, err) = cli(
+        api,
+        &[
+            "node",
+            "enroll",
+            &n.name,
+            "--bmc",
+            &bmc,
+            "--password-env",
+            "PW",
+            "--mac",
+            &n.mac,
+        ],
+        &[("PW", rack.bmc_password.as_str())],
+    )
+    .await;
+    assert!(ok, "{err}");
+    cli_ok(api, &["node", "bootdev", &n.name, "pxe"]).await;
+    cli_ok(api, &["node", "power", "on", &n.name]).await;
+
+    let c = ferric_tests::client(api);
+    let console = rack.node_dir(n).join("console.log");
+    let detail: serde_json::Value = ferric_tests::wait_for(
+        Duration::from_secs(240),
+        "the ramdisk's inspection",
+        || async {
+            let d: serde_json::Value = c.get(&format!("/v1/nodes/{}", n.name)).await?;
+            Ok((!d["inspection"].is_null()).then_some(d))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nconsole:\n{}",
+            std::fs::read_to_string(&console).unwrap_or_default()
+        )
+    });
+    let inv = &detail["inspection"]["inventory"];
+    assert_eq!(inv["cpu"]["count"], 1, "{inv}");
+    let mem = inv["memory_bytes"].as_u64().unwrap();
+    assert!(
+        mem <= MEMORY_MIB << 20 && mem >= (MEMORY_MIB << 20) * 8 / 10,
+        "memory {mem} of a {MEMORY_MIB} MiB machine"
+    );
+    let disks = inv["disks"].as_array().unwrap();
+    assert!(
+        disks
+            .iter()
+            .any(|d| d["name"] == "vda" && d["size_bytes"] == DISK),
+        "{disks:?}"
+    );
+    let nics = inv["nics"].as_array().unwrap();
+    assert!(nics.iter().any(|x| x["mac"] == n.mac.as_str()), "{nics:?}");
+    // The BMC's LAN address as the node reads it in-band, and as ipmitool reads it over the LAN.
+    let lan = Command::new("ipmitool")
+        .args([
+            "-I",
+            "lanplus",
+            "-C",
+            "3",
+            "-H",
+            &n.bmc_ip,
+            "-U",
+            ferric_lab::BMC_USER,
+        ])
+        .args(["-P", &rack.bmc_password, "lan", "print", "1"])
+        .output()
+        .unwrap();
+    let lan = String::from_utf8_lossy(&lan.stdout);
+    let ip = lan
+        .lines()
+        .find_map(|l| l.strip_prefix("IP Address              : "))
+        .unwrap_or_else(|| panic!("{lan}"))
+        .trim()
+        .to_owned();
+    assert_eq!(detail["inspection"]["bmc"]["ip"], ip.as_str(), "{detail}");
+    // The ramdisk is connected as the node, and the console shows its stages.
+    assert_eq!(detail["node"]["connected"], true, "{detail}");
+    let text = std::fs::read_to_string(&console).unwrap();
+    assert!(
+        text.contains(&format!("FERRIC-RAMDISK-ENROLLED {}", n.name)),
+        "{text}"
+    );
+    // `node show` prints it.
+    let shown = cli_ok(api, &["node", "show", &n.name]).await;
+    assert!(
+        shown.contains("inspected:") && shown.contains(&n.mac),
+        "{shown}"
+    );
+
+    cli_ok(api, &["node", "power", "off", &n.name]).await;
+    agent.stop().await.unwrap();
+    coord.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_node_boots_the_ramdisk_from_ferrics_dhcp_and_reports_its_hardware() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = rack(tmp.path(), &format!("b{}", std::process::id() % 100_000));
+    boot_and_inspect(
+        &r.0,
+        DhcpMode::Full {
+            range: None,
+            router: None,
+        },
+        tmp.path(),
+    )
+    .await;
+}

@@ -110,7 +110,7 @@ async fn boot_and_inspect(rack: &Rack, dhcp: DhcpMode, dir: &std::path::Path) {
     assert_eq!(inv["cpu"]["count"], 1, "{inv}");
     let mem = inv["memory_bytes"].as_u64().unwrap();
     assert!(
-        mem <= MEMORY_MIB << 20 && mem >= (MEMORY_MIB << 20) * 8 / 10,
+        ((MEMORY_MIB << 20) * 8 / 10..=MEMORY_MIB << 20).contains(&mem),
         "memory {mem} of a {MEMORY_MIB} MiB machine"
     );
     let disks = inv["disks"].as_array().unwrap();

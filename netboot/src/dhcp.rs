@@ -462,12 +462,23 @@ impl Dhcp {
             r.set_fname_str(file.name());
             let opts = r.opts_mut();
             opts.insert(DhcpOption::BootfileName(file.name().as_bytes().to_vec()));
-            if matches!(kind, ClientKind::Pxe(_) | ClientKind::HttpBoot) {
-                let class: &[u8] = if kind == ClientKind::HttpBoot {
-                    b"HTTPClient"
-                } else {
-                    b"PXEClient"
-                };
+            // The class is echoed to every network-boot client that sent one: PXE ROMs, and
+            // iPXE (which sends `PXEClient` too), take an offer without an address as
+            // proxy DHCP only when it is there.
+            let asked = match req.opts().get(OptionCode::ClassIdentifier) {
+                Some(DhcpOption::ClassIdentifier(c)) => c.as_slice(),
+                _ => &[],
+            };
+            if matches!(kind, ClientKind::Pxe(_) | ClientKind::HttpBoot)
+                || asked.starts_with(b"PXEClient")
+                || asked.starts_with(b"HTTPClient")
+            {
+                let class: &[u8] =
+                    if kind == ClientKind::HttpBoot || asked.starts_with(b"HTTPClient") {
+                        b"HTTPClient"
+                    } else {
+                        b"PXEClient"
+                    };
                 opts.insert(DhcpOption::ClassIdentifier(class.to_vec()));
                 // PXE vendor options: discovery control 8 = boot from the file given here,
                 // no boot-server discovery.
@@ -703,6 +714,24 @@ mod tests {
             Some(&DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 248, 1, 1)))
         );
         assert!(opts.get(OptionCode::SubnetMask).is_none());
+        // iPXE, which also calls itself PXEClient, gets its script and the class back.
+        let ipxe = d
+            .handle(
+                &request(
+                    A,
+                    MessageType::Discover,
+                    [pxe(0), vec![DhcpOption::UserClass(b"iPXE".to_vec())]].concat(),
+                ),
+                FROM,
+                now,
+            )
+            .unwrap()
+            .message;
+        assert!(ipxe.fname_str().unwrap().unwrap().ends_with(".ipxe"));
+        assert_eq!(
+            ipxe.opts().get(OptionCode::ClassIdentifier),
+            Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+        );
         // A plain client is the other server's.
         assert!(
             d.handle(&request(A, MessageType::Discover, vec![]), FROM, now)

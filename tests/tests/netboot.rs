@@ -102,8 +102,10 @@ async fn boot_and_inspect(rack: &Rack, dhcp: DhcpMode, dir: &std::path::Path) {
     .await
     .unwrap_or_else(|e| {
         panic!(
-            "{e}\nconsole:\n{}",
-            std::fs::read_to_string(&console).unwrap_or_default()
+            "{e}\nconsole:\n{}\ndnsmasq:\n{}\nnode: {}",
+            std::fs::read_to_string(&console).unwrap_or_default(),
+            std::fs::read_to_string(dir.join("dnsmasq.log")).unwrap_or_default(),
+            serde_json::to_string(&ferric_lab::status(rack)).unwrap_or_default()
         )
     });
     let inv = &detail["inspection"]["inventory"];
@@ -177,4 +179,69 @@ async fn a_lab_node_boots_the_ramdisk_from_ferrics_dhcp_and_reports_its_hardware
         tmp.path(),
     )
     .await;
+}
+
+/// dnsmasq on the rack's provisioning bridge (inside its namespace), handing out addresses
+/// and nothing else; killed when dropped.
+struct Dnsmasq(std::process::Child);
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn dnsmasq(rack: &Rack, dir: &std::path::Path) -> Dnsmasq {
+    let k = &rack.prov_host_ip();
+    let net = k.trim_end_matches(".1");
+    let ns = |args: &[&str]| {
+        let st = Command::new("ip")
+            .args(["-n", &rack.netns])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip {args:?}");
+    };
+    ns(&["addr", "add", &format!("{net}.2/24"), "dev", "prov0"]);
+    let log = std::fs::File::create(dir.join("dnsmasq.log")).unwrap();
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &rack.netns,
+            "dnsmasq",
+            "--keep-in-foreground",
+        ])
+        .args([
+            "--port=0",
+            "--no-resolv",
+            "--no-hosts",
+            "--interface=prov0",
+            "--bind-interfaces",
+            &format!("--dhcp-range={net}.50,{net}.99,255.255.255.0,1h"),
+            &format!("--dhcp-leasefile={}", dir.join("leases").display()),
+            &format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
+            "--log-dhcp",
+            "--log-facility=-",
+        ])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Dnsmasq(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_proxy_mode_beside_a_dnsmasq_the_node_boots_and_is_inspected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = rack(tmp.path(), &format!("p{}", std::process::id() % 100_000));
+    let _dns = dnsmasq(&r.0, tmp.path());
+    boot_and_inspect(&r.0, DhcpMode::Proxy, tmp.path()).await;
+    // The address came from dnsmasq's range, not from Ferric.
+    let leases = std::fs::read_to_string(tmp.path().join("leases")).unwrap();
+    assert!(
+        leases.contains(&r.0.nodes[0].mac),
+        "dnsmasq leased no address to the node: {leases}"
+    );
 }

@@ -21,6 +21,10 @@ const PACKAGES: &[&str] = &[
     "openipmi",
     "ipmitool",
     "ipxe-qemu",
+    // iPXE for network boot over TFTP (undionly.kpxe, ipxe.efi), and dnsmasq for the
+    // proxy-DHCP test (an address-only DHCP server beside Ferric's).
+    "ipxe",
+    "dnsmasq-base",
     "iproute2",
     "binutils",
     "lvm2",

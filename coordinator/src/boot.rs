@@ -244,7 +244,19 @@ async fn serve_dhcp(shared: Arc<Shared>, sock: tokio::net::UdpSocket, dhcp: Arc<
             r = sock.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
                 let SocketAddr::V4(from) = from else { continue };
-                let reply = lock(&dhcp).handle(&buf[..n], from, Instant::now());
+                let (reply, node) = {
+                    let mut d = lock(&dhcp);
+                    let reply = d.handle(&buf[..n], from, Instant::now());
+                    let node = reply.as_ref().and_then(|r| {
+                        let booting = r.message.fname().is_some_and(|f| f.iter().any(|b| *b != 0));
+                        let mac: [u8; 6] = r.message.chaddr().get(..6)?.try_into().ok()?;
+                        booting.then(|| d.node_of(&mac).map(str::to_owned)).flatten()
+                    });
+                    (reply, node)
+                };
+                if let Some(node) = node {
+                    shared.hub.boot_mark(&node, crate::model::BootStage::Dhcp, crate::now_ms());
+                }
                 if let Some(reply) = reply {
                     tracing::debug!(to = %reply.to, kind = ?reply.message.opts().msg_type(), "DHCP answer");
                     let to = if *reply.to.ip() == Ipv4Addr::BROADCAST {
@@ -306,8 +318,19 @@ async fn script(State(s): State<Site>, Path(file): Path<String>) -> Response {
 }
 
 async fn ramdisk(State(s): State<Site>, Path(file): Path<String>, req: Request) -> Response {
-    if file != "vmlinuz" && file != "initramfs" {
-        return (StatusCode::NOT_FOUND, "no such ramdisk file").into_response();
+    let stage = match file.as_str() {
+        "vmlinuz" => crate::model::BootStage::Kernel,
+        "initramfs" => crate::model::BootStage::Initramfs,
+        _ => return (StatusCode::NOT_FOUND, "no such ramdisk file").into_response(),
+    };
+    // The script names the node in the URL, so that the boot's progress shows on it.
+    if let Some(node) = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("node=")))
+        && crate::model::check_node_name(node).is_ok()
+    {
+        s.shared.hub.boot_mark(node, stage, crate::now_ms());
     }
     serve_file(s.cfg.ramdisk_dir.join(file), req).await
 }

@@ -29,6 +29,18 @@ pub struct BmcRecord {
     pub bmc: BmcState,
 }
 
+/// A stage a node's network boot reached, and when (coordinator clock, ms since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct BootMark {
+    /// The stage.
+    pub stage: crate::model::BootStage,
+    /// When.
+    pub at_ms: i64,
+}
+
+/// Boot stages kept per node (a few boots' worth).
+const BOOT_MARKS: usize = 64;
+
 /// What the hub hands a connection to send to its agent.
 #[derive(Debug, Clone)]
 pub enum Push {
@@ -55,6 +67,7 @@ pub struct Hub {
     telemetry: Mutex<HashMap<String, VecDeque<TelemetryRecord>>>,
     bmc_states: Mutex<HashMap<String, BmcState>>,
     bmc_records: Mutex<HashMap<String, VecDeque<BmcRecord>>>,
+    boot_marks: Mutex<HashMap<String, VecDeque<BootMark>>>,
 }
 
 /// A record kept in a per-node ring, stamped when it arrived.
@@ -161,6 +174,24 @@ impl Hub {
         {
             l.heard_ms = l.heard_ms.max(now_ms);
         }
+    }
+
+    /// Notes that `node`'s network boot reached `stage`.
+    pub fn boot_mark(&self, node: &str, stage: crate::model::BootStage, at_ms: i64) {
+        let mut m = lock(&self.boot_marks);
+        let ring = m.entry(node.to_owned()).or_default();
+        if ring.len() == BOOT_MARKS {
+            ring.pop_front();
+        }
+        ring.push_back(BootMark { stage, at_ms });
+    }
+
+    /// The stages `node`'s network boots reached, oldest first.
+    pub fn boot_marks(&self, node: &str) -> Vec<BootMark> {
+        lock(&self.boot_marks)
+            .get(node)
+            .map(|r| r.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// When a connected agent last sent anything (`None`: not connected).

@@ -148,6 +148,26 @@ vocabulary!(
     }
 );
 
+vocabulary!(
+    /// What a bare-metal node's network boot has reached, as the boot services see it.
+    BootStage, "boot stage" {
+        /// Its PXE ROM or iPXE was answered by Ferric's DHCP.
+        Dhcp = "dhcp",
+        /// Its iPXE fetched its script.
+        Script = "script",
+        /// The ramdisk's kernel was sent.
+        Kernel = "kernel",
+        /// The ramdisk's initramfs was sent.
+        Initramfs = "initramfs",
+        /// Its ramdisk enrolled with the per-boot token.
+        Enrolled = "enrolled",
+        /// Its ramdisk's link is up.
+        Connected = "connected",
+        /// Its ramdisk reported the inspection.
+        Inspected = "inspected",
+    }
+);
+
 /// Why a node name is not one (a node name is a DNS label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NodeNameError {

@@ -15,6 +15,11 @@ use std::process::Command;
 use std::time::Duration;
 
 const MEMORY_MIB: u64 = 512;
+
+enum Mode {
+    Full,
+    Proxy,
+}
 const DISK: u64 = 96 << 20;
 
 /// A rack that is taken down when dropped.
@@ -43,6 +48,11 @@ fn rack(root: &std::path::Path, name: &str) -> RackGuard {
 
 /// Boots the rack's node through the coordinator and checks what its ramdisk reports.
 async fn boot_and_inspect(rack: &Rack, dhcp: DhcpMode, dir: &std::path::Path) {
+    let mode = if dhcp == DhcpMode::Proxy {
+        Mode::Proxy
+    } else {
+        Mode::Full
+    };
     let ramdisk = ferric_tests::ramdisk::image().unwrap();
     let mut cfg = ferric_tests::coordinator_config(&dir.join("coord"));
     cfg.listen = "0.0.0.0:0".parse().unwrap();

@@ -475,6 +475,24 @@ pub(super) async fn show(client: &Client, name: &str, json: bool) -> Result<()> 
             s["load1"].as_f64().unwrap_or(0.0)
         );
     }
+    // The latest network boot: from its last DHCP answer (or script) on.
+    if let Some(start) = d
+        .boot
+        .iter()
+        .rposition(|m| m.stage == crate::model::BootStage::Dhcp)
+        .or_else(|| {
+            d.boot
+                .iter()
+                .rposition(|m| m.stage == crate::model::BootStage::Script)
+        })
+    {
+        let t0 = d.boot[start].at_ms;
+        let steps: Vec<String> = d.boot[start..]
+            .iter()
+            .map(|m| format!("{} +{:.1}s", m.stage, (m.at_ms - t0) as f64 / 1000.0))
+            .collect();
+        println!("last boot:    {} ({})", steps.join(", "), ago(Some(t0)));
+    }
     if let Some(i) = &d.inspection {
         let inv = &i.inventory;
         println!(

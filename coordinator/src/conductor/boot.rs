@@ -9,6 +9,7 @@
 
 use super::{ConductorError, Result, plans};
 use crate::Shared;
+use crate::model::BootStage;
 use crate::store::BootTokenProblem;
 use ferric_proto::msg::{EnrollRefusal, EnrollRequest, EnrollResponse, Inspection, Role};
 use ferric_proto::plan::Step;
@@ -84,12 +85,13 @@ pub async fn script(s: &Shared, site: &BootSite, mac: &str) -> Result<String> {
         )
         .await?;
     tracing::info!(%node, %mac, token_id = %id, "boot script rendered");
+    s.hub.boot_mark(&node, BootStage::Script, now);
     let b = &site.http_base;
     Ok(format!(
         "#!ipxe\n\
          echo Ferric: {node} boots the deploy ramdisk\n\
-         kernel {b}/boot/ramdisk/vmlinuz ferric.coordinator={link} ferric.ca={ca} ferric.token={id}.{secret} ferric.node={node} ferric.mac={mac} {args}\n\
-         initrd {b}/boot/ramdisk/initramfs\n\
+         kernel {b}/boot/ramdisk/vmlinuz?node={node} ferric.coordinator={link} ferric.ca={ca} ferric.token={id}.{secret} ferric.node={node} ferric.mac={mac} {args}\n\
+         initrd {b}/boot/ramdisk/initramfs?node={node}\n\
          boot\n",
         link = site.link,
         ca = s.pki.ca_hash(),
@@ -134,6 +136,8 @@ pub async fn enroll(
         Err(e) => return refuse(R::BadCsr(e.to_string())),
     };
     tracing::info!(node = %req.node, "ramdisk enrolled with its per-boot token");
+    s.hub
+        .boot_mark(&req.node, BootStage::Enrolled, crate::now_ms());
     Ok(EnrollResponse::Enrolled {
         cert_der: cert.to_vec(),
         ca_der: s.pki.ca_der().to_vec(),
@@ -142,6 +146,7 @@ pub async fn enroll(
 
 /// A ramdisk said hello: unless a plan is already under way for it, it inspects the machine.
 pub async fn ramdisk_connected(s: &Shared, node: &str) -> Result<()> {
+    s.hub.boot_mark(node, BootStage::Connected, crate::now_ms());
     if !s.store.unfinished_plans(node).await?.is_empty() {
         return Ok(());
     }
@@ -154,6 +159,7 @@ pub async fn ramdisk_connected(s: &Shared, node: &str) -> Result<()> {
 /// An inspection arrived from `node`'s ramdisk.
 pub async fn inspected(s: &Shared, node: &str, found: &Inspection, at_ms: i64) -> Result<()> {
     s.store.save_inspection(node, found, at_ms).await?;
+    s.hub.boot_mark(node, BootStage::Inspected, crate::now_ms());
     tracing::info!(
         %node,
         cpus = found.inventory.cpu.count,

@@ -63,6 +63,9 @@ pub struct NodeDetail {
     /// When that was, ms since the epoch (agent clock).
     #[serde(default)]
     pub inspected_at_ms: Option<i64>,
+    /// The stages its network boots reached, oldest first.
+    #[serde(default)]
+    pub boot: Vec<crate::hub::BootMark>,
 }
 
 /// The view of a node (with its BMC's row, for a bare-metal node).
@@ -116,6 +119,7 @@ pub async fn show(s: &Shared, name: &str) -> Result<NodeDetail> {
     let inspection = s.store.inspection(name).await?;
     Ok(NodeDetail {
         inspected_at_ms: inspection.as_ref().map(|(_, at)| *at),
+        boot: s.hub.boot_marks(name),
         inspection: inspection.map(|(i, _)| i),
         node: view(s, n, bmc.as_ref()),
         bmc: bmc.map(|b| super::bmcs::view(s, b)),

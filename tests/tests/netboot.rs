@@ -16,10 +16,6 @@ use std::time::Duration;
 
 const MEMORY_MIB: u64 = 512;
 
-enum Mode {
-    Full,
-    Proxy,
-}
 const DISK: u64 = 96 << 20;
 
 /// A rack that is taken down when dropped.
@@ -48,11 +44,6 @@ fn rack(root: &std::path::Path, name: &str) -> RackGuard {
 
 /// Boots the rack's node through the coordinator and checks what its ramdisk reports.
 async fn boot_and_inspect(rack: &Rack, dhcp: DhcpMode, dir: &std::path::Path) {
-    let mode = if dhcp == DhcpMode::Proxy {
-        Mode::Proxy
-    } else {
-        Mode::Full
-    };
     let ramdisk = ferric_tests::ramdisk::image().unwrap();
     let mut cfg = ferric_tests::coordinator_config(&dir.join("coord"));
     cfg.listen = "0.0.0.0:0".parse().unwrap();
@@ -168,6 +159,34 @@ async fn boot_and_inspect(rack: &Rack, dhcp: DhcpMode, dir: &std::path::Path) {
     let shown = cli_ok(api, &["node", "show", &n.name]).await;
     assert!(
         shown.contains("inspected:") && shown.contains(&n.mac),
+        "{shown}"
+    );
+    // The boot's stages, in order, as the boot services and the link saw them.
+    let stages: Vec<&str> = detail["boot"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["stage"].as_str().unwrap())
+        .collect();
+    let first = |s: &str| {
+        stages
+            .iter()
+            .position(|x| *x == s)
+            .unwrap_or_else(|| panic!("no {s} in {stages:?}"))
+    };
+    let order = [
+        "dhcp",
+        "script",
+        "kernel",
+        "initramfs",
+        "enrolled",
+        "connected",
+        "inspected",
+    ]
+    .map(first);
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{stages:?}");
+    assert!(
+        shown.contains("last boot:    dhcp +0.0s, script +"),
         "{shown}"
     );
 

@@ -79,6 +79,13 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// The deploy ramdisk: its size, the least memory it boots in, and power-on to inspected
+    /// per phase for lab racks booting it from the network.
+    Ramdisk {
+        /// Rack sizes.
+        #[arg(long, value_delimiter = ',', default_value = "1,3")]
+        nodes: Vec<u32>,
+    },
     /// Push-to-ack latency and coordinator memory per agent over loopback QUIC.
     Link {
         /// Agent counts to measure.
@@ -203,6 +210,21 @@ fn main() -> Result<()> {
                 .arg(bmcs.to_string())
                 .arg("--rounds")
                 .arg(rounds.to_string()))
+        }
+        Task::Bench {
+            which: Bench::Ramdisk { nodes },
+        } => {
+            setup::packages()?;
+            build_release(&["ferric-coordinator", "ferric-ramdisk", "ferric-tests"])?;
+            let mut cmd = Command::new(root().join("target/release/ferric-bench-ramdisk"));
+            cmd.arg("--binary")
+                .arg(root().join("target/release/ferric-ramdisk"))
+                .arg("--work")
+                .arg(root().join("target/bench-ramdisk"));
+            for n in nodes {
+                cmd.arg("--nodes").arg(n.to_string());
+            }
+            run(&mut cmd)
         }
         Task::Bench {
             which: Bench::Link { agents },

@@ -14,8 +14,8 @@
 //! * `inband`: IPMI through the kernel's device (`bmc::inband`), for the deploy ramdisk.
 //!
 //! Without features only [`bmc`]'s errors and targets and [`bmc::ipmi`]'s command encodings
-//! and decoders remain: what the deploy ramdisk and the fuzz targets use, without QUIC, TLS
-//! or the LAN client.
+//! and decoders remain: what the fuzz targets use, without QUIC, TLS or the LAN client. The
+//! deploy ramdisk runs the agent with `agent` and `inband`, without `libvirt`.
 #![forbid(unsafe_code)]
 
 pub mod bmc;

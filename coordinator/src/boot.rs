@@ -188,6 +188,7 @@ pub async fn start(
         link: format!("{server}:{link_port}"),
         kernel_args: cfg.kernel_args.clone(),
         token_ttl: cfg.token_ttl,
+        discovery: cfg.discovery,
     };
     let dhcp = Arc::new(Mutex::new(Dhcp::new(DhcpConfig {
         server,

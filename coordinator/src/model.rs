@@ -149,6 +149,40 @@ vocabulary!(
 );
 
 vocabulary!(
+    /// Where a bare-metal node is in its life (the states operators of Ironic know).
+    ProvisionState, "provision state" {
+        /// Known to Ferric, not yet verified (enrolled by its BMC, or found by network boot).
+        Enroll = "enroll",
+        /// Its BMC is being checked.
+        Verifying = "verifying",
+        /// Under Ferric's management, not in use.
+        Manageable = "manageable",
+        /// Booted into the ramdisk to be inspected.
+        Inspecting = "inspecting",
+        /// Inspection failed.
+        InspectFailed = "inspect-failed",
+        /// Its disks are being erased.
+        Cleaning = "cleaning",
+        /// Cleaning failed.
+        CleanFailed = "clean-failed",
+        /// Clean and ready for a deploy.
+        Available = "available",
+        /// An image is being written.
+        Deploying = "deploying",
+        /// Waiting for its ramdisk to call back.
+        WaitCallback = "wait-callback",
+        /// The deploy failed.
+        DeployFailed = "deploy-failed",
+        /// Running its deployed image.
+        Active = "active",
+        /// Being taken back (then cleaned).
+        Undeploying = "undeploying",
+        /// Something went wrong that needs an operator.
+        Error = "error",
+    }
+);
+
+vocabulary!(
     /// What a bare-metal node's network boot has reached, as the boot services see it.
     BootStage, "boot stage" {
         /// Its PXE ROM or iPXE was answered by Ferric's DHCP.

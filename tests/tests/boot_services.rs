@@ -35,6 +35,7 @@ async fn coordinator(
 
 /// `(token, ca)` from a node's boot script.
 async fn script(http: SocketAddr, mac: &str) -> (String, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let text = reqwest::get(format!(
         "http://{http}/boot/node/{}.ipxe",
         mac.replace(':', "-")
@@ -271,4 +272,50 @@ async fn a_burst_of_a_hundred_discovers_on_a_real_link_is_answered_without_runni
     assert_eq!(distinct.len(), 100, "{text}");
     coord.shutdown().await;
     drop(ns);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_discovery_a_machine_no_node_has_boots_and_appears_as_enroll_with_its_inspection() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ferric_tests::coordinator_config(dir.path());
+    cfg.listen = "0.0.0.0:0".parse().unwrap();
+    let mut boot = BootConfig::new("lo", dir.path().join("ramdisk"));
+    boot.http_port = 0;
+    boot.dhcp_port = free_port().unwrap();
+    boot.tftp_port = free_port().unwrap();
+    boot.discovery = true;
+    cfg.boot = Some(boot);
+    let coord = ferric_coordinator::start(cfg).await.unwrap();
+    let http = coord.boot.as_ref().unwrap().http;
+    let link = SocketAddr::from(([127, 0, 0, 1], coord.listen.port()));
+    let mac = "52:54:00:de:ad:01";
+    let (token, ca) = script(http, mac).await;
+    // The same machine booting again is the same node.
+    let (token2, _) = script(http, mac).await;
+    assert_ne!(token, token2);
+    let node = "disc-525400dead01";
+    let id = ramdisk_enroll(link, node, &token2, &ca).await.unwrap();
+    let state = dir.path().join("ramdisk");
+    id.save(&state).unwrap();
+    let fake = std::sync::Arc::new(ferric_agent::driver::FakeDriver::new());
+    let agent = ferric_tests::spawn_agent(ferric_tests::agent_config(&state, fake.clone()), fake);
+    let c = ferric_tests::client(coord.api);
+    ferric_tests::wait_for(Duration::from_secs(20), "an inspection", || async {
+        let d: serde_json::Value = c.get(&format!("/v1/nodes/{node}")).await?;
+        Ok((!d["inspection"].is_null()).then_some(()))
+    })
+    .await
+    .unwrap();
+    let list = ferric_tests::cli_ok(coord.api, &["node", "list"]).await;
+    let row = list
+        .lines()
+        .find(|l| l.starts_with(node))
+        .unwrap_or_else(|| panic!("{list}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[1..3], ["baremetal", "ramdisk"], "{list}");
+    assert!(row.trim_end().ends_with("enroll"), "{list}");
+    let nodes: Vec<serde_json::Value> = c.get("/v1/nodes").await.unwrap();
+    assert_eq!(nodes.len(), 1, "one machine, one node: {nodes:?}");
+    agent.stop().await.unwrap();
+    coord.shutdown().await;
 }

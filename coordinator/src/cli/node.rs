@@ -383,7 +383,9 @@ pub(super) async fn list(client: &Client, json: bool) -> Result<()> {
             vec![
                 n.name,
                 n.role.to_string(),
-                if !n.role.has_agent() {
+                if !n.role.has_agent() && n.connected {
+                    "ramdisk".into() // its deploy ramdisk is connected
+                } else if !n.role.has_agent() {
                     "-".into() // reached through its BMC, not a link of its own
                 } else if n.connected {
                     "connected".into()
@@ -396,6 +398,7 @@ pub(super) async fn list(client: &Client, json: bool) -> Result<()> {
                     ago(n.last_seen_ms)
                 },
                 join(&n.capabilities, ","),
+                n.state.map_or(String::new(), |st| st.to_string()),
                 match (&n.power, &n.flag) {
                     (Some(p), Some(_)) => format!("{p} (flagged)"),
                     (Some(p), None) => p.clone(),
@@ -407,7 +410,15 @@ pub(super) async fn list(client: &Client, json: bool) -> Result<()> {
     println!(
         "{}",
         table(
-            &["NAME", "ROLE", "LINK", "LAST SEEN", "CAPABILITIES", "POWER"],
+            &[
+                "NAME",
+                "ROLE",
+                "LINK",
+                "LAST SEEN",
+                "CAPABILITIES",
+                "STATE",
+                "POWER"
+            ],
             rows
         )
     );
@@ -422,6 +433,9 @@ pub(super) async fn show(client: &Client, name: &str, json: bool) -> Result<()> 
     }
     println!("name:         {}", d.node.name);
     println!("role:         {}", d.node.role);
+    if let Some(st) = d.node.state {
+        println!("state:        {st}");
+    }
     println!(
         "link:         {}",
         if d.node.connected {

@@ -30,11 +30,14 @@ pub struct BootSite {
     pub kernel_args: String,
     /// How long a per-boot token may wait for its ramdisk.
     pub token_ttl: Duration,
+    /// Machines of no enrolled node boot the ramdisk too (and appear as nodes in `enroll`).
+    pub discovery: bool,
 }
 
-/// The MACs of enrolled bare-metal nodes, with their nodes.
+/// The MACs of enrolled bare-metal nodes and of discovered ones, with their nodes.
 pub async fn known_macs(s: &Shared) -> Result<Vec<(String, String)>> {
-    Ok(s.store
+    let mut known: Vec<(String, String)> = s
+        .store
         .bmcs(None)
         .await?
         .into_iter()
@@ -42,7 +45,14 @@ pub async fn known_macs(s: &Shared) -> Result<Vec<(String, String)>> {
             let node = b.node;
             b.macs.into_iter().map(move |m| (m, node.clone()))
         })
-        .collect())
+        .collect();
+    known.extend(s.store.discovered_macs().await?);
+    Ok(known)
+}
+
+/// The name a discovered machine gets: `disc-` and its MAC's hex digits.
+pub fn discovered_name(mac: &str) -> String {
+    format!("disc-{}", mac.replace([':', '-'], "").to_ascii_lowercase())
 }
 
 /// The node a MAC belongs to.
@@ -59,9 +69,22 @@ pub async fn node_of_mac(s: &Shared, mac: &str) -> Result<Option<String>> {
 /// previous boot's die), and the ramdisk to boot with it.
 pub async fn script(s: &Shared, site: &BootSite, mac: &str) -> Result<String> {
     let mac = mac.to_ascii_lowercase().replace('-', ":");
-    let node = node_of_mac(s, &mac)
-        .await?
-        .ok_or_else(|| ConductorError::UnknownNode(format!("(no node has MAC {mac})")))?;
+    let node = match node_of_mac(s, &mac).await? {
+        Some(n) => n,
+        None if site.discovery => {
+            let n = s
+                .store
+                .discovered(&mac, &discovered_name(&mac), crate::now_ms())
+                .await?;
+            tracing::info!(node = %n, %mac, "discovered a machine by network boot");
+            n
+        }
+        None => {
+            return Err(ConductorError::UnknownNode(format!(
+                "(no node has MAC {mac})"
+            )));
+        }
+    };
     let (id, secret) = {
         let mut rng = rand::rng();
         let id: String = std::iter::once('b')

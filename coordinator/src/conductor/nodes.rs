@@ -43,6 +43,9 @@ pub struct NodeView {
     /// Bare-metal nodes: what changed behind Ferric's back.
     #[serde(default)]
     pub flag: Option<String>,
+    /// Bare-metal nodes: provision state.
+    #[serde(default)]
+    pub state: Option<crate::model::ProvisionState>,
 }
 
 /// `GET /v1/nodes/{name}`.
@@ -81,6 +84,7 @@ pub fn view(s: &Shared, n: NodeRow, bmc: Option<&BmcRow>) -> NodeView {
         last_seen_ms: heard.or(n.last_seen_ms),
         capabilities: n.capabilities,
         inventory_sha256: n.inventory_sha256,
+        state: n.provision_state,
     }
 }
 

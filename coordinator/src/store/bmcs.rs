@@ -101,10 +101,13 @@ impl Store {
             tx.rollback().await?;
             return Err(StoreError::UnknownNode(via.to_owned()));
         }
-        sqlx::query("INSERT INTO nodes (name, role, enrolled_at_ms) VALUES ($1, $2, $3)")
-            .bind(node)
-            .bind(BAREMETAL)
-            .bind(now_ms)
+        sqlx::query(
+            "INSERT INTO nodes (name, role, enrolled_at_ms, provision_state) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(node)
+        .bind(BAREMETAL)
+        .bind(now_ms)
+        .bind(crate::model::ProvisionState::Enroll.as_str())
             .execute(&mut *tx)
             .await?;
         sqlx::query(

@@ -127,6 +127,52 @@ impl Store {
         Ok(())
     }
 
+    /// A node found by network boot: a bare-metal node in state `enroll` named `node`, with
+    /// its MAC; the existing node when the MAC was found before.
+    pub async fn discovered(
+        &self,
+        mac: &str,
+        node: &str,
+        now_ms: i64,
+    ) -> Result<String, StoreError> {
+        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        if let Some(r) = sqlx::query("SELECT node FROM discovered_macs WHERE mac = $1")
+            .bind(mac)
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            tx.rollback().await?;
+            return Ok(r.try_get(0)?);
+        }
+        sqlx::query(
+            "INSERT INTO nodes (name, role, enrolled_at_ms, provision_state) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(node)
+        .bind(crate::model::NodeRole::Baremetal.as_str())
+        .bind(now_ms)
+        .bind(crate::model::ProvisionState::Enroll.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO discovered_macs (mac, node, at_ms) VALUES ($1, $2, $3)")
+            .bind(mac)
+            .bind(node)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(node.to_owned())
+    }
+
+    /// MACs of discovered nodes, with their nodes.
+    pub async fn discovered_macs(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT mac, node FROM discovered_macs ORDER BY mac")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
     /// Stores what a node's ramdisk found (replacing an earlier inspection).
     pub async fn save_inspection(
         &self,

@@ -1,7 +1,7 @@
 //! Enrolled nodes and when their agents were last heard.
 
 use super::{Store, StoreError};
-use crate::model::NodeRole;
+use crate::model::{NodeRole, ProvisionState};
 use ferric_proto::msg::Capability;
 use serde::Serialize;
 use sqlx::Row;
@@ -22,6 +22,8 @@ pub struct NodeRow {
     pub capabilities: Vec<Capability>,
     /// SHA-256 of the hardware inventory the agent announced in its last hello (hex).
     pub inventory_sha256: Option<String>,
+    /// A bare-metal node's provision state.
+    pub provision_state: Option<ProvisionState>,
 }
 
 impl Store {
@@ -33,6 +35,10 @@ impl Store {
             enrolled_at_ms: row.try_get("enrolled_at_ms")?,
             last_seen_ms: row.try_get("last_seen_ms")?,
             inventory_sha256: row.try_get("inventory_sha256")?,
+            provision_state: row
+                .try_get::<Option<String>, _>("provision_state")?
+                .map(|s| s.parse())
+                .transpose()?,
             capabilities: caps.split(',').filter_map(Capability::from_name).collect(),
         })
     }
@@ -40,7 +46,7 @@ impl Store {
     /// One node.
     pub async fn node(&self, name: &str) -> Result<Option<NodeRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT name, role, enrolled_at_ms, last_seen_ms, capabilities, inventory_sha256 FROM nodes WHERE name = $1",
+            "SELECT name, role, enrolled_at_ms, last_seen_ms, capabilities, inventory_sha256, provision_state FROM nodes WHERE name = $1",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -51,7 +57,7 @@ impl Store {
     /// All nodes, by name.
     pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, role, enrolled_at_ms, last_seen_ms, capabilities, inventory_sha256 FROM nodes ORDER BY name",
+            "SELECT name, role, enrolled_at_ms, last_seen_ms, capabilities, inventory_sha256, provision_state FROM nodes ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;

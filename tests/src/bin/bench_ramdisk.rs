@@ -43,7 +43,8 @@ const STAGES: [&str; 7] = [
 ];
 
 fn build(args: &Args) -> Result<PathBuf> {
-    let kernel = ferric_ramdisk::build::debian_kernel("linux-image-amd64", &args.work.join("kernel"))?;
+    let kernel =
+        ferric_ramdisk::build::debian_kernel("linux-image-amd64", &args.work.join("kernel"))?;
     let out = args.work.join("ramdisk");
     let started = Instant::now();
     let b = ferric_ramdisk::build::build(&ferric_ramdisk::build::BuildOptions {
@@ -53,16 +54,25 @@ fn build(args: &Args) -> Result<PathBuf> {
         level: 19,
     })?;
     let mib = |b: u64| b as f64 / 1048576.0;
-    println!("## Ramdisk (release build, zstd -19, built in {:.1} s)\n", started.elapsed().as_secs_f64());
+    println!(
+        "## Ramdisk (release build, zstd -19, built in {:.1} s)\n",
+        started.elapsed().as_secs_f64()
+    );
     println!("| part | size |");
     println!("|---|---:|");
-    println!("| kernel (Debian generic) | {:.1} MiB |", mib(b.kernel_bytes));
+    println!(
+        "| kernel (Debian generic) | {:.1} MiB |",
+        mib(b.kernel_bytes)
+    );
     println!(
         "| initramfs, compressed ({} modules) | {:.1} MiB |",
         b.modules,
         mib(b.initramfs_bytes)
     );
-    println!("| initramfs, unpacked | {:.1} MiB |", mib(b.uncompressed_bytes));
+    println!(
+        "| initramfs, unpacked | {:.1} MiB |",
+        mib(b.uncompressed_bytes)
+    );
     println!(
         "| kernel + initramfs, what a node downloads | {:.1} MiB |",
         mib(b.kernel_bytes + b.initramfs_bytes)
@@ -183,7 +193,17 @@ async fn rack_boot(n: u32, args: &Args, ramdisk: &Path) -> Result<()> {
             );
             let (ok, _, err) = ferric_tests::cli(
                 coord.api,
-                &["node", "enroll", &node.name, "--bmc", &bmc, "--password-env", "PW", "--mac", &node.mac],
+                &[
+                    "node",
+                    "enroll",
+                    &node.name,
+                    "--bmc",
+                    &bmc,
+                    "--password-env",
+                    "PW",
+                    "--mac",
+                    &node.mac,
+                ],
                 &[("PW", rack.bmc_password.as_str())],
             )
             .await;
@@ -244,7 +264,10 @@ async fn rack_boot(n: u32, args: &Args, ramdisk: &Path) -> Result<()> {
                     .collect()
             })
             .collect();
-        println!("\n## {n} node(s) powered on at once (TCG, {} MiB each)\n", args.memory_mib);
+        println!(
+            "\n## {n} node(s) powered on at once (TCG, {} MiB each)\n",
+            args.memory_mib
+        );
         println!("| phase | median | slowest node |");
         println!("|---|---:|---:|");
         let mut prev = vec![0.0; per_node.len()];
@@ -258,11 +281,7 @@ async fn rack_boot(n: u32, args: &Args, ramdisk: &Path) -> Result<()> {
             "→ inspected",
         ];
         for (k, label) in names.iter().enumerate() {
-            let d: Vec<f64> = per_node
-                .iter()
-                .zip(&prev)
-                .map(|(t, p)| t[k] - p)
-                .collect();
+            let d: Vec<f64> = per_node.iter().zip(&prev).map(|(t, p)| t[k] - p).collect();
             println!(
                 "| {label} | {:.1} s | {:.1} s |",
                 median(d.clone()),
@@ -297,7 +316,9 @@ fn main() -> Result<()> {
     println!("\n## Published figures of other deploy ramdisks (not measured here)\n");
     println!("| ramdisk | image | memory | boot |");
     println!("|---|---:|---:|---|");
-    println!("| Ironic Python Agent (CI images) | hundreds of MB | ≥ 1.5 GB recommended | ~12 min in Ironic's CI |");
+    println!(
+        "| Ironic Python Agent (CI images) | hundreds of MB | ≥ 1.5 GB recommended | ~12 min in Ironic's CI |"
+    );
     println!("| Tinkerbell HookOS | ~180 MB compressed | — | — |");
     println!("| Fedora CoreOS live initramfs | ~600 MiB | — | — |");
     Ok(())

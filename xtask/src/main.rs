@@ -518,14 +518,58 @@ impl Drop for Kill {
 /// `ferric plan apply -f FILE --node NODE`; returns the plan id.
 /// The lab part: a rack of two virtual bare-metal nodes behind emulated BMCs, enrolled with
 /// the coordinator and powered on through a management agent that drives their BMCs.
+/// Brings up the demo's lab rack and builds the ramdisk its nodes boot; the ramdisk's
+/// directory, or `None` (with the reason printed) where either cannot be made here.
+fn demo_rack_and_ramdisk(
+    ferric_bin: &Path,
+    bins: &Path,
+    lab_root: &Path,
+    base: &Path,
+) -> Option<PathBuf> {
+    step("a lab rack: two virtual bare-metal nodes (QEMU) behind emulated BMCs (ipmi_sim)");
+    let up = output(
+        Command::new(ferric_bin)
+            .env("FERRIC_LAB_ROOT", lab_root)
+            .args(["lab", "--name", "demo", "up", "--nodes", "2", "--memory", "512M"])
+            .args(["--disk", "1G"]),
+    );
+    if let Err(e) = up {
+        println!("skipping the lab part: {e:#}");
+        return None;
+    }
+    step("build the deploy ramdisk (Debian's kernel + an initramfs whose /init is ferric-ramdisk)");
+    let dir = base.join("ramdisk");
+    match output(
+        Command::new(bins.join("ferric-ramdisk"))
+            .arg("build")
+            .arg("--out")
+            .arg(&dir)
+            .arg("--cache")
+            .arg(root().join("target/node"))
+            .args(["--level", "3"]),
+    ) {
+        Ok(built) => {
+            print!("{built}");
+            Some(dir)
+        }
+        Err(e) => {
+            println!("the nodes will not boot the ramdisk: {e:#}");
+            None
+        }
+    }
+}
+
 fn demo_lab(
     ferric_bin: &Path,
     api: &str,
     lab_root: &Path,
+    netboot: bool,
     enroll: &EnrollFn<'_>,
     spawn: &SpawnFn<'_>,
 ) -> Result<Option<Kill>> {
-    step("a lab rack: two virtual bare-metal nodes (QEMU) behind emulated BMCs (ipmi_sim)");
+    if !lab_root.join("demo/rack.json").exists() {
+        return Ok(None);
+    }
     let lab = |args: &[&str]| -> Result<String> {
         output(
             Command::new(ferric_bin)
@@ -535,10 +579,6 @@ fn demo_lab(
                 .args(args),
         )
     };
-    if let Err(e) = lab(&["up", "--nodes", "2", "--memory", "256M", "--disk", "1G"]) {
-        println!("skipping the lab part: {e:#}");
-        return Ok(None);
-    }
     print!("{}", lab(&["status"])?);
     let state = enroll("rack1-mgmt", "management")?;
     let mgmt = spawn(
@@ -563,7 +603,7 @@ fn demo_lab(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    step("boot demo-n0 from the network: coordinator → agent → BMC → QEMU");
+    step("boot demo-n0 from the network: coordinator → agent → BMC → QEMU → Ferric's DHCP, iPXE, ramdisk");
     for args in [
         &["node", "bootdev", "demo-n0", "pxe"][..],
         &["node", "power", "on", "demo-n0"][..],
@@ -572,7 +612,28 @@ fn demo_lab(
         println!("$ ferric {}", args.join(" "));
         print!("{}", ferric(ferric_bin, api, args)?);
     }
-    std::thread::sleep(Duration::from_secs(3));
+    if netboot {
+        // The ramdisk connects back with its per-boot token and inspects the machine.
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let shown: serde_json::Value = serde_json::from_str(&ferric(
+                ferric_bin,
+                api,
+                &["node", "show", "demo-n0", "-o", "json"],
+            )?)?;
+            if !shown["inspection"].is_null() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("demo-n0's ramdisk did not report an inspection within 3 minutes");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        println!("$ ferric node show demo-n0");
+        print!("{}", ferric(ferric_bin, api, &["node", "show", "demo-n0"])?);
+    } else {
+        std::thread::sleep(Duration::from_secs(3));
+    }
     print!("{}", lab(&["status"])?);
     print!("{}", ferric(ferric_bin, api, &["node", "list"])?);
     // A bare-metal node's telemetry is what the management agent reads from its BMC.
@@ -640,6 +701,8 @@ fn demo(keep: bool) -> Result<()> {
         "ferric-agent",
         "-p",
         "ferric-tests",
+        "-p",
+        "ferric-ramdisk",
     ]))?;
     let bins = root().join("target/debug");
     let ferric_bin = bins.join("ferric");
@@ -653,16 +716,35 @@ fn demo(keep: bool) -> Result<()> {
     let (quic, api_addr) = ("127.0.0.1:7443", "127.0.0.1:7180");
     let api = format!("http://{api_addr}");
 
+    // The lab rack comes first: the coordinator's boot services listen on its provisioning
+    // link, and its nodes boot Ferric's ramdisk from them.
+    let lab_root = base.join("lab");
+    let ramdisk = demo_rack_and_ramdisk(&ferric_bin, &bins, &lab_root, &base);
+
     step(&format!(
         "start the coordinator (SQLite store in {})",
         base.join("coordinator").display()
     ));
     let coord_log = std::fs::File::create(base.join("coordinator.log"))?;
+    let mut coord_cmd = Command::new(&ferric_bin);
+    coord_cmd
+        .args(["coordinator", "--data-dir"])
+        .arg(base.join("coordinator"))
+        .args(["--api-listen", api_addr]);
+    match &ramdisk {
+        Some(dir) => {
+            // Ramdisks dial it on the provisioning link.
+            coord_cmd
+                .args(["--listen", "0.0.0.0:7443", "--boot-services", "flp-demo"])
+                .arg("--ramdisk-dir")
+                .arg(dir);
+        }
+        None => {
+            coord_cmd.args(["--listen", quic]);
+        }
+    }
     let coord = Kill(
-        Command::new(&ferric_bin)
-            .args(["coordinator", "--data-dir"])
-            .arg(base.join("coordinator"))
-            .args(["--listen", quic, "--api-listen", api_addr])
+        coord_cmd
             .stdout(coord_log.try_clone()?)
             .stderr(coord_log)
             .spawn()
@@ -805,8 +887,7 @@ fn demo(keep: bool) -> Result<()> {
         Ok(None) => {}
         Err(e) => println!("\nthe guest part of the demo stopped: {e:#}"),
     }
-    let lab_root = base.join("lab");
-    match demo_lab(&ferric_bin, &api, &lab_root, &enroll, &spawn) {
+    match demo_lab(&ferric_bin, &api, &lab_root, ramdisk.is_some(), &enroll, &spawn) {
         Ok(Some(mgmt)) => agents.push(mgmt),
         Ok(None) => {}
         Err(e) => println!("\nthe lab part of the demo stopped: {e:#}"),

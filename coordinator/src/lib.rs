@@ -4,12 +4,13 @@
 //! This crate is the `ferric` binary's library: the rules ([`conductor`]) over its vocabulary
 //! ([`model`]), the store ([`store`]), the certificate authority ([`pki`]), the registry of
 //! connected agents and their telemetry ([`hub`]), and the edges that call the rules — the
-//! QUIC link to agents ([`link`]), the HTTP API ([`api`]) and the command line ([`cli`]).
+//! QUIC link to agents ([`link`]) and the HTTP API ([`api`]) with its client ([`client`]).
+//! The `ferric` binary's command line (`src/cli/`) is its own.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod boot;
-pub mod cli;
+pub mod client;
 pub mod conductor;
 pub mod hub;
 pub mod link;

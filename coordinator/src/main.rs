@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches};
-use ferric_coordinator::cli::{Cli, Command, run_client};
+mod cli;
+
+use cli::{Cli, Command, run_client};
 use tokio::signal::unix::{SignalKind, signal};
 
 fn main() -> std::process::ExitCode {

@@ -3,8 +3,7 @@
 //! agent, with the machine driver (inspection; the disk steps come with the deploy) and no
 //! hypervisor or out-of-band BMC drivers.
 
-use crate::cmdline::BootArgs;
-use anyhow::{Context, Result};
+use crate::cmdline::{BootArgs, MissingArg};
 use ferric_agent::driver::Drivers;
 use ferric_agent::driver::machine::LocalMachine;
 use ferric_agent::enroll::{EnrollOptions, enroll};
@@ -17,12 +16,44 @@ use std::time::{Duration, Instant};
 /// Where the ramdisk keeps its identity and journal (RAM).
 pub const STATE_DIR: &str = "/run/ferric";
 
+/// Why the ramdisk's agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RamdiskError {
+    /// `/proc/cmdline` could not be read.
+    #[error("cannot read /proc/cmdline: {0}")]
+    Cmdline(#[source] std::io::Error),
+    /// A `ferric.*` word is missing.
+    #[error(transparent)]
+    Args(#[from] MissingArg),
+    /// `ferric.ca` is no fingerprint.
+    #[error("ferric.ca: {0}")]
+    Ca(String),
+    /// The network did not come up.
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
+    /// Enrollment with the per-boot token failed.
+    #[error("enrollment with the per-boot token failed: {0}")]
+    Enroll(#[from] ferric_agent::enroll::EnrollError),
+    /// The identity could not be kept.
+    #[error(transparent)]
+    Identity(#[from] ferric_agent::tls::TlsError),
+    /// The host sampler could not start.
+    #[error("cannot read this machine's statistics: {0}")]
+    Sampler(String),
+    /// The agent stopped with an error.
+    #[error(transparent)]
+    Agent(#[from] ferric_agent::AgentError),
+}
+
 /// Brings the network up, enrolls (once per boot) and runs the agent.
-pub async fn main() -> Result<()> {
+pub async fn main() -> Result<(), RamdiskError> {
     let started = Instant::now();
-    let cmdline = std::fs::read_to_string("/proc/cmdline").context("cannot read /proc/cmdline")?;
+    let cmdline = std::fs::read_to_string("/proc/cmdline").map_err(RamdiskError::Cmdline)?;
     let args = BootArgs::parse(&cmdline)?;
-    let ca_pin: CaPin = args.ca.parse().context("ferric.ca")?;
+    let ca_pin: CaPin = args
+        .ca
+        .parse()
+        .map_err(|e: <CaPin as std::str::FromStr>::Err| RamdiskError::Ca(e.to_string()))?;
     let (nic, lease) = crate::net::up(args.mac.as_deref(), Duration::from_secs(60)).await?;
     println!(
         "FERRIC-RAMDISK-NET {} {}/{} on {nic} from {} ({:.1} s)",
@@ -42,8 +73,7 @@ pub async fn main() -> Result<()> {
             role: Role::Ramdisk,
             timeout: Duration::from_secs(30),
         })
-        .await
-        .context("enrollment with the per-boot token failed")?;
+        .await?;
         identity.save(&state)?;
     }
     println!(
@@ -61,7 +91,10 @@ pub async fn main() -> Result<()> {
         bmc: none,
         machine: Arc::new(LocalMachine::default()),
     };
-    let sampler = Arc::new(ferric_agent::telemetry::SysinfoSampler::new()?);
+    let sampler = Arc::new(
+        ferric_agent::telemetry::SysinfoSampler::new()
+            .map_err(|e| RamdiskError::Sampler(e.to_string()))?,
+    );
     let mut cfg = ferric_agent::Config::new(state, drivers, sampler);
     cfg.coordinator = Some(args.coordinator.clone());
     cfg.bmc_poll = Duration::ZERO;

@@ -66,7 +66,7 @@ pub fn run() -> ! {
     loop {
         match rt.block_on(crate::agent::main()) {
             Ok(()) => println!("ferric-ramdisk: the agent stopped; starting it again"),
-            Err(e) => println!("ferric-ramdisk: {e:#}; trying again in 5 s"),
+            Err(e) => println!("ferric-ramdisk: {e}; trying again in 5 s"),
         }
         std::thread::sleep(Duration::from_secs(5));
     }

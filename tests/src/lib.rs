@@ -21,7 +21,7 @@ use ferric_agent::driver::{Drivers, FakeDriver};
 use ferric_agent::enroll::{EnrollOptions, enroll};
 use ferric_agent::telemetry::FixedSampler;
 use ferric_agent::tls::CaPin;
-use ferric_coordinator::cli::Client;
+use ferric_coordinator::client::Client;
 use ferric_proto::msg::Role;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -6,7 +6,7 @@
 //! system's own tools (`lvs`, `virsh`, sysfs, `/proc/net/vlan`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ferric_coordinator::cli::Client;
+use ferric_coordinator::client::Client;
 use ferric_coordinator::conductor::nodes::NodeView;
 use ferric_coordinator::conductor::plans::PlanFile;
 use ferric_tests::hostvm::{HostVm, MAIL};
@@ -212,7 +212,7 @@ async fn lvm_volumes_and_vlan_bridges_on_a_host_whose_kernel_has_them() {
     .unwrap();
     let qcow = compressed_qcow2(&raw).unwrap();
     let view = c
-        .upload_image(&qcow, "marker", Some("qcow2"), None)
+        .upload_image(&qcow, "marker", Some("qcow2"), None, |_, _| {})
         .await
         .unwrap();
     let clone = clone_step("cloned", 12 * MIB, &view.sha256, "qcow2");
@@ -293,7 +293,7 @@ async fn lvm_volumes_and_vlan_bridges_on_a_host_whose_kernel_has_them() {
     )
     .unwrap();
     let view = c
-        .upload_image(&odd, "odd", Some("raw"), None)
+        .upload_image(&odd, "odd", Some("raw"), None, |_, _| {})
         .await
         .unwrap();
     assert!(step(&c, &clone_step("odd", 4 * MIB, &view.sha256, "raw")).await);

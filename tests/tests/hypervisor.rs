@@ -573,7 +573,7 @@ steps:
     let qcow = ferric_tests::hv::compressed_qcow2(&raw).unwrap();
     let image_name = format!("marker-{id}");
     let view = c
-        .upload_image(&qcow, &image_name, Some("qcow2"), None)
+        .upload_image(&qcow, &image_name, Some("qcow2"), None, |_, _| {})
         .await
         .unwrap();
     let cloned = format!("cloned-{id}");

@@ -249,7 +249,7 @@ async fn an_image_streams_from_the_store_to_a_loop_device_through_a_breaking_lin
     let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
     let (raw, q, _) = make_images(dir.path());
     let view = ferric_tests::client(coord.api)
-        .upload_image(&q, "deb", Some("qcow2"), None)
+        .upload_image(&q, "deb", Some("qcow2"), None, |_, _| {})
         .await
         .unwrap();
 

@@ -33,7 +33,7 @@ fn volumes_plan(n: usize) -> PlanFile {
     }
 }
 
-async fn connected(c: &ferric_coordinator::cli::Client) -> usize {
+async fn connected(c: &ferric_coordinator::client::Client) -> usize {
     let nodes: Vec<serde_json::Value> = c.get("/v1/nodes").await.unwrap();
     nodes.iter().filter(|n| n["connected"] == true).count()
 }

@@ -57,7 +57,7 @@ fn start_coordinator_proc(
 }
 
 async fn wait_api(api: &str) {
-    let c = ferric_coordinator::cli::Client::new(&format!("http://{api}"));
+    let c = ferric_coordinator::client::Client::new(&format!("http://{api}"));
     wait_for(Duration::from_secs(20), "coordinator API", || async {
         Ok(c.get::<Vec<serde_json::Value>>("/v1/nodes")
             .await
@@ -76,7 +76,7 @@ async fn coordinator_killed_mid_plan_restarts_and_no_event_is_lost_or_duplicated
     let (qp, ap) = (free_port().unwrap(), free_port().unwrap());
     let mut coord = start_coordinator_proc(&data, qp, ap, &dir.path().join("coord-1.log"));
     wait_api(&coord.api).await;
-    let c = ferric_coordinator::cli::Client::new(&format!("http://{}", coord.api));
+    let c = ferric_coordinator::client::Client::new(&format!("http://{}", coord.api));
     let quic: std::net::SocketAddr = coord.quic.parse().unwrap();
     let api: std::net::SocketAddr = coord.api.parse().unwrap();
 

@@ -530,7 +530,9 @@ fn demo_rack_and_ramdisk(
     let up = output(
         Command::new(ferric_bin)
             .env("FERRIC_LAB_ROOT", lab_root)
-            .args(["lab", "--name", "demo", "up", "--nodes", "2", "--memory", "512M"])
+            .args([
+                "lab", "--name", "demo", "up", "--nodes", "2", "--memory", "512M",
+            ])
             .args(["--disk", "1G"]),
     );
     if let Err(e) = up {
@@ -603,7 +605,9 @@ fn demo_lab(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    step("boot demo-n0 from the network: coordinator → agent → BMC → QEMU → Ferric's DHCP, iPXE, ramdisk");
+    step(
+        "boot demo-n0 from the network: coordinator → agent → BMC → QEMU → Ferric's DHCP, iPXE, ramdisk",
+    );
     for args in [
         &["node", "bootdev", "demo-n0", "pxe"][..],
         &["node", "power", "on", "demo-n0"][..],
@@ -887,7 +891,14 @@ fn demo(keep: bool) -> Result<()> {
         Ok(None) => {}
         Err(e) => println!("\nthe guest part of the demo stopped: {e:#}"),
     }
-    match demo_lab(&ferric_bin, &api, &lab_root, ramdisk.is_some(), &enroll, &spawn) {
+    match demo_lab(
+        &ferric_bin,
+        &api,
+        &lab_root,
+        ramdisk.is_some(),
+        &enroll,
+        &spawn,
+    ) {
         Ok(Some(mgmt)) => agents.push(mgmt),
         Ok(None) => {}
         Err(e) => println!("\nthe lab part of the demo stopped: {e:#}"),

@@ -62,7 +62,7 @@ pub enum ImageCmd {
 
 /// `ferric image …`.
 pub(super) async fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<()> {
-    use crate::conductor::images::ImageView;
+    use ferric_coordinator::conductor::images::ImageView;
     let show = |i: &ImageView| {
         format!(
             "name:         {}\nformat:       {}{}\nvirtual size: {}\nsize:         {}\nsha256:       {}\nsha512:       {}\ndetails:      {}\npath:         {}",
@@ -89,7 +89,7 @@ pub(super) async fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<()
             format,
             checksum,
         } => {
-            crate::conductor::images::check_name(&name)?;
+            ferric_coordinator::conductor::images::check_name(&name)?;
             // Refuse here what the coordinator would refuse, before sending a byte.
             let declared = ferric_images::inspect::Format::parse_declared(format.as_deref())?;
             let mut f = std::fs::File::open(&file)
@@ -108,9 +108,14 @@ pub(super) async fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<()
             {
                 bail!("an image named `{name}` exists; delete it first");
             }
-            let view = client
-                .upload_image(&file, &name, format.as_deref(), checksum.as_deref())
-                .await?;
+            let view = super::wait::upload_image(
+                client,
+                &file,
+                &name,
+                format.as_deref(),
+                checksum.as_deref(),
+            )
+            .await?;
             if json {
                 return print_json(&view);
             }

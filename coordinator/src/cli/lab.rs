@@ -16,10 +16,10 @@ pub enum LabCmd {
         #[arg(long, default_value_t = 3)]
         nodes: u32,
         /// Memory per node.
-        #[arg(long, default_value = "1G", value_parser = crate::cli::parse_size)]
+        #[arg(long, default_value = "1G", value_parser = super::parse_size)]
         memory: u64,
         /// Disk per node (a sparse file).
-        #[arg(long, default_value = "4G", value_parser = crate::cli::parse_size)]
+        #[arg(long, default_value = "4G", value_parser = super::parse_size)]
         disk: u64,
         /// `auto` (KVM when a probe shows it works), `kvm` or `tcg`.
         #[arg(long, default_value = "auto")]
@@ -171,7 +171,7 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
         LabCmd::Enroll { via } => {
             let rack = Rack::load(&dir)?;
             for n in &rack.nodes {
-                let body = crate::conductor::bmcs::EnrollBmcNode {
+                let body = ferric_coordinator::conductor::bmcs::EnrollBmcNode {
                     name: n.name.clone(),
                     bmc: format!(
                         "ipmi://{}@{}:{}",
@@ -183,7 +183,8 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
                     via: via.clone(),
                     macs: vec![n.mac.clone()],
                 };
-                let v: crate::conductor::bmcs::BmcView = client.post("/v1/nodes", &body).await?;
+                let v: ferric_coordinator::conductor::bmcs::BmcView =
+                    client.post("/v1/nodes", &body).await?;
                 if !json {
                     println!(
                         "{} enrolled: BMC {} via `{}`, MAC {}",

@@ -2,7 +2,6 @@
 //! HTTP API, a file per resource; [`Client`] is the API's HTTP client, [`output`] the
 //! rendering shared by the commands.
 
-mod client;
 mod guest;
 mod image;
 pub mod lab;
@@ -11,12 +10,13 @@ pub mod output;
 mod plan;
 mod telemetry;
 mod token;
+mod wait;
 
-pub use client::Client;
+pub use ferric_coordinator::client::Client;
 pub use guest::{GuestCmd, HostCmd};
 pub use image::ImageCmd;
-pub use node::{BootdevArg, NodeCmd, PowerArg};
-pub use output::{describe_event, human_bytes, parse_size};
+pub use node::NodeCmd;
+pub use output::parse_size;
 pub use plan::PlanCmd;
 pub use telemetry::TelemetryCmd;
 pub use token::TokenCmd;

@@ -1,11 +1,11 @@
 //! `ferric node …`: enrolled nodes, and bare-metal nodes' BMC actions.
 
 use super::Client;
-use super::client::{plan_output, wait_plan};
 use super::output::{ago, print_json, table};
-use crate::conductor::nodes::{NodeDetail, NodeView};
+use super::wait::{plan_output, wait_plan};
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
+use ferric_coordinator::conductor::nodes::{NodeDetail, NodeView};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -168,7 +168,9 @@ fn read_password(file: Option<&std::path::Path>, env: Option<&str>) -> Result<St
 }
 
 pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result<()> {
-    use crate::conductor::bmcs::{BmcAction, BmcView, BootdevRequest, EnrollBmcNode, PowerRequest};
+    use ferric_coordinator::conductor::bmcs::{
+        BmcAction, BmcView, BootdevRequest, EnrollBmcNode, PowerRequest,
+    };
     match cmd {
         NodeCmd::Enroll {
             name,
@@ -294,7 +296,7 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             let a: BmcAction = client
                 .post(
                     &format!("/v1/nodes/{name}/sel"),
-                    &crate::conductor::bmcs::SelRequest { clear },
+                    &ferric_coordinator::conductor::bmcs::SelRequest { clear },
                 )
                 .await?;
             let status = wait_plan(client, a.plan, BMC_WAIT).await?;
@@ -493,11 +495,11 @@ pub(super) async fn show(client: &Client, name: &str, json: bool) -> Result<()> 
     if let Some(start) = d
         .boot
         .iter()
-        .rposition(|m| m.stage == crate::model::BootStage::Dhcp)
+        .rposition(|m| m.stage == ferric_coordinator::model::BootStage::Dhcp)
         .or_else(|| {
             d.boot
                 .iter()
-                .rposition(|m| m.stage == crate::model::BootStage::Script)
+                .rposition(|m| m.stage == ferric_coordinator::model::BootStage::Script)
         })
     {
         let t0 = d.boot[start].at_ms;

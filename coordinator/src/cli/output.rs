@@ -68,7 +68,7 @@ pub(crate) fn ago(ms: Option<i64>) -> String {
     match ms {
         None => "never".into(),
         Some(ms) => {
-            let d = (crate::now_ms() - ms).max(0) as u64;
+            let d = (ferric_coordinator::now_ms() - ms).max(0) as u64;
             format!("{}s ago", d / 1000)
         }
     }

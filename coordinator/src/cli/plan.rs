@@ -1,12 +1,12 @@
 //! `ferric plan …`: apply a plan file, follow a plan, list plans.
 
 use super::Client;
-use super::client::plan_state;
 use super::output::{describe_event, print_json, table};
-use crate::conductor::plans::PlanFile;
-use crate::model::PlanState;
+use super::wait::plan_state;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use ferric_coordinator::conductor::plans::PlanFile;
+use ferric_coordinator::model::PlanState;
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -2,9 +2,9 @@
 
 use super::Client;
 
-use crate::conductor::nodes::NodeDetail;
 use anyhow::Result;
 use clap::Subcommand;
+use ferric_coordinator::conductor::nodes::NodeDetail;
 use std::time::Duration;
 
 /// `ferric telemetry …`.

@@ -214,7 +214,7 @@ fn main() -> Result<()> {
     let (coord, view) = rt.block_on(async {
         let coord = start_coordinator(coord_dir.path()).await?;
         let view = client(coord.api)
-            .upload_image(Path::new(&qcow), "bench", Some("qcow2"), None)
+            .upload_image(Path::new(&qcow), "bench", Some("qcow2"), None, |_, _| {})
             .await?;
         anyhow::Ok((coord, view))
     })?;

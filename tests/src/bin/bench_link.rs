@@ -11,7 +11,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ferric_agent::driver::FakeDriver;
-use ferric_coordinator::cli::Client;
+use ferric_coordinator::client::Client;
 use ferric_coordinator::conductor::plans::{PlanFile, StepSpec};
 use ferric_proto::plan::Step;
 use ferric_tests::{Proc, agent_config, enroll_in_process, free_port, spawn_agent, wait_for};

@@ -1,0 +1,206 @@
+//! The API's HTTP client: what the `ferric` command line, the tests and the benchmarks use to
+//! talk to a coordinator.
+
+use crate::conductor::nodes::{CreateToken, CreatedToken};
+use crate::conductor::plans::{CreatePlans, CreatedPlan, PlanFile};
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The coordinator could not be reached (or the connection broke).
+    #[error("cannot reach the coordinator API at {base}: {source}")]
+    Unreachable {
+        /// The API's base URL.
+        base: String,
+        /// Cause.
+        source: reqwest::Error,
+    },
+    /// The API answered with an error: its problem document's detail and code.
+    #[error("{detail} ({code}, HTTP {status})")]
+    Api {
+        /// HTTP status.
+        status: reqwest::StatusCode,
+        /// Stable code (`unknown_node`, …), or `http` for an answer without a problem document.
+        code: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The answer was not what the request expects.
+    #[error("cannot decode the API's answer: {0}")]
+    Decode(#[source] serde_json::Error),
+    /// A file to send could not be read.
+    #[error("cannot read {path}: {source}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// A client result.
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// HTTP client of the API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for the API at `base` (`http://host:port`).
+    pub fn new(base: &str) -> Self {
+        // reqwest is built without a TLS provider of its own: Ferric uses ring everywhere.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn unreachable(&self) -> impl FnOnce(reqwest::Error) -> ClientError + '_ {
+        |source| ClientError::Unreachable {
+            base: self.base.clone(),
+            source,
+        }
+    }
+
+    async fn decode<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T> {
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(self.unreachable())?;
+        if !status.is_success() {
+            // A problem document names the cause and its stable code; anything else is shown
+            // as it came.
+            return Err(match serde_json::from_slice::<crate::api::Problem>(&body) {
+                Ok(p) => ClientError::Api {
+                    status,
+                    code: p.code,
+                    detail: p.detail,
+                },
+                Err(_) => ClientError::Api {
+                    status,
+                    code: "http".into(),
+                    detail: String::from_utf8_lossy(&body).trim().to_owned(),
+                },
+            });
+        }
+        serde_json::from_slice(&body).map_err(ClientError::Decode)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GET a JSON resource.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .map_err(self.unreachable())?;
+        self.decode(resp).await
+    }
+
+    /// POST JSON, decode JSON.
+    pub async fn post<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .map_err(self.unreachable())?;
+        self.decode(resp).await
+    }
+
+    /// DELETE, decode JSON.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self
+            .http
+            .delete(self.url(path))
+            .send()
+            .await
+            .map_err(self.unreachable())?;
+        self.decode(resp).await
+    }
+
+    /// Creates a bootstrap token.
+    pub async fn create_token(&self, ttl: Duration) -> Result<CreatedToken> {
+        self.post(
+            "/v1/tokens",
+            &CreateToken {
+                ttl_secs: ttl.as_secs(),
+            },
+        )
+        .await
+    }
+
+    /// Applies a plan to nodes.
+    pub async fn apply(&self, nodes: Vec<String>, plan: PlanFile) -> Result<Vec<CreatedPlan>> {
+        self.post("/v1/plans", &CreatePlans { nodes, plan }).await
+    }
+
+    /// A plan's status as JSON.
+    pub async fn plan(&self, id: u64) -> Result<serde_json::Value> {
+        self.get(&format!("/v1/plans/{id}")).await
+    }
+
+    /// Streams an image file to the store; `progress(sent, total)` is called as it goes.
+    pub async fn upload_image(
+        &self,
+        file: &std::path::Path,
+        name: &str,
+        format: Option<&str>,
+        checksum: Option<&str>,
+        mut progress: impl FnMut(u64, u64) + Send + 'static,
+    ) -> Result<crate::conductor::images::ImageView> {
+        use futures_util::StreamExt;
+        let f = tokio::fs::File::open(file)
+            .await
+            .map_err(|source| ClientError::File {
+                path: file.to_owned(),
+                source,
+            })?;
+        let total = f
+            .metadata()
+            .await
+            .map_err(|source| ClientError::File {
+                path: file.to_owned(),
+                source,
+            })?
+            .len();
+        let mut sent = 0u64;
+        let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).map(move |chunk| {
+            if let Ok(c) = &chunk {
+                sent += c.len() as u64;
+                progress(sent, total);
+            }
+            chunk
+        });
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(f) = format {
+            query.push(("format", f));
+        }
+        if let Some(c) = checksum {
+            query.push(("checksum", c));
+        }
+        let resp = self
+            .http
+            .put(self.url(&format!("/v1/images/{name}")))
+            .query(&query)
+            .header(reqwest::header::CONTENT_LENGTH, total)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .map_err(self.unreachable())?;
+        self.decode(resp).await
+    }
+}

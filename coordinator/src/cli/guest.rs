@@ -1,7 +1,7 @@
 //! `ferric guest …` and `ferric host …`: guests as desired state, hosts with their capacity.
 
 use super::Client;
-use super::output::{parse_size, print_json, table};
+use super::output::{parse_size, print_json, print_list};
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -112,15 +112,17 @@ pub(super) async fn run(client: &Client, cmd: GuestCmd, json: bool) -> Result<()
         }
         GuestCmd::List => {
             let guests: Vec<GuestView> = client.get("/v1/guests").await?;
-            if json {
-                return print_json(&guests);
-            }
-            let rows = guests
-                .into_iter()
-                .map(|g| {
+            return print_list(
+                json,
+                &guests,
+                &[
+                    "GUEST", "HOST", "VCPUS", "MEM MiB", "DISK GiB", "DESIRED", "OBSERVED", "CPU%",
+                    "DRIFT",
+                ],
+                |g| {
                     vec![
-                        g.name,
-                        g.host,
+                        g.name.clone(),
+                        g.host.clone(),
                         g.vcpus.to_string(),
                         g.memory_mib.to_string(),
                         (g.disk_bytes >> 30).to_string(),
@@ -133,19 +135,8 @@ pub(super) async fn run(client: &Client, cmd: GuestCmd, json: bool) -> Result<()
                             g.drift.join("; ")
                         },
                     ]
-                })
-                .collect();
-            println!(
-                "{}",
-                table(
-                    &[
-                        "GUEST", "HOST", "VCPUS", "MEM MiB", "DISK GiB", "DESIRED", "OBSERVED",
-                        "CPU%", "DRIFT"
-                    ],
-                    rows
-                )
+                },
             );
-            return Ok(());
         }
         GuestCmd::Show { name } => {
             let g: GuestView = client.get(&format!("/v1/guests/{name}")).await?;
@@ -195,12 +186,18 @@ pub(super) async fn run(client: &Client, cmd: GuestCmd, json: bool) -> Result<()
 /// `ferric host list`.
 pub(super) async fn hosts(client: &Client, json: bool) -> Result<()> {
     let hosts: Vec<crate::conductor::placement::HostView> = client.get("/v1/hosts").await?;
-    if json {
-        return print_json(&hosts);
-    }
-    let rows = hosts
-        .iter()
-        .map(|h| {
+    print_list(
+        json,
+        &hosts,
+        &[
+            "HOST",
+            "LINK",
+            "VCPUS USED/MAX",
+            "MEM MiB USED/TOTAL",
+            "DISK GiB USED/FREE",
+            "GUESTS",
+        ],
+        |h| {
             vec![
                 h.name.clone(),
                 if h.connected {
@@ -217,21 +214,6 @@ pub(super) async fn hosts(client: &Client, json: bool) -> Result<()> {
                 format!("{}/{}", h.disk_used_bytes >> 30, h.disk_free_bytes >> 30),
                 h.guests.to_string(),
             ]
-        })
-        .collect();
-    println!(
-        "{}",
-        table(
-            &[
-                "HOST",
-                "LINK",
-                "VCPUS USED/MAX",
-                "MEM MiB USED/TOTAL",
-                "DISK GiB USED/FREE",
-                "GUESTS"
-            ],
-            rows
-        )
-    );
-    Ok(())
+        },
+    )
 }

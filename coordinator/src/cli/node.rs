@@ -2,7 +2,7 @@
 
 use super::Client;
 use super::client::{plan_output, wait_plan};
-use super::output::{ago, print_json, table};
+use super::output::{ago, print_json, print_list, table};
 use crate::conductor::nodes::{NodeDetail, NodeView};
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
@@ -268,27 +268,22 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             if json {
                 return print_json(&readings);
             }
-            if readings.as_array().is_none_or(Vec::is_empty) {
+            let readings = readings.as_array().cloned().unwrap_or_default();
+            if readings.is_empty() {
                 println!("node {name}: the BMC reports no sensors");
                 return Ok(());
             }
-            let rows = readings
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .map(|r| {
-                    vec![
-                        r["name"].as_str().unwrap_or("").to_owned(),
-                        r["kind"].as_str().unwrap_or("").to_owned(),
-                        r["value"]
-                            .as_f64()
-                            .map_or("n/a".into(), |v| format!("{v:.2}")),
-                        r["unit"].as_str().unwrap_or("").to_owned(),
-                    ]
-                })
-                .collect();
-            println!("{}", table(&["SENSOR", "TYPE", "VALUE", "UNIT"], rows));
+            let rows = table(&["SENSOR", "TYPE", "VALUE", "UNIT"], &readings, |r| {
+                vec![
+                    r["name"].as_str().unwrap_or("").to_owned(),
+                    r["kind"].as_str().unwrap_or("").to_owned(),
+                    r["value"]
+                        .as_f64()
+                        .map_or("n/a".into(), |v| format!("{v:.2}")),
+                    r["unit"].as_str().unwrap_or("").to_owned(),
+                ]
+            });
+            println!("{rows}");
         }
         NodeCmd::Sel { name, clear } => {
             let a: BmcAction = client
@@ -319,9 +314,10 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             if json {
                 return print_json(&list);
             }
-            let rows = list
-                .iter()
-                .map(|e| {
+            let rows = table(
+                &["ID", "TIME", "SENSOR", "EVENT", "DIRECTION"],
+                &list,
+                |e| {
                     vec![
                         e["id"].to_string(),
                         e["at_s"].as_u64().map_or("-".into(), |t| {
@@ -343,12 +339,9 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
                         }
                         .to_owned(),
                     ]
-                })
-                .collect();
-            println!(
-                "{}",
-                table(&["ID", "TIME", "SENSOR", "EVENT", "DIRECTION"], rows)
+                },
             );
+            println!("{rows}");
             if clear {
                 println!(
                     "node {name}: event log cleared ({} entries read)",
@@ -374,14 +367,13 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
 /// `ferric node list`.
 pub(super) async fn list(client: &Client, json: bool) -> Result<()> {
     let nodes: Vec<NodeView> = client.get("/v1/nodes").await?;
-    if json {
-        return print_json(&nodes);
-    }
-    let rows = nodes
-        .into_iter()
-        .map(|n| {
+    print_list(
+        json,
+        &nodes,
+        &["NAME", "ROLE", "LINK", "LAST SEEN", "CAPABILITIES", "POWER"],
+        |n| {
             vec![
-                n.name,
+                n.name.clone(),
                 n.role.to_string(),
                 if !n.role.has_agent() {
                     "-".into() // reached through its BMC, not a link of its own
@@ -402,16 +394,8 @@ pub(super) async fn list(client: &Client, json: bool) -> Result<()> {
                     (None, _) => String::new(),
                 },
             ]
-        })
-        .collect();
-    println!(
-        "{}",
-        table(
-            &["NAME", "ROLE", "LINK", "LAST SEEN", "CAPABILITIES", "POWER"],
-            rows
-        )
-    );
-    Ok(())
+        },
+    )
 }
 
 /// `ferric node show`.
@@ -475,18 +459,14 @@ pub(super) async fn show(client: &Client, name: &str, json: bool) -> Result<()> 
             s["load1"].as_f64().unwrap_or(0.0)
         );
     }
-    let rows = d
-        .plans
-        .iter()
-        .map(|p| {
-            vec![
-                p["id"].to_string(),
-                p["state"].as_str().unwrap_or("").to_owned(),
-                p["steps"].as_array().map_or(0, |s| s.len()).to_string(),
-            ]
-        })
-        .collect();
-    println!("\n{}", table(&["PLAN", "STATE", "STEPS"], rows));
+    let plans = table(&["PLAN", "STATE", "STEPS"], &d.plans, |p| {
+        vec![
+            p["id"].to_string(),
+            p["state"].as_str().unwrap_or("").to_owned(),
+            p["steps"].as_array().map_or(0, |s| s.len()).to_string(),
+        ]
+    });
+    println!("\n{plans}");
     Ok(())
 }
 

@@ -26,7 +26,12 @@ impl Client {
         }
     }
 
-    async fn decode<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T> {
+    /// Sends a request and decodes its JSON answer.
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the coordinator API at {}", self.base))?;
         let status = resp.status();
         let body = resp.bytes().await.context("reading the API response")?;
         if !status.is_success() {
@@ -46,13 +51,7 @@ impl Client {
 
     /// GET a JSON resource.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the coordinator API at {}", self.base))?;
-        self.decode(resp).await
+        self.send(self.http.get(self.url(path))).await
     }
 
     /// POST JSON, decode JSON.
@@ -61,25 +60,12 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T> {
-        let resp = self
-            .http
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the coordinator API at {}", self.base))?;
-        self.decode(resp).await
+        self.send(self.http.post(self.url(path)).json(body)).await
     }
 
     /// DELETE, decode JSON.
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let resp = self
-            .http
-            .delete(self.url(path))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the coordinator API at {}", self.base))?;
-        self.decode(resp).await
+        self.send(self.http.delete(self.url(path))).await
     }
 
     /// Creates a bootstrap token.
@@ -152,16 +138,13 @@ impl Client {
         if let Some(c) = checksum {
             query.push(("checksum", c));
         }
-        let resp = self
+        let req = self
             .http
             .put(self.url(&format!("/v1/images/{name}")))
             .query(&query)
             .header(reqwest::header::CONTENT_LENGTH, total)
-            .body(reqwest::Body::wrap_stream(stream))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the coordinator API at {}", self.base))?;
-        self.decode(resp).await
+            .body(reqwest::Body::wrap_stream(stream));
+        self.send(req).await
     }
 }
 

@@ -15,7 +15,7 @@ mod token;
 pub use client::Client;
 pub use guest::{GuestCmd, HostCmd};
 pub use image::ImageCmd;
-pub use node::{BootdevArg, NodeCmd, PowerArg};
+pub use node::NodeCmd;
 pub use output::{describe_event, human_bytes, parse_size};
 pub use plan::PlanCmd;
 pub use telemetry::TelemetryCmd;

@@ -5,7 +5,8 @@ use super::client::{plan_output, wait_plan};
 use super::output::{ago, print_json, print_list, table};
 use crate::conductor::nodes::{NodeDetail, NodeView};
 use anyhow::{Context, Result, bail};
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
+use ferric_proto::plan::{BootDevice, PowerAction};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -43,8 +44,8 @@ pub enum NodeCmd {
     /// Power a bare-metal node on, off, cycle, reset, soft (ACPI) off, or read its status.
     Power {
         /// Action.
-        #[arg(value_enum)]
-        action: PowerArg,
+        #[arg(value_parser = by_name(PowerAction::ALL, PowerAction::as_str))]
+        action: PowerAction,
         /// Node name.
         name: String,
         /// Return once the plan is pushed instead of waiting for the result.
@@ -56,8 +57,8 @@ pub enum NodeCmd {
         /// Node name.
         name: String,
         /// Device.
-        #[arg(value_enum)]
-        device: BootdevArg,
+        #[arg(value_parser = by_name(BootDevice::ALL, BootDevice::as_str))]
+        device: BootDevice,
         /// For every boot, not just the next one.
         #[arg(long)]
         persistent: bool,
@@ -85,60 +86,18 @@ pub enum NodeCmd {
     },
 }
 
-/// Power actions on the command line.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum PowerArg {
-    /// Power on.
-    On,
-    /// Hard power off.
-    Off,
-    /// Off, then on.
-    Cycle,
-    /// Hard reset.
-    Reset,
-    /// ACPI soft off (the OS shuts down).
-    Soft,
-    /// Read the power state.
-    Status,
-}
-
-impl From<PowerArg> for ferric_proto::plan::PowerAction {
-    fn from(a: PowerArg) -> Self {
-        use ferric_proto::plan::PowerAction as P;
-        match a {
-            PowerArg::On => P::On,
-            PowerArg::Off => P::Off,
-            PowerArg::Cycle => P::Cycle,
-            PowerArg::Reset => P::Reset,
-            PowerArg::Soft => P::Soft,
-            PowerArg::Status => P::Status,
-        }
-    }
-}
-
-/// Boot devices on the command line.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum BootdevArg {
-    /// Network boot.
-    Pxe,
-    /// Local disk.
-    Disk,
-    /// Firmware setup.
-    Bios,
-    /// Optical media.
-    Cdrom,
-}
-
-impl From<BootdevArg> for ferric_proto::plan::BootDevice {
-    fn from(a: BootdevArg) -> Self {
-        use ferric_proto::plan::BootDevice as B;
-        match a {
-            BootdevArg::Pxe => B::Pxe,
-            BootdevArg::Disk => B::Disk,
-            BootdevArg::Bios => B::Bios,
-            BootdevArg::Cdrom => B::Cdrom,
-        }
-    }
+/// Parses a protocol enum by the stable names `name` gives its values (`--help` lists them).
+fn by_name<T: Copy + Send + Sync + 'static>(
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(all.iter().map(|&v| name(v))).map(move |s| {
+        all.iter()
+            .copied()
+            .find(|&v| name(v) == s)
+            .expect("clap accepts only the possible values")
+    })
 }
 
 /// How long the CLI waits for a BMC plan.
@@ -207,12 +166,7 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             no_wait,
         } => {
             let a: BmcAction = client
-                .post(
-                    &format!("/v1/nodes/{name}/power"),
-                    &PowerRequest {
-                        action: action.into(),
-                    },
-                )
+                .post(&format!("/v1/nodes/{name}/power"), &PowerRequest { action })
                 .await?;
             if no_wait {
                 println!(
@@ -240,7 +194,7 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
                 .post(
                     &format!("/v1/nodes/{name}/bootdev"),
                     &BootdevRequest {
-                        device: device.into(),
+                        device,
                         persistent,
                         uefi,
                     },
@@ -252,7 +206,7 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             }
             println!(
                 "node {name}: next boot from {}{}{}",
-                format!("{device:?}").to_lowercase(),
+                device.as_str(),
                 if persistent { ", persistent" } else { ", once" },
                 if uefi { ", UEFI" } else { "" }
             );

@@ -57,6 +57,18 @@ pub fn client(api: std::net::SocketAddr) -> Client {
     Client::new(&format!("http://{api}"))
 }
 
+/// How most suites begin: tracing on, a temporary directory, an in-process coordinator with
+/// its data in `coord/` there, and its API client.
+pub async fn coordinator_in_tempdir() -> (tempfile::TempDir, ferric_coordinator::Running, Client) {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let coord = start_coordinator(&dir.path().join("coord"))
+        .await
+        .expect("the coordinator starts");
+    let c = client(coord.api);
+    (dir, coord, c)
+}
+
 /// Creates a token through the API and enrolls `node` into `state_dir` (in-process).
 pub async fn enroll_in_process(
     api: std::net::SocketAddr,
@@ -98,16 +110,46 @@ impl InProcessAgent {
     }
 }
 
+/// Enrolls `node` into the coordinator (in-process) with its state in `dir/node`; returns
+/// that state directory.
+pub async fn enroll_node(
+    coord: &ferric_coordinator::Running,
+    dir: &Path,
+    node: &str,
+) -> Result<PathBuf> {
+    let state = dir.join(node);
+    enroll_in_process(coord.api, coord.listen, node, &state).await?;
+    Ok(state)
+}
+
 /// Enrolls `node` (state in `dir/node`) and starts it with a fresh fake driver.
 pub async fn enrolled_agent(
     coord: &ferric_coordinator::Running,
     dir: &Path,
     node: &str,
 ) -> Result<InProcessAgent> {
-    let state = dir.join(node);
-    enroll_in_process(coord.api, coord.listen, node, &state).await?;
+    let state = enroll_node(coord, dir, node).await?;
     let fake = Arc::new(FakeDriver::new());
     Ok(spawn_agent(agent_config(&state, fake.clone()), fake))
+}
+
+/// Enrolls the management agent `mgmt` (state in `dir/mgmt`) and starts it driving BMCs over
+/// IPMI through `ipmi`, reading them every `poll` (the agent's default when `None`).
+pub async fn management_agent(
+    coord: &ferric_coordinator::Running,
+    dir: &Path,
+    ipmi: ferric_agent::bmc::ipmi::IpmiClient,
+    poll: Option<Duration>,
+) -> Result<InProcessAgent> {
+    use ferric_agent::bmc::control::{IpmiBmcs, POWER_SETTLE};
+    let state = enroll_node(coord, dir, "mgmt").await?;
+    let fake = Arc::new(FakeDriver::new());
+    let mut cfg = agent_config(&state, fake.clone());
+    cfg.drivers.bmc = Arc::new(IpmiBmcs::new(ipmi, POWER_SETTLE));
+    if let Some(poll) = poll {
+        cfg.bmc_poll = poll;
+    }
+    Ok(spawn_agent(cfg, fake))
 }
 
 /// Agent config for tests: fast backoff, fixed telemetry sampler.

@@ -292,22 +292,16 @@ use ferric_tests::{cli as ferric, cli_ok as ok};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_drives_a_bmc_through_coordinator_and_agent_and_flags_power_changed_behind_its_back()
  {
-    use ferric_agent::bmc::control::{IpmiBmcs, POWER_SETTLE};
     let dir = tempfile::tempdir().unwrap();
     let bmc = SimBmc::start(&dir.path().join("bmc")).unwrap();
     let coord = ferric_tests::start_coordinator(&dir.path().join("coord"))
         .await
         .unwrap();
     let api = coord.api;
-    let state = dir.path().join("mgmt");
-    ferric_tests::enroll_in_process(api, coord.listen, "mgmt", &state)
+    let poll = Some(Duration::from_millis(500));
+    let agent = ferric_tests::management_agent(&coord, dir.path(), IpmiClient::default(), poll)
         .await
         .unwrap();
-    let fake = std::sync::Arc::new(ferric_agent::driver::FakeDriver::new());
-    let mut cfg = ferric_tests::agent_config(&state, fake.clone());
-    cfg.drivers.bmc = std::sync::Arc::new(IpmiBmcs::new(IpmiClient::default(), POWER_SETTLE));
-    cfg.bmc_poll = Duration::from_millis(500);
-    let agent = ferric_tests::spawn_agent(cfg, fake);
 
     // Enroll with the password from an environment variable (a prompt and a file work too).
     let address = format!("ipmi://{}@127.0.0.1:{}", ADMIN.0, bmc.port);

@@ -54,10 +54,7 @@ fn guest(name: &str, vcpus: u32, memory_mib: u64, nets: &[&str]) -> CreateGuest 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guests_are_placed_by_filters_and_weight_and_follow_their_desired_state() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
-    let c = client(coord.api);
+    let (dir, coord, c) = coordinator_in_tempdir().await;
     let mut agents = Vec::new();
     for (name, s) in [
         ("big", sample(8, 32, 100, &["lo", "br0"])),

@@ -432,7 +432,6 @@ fn down_after_a_crash_removes_what_the_rack_had_made() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_enroll_registers_the_nodes_and_the_coordinator_powers_them_through_an_agent() {
-    use ferric_agent::bmc::control::{IpmiBmcs, POWER_SETTLE};
     use ferric_agent::bmc::ipmi::IpmiClient;
     let tmp = tempfile::tempdir().unwrap();
     let lab = Lab {
@@ -445,14 +444,9 @@ async fn lab_enroll_registers_the_nodes_and_the_coordinator_powers_them_through_
     let coord = ferric_tests::start_coordinator(&tmp.path().join("coord"))
         .await
         .unwrap();
-    let state = tmp.path().join("mgmt");
-    ferric_tests::enroll_in_process(coord.api, coord.listen, "mgmt", &state)
+    let agent = ferric_tests::management_agent(&coord, tmp.path(), IpmiClient::default(), None)
         .await
         .unwrap();
-    let fake = std::sync::Arc::new(ferric_agent::driver::FakeDriver::new());
-    let mut cfg = ferric_tests::agent_config(&state, fake.clone());
-    cfg.drivers.bmc = std::sync::Arc::new(IpmiBmcs::new(IpmiClient::default(), POWER_SETTLE));
-    let agent = ferric_tests::spawn_agent(cfg, fake);
 
     let api = format!("http://{}", coord.api);
     let ferric = |args: Vec<String>| {

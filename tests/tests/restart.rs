@@ -149,10 +149,7 @@ fn count(text: &str, line: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_killed_mid_step_resumes_from_its_journal() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
-    let c = client(coord.api);
+    let (dir, coord, c) = coordinator_in_tempdir().await;
     let state = dir.path().join("agent");
     let record = dir.path().join("calls.log");
     let agent_bin = bin("ferric-agent").unwrap();

@@ -4,7 +4,6 @@
 //! (the domain runs or not, its boot device) and with `ipmitool -I lanplus`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ferric_agent::bmc::control::{IpmiBmcs, POWER_SETTLE};
 use ferric_agent::bmc::ipmi::{IpmiClient, IpmiOptions};
 use ferric_agent::bmc::{BmcTarget, Secret};
 use ferric_proto::plan::{BootDevice, PowerAction};
@@ -78,20 +77,15 @@ async fn the_cli_drives_virtualbmc_through_coordinator_and_agent() {
         .await
         .unwrap();
     let api = coord.api;
-    let state = dir.path().join("mgmt");
-    ferric_tests::enroll_in_process(api, coord.listen, "mgmt", &state)
-        .await
-        .unwrap();
-    let fake = std::sync::Arc::new(ferric_agent::driver::FakeDriver::new());
-    let mut cfg = ferric_tests::agent_config(&state, fake.clone());
     // A short deadline, so that the BMC that never answers (below) is reported soon.
     let client = IpmiClient::new(IpmiOptions {
         deadline: Duration::from_secs(4),
         ..IpmiOptions::default()
     });
-    cfg.drivers.bmc = std::sync::Arc::new(IpmiBmcs::new(client, POWER_SETTLE));
-    cfg.bmc_poll = Duration::from_millis(500);
-    let agent = ferric_tests::spawn_agent(cfg, fake);
+    let poll = Some(Duration::from_millis(500));
+    let agent = ferric_tests::management_agent(&coord, dir.path(), client, poll)
+        .await
+        .unwrap();
 
     let address = format!("ipmi://{}@127.0.0.1:{}", ADMIN.0, v.port);
     let (success, _, err) = cli(

@@ -33,19 +33,7 @@ fn virsh_ok() -> bool {
 
 /// Runs `virsh -c URI args…` and returns its stdout.
 pub fn virsh(args: &[&str]) -> Result<String> {
-    let out = Command::new("virsh")
-        .args(["-c", URI])
-        .args(args)
-        .output()
-        .context("cannot run virsh")?;
-    if !out.status.success() {
-        bail!(
-            "virsh {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(run(Command::new("virsh").args(["-c", URI]).args(args))?)
 }
 
 /// Makes sure libvirtd answers, starting virtlogd and libvirtd (without systemd) if needed.

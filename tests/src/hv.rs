@@ -3,7 +3,7 @@
 //! `FERRIC-GUEST-UP`, then `FERRIC-DISKS <block devices>` and `FERRIC-VDA <the first bytes of
 //! its first disk>` every second on its serial console.
 
-use crate::initramfs::Initramfs;
+use crate::initramfs::{Initramfs, VIRTIO_MODULES};
 use anyhow::{Context, Result, bail};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -118,13 +118,8 @@ pub struct GuestImage {
     pub initrd: PathBuf,
 }
 
-/// Modules the guest loads, in dependency order (Debian builds virtio as modules).
+/// Modules the guest loads after virtio's, in dependency order.
 const MODULES: &[&str] = &[
-    "drivers/virtio/virtio_ring.ko",
-    "drivers/virtio/virtio.ko",
-    "drivers/virtio/virtio_pci_modern_dev.ko",
-    "drivers/virtio/virtio_pci_legacy_dev.ko",
-    "drivers/virtio/virtio_pci.ko",
     "drivers/block/virtio_blk.ko",
     "net/core/failover.ko",
     "drivers/net/net_failover.ko",
@@ -228,7 +223,8 @@ pub fn guest_image() -> Result<GuestImage> {
     let dir = target_dir()?.join("guest");
     let kernel = dir.join("vmlinuz");
     // Named by what goes into it, so that a change to the init script or module list rebuilds it.
-    let recipe = format!("{INIT}{}", MODULES.join(","));
+    let modules = [VIRTIO_MODULES, MODULES].concat();
+    let recipe = format!("{INIT}{}", modules.join(","));
     let tag: u32 = recipe.bytes().fold(0x811c_9dc5u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
@@ -244,7 +240,7 @@ pub fn guest_image() -> Result<GuestImage> {
     }
     ir.file("init", 0o755, INIT.as_bytes().to_vec());
     ir.busybox()?;
-    ir.modules(&mods, MODULES)?;
+    ir.modules(&mods, &modules)?;
     ir.write(&initrd)?;
     std::fs::copy(&vmlinuz, &kernel)?;
     Ok(GuestImage { kernel, initrd })

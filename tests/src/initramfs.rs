@@ -6,6 +6,25 @@ use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
+/// How every busybox `/init` of these machines begins: the applets linked into `/bin`, on
+/// the PATH, and `/proc`, `/sys` and `/dev` mounted.
+pub const BUSYBOX_INIT: &str = "#!/bin/busybox sh\n\
+    /bin/busybox --install -s /bin\n\
+    export PATH=/bin\n\
+    mount -t proc proc /proc\n\
+    mount -t sysfs sysfs /sys\n\
+    mount -t devtmpfs devtmpfs /dev\n";
+
+/// Virtio's core and PCI transport, in load order: the first modules of a machine on QEMU's
+/// virtio devices (Debian builds them as modules).
+pub const VIRTIO_MODULES: &[&str] = &[
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_pci_modern_dev.ko",
+    "drivers/virtio/virtio_pci_legacy_dev.ko",
+    "drivers/virtio/virtio_pci.ko",
+];
+
 /// Debian's statically linked busybox (package busybox-static).
 pub fn busybox() -> Result<PathBuf> {
     ["/bin/busybox", "/usr/bin/busybox"]

@@ -6,7 +6,7 @@
 
 use crate::bmc::SimBmc;
 use crate::hv::{debian_kernel, run, target_dir};
-use crate::initramfs::Initramfs;
+use crate::initramfs::{BUSYBOX_INIT, Initramfs};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,12 +53,7 @@ pub fn node_image(script: &str, out: &Path) -> Result<NodeImage> {
         ir.dir(d);
     }
     let init = format!(
-        "#!/bin/busybox sh\n\
-         /bin/busybox --install -s /bin\n\
-         export PATH=/bin\n\
-         mount -t proc proc /proc\n\
-         mount -t sysfs sysfs /sys\n\
-         mount -t devtmpfs devtmpfs /dev\n\
+        "{BUSYBOX_INIT}\
          for m in ipmi_msghandler ipmi_devintf ipmi_si; do insmod /lib/modules/$m.ko; done\n\
          echo FERRIC-NODE-UP\n\
          {script}\n\

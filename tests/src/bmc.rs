@@ -226,6 +226,11 @@ impl SimBmc {
         Ok(bmc)
     }
 
+    /// The BMC's address as Ferric enrolls it: `ipmi://admin@127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        format!("ipmi://{}@127.0.0.1:{}", ADMIN.0, self.port)
+    }
+
     /// Runs `ipmitool -I lanplus` against this BMC as the administrator.
     pub fn ipmitool(&self, args: &[&str]) -> Result<String> {
         Ok(ferric_lab::run(
@@ -247,6 +252,11 @@ impl SimBmc {
                 .args(["-U", ADMIN.0, "-P", ADMIN.1])
                 .args(args),
         )?)
+    }
+
+    /// What `ipmitool chassis power status` says of it (`Chassis Power is on`).
+    pub fn power_status(&self) -> Result<String> {
+        self.ipmitool(&["chassis", "power", "status"])
     }
 
     /// The chassis state file's `key`.

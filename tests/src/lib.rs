@@ -376,6 +376,34 @@ pub async fn cli_ok(api: std::net::SocketAddr, args: &[&str]) -> String {
     out
 }
 
+/// `ferric node enroll NODE --bmc ADDRESS` with the password from an environment variable;
+/// returns (success, stdout, stderr).
+pub async fn cli_enroll_bmc(
+    api: std::net::SocketAddr,
+    node: &str,
+    address: &str,
+    password: &str,
+) -> (bool, String, String) {
+    let args = [
+        "node",
+        "enroll",
+        node,
+        "--bmc",
+        address,
+        "--password-env",
+        "BMC_PW",
+    ];
+    cli(api, &args, &[("BMC_PW", password)]).await
+}
+
+/// What `ferric node power ACTION NODE` prints, trimmed; panics when it fails.
+pub async fn cli_power(api: std::net::SocketAddr, action: &str, node: &str) -> String {
+    cli_ok(api, &["node", "power", action, node])
+        .await
+        .trim()
+        .to_owned()
+}
+
 /// A free loopback port for UDP and TCP (bound and released; fine for tests on one host).
 pub fn free_port() -> Result<u16> {
     let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;

@@ -109,7 +109,7 @@ impl VirtualBmc {
         // The BMC serves once ipmitool gets an answer.
         let started = Instant::now();
         loop {
-            match this.ipmitool(&["chassis", "power", "status"]) {
+            match this.power_status() {
                 Ok(_) => break,
                 Err(e) if started.elapsed() > Duration::from_secs(20) => {
                     return Err(e.context(format!(
@@ -133,6 +133,11 @@ impl VirtualBmc {
         )?)
     }
 
+    /// The BMC's address as Ferric enrolls it: `ipmi://admin@127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        format!("ipmi://{}@127.0.0.1:{}", ADMIN.0, self.port)
+    }
+
     /// `ipmitool -I lanplus` against this BMC, as an operator would run it.
     pub fn ipmitool(&self, args: &[&str]) -> Result<String> {
         Ok(ferric_lab::run(
@@ -142,6 +147,11 @@ impl VirtualBmc {
                 .args(["-U", ADMIN.0, "-P", ADMIN.1, "-N", "1", "-R", "3"])
                 .args(args),
         )?)
+    }
+
+    /// What `ipmitool chassis power status` says of it (`Chassis Power is on`).
+    pub fn power_status(&self) -> Result<String> {
+        self.ipmitool(&["chassis", "power", "status"])
     }
 
     /// Whether libvirt says the domain runs.

@@ -1,7 +1,7 @@
 //! `ferric guest …` and `ferric host …`: guests as desired state, hosts with their capacity.
 
 use super::Client;
-use super::output::{parse_size, print_json, print_list};
+use super::output::{parse_size, print_item, print_list};
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -140,26 +140,24 @@ pub(super) async fn run(client: &Client, cmd: GuestCmd, json: bool) -> Result<()
         }
         GuestCmd::Show { name } => {
             let g: GuestView = client.get(&format!("/v1/guests/{name}")).await?;
-            if json {
-                return print_json(&g);
-            }
-            println!(
-                "guest:    {}\nhost:     {}\nvcpus:    {}\nmemory:   {} MiB\ndisk:     {} GiB\ndesired:  {}\nobserved: {}\ndrift:    {}\nplan:     {}",
-                g.name,
-                g.host,
-                g.vcpus,
-                g.memory_mib,
-                g.disk_bytes >> 30,
-                g.desired,
-                g.observed,
-                if g.drift.is_empty() {
-                    "none".into()
-                } else {
-                    g.drift.join("; ")
-                },
-                g.last_plan.map_or("-".into(), |p| p.to_string())
-            );
-            return Ok(());
+            return print_item(json, &g, |g| {
+                format!(
+                    "guest:    {}\nhost:     {}\nvcpus:    {}\nmemory:   {} MiB\ndisk:     {} GiB\ndesired:  {}\nobserved: {}\ndrift:    {}\nplan:     {}",
+                    g.name,
+                    g.host,
+                    g.vcpus,
+                    g.memory_mib,
+                    g.disk_bytes >> 30,
+                    g.desired,
+                    g.observed,
+                    if g.drift.is_empty() {
+                        "none".into()
+                    } else {
+                        g.drift.join("; ")
+                    },
+                    g.last_plan.map_or("-".into(), |p| p.to_string())
+                )
+            });
         }
         GuestCmd::Start { name } => {
             client
@@ -173,14 +171,12 @@ pub(super) async fn run(client: &Client, cmd: GuestCmd, json: bool) -> Result<()
         }
         GuestCmd::Delete { name } => client.delete(&format!("/v1/guests/{name}")).await?,
     };
-    if json {
-        return print_json(&action);
-    }
-    println!(
-        "guest {} on {}: plan {} pushed (ferric plan status {} --wait 2m)",
-        action.guest, action.host, action.plan, action.plan
-    );
-    Ok(())
+    print_item(json, &action, |a| {
+        format!(
+            "guest {} on {}: plan {} pushed (ferric plan status {} --wait 2m)",
+            a.guest, a.host, a.plan, a.plan
+        )
+    })
 }
 
 /// `ferric host list`.

@@ -1,7 +1,7 @@
 //! `ferric image …`: the coordinator's image store, and the write pipeline on this machine.
 
 use super::Client;
-use super::output::{human_bytes, print_json, print_list};
+use super::output::{human_bytes, print_item, print_json, print_list};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -191,17 +191,11 @@ pub(super) async fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<()
         }
         ImageCmd::Show { name } => {
             let i: ImageView = client.get(&format!("/v1/images/{name}")).await?;
-            if json {
-                return print_json(&i);
-            }
-            println!("{}", show(&i));
+            print_item(json, &i, show)?;
         }
         ImageCmd::Delete { name } => {
             let i: ImageView = client.delete(&format!("/v1/images/{name}")).await?;
-            if json {
-                return print_json(&i);
-            }
-            println!("image `{}` deleted", i.name);
+            print_item(json, &i, |i| format!("image `{}` deleted", i.name))?;
         }
     }
     Ok(())

@@ -2,7 +2,7 @@
 
 use super::Client;
 use super::client::{plan_output, wait_plan};
-use super::output::{ago, print_json, print_list, table};
+use super::output::{ago, print_item, print_json, print_list, table};
 use crate::conductor::nodes::{NodeDetail, NodeView};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
@@ -152,13 +152,12 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
                     },
                 )
                 .await?;
-            if json {
-                return print_json(&v);
-            }
-            println!(
-                "node {} enrolled: BMC {} driven by agent `{}`",
-                v.node, v.address, v.via
-            );
+            print_item(json, &v, |v| {
+                format!(
+                    "node {} enrolled: BMC {} driven by agent `{}`",
+                    v.node, v.address, v.via
+                )
+            })?;
         }
         NodeCmd::Power {
             action,
@@ -305,13 +304,12 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
         }
         NodeCmd::Delete { name } => {
             let v: BmcView = client.delete(&format!("/v1/nodes/{name}")).await?;
-            if json {
-                return print_json(&v);
-            }
-            println!(
-                "node {name} removed (BMC {} is no longer driven)",
-                v.address
-            );
+            print_item(json, &v, |v| {
+                format!(
+                    "node {name} removed (BMC {} is no longer driven)",
+                    v.address
+                )
+            })?;
         }
         NodeCmd::List | NodeCmd::Show { .. } => bail!("not a BMC command"),
     }

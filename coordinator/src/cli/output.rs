@@ -66,6 +66,19 @@ pub(crate) fn table<T>(headers: &[&str], items: &[T], row: impl Fn(&T) -> Vec<St
     out
 }
 
+/// Prints a value as JSON, or as the text `text` makes of it.
+pub(crate) fn print_item<T: serde::Serialize>(
+    json: bool,
+    v: &T,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        return print_json(v);
+    }
+    println!("{}", text(v));
+    Ok(())
+}
+
 /// Prints a list as JSON, or as a table with these headers and one row per item.
 pub(crate) fn print_list<T: serde::Serialize>(
     json: bool,

@@ -94,15 +94,15 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
+    /// Sends a request and decodes its JSON answer.
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        let resp = req.send().await.map_err(self.unreachable())?;
+        self.decode(resp).await
+    }
+
     /// GET a JSON resource.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .send()
-            .await
-            .map_err(self.unreachable())?;
-        self.decode(resp).await
+        self.send(self.http.get(self.url(path))).await
     }
 
     /// POST JSON, decode JSON.
@@ -111,25 +111,12 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T> {
-        let resp = self
-            .http
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .map_err(self.unreachable())?;
-        self.decode(resp).await
+        self.send(self.http.post(self.url(path)).json(body)).await
     }
 
     /// DELETE, decode JSON.
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let resp = self
-            .http
-            .delete(self.url(path))
-            .send()
-            .await
-            .map_err(self.unreachable())?;
-        self.decode(resp).await
+        self.send(self.http.delete(self.url(path))).await
     }
 
     /// Creates a bootstrap token.
@@ -192,15 +179,13 @@ impl Client {
         if let Some(c) = checksum {
             query.push(("checksum", c));
         }
-        let resp = self
-            .http
-            .put(self.url(&format!("/v1/images/{name}")))
-            .query(&query)
-            .header(reqwest::header::CONTENT_LENGTH, total)
-            .body(reqwest::Body::wrap_stream(stream))
-            .send()
-            .await
-            .map_err(self.unreachable())?;
-        self.decode(resp).await
+        self.send(
+            self.http
+                .put(self.url(&format!("/v1/images/{name}")))
+                .query(&query)
+                .header(reqwest::header::CONTENT_LENGTH, total)
+                .body(reqwest::Body::wrap_stream(stream)),
+        )
+        .await
     }
 }

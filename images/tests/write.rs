@@ -2,23 +2,14 @@
 //! `qemu-img convert -O raw` of the same image.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{qemu_img, qemu_img_to_raw, run};
 use ferric_images::inspect::Format;
 use ferric_images::write::write_to_file;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::Command;
-
-fn qemu_img(args: &[&str]) {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("qemu-img is installed");
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// 16 MiB: data runs of several sizes separated by zero runs, ending in zeros.
 fn source(dir: &Path) -> std::path::PathBuf {
@@ -56,6 +47,14 @@ fn to_qcow2(dir: &Path, raw: &Path, name: &str, opts: &[&str]) -> std::path::Pat
     args.push(out.to_str().unwrap());
     qemu_img(&args);
     out
+}
+
+/// A temporary directory with the source disk (`source`) and its qcow2, converted with `opts`.
+fn source_and_qcow2(opts: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let raw = source(d.path());
+    let img = to_qcow2(d.path(), &raw, "img.qcow2", opts);
+    (d, raw, img)
 }
 
 #[test]
@@ -105,13 +104,7 @@ fn written_disks_match_qemu_img_convert_byte_for_byte() {
         let theirs = d.path().join("theirs.raw");
         let report = write_to_file(&img, Some(format), &ours)
             .unwrap_or_else(|e| panic!("{}: {e}", img.display()));
-        qemu_img(&[
-            "convert",
-            "-O",
-            "raw",
-            img.to_str().unwrap(),
-            theirs.to_str().unwrap(),
-        ]);
+        qemu_img_to_raw(&img, &theirs);
         let (a, b) = (
             std::fs::read(&ours).unwrap(),
             std::fs::read(&theirs).unwrap(),
@@ -239,9 +232,7 @@ fn hex_digest<D: sha2::Digest>(bytes: &[u8]) -> String {
 #[test]
 fn checksums_are_checked_in_flight_and_a_mismatch_fails_with_both_digests() {
     use ferric_images::write::{Algo, WriteOptions, write_to_file_with};
-    let d = tempfile::tempdir().unwrap();
-    let raw = source(d.path());
-    let img = to_qcow2(d.path(), &raw, "img.qcow2", &[]);
+    let (d, _, img) = source_and_qcow2(&[]);
     let bytes = std::fs::read(&img).unwrap();
     let target = d.path().join("t.raw");
 
@@ -303,33 +294,20 @@ impl Drop for Loop {
 
 #[test]
 fn written_to_a_loop_device_old_contents_are_zeroed_and_the_disk_matches_qemu_img() {
-    let d = tempfile::tempdir().unwrap();
-    let raw = source(d.path());
-    let img = to_qcow2(d.path(), &raw, "img.qcow2", &["-c"]);
+    let (d, raw, img) = source_and_qcow2(&["-c"]);
     // The device starts full of old data: every zero range of the image must be zeroed on it.
     let backing = d.path().join("device.img");
     std::fs::write(&backing, vec![0xaa; 16 << 20]).unwrap();
-    let out = Command::new("losetup")
-        .args(["-f", "--show", backing.to_str().unwrap()])
-        .output()
-        .expect("losetup (util-linux)");
-    assert!(
-        out.status.success(),
-        "losetup: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let dev = Loop(
+        run("losetup", &["-f", "--show", backing.to_str().unwrap()])
+            .trim()
+            .to_owned(),
     );
-    let dev = Loop(String::from_utf8_lossy(&out.stdout).trim().to_owned());
 
     let report = write_to_file(&img, Some(Format::Qcow2), Path::new(&dev.0)).unwrap();
     assert!(report.zeros_skipped >= 10 << 20, "{report:?}");
     let theirs = d.path().join("theirs.raw");
-    qemu_img(&[
-        "convert",
-        "-O",
-        "raw",
-        img.to_str().unwrap(),
-        theirs.to_str().unwrap(),
-    ]);
+    qemu_img_to_raw(&img, &theirs);
     let on_device = std::fs::read(&dev.0).unwrap();
     assert!(
         on_device == std::fs::read(&theirs).unwrap(),
@@ -563,9 +541,7 @@ fn an_image_that_changes_on_the_server_mid_transfer_is_refused() {
 
 #[test]
 fn truncated_or_corrupt_qcow2_fails_naming_the_problem_and_leaves_no_target() {
-    let d = tempfile::tempdir().unwrap();
-    let raw = source(d.path());
-    let img = to_qcow2(d.path(), &raw, "t.qcow2", &[]);
+    let (d, _, img) = source_and_qcow2(&[]);
     let bytes = std::fs::read(&img).unwrap();
     let target = d.path().join("t.raw");
 
@@ -680,9 +656,7 @@ fn tls_server(file: std::path::PathBuf, cut_after: usize) -> (String, Vec<u8>) {
 fn an_image_over_https_is_verified_and_resumed() {
     use ferric_images::source::HttpSource;
     use ferric_images::write::{Algo, WriteOptions, write_from};
-    let d = tempfile::tempdir().unwrap();
-    let raw = source(d.path());
-    let img = to_qcow2(d.path(), &raw, "tls.qcow2", &["-c"]);
+    let (d, raw, img) = source_and_qcow2(&["-c"]);
     let digest = hex_digest::<sha2::Sha256>(&std::fs::read(&img).unwrap());
     let (url, ca) = tls_server(img.clone(), 200 << 10);
 

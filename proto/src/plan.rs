@@ -379,6 +379,16 @@ pub enum PowerAction {
 }
 
 impl PowerAction {
+    /// Every action.
+    pub const ALL: &[PowerAction] = &[
+        PowerAction::On,
+        PowerAction::Off,
+        PowerAction::Cycle,
+        PowerAction::Reset,
+        PowerAction::Soft,
+        PowerAction::Status,
+    ];
+
     /// Stable snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -413,6 +423,26 @@ pub enum BootDevice {
     Bios,
     /// Optical media.
     Cdrom,
+}
+
+impl BootDevice {
+    /// Every device.
+    pub const ALL: &[BootDevice] = &[
+        BootDevice::Pxe,
+        BootDevice::Disk,
+        BootDevice::Bios,
+        BootDevice::Cdrom,
+    ];
+
+    /// Stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootDevice::Pxe => "pxe",
+            BootDevice::Disk => "disk",
+            BootDevice::Bios => "bios",
+            BootDevice::Cdrom => "cdrom",
+        }
+    }
 }
 
 /// Stable kind of a step failure, so that the coordinator can branch on it.

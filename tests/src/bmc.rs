@@ -134,22 +134,16 @@ pub struct SimBmc {
     dir: PathBuf,
 }
 
-fn free_udp_port() -> Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 impl SimBmc {
     /// Starts a BMC whose files live in `dir`.
     pub fn start(dir: &Path) -> Result<SimBmc> {
-        let port = free_udp_port()?;
+        let port = crate::free_port()?;
         Self::start_on(dir, port)
     }
 
     /// Starts a BMC with a VM interface as well, for a QEMU machine's in-band IPMI.
     pub fn start_with_vm(dir: &Path) -> Result<SimBmc> {
-        let port = free_udp_port()?;
+        let port = crate::free_port()?;
         let vm = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -232,34 +226,37 @@ impl SimBmc {
         Ok(bmc)
     }
 
+    /// The BMC's address as Ferric enrolls it: `ipmi://admin@127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        format!("ipmi://{}@127.0.0.1:{}", ADMIN.0, self.port)
+    }
+
     /// Runs `ipmitool -I lanplus` against this BMC as the administrator.
     pub fn ipmitool(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("ipmitool")
-            .args([
-                "-I",
-                "lanplus",
-                "-C",
-                "3",
-                "-N",
-                "1",
-                "-R",
-                "2",
-                "-H",
-                "127.0.0.1",
-            ])
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(["-U", ADMIN.0, "-P", ADMIN.1])
-            .args(args)
-            .output()
-            .context("cannot run ipmitool (Debian package ipmitool)")?;
-        if !out.status.success() {
-            bail!(
-                "ipmitool {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(ferric_lab::run(
+            Command::new("ipmitool")
+                .args([
+                    "-I",
+                    "lanplus",
+                    "-C",
+                    "3",
+                    "-N",
+                    "1",
+                    "-R",
+                    "2",
+                    "-H",
+                    "127.0.0.1",
+                ])
+                .arg("-p")
+                .arg(self.port.to_string())
+                .args(["-U", ADMIN.0, "-P", ADMIN.1])
+                .args(args),
+        )?)
+    }
+
+    /// What `ipmitool chassis power status` says of it (`Chassis Power is on`).
+    pub fn power_status(&self) -> Result<String> {
+        self.ipmitool(&["chassis", "power", "status"])
     }
 
     /// The chassis state file's `key`.

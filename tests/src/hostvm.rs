@@ -8,21 +8,16 @@
 //! [`HostVm::HOST`]. A second, writable share is a mailbox: the test drops a shell script in,
 //! the VM runs it and leaves its output and exit status beside it.
 
-use crate::initramfs::{Initramfs, module_stem};
+use crate::initramfs::{BUSYBOX_INIT, Initramfs, VIRTIO_MODULES, WithBusybox, module_stem};
 use crate::node::{direct_boot_args, generic_kernel, spawn_qemu};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Modules the VM loads, in dependency order: virtio and 9p for its root, overlayfs, the
+/// Modules the VM loads after virtio's, in dependency order: 9p for its root, overlayfs, the
 /// network card, and what the hypervisor paths under test need (loop devices, device-mapper,
 /// 802.1Q, bridges, veth, tap).
 const MODULES: &[&str] = &[
-    "drivers/virtio/virtio_ring.ko",
-    "drivers/virtio/virtio.ko",
-    "drivers/virtio/virtio_pci_modern_dev.ko",
-    "drivers/virtio/virtio_pci_legacy_dev.ko",
-    "drivers/virtio/virtio_pci.ko",
     "fs/netfs/netfs.ko",
     "fs/fscache/fscache.ko",
     "net/9p/9pnet.ko",
@@ -103,14 +98,10 @@ impl HostVm {
         for d in ["proc", "sys", "dev", "host", "rw", "newroot"] {
             ir.dir(d);
         }
-        let modules: Vec<&str> = MODULES.iter().map(|m| module_stem(m)).collect();
+        let all = [VIRTIO_MODULES, MODULES].concat();
+        let modules: Vec<&str> = all.iter().map(|m| module_stem(m)).collect();
         let init = format!(
-            "#!/bin/busybox sh\n\
-             /bin/busybox --install -s /bin\n\
-             export PATH=/bin\n\
-             mount -t proc proc /proc\n\
-             mount -t sysfs sysfs /sys\n\
-             mount -t devtmpfs devtmpfs /dev\n\
+            "{BUSYBOX_INIT}\
              for m in {modules}; do insmod /lib/modules/$m.ko || echo \"FERRIC-HOSTVM-FAILED insmod $m\"; done\n\
              fail() {{ echo \"FERRIC-HOSTVM-FAILED $1\"; poweroff -f; }}\n\
              mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host || fail 'mount the root share'\n\
@@ -125,7 +116,7 @@ impl HostVm {
         );
         ir.file("init", 0o755, init.into_bytes());
         ir.busybox()?;
-        ir.modules(&tree, MODULES)?;
+        ir.modules(&tree, &all)?;
         let initrd = dir.join("hostvm.cpio");
         ir.write(&initrd)?;
 

@@ -3,7 +3,7 @@
 //! `FERRIC-GUEST-UP`, then `FERRIC-DISKS <block devices>` and `FERRIC-VDA <the first bytes of
 //! its first disk>` every second on its serial console.
 
-use crate::initramfs::Initramfs;
+use crate::initramfs::{Initramfs, VIRTIO_MODULES, WithBusybox};
 use anyhow::{Context, Result, bail};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -33,19 +33,7 @@ fn virsh_ok() -> bool {
 
 /// Runs `virsh -c URI args…` and returns its stdout.
 pub fn virsh(args: &[&str]) -> Result<String> {
-    let out = Command::new("virsh")
-        .args(["-c", URI])
-        .args(args)
-        .output()
-        .context("cannot run virsh")?;
-    if !out.status.success() {
-        bail!(
-            "virsh {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(run(Command::new("virsh").args(["-c", URI]).args(args))?)
 }
 
 /// Makes sure libvirtd answers, starting virtlogd and libvirtd (without systemd) if needed.
@@ -130,13 +118,8 @@ pub struct GuestImage {
     pub initrd: PathBuf,
 }
 
-/// Modules the guest loads, in dependency order (Debian builds virtio as modules).
+/// Modules the guest loads after virtio's, in dependency order.
 const MODULES: &[&str] = &[
-    "drivers/virtio/virtio_ring.ko",
-    "drivers/virtio/virtio.ko",
-    "drivers/virtio/virtio_pci_modern_dev.ko",
-    "drivers/virtio/virtio_pci_legacy_dev.ko",
-    "drivers/virtio/virtio_pci.ko",
     "drivers/block/virtio_blk.ko",
     "net/core/failover.ko",
     "drivers/net/net_failover.ko",
@@ -185,54 +168,8 @@ pub fn compressed_qcow2(raw: &Path) -> Result<PathBuf> {
 /// Downloads (into `dir`, once) the kernel package that Debian's meta-package `meta` names and
 /// unpacks it: the kernel image and the `lib/modules/<version>/kernel` directory.
 pub fn debian_kernel(meta: &str, dir: &Path) -> Result<(PathBuf, PathBuf)> {
-    let depends = || run(Command::new("apt-cache").args(["depends", meta]));
-    let deps = match depends() {
-        Ok(d) if d.contains("Depends:") => d,
-        _ => {
-            run(Command::new("apt-get").args(["update", "-qq"]))?;
-            depends()?
-        }
-    };
-    let pkg = deps
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Depends: "))
-        .map(str::to_owned)
-        .with_context(|| format!("{meta} names no kernel package"))?;
-    let deb = || {
-        std::fs::read_dir(dir).ok().and_then(|d| {
-            d.flatten().map(|e| e.path()).find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{pkg}_")))
-            })
-        })
-    };
-    if deb().is_none() {
-        run(Command::new("apt-get")
-            .args(["download", &pkg])
-            .current_dir(dir))?;
-    }
-    let deb = deb().context("apt-get download left no .deb")?;
-    let x = dir.join(format!("x-{pkg}"));
-    if !x.exists() {
-        let tmp = dir.join(format!("x-{pkg}.tmp"));
-        let _ = std::fs::remove_dir_all(&tmp);
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp))?;
-        std::fs::rename(&tmp, &x)?;
-    }
-    let version = std::fs::read_dir(x.join("lib/modules"))?
-        .flatten()
-        .next()
-        .context("kernel package has no modules")?
-        .file_name();
-    let vmlinuz = std::fs::read_dir(x.join("boot"))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))
-        })
-        .context("kernel package has no vmlinuz")?;
-    Ok((vmlinuz, x.join("lib/modules").join(version).join("kernel")))
+    let k = ferric_ramdisk::build::debian_kernel(meta, dir)?;
+    Ok((k.vmlinuz.clone(), k.tree()))
 }
 
 /// Builds (once, cached under `target/guest`) the guest kernel and initramfs.
@@ -240,7 +177,8 @@ pub fn guest_image() -> Result<GuestImage> {
     let dir = target_dir()?.join("guest");
     let kernel = dir.join("vmlinuz");
     // Named by what goes into it, so that a change to the init script or module list rebuilds it.
-    let recipe = format!("{INIT}{}", MODULES.join(","));
+    let modules = [VIRTIO_MODULES, MODULES].concat();
+    let recipe = format!("{INIT}{}", modules.join(","));
     let tag: u32 = recipe.bytes().fold(0x811c_9dc5u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
@@ -256,7 +194,7 @@ pub fn guest_image() -> Result<GuestImage> {
     }
     ir.file("init", 0o755, INIT.as_bytes().to_vec());
     ir.busybox()?;
-    ir.modules(&mods, MODULES)?;
+    ir.modules(&mods, &modules)?;
     ir.write(&initrd)?;
     std::fs::copy(&vmlinuz, &kernel)?;
     Ok(GuestImage { kernel, initrd })

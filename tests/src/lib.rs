@@ -58,6 +58,18 @@ pub fn client(api: std::net::SocketAddr) -> Client {
     Client::new(&format!("http://{api}"))
 }
 
+/// How most suites begin: tracing on, a temporary directory, an in-process coordinator with
+/// its data in `coord/` there, and its API client.
+pub async fn coordinator_in_tempdir() -> (tempfile::TempDir, ferric_coordinator::Running, Client) {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let coord = start_coordinator(&dir.path().join("coord"))
+        .await
+        .expect("the coordinator starts");
+    let c = client(coord.api);
+    (dir, coord, c)
+}
+
 /// Creates a token through the API and enrolls `node` into `state_dir` (in-process).
 pub async fn enroll_in_process(
     api: std::net::SocketAddr,
@@ -99,16 +111,51 @@ impl InProcessAgent {
     }
 }
 
+/// Enrolls `node` into the coordinator (in-process) with its state in `dir/node`; returns
+/// that state directory.
+pub async fn enroll_node(
+    coord: &ferric_coordinator::Running,
+    dir: &Path,
+    node: &str,
+) -> Result<PathBuf> {
+    let state = dir.join(node);
+    // A coordinator listening on every address is dialled on loopback.
+    let mut link = coord.listen;
+    if link.ip().is_unspecified() {
+        link.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    enroll_in_process(coord.api, link, node, &state).await?;
+    Ok(state)
+}
+
 /// Enrolls `node` (state in `dir/node`) and starts it with a fresh fake driver.
 pub async fn enrolled_agent(
     coord: &ferric_coordinator::Running,
     dir: &Path,
     node: &str,
 ) -> Result<InProcessAgent> {
-    let state = dir.join(node);
-    enroll_in_process(coord.api, coord.listen, node, &state).await?;
+    let state = enroll_node(coord, dir, node).await?;
     let fake = Arc::new(FakeDriver::new());
     Ok(spawn_agent(agent_config(&state, fake.clone()), fake))
+}
+
+/// Enrolls the management agent `mgmt` (state in `dir/mgmt`) and starts it driving BMCs over
+/// IPMI through `ipmi`, reading them every `poll` (the agent's default when `None`).
+pub async fn management_agent(
+    coord: &ferric_coordinator::Running,
+    dir: &Path,
+    ipmi: ferric_agent::bmc::ipmi::IpmiClient,
+    poll: Option<Duration>,
+) -> Result<InProcessAgent> {
+    use ferric_agent::bmc::control::{IpmiBmcs, POWER_SETTLE};
+    let state = enroll_node(coord, dir, "mgmt").await?;
+    let fake = Arc::new(FakeDriver::new());
+    let mut cfg = agent_config(&state, fake.clone());
+    cfg.drivers.bmc = Arc::new(IpmiBmcs::new(ipmi, POWER_SETTLE));
+    if let Some(poll) = poll {
+        cfg.bmc_poll = poll;
+    }
+    Ok(spawn_agent(cfg, fake))
 }
 
 /// Agent config for tests: fast backoff, fixed telemetry sampler.
@@ -333,6 +380,70 @@ pub async fn cli_ok(api: std::net::SocketAddr, args: &[&str]) -> String {
     let (success, out, err) = cli(api, args, &[]).await;
     assert!(success, "ferric {args:?} failed: {err}");
     out
+}
+
+/// `ferric node enroll NODE --bmc ADDRESS` with the password from an environment variable;
+/// returns (success, stdout, stderr).
+pub async fn cli_enroll_bmc(
+    api: std::net::SocketAddr,
+    node: &str,
+    address: &str,
+    password: &str,
+) -> (bool, String, String) {
+    let args = [
+        "node",
+        "enroll",
+        node,
+        "--bmc",
+        address,
+        "--password-env",
+        "BMC_PW",
+    ];
+    cli(api, &args, &[("BMC_PW", password)]).await
+}
+
+/// Enrolls a lab rack's node with the coordinator by its BMC and MAC, and sets it to boot
+/// from the network (`ferric node enroll … --mac`, `ferric node bootdev … pxe`).
+pub async fn enroll_lab_node(
+    api: std::net::SocketAddr,
+    rack: &ferric_lab::Rack,
+    node: &ferric_lab::Node,
+) -> Result<()> {
+    let bmc = format!(
+        "ipmi://{}@{}:{}",
+        ferric_lab::BMC_USER,
+        node.bmc_ip,
+        ferric_lab::BMC_PORT
+    );
+    let (ok, _, err) = cli(
+        api,
+        &[
+            "node",
+            "enroll",
+            &node.name,
+            "--bmc",
+            &bmc,
+            "--password-env",
+            "PW",
+            "--mac",
+            &node.mac,
+        ],
+        &[("PW", rack.bmc_password.as_str())],
+    )
+    .await;
+    if !ok {
+        bail!("ferric node enroll {}: {err}", node.name);
+    }
+    cli_ok(api, &["node", "bootdev", &node.name, "pxe"]).await;
+    Ok(())
+}
+
+/// What `ferric node power ACTION NODE` prints, trimmed; panics when it fails.
+pub async fn cli_power(api: std::net::SocketAddr, action: &str, node: &str) -> String {
+    cli_ok(api, &["node", "power", action, node])
+        .await
+        .trim()
+        .to_owned()
 }
 
 /// A free loopback port for UDP and TCP (bound and released; fine for tests on one host).

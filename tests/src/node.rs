@@ -5,8 +5,8 @@
 //! `ferric-ramdisk`.
 
 use crate::bmc::SimBmc;
-use crate::hv::{debian_kernel, run, target_dir};
-use crate::initramfs::Initramfs;
+use crate::hv::{run, target_dir};
+use crate::initramfs::{BUSYBOX_INIT, Initramfs, WithBusybox};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,12 +31,21 @@ pub struct NodeImage {
 /// Virtual machines that need drivers the cloud flavour lacks (IPMI, device-mapper, 802.1Q)
 /// boot it.
 pub fn generic_kernel() -> Result<(PathBuf, PathBuf)> {
+    let k = generic_kernel_package()?;
+    Ok((k.vmlinuz.clone(), k.tree()))
+}
+
+/// The same kernel package, as the ramdisk builder takes it.
+pub fn generic_kernel_package() -> Result<ferric_ramdisk::build::Kernel> {
     let dir = target_dir()?.join("node");
     std::fs::create_dir_all(&dir)?;
     // Tests run side by side: one of them downloads and unpacks, the others wait.
     let lock = std::fs::File::create(dir.join(".lock"))?;
     lock.lock()?;
-    debian_kernel("linux-image-amd64", &dir)
+    Ok(ferric_ramdisk::build::debian_kernel(
+        "linux-image-amd64",
+        &dir,
+    )?)
 }
 
 /// Builds a node image whose `/init` loads the IPMI drivers and runs `script` (busybox sh,
@@ -53,12 +62,7 @@ pub fn node_image(script: &str, out: &Path) -> Result<NodeImage> {
         ir.dir(d);
     }
     let init = format!(
-        "#!/bin/busybox sh\n\
-         /bin/busybox --install -s /bin\n\
-         export PATH=/bin\n\
-         mount -t proc proc /proc\n\
-         mount -t sysfs sysfs /sys\n\
-         mount -t devtmpfs devtmpfs /dev\n\
+        "{BUSYBOX_INIT}\
          for m in ipmi_msghandler ipmi_devintf ipmi_si; do insmod /lib/modules/$m.ko; done\n\
          echo FERRIC-NODE-UP\n\
          {script}\n\

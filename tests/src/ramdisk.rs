@@ -3,7 +3,7 @@
 //! binary, so a rebuilt binary gets a new ramdisk).
 
 use crate::hv::target_dir;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::PathBuf;
 
 /// The directory holding `vmlinuz` and `initramfs`.
@@ -23,17 +23,7 @@ pub fn image() -> Result<PathBuf> {
     if out.join("initramfs").exists() && out.join("vmlinuz").exists() {
         return Ok(out);
     }
-    crate::node::generic_kernel()?;
-    let x = std::fs::read_dir(target_dir()?.join("node"))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.is_dir()
-                && p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("x-linux-image-"))
-        })
-        .context("the generic kernel package is not unpacked")?;
-    let kernel = ferric_ramdisk::build::unpacked(&x)?;
+    let kernel = crate::node::generic_kernel_package()?;
     ferric_ramdisk::build::build(&ferric_ramdisk::build::BuildOptions {
         binary,
         kernel,

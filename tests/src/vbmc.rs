@@ -10,9 +10,9 @@
 
 use crate::hv::{URI, ensure_libvirtd, target_dir, virsh};
 use crate::{Proc, free_port};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The administrator VirtualBMC is given.
@@ -109,7 +109,7 @@ impl VirtualBmc {
         // The BMC serves once ipmitool gets an answer.
         let started = Instant::now();
         loop {
-            match this.ipmitool(&["chassis", "power", "status"]) {
+            match this.power_status() {
                 Ok(_) => break,
                 Err(e) if started.elapsed() > Duration::from_secs(20) => {
                     return Err(e.context(format!(
@@ -126,41 +126,32 @@ impl VirtualBmc {
 
     /// Runs `vbmc ARGS` against this test's vbmcd.
     pub fn vbmc(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(self.venv.join("bin/vbmc"))
-            .args(args)
-            .env("VIRTUALBMC_CONFIG", &self.config)
-            .stdin(Stdio::null())
-            .output()
-            .context("cannot run vbmc")?;
-        if !out.status.success() {
-            bail!(
-                "vbmc {} failed: {}{}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stdout).trim(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(ferric_lab::run(
+            Command::new(self.venv.join("bin/vbmc"))
+                .args(args)
+                .env("VIRTUALBMC_CONFIG", &self.config),
+        )?)
+    }
+
+    /// The BMC's address as Ferric enrolls it: `ipmi://admin@127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        format!("ipmi://{}@127.0.0.1:{}", ADMIN.0, self.port)
     }
 
     /// `ipmitool -I lanplus` against this BMC, as an operator would run it.
     pub fn ipmitool(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("ipmitool")
-            .args(["-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p"])
-            .arg(self.port.to_string())
-            .args(["-U", ADMIN.0, "-P", ADMIN.1, "-N", "1", "-R", "3"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .context("cannot run ipmitool")?;
-        if !out.status.success() {
-            bail!(
-                "ipmitool {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(ferric_lab::run(
+            Command::new("ipmitool")
+                .args(["-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p"])
+                .arg(self.port.to_string())
+                .args(["-U", ADMIN.0, "-P", ADMIN.1, "-N", "1", "-R", "3"])
+                .args(args),
+        )?)
+    }
+
+    /// What `ipmitool chassis power status` says of it (`Chassis Power is on`).
+    pub fn power_status(&self) -> Result<String> {
+        self.ipmitool(&["chassis", "power", "status"])
     }
 
     /// Whether libvirt says the domain runs.

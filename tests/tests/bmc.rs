@@ -24,24 +24,12 @@ async fn power_boot_device_identity_and_sel_agree_with_ipmitool() {
     let c = IpmiClient::new(IpmiOptions::default());
 
     assert!(!c.chassis_status(&t).await.unwrap().power_on);
-    assert!(
-        bmc.ipmitool(&["chassis", "power", "status"])
-            .unwrap()
-            .contains("is off")
-    );
+    assert!(bmc.power_status().unwrap().contains("is off"));
     c.power(&t, PowerAction::On).await.unwrap();
     assert!(c.chassis_status(&t).await.unwrap().power_on);
-    assert!(
-        bmc.ipmitool(&["chassis", "power", "status"])
-            .unwrap()
-            .contains("is on")
-    );
+    assert!(bmc.power_status().unwrap().contains("is on"));
     c.power(&t, PowerAction::Off).await.unwrap();
-    assert!(
-        bmc.ipmitool(&["chassis", "power", "status"])
-            .unwrap()
-            .contains("is off")
-    );
+    assert!(bmc.power_status().unwrap().contains("is off"));
     // A cycle of a running chassis: off, then (ipmi_sim waits about a second) on again.
     c.power(&t, PowerAction::On).await.unwrap();
     c.power(&t, PowerAction::Cycle).await.unwrap();
@@ -58,11 +46,7 @@ async fn power_boot_device_identity_and_sel_agree_with_ipmitool() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        bmc.ipmitool(&["chassis", "power", "status"])
-            .unwrap()
-            .contains("is on")
-    );
+    assert!(bmc.power_status().unwrap().contains("is on"));
     c.power(&t, PowerAction::Reset).await.unwrap();
     assert_eq!(
         bmc.chassis("resets").as_deref(),
@@ -71,11 +55,7 @@ async fn power_boot_device_identity_and_sel_agree_with_ipmitool() {
     );
     c.power(&t, PowerAction::On).await.unwrap();
     c.power(&t, PowerAction::Soft).await.unwrap();
-    assert!(
-        bmc.ipmitool(&["chassis", "power", "status"])
-            .unwrap()
-            .contains("is off")
-    );
+    assert!(bmc.power_status().unwrap().contains("is off"));
 
     for (device, ipmitool_says, chassis_says) in [
         (BootDevice::Pxe, "Force PXE", "pxe"),
@@ -244,11 +224,7 @@ async fn operations_succeed_across_a_path_that_loses_30_percent_of_datagrams() {
         "25 operations at {LOSS}% loss: {:?} (slowest round of 5 operations: {slowest:?})",
         started.elapsed()
     );
-    assert!(
-        bmc.ipmitool(&["chassis", "power", "status"])
-            .unwrap()
-            .contains("is off")
-    );
+    assert!(bmc.power_status().unwrap().contains("is off"));
     assert_eq!(bmc.chassis("boot").as_deref(), Some("pxe"));
 }
 
@@ -287,102 +263,51 @@ async fn sensors_from_the_sdr_walk_agree_with_ipmitool() {
     c.close_all().await;
 }
 
-use ferric_tests::{cli as ferric, cli_ok as ok};
+use ferric_tests::{cli as ferric, cli_enroll_bmc, cli_ok as ok, cli_power};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_drives_a_bmc_through_coordinator_and_agent_and_flags_power_changed_behind_its_back()
  {
-    use ferric_agent::bmc::control::{IpmiBmcs, POWER_SETTLE};
     let dir = tempfile::tempdir().unwrap();
     let bmc = SimBmc::start(&dir.path().join("bmc")).unwrap();
     let coord = ferric_tests::start_coordinator(&dir.path().join("coord"))
         .await
         .unwrap();
     let api = coord.api;
-    let state = dir.path().join("mgmt");
-    ferric_tests::enroll_in_process(api, coord.listen, "mgmt", &state)
+    let poll = Some(Duration::from_millis(500));
+    let agent = ferric_tests::management_agent(&coord, dir.path(), IpmiClient::default(), poll)
         .await
         .unwrap();
-    let fake = std::sync::Arc::new(ferric_agent::driver::FakeDriver::new());
-    let mut cfg = ferric_tests::agent_config(&state, fake.clone());
-    cfg.drivers.bmc = std::sync::Arc::new(IpmiBmcs::new(IpmiClient::default(), POWER_SETTLE));
-    cfg.bmc_poll = Duration::from_millis(500);
-    let agent = ferric_tests::spawn_agent(cfg, fake);
 
     // Enroll with the password from an environment variable (a prompt and a file work too).
-    let address = format!("ipmi://{}@127.0.0.1:{}", ADMIN.0, bmc.port);
-    let (success, out, err) = ferric(
-        api,
-        &[
-            "node",
-            "enroll",
-            "bm1",
-            "--bmc",
-            &address,
-            "--password-env",
-            "BMC_PW",
-        ],
-        &[("BMC_PW", ADMIN.1)],
-    )
-    .await;
+    let address = bmc.address();
+    let (success, out, err) = cli_enroll_bmc(api, "bm1", &address, ADMIN.1).await;
     assert!(success, "{err}");
     assert!(
         out.contains("bm1 enrolled") && out.contains("`mgmt`"),
         "{out}"
     );
     // A password in the URL is refused before anything is stored.
-    let (success, _, err) = ferric(
-        api,
-        &[
-            "node",
-            "enroll",
-            "bm9",
-            "--bmc",
-            "ipmi://admin:pw@127.0.0.1",
-            "--password-env",
-            "BMC_PW",
-        ],
-        &[("BMC_PW", "x")],
-    )
-    .await;
+    let (success, _, err) = cli_enroll_bmc(api, "bm9", "ipmi://admin:pw@127.0.0.1", "x").await;
     assert!(!success && err.contains("holds a password"), "{err}");
 
-    // Power, each change read back with ipmitool from the same BMC.
-    assert_eq!(
-        ok(api, &["node", "power", "status", "bm1"]).await.trim(),
-        "node bm1: power off"
-    );
-    assert_eq!(
-        ok(api, &["node", "power", "on", "bm1"]).await.trim(),
-        "node bm1: power on"
-    );
-    assert!(
-        bmc.ipmitool(&["chassis", "power", "status"])
-            .unwrap()
-            .contains("is on")
-    );
-    assert_eq!(
-        ok(api, &["node", "power", "status", "bm1"]).await.trim(),
-        "node bm1: power on"
-    );
-    assert_eq!(
-        ok(api, &["node", "power", "cycle", "bm1"]).await.trim(),
-        "node bm1: power on"
-    );
-    assert!(
-        bmc.ipmitool(&["chassis", "power", "status"])
-            .unwrap()
-            .contains("is on")
-    );
-    assert_eq!(
-        ok(api, &["node", "power", "off", "bm1"]).await.trim(),
-        "node bm1: power off"
-    );
-    assert!(
-        bmc.ipmitool(&["chassis", "power", "status"])
-            .unwrap()
-            .contains("is off")
-    );
+    // Power, each change read back with ipmitool from the same BMC (a status read changes
+    // nothing).
+    for (action, power, chassis) in [
+        ("status", "off", None),
+        ("on", "on", Some("is on")),
+        ("status", "on", None),
+        ("cycle", "on", Some("is on")),
+        ("off", "off", Some("is off")),
+    ] {
+        assert_eq!(
+            cli_power(api, action, "bm1").await,
+            format!("node bm1: power {power}")
+        );
+        if let Some(chassis) = chassis {
+            assert!(bmc.power_status().unwrap().contains(chassis));
+        }
+    }
 
     // Boot device.
     ok(api, &["node", "bootdev", "bm1", "pxe"]).await;
@@ -576,20 +501,7 @@ async fn the_cli_drives_a_bmc_through_coordinator_and_agent_and_flags_power_chan
     assert!(d["bmc"]["flag"].is_null(), "{d}");
 
     // Wrong password: the plan fails as auth_failed, naming the node and the BMC.
-    let (success, _, err) = ferric(
-        api,
-        &[
-            "node",
-            "enroll",
-            "bm2",
-            "--bmc",
-            &address,
-            "--password-env",
-            "BMC_PW",
-        ],
-        &[("BMC_PW", "not-the-password")],
-    )
-    .await;
+    let (success, _, err) = cli_enroll_bmc(api, "bm2", &address, "not-the-password").await;
     assert!(success, "{err}");
     let (success, _, err) = ferric(api, &["node", "power", "status", "bm2"], &[]).await;
     assert!(!success, "a wrong password must fail");

@@ -52,12 +52,17 @@ fn guest(name: &str, vcpus: u32, memory_mib: u64, nets: &[&str]) -> CreateGuest 
     }
 }
 
+/// The error of a guest creation the coordinator refuses.
+async fn refusal(c: &ferric_coordinator::client::Client, g: &CreateGuest) -> String {
+    c.post::<_, GuestAction>("/v1/guests", g)
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guests_are_placed_by_filters_and_weight_and_follow_their_desired_state() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
-    let c = client(coord.api);
+    let (dir, coord, c) = coordinator_in_tempdir().await;
     let mut agents = Vec::new();
     for (name, s) in [
         ("big", sample(8, 32, 100, &["lo", "br0"])),
@@ -120,27 +125,15 @@ async fn guests_are_placed_by_filters_and_weight_and_follow_their_desired_state(
     assert_eq!(g2.host, "nobridge");
 
     // Nothing fits: the error names every host and why.
-    let err = c
-        .post::<_, GuestAction>("/v1/guests", &guest("huge", 2, 40 << 10, &["br0"]))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = refusal(&c, &guest("huge", 2, 40 << 10, &["br0"])).await;
     assert!(
         err.contains("no host fits the guest: big: needs 40960 MiB memory, 30720 MiB free; nobridge: has no bridge `br0`; small: needs 40960 MiB memory, 4096 MiB free"),
         "{err}"
     );
     assert!(err.contains("409"), "{err}");
-    let err = c
-        .post::<_, GuestAction>("/v1/guests", &guest("g1", 1, 64, &[]))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = refusal(&c, &guest("g1", 1, 64, &[])).await;
     assert!(err.contains("guest `g1` already exists"), "{err}");
-    let err = c
-        .post::<_, GuestAction>("/v1/guests", &guest("bad name", 1, 64, &[]))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = refusal(&c, &guest("bad name", 1, 64, &[])).await;
     assert!(err.contains("field `name`"), "{err}");
 
     let hosts: Vec<HostView> = c.get("/v1/hosts").await.unwrap();

@@ -34,10 +34,7 @@ async fn step(c: &Client, yaml: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lvm_volumes_and_vlan_bridges_on_a_host_whose_kernel_has_them() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
-    let c = client(coord.api);
+    let (_dir, coord, c) = coordinator_in_tempdir().await;
     // The console and the agent's log stay in target/ so that a failure can be read afterwards.
     let vm_dir = ferric_tests::hv::target_dir()
         .unwrap()

@@ -123,10 +123,7 @@ async fn guest_lifecycle_on_real_libvirt_leaves_nothing_behind() {
 
     let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
     let c = client(coord.api);
-    let state = dir.path().join("agent");
-    enroll_in_process(coord.api, coord.listen, "hv1", &state)
-        .await
-        .unwrap();
+    let state = enroll_node(&coord, dir.path(), "hv1").await.unwrap();
     let agent = start_agent(&state, drivers(&pool_dir, &pool));
 
     let create: PlanFile = serde_yaml_ng::from_str(&format!(

@@ -5,19 +5,14 @@
 
 use ferric_images::source::ImageSource;
 use ferric_images::write::{Algo, WriteOptions, write_image};
-use ferric_tests::{bin, start_coordinator};
+use ferric_tests::hv::{compressed_qcow2, run};
+use ferric_tests::{cli, cli_ok, start_coordinator};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn sh(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    run(Command::new(program).args(args)).unwrap()
 }
 
 fn sha256_of(p: &Path) -> String {
@@ -42,18 +37,7 @@ fn make_images(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         std::os::unix::fs::FileExt::write_all_at(&f, &data, off).unwrap();
     }
     drop(f);
-    let q = dir.join("disk.qcow2");
-    sh(
-        "qemu-img",
-        &[
-            "convert",
-            "-c",
-            "-O",
-            "qcow2",
-            raw.to_str().unwrap(),
-            q.to_str().unwrap(),
-        ],
-    );
+    let q = compressed_qcow2(&raw).unwrap();
     let backed = dir.join("backed.qcow2");
     sh(
         "qemu-img",
@@ -71,15 +55,6 @@ fn make_images(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (raw, q, backed)
 }
 
-fn ferric(api: std::net::SocketAddr, args: &[&str]) -> std::process::Output {
-    Command::new(bin("ferric").unwrap())
-        .arg("--api")
-        .arg(format!("http://{api}"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_are_uploaded_inspected_stored_by_content_and_deleted() {
     let dir = tempfile::tempdir().unwrap();
@@ -88,17 +63,10 @@ async fn images_are_uploaded_inspected_stored_by_content_and_deleted() {
     let (raw, q, backed) = make_images(dir.path());
     let blobs = dir.path().join("coord/images/sha256");
 
-    let out = ferric(
-        api,
-        &["image", "upload", q.to_str().unwrap(), "--name", "deb"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = ferric(api, &["-o", "json", "image", "show", "deb"]);
-    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let q_path = q.to_str().unwrap();
+    cli_ok(api, &["image", "upload", q_path, "--name", "deb"]).await;
+    let out = cli_ok(api, &["-o", "json", "image", "show", "deb"]).await;
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["format"], "qcow2");
     assert_eq!(shown["virtual_size"], 24 << 20);
     assert_eq!(shown["sha256"], sha256_of(&q));
@@ -108,47 +76,36 @@ async fn images_are_uploaded_inspected_stored_by_content_and_deleted() {
     );
 
     // The same content under a second name shares the blob.
-    let out = ferric(
-        api,
-        &["image", "upload", q.to_str().unwrap(), "--name", "deb-copy"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli_ok(api, &["image", "upload", q_path, "--name", "deb-copy"]).await;
     assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 1);
-    let out = ferric(api, &["image", "list"]);
-    let list = String::from_utf8_lossy(&out.stdout);
+    let list = cli_ok(api, &["image", "list"]).await;
     assert!(
         list.contains("deb ") && list.contains("deb-copy") && list.contains("qcow2"),
         "{list}"
     );
 
     // Refused by the CLI before sending, and by the server when sent anyway.
-    let out = ferric(
+    let (success, _, err) = cli(
         api,
         &["image", "upload", backed.to_str().unwrap(), "--name", "bad"],
-    );
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("backing file"));
+        &[],
+    )
+    .await;
+    assert!(!success);
+    assert!(err.contains("backing file"));
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
-    let resp = http
-        .put(format!("http://{api}/v1/images/bad"))
-        .body(std::fs::read(&backed).unwrap())
-        .send()
-        .await
-        .unwrap();
+    // `PUT /v1/images/{to}` of the file `from`, bypassing the CLI's checks.
+    let put = |to: &str, from: &Path| {
+        http.put(format!("http://{api}/v1/images/{to}"))
+            .body(std::fs::read(from).unwrap())
+            .send()
+    };
+    let resp = put("bad", &backed).await.unwrap();
     assert_eq!(resp.status(), 422);
     assert!(resp.text().await.unwrap().contains("backing file"));
     let wrong = "0".repeat(64);
-    let resp = http
-        .put(format!(
-            "http://{api}/v1/images/lying?checksum=sha256:{wrong}"
-        ))
-        .body(std::fs::read(&q).unwrap())
-        .send()
+    let resp = put(&format!("lying?checksum=sha256:{wrong}"), &q)
         .await
         .unwrap();
     assert_eq!(resp.status(), 422);
@@ -158,21 +115,13 @@ async fn images_are_uploaded_inspected_stored_by_content_and_deleted() {
         "{msg}"
     );
     // A taken name is refused, and the client hears why even while it is still sending.
-    let resp = http
-        .put(format!("http://{api}/v1/images/deb"))
-        .body(std::fs::read(&raw).unwrap())
-        .send()
-        .await
-        .unwrap();
+    let resp = put("deb", &raw).await.unwrap();
     assert_eq!(resp.status(), 409, "a taken name is refused");
-    let out = ferric(
-        api,
-        &["image", "upload", q.to_str().unwrap(), "--name", "deb"],
-    );
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("an image named `deb` exists"));
-    let out = ferric(api, &["-o", "json", "image", "list"]);
-    let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let (success, _, err) = cli(api, &["image", "upload", q_path, "--name", "deb"], &[]).await;
+    assert!(!success);
+    assert!(err.contains("an image named `deb` exists"));
+    let out = cli_ok(api, &["-o", "json", "image", "list"]).await;
+    let all: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(all.len(), 2, "refused uploads leave no record: {all:?}");
     assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 1, "and no blob");
     let incoming = dir.path().join("coord/images/incoming");
@@ -183,17 +132,13 @@ async fn images_are_uploaded_inspected_stored_by_content_and_deleted() {
     );
 
     // Deleting one name keeps the shared blob; deleting the last removes it.
-    assert!(ferric(api, &["image", "delete", "deb"]).status.success());
+    cli_ok(api, &["image", "delete", "deb"]).await;
     assert!(blobs.join(sha256_of(&q)).exists());
-    assert!(
-        ferric(api, &["image", "delete", "deb-copy"])
-            .status
-            .success()
-    );
+    cli_ok(api, &["image", "delete", "deb-copy"]).await;
     assert!(!blobs.join(sha256_of(&q)).exists());
-    let out = ferric(api, &["image", "show", "deb"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no image named `deb`"));
+    let (success, _, err) = cli(api, &["image", "show", "deb"], &[]).await;
+    assert!(!success);
+    assert!(err.contains("no image named `deb`"));
     coord.shutdown().await;
 }
 

@@ -65,6 +65,10 @@ impl Lab {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
     }
+    /// What `ipmitool chassis power status` says of a node.
+    fn power_status(&self, node: u32) -> Result<String, String> {
+        self.ipmitool(node, &["chassis", "power", "status"])
+    }
     fn node_dir(&self, node: u32) -> PathBuf {
         self.root
             .join(&self.name)
@@ -92,6 +96,15 @@ fn wait<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Waits (a minute at most) until the file `log` holds `needle`.
+fn wait_log(log: &Path, needle: &str, what: &str) {
+    wait(Duration::from_secs(60), what, || {
+        std::fs::read_to_string(log)
+            .ok()
+            .filter(|c| c.contains(needle))
+    });
 }
 
 /// Listens for a DHCP request from `mac` on the rack's provisioning bridge (inside its
@@ -245,11 +258,7 @@ fn a_three_node_rack_boots_from_pxe_and_disk_through_its_bmcs_and_leaves_nothing
     let rack = lab.rack();
     let netns = rack["netns"].as_str().unwrap().to_owned();
     for i in 0..3 {
-        assert!(
-            lab.ipmitool(i, &["chassis", "power", "status"])
-                .unwrap()
-                .contains("is off")
-        );
+        assert!(lab.power_status(i).unwrap().contains("is off"));
     }
     // Router advertisements on the provisioning bridge: a /64 unique-local prefix, on-link and
     // autonomous (iPXE's IPv6 autoconfiguration finishes instead of waiting for a router).
@@ -268,11 +277,7 @@ fn a_three_node_rack_boots_from_pxe_and_disk_through_its_bmcs_and_leaves_nothing
     std::thread::sleep(Duration::from_millis(300));
     lab.ipmitool(0, &["chassis", "bootdev", "pxe"]).unwrap();
     lab.ipmitool(0, &["chassis", "power", "on"]).unwrap();
-    assert!(
-        lab.ipmitool(0, &["chassis", "power", "status"])
-            .unwrap()
-            .contains("is on")
-    );
+    assert!(lab.power_status(0).unwrap().contains("is on"));
     assert_eq!(lab.status(&format!("{}-n0", lab.name))["power"], "on");
     let msg_type = dhcp.join().unwrap().unwrap();
     assert!(
@@ -288,14 +293,10 @@ fn a_three_node_rack_boots_from_pxe_and_disk_through_its_bmcs_and_leaves_nothing
     lab.ipmitool(1, &["chassis", "bootdev", "disk"]).unwrap();
     lab.ipmitool(1, &["chassis", "power", "on"]).unwrap();
     let console = lab.node_dir(1).join("console.log");
-    wait(
-        Duration::from_secs(60),
+    wait_log(
+        &console,
+        "FERRIC-DISK-BOOT",
         "the disk's marker on the console",
-        || {
-            std::fs::read_to_string(&console)
-                .ok()
-                .filter(|c| c.contains("FERRIC-DISK-BOOT"))
-        },
     );
     let shown = lab.ok(&["console", &format!("{}-n1", lab.name)]);
     assert!(shown.contains("FERRIC-DISK-BOOT"), "{shown}");
@@ -307,11 +308,7 @@ fn a_three_node_rack_boots_from_pxe_and_disk_through_its_bmcs_and_leaves_nothing
         .parse()
         .unwrap();
     lab.ipmitool(1, &["chassis", "power", "off"]).unwrap();
-    assert!(
-        lab.ipmitool(1, &["chassis", "power", "status"])
-            .unwrap()
-            .contains("is off")
-    );
+    assert!(lab.power_status(1).unwrap().contains("is off"));
     wait(Duration::from_secs(10), "QEMU to exit", || {
         (!Path::new(&format!("/proc/{pid}")).exists()
             || std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -325,14 +322,10 @@ fn a_three_node_rack_boots_from_pxe_and_disk_through_its_bmcs_and_leaves_nothing
     std::fs::write(&console, "").unwrap();
     lab.ipmitool(1, &["chassis", "power", "on"]).unwrap();
     let fw = lab.node_dir(1).join("firmware.log");
-    wait(
-        Duration::from_secs(60),
+    wait_log(
+        &fw,
+        "could not read the boot disk",
         "the firmware to fail reading the disk",
-        || {
-            std::fs::read_to_string(&fw)
-                .ok()
-                .filter(|c| c.contains("could not read the boot disk"))
-        },
     );
     assert!(
         !std::fs::read_to_string(&console)
@@ -346,48 +339,27 @@ fn a_three_node_rack_boots_from_pxe_and_disk_through_its_bmcs_and_leaves_nothing
     let n2 = format!("{}-n2", lab.name);
     lab.ok(&["fault", &n2, "power-stuck"]);
     let _ = lab.ipmitool(2, &["chassis", "power", "on"]);
-    assert!(
-        lab.ipmitool(2, &["chassis", "power", "status"])
-            .unwrap()
-            .contains("is off")
-    );
+    assert!(lab.power_status(2).unwrap().contains("is off"));
     assert_eq!(lab.status(&n2)["faults"][0], "power-stuck");
     lab.ok(&["fault", &n2, "clear"]);
     lab.ipmitool(2, &["chassis", "power", "on"]).unwrap();
-    assert!(
-        lab.ipmitool(2, &["chassis", "power", "status"])
-            .unwrap()
-            .contains("is on")
-    );
+    assert!(lab.power_status(2).unwrap().contains("is on"));
 
     // bmc-silent: no answer at all, until cleared.
     lab.ok(&["fault", &n2, "bmc-silent"]);
-    let e = lab
-        .ipmitool(2, &["chassis", "power", "status"])
-        .unwrap_err();
+    let e = lab.power_status(2).unwrap_err();
     assert!(!e.is_empty());
     lab.ok(&["fault", &n2, "clear"]);
-    assert!(
-        lab.ipmitool(2, &["chassis", "power", "status"])
-            .unwrap()
-            .contains("is on")
-    );
+    assert!(lab.power_status(2).unwrap().contains("is on"));
 
     // bmc-loss: the rack's relay drops that share of datagrams; at 100% nothing arrives.
     lab.ok(&["fault", &n2, "bmc-loss", "100"]);
     std::thread::sleep(Duration::from_millis(700)); // the relay re-reads faults twice a second
-    assert!(lab.ipmitool(2, &["chassis", "power", "status"]).is_err());
-    assert!(
-        lab.ipmitool(1, &["chassis", "power", "status"]).is_ok(),
-        "other BMCs unaffected"
-    );
+    assert!(lab.power_status(2).is_err());
+    assert!(lab.power_status(1).is_ok(), "other BMCs unaffected");
     lab.ok(&["fault", &n2, "clear"]);
     std::thread::sleep(Duration::from_millis(700));
-    assert!(
-        lab.ipmitool(2, &["chassis", "power", "status"])
-            .unwrap()
-            .contains("is on")
-    );
+    assert!(lab.power_status(2).unwrap().contains("is on"));
 
     let status = lab.ok(&["status"]);
     assert!(
@@ -432,7 +404,6 @@ fn down_after_a_crash_removes_what_the_rack_had_made() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_enroll_registers_the_nodes_and_the_coordinator_powers_them_through_an_agent() {
-    use ferric_agent::bmc::control::{IpmiBmcs, POWER_SETTLE};
     use ferric_agent::bmc::ipmi::IpmiClient;
     let tmp = tempfile::tempdir().unwrap();
     let lab = Lab {
@@ -445,14 +416,9 @@ async fn lab_enroll_registers_the_nodes_and_the_coordinator_powers_them_through_
     let coord = ferric_tests::start_coordinator(&tmp.path().join("coord"))
         .await
         .unwrap();
-    let state = tmp.path().join("mgmt");
-    ferric_tests::enroll_in_process(coord.api, coord.listen, "mgmt", &state)
+    let agent = ferric_tests::management_agent(&coord, tmp.path(), IpmiClient::default(), None)
         .await
         .unwrap();
-    let fake = std::sync::Arc::new(ferric_agent::driver::FakeDriver::new());
-    let mut cfg = ferric_tests::agent_config(&state, fake.clone());
-    cfg.drivers.bmc = std::sync::Arc::new(IpmiBmcs::new(IpmiClient::default(), POWER_SETTLE));
-    let agent = ferric_tests::spawn_agent(cfg, fake);
 
     let api = format!("http://{}", coord.api);
     let ferric = |args: Vec<String>| {

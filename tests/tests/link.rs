@@ -40,10 +40,7 @@ async fn connected(c: &ferric_coordinator::client::Client) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_agents_enroll_run_a_plan_and_every_event_is_stored_once() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
-    let c = client(coord.api);
+    let (dir, coord, c) = coordinator_in_tempdir().await;
     const N: usize = 50;
 
     let mut enrolls = JoinSet::new();
@@ -150,14 +147,8 @@ async fn fifty_agents_enroll_run_a_plan_and_every_event_is_stored_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_for_an_offline_agent_is_delivered_when_it_connects() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
-    let c = client(coord.api);
-    let state = dir.path().join("agent");
-    enroll_in_process(coord.api, coord.listen, "late", &state)
-        .await
-        .unwrap();
+    let (dir, coord, c) = coordinator_in_tempdir().await;
+    let state = enroll_node(&coord, dir.path(), "late").await.unwrap();
     let created = c.apply(vec!["late".into()], volumes_plan(2)).await.unwrap();
     assert!(!created[0].pushed);
     assert_eq!(
@@ -178,14 +169,8 @@ async fn a_plan_for_an_offline_agent_is_delivered_when_it_connects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_newer_than_the_agents_protocol_fails_naming_the_step_and_the_link_stays() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
-    let c = client(coord.api);
-    let state = dir.path().join("agent");
-    enroll_in_process(coord.api, coord.listen, "old", &state)
-        .await
-        .unwrap();
+    let (dir, coord, c) = coordinator_in_tempdir().await;
+    let state = enroll_node(&coord, dir.path(), "old").await.unwrap();
     // A plan with a version-3 step, waiting for an agent that turns out to speak version 2:
     // it fails when the agent connects, as another one does when it is created afterwards.
     let sel: PlanFile = serde_yaml_ng::from_str(
@@ -231,10 +216,7 @@ async fn a_plan_newer_than_the_agents_protocol_fails_naming_the_step_and_the_lin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrollment_refusals_name_the_problem_and_change_nothing() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
-    let c = client(coord.api);
+    let (_dir, coord, c) = coordinator_in_tempdir().await;
     let store = &coord.shared.store;
     let opts = |token: &str, pin: CaPin, node: &str| EnrollOptions {
         coordinator: coord.listen.to_string(),
@@ -346,15 +328,9 @@ fn app_close(e: &quinn::ConnectionError) -> (u64, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_peers_are_refused_while_good_agents_keep_being_served() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
-    let c = client(coord.api);
+    let (dir, coord, c) = coordinator_in_tempdir().await;
     let good = enrolled_agent(&coord, dir.path(), "good").await.unwrap();
-    let bad_state = dir.path().join("bad");
-    enroll_in_process(coord.api, coord.listen, "bad", &bad_state)
-        .await
-        .unwrap();
+    let bad_state = enroll_node(&coord, dir.path(), "bad").await.unwrap();
     let bad_id = Identity::load(&bad_state).unwrap();
     let mut served = 0;
     let mut still_serving = || {
@@ -511,10 +487,7 @@ async fn bad_peers_are_refused_while_good_agents_keep_being_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_or_slow_step_fails_the_plan_with_a_stable_kind_and_can_be_retried() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
-    let c = client(coord.api);
+    let (dir, coord, c) = coordinator_in_tempdir().await;
     let agent = enrolled_agent(&coord, dir.path(), "flaky").await.unwrap();
     let fake = agent.fake.clone();
 
@@ -576,10 +549,7 @@ async fn a_failing_or_slow_step_fails_the_plan_with_a_stable_kind_and_can_be_ret
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plans_on_different_objects_overlap_and_plans_on_the_same_object_keep_their_order() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
-    let c = client(coord.api);
+    let (dir, coord, c) = coordinator_in_tempdir().await;
     let agent = enrolled_agent(&coord, dir.path(), "para").await.unwrap();
     agent.fake.set_delay(Duration::from_millis(300));
     let guest = |name: &str| -> PlanFile {

@@ -6,11 +6,10 @@
 //! its BMC's LAN address.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ferric_agent::bmc::control::{IpmiBmcs, POWER_SETTLE};
 use ferric_agent::bmc::ipmi::IpmiClient;
 use ferric_coordinator::boot::{BootConfig, DhcpMode};
 use ferric_lab::{Rack, UpOptions};
-use ferric_tests::{cli, cli_ok};
+use ferric_tests::cli_ok;
 use std::process::Command;
 use std::time::Duration;
 
@@ -53,41 +52,11 @@ async fn boot_and_inspect(rack: &Rack, dhcp: DhcpMode, dir: &std::path::Path) {
     cfg.boot = Some(boot);
     let coord = ferric_coordinator::start(cfg).await.unwrap();
     let api = coord.api;
-    let state = dir.join("mgmt");
-    let link = std::net::SocketAddr::from(([127, 0, 0, 1], coord.listen.port()));
-    ferric_tests::enroll_in_process(api, link, "mgmt", &state)
+    let agent = ferric_tests::management_agent(&coord, dir, IpmiClient::default(), None)
         .await
         .unwrap();
-    let fake = std::sync::Arc::new(ferric_agent::driver::FakeDriver::new());
-    let mut acfg = ferric_tests::agent_config(&state, fake.clone());
-    acfg.drivers.bmc = std::sync::Arc::new(IpmiBmcs::new(IpmiClient::default(), POWER_SETTLE));
-    let agent = ferric_tests::spawn_agent(acfg, fake);
-
     let n = &rack.nodes[0];
-    let bmc = format!(
-        "ipmi://{}@{}:{}",
-        ferric_lab::BMC_USER,
-        n.bmc_ip,
-        ferric_lab::BMC_PORT
-    );
-    let (ok, _, err) = cli(
-        api,
-        &[
-            "node",
-            "enroll",
-            &n.name,
-            "--bmc",
-            &bmc,
-            "--password-env",
-            "PW",
-            "--mac",
-            &n.mac,
-        ],
-        &[("PW", rack.bmc_password.as_str())],
-    )
-    .await;
-    assert!(ok, "{err}");
-    cli_ok(api, &["node", "bootdev", &n.name, "pxe"]).await;
+    ferric_tests::enroll_lab_node(api, rack, n).await.unwrap();
     cli_ok(api, &["node", "power", "on", &n.name]).await;
 
     let c = ferric_tests::client(api);

@@ -147,12 +147,19 @@ fn count(text: &str, line: &str) -> usize {
     text.lines().filter(|l| *l == line).count()
 }
 
+/// Waits (20 s at most) until the fake driver's record holds `line`.
+async fn wait_recorded(record: &std::path::Path, line: &str, what: &str) {
+    wait_for(Duration::from_secs(20), what, || async {
+        let text = std::fs::read_to_string(record).unwrap_or_default();
+        Ok(text.contains(line).then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_killed_mid_step_resumes_from_its_journal() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
-    let c = client(coord.api);
+    let (dir, coord, c) = coordinator_in_tempdir().await;
     let state = dir.path().join("agent");
     let record = dir.path().join("calls.log");
     let agent_bin = bin("ferric-agent").unwrap();
@@ -204,14 +211,8 @@ async fn agent_killed_mid_step_resumes_from_its_journal() {
     let id = c.apply(vec!["worker".into()], plan).await.unwrap()[0].id;
 
     // Kill it in the middle of step 1.
-    wait_for(Duration::from_secs(20), "step 1 running", || async {
-        let text = std::fs::read_to_string(&record).unwrap_or_default();
-        Ok(text
-            .contains("begin ensure_volume volume/default/v1")
-            .then_some(()))
-    })
-    .await
-    .unwrap();
+    let step1 = "begin ensure_volume volume/default/v1";
+    wait_recorded(&record, step1, "step 1 running").await;
     agent.kill();
     let mut agent = Proc::spawn(&agent_bin, &run_args, &dir.path().join("agent-2.log")).unwrap();
     let s = wait_plan_finished(&c, id, Duration::from_secs(30))
@@ -234,30 +235,10 @@ async fn agent_killed_mid_step_resumes_from_its_journal() {
     }
     assert_eq!(event_list(&s), want);
     let rec = std::fs::read_to_string(&record).unwrap();
-    assert_eq!(
-        count(&rec, "begin ensure_volume volume/default/v0"),
-        1,
-        "{rec}"
-    );
-    assert_eq!(
-        count(&rec, "end ensure_volume volume/default/v0"),
-        1,
-        "{rec}"
-    );
-    assert_eq!(
-        count(&rec, "begin ensure_volume volume/default/v1"),
-        2,
-        "{rec}"
-    );
-    assert_eq!(
-        count(&rec, "end ensure_volume volume/default/v1"),
-        1,
-        "{rec}"
-    );
-    for v in ["v2", "v3"] {
+    for (v, begun) in [("v0", 1), ("v1", 2), ("v2", 1), ("v3", 1)] {
         assert_eq!(
             count(&rec, &format!("begin ensure_volume volume/default/{v}")),
-            1,
+            begun,
             "{rec}"
         );
         assert_eq!(
@@ -270,18 +251,8 @@ async fn agent_killed_mid_step_resumes_from_its_journal() {
     // SIGTERM in the middle of a step: the step finishes, its events are stored, exit 0.
     std::fs::write(&record, "").unwrap();
     let id2 = c.apply(vec!["worker".into()], plan_file(3)).await.unwrap()[0].id;
-    wait_for(
-        Duration::from_secs(20),
-        "step 0 of the second plan running",
-        || async {
-            let text = std::fs::read_to_string(&record).unwrap_or_default();
-            Ok(text
-                .contains("begin ensure_volume volume/default/v0")
-                .then_some(()))
-        },
-    )
-    .await
-    .unwrap();
+    let step0 = "begin ensure_volume volume/default/v0";
+    wait_recorded(&record, step0, "step 0 of the second plan running").await;
     let status = agent.terminate(Duration::from_secs(10)).unwrap();
     assert!(
         status.success(),

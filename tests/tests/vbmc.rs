@@ -4,20 +4,15 @@
 //! (the domain runs or not, its boot device) and with `ipmitool -I lanplus`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ferric_agent::bmc::control::{IpmiBmcs, POWER_SETTLE};
 use ferric_agent::bmc::ipmi::{IpmiClient, IpmiOptions};
 use ferric_agent::bmc::{BmcTarget, Secret};
 use ferric_proto::plan::{BootDevice, PowerAction};
 use ferric_tests::vbmc::{ADMIN, VirtualBmc};
-use ferric_tests::{cli, cli_ok};
+use ferric_tests::{cli_enroll_bmc, cli_ok, cli_power};
 use std::time::{Duration, Instant};
 
 fn target(v: &VirtualBmc) -> BmcTarget {
-    BmcTarget::parse(
-        &format!("ipmi://{}@127.0.0.1:{}", ADMIN.0, v.port),
-        Secret::new(ADMIN.1),
-    )
-    .unwrap()
+    BmcTarget::parse(&v.address(), Secret::new(ADMIN.1)).unwrap()
 }
 
 /// Waits until libvirt says the domain is (or is not) running.
@@ -45,11 +40,7 @@ async fn the_ipmi_client_drives_virtualbmc_and_libvirt_agrees() {
     c.power(&t, PowerAction::On).await.unwrap();
     wait_running(&v, true).await;
     assert!(c.chassis_status(&t).await.unwrap().power_on);
-    assert!(
-        v.ipmitool(&["chassis", "power", "status"])
-            .unwrap()
-            .contains("is on")
-    );
+    assert!(v.power_status().unwrap().contains("is on"));
     c.power(&t, PowerAction::Off).await.unwrap();
     wait_running(&v, false).await;
     assert!(!c.chassis_status(&t).await.unwrap().power_on);
@@ -78,55 +69,29 @@ async fn the_cli_drives_virtualbmc_through_coordinator_and_agent() {
         .await
         .unwrap();
     let api = coord.api;
-    let state = dir.path().join("mgmt");
-    ferric_tests::enroll_in_process(api, coord.listen, "mgmt", &state)
-        .await
-        .unwrap();
-    let fake = std::sync::Arc::new(ferric_agent::driver::FakeDriver::new());
-    let mut cfg = ferric_tests::agent_config(&state, fake.clone());
     // A short deadline, so that the BMC that never answers (below) is reported soon.
     let client = IpmiClient::new(IpmiOptions {
         deadline: Duration::from_secs(4),
         ..IpmiOptions::default()
     });
-    cfg.drivers.bmc = std::sync::Arc::new(IpmiBmcs::new(client, POWER_SETTLE));
-    cfg.bmc_poll = Duration::from_millis(500);
-    let agent = ferric_tests::spawn_agent(cfg, fake);
+    let poll = Some(Duration::from_millis(500));
+    let agent = ferric_tests::management_agent(&coord, dir.path(), client, poll)
+        .await
+        .unwrap();
 
-    let address = format!("ipmi://{}@127.0.0.1:{}", ADMIN.0, v.port);
-    let (success, _, err) = cli(
-        api,
-        &[
-            "node",
-            "enroll",
-            "vnode",
-            "--bmc",
-            &address,
-            "--password-env",
-            "PW",
-        ],
-        &[("PW", ADMIN.1)],
-    )
-    .await;
+    let (success, _, err) = cli_enroll_bmc(api, "vnode", &v.address(), ADMIN.1).await;
     assert!(success, "{err}");
 
     assert_eq!(
-        cli_ok(api, &["node", "power", "status", "vnode"])
-            .await
-            .trim(),
+        cli_power(api, "status", "vnode").await,
         "node vnode: power off"
     );
-    assert_eq!(
-        cli_ok(api, &["node", "power", "on", "vnode"]).await.trim(),
-        "node vnode: power on"
-    );
+    assert_eq!(cli_power(api, "on", "vnode").await, "node vnode: power on");
     assert!(v.running().unwrap(), "the domain runs after power on");
     // VirtualBMC refuses Power Cycle: the agent powers off, then on — a new QEMU process.
     let before = ferric_tests::hv::virsh(&["domid", &v.domain]).unwrap();
     assert_eq!(
-        cli_ok(api, &["node", "power", "cycle", "vnode"])
-            .await
-            .trim(),
+        cli_power(api, "cycle", "vnode").await,
         "node vnode: power on"
     );
     assert!(v.running().unwrap());
@@ -137,7 +102,7 @@ async fn the_cli_drives_virtualbmc_through_coordinator_and_agent() {
         "the cycle restarted the domain"
     );
     assert_eq!(
-        cli_ok(api, &["node", "power", "off", "vnode"]).await.trim(),
+        cli_power(api, "off", "vnode").await,
         "node vnode: power off"
     );
     assert!(!v.running().unwrap(), "the domain is off after power off");
@@ -174,20 +139,8 @@ async fn the_cli_drives_virtualbmc_through_coordinator_and_agent() {
 
     // A BMC that never answers: POWER says so, `node show` has the error and when.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let (success, _, err) = cli(
-        api,
-        &[
-            "node",
-            "enroll",
-            "gone",
-            "--bmc",
-            &format!("ipmi://admin@{}", silent.local_addr().unwrap()),
-            "--password-env",
-            "PW",
-        ],
-        &[("PW", "x")],
-    )
-    .await;
+    let address = format!("ipmi://admin@{}", silent.local_addr().unwrap());
+    let (success, _, err) = cli_enroll_bmc(api, "gone", &address, "x").await;
     assert!(success, "{err}");
     ferric_tests::wait_for(
         Duration::from_secs(30),

@@ -165,80 +165,91 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Demo { keep } => demo(keep),
         Task::Test { fuzz_secs } => test(fuzz_secs),
-        Task::Bench {
-            which: Bench::Guests { guests },
-        } => {
-            setup::packages()?;
-            build_release(&["ferric-agent", "ferric-tests"])?;
-            let mut cmd = Command::new(root().join("target/release/ferric-bench-guests"));
-            for n in guests {
-                cmd.arg("--guests").arg(n.to_string());
-            }
-            run(&mut cmd)
-        }
-        Task::Bench {
-            which: Bench::Images { size_mib, runs },
-        } => {
-            setup::packages()?;
-            build_release(&["ferric-coordinator", "ferric-tests"])?;
-            run(
-                Command::new(root().join("target/release/ferric-bench-images"))
-                    .arg("--size-mib")
-                    .arg(size_mib.to_string())
-                    .arg("--runs")
-                    .arg(runs.to_string()),
-            )
-        }
-        Task::Bench {
-            which: Bench::Lab { nodes },
-        } => {
-            setup::packages()?;
-            build_release(&["ferric-coordinator", "ferric-tests"])?;
-            let mut cmd = Command::new(root().join("target/release/ferric-bench-lab"));
-            for n in nodes {
-                cmd.arg("--nodes").arg(n.to_string());
-            }
-            run(&mut cmd)
-        }
-        Task::Bench {
-            which: Bench::Bmc { bmcs, rounds },
-        } => {
-            setup::packages()?;
-            build_release(&["ferric-tests"])?;
-            run(Command::new(root().join("target/release/ferric-bench-bmc"))
-                .arg("--bmcs")
-                .arg(bmcs.to_string())
-                .arg("--rounds")
-                .arg(rounds.to_string()))
-        }
-        Task::Bench {
-            which: Bench::Ramdisk { nodes },
-        } => {
-            setup::packages()?;
-            build_release(&["ferric-coordinator", "ferric-ramdisk", "ferric-tests"])?;
-            let mut cmd = Command::new(root().join("target/release/ferric-bench-ramdisk"));
-            cmd.arg("--binary")
-                .arg(root().join("target/release/ferric-ramdisk"))
-                .arg("--work")
-                .arg(root().join("target/bench-ramdisk"));
-            for n in nodes {
-                cmd.arg("--nodes").arg(n.to_string());
-            }
-            run(&mut cmd)
-        }
-        Task::Bench {
-            which: Bench::Link { agents },
-        } => {
-            build_release(&["ferric-coordinator", "ferric-tests"])?;
-            let mut cmd = Command::new(root().join("target/release/ferric-bench-link"));
-            cmd.arg("--ferric")
-                .arg(root().join("target/release/ferric"));
-            for n in agents {
-                cmd.arg("--agents").arg(n.to_string());
-            }
-            run(&mut cmd)
-        }
+        Task::Bench { which } => bench(which),
     }
+}
+
+/// Builds what a benchmark measures in release mode and runs it with its options.
+fn bench(which: Bench) -> Result<()> {
+    // `--flag v` for each value of a list option.
+    fn each<T: ToString>(flag: &str, values: Vec<T>) -> Vec<String> {
+        values
+            .into_iter()
+            .flat_map(|v| [flag.to_owned(), v.to_string()])
+            .collect()
+    }
+    let release = root().join("target/release");
+    // The packages to build, the benchmark binary, its arguments, and whether it drives system
+    // tools (the link benchmark runs on loopback alone).
+    let (packages, binary, args, system): (&[&str], &str, Vec<String>, bool) = match which {
+        Bench::Guests { guests } => (
+            &["ferric-agent", "ferric-tests"],
+            "ferric-bench-guests",
+            each("--guests", guests),
+            true,
+        ),
+        Bench::Images { size_mib, runs } => (
+            &["ferric-coordinator", "ferric-tests"],
+            "ferric-bench-images",
+            vec![
+                "--size-mib".into(),
+                size_mib.to_string(),
+                "--runs".into(),
+                runs.to_string(),
+            ],
+            true,
+        ),
+        Bench::Lab { nodes } => (
+            &["ferric-coordinator", "ferric-tests"],
+            "ferric-bench-lab",
+            each("--nodes", nodes),
+            true,
+        ),
+        Bench::Bmc { bmcs, rounds } => (
+            &["ferric-tests"],
+            "ferric-bench-bmc",
+            vec![
+                "--bmcs".into(),
+                bmcs.to_string(),
+                "--rounds".into(),
+                rounds.to_string(),
+            ],
+            true,
+        ),
+        Bench::Ramdisk { nodes } => (
+            &["ferric-coordinator", "ferric-ramdisk", "ferric-tests"],
+            "ferric-bench-ramdisk",
+            [
+                vec![
+                    "--binary".into(),
+                    release.join("ferric-ramdisk").display().to_string(),
+                    "--work".into(),
+                    root().join("target/bench-ramdisk").display().to_string(),
+                ],
+                each("--nodes", nodes),
+            ]
+            .concat(),
+            true,
+        ),
+        Bench::Link { agents } => (
+            &["ferric-coordinator", "ferric-tests"],
+            "ferric-bench-link",
+            [
+                vec![
+                    "--ferric".into(),
+                    release.join("ferric").display().to_string(),
+                ],
+                each("--agents", agents),
+            ]
+            .concat(),
+            false,
+        ),
+    };
+    if system {
+        setup::packages()?;
+    }
+    build_release(packages)?;
+    run(Command::new(release.join(binary)).args(args))
 }
 
 fn test(fuzz_secs: u64) -> Result<()> {

@@ -4,6 +4,7 @@
 use crate::driver::{DriverError, DriverResult, Network};
 use async_trait::async_trait;
 use ferric_proto::plan::ErrorKind;
+use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::{LinkBridge, LinkUnspec, LinkVlan};
 use std::path::{Path, PathBuf};
 
@@ -68,8 +69,27 @@ fn read_trim(p: &Path) -> Option<String> {
     std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
 }
 
-fn nl(what: String) -> impl FnOnce(rtnetlink::Error) -> DriverError {
-    move |e| err(ErrorKind::Io, format!("{what}: {e}"))
+/// One change to a network interface, as one rtnetlink request.
+enum Change {
+    /// Create an interface.
+    Add(LinkMessage),
+    /// Change an existing one.
+    Set(LinkMessage),
+    /// Remove the interface of this index.
+    Delete(u32),
+}
+
+impl Change {
+    /// Sends the request; a failure names `what` was being done.
+    async fn send(self, handle: &rtnetlink::Handle, what: String) -> Result<(), DriverError> {
+        let links = handle.link();
+        let sent = match self {
+            Change::Add(link) => links.add(link).execute().await,
+            Change::Set(link) => links.set(link).execute().await,
+            Change::Delete(index) => links.del(index).execute().await,
+        };
+        sent.map_err(|e| err(ErrorKind::Io, format!("{what}: {e}")))
+    }
 }
 
 #[async_trait]
@@ -96,22 +116,16 @@ impl Network for Netlink {
                 ));
             }
         } else {
-            handle
-                .link()
-                .add(LinkBridge::new(name).build())
-                .execute()
-                .await
-                .map_err(nl(format!("create bridge `{name}`")))?;
+            Change::Add(LinkBridge::new(name).build())
+                .send(&handle, format!("create bridge `{name}`"))
+                .await?;
             changed = true;
         }
         let br = self.index(name)?;
         if !self.is_up(name) {
-            handle
-                .link()
-                .set(LinkUnspec::new_with_index(br).up().build())
-                .execute()
-                .await
-                .map_err(nl(format!("set bridge `{name}` up")))?;
+            Change::Set(LinkUnspec::new_with_index(br).up().build())
+                .send(&handle, format!("set bridge `{name}` up"))
+                .await?;
             changed = true;
         }
         if let Some(uplink) = uplink {
@@ -127,12 +141,9 @@ impl Network for Netlink {
                     }
                     // A VLAN interface comes up only on an uplink that is up.
                     if !self.is_up(uplink) {
-                        handle
-                            .link()
-                            .set(LinkUnspec::new_with_index(up_idx).up().build())
-                            .execute()
-                            .await
-                            .map_err(nl(format!("set uplink `{uplink}` up")))?;
+                        Change::Set(LinkUnspec::new_with_index(up_idx).up().build())
+                            .send(&handle, format!("set uplink `{uplink}` up"))
+                            .await?;
                         changed = true;
                     }
                     if self.exists(&port) {
@@ -156,12 +167,9 @@ impl Network for Netlink {
                             ));
                         }
                     } else {
-                        handle
-                            .link()
-                            .add(LinkVlan::new(&port, up_idx, id).up().build())
-                            .execute()
-                            .await
-                            .map_err(nl(format!("create VLAN interface `{port}`")))?;
+                        Change::Add(LinkVlan::new(&port, up_idx, id).up().build())
+                            .send(&handle, format!("create VLAN interface `{port}`"))
+                            .await?;
                         changed = true;
                     }
                     port
@@ -170,12 +178,9 @@ impl Network for Netlink {
             };
             if self.master(&port).as_deref() != Some(name) || !self.is_up(&port) {
                 let idx = self.index(&port)?;
-                handle
-                    .link()
-                    .set(LinkUnspec::new_with_index(idx).controller(br).up().build())
-                    .execute()
-                    .await
-                    .map_err(nl(format!("enslave `{port}` to `{name}`")))?;
+                Change::Set(LinkUnspec::new_with_index(idx).controller(br).up().build())
+                    .send(&handle, format!("enslave `{port}` to `{name}`"))
+                    .await?;
                 changed = true;
             }
         }
@@ -199,22 +204,16 @@ impl Network for Netlink {
                 let port = port.file_name().to_string_lossy().into_owned();
                 if Path::new("/proc/net/vlan").join(&port).exists() {
                     let idx = self.index(&port)?;
-                    handle
-                        .link()
-                        .del(idx)
-                        .execute()
-                        .await
-                        .map_err(nl(format!("delete VLAN interface `{port}`")))?;
+                    Change::Delete(idx)
+                        .send(&handle, format!("delete VLAN interface `{port}`"))
+                        .await?;
                 }
             }
         }
         let idx = self.index(name)?;
-        handle
-            .link()
-            .del(idx)
-            .execute()
-            .await
-            .map_err(nl(format!("delete bridge `{name}`")))?;
+        Change::Delete(idx)
+            .send(&handle, format!("delete bridge `{name}`"))
+            .await?;
         Ok(true)
     }
 }

@@ -1,20 +1,41 @@
 use super::*;
 use ferric_proto::plan::{ErrorKind, PlanStep, Step};
 
+/// A plan of `n` guest deletions.
 fn plan(id: PlanId, n: usize) -> Plan {
+    let steps = (0..n)
+        .map(|i| Step::DeleteGuest {
+            name: format!("g{i}"),
+        })
+        .collect();
+    plan_of(id, steps)
+}
+
+fn plan_of(id: PlanId, steps: Vec<Step>) -> Plan {
     Plan {
         id,
         node: "n".into(),
-        steps: (0..n)
-            .map(|i| PlanStep {
-                key: format!("k{i}"),
+        steps: steps
+            .into_iter()
+            .enumerate()
+            .map(|(i, step)| PlanStep {
+                key: i.to_string(),
                 timeout_secs: 5,
-                step: Step::DeleteGuest {
-                    name: format!("g{i}"),
-                },
+                step,
             })
             .collect(),
     }
+}
+
+/// A journal in a fresh directory that holds plan `id` (two steps) with step 0 started; and
+/// the path of that plan's file.
+fn journal_with_a_started_plan(id: PlanId) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), false).unwrap();
+    j.add_plan(&plan(id, 2)).unwrap();
+    j.record(id, 0, 1, StepEventKind::Started).unwrap();
+    let path = dir.path().join(format!("plan-{id}.jsonl"));
+    (dir, path)
 }
 
 #[test]
@@ -68,22 +89,6 @@ fn finished_and_acked_plans_are_forgotten_but_remembered() {
         !j.add_plan(&plan(7, 1)).unwrap(),
         "a completed plan is not run again"
     );
-}
-
-fn plan_of(id: PlanId, steps: Vec<Step>) -> Plan {
-    Plan {
-        id,
-        node: "n".into(),
-        steps: steps
-            .into_iter()
-            .enumerate()
-            .map(|(i, step)| PlanStep {
-                key: i.to_string(),
-                timeout_secs: 5,
-                step,
-            })
-            .collect(),
-    }
 }
 
 #[test]
@@ -141,13 +146,7 @@ fn guests_sharing_a_bridge_run_side_by_side_but_wait_for_the_bridge_to_change() 
 
 #[test]
 fn torn_last_line_is_ignored_and_cut() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let mut j = Journal::open(dir.path(), false).unwrap();
-        j.add_plan(&plan(2, 2)).unwrap();
-        j.record(2, 0, 1, StepEventKind::Started).unwrap();
-    }
-    let path = dir.path().join("plan-2.jsonl");
+    let (dir, path) = journal_with_a_started_plan(2);
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
@@ -166,13 +165,7 @@ fn torn_last_line_is_ignored_and_cut() {
 
 #[test]
 fn corruption_in_the_middle_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let mut j = Journal::open(dir.path(), false).unwrap();
-        j.add_plan(&plan(3, 2)).unwrap();
-        j.record(3, 0, 1, StepEventKind::Started).unwrap();
-    }
-    let path = dir.path().join("plan-3.jsonl");
+    let (dir, path) = journal_with_a_started_plan(3);
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replacen("{\"plan\"", "{\"plXX\"", 1);

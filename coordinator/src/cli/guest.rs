@@ -1,7 +1,7 @@
 //! `ferric guest …` and `ferric host …`: guests as desired state, hosts with their capacity.
 
 use super::Client;
-use super::output::{parse_size, print_json, table};
+use super::output::{parse_size, print_item, print_list};
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -112,15 +112,17 @@ pub(super) async fn run(client: &Client, cmd: GuestCmd, json: bool) -> Result<()
         }
         GuestCmd::List => {
             let guests: Vec<GuestView> = client.get("/v1/guests").await?;
-            if json {
-                return print_json(&guests);
-            }
-            let rows = guests
-                .into_iter()
-                .map(|g| {
+            return print_list(
+                json,
+                &guests,
+                &[
+                    "GUEST", "HOST", "VCPUS", "MEM MiB", "DISK GiB", "DESIRED", "OBSERVED", "CPU%",
+                    "DRIFT",
+                ],
+                |g| {
                     vec![
-                        g.name,
-                        g.host,
+                        g.name.clone(),
+                        g.host.clone(),
                         g.vcpus.to_string(),
                         g.memory_mib.to_string(),
                         (g.disk_bytes >> 30).to_string(),
@@ -133,42 +135,29 @@ pub(super) async fn run(client: &Client, cmd: GuestCmd, json: bool) -> Result<()
                             g.drift.join("; ")
                         },
                     ]
-                })
-                .collect();
-            println!(
-                "{}",
-                table(
-                    &[
-                        "GUEST", "HOST", "VCPUS", "MEM MiB", "DISK GiB", "DESIRED", "OBSERVED",
-                        "CPU%", "DRIFT"
-                    ],
-                    rows
-                )
+                },
             );
-            return Ok(());
         }
         GuestCmd::Show { name } => {
             let g: GuestView = client.get(&format!("/v1/guests/{name}")).await?;
-            if json {
-                return print_json(&g);
-            }
-            println!(
-                "guest:    {}\nhost:     {}\nvcpus:    {}\nmemory:   {} MiB\ndisk:     {} GiB\ndesired:  {}\nobserved: {}\ndrift:    {}\nplan:     {}",
-                g.name,
-                g.host,
-                g.vcpus,
-                g.memory_mib,
-                g.disk_bytes >> 30,
-                g.desired,
-                g.observed,
-                if g.drift.is_empty() {
-                    "none".into()
-                } else {
-                    g.drift.join("; ")
-                },
-                g.last_plan.map_or("-".into(), |p| p.to_string())
-            );
-            return Ok(());
+            return print_item(json, &g, |g| {
+                format!(
+                    "guest:    {}\nhost:     {}\nvcpus:    {}\nmemory:   {} MiB\ndisk:     {} GiB\ndesired:  {}\nobserved: {}\ndrift:    {}\nplan:     {}",
+                    g.name,
+                    g.host,
+                    g.vcpus,
+                    g.memory_mib,
+                    g.disk_bytes >> 30,
+                    g.desired,
+                    g.observed,
+                    if g.drift.is_empty() {
+                        "none".into()
+                    } else {
+                        g.drift.join("; ")
+                    },
+                    g.last_plan.map_or("-".into(), |p| p.to_string())
+                )
+            });
         }
         GuestCmd::Start { name } => {
             client
@@ -182,26 +171,30 @@ pub(super) async fn run(client: &Client, cmd: GuestCmd, json: bool) -> Result<()
         }
         GuestCmd::Delete { name } => client.delete(&format!("/v1/guests/{name}")).await?,
     };
-    if json {
-        return print_json(&action);
-    }
-    println!(
-        "guest {} on {}: plan {} pushed (ferric plan status {} --wait 2m)",
-        action.guest, action.host, action.plan, action.plan
-    );
-    Ok(())
+    print_item(json, &action, |a| {
+        format!(
+            "guest {} on {}: plan {} pushed (ferric plan status {} --wait 2m)",
+            a.guest, a.host, a.plan, a.plan
+        )
+    })
 }
 
 /// `ferric host list`.
 pub(super) async fn hosts(client: &Client, json: bool) -> Result<()> {
     let hosts: Vec<ferric_coordinator::conductor::placement::HostView> =
         client.get("/v1/hosts").await?;
-    if json {
-        return print_json(&hosts);
-    }
-    let rows = hosts
-        .iter()
-        .map(|h| {
+    print_list(
+        json,
+        &hosts,
+        &[
+            "HOST",
+            "LINK",
+            "VCPUS USED/MAX",
+            "MEM MiB USED/TOTAL",
+            "DISK GiB USED/FREE",
+            "GUESTS",
+        ],
+        |h| {
             vec![
                 h.name.clone(),
                 if h.connected {
@@ -220,21 +213,6 @@ pub(super) async fn hosts(client: &Client, json: bool) -> Result<()> {
                 format!("{}/{}", h.disk_used_bytes >> 30, h.disk_free_bytes >> 30),
                 h.guests.to_string(),
             ]
-        })
-        .collect();
-    println!(
-        "{}",
-        table(
-            &[
-                "HOST",
-                "LINK",
-                "VCPUS USED/MAX",
-                "MEM MiB USED/TOTAL",
-                "DISK GiB USED/FREE",
-                "GUESTS"
-            ],
-            rows
-        )
-    );
-    Ok(())
+        },
+    )
 }

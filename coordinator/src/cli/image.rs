@@ -1,7 +1,7 @@
 //! `ferric image …`: the coordinator's image store, and the write pipeline on this machine.
 
 use super::Client;
-use super::output::{human_bytes, print_json, table};
+use super::output::{human_bytes, print_item, print_json, print_list};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -174,12 +174,11 @@ pub(super) async fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<()
         }
         ImageCmd::List => {
             let images: Vec<ImageView> = client.get("/v1/images").await?;
-            if json {
-                return print_json(&images);
-            }
-            let rows = images
-                .iter()
-                .map(|i| {
+            return print_list(
+                json,
+                &images,
+                &["IMAGE", "FORMAT", "VIRTUAL", "SIZE", "CHECKSUM"],
+                |i| {
                     vec![
                         i.name.clone(),
                         match &i.wrapper {
@@ -192,26 +191,16 @@ pub(super) async fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<()
                         human_bytes(i.size),
                         format!("sha256:{}", &i.sha256[..16.min(i.sha256.len())]),
                     ]
-                })
-                .collect();
-            println!(
-                "{}",
-                table(&["IMAGE", "FORMAT", "VIRTUAL", "SIZE", "CHECKSUM"], rows)
+                },
             );
         }
         ImageCmd::Show { name } => {
             let i: ImageView = client.get(&format!("/v1/images/{name}")).await?;
-            if json {
-                return print_json(&i);
-            }
-            println!("{}", show(&i));
+            print_item(json, &i, show)?;
         }
         ImageCmd::Delete { name } => {
             let i: ImageView = client.delete(&format!("/v1/images/{name}")).await?;
-            if json {
-                return print_json(&i);
-            }
-            println!("image `{}` deleted", i.name);
+            print_item(json, &i, |i| format!("image `{}` deleted", i.name))?;
         }
     }
     Ok(())

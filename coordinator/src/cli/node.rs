@@ -1,11 +1,12 @@
 //! `ferric node …`: enrolled nodes, and bare-metal nodes' BMC actions.
 
 use super::Client;
-use super::output::{ago, print_json, table};
+use super::output::{ago, print_item, print_json, print_list, table};
 use super::wait::{plan_output, wait_plan};
 use anyhow::{Context, Result, bail};
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use ferric_coordinator::conductor::nodes::{NodeDetail, NodeView};
+use ferric_proto::plan::{BootDevice, PowerAction};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -43,8 +44,8 @@ pub enum NodeCmd {
     /// Power a bare-metal node on, off, cycle, reset, soft (ACPI) off, or read its status.
     Power {
         /// Action.
-        #[arg(value_enum)]
-        action: PowerArg,
+        #[arg(value_parser = by_name(PowerAction::ALL, PowerAction::as_str))]
+        action: PowerAction,
         /// Node name.
         name: String,
         /// Return once the plan is pushed instead of waiting for the result.
@@ -56,8 +57,8 @@ pub enum NodeCmd {
         /// Node name.
         name: String,
         /// Device.
-        #[arg(value_enum)]
-        device: BootdevArg,
+        #[arg(value_parser = by_name(BootDevice::ALL, BootDevice::as_str))]
+        device: BootDevice,
         /// For every boot, not just the next one.
         #[arg(long)]
         persistent: bool,
@@ -85,60 +86,18 @@ pub enum NodeCmd {
     },
 }
 
-/// Power actions on the command line.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum PowerArg {
-    /// Power on.
-    On,
-    /// Hard power off.
-    Off,
-    /// Off, then on.
-    Cycle,
-    /// Hard reset.
-    Reset,
-    /// ACPI soft off (the OS shuts down).
-    Soft,
-    /// Read the power state.
-    Status,
-}
-
-impl From<PowerArg> for ferric_proto::plan::PowerAction {
-    fn from(a: PowerArg) -> Self {
-        use ferric_proto::plan::PowerAction as P;
-        match a {
-            PowerArg::On => P::On,
-            PowerArg::Off => P::Off,
-            PowerArg::Cycle => P::Cycle,
-            PowerArg::Reset => P::Reset,
-            PowerArg::Soft => P::Soft,
-            PowerArg::Status => P::Status,
-        }
-    }
-}
-
-/// Boot devices on the command line.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum BootdevArg {
-    /// Network boot.
-    Pxe,
-    /// Local disk.
-    Disk,
-    /// Firmware setup.
-    Bios,
-    /// Optical media.
-    Cdrom,
-}
-
-impl From<BootdevArg> for ferric_proto::plan::BootDevice {
-    fn from(a: BootdevArg) -> Self {
-        use ferric_proto::plan::BootDevice as B;
-        match a {
-            BootdevArg::Pxe => B::Pxe,
-            BootdevArg::Disk => B::Disk,
-            BootdevArg::Bios => B::Bios,
-            BootdevArg::Cdrom => B::Cdrom,
-        }
-    }
+/// Parses a protocol enum by the stable names `name` gives its values (`--help` lists them).
+fn by_name<T: Copy + Send + Sync + 'static>(
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(all.iter().map(|&v| name(v))).map(move |s| {
+        all.iter()
+            .copied()
+            .find(|&v| name(v) == s)
+            .expect("clap accepts only the possible values")
+    })
 }
 
 /// How long the CLI waits for a BMC plan.
@@ -195,13 +154,12 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
                     },
                 )
                 .await?;
-            if json {
-                return print_json(&v);
-            }
-            println!(
-                "node {} enrolled: BMC {} driven by agent `{}`",
-                v.node, v.address, v.via
-            );
+            print_item(json, &v, |v| {
+                format!(
+                    "node {} enrolled: BMC {} driven by agent `{}`",
+                    v.node, v.address, v.via
+                )
+            })?;
         }
         NodeCmd::Power {
             action,
@@ -209,12 +167,7 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             no_wait,
         } => {
             let a: BmcAction = client
-                .post(
-                    &format!("/v1/nodes/{name}/power"),
-                    &PowerRequest {
-                        action: action.into(),
-                    },
-                )
+                .post(&format!("/v1/nodes/{name}/power"), &PowerRequest { action })
                 .await?;
             if no_wait {
                 println!(
@@ -242,7 +195,7 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
                 .post(
                     &format!("/v1/nodes/{name}/bootdev"),
                     &BootdevRequest {
-                        device: device.into(),
+                        device,
                         persistent,
                         uefi,
                     },
@@ -254,7 +207,7 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             }
             println!(
                 "node {name}: next boot from {}{}{}",
-                format!("{device:?}").to_lowercase(),
+                device.as_str(),
                 if persistent { ", persistent" } else { ", once" },
                 if uefi { ", UEFI" } else { "" }
             );
@@ -270,27 +223,22 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             if json {
                 return print_json(&readings);
             }
-            if readings.as_array().is_none_or(Vec::is_empty) {
+            let readings = readings.as_array().cloned().unwrap_or_default();
+            if readings.is_empty() {
                 println!("node {name}: the BMC reports no sensors");
                 return Ok(());
             }
-            let rows = readings
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .map(|r| {
-                    vec![
-                        r["name"].as_str().unwrap_or("").to_owned(),
-                        r["kind"].as_str().unwrap_or("").to_owned(),
-                        r["value"]
-                            .as_f64()
-                            .map_or("n/a".into(), |v| format!("{v:.2}")),
-                        r["unit"].as_str().unwrap_or("").to_owned(),
-                    ]
-                })
-                .collect();
-            println!("{}", table(&["SENSOR", "TYPE", "VALUE", "UNIT"], rows));
+            let rows = table(&["SENSOR", "TYPE", "VALUE", "UNIT"], &readings, |r| {
+                vec![
+                    r["name"].as_str().unwrap_or("").to_owned(),
+                    r["kind"].as_str().unwrap_or("").to_owned(),
+                    r["value"]
+                        .as_f64()
+                        .map_or("n/a".into(), |v| format!("{v:.2}")),
+                    r["unit"].as_str().unwrap_or("").to_owned(),
+                ]
+            });
+            println!("{rows}");
         }
         NodeCmd::Sel { name, clear } => {
             let a: BmcAction = client
@@ -321,9 +269,10 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             if json {
                 return print_json(&list);
             }
-            let rows = list
-                .iter()
-                .map(|e| {
+            let rows = table(
+                &["ID", "TIME", "SENSOR", "EVENT", "DIRECTION"],
+                &list,
+                |e| {
                     vec![
                         e["id"].to_string(),
                         e["at_s"].as_u64().map_or("-".into(), |t| {
@@ -345,12 +294,9 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
                         }
                         .to_owned(),
                     ]
-                })
-                .collect();
-            println!(
-                "{}",
-                table(&["ID", "TIME", "SENSOR", "EVENT", "DIRECTION"], rows)
+                },
             );
+            println!("{rows}");
             if clear {
                 println!(
                     "node {name}: event log cleared ({} entries read)",
@@ -360,13 +306,12 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
         }
         NodeCmd::Delete { name } => {
             let v: BmcView = client.delete(&format!("/v1/nodes/{name}")).await?;
-            if json {
-                return print_json(&v);
-            }
-            println!(
-                "node {name} removed (BMC {} is no longer driven)",
-                v.address
-            );
+            print_item(json, &v, |v| {
+                format!(
+                    "node {name} removed (BMC {} is no longer driven)",
+                    v.address
+                )
+            })?;
         }
         NodeCmd::List | NodeCmd::Show { .. } => bail!("not a BMC command"),
     }
@@ -376,14 +321,21 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
 /// `ferric node list`.
 pub(super) async fn list(client: &Client, json: bool) -> Result<()> {
     let nodes: Vec<NodeView> = client.get("/v1/nodes").await?;
-    if json {
-        return print_json(&nodes);
-    }
-    let rows = nodes
-        .into_iter()
-        .map(|n| {
+    print_list(
+        json,
+        &nodes,
+        &[
+            "NAME",
+            "ROLE",
+            "LINK",
+            "LAST SEEN",
+            "CAPABILITIES",
+            "STATE",
+            "POWER",
+        ],
+        |n| {
             vec![
-                n.name,
+                n.name.clone(),
                 n.role.to_string(),
                 if !n.role.has_agent() && n.connected {
                     "ramdisk".into() // its deploy ramdisk is connected
@@ -407,24 +359,8 @@ pub(super) async fn list(client: &Client, json: bool) -> Result<()> {
                     (None, _) => String::new(),
                 },
             ]
-        })
-        .collect();
-    println!(
-        "{}",
-        table(
-            &[
-                "NAME",
-                "ROLE",
-                "LINK",
-                "LAST SEEN",
-                "CAPABILITIES",
-                "STATE",
-                "POWER"
-            ],
-            rows
-        )
-    );
-    Ok(())
+        },
+    )
 }
 
 /// `ferric node show`.
@@ -566,18 +502,14 @@ pub(super) async fn show(client: &Client, name: &str, json: bool) -> Result<()> 
             (None, None) => {}
         }
     }
-    let rows = d
-        .plans
-        .iter()
-        .map(|p| {
-            vec![
-                p["id"].to_string(),
-                p["state"].as_str().unwrap_or("").to_owned(),
-                p["steps"].as_array().map_or(0, |s| s.len()).to_string(),
-            ]
-        })
-        .collect();
-    println!("\n{}", table(&["PLAN", "STATE", "STEPS"], rows));
+    let plans = table(&["PLAN", "STATE", "STEPS"], &d.plans, |p| {
+        vec![
+            p["id"].to_string(),
+            p["state"].as_str().unwrap_or("").to_owned(),
+            p["steps"].as_array().map_or(0, |s| s.len()).to_string(),
+        ]
+    });
+    println!("\n{plans}");
     Ok(())
 }
 

@@ -39,7 +39,9 @@ pub fn parse_size(s: &str) -> Result<u64, SizeError> {
         .ok_or_else(|| SizeError::Unusable(s.to_owned()))
 }
 
-pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+/// An aligned table: the headers, then one row of cells per item.
+pub(crate) fn table<T>(headers: &[&str], items: &[T], row: impl Fn(&T) -> Vec<String>) -> String {
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -62,6 +64,33 @@ pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
         out.push_str(&line(r));
     }
     out
+}
+
+/// Prints a value as JSON, or as the text `text` makes of it.
+pub(crate) fn print_item<T: serde::Serialize>(
+    json: bool,
+    v: &T,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        return print_json(v);
+    }
+    println!("{}", text(v));
+    Ok(())
+}
+
+/// Prints a list as JSON, or as a table with these headers and one row per item.
+pub(crate) fn print_list<T: serde::Serialize>(
+    json: bool,
+    items: &[T],
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if json {
+        return print_json(&items);
+    }
+    println!("{}", table(headers, items, row));
+    Ok(())
 }
 
 pub(crate) fn ago(ms: Option<i64>) -> String {

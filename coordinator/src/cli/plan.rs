@@ -1,7 +1,7 @@
 //! `ferric plan …`: apply a plan file, follow a plan, list plans.
 
 use super::Client;
-use super::output::{describe_event, print_json, table};
+use super::output::{describe_event, print_json, print_list, table};
 use super::wait::plan_state;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
@@ -52,25 +52,17 @@ pub(super) async fn apply(
     plan.to_steps()
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let created = client.apply(nodes, plan).await?;
-    if json {
-        return print_json(&created);
-    }
-    let rows = created
-        .into_iter()
-        .map(|c| {
-            vec![
-                c.id.to_string(),
-                c.node,
-                if c.pushed {
-                    "pushed".into()
-                } else {
-                    "queued (agent offline)".into()
-                },
-            ]
-        })
-        .collect();
-    println!("{}", table(&["PLAN", "NODE", "DELIVERY"], rows));
-    Ok(())
+    print_list(json, &created, &["PLAN", "NODE", "DELIVERY"], |c| {
+        vec![
+            c.id.to_string(),
+            c.node.clone(),
+            if c.pushed {
+                "pushed".into()
+            } else {
+                "queued (agent offline)".into()
+            },
+        ]
+    })
 }
 
 /// `ferric plan status`.
@@ -106,27 +98,22 @@ pub(super) async fn status(
         p["state"].as_str().unwrap_or("")
     );
     let steps = p["steps"].as_array().cloned().unwrap_or_default();
-    let rows = status["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|e| {
-            let step = e["step"].as_u64().unwrap_or(0) as usize;
-            let kind = steps
-                .get(step)
-                .and_then(|s| s["step"].as_object())
-                .and_then(|o| o.keys().next().cloned())
-                .unwrap_or_default();
-            vec![
-                e["seq"].to_string(),
-                step.to_string(),
-                kind,
-                describe_event(e),
-            ]
-        })
-        .collect();
-    println!("{}", table(&["SEQ", "STEP", "KIND", "EVENT"], rows));
+    let events = status["events"].as_array().cloned().unwrap_or_default();
+    let rows = table(&["SEQ", "STEP", "KIND", "EVENT"], &events, |e| {
+        let step = e["step"].as_u64().unwrap_or(0) as usize;
+        let kind = steps
+            .get(step)
+            .and_then(|s| s["step"].as_object())
+            .and_then(|o| o.keys().next().cloned())
+            .unwrap_or_default();
+        vec![
+            e["seq"].to_string(),
+            step.to_string(),
+            kind,
+            describe_event(e),
+        ]
+    });
+    println!("{rows}");
     if p["state"] == PlanState::Failed.as_str() {
         std::process::exit(3);
     }
@@ -140,20 +127,12 @@ pub(super) async fn list(client: &Client, node: Option<String>, json: bool) -> R
         None => "/v1/plans".into(),
     };
     let plans: Vec<serde_json::Value> = client.get(&path).await?;
-    if json {
-        return print_json(&plans);
-    }
-    let rows = plans
-        .iter()
-        .map(|p| {
-            vec![
-                p["id"].to_string(),
-                p["node"].as_str().unwrap_or("").to_owned(),
-                p["state"].as_str().unwrap_or("").to_owned(),
-                p["steps"].as_array().map_or(0, |s| s.len()).to_string(),
-            ]
-        })
-        .collect();
-    println!("{}", table(&["PLAN", "NODE", "STATE", "STEPS"], rows));
-    Ok(())
+    print_list(json, &plans, &["PLAN", "NODE", "STATE", "STEPS"], |p| {
+        vec![
+            p["id"].to_string(),
+            p["node"].as_str().unwrap_or("").to_owned(),
+            p["state"].as_str().unwrap_or("").to_owned(),
+            p["steps"].as_array().map_or(0, |s| s.len()).to_string(),
+        ]
+    })
 }

@@ -42,10 +42,16 @@ pub struct BmcRow {
     pub flagged_at_ms: Option<i64>,
 }
 
-macro_rules! bmc_columns {
-    () => {
-        "node, address, password, via, macs, power_expected, expected_at_ms, power_observed, \
-         observed_at_ms, last_error, error_at_ms, flag, flagged_at_ms"
+/// `SELECT` of every column of `bmcs`, then the rest of the statement.
+macro_rules! select_bmcs {
+    ($rest:literal) => {
+        concat!(
+            "SELECT ",
+            "node, address, password, via, macs, power_expected, expected_at_ms, power_observed, \
+             observed_at_ms, last_error, error_at_ms, flag, flagged_at_ms",
+            " FROM bmcs ",
+            $rest
+        )
     };
 }
 
@@ -84,22 +90,26 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
-        let exists = sqlx::query("SELECT 1 FROM nodes WHERE name = $1")
-            .bind(node)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_some() {
+        // The name must be free and `via` an agent's node.
+        let found = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM nodes WHERE name = $1), \
+             (SELECT COUNT(*) FROM nodes WHERE name = $2 AND role <> $3)",
+        )
+        .bind(node)
+        .bind(via)
+        .bind(BAREMETAL)
+        .fetch_one(&mut *tx)
+        .await?;
+        let refused = if found.try_get::<i64, _>(0)? > 0 {
+            Some(StoreError::NodeExists(node.to_owned()))
+        } else if found.try_get::<i64, _>(1)? == 0 {
+            Some(StoreError::UnknownNode(via.to_owned()))
+        } else {
+            None
+        };
+        if let Some(e) = refused {
             tx.rollback().await?;
-            return Err(StoreError::NodeExists(node.to_owned()));
-        }
-        let agent = sqlx::query("SELECT 1 FROM nodes WHERE name = $1 AND role <> $2")
-            .bind(via)
-            .bind(BAREMETAL)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if agent.is_none() {
-            tx.rollback().await?;
-            return Err(StoreError::UnknownNode(via.to_owned()));
+            return Err(e);
         }
         sqlx::query(
             "INSERT INTO nodes (name, role, enrolled_at_ms, provision_state) VALUES ($1, $2, $3, $4)",
@@ -145,56 +155,31 @@ impl Store {
 
     /// One node's BMC.
     pub async fn bmc(&self, node: &str) -> Result<Option<BmcRow>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            bmc_columns!(),
-            " FROM bmcs WHERE node = $1"
-        ))
-        .bind(node)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(Self::bmc_row).transpose()
+        let q = sqlx::query(select_bmcs!("WHERE node = $1"));
+        self.fetch_row(q.bind(node), Self::bmc_row).await
     }
 
     /// Every BMC (of one driving agent, when given), by node name.
     pub async fn bmcs(&self, via: Option<&str>) -> Result<Vec<BmcRow>, StoreError> {
-        let rows = match via {
-            Some(v) => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    bmc_columns!(),
-                    " FROM bmcs WHERE via = $1 ORDER BY node"
-                ))
-                .bind(v)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    bmc_columns!(),
-                    " FROM bmcs ORDER BY node"
-                ))
-                .fetch_all(&self.pool)
-                .await?
-            }
+        let q = match via {
+            Some(v) => sqlx::query(select_bmcs!("WHERE via = $1 ORDER BY node")).bind(v),
+            None => sqlx::query(select_bmcs!("ORDER BY node")),
         };
-        rows.iter().map(Self::bmc_row).collect()
+        self.fetch_rows(q, Self::bmc_row).await
     }
 
     /// Records the power state a Ferric power action left (confirmed by the agent at `at_ms`)
     /// and clears any flag.
     pub async fn bmc_power_set(&self, node: &str, on: bool, at_ms: i64) -> Result<(), StoreError> {
         let p = if on { "on" } else { "off" };
-        sqlx::query(
+        let q = sqlx::query(
             "UPDATE bmcs SET power_expected = $1, expected_at_ms = $2, power_observed = $1, \
              observed_at_ms = $2, flag = NULL, flagged_at_ms = NULL WHERE node = $3",
         )
         .bind(p)
         .bind(at_ms)
-        .bind(node)
-        .execute(&self.pool)
-        .await?;
+        .bind(node);
+        self.run(q).await?;
         Ok(())
     }
 
@@ -211,14 +196,10 @@ impl Store {
         at_ms: i64,
     ) -> Result<Option<String>, StoreError> {
         let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            bmc_columns!(),
-            " FROM bmcs WHERE node = $1"
-        ))
-        .bind(node)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row = sqlx::query(select_bmcs!("WHERE node = $1"))
+            .bind(node)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(row) = row.as_ref().map(Self::bmc_row).transpose()? else {
             tx.rollback().await?;
             return Ok(None);

@@ -7,6 +7,18 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+/// `SELECT` of every column of `guests`, then the rest of the statement.
+macro_rules! select_guests {
+    ($rest:literal) => {
+        concat!(
+            "SELECT ",
+            "name, host, vcpus, memory_mib, disk_bytes, spec_json, desired, created_at_ms, last_plan",
+            " FROM guests ",
+            $rest
+        )
+    };
+}
+
 /// A guest as stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct GuestRow {
@@ -47,7 +59,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     pub async fn insert_guest(&self, g: &GuestRow) -> Result<bool, StoreError> {
         let spec = serde_json::to_string(&g.spec).map_err(|e| StoreError::CorruptPlan(0, e))?;
-        let r = sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO guests (name, host, vcpus, memory_mib, disk_bytes, spec_json, desired, created_at_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
@@ -58,10 +70,8 @@ impl Store {
         .bind(g.disk_bytes)
         .bind(spec)
         .bind(g.desired.as_str())
-        .bind(g.created_at_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        .bind(g.created_at_ms);
+        Ok(self.run(q).await? == 1)
     }
 
     fn guest_row(r: &AnyRow) -> Result<GuestRow, StoreError> {
@@ -81,23 +91,14 @@ impl Store {
 
     /// All guests, by name.
     pub async fn guests(&self) -> Result<Vec<GuestRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT name, host, vcpus, memory_mib, disk_bytes, spec_json, desired, created_at_ms, last_plan FROM guests ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(Self::guest_row).collect()
+        let q = sqlx::query(select_guests!("ORDER BY name"));
+        self.fetch_rows(q, Self::guest_row).await
     }
 
     /// One guest.
     pub async fn guest(&self, name: &str) -> Result<Option<GuestRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT name, host, vcpus, memory_mib, disk_bytes, spec_json, desired, created_at_ms, last_plan FROM guests WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(Self::guest_row).transpose()
+        let q = sqlx::query(select_guests!("WHERE name = $1"));
+        self.fetch_row(q.bind(name), Self::guest_row).await
     }
 
     /// Records the desired state of a guest and the plan that brings it there.
@@ -107,12 +108,11 @@ impl Store {
         desired: GuestDesired,
         plan: PlanId,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE guests SET desired = $1, last_plan = $2 WHERE name = $3")
+        let q = sqlx::query("UPDATE guests SET desired = $1, last_plan = $2 WHERE name = $3")
             .bind(desired.as_str())
             .bind(plan as i64)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+            .bind(name);
+        self.run(q).await?;
         Ok(())
     }
 

@@ -5,6 +5,18 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+/// `SELECT` of every column of `images`, then the rest of the statement.
+macro_rules! select_images {
+    ($rest:literal) => {
+        concat!(
+            "SELECT ",
+            "name, sha256, sha512, format, wrapper, virtual_size, size, details, created_at_ms",
+            " FROM images ",
+            $rest
+        )
+    };
+}
+
 /// An image as stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageRow {
@@ -30,7 +42,7 @@ pub struct ImageRow {
 impl Store {
     /// Stores an image's record (false if the name is taken).
     pub async fn insert_image(&self, i: &ImageRow) -> Result<bool, StoreError> {
-        let r = sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO images (name, sha256, sha512, format, wrapper, virtual_size, size, details, created_at_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
         )
@@ -42,10 +54,8 @@ impl Store {
         .bind(i.virtual_size)
         .bind(i.size)
         .bind(i.details.join(","))
-        .bind(i.created_at_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        .bind(i.created_at_ms);
+        Ok(self.run(q).await? == 1)
     }
 
     fn image_row(r: &AnyRow) -> Result<ImageRow, StoreError> {
@@ -69,23 +79,14 @@ impl Store {
 
     /// All images, by name.
     pub async fn images(&self) -> Result<Vec<ImageRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT name, sha256, sha512, format, wrapper, virtual_size, size, details, created_at_ms FROM images ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(Self::image_row).collect()
+        let q = sqlx::query(select_images!("ORDER BY name"));
+        self.fetch_rows(q, Self::image_row).await
     }
 
     /// One image.
     pub async fn image(&self, name: &str) -> Result<Option<ImageRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT name, sha256, sha512, format, wrapper, virtual_size, size, details, created_at_ms FROM images WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(Self::image_row).transpose()
+        let q = sqlx::query(select_images!("WHERE name = $1"));
+        self.fetch_row(q.bind(name), Self::image_row).await
     }
 
     /// Removes an image's record; returns it.
@@ -93,9 +94,7 @@ impl Store {
         let Some(row) = self.image(name).await? else {
             return Ok(None);
         };
-        sqlx::query("DELETE FROM images WHERE name = $1")
-            .bind(name)
-            .execute(&self.pool)
+        self.run(sqlx::query("DELETE FROM images WHERE name = $1").bind(name))
             .await?;
         Ok(Some(row))
     }

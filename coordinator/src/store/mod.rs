@@ -89,7 +89,32 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// Every row `q` selects, each read by `read`.
+    async fn fetch_rows<T>(&self, q: Query<'_>, read: ReadRow<T>) -> Result<Vec<T>, StoreError> {
+        q.fetch_all(&self.pool).await?.iter().map(read).collect()
+    }
+
+    /// The row `q` selects, if any, read by `read`.
+    async fn fetch_row<T>(&self, q: Query<'_>, read: ReadRow<T>) -> Result<Option<T>, StoreError> {
+        q.fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(read)
+            .transpose()
+    }
+
+    /// Runs `q` on the pool; returns how many rows it changed.
+    async fn run(&self, q: Query<'_>) -> Result<u64, StoreError> {
+        Ok(q.execute(&self.pool).await?.rows_affected())
+    }
 }
+
+/// A statement with its arguments bound.
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Reads a selected row into what the store returns.
+type ReadRow<T> = fn(&sqlx::any::AnyRow) -> Result<T, StoreError>;
 
 #[cfg(test)]
 mod tests;

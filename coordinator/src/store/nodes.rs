@@ -7,6 +7,18 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+/// `SELECT` of every column of `nodes`, then the rest of the statement.
+macro_rules! select_nodes {
+    ($rest:literal) => {
+        concat!(
+            "SELECT ",
+            "name, role, enrolled_at_ms, last_seen_ms, capabilities, inventory_sha256, provision_state",
+            " FROM nodes ",
+            $rest
+        )
+    };
+}
+
 /// A node as stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeRow {
@@ -45,23 +57,14 @@ impl Store {
 
     /// One node.
     pub async fn node(&self, name: &str) -> Result<Option<NodeRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT name, role, enrolled_at_ms, last_seen_ms, capabilities, inventory_sha256, provision_state FROM nodes WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(Self::node_row).transpose()
+        let q = sqlx::query(select_nodes!("WHERE name = $1"));
+        self.fetch_row(q.bind(name), Self::node_row).await
     }
 
     /// All nodes, by name.
     pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT name, role, enrolled_at_ms, last_seen_ms, capabilities, inventory_sha256, provision_state FROM nodes ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(Self::node_row).collect()
+        let q = sqlx::query(select_nodes!("ORDER BY name"));
+        self.fetch_rows(q, Self::node_row).await
     }
 
     /// Records a hello.
@@ -72,7 +75,7 @@ impl Store {
         capabilities: &[Capability],
         inventory_sha256: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let q = sqlx::query(
             "UPDATE nodes SET last_seen_ms = $1, capabilities = $2, inventory_sha256 = $3 WHERE name = $4",
         )
         .bind(now_ms)
@@ -84,21 +87,17 @@ impl Store {
                 .join(","),
         )
         .bind(inventory_sha256)
-        .bind(name)
-        .execute(&self.pool)
-        .await?;
+        .bind(name);
+        self.run(q).await?;
         Ok(())
     }
 
     /// Records when a node's agent was last heard, as its link closes.
     pub async fn node_heard(&self, name: &str, at_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
+        let q = sqlx::query(
             "UPDATE nodes SET last_seen_ms = $1 WHERE name = $2 AND (last_seen_ms IS NULL OR last_seen_ms < $1)",
-        )
-        .bind(at_ms)
-        .bind(name)
-        .execute(&self.pool)
-        .await?;
+        );
+        self.run(q.bind(at_ms).bind(name)).await?;
         Ok(())
     }
 }

@@ -7,9 +7,15 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-macro_rules! plan_columns {
-    () => {
-        "id, node, steps_json, state, created_at_us, pushed_at_us, accepted_at_us, finished_at_us"
+/// `SELECT` of every column of `plans`, then the rest of the statement.
+macro_rules! select_plans {
+    ($rest:literal) => {
+        concat!(
+            "SELECT ",
+            "id, node, steps_json, state, created_at_us, pushed_at_us, accepted_at_us, finished_at_us",
+            " FROM plans ",
+            $rest
+        )
     };
 }
 
@@ -95,68 +101,39 @@ impl Store {
 
     /// One plan.
     pub async fn plan(&self, id: PlanId) -> Result<Option<PlanRow>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            plan_columns!(),
-            " FROM plans WHERE id = $1"
-        ))
-        .bind(id as i64)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(Self::plan_row).transpose()
+        let q = sqlx::query(select_plans!("WHERE id = $1"));
+        self.fetch_row(q.bind(id as i64), Self::plan_row).await
     }
 
     /// Plans, newest first, optionally of one node.
     pub async fn plans(&self, node: Option<&str>, limit: i64) -> Result<Vec<PlanRow>, StoreError> {
-        let rows = match node {
+        let q = match node {
             Some(n) => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    plan_columns!(),
-                    " FROM plans WHERE node = $1 ORDER BY id DESC LIMIT $2"
-                ))
-                .bind(n)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
+                sqlx::query(select_plans!("WHERE node = $1 ORDER BY id DESC LIMIT $2")).bind(n)
             }
-            None => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    plan_columns!(),
-                    " FROM plans ORDER BY id DESC LIMIT $1"
-                ))
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
-            }
+            None => sqlx::query(select_plans!("ORDER BY id DESC LIMIT $1")),
         };
-        rows.iter().map(Self::plan_row).collect()
+        self.fetch_rows(q.bind(limit), Self::plan_row).await
     }
 
     /// Plans of `node` that have not finished, oldest first.
     pub async fn unfinished_plans(&self, node: &str) -> Result<Vec<PlanRow>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            plan_columns!(),
-            " FROM plans WHERE node = $1 AND state IN ($2, $3, $4) ORDER BY id"
+        let q = sqlx::query(select_plans!(
+            "WHERE node = $1 AND state IN ($2, $3, $4) ORDER BY id"
         ))
         .bind(node)
         .bind(PlanState::Pending.as_str())
         .bind(PlanState::Accepted.as_str())
-        .bind(PlanState::Running.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(Self::plan_row).collect()
+        .bind(PlanState::Running.as_str());
+        self.fetch_rows(q, Self::plan_row).await
     }
 
     /// Notes the first push of a plan.
     pub async fn plan_pushed(&self, id: PlanId, now_us: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE plans SET pushed_at_us = $1 WHERE id = $2 AND pushed_at_us IS NULL")
-            .bind(now_us)
-            .bind(id as i64)
-            .execute(&self.pool)
-            .await?;
+        let q = sqlx::query(
+            "UPDATE plans SET pushed_at_us = $1 WHERE id = $2 AND pushed_at_us IS NULL",
+        );
+        self.run(q.bind(now_us).bind(id as i64)).await?;
         Ok(())
     }
 
@@ -167,7 +144,7 @@ impl Store {
         node: &str,
         now_us: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let q = sqlx::query(
             "UPDATE plans SET accepted_at_us = $1, state = $2 \
              WHERE id = $3 AND node = $4 AND state = $5",
         )
@@ -175,9 +152,8 @@ impl Store {
         .bind(PlanState::Accepted.as_str())
         .bind(id as i64)
         .bind(node)
-        .bind(PlanState::Pending.as_str())
-        .execute(&self.pool)
-        .await?;
+        .bind(PlanState::Pending.as_str());
+        self.run(q).await?;
         Ok(())
     }
 }

@@ -10,6 +10,17 @@ async fn store() -> (tempfile::TempDir, Store) {
     (dir, s)
 }
 
+/// A store with the hypervisor `n1` enrolled.
+async fn store_with_n1() -> (tempfile::TempDir, Store) {
+    let (dir, s) = store().await;
+    s.create_token("t", "h", 0, 1_000).await.unwrap();
+    s.enroll("t", "h", "n1", NodeRole::Hypervisor, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    (dir, s)
+}
+
 fn steps(n: usize) -> Vec<PlanStep> {
     (0..n)
         .map(|i| PlanStep {
@@ -67,12 +78,7 @@ async fn token_is_single_use_and_enrollment_is_atomic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_wait_for_each_other_instead_of_failing() {
-    let (_d, s) = store().await;
-    s.create_token("t", "h", 0, 1_000).await.unwrap();
-    s.enroll("t", "h", "n1", NodeRole::Hypervisor, 1)
-        .await
-        .unwrap()
-        .unwrap();
+    let (_d, s) = store_with_n1().await;
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..8 {
         let plan = s.create_plan("n1", &steps(40), 5).await.unwrap();
@@ -99,12 +105,7 @@ async fn concurrent_writers_wait_for_each_other_instead_of_failing() {
 
 #[tokio::test]
 async fn events_are_stored_once_and_drive_plan_state() {
-    let (_d, s) = store().await;
-    s.create_token("t", "h", 0, 1_000).await.unwrap();
-    s.enroll("t", "h", "n1", NodeRole::Hypervisor, 1)
-        .await
-        .unwrap()
-        .unwrap();
+    let (_d, s) = store_with_n1().await;
     let plan = s.create_plan("n1", &steps(2), 5).await.unwrap();
     let ev = |seq, step, kind| StepEvent {
         plan: plan.id,

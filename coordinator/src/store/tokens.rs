@@ -32,15 +32,14 @@ impl Store {
         now_ms: i64,
         expires_at_ms: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO tokens (id, secret_sha256, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)",
         )
         .bind(id)
         .bind(secret_sha256)
         .bind(now_ms)
-        .bind(expires_at_ms)
-        .execute(&self.pool)
-        .await?;
+        .bind(expires_at_ms);
+        self.run(q).await?;
         Ok(())
     }
 

@@ -246,6 +246,18 @@ fn main() -> Result<()> {
         )
     };
     let t = |a: &str, b: String| (a.to_owned(), b);
+    // A qcow2 image to the device: Ferric through O_DIRECT and the page cache, and qemu-img.
+    let qcow2_to_device = |label: &str, src: &str| -> Case {
+        (
+            label.into(),
+            size,
+            vec![
+                t("ferric", fw("", src, &d)),
+                t("ferric --buffered", fw("--buffered ", src, &d)),
+                t("qemu-img convert -n", qemu("qcow2", src, &d, true)),
+            ],
+        )
+    };
     let cases: Vec<Case> = vec![
         (
             "raw → device".into(),
@@ -257,24 +269,8 @@ fn main() -> Result<()> {
                 t("qemu-img convert -n", qemu("raw", &raw, &d, true)),
             ],
         ),
-        (
-            "qcow2 → device".into(),
-            size,
-            vec![
-                t("ferric", fw("", &qcow, &d)),
-                t("ferric --buffered", fw("--buffered ", &qcow, &d)),
-                t("qemu-img convert -n", qemu("qcow2", &qcow, &d, true)),
-            ],
-        ),
-        (
-            "qcow2 (compressed) → device".into(),
-            size,
-            vec![
-                t("ferric", fw("", &qcow_c, &d)),
-                t("ferric --buffered", fw("--buffered ", &qcow_c, &d)),
-                t("qemu-img convert -n", qemu("qcow2", &qcow_c, &d, true)),
-            ],
-        ),
+        qcow2_to_device("qcow2 → device", &qcow),
+        qcow2_to_device("qcow2 (compressed) → device", &qcow_c),
         (
             "qcow2 over HTTP (store) → device".into(),
             size,

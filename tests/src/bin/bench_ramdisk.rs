@@ -8,7 +8,6 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use ferric_agent::bmc::control::{IpmiBmcs, POWER_SETTLE};
 use ferric_agent::bmc::ipmi::IpmiClient;
 use ferric_coordinator::boot::BootConfig;
 use ferric_lab::UpOptions;
@@ -177,40 +176,10 @@ async fn rack_boot(n: u32, args: &Args, ramdisk: &Path) -> Result<()> {
         boot.http_port = 0;
         cfg.boot = Some(boot);
         let coord = ferric_coordinator::start(cfg).await?;
-        let link = std::net::SocketAddr::from(([127, 0, 0, 1], coord.listen.port()));
-        let state = dir.path().join("mgmt");
-        ferric_tests::enroll_in_process(coord.api, link, "mgmt", &state).await?;
-        let fake = std::sync::Arc::new(ferric_agent::driver::FakeDriver::new());
-        let mut acfg = ferric_tests::agent_config(&state, fake.clone());
-        acfg.drivers.bmc = std::sync::Arc::new(IpmiBmcs::new(IpmiClient::default(), POWER_SETTLE));
-        let agent = ferric_tests::spawn_agent(acfg, fake);
+        let agent =
+            ferric_tests::management_agent(&coord, dir.path(), IpmiClient::default(), None).await?;
         for node in &rack.nodes {
-            let bmc = format!(
-                "ipmi://{}@{}:{}",
-                ferric_lab::BMC_USER,
-                node.bmc_ip,
-                ferric_lab::BMC_PORT
-            );
-            let (ok, _, err) = ferric_tests::cli(
-                coord.api,
-                &[
-                    "node",
-                    "enroll",
-                    &node.name,
-                    "--bmc",
-                    &bmc,
-                    "--password-env",
-                    "PW",
-                    "--mac",
-                    &node.mac,
-                ],
-                &[("PW", rack.bmc_password.as_str())],
-            )
-            .await;
-            if !ok {
-                bail!("enroll {}: {err}", node.name);
-            }
-            ferric_tests::cli_ok(coord.api, &["node", "bootdev", &node.name, "pxe"]).await;
+            ferric_tests::enroll_lab_node(coord.api, &rack, node).await?;
         }
         let c = ferric_tests::client(coord.api);
         // Power on every node at once; each node's clock starts when its power step was sent.

@@ -237,7 +237,7 @@ async fn serve_dhcp(shared: Arc<Shared>, sock: tokio::net::UdpSocket, dhcp: Arc<
                             .into_iter()
                             .filter_map(|(m, n)| parse_mac(&m).map(|m| (m, n, None)))
                             .collect();
-                        lock(&dhcp).set_known(known);
+                        crate::lock(&dhcp).set_known(known);
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot read the enrolled MACs"),
                 }
@@ -246,7 +246,7 @@ async fn serve_dhcp(shared: Arc<Shared>, sock: tokio::net::UdpSocket, dhcp: Arc<
                 let Ok((n, from)) = r else { continue };
                 let SocketAddr::V4(from) = from else { continue };
                 let (reply, node) = {
-                    let mut d = lock(&dhcp);
+                    let mut d = crate::lock(&dhcp);
                     let reply = d.handle(&buf[..n], from, Instant::now());
                     let node = reply.as_ref().and_then(|r| {
                         let booting = r.message.fname().is_some_and(|f| f.iter().any(|b| *b != 0));
@@ -275,9 +275,6 @@ async fn serve_dhcp(shared: Arc<Shared>, sock: tokio::net::UdpSocket, dhcp: Arc<
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 #[derive(Clone)]
 struct Site {

@@ -4,6 +4,7 @@ use ferric_proto::msg::{BmcState, TelemetrySample};
 use ferric_proto::plan::Plan;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
+use crate::lock;
 use std::sync::Mutex;
 use tokio::sync::mpsc;
 
@@ -123,11 +124,6 @@ fn ring_since<T: Received>(
         .unwrap_or_default()
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave the maps inconsistent (single inserts
-    // and removals), so a poisoned lock is still usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 impl Hub {
     /// Registers the connection of `node`, closing an older one of the same node.

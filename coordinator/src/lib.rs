@@ -152,6 +152,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Locks a mutex whose data stays consistent even if a holder panicked (single inserts and
+/// removals): a poisoned lock is taken as it is, not turned into a second panic.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     now_us() / 1000

@@ -218,6 +218,11 @@ impl Pki {
     }
 }
 
+/// Hash under which a token secret (bootstrap or per-boot) is stored.
+pub fn token_secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
 /// `sha256:<hex>` of a certificate's DER.
 pub fn ca_hash(der: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(der)))

@@ -8,9 +8,9 @@
 //! `PROG 0x20 set power 1`; see [`crate::chassis()`]).
 
 use crate::error::{IoContext, LabError, Result};
+use crate::layout::{Node, Rack};
 use crate::netns;
 use crate::process::{pid_alive, spawn_detached};
-use crate::rack::{Node, Rack};
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::Path;

@@ -3,8 +3,8 @@
 
 use crate::error::{IoContext, LabError, Result};
 use crate::fault::has_fault;
+use crate::layout::Rack;
 use crate::qemu::{acpi_shutdown, power_off, power_on, qemu_pid};
-use crate::rack::Rack;
 use std::path::Path;
 
 /// `ferric lab chassis`: ipmi_sim's chassis-control program for one node. ipmi_sim runs it as

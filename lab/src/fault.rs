@@ -3,8 +3,8 @@
 
 use crate::bmc::bmc_pid;
 use crate::error::{IoContext, LabError, Result};
+use crate::layout::Rack;
 use crate::process::signal;
-use crate::rack::Rack;
 use nix::sys::signal::Signal;
 use std::path::Path;
 

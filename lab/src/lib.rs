@@ -28,6 +28,7 @@
 //! * [`chassis`](mod@chassis): the chassis-control program between the two;
 //! * [`relay`](mod@relay): the BMC relay and router advertisements;
 //! * [`fault`](mod@fault): injected faults;
+//! * [`layout`]: what a rack is made of (`rack.json`), read by every part;
 //! * `netns` and `process`: the namespace's links, and the processes a rack starts;
 //! * [`error`]: what fails, as [`LabError`].
 #![forbid(unsafe_code)]
@@ -36,6 +37,7 @@ pub mod bmc;
 pub mod chassis;
 pub mod error;
 pub mod fault;
+pub mod layout;
 mod netns;
 mod process;
 pub mod qemu;
@@ -46,7 +48,8 @@ pub use bmc::{BMC_PORT, BMC_USER};
 pub use chassis::chassis;
 pub use error::{LabError, Result};
 pub use fault::{Fault, fault};
+pub use layout::{Node, Rack};
 pub use process::run;
 pub use qemu::{IPXE_ROM, probe_accel, qemu_pid};
-pub use rack::{Node, NodeStatus, Rack, UpOptions, down, status, up};
+pub use rack::{NodeStatus, UpOptions, down, status, up};
 pub use relay::{ra_prefix, relay, router_advertisement};

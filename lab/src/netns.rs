@@ -2,8 +2,8 @@
 //! bridge with one tap per node, and the veth pairs that join both to the host.
 
 use crate::error::Result;
+use crate::layout::Rack;
 use crate::process::run;
-use crate::rack::Rack;
 use std::path::Path;
 use std::process::Command;
 

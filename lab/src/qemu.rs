@@ -3,8 +3,8 @@
 
 use crate::error::{IoContext, LabError, Result};
 use crate::fault::has_fault;
+use crate::layout::{Node, Rack};
 use crate::process::{is_running, kill_wait, pid_alive};
-use crate::rack::{Node, Rack};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;

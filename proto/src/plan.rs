@@ -569,11 +569,11 @@ pub enum StepOutput {
         on: bool,
     },
     /// Sensor readings from a BMC.
-    Sensors(Vec<crate::msg::SensorReading>),
+    Sensors(Vec<crate::machine::SensorReading>),
     /// A BMC's System Event Log, oldest entry first (protocol version 3).
     Sel(Vec<SelEntry>),
     /// What an `inspect` step found (protocol version 4).
-    Inspection(Box<crate::msg::Inspection>),
+    Inspection(Box<crate::machine::Inspection>),
 }
 
 /// One System Event Log entry, decoded.

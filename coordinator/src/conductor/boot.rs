@@ -100,7 +100,7 @@ pub async fn script(s: &Shared, site: &BootSite, mac: &str) -> Result<String> {
     s.store
         .create_boot_token(
             &id,
-            &super::nodes::token_secret_hash(&secret),
+            &crate::pki::token_secret_hash(&secret),
             &node,
             &mac,
             now,

@@ -8,12 +8,14 @@
 //! * [`nodes`]: the node views (link, liveness, power), bootstrap tokens;
 //! * [`bmcs`]: bare-metal nodes behind BMCs and the actions on them;
 //! * [`boot`]: network boot — boot scripts, per-boot tokens, ramdisks that connect and inspect;
+//! * [`events`]: step events from agents, stored once, their outputs acted on;
 //! * [`power_sync`]: what agents read from BMCs, and what power steps leave;
 //! * [`guests`] with [`placement`]: guests as desired state on hypervisor hosts;
 //! * [`images`]: the image store's files and the images it holds.
 
 pub mod bmcs;
 pub mod boot;
+pub mod events;
 pub mod guests;
 pub mod images;
 pub mod nodes;

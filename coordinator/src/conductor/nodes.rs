@@ -11,7 +11,6 @@ use ferric_proto::msg::{
 };
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -177,11 +176,6 @@ pub struct CreatedToken {
     pub ca_hash: String,
 }
 
-/// Hash under which a token secret is stored.
-pub fn token_secret_hash(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
 /// A single-use bootstrap token for enrolling one agent.
 pub async fn create_token(s: &Shared, req: CreateToken) -> Result<CreatedToken> {
     let ttl = Duration::from_secs(req.ttl_secs);
@@ -203,7 +197,7 @@ pub async fn create_token(s: &Shared, req: CreateToken) -> Result<CreatedToken> 
     let now = crate::now_ms();
     let expires = now + ttl.as_millis() as i64;
     s.store
-        .create_token(&id, &token_secret_hash(&secret), now, expires)
+        .create_token(&id, &crate::pki::token_secret_hash(&secret), now, expires)
         .await?;
     tracing::info!(token_id = %id, expires_at_ms = expires, "bootstrap token created");
     Ok(CreatedToken {
@@ -226,7 +220,7 @@ pub async fn enroll(s: &Shared, req: &EnrollRequest) -> Result<EnrollResponse> {
     let Some((id, secret)) = split_token(&req.token) else {
         return refuse(R::InvalidToken);
     };
-    let hash = token_secret_hash(secret);
+    let hash = crate::pki::token_secret_hash(secret);
     if s.store.is_boot_token(id).await? {
         return super::boot::enroll(s, req, id, &hash).await;
     }

@@ -270,7 +270,7 @@ impl AgentConn {
                     );
                 }
                 CoordEvent::Event(e) => {
-                    conductor::plans::record_event(&shared, &self.node, &e)
+                    conductor::events::record_event(&shared, &self.node, &e)
                         .await
                         .map_err(closing)?;
                     self.session.ack(e.plan, e.seq);

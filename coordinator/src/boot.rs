@@ -275,7 +275,6 @@ async fn serve_dhcp(shared: Arc<Shared>, sock: tokio::net::UdpSocket, dhcp: Arc<
     }
 }
 
-
 #[derive(Clone)]
 struct Site {
     shared: Arc<Shared>,

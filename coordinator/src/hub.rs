@@ -1,10 +1,10 @@
 //! Who is connected right now, how to push a plan to them, and their recent telemetry.
 
+use crate::lock;
 use ferric_proto::msg::{BmcState, TelemetrySample};
 use ferric_proto::plan::Plan;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
-use crate::lock;
 use std::sync::Mutex;
 use tokio::sync::mpsc;
 
@@ -123,7 +123,6 @@ fn ring_since<T: Received>(
         })
         .unwrap_or_default()
 }
-
 
 impl Hub {
     /// Registers the connection of `node`, closing an older one of the same node.

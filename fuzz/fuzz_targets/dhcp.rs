@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
         },
         discovery: true,
     });
-    if let Some(r) = d.handle(data, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68), Instant::now()) {
+    if let Some(r) = d.handle(
+        data,
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+        Instant::now(),
+    ) {
         // What is sent decodes again.
         assert!(ferric_netboot::dhcp::decode(&r.bytes).is_some());
     }

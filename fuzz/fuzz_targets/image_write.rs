@@ -25,6 +25,11 @@ fuzz_target!(|data: &[u8]| {
     let dir = std::env::temp_dir().join(format!("ferric-fuzz-write-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let target = dir.join("disk.raw");
-    let _ = write_from(&mut Mem(data), &target, &WriteOptions::default(), &mut |_| {});
+    let _ = write_from(
+        &mut Mem(data),
+        &target,
+        &WriteOptions::default(),
+        &mut |_| {},
+    );
     let _ = std::fs::remove_file(&target);
 });

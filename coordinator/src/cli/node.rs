@@ -346,7 +346,7 @@ pub(super) async fn list(client: &Client, json: bool) -> Result<()> {
                 } else {
                     "offline".into()
                 },
-                if !n.role.has_agent() {
+                if !n.role.has_agent() && !n.connected && n.last_seen_ms.is_none() {
                     "-".into()
                 } else {
                     ago(n.last_seen_ms)
@@ -491,12 +491,22 @@ pub(super) async fn show(client: &Client, name: &str, json: bool) -> Result<()> 
             );
         }
         if !inv.dmi.vendor.is_empty() || !inv.dmi.product.is_empty() {
-            println!(
-                "system:       {} {} (serial {}, uuid {})",
-                inv.dmi.vendor, inv.dmi.product, inv.dmi.serial, inv.dmi.uuid
-            );
+            let ids: Vec<String> = [("serial", &inv.dmi.serial), ("uuid", &inv.dmi.uuid)]
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let ids = if ids.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", ids.join(", "))
+            };
+            println!("system:       {} {}{ids}", inv.dmi.vendor, inv.dmi.product);
         }
         match (&i.bmc, &i.bmc_error) {
+            (Some(b), _) if b.ip == "0.0.0.0" => {
+                println!("bmc lan:      no address configured on the BMC's LAN channel")
+            }
             (Some(b), _) => println!("bmc lan:      {} {}", b.ip, b.mac),
             (None, Some(e)) => println!("bmc lan:      not read ({e})"),
             (None, None) => {}

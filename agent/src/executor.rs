@@ -110,7 +110,19 @@ impl Executor {
                 total: None,
             });
             let timeout = Duration::from_secs(u64::from(ps.timeout_secs));
-            let kind = match tokio::time::timeout(timeout, self.drivers.run(&ps.step)).await {
+            let meter: crate::driver::Meter = {
+                let (progress, plan, step) = (self.progress.clone(), w.plan.id, w.step as u32);
+                Arc::new(move |done, total| {
+                    *lock(&progress) = Some(StepProgress {
+                        plan,
+                        step,
+                        done,
+                        total: Some(total),
+                    });
+                })
+            };
+            let run = self.drivers.run_metered(&ps.step, meter);
+            let kind = match tokio::time::timeout(timeout, run).await {
                 Ok(Ok(done)) => {
                     if let Some(output) = done.output {
                         self.record(&w, StepEventKind::Output(output))?;

@@ -18,7 +18,7 @@ impl Default for Root {
 }
 
 impl Root {
-    fn path(&self, p: &str) -> PathBuf {
+    pub(crate) fn path(&self, p: &str) -> PathBuf {
         self.0.join(p.trim_start_matches('/'))
     }
 

@@ -38,11 +38,13 @@ pub const COORDINATOR_SERVER_NAME: &str = "coordinator.ferric.internal";
 /// * 2 — BMC credentials pushed to the agent (`CoordMsg::Bmcs`), BMC states reported
 ///   (`AgentMsg::BmcStates`), step outputs (`StepEventKind::Output`);
 /// * 3 — the System Event Log step (`Step::BmcSel`) and its output (`StepOutput::Sel`);
-/// * 4 — the inspect step (`Step::Inspect`) and its output (`StepOutput::Inspection`).
+/// * 4 — the inspect step (`Step::Inspect`) and its output (`StepOutput::Inspection`);
+/// * 5 — the deploy steps: `EraseDisks`, `WriteImage`, `WriteConfigDrive`, `SetBootDevice`,
+///   `Reboot`.
 ///
 /// A plan is pushed only to an agent whose version knows all its steps
 /// ([`plan::Plan::min_protocol`]); otherwise the coordinator fails it, naming the step.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Oldest agent protocol version the coordinator still serves (rolling upgrades).
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 

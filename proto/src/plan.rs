@@ -145,7 +145,110 @@ pub enum Step {
     /// Reads the machine's hardware (CPUs, memory, disks, NICs, DMI, the BMC's LAN address
     /// in-band); the inventory is the step's output. Run by a deploy ramdisk. Protocol 4.
     Inspect {},
+    /// Erases every disk of the machine, disks in parallel. Run by a deploy ramdisk.
+    /// Protocol 5 (as are the disk and reboot steps below).
+    EraseDisks {
+        /// How thoroughly.
+        #[serde(default)]
+        mode: EraseMode,
+    },
+    /// Streams an image onto the root disk (chosen by `root`), checking its digest in flight.
+    WriteImage {
+        /// The image: its URL (the coordinator's store), digest and declared format.
+        image: VolumeImage,
+        /// Which disk is the root disk.
+        #[serde(default)]
+        root: RootHint,
+    },
+    /// Adds a config drive to the root disk: a small FAT partition at the disk's end labelled
+    /// `cidata` (cloud-init NoCloud) or `config-2` (OpenStack), holding `files`.
+    WriteConfigDrive {
+        /// Which disk is the root disk.
+        #[serde(default)]
+        root: RootHint,
+        /// Filesystem label: `cidata` or `config-2`.
+        label: String,
+        /// The files, by path relative to the drive's root.
+        files: Vec<ConfigFile>,
+    },
+    /// Next boot device, set in-band through the machine's own BMC device.
+    SetBootDevice {
+        /// Device.
+        device: BootDevice,
+        /// Keep for all future boots rather than the next one.
+        #[serde(default)]
+        persistent: bool,
+    },
+    /// Reboots the machine (the step is reported done just before).
+    Reboot {},
 }
+
+/// How [`Step::EraseDisks`] erases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EraseMode {
+    /// Partition tables and filesystem signatures at both ends of each disk.
+    #[default]
+    Metadata,
+    /// Metadata, then discard every block (BLKDISCARD) where the disk supports it, zeroing
+    /// where it does not.
+    Discard,
+    /// Metadata, then zeros over the whole disk.
+    Zero,
+}
+
+impl EraseMode {
+    /// Stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EraseMode::Metadata => "metadata",
+            EraseMode::Discard => "discard",
+            EraseMode::Zero => "zero",
+        }
+    }
+}
+
+impl std::str::FromStr for EraseMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [EraseMode::Metadata, EraseMode::Discard, EraseMode::Zero]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("unknown erase mode `{s}` (metadata, discard, zero)"))
+    }
+}
+
+/// Which disk is the root disk: the smallest disk that matches every given field (the
+/// smallest disk of all when none is given).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootHint {
+    /// Kernel name (`sda`, `vda`, `nvme0n1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Serial number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// World wide name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wwn: Option<String>,
+    /// Smallest acceptable size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size_bytes: Option<u64>,
+}
+
+/// A file of a config drive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Path inside the drive, `/`-separated, relative (`meta-data`, `openstack/latest/…`).
+    pub path: String,
+    /// Content.
+    pub content: String,
+}
+
+/// Largest config drive content accepted (the sum of its files).
+pub const MAX_CONFIG_DRIVE_BYTES: usize = 1 << 20;
 
 impl Step {
     /// The objects the step changes (`Write`) or only needs (`Read`): `guest:NAME`,
@@ -198,6 +301,11 @@ impl Step {
                 vec![(format!("bmc:{bmc}"), Write)]
             }
             Step::Inspect {} => vec![("machine".to_owned(), Read)],
+            Step::EraseDisks { .. }
+            | Step::WriteImage { .. }
+            | Step::WriteConfigDrive { .. }
+            | Step::SetBootDevice { .. }
+            | Step::Reboot {} => vec![("machine".to_owned(), Write)],
         }
     }
 
@@ -206,6 +314,11 @@ impl Step {
     /// frame.
     pub fn min_protocol(&self) -> u16 {
         match self {
+            Step::EraseDisks { .. }
+            | Step::WriteImage { .. }
+            | Step::WriteConfigDrive { .. }
+            | Step::SetBootDevice { .. }
+            | Step::Reboot {} => 5,
             Step::Inspect { .. } => 4,
             Step::BmcSel { .. } => 3,
             Step::BmcSensors { .. }
@@ -234,6 +347,11 @@ impl Step {
             Step::BmcSensors { .. } => "bmc_sensors",
             Step::BmcSel { .. } => "bmc_sel",
             Step::Inspect { .. } => "inspect",
+            Step::EraseDisks { .. } => "erase_disks",
+            Step::WriteImage { .. } => "write_image",
+            Step::WriteConfigDrive { .. } => "write_config_drive",
+            Step::SetBootDevice { .. } => "set_boot_device",
+            Step::Reboot {} => "reboot",
         }
     }
 }
@@ -815,11 +933,68 @@ pub fn validate_steps(steps: &[PlanStep]) -> Result<(), PlanError> {
                 | Step::BmcBootDevice { bmc, .. }
                 | Step::BmcSensors { bmc }
                 | Step::BmcSel { bmc, .. } => check_name(bmc).map_err(|p| field("bmc", p))?,
-                Step::Inspect {} => {}
+                Step::Inspect {} | Step::EraseDisks { .. } | Step::Reboot {} => {}
+                Step::SetBootDevice { .. } => {}
+                Step::WriteImage { image, root } => {
+                    check_image(image).map_err(|(f, p)| field(f, p))?;
+                    check_root(root).map_err(|(f, p)| field(f, p))?;
+                }
+                Step::WriteConfigDrive { root, label, files } => {
+                    check_root(root).map_err(|(f, p)| field(f, p))?;
+                    if label != "cidata" && label != "config-2" {
+                        return Err(field("label", "is neither `cidata` nor `config-2`"));
+                    }
+                    if files.is_empty() {
+                        return Err(field("files", "is empty"));
+                    }
+                    let total: usize = files.iter().map(|f| f.content.len()).sum();
+                    if total > MAX_CONFIG_DRIVE_BYTES {
+                        return Err(field("files", "hold more than 1 MiB"));
+                    }
+                    for f in files {
+                        check_drive_path(&f.path).map_err(|p| field("files.path", p))?;
+                    }
+                }
             }
         }
         Ok(())
     }
+}
+
+fn check_image(i: &VolumeImage) -> Result<(), (&'static str, &'static str)> {
+    if !(i.url.starts_with("http://") || i.url.starts_with("https://")) {
+        return Err(("image.url", "is not an http:// or https:// URL"));
+    }
+    if !check_checksum(&i.checksum) {
+        return Err(("image.checksum", "is not sha256:HEX or sha512:HEX"));
+    }
+    Ok(())
+}
+
+fn check_root(r: &RootHint) -> Result<(), (&'static str, &'static str)> {
+    if let Some(n) = &r.name
+        && (n.is_empty() || n.contains('/') || n.len() > 32)
+    {
+        return Err(("root.name", "is not a disk's kernel name like sda or vda"));
+    }
+    Ok(())
+}
+
+/// A config drive path: relative, `/`-separated, no `..`, no empty parts, FAT-safe bytes.
+fn check_drive_path(p: &str) -> Result<(), &'static str> {
+    if p.is_empty() || p.len() > 200 {
+        return Err("is empty or longer than 200 bytes");
+    }
+    if p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err("has an empty, `.` or `..` part");
+    }
+    if !p
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+    {
+        return Err("may hold only ASCII letters, digits and - _ . /");
+    }
+    Ok(())
 }
 
 fn check_checksum(c: &str) -> bool {

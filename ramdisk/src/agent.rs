@@ -1,6 +1,6 @@
 //! The ramdisk's agent: the network up, enrollment with the per-boot token and the pinned CA
 //! from the kernel command line, then the same link, journal (in RAM) and telemetry as any
-//! agent, with the machine driver (inspection; the disk steps come with the deploy) and no
+//! agent, with the machine driver (inspection, disks, in-band boot device, reboot) and no
 //! hypervisor or out-of-band BMC drivers.
 
 use crate::cmdline::{BootArgs, MissingArg};
@@ -89,7 +89,10 @@ pub async fn main() -> Result<(), RamdiskError> {
         storage: none.clone(),
         compute: none.clone(),
         bmc: none,
-        machine: Arc::new(LocalMachine::default()),
+        machine: Arc::new(LocalMachine {
+            owns_machine: true,
+            ..LocalMachine::default()
+        }),
     };
     let sampler = Arc::new(
         ferric_agent::telemetry::SysinfoSampler::new()

@@ -28,6 +28,11 @@ const PACKAGES: &[&str] = &[
     "iproute2",
     "binutils",
     "lvm2",
+    // The deploy tests' OS image: a disk that boots with SYSLINUX from a FAT partition.
+    "syslinux",
+    "syslinux-common",
+    "mtools",
+    "dosfstools",
     // VirtualBMC's Python runtime: its venv takes these from the system.
     "python3-venv",
     "python3-libvirt",

@@ -281,4 +281,47 @@ impl super::Machine for FakeDriver {
             bmc_error: Some("the fake machine has no BMC".into()),
         })
     }
+
+    /// Reports progress in four quarters of a pretend 1 GiB, then succeeds.
+    async fn erase_disks(&self, mode: ferric_proto::plan::EraseMode, meter: super::Meter) -> DriverResult {
+        for q in 1..=4u64 {
+            meter(q << 28, 1 << 30);
+        }
+        self.call("erase_disks", format!("machine/{}", mode.as_str()), None)
+            .await
+    }
+
+    async fn write_image(
+        &self,
+        image: &ferric_proto::plan::VolumeImage,
+        _root: &ferric_proto::plan::RootHint,
+        meter: super::Meter,
+    ) -> DriverResult {
+        meter(1 << 30, 1 << 30);
+        self.call("write_image", format!("machine/{}", image.checksum), None)
+            .await
+    }
+
+    async fn write_config_drive(
+        &self,
+        _root: &ferric_proto::plan::RootHint,
+        label: &str,
+        _files: &[ferric_proto::plan::ConfigFile],
+    ) -> DriverResult {
+        self.call("write_config_drive", format!("machine/{label}"), None)
+            .await
+    }
+
+    async fn set_boot_device(
+        &self,
+        device: ferric_proto::plan::BootDevice,
+        _persistent: bool,
+    ) -> DriverResult {
+        self.call("set_boot_device", format!("machine/{}", device.as_str()), None)
+            .await
+    }
+
+    async fn reboot(&self) -> DriverResult {
+        self.call("reboot", "machine".into(), None).await
+    }
 }

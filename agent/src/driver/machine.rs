@@ -1,29 +1,48 @@
 //! The machine the agent runs on: its hardware read from `/proc` and `/sys`
-//! ([`crate::inventory`]) and, with the `inband` feature, its BMC's LAN settings through the
-//! kernel's IPMI device.
+//! ([`crate::inventory`]); with the `inband` feature, its BMC through the kernel's IPMI device
+//! (LAN settings, next boot device); with the `disks` feature, its disks ([`super::disks`]:
+//! erase, image, config drive) — written only by an agent that owns the machine, a deploy
+//! ramdisk, never by an agent on a host whose disks hold its own system.
 
-use super::{DriverError, Machine};
+use super::{DriverError, DriverResult, Machine, Meter};
 use crate::inventory::{Root, read};
 use async_trait::async_trait;
 use ferric_proto::msg::Inspection;
+use ferric_proto::plan::{BootDevice, ConfigFile, EraseMode, ErrorKind, RootHint, VolumeImage};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// This machine.
 #[derive(Debug, Clone)]
 pub struct LocalMachine {
     /// Where `/proc` and `/sys` are.
     pub root: Root,
+    /// Where the disks' device nodes are (`/dev`).
+    pub dev: PathBuf,
     /// The IPMI device (`/dev/ipmi0`).
     pub ipmi_device: PathBuf,
+    /// Whether this agent owns the machine (a deploy ramdisk): only then does it erase and
+    /// write disks or reboot.
+    pub owns_machine: bool,
 }
 
 impl Default for LocalMachine {
     fn default() -> Self {
         LocalMachine {
             root: Root::default(),
+            dev: PathBuf::from("/dev"),
             ipmi_device: PathBuf::from("/dev/ipmi0"),
+            owns_machine: false,
         }
     }
+}
+
+/// How long a reboot waits after its step is reported, so that the report reaches the
+/// coordinator first.
+pub const REBOOT_DELAY: Duration = Duration::from_secs(2);
+
+fn blocking_failed(e: tokio::task::JoinError) -> DriverError {
+    DriverError::new(ErrorKind::Internal, format!("disk task failed: {e}"))
 }
 
 #[async_trait]
@@ -47,9 +66,196 @@ impl Machine for LocalMachine {
             )
         })
     }
+
+    #[cfg(feature = "disks")]
+    async fn erase_disks(&self, mode: EraseMode, meter: Meter) -> DriverResult {
+        self.owned("erase disks")?;
+        let disks: Vec<_> = read(&self.root)
+            .disks
+            .into_iter()
+            .filter(|d| !self.read_only(&d.name))
+            .collect();
+        if disks.is_empty() {
+            return Err(DriverError::new(ErrorKind::NotFound, "this machine has no writable disk"));
+        }
+        // Progress is the sum over the disks, which are erased side by side.
+        let total: u64 = disks.iter().map(|d| d.size_bytes).sum();
+        let done = std::sync::Arc::new(std::sync::Mutex::new(vec![0u64; disks.len()]));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, d) in disks.into_iter().enumerate() {
+            let dev = self.dev.join(&d.name);
+            let parts = self.partitions(&d.name);
+            let (done, meter) = (done.clone(), meter.clone());
+            tasks.spawn_blocking(move || {
+                let each = |n: u64, _: u64| {
+                    let mut v = crate::lock(&done);
+                    v[i] = n;
+                    meter(v.iter().sum(), total);
+                };
+                let r = super::disks::erase(&dev, mode, &parts, &each);
+                (d.name, r)
+            });
+        }
+        let mut failed = vec![];
+        while let Some(r) = tasks.join_next().await {
+            match r.map_err(blocking_failed)? {
+                (name, Ok(how)) => tracing::info!(disk = %name, %how, "disk erased"),
+                (name, Err(e)) => failed.push(format!("{name}: {e}")),
+            }
+        }
+        if failed.is_empty() {
+            Ok(true)
+        } else {
+            Err(DriverError::new(ErrorKind::Io, format!("erasing failed on {}", failed.join("; "))))
+        }
+    }
+
+    #[cfg(feature = "disks")]
+    async fn write_image(&self, image: &VolumeImage, root: &RootHint, meter: Meter) -> DriverResult {
+        use ferric_images::inspect::{Format, ImageError};
+        use ferric_images::source::{ImageSource, SourceReader, parse_checksum};
+        self.owned("write an image")?;
+        let (disk, size) = self.root_disk(root)?;
+        let dev = self.dev.join(&disk);
+        let invalid = |m: String| DriverError::new(ErrorKind::InvalidSpec, m);
+        let declared = Format::parse_declared(image.format.as_deref())
+            .map_err(|e| invalid(format!("field `image.format`: {e}")))?;
+        let expected = parse_checksum(&image.checksum)
+            .map_err(|e| invalid(format!("field `image.checksum`: {e}")))?;
+        let img = image.clone();
+        tokio::task::spawn_blocking(move || {
+            let image_err = |e: ImageError| {
+                let kind = if matches!(e, ImageError::Io(_)) { ErrorKind::Io } else { ErrorKind::InvalidSpec };
+                DriverError::new(kind, format!("image {}: {e}", img.url))
+            };
+            let mut source = ImageSource::parse(&img.url).open().map_err(|e| {
+                DriverError::new(ErrorKind::Unreachable, format!("image {} cannot be fetched: {e}", img.url))
+            })?;
+            let found = ferric_images::inspect::inspect(&mut SourceReader::new(&mut *source)).map_err(image_err)?;
+            if let Some(v) = found.virtual_size
+                && v > size
+            {
+                return Err(invalid(format!(
+                    "the disk in image {} is {v} bytes, more than the root disk {disk} ({size} bytes)",
+                    img.url
+                )));
+            }
+            let opts = ferric_images::write::WriteOptions { declared, expected: Some(expected), direct: None };
+            let report = ferric_images::write::write_from(&mut *source, &dev, &opts, &mut |p| {
+                meter(p.done, if p.total == 0 { size } else { p.total })
+            })
+            .map_err(image_err)?;
+            tracing::info!(%disk, image = %img.url, written = report.written, zeros_skipped = report.zeros_skipped, resumes = report.resumes, "image written");
+            Ok(true)
+        })
+        .await
+        .map_err(blocking_failed)?
+    }
+
+    #[cfg(feature = "disks")]
+    async fn write_config_drive(&self, root: &RootHint, label: &str, files: &[ConfigFile]) -> DriverResult {
+        self.owned("write a config drive")?;
+        let (disk, _) = self.root_disk(root)?;
+        let dev = self.dev.join(&disk);
+        let (label, files) = (label.to_owned(), files.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let (slot, start) = super::disks::write_config_drive(&dev, &label, &files)
+                .map_err(|e| DriverError::new(ErrorKind::Io, e.to_string()))?;
+            tracing::info!(%disk, partition = slot, start, %label, "config drive written");
+            Ok(true)
+        })
+        .await
+        .map_err(blocking_failed)?
+    }
+
+    #[cfg(not(feature = "disks"))]
+    async fn erase_disks(&self, _: EraseMode, _: Meter) -> DriverResult {
+        Err(no_disks())
+    }
+
+    #[cfg(not(feature = "disks"))]
+    async fn write_image(&self, _: &VolumeImage, _: &RootHint, _: Meter) -> DriverResult {
+        Err(no_disks())
+    }
+
+    #[cfg(not(feature = "disks"))]
+    async fn write_config_drive(&self, _: &RootHint, _: &str, _: &[ConfigFile]) -> DriverResult {
+        Err(no_disks())
+    }
+
+    async fn set_boot_device(&self, device: BootDevice, persistent: bool) -> DriverResult {
+        self.owned("set the boot device")?;
+        self.inband_boot_device(device, persistent).await
+    }
+
+    async fn reboot(&self) -> DriverResult {
+        self.owned("reboot")?;
+        tokio::spawn(async {
+            tokio::time::sleep(REBOOT_DELAY).await;
+            nix::unistd::sync();
+            tracing::info!("rebooting");
+            let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+            tracing::error!(error = %e, "reboot failed");
+        });
+        Ok(true)
+    }
+}
+
+#[cfg(not(feature = "disks"))]
+fn no_disks() -> DriverError {
+    DriverError::new(
+        ErrorKind::Unsupported,
+        "this agent was built without the disk steps (cargo feature `disks`)",
+    )
 }
 
 impl LocalMachine {
+    fn owned(&self, what: &str) -> Result<(), DriverError> {
+        if self.owns_machine {
+            Ok(())
+        } else {
+            Err(DriverError::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "this agent does not own the machine it runs on and will not {what}; only a \
+                     deploy ramdisk does"
+                ),
+            ))
+        }
+    }
+
+    #[cfg(feature = "disks")]
+    fn root_disk(&self, hint: &RootHint) -> Result<(String, u64), DriverError> {
+        let disks: Vec<_> = read(&self.root)
+            .disks
+            .into_iter()
+            .filter(|d| !self.read_only(&d.name))
+            .collect();
+        super::disks::choose_root(&disks, hint)
+            .map(|d| (d.name.clone(), d.size_bytes))
+            .map_err(|e| DriverError::new(ErrorKind::NotFound, e.to_string()))
+    }
+
+    #[cfg(feature = "disks")]
+    fn read_only(&self, disk: &str) -> bool {
+        std::fs::read_to_string(self.root.path(&format!("/sys/block/{disk}/ro")))
+            .is_ok_and(|s| s.trim() == "1")
+    }
+
+    /// The partitions the kernel lists on `disk`, `(start, len)` in bytes.
+    #[cfg(feature = "disks")]
+    fn partitions(&self, disk: &str) -> Vec<(u64, u64)> {
+        let dir = self.root.path(&format!("/sys/block/{disk}"));
+        let num = |p: PathBuf| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+        std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(disk))
+            .filter_map(|e| Some((num(e.path().join("start"))? * 512, num(e.path().join("size"))? * 512)))
+            .collect()
+    }
+
     #[cfg(feature = "inband")]
     fn bmc_lan(&self) -> (Option<ferric_proto::msg::BmcLan>, Option<String>) {
         let lan = crate::bmc::inband::Inband::open(&self.ipmi_device).and_then(|mut d| d.lan());
@@ -63,6 +269,27 @@ impl LocalMachine {
             ),
             Err(e) => (None, Some(e.to_string())),
         }
+    }
+
+    #[cfg(feature = "inband")]
+    async fn inband_boot_device(&self, device: BootDevice, persistent: bool) -> DriverResult {
+        let path = self.ipmi_device.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::bmc::inband::Inband::open(&path)
+                .and_then(|mut d| d.set_boot_device(device, persistent, false))
+                .map_err(|e| DriverError::new(ErrorKind::Io, format!("in-band boot device: {e}")))
+        })
+        .await
+        .map_err(blocking_failed)??;
+        Ok(true)
+    }
+
+    #[cfg(not(feature = "inband"))]
+    async fn inband_boot_device(&self, _: BootDevice, _: bool) -> DriverResult {
+        Err(DriverError::new(
+            ErrorKind::Unsupported,
+            "this agent was built without in-band IPMI (cargo feature `inband`)",
+        ))
     }
 
     #[cfg(not(feature = "inband"))]

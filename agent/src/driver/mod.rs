@@ -4,6 +4,8 @@
 //! [`Unsupported`] stands in for what an agent does not drive, and [`FakeDriver`] implements
 //! every trait for the in-process tiers: it records calls and can inject delays and failures.
 
+#[cfg(feature = "disks")]
+pub mod disks;
 mod fake;
 pub mod machine;
 mod unsupported;
@@ -16,8 +18,8 @@ pub use unsupported::Unsupported;
 use async_trait::async_trait;
 use ferric_proto::msg::{BmcCredential, BmcState, Inspection, SensorReading};
 use ferric_proto::plan::{
-    BootDevice, ErrorKind, GuestPowerAction, GuestSpec, PowerAction, Step, StepOutput,
-    VolumeFormat, VolumeImage,
+    BootDevice, ConfigFile, EraseMode, ErrorKind, GuestPowerAction, GuestSpec, PowerAction,
+    RootHint, Step, StepOutput, VolumeFormat, VolumeImage,
 };
 use std::sync::Arc;
 
@@ -61,6 +63,9 @@ impl From<bool> for StepDone {
         }
     }
 }
+
+/// Where a long step reports how far it is (`done`, `total` units), shown as telemetry.
+pub type Meter = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 /// Linux bridges and VLANs.
 #[async_trait]
@@ -165,6 +170,22 @@ pub trait BmcControl: Send + Sync + std::fmt::Debug {
 pub trait Machine: Send + Sync + std::fmt::Debug {
     /// Reads the hardware and, where there is one, the BMC's LAN settings in-band.
     async fn inspect(&self) -> Result<Inspection, DriverError>;
+    /// Erases every disk, disks in parallel.
+    async fn erase_disks(&self, mode: EraseMode, meter: Meter) -> DriverResult;
+    /// Streams an image onto the root disk, its digest checked in flight.
+    async fn write_image(&self, image: &VolumeImage, root: &RootHint, meter: Meter)
+    -> DriverResult;
+    /// Adds a config drive to the root disk.
+    async fn write_config_drive(
+        &self,
+        root: &RootHint,
+        label: &str,
+        files: &[ConfigFile],
+    ) -> DriverResult;
+    /// Sets the next boot device in-band.
+    async fn set_boot_device(&self, device: BootDevice, persistent: bool) -> DriverResult;
+    /// Reboots the machine shortly after the step is reported.
+    async fn reboot(&self) -> DriverResult;
     /// Whether this is a working driver (announced as a capability), not a stand-in that
     /// refuses every call.
     fn available(&self) -> bool {
@@ -201,6 +222,11 @@ impl Drivers {
 
     /// Runs one step through the driver that owns it.
     pub async fn run(&self, step: &Step) -> Result<StepDone, DriverError> {
+        self.run_metered(step, Arc::new(|_, _| {})).await
+    }
+
+    /// [`Drivers::run`], with long steps reporting their progress to `meter`.
+    pub async fn run_metered(&self, step: &Step, meter: Meter) -> Result<StepDone, DriverError> {
         Ok(match step {
             Step::EnsureBridge { name, uplink, vlan } => {
                 self.network
@@ -260,6 +286,15 @@ impl Drivers {
                     output: Some(StepOutput::Inspection(Box::new(found))),
                 });
             }
+            Step::EraseDisks { mode } => self.machine.erase_disks(*mode, meter).await,
+            Step::WriteImage { image, root } => self.machine.write_image(image, root, meter).await,
+            Step::WriteConfigDrive { root, label, files } => {
+                self.machine.write_config_drive(root, label, files).await
+            }
+            Step::SetBootDevice { device, persistent } => {
+                self.machine.set_boot_device(*device, *persistent).await
+            }
+            Step::Reboot {} => self.machine.reboot().await,
         }?
         .into())
     }

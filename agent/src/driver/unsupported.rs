@@ -116,4 +116,29 @@ impl Machine for Unsupported {
     async fn inspect(&self) -> Result<ferric_proto::msg::Inspection, DriverError> {
         Err(self.on("machine", "inspect"))
     }
+    async fn erase_disks(&self, _: ferric_proto::plan::EraseMode, _: super::Meter) -> DriverResult {
+        Err(self.on("machine", "erase disks"))
+    }
+    async fn write_image(
+        &self,
+        _: &ferric_proto::plan::VolumeImage,
+        _: &ferric_proto::plan::RootHint,
+        _: super::Meter,
+    ) -> DriverResult {
+        Err(self.on("machine", "write an image"))
+    }
+    async fn write_config_drive(
+        &self,
+        _: &ferric_proto::plan::RootHint,
+        _: &str,
+        _: &[ferric_proto::plan::ConfigFile],
+    ) -> DriverResult {
+        Err(self.on("machine", "write a config drive"))
+    }
+    async fn set_boot_device(&self, _: ferric_proto::plan::BootDevice, _: bool) -> DriverResult {
+        Err(self.on("machine", "set the boot device in-band"))
+    }
+    async fn reboot(&self) -> DriverResult {
+        Err(self.on("machine", "reboot"))
+    }
 }

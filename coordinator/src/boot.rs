@@ -210,6 +210,7 @@ pub async fn start(
             tracing::error!(error = %e, "TFTP server stopped");
         }
     }));
+    let _ = shared.boot_site.set(site.clone());
     let app = router(shared.clone(), site, cfg.clone());
     tasks.push(tokio::spawn(async move {
         let _ = axum::serve(http_listener, app)

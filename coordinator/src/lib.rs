@@ -48,6 +48,8 @@ pub struct Config {
     pub images_url: Option<String>,
     /// Boot services on a provisioning interface (off when absent).
     pub boot: Option<boot::BootConfig>,
+    /// How long bare-metal lifecycle waits may last.
+    pub lifecycle: conductor::lifecycle::Timeouts,
 }
 
 impl Config {
@@ -64,6 +66,7 @@ impl Config {
             drain_grace: Duration::from_secs(5),
             images_url: None,
             boot: None,
+            lifecycle: conductor::lifecycle::Timeouts::default(),
         }
     }
 }
@@ -83,6 +86,10 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Image files.
     pub images: conductor::images::ImageStore,
+    /// Taken while a bare-metal node's lifecycle moves.
+    pub lifecycle: tokio::sync::Mutex<()>,
+    /// The boot services' addresses, once they listen.
+    pub boot_site: std::sync::OnceLock<conductor::boot::BootSite>,
 }
 
 /// Errors starting a coordinator.
@@ -217,6 +224,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         hub: hub::Hub::default(),
         shutdown: CancellationToken::new(),
         images,
+        lifecycle: tokio::sync::Mutex::new(()),
+        boot_site: std::sync::OnceLock::new(),
     });
     info!(%listen, %api, ca = %shared.pki.ca_hash(), "coordinator listening");
 
@@ -224,6 +233,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Some(b) => Some(boot::start(shared.clone(), b, listen.port()).await?),
         None => None,
     };
+    tokio::spawn(conductor::lifecycle::deadlines(shared.clone()));
     let task = tokio::spawn(serve(endpoint, api_listener, shared.clone()));
     Ok(Running {
         listen,

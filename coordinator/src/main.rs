@@ -63,6 +63,10 @@ async fn real_main() -> Result<()> {
     config.images_url = args.images_url.clone();
     config.telemetry_interval = args.telemetry_interval;
     config.drain_grace = args.drain_grace;
+    config.lifecycle.callback = args.callback_timeout;
+    config.lifecycle.inspect = args.inspect_timeout;
+    config.lifecycle.clean = args.clean_timeout;
+    config.lifecycle.deploy = args.deploy_timeout;
     if let Some(iface) = &args.boot_services {
         let dir = args
             .ramdisk_dir

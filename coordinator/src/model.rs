@@ -183,6 +183,58 @@ vocabulary!(
 );
 
 vocabulary!(
+    /// What a node in a provision state is doing right now.
+    Phase, "provision step" {
+        /// Its BMC is asked for its power (verification, or confirming power after a deploy).
+        ReadPower = "read-power",
+        /// The management agent powers it off, sets network boot, powers it on.
+        BootRamdisk = "boot-ramdisk",
+        /// It network-boots; the coordinator waits for its ramdisk to call back.
+        WaitCallback = "wait-callback",
+        /// Its ramdisk reads the hardware.
+        Inspect = "inspect",
+        /// Its ramdisk erases the disks.
+        Erase = "erase",
+        /// Its ramdisk writes the image, the config drive, sets disk boot and reboots.
+        Write = "write",
+    }
+);
+
+impl Phase {
+    /// What the phase is, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Phase::ReadPower => "reading power through the BMC",
+            Phase::BootRamdisk => "power-cycling into the network boot",
+            Phase::WaitCallback => "waiting for the ramdisk to call back",
+            Phase::Inspect => "inspecting the hardware",
+            Phase::Erase => "erasing the disks",
+            Phase::Write => "writing the image",
+        }
+    }
+}
+
+vocabulary!(
+    /// What an operator asks of a bare-metal node.
+    Verb, "provision verb" {
+        /// Take it under management (verify its BMC), or recover it from a failure.
+        Manage = "manage",
+        /// Read its hardware.
+        Inspect = "inspect",
+        /// Clean it and make it available.
+        Provide = "provide",
+        /// Write an image and boot it.
+        Deploy = "deploy",
+        /// Take its image away (then clean it).
+        Undeploy = "undeploy",
+        /// Write its image again.
+        Rebuild = "rebuild",
+        /// Stop what it is doing; it lands in the failed state of what it did.
+        Abort = "abort",
+    }
+);
+
+vocabulary!(
     /// What a bare-metal node's network boot has reached, as the boot services see it.
     BootStage, "boot stage" {
         /// Its PXE ROM or iPXE was answered by Ferric's DHCP.

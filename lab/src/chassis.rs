@@ -4,7 +4,7 @@
 use crate::error::{IoContext, LabError, Result};
 use crate::fault::has_fault;
 use crate::layout::Rack;
-use crate::qemu::{acpi_shutdown, power_off, power_on, qemu_pid};
+use crate::qemu::{acpi_shutdown, next_boot, power_off, power_on, qemu_pid};
 use std::path::Path;
 
 /// `ferric lab chassis`: ipmi_sim's chassis-control program for one node. ipmi_sim runs it as
@@ -60,6 +60,7 @@ pub fn chassis(dir: &Path, node: &str, args: &[String]) -> Result<String> {
                         let file = ndir.join("boot");
                         std::fs::write(&file, v)
                             .or_lab(|| format!("cannot write {}", file.display()))?;
+                        next_boot(&rack, &n, *v == "pxe")?;
                     }
                     _ => {}
                 }

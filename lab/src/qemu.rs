@@ -169,11 +169,11 @@ pub(crate) fn power_off(rack: &Rack, n: &Node) {
     }
 }
 
-/// ACPI power button through QMP.
-pub(crate) fn acpi_shutdown(rack: &Rack, n: &Node) -> Result<()> {
+/// Runs one QMP command on a running node's QEMU.
+fn qmp(rack: &Rack, n: &Node, command: &str) -> Result<()> {
     use std::io::{BufRead, BufReader, Write};
     let sock = rack.node_dir(n).join("qmp.sock");
-    let press = || -> std::io::Result<()> {
+    let run = || -> std::io::Result<()> {
         let mut s = std::os::unix::net::UnixStream::connect(&sock)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut r = BufReader::new(s.try_clone()?);
@@ -182,15 +182,37 @@ pub(crate) fn acpi_shutdown(rack: &Rack, n: &Node) -> Result<()> {
         s.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
         line.clear();
         r.read_line(&mut line)?;
-        s.write_all(b"{\"execute\":\"system_powerdown\"}\n")?;
+        s.write_all(command.as_bytes())?;
+        s.write_all(b"\n")?;
         line.clear();
         r.read_line(&mut line)?;
         Ok(())
     };
-    press().map_err(|source| LabError::Qmp {
+    run().map_err(|source| LabError::Qmp {
         sock: sock.clone(),
         source,
     })
+}
+
+/// ACPI power button through QMP.
+pub(crate) fn acpi_shutdown(rack: &Rack, n: &Node) -> Result<()> {
+    qmp(rack, n, "{\"execute\":\"system_powerdown\"}")
+}
+
+/// The device a running node boots from at its next reset (a reboot from inside, as real
+/// firmware asks its BMC for the boot device on every boot).
+pub(crate) fn next_boot(rack: &Rack, n: &Node, pxe: bool) -> Result<()> {
+    if qemu_pid(rack, n).is_none() {
+        return Ok(());
+    }
+    let order = if pxe { "n" } else { "c" };
+    qmp(
+        rack,
+        n,
+        &format!(
+            "{{\"execute\":\"human-monitor-command\",\"arguments\":{{\"command-line\":\"boot_set {order}\"}}}}"
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -116,7 +116,13 @@ fn size_of(f: &mut File, dev: &Path) -> Result<u64, DiskError> {
         .map_err(io_err("cannot find the size of", dev))
 }
 
-fn zero_range(f: &mut File, dev: &Path, start: u64, len: u64, meter: Meter<'_>) -> Result<(), DiskError> {
+fn zero_range(
+    f: &mut File,
+    dev: &Path,
+    start: u64,
+    len: u64,
+    meter: Meter<'_>,
+) -> Result<(), DiskError> {
     // The kernel zeroes fastest (and thin devices stay thin); chunks keep progress flowing.
     const CHUNK: u64 = 64 << 20;
     let total = len;
@@ -133,7 +139,8 @@ fn zero_range(f: &mut File, dev: &Path, start: u64, len: u64, meter: Meter<'_>) 
             let mut left = n;
             while left > 0 {
                 let k = left.min(buf.len() as u64) as usize;
-                f.write_all(&buf[..k]).map_err(io_err("cannot write zeros to", dev))?;
+                f.write_all(&buf[..k])
+                    .map_err(io_err("cannot write zeros to", dev))?;
                 left -= k as u64;
             }
         }
@@ -147,7 +154,12 @@ fn zero_range(f: &mut File, dev: &Path, start: u64, len: u64, meter: Meter<'_>) 
 /// `partitions` (`(start, len)` in bytes, as the kernel lists them), then, for `discard`,
 /// every block discarded (zeroed where the disk cannot discard), for `zero`, every block
 /// zeroed. Returns what was done, for the log.
-pub fn erase(dev: &Path, mode: EraseMode, partitions: &[(u64, u64)], meter: Meter<'_>) -> Result<String, DiskError> {
+pub fn erase(
+    dev: &Path,
+    mode: EraseMode,
+    partitions: &[(u64, u64)],
+    meter: Meter<'_>,
+) -> Result<String, DiskError> {
     let mut f = OpenOptions::new()
         .read(true)
         .write(true)
@@ -254,7 +266,11 @@ const GPT_PROTECTIVE: u8 = 0xee;
 /// Adds a config drive to the disk `dev`: a [`CONFIG_DRIVE_BYTES`] FAT partition in the
 /// last free space of its MBR, labelled `label`, holding `files`. Returns the partition's
 /// number and start (bytes).
-pub fn write_config_drive(dev: &Path, label: &str, files: &[ConfigFile]) -> Result<(usize, u64), DiskError> {
+pub fn write_config_drive(
+    dev: &Path,
+    label: &str,
+    files: &[ConfigFile],
+) -> Result<(usize, u64), DiskError> {
     let mut f = OpenOptions::new()
         .read(true)
         .write(true)
@@ -267,7 +283,10 @@ pub fn write_config_drive(dev: &Path, label: &str, files: &[ConfigFile]) -> Resu
             dev.display()
         ))
     })?;
-    if mbr.iter().any(|(_, p)| p.is_used() && p.sys == GPT_PROTECTIVE) {
+    if mbr
+        .iter()
+        .any(|(_, p)| p.is_used() && p.sys == GPT_PROTECTIVE)
+    {
         return Err(DiskError::PartitionTable(format!(
             "the image on {} is partitioned with GPT; config drives are written to MBR disks only",
             dev.display()
@@ -343,7 +362,9 @@ pub fn write_config_drive(dev: &Path, label: &str, files: &[ConfigFile]) -> Resu
                 out.truncate()
                     .and_then(|()| out.write_all(file.content.as_bytes()))
                     .and_then(|()| out.flush())
-                    .map_err(|e| DiskError::ConfigDrive(format!("cannot write {}: {e}", file.path)))?;
+                    .map_err(|e| {
+                        DiskError::ConfigDrive(format!("cannot write {}: {e}", file.path))
+                    })?;
             }
         }
         fs.unmount()
@@ -394,7 +415,10 @@ mod tests {
         };
         let e = pick(none).unwrap_err().to_string();
         assert!(e.contains("sdz") && e.contains("sda"), "{e}");
-        assert!(matches!(choose_root(&[], &RootHint::default()), Err(DiskError::NoDisks)));
+        assert!(matches!(
+            choose_root(&[], &RootHint::default()),
+            Err(DiskError::NoDisks)
+        ));
     }
 
     fn file_disk(size: u64) -> (tempfile::TempDir, std::path::PathBuf) {
@@ -429,7 +453,10 @@ mod tests {
         let (_d, p) = file_disk(8 << 20);
         std::fs::write(&p, vec![0x11u8; 8 << 20]).unwrap();
         let last = std::sync::Mutex::new((0u64, 0u64));
-        erase(&p, EraseMode::Zero, &[], &|d, t| *last.lock().unwrap() = (d, t)).unwrap();
+        erase(&p, EraseMode::Zero, &[], &|d, t| {
+            *last.lock().unwrap() = (d, t)
+        })
+        .unwrap();
         assert_eq!(*last.lock().unwrap(), (8 << 20, 8 << 20));
         assert!(std::fs::read(&p).unwrap().iter().all(|&x| x == 0));
         // A file cannot be discarded: it is zeroed, and the result says so.
@@ -475,7 +502,10 @@ mod tests {
         assert_eq!((start + CONFIG_DRIVE_BYTES) % (1 << 20), 0);
         let mut f = File::open(&p).unwrap();
         let mbr = mbrman::MBR::read_from(&mut f, 512).unwrap();
-        assert_eq!(mbr[1].starting_lba, 2048, "the image's partition is untouched");
+        assert_eq!(
+            mbr[1].starting_lba, 2048,
+            "the image's partition is untouched"
+        );
         assert_eq!(mbr[2].sys, FAT32_LBA);
         let mut rw = OpenOptions::new().read(true).write(true).open(&p).unwrap();
         let region = Region {
@@ -509,10 +539,14 @@ mod tests {
             content: "x".into(),
         }];
         let (_d, p) = file_disk(64 << 20);
-        let e = write_config_drive(&p, "cidata", &files).unwrap_err().to_string();
+        let e = write_config_drive(&p, "cidata", &files)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no MBR partition table"), "{e}");
         with_mbr(&p, &[(2048, (60 << 11) - 2048)]);
-        let e = write_config_drive(&p, "cidata", &files).unwrap_err().to_string();
+        let e = write_config_drive(&p, "cidata", &files)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no 64 MiB left"), "{e}");
         let (_d2, g) = file_disk(256 << 20);
         {
@@ -528,7 +562,9 @@ mod tests {
             };
             mbr.write_into(&mut f).unwrap();
         }
-        let e = write_config_drive(&g, "cidata", &files).unwrap_err().to_string();
+        let e = write_config_drive(&g, "cidata", &files)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("GPT"), "{e}");
     }
 }

@@ -283,7 +283,11 @@ impl super::Machine for FakeDriver {
     }
 
     /// Reports progress in four quarters of a pretend 1 GiB, then succeeds.
-    async fn erase_disks(&self, mode: ferric_proto::plan::EraseMode, meter: super::Meter) -> DriverResult {
+    async fn erase_disks(
+        &self,
+        mode: ferric_proto::plan::EraseMode,
+        meter: super::Meter,
+    ) -> DriverResult {
         for q in 1..=4u64 {
             meter(q << 28, 1 << 30);
         }
@@ -317,8 +321,12 @@ impl super::Machine for FakeDriver {
         device: ferric_proto::plan::BootDevice,
         _persistent: bool,
     ) -> DriverResult {
-        self.call("set_boot_device", format!("machine/{}", device.as_str()), None)
-            .await
+        self.call(
+            "set_boot_device",
+            format!("machine/{}", device.as_str()),
+            None,
+        )
+        .await
     }
 
     async fn reboot(&self) -> DriverResult {

@@ -76,7 +76,10 @@ impl Machine for LocalMachine {
             .filter(|d| !self.read_only(&d.name))
             .collect();
         if disks.is_empty() {
-            return Err(DriverError::new(ErrorKind::NotFound, "this machine has no writable disk"));
+            return Err(DriverError::new(
+                ErrorKind::NotFound,
+                "this machine has no writable disk",
+            ));
         }
         // Progress is the sum over the disks, which are erased side by side.
         let total: u64 = disks.iter().map(|d| d.size_bytes).sum();
@@ -106,12 +109,20 @@ impl Machine for LocalMachine {
         if failed.is_empty() {
             Ok(true)
         } else {
-            Err(DriverError::new(ErrorKind::Io, format!("erasing failed on {}", failed.join("; "))))
+            Err(DriverError::new(
+                ErrorKind::Io,
+                format!("erasing failed on {}", failed.join("; ")),
+            ))
         }
     }
 
     #[cfg(feature = "disks")]
-    async fn write_image(&self, image: &VolumeImage, root: &RootHint, meter: Meter) -> DriverResult {
+    async fn write_image(
+        &self,
+        image: &VolumeImage,
+        root: &RootHint,
+        meter: Meter,
+    ) -> DriverResult {
         use ferric_images::inspect::{Format, ImageError};
         use ferric_images::source::{ImageSource, SourceReader, parse_checksum};
         self.owned("write an image")?;
@@ -153,7 +164,12 @@ impl Machine for LocalMachine {
     }
 
     #[cfg(feature = "disks")]
-    async fn write_config_drive(&self, root: &RootHint, label: &str, files: &[ConfigFile]) -> DriverResult {
+    async fn write_config_drive(
+        &self,
+        root: &RootHint,
+        label: &str,
+        files: &[ConfigFile],
+    ) -> DriverResult {
         self.owned("write a config drive")?;
         let (disk, _) = self.root_disk(root)?;
         let dev = self.dev.join(&disk);
@@ -246,13 +262,19 @@ impl LocalMachine {
     #[cfg(feature = "disks")]
     fn partitions(&self, disk: &str) -> Vec<(u64, u64)> {
         let dir = self.root.path(&format!("/sys/block/{disk}"));
-        let num = |p: PathBuf| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+        let num =
+            |p: PathBuf| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
         std::fs::read_dir(&dir)
             .into_iter()
             .flatten()
             .filter_map(Result::ok)
             .filter(|e| e.file_name().to_string_lossy().starts_with(disk))
-            .filter_map(|e| Some((num(e.path().join("start"))? * 512, num(e.path().join("size"))? * 512)))
+            .filter_map(|e| {
+                Some((
+                    num(e.path().join("start"))? * 512,
+                    num(e.path().join("size"))? * 512,
+                ))
+            })
             .collect()
     }
 

@@ -20,6 +20,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/v1/nodes/{name}/bootdev", post(bootdev))
         .route("/v1/nodes/{name}/sensors", post(sensors))
         .route("/v1/nodes/{name}/sel", post(sel))
+        .route("/v1/nodes/{name}/provision", post(provision))
 }
 
 async fn enroll(
@@ -63,4 +64,14 @@ async fn sel(
     Json(req): Json<SelRequest>,
 ) -> ApiResult<BmcAction> {
     Ok(Json(conductor::sel(&s, &name, req).await?))
+}
+
+async fn provision(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Json(req): Json<crate::conductor::lifecycle::ProvisionRequest>,
+) -> ApiResult<crate::conductor::lifecycle::LifecycleView> {
+    Ok(Json(
+        crate::conductor::lifecycle::provision(&s, &name, req).await?,
+    ))
 }

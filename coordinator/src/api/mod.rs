@@ -70,6 +70,7 @@ impl ApiError {
                     ConductorError::NodeExists(_)
                     | ConductorError::GuestExists(_)
                     | ConductorError::Busy(_)
+                    | ConductorError::WrongState(_)
                     | ConductorError::NoHost(_) => StatusCode::CONFLICT,
                     ConductorError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 };

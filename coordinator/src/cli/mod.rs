@@ -8,6 +8,7 @@ pub mod lab;
 mod node;
 pub mod output;
 mod plan;
+mod provision;
 mod telemetry;
 mod token;
 mod wait;
@@ -145,6 +146,18 @@ pub struct CoordinatorArgs {
     /// `DATA_DIR/ramdisk` when absent.
     #[arg(long)]
     pub ramdisk_dir: Option<PathBuf>,
+    /// How long a network-booted node may take to call back from its ramdisk.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub callback_timeout: Duration,
+    /// How long a ramdisk's inspection may take.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub inspect_timeout: Duration,
+    /// How long a ramdisk's erasing of the disks may take.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub clean_timeout: Duration,
+    /// How long a ramdisk's image writing may take.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub deploy_timeout: Duration,
 }
 
 /// `FIRST-LAST` of IPv4 addresses.
@@ -181,6 +194,7 @@ pub async fn run_client(cli: Cli) -> Result<()> {
         Command::Token(TokenCmd::Create { ttl }) => token::create(&client, ttl, json).await,
         Command::Node(NodeCmd::List) => node::list(&client, json).await,
         Command::Node(NodeCmd::Show { name }) => node::show(&client, &name, json).await,
+        Command::Node(cmd) if cmd.is_lifecycle() => node::lifecycle_cmd(&client, cmd, json).await,
         Command::Node(cmd) => node::bmc_cmd(&client, cmd, json).await,
         Command::Plan(PlanCmd::Apply { file, nodes }) => {
             plan::apply(&client, &file, nodes, json).await

@@ -84,6 +84,123 @@ pub enum NodeCmd {
         /// Node name.
         name: String,
     },
+    /// Take bare-metal nodes under management (their BMC is checked), or recover them from
+    /// a failed state.
+    Manage {
+        /// Node names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Boot bare-metal nodes into the ramdisk and read their hardware.
+    Inspect {
+        /// Node names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Clean bare-metal nodes (erase their disks) and make them available.
+    Provide {
+        /// Node names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// How to erase: metadata (partition tables and signatures), discard, zero.
+        #[arg(long)]
+        erase: Option<ferric_proto::plan::EraseMode>,
+    },
+    /// Write an image to available bare-metal nodes (all at once) and boot it.
+    Deploy {
+        /// Node names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        deploy: super::provision::DeployArgs,
+    },
+    /// Take deployed nodes back: network boot, clean, available.
+    Undeploy {
+        /// Node names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Write a deployed node's image again (or another one with --image).
+    Rebuild {
+        /// Node names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Another image.
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// Stop what bare-metal nodes are doing; they land in the failed state of it.
+    Abort {
+        /// Node names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Wait until bare-metal nodes reach a provision state (failing when one fails).
+    Wait {
+        /// Node names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// The state (`manageable`, `available`, `active`, …).
+        #[arg(long)]
+        state: ferric_coordinator::model::ProvisionState,
+        /// Give up after this long.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+impl NodeCmd {
+    /// Whether this is a lifecycle verb (or waiting for one).
+    pub(super) fn is_lifecycle(&self) -> bool {
+        matches!(
+            self,
+            NodeCmd::Manage { .. }
+                | NodeCmd::Inspect { .. }
+                | NodeCmd::Provide { .. }
+                | NodeCmd::Deploy { .. }
+                | NodeCmd::Undeploy { .. }
+                | NodeCmd::Rebuild { .. }
+                | NodeCmd::Abort { .. }
+                | NodeCmd::Wait { .. }
+        )
+    }
+}
+
+pub(super) async fn lifecycle_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result<()> {
+    use super::provision::{verb, wait};
+    use ferric_coordinator::conductor::lifecycle::Verb;
+    match cmd {
+        NodeCmd::Manage { names } => verb(client, Verb::Manage, &names, None, None, json).await,
+        NodeCmd::Inspect { names } => verb(client, Verb::Inspect, &names, None, None, json).await,
+        NodeCmd::Provide { names, erase } => {
+            verb(client, Verb::Provide, &names, erase, None, json).await
+        }
+        NodeCmd::Deploy { names, deploy } => {
+            verb(client, Verb::Deploy, &names, None, Some(&deploy), json).await
+        }
+        NodeCmd::Undeploy { names } => verb(client, Verb::Undeploy, &names, None, None, json).await,
+        NodeCmd::Rebuild { names, image } => match image {
+            Some(image) => {
+                let d = super::provision::DeployArgs {
+                    image,
+                    config_drive: None,
+                    ssh_key: vec![],
+                    hostname: None,
+                    no_config_drive: false,
+                    root_device: vec![],
+                };
+                verb(client, Verb::Rebuild, &names, None, Some(&d), json).await
+            }
+            None => verb(client, Verb::Rebuild, &names, None, None, json).await,
+        },
+        NodeCmd::Abort { names } => verb(client, Verb::Abort, &names, None, None, json).await,
+        NodeCmd::Wait {
+            names,
+            state,
+            timeout,
+        } => wait(client, &names, state, timeout, json).await,
+        _ => bail!("not a lifecycle command"),
+    }
 }
 
 /// Parses a protocol enum by the stable names `name` gives its values (`--help` lists them).
@@ -313,7 +430,7 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
                 )
             })?;
         }
-        NodeCmd::List | NodeCmd::Show { .. } => bail!("not a BMC command"),
+        _ => bail!("not a BMC command"),
     }
     Ok(())
 }
@@ -371,8 +488,32 @@ pub(super) async fn show(client: &Client, name: &str, json: bool) -> Result<()> 
     }
     println!("name:         {}", d.node.name);
     println!("role:         {}", d.node.role);
-    if let Some(st) = d.node.state {
-        println!("state:        {st}");
+    match (&d.lifecycle, d.node.state) {
+        (Some(l), _) => {
+            let now = ferric_coordinator::now_ms();
+            let secs = |ms: i64| {
+                humantime::format_duration(Duration::from_secs((ms.max(0) / 1000) as u64))
+            };
+            println!("state:        {} (for {})", l.state, secs(now - l.since_ms));
+            if let Some(doing) = &l.doing {
+                let mut line = doing.clone();
+                if let Some(p) = &l.progress {
+                    line.push_str(&format!(" — {}", super::provision::progress(p)));
+                }
+                if let Some(dl) = l.deadline_ms {
+                    line.push_str(&format!(" (fails in {} unless done)", secs(dl - now)));
+                }
+                println!("step:         {line}");
+            }
+            if let Some(img) = &l.image {
+                println!("image:        {img}");
+            }
+            if let Some(e) = &l.error {
+                println!("last error:   {e} ({})", ago(l.error_at_ms));
+            }
+        }
+        (None, Some(st)) => println!("state:        {st}"),
+        (None, None) => {}
     }
     println!(
         "link:         {}",
@@ -511,6 +652,25 @@ pub(super) async fn show(client: &Client, name: &str, json: bool) -> Result<()> 
             (None, Some(e)) => println!("bmc lan:      not read ({e})"),
             (None, None) => {}
         }
+    }
+    if let Some(l) = d.lifecycle.as_ref().filter(|l| !l.transitions.is_empty()) {
+        let t = table(
+            &["WHEN", "FROM", "TO", "STEP", "CAUSE"],
+            &l.transitions,
+            |t| {
+                vec![
+                    ago(Some(t.at_ms)),
+                    t.from.clone(),
+                    t.to.clone(),
+                    t.step.clone().unwrap_or_default(),
+                    match &t.error {
+                        Some(e) => format!("{}: {e}", t.cause),
+                        None => t.cause.clone(),
+                    },
+                ]
+            },
+        );
+        println!("\n{t}");
     }
     let plans = table(&["PLAN", "STATE", "STEPS"], &d.plans, |p| {
         vec![

@@ -167,10 +167,17 @@ pub async fn enroll(
     })
 }
 
-/// A ramdisk said hello: unless a plan is already under way for it, it inspects the machine.
+/// A ramdisk said hello: its lifecycle gets what it waited for; a node in `enroll` (found by
+/// network boot, or booted by hand) with no plan under way inspects the machine.
 pub async fn ramdisk_connected(s: &Shared, node: &str) -> Result<()> {
     s.hub.boot_mark(node, BootStage::Connected, crate::now_ms());
-    if !s.store.unfinished_plans(node).await?.is_empty() {
+    if super::lifecycle::ramdisk_connected(s, node).await? {
+        return Ok(());
+    }
+    let state = s.store.node(node).await?.and_then(|n| n.provision_state);
+    if state.is_some_and(|st| st != crate::model::ProvisionState::Enroll)
+        || !s.store.unfinished_plans(node).await?.is_empty()
+    {
         return Ok(());
     }
     let steps = plans::keyed_steps(vec![(Step::Inspect {}, 300)])?;

@@ -11,13 +11,15 @@
 //! * [`events`]: step events from agents, stored once, their outputs acted on;
 //! * [`power_sync`]: what agents read from BMCs, and what power steps leave;
 //! * [`guests`] with [`placement`]: guests as desired state on hypervisor hosts;
-//! * [`images`]: the image store's files and the images it holds.
+//! * [`images`]: the image store's files and the images it holds;
+//! * [`lifecycle`]: bare-metal nodes from enroll to active and back, every wait with a deadline.
 
 pub mod bmcs;
 pub mod boot;
 pub mod events;
 pub mod guests;
 pub mod images;
+pub mod lifecycle;
 pub mod nodes;
 pub mod placement;
 pub mod plans;
@@ -56,6 +58,9 @@ pub enum ConductorError {
     /// Another operation holds the object.
     #[error("{0}")]
     Busy(String),
+    /// A provision verb that does not apply in the node's state.
+    #[error(transparent)]
+    WrongState(#[from] lifecycle::machine::Refused),
     /// No host can take the guest.
     #[error(transparent)]
     NoHost(#[from] placement::NoHost),
@@ -77,6 +82,7 @@ impl ConductorError {
             ConductorError::NodeExists(_) => "node_exists",
             ConductorError::GuestExists(_) => "guest_exists",
             ConductorError::Busy(_) => "busy",
+            ConductorError::WrongState(_) => "wrong_state",
             ConductorError::NoHost(_) => "no_host_fits",
             ConductorError::Store(_) => "store_error",
         }

@@ -68,6 +68,9 @@ pub struct NodeDetail {
     /// The stages its network boots reached, oldest first.
     #[serde(default)]
     pub boot: Vec<crate::hub::BootMark>,
+    /// A bare-metal node's lifecycle: state, step, deadline, last error, transitions.
+    #[serde(default)]
+    pub lifecycle: Option<super::lifecycle::LifecycleView>,
 }
 
 /// The view of a node (with its BMC's row, for a bare-metal node).
@@ -120,7 +123,12 @@ pub async fn show(s: &Shared, name: &str) -> Result<NodeDetail> {
     let plans: Vec<PlanRow> = s.store.plans(Some(name), 10).await?;
     let bmc = s.store.bmc(name).await?;
     let inspection = s.store.inspection(name).await?;
+    let lifecycle = match s.store.lifecycle(name).await? {
+        Some(row) => Some(super::lifecycle::view(s, row).await?),
+        None => None,
+    };
     Ok(NodeDetail {
+        lifecycle,
         inspected_at_ms: inspection.as_ref().map(|(_, at)| *at),
         boot: s.hub.boot_marks(name),
         inspection: inspection.map(|(i, _)| i),

@@ -144,6 +144,10 @@ impl Store {
             .bind(node)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM transitions WHERE node = $1")
+            .bind(node)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM nodes WHERE name = $1 AND role = $2")
             .bind(node)
             .bind(BAREMETAL)

@@ -1,0 +1,286 @@
+//! `ferric node manage | inspect | provide | deploy | undeploy | rebuild | abort | wait`: the
+//! bare-metal lifecycle's verbs, for one node or several at once, and waiting for states.
+
+use super::Client;
+use super::output::{human_bytes, print_json};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ferric_coordinator::conductor::lifecycle::{
+    ConfigDrive, LifecycleView, ProvisionRequest, Verb,
+};
+use ferric_coordinator::conductor::nodes::NodeDetail;
+use ferric_coordinator::model::ProvisionState;
+use ferric_proto::plan::{ConfigFile, EraseMode, RootHint};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What a deploy writes.
+#[derive(Debug, Clone, Args)]
+pub struct DeployArgs {
+    /// Image name in the coordinator's store (`ferric image upload`).
+    #[arg(long)]
+    pub image: String,
+    /// Config drive from this directory, as it is (`openstack/…` makes it `config-2`,
+    /// anything else NoCloud `cidata`).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["ssh_key", "hostname", "no_config_drive"])]
+    pub config_drive: Option<PathBuf>,
+    /// Public SSH key for the default user (repeat for several).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Vec<PathBuf>,
+    /// Host name (default: the node's name; only with one node).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Write no config drive (for images partitioned with GPT, or that do not read one).
+    #[arg(long)]
+    pub no_config_drive: bool,
+    /// Root disk hint `KEY=VALUE` (`name=sda`, `serial=…`, `wwn=…`, `min-size=100G`);
+    /// the smallest matching disk is the root disk (the smallest disk without a hint).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub root_device: Vec<String>,
+}
+
+fn root_hint(pairs: &[String]) -> Result<Option<RootHint>> {
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    let mut h = RootHint::default();
+    for p in pairs {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("--root-device `{p}` is not KEY=VALUE"))?;
+        match k {
+            "name" => h.name = Some(v.to_owned()),
+            "serial" => h.serial = Some(v.to_owned()),
+            "wwn" => h.wwn = Some(v.to_owned()),
+            "min-size" => h.min_size_bytes = Some(super::output::parse_size(v)?),
+            _ => bail!("--root-device: unknown key `{k}` (name, serial, wwn, min-size)"),
+        }
+    }
+    Ok(Some(h))
+}
+
+/// The files of a config-drive directory, by relative path.
+fn drive_dir(dir: &Path) -> Result<ConfigDrive> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<ConfigFile>) -> Result<()> {
+        for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                walk(base, &p, out)?;
+            } else {
+                let rel = p.strip_prefix(base).expect("under base");
+                out.push(ConfigFile {
+                    path: rel.to_string_lossy().into_owned(),
+                    content: std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read {} (as text)", p.display()))?,
+                });
+            }
+        }
+        Ok(())
+    }
+    let mut files = vec![];
+    walk(dir, dir, &mut files)?;
+    if files.is_empty() {
+        bail!("the config drive directory {} is empty", dir.display());
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let label = if files.iter().any(|f| f.path.starts_with("openstack/")) {
+        "config-2"
+    } else {
+        "cidata"
+    };
+    Ok(ConfigDrive {
+        label: label.into(),
+        files,
+    })
+}
+
+/// A NoCloud config drive naming the host and its SSH keys.
+fn nocloud(node: &str, hostname: &str, keys: &[String]) -> ConfigDrive {
+    let mut user = format!("#cloud-config\nhostname: {hostname}\n");
+    if !keys.is_empty() {
+        user.push_str("ssh_authorized_keys:\n");
+        for k in keys {
+            user.push_str(&format!("  - {k}\n"));
+        }
+    }
+    ConfigDrive {
+        label: "cidata".into(),
+        files: vec![
+            ConfigFile {
+                path: "meta-data".into(),
+                content: format!(
+                    "instance-id: {node}-{}\nlocal-hostname: {hostname}\n",
+                    ferric_coordinator::now_ms()
+                ),
+            },
+            ConfigFile {
+                path: "user-data".into(),
+                content: user,
+            },
+        ],
+    }
+}
+
+/// Sends `verb` to each node; prints where each went.
+pub(super) async fn verb(
+    client: &Client,
+    verb: Verb,
+    names: &[String],
+    erase: Option<EraseMode>,
+    deploy: Option<&DeployArgs>,
+    json: bool,
+) -> Result<()> {
+    if let Some(d) = deploy
+        && d.hostname.is_some()
+        && names.len() > 1
+    {
+        bail!("--hostname names one host; each of several nodes gets its own name by default");
+    }
+    let keys: Vec<String> = match deploy {
+        Some(d) => d
+            .ssh_key
+            .iter()
+            .map(|f| {
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read the SSH key {}", f.display()))
+                    .map(|k| k.trim().to_owned())
+            })
+            .collect::<Result<_>>()?,
+        None => vec![],
+    };
+    let mut out = vec![];
+    let mut failed = 0;
+    for name in names {
+        let mut req = ProvisionRequest {
+            verb,
+            erase,
+            image: None,
+            root: None,
+            config_drive: None,
+        };
+        if let Some(d) = deploy {
+            req.image = Some(d.image.clone());
+            req.root = root_hint(&d.root_device)?;
+            req.config_drive = match (&d.config_drive, d.no_config_drive) {
+                (Some(dir), _) => Some(drive_dir(dir)?),
+                (None, true) => None,
+                (None, false) => Some(nocloud(name, d.hostname.as_deref().unwrap_or(name), &keys)),
+            };
+        }
+        match client
+            .post::<_, LifecycleView>(&format!("/v1/nodes/{name}/provision"), &req)
+            .await
+        {
+            Ok(v) => {
+                if !json {
+                    println!("node {name}: {verb} → {}", describe(&v));
+                }
+                out.push(v);
+            }
+            Err(e) => {
+                eprintln!("node {name}: {verb} refused: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    if json {
+        print_json(&out)?;
+    }
+    if failed > 0 {
+        bail!("{failed} of {} nodes refused `{verb}`", names.len());
+    }
+    Ok(())
+}
+
+/// `state (doing, progress)`.
+pub(super) fn describe(v: &LifecycleView) -> String {
+    let mut s = v.state.to_string();
+    if let Some(d) = &v.doing {
+        s.push_str(&format!(": {d}"));
+        if let Some(p) = &v.progress {
+            s.push_str(&format!(", {}", progress(p)));
+        }
+    }
+    s
+}
+
+/// `1.2 GiB of 2.0 GiB (60%), 85.0 MiB/s, ETA 9s`.
+pub(super) fn progress(p: &ferric_coordinator::conductor::lifecycle::ProgressView) -> String {
+    let mut s = human_bytes(p.done);
+    if let Some(t) = p.total.filter(|t| *t > 0) {
+        s.push_str(&format!(
+            " of {} ({:.0}%)",
+            human_bytes(t),
+            p.done as f64 * 100.0 / t as f64
+        ));
+    }
+    if let Some(r) = p.bytes_per_sec {
+        s.push_str(&format!(", {}/s", human_bytes(r as u64)));
+    }
+    if let Some(e) = p.eta_secs {
+        s.push_str(&format!(", ETA {e:.0}s"));
+    }
+    s
+}
+
+fn is_failed(s: ProvisionState) -> bool {
+    matches!(
+        s,
+        ProvisionState::InspectFailed
+            | ProvisionState::CleanFailed
+            | ProvisionState::DeployFailed
+            | ProvisionState::Error
+    )
+}
+
+/// `ferric node wait`: until every node is in `state`; fails at once when one lands in a
+/// failed state (naming its error), and at `timeout`.
+pub(super) async fn wait(
+    client: &Client,
+    names: &[String],
+    state: ProvisionState,
+    timeout: Duration,
+    json: bool,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut last: Vec<String> = vec![String::new(); names.len()];
+    loop {
+        let mut done = 0;
+        let mut views = vec![];
+        for (i, name) in names.iter().enumerate() {
+            let d: NodeDetail = client.get(&format!("/v1/nodes/{name}")).await?;
+            let Some(v) = d.lifecycle else {
+                bail!("node `{name}` is not a bare-metal node");
+            };
+            let line = describe(&v);
+            if line != last[i] && !json {
+                println!("{:>6.1}s  {name}: {line}", started.elapsed().as_secs_f64());
+                last[i] = line;
+            }
+            if v.state == state && v.step.is_none() {
+                done += 1;
+            } else if is_failed(v.state) && !is_failed(state) {
+                bail!(
+                    "node `{name}` is {}: {}",
+                    v.state,
+                    v.error.as_deref().unwrap_or("(no error recorded)")
+                );
+            }
+            views.push(v);
+        }
+        if done == names.len() {
+            if json {
+                print_json(&views)?;
+            }
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            bail!(
+                "timed out after {} waiting for {} to be {state}",
+                humantime::format_duration(timeout),
+                names.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

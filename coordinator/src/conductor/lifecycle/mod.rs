@@ -1,0 +1,480 @@
+//! The bare-metal lifecycle — enroll → manageable → (inspect) → available → active → back —
+//! as the coordinator runs it: [`machine`] decides, this module stores each move (a
+//! compare-and-set, logged), turns the move's work into plans for the management agent or
+//! the node's ramdisk, and feeds the machine what happens: verbs from the API, the end of the
+//! plan a node waits for, a ramdisk that calls back, a deadline that passes ([`tick`]).
+//!
+//! Every wait has a deadline, kept in the store: a coordinator that restarts finds its
+//! nodes where they were, their plans' events arrive again from the agents' journals, and
+//! a wait whose deadline passed while it was down fails with that reason.
+
+pub mod machine;
+
+pub use machine::{At, Input, Next, Phase, Timeouts, Verb, Work};
+
+use super::{ConductorError, Result, invalid, plans};
+use crate::Shared;
+use crate::model::ProvisionState;
+use crate::store::{LifecycleRow, TransitionRow};
+use ferric_proto::plan::{
+    BootDevice, ConfigFile, EraseMode, PowerAction, RootHint, Step, VolumeImage,
+};
+use serde::{Deserialize, Serialize};
+
+/// What a node was asked to become, kept with its lifecycle.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spec {
+    /// How cleaning erases its disks.
+    #[serde(default)]
+    pub erase: EraseMode,
+    /// What a deploy writes.
+    #[serde(default)]
+    pub deploy: Option<DeploySpec>,
+}
+
+/// A deploy's image and config drive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploySpec {
+    /// Image name in the store.
+    pub image: String,
+    /// Its sha256 (the store's address; the ramdisk checks it in flight).
+    pub sha256: String,
+    /// Its format.
+    pub format: String,
+    /// Which disk is the root disk.
+    #[serde(default)]
+    pub root: RootHint,
+    /// The config drive, if any.
+    #[serde(default)]
+    pub config_drive: Option<ConfigDrive>,
+}
+
+/// A config drive's label and files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigDrive {
+    /// `cidata` (NoCloud) or `config-2` (OpenStack).
+    pub label: String,
+    /// Its files.
+    pub files: Vec<ConfigFile>,
+}
+
+/// Body of `POST /v1/nodes/{name}/provision`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProvisionRequest {
+    /// The verb.
+    pub verb: Verb,
+    /// For `provide`: how to erase (default: the one last asked, else metadata).
+    #[serde(default)]
+    pub erase: Option<EraseMode>,
+    /// For `deploy`: the image name (`rebuild` writes the last one again).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// For `deploy`: which disk is the root disk.
+    #[serde(default)]
+    pub root: Option<RootHint>,
+    /// For `deploy`: a config drive.
+    #[serde(default)]
+    pub config_drive: Option<ConfigDrive>,
+}
+
+/// A deploy's progress, from the ramdisk's telemetry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProgressView {
+    /// Bytes done.
+    pub done: u64,
+    /// Bytes in all.
+    pub total: Option<u64>,
+    /// Rate over the last samples.
+    pub bytes_per_sec: Option<f64>,
+    /// Seconds left at that rate.
+    pub eta_secs: Option<f64>,
+}
+
+/// A node's lifecycle as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LifecycleView {
+    /// Node.
+    pub node: String,
+    /// Provision state.
+    pub state: ProvisionState,
+    /// What it is doing.
+    pub step: Option<Phase>,
+    /// That, for people.
+    pub doing: Option<String>,
+    /// Since when, ms since the epoch.
+    pub since_ms: i64,
+    /// When the step fails if it has not ended.
+    pub deadline_ms: Option<i64>,
+    /// The plan it waits for.
+    pub wait_plan: Option<u64>,
+    /// The last failure.
+    pub error: Option<String>,
+    /// When.
+    pub error_at_ms: Option<i64>,
+    /// The image it runs or is given.
+    pub image: Option<String>,
+    /// How far the step is.
+    pub progress: Option<ProgressView>,
+    /// Its recent transitions, oldest first.
+    pub transitions: Vec<TransitionRow>,
+}
+
+fn spec_of(row: &LifecycleRow) -> Spec {
+    row.spec_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default()
+}
+
+fn progress(s: &Shared, row: &LifecycleRow) -> Option<ProgressView> {
+    let plan = row.wait_plan?;
+    let since = crate::now_ms() - 10_000;
+    let samples: Vec<_> = s
+        .hub
+        .telemetry_since(&row.node, since)
+        .into_iter()
+        .filter_map(|r| {
+            let p = r.sample.progress.clone()?;
+            (p.plan == plan).then_some((r.received_at_ms, p))
+        })
+        .collect();
+    let (last_at, last) = samples.last()?.clone();
+    let rate = samples
+        .first()
+        .filter(|(at, p)| *at < last_at && p.step == last.step)
+        .map(|(at, p)| {
+            (last.done.saturating_sub(p.done)) as f64 / ((last_at - at) as f64 / 1000.0)
+        });
+    let eta = match (rate, last.total) {
+        (Some(r), Some(t)) if r > 0.0 => Some(t.saturating_sub(last.done) as f64 / r),
+        _ => None,
+    };
+    Some(ProgressView {
+        done: last.done,
+        total: last.total,
+        bytes_per_sec: rate,
+        eta_secs: eta,
+    })
+}
+
+/// The view of a node's lifecycle.
+pub async fn view(s: &Shared, row: LifecycleRow) -> Result<LifecycleView> {
+    let transitions = s.store.transitions(&row.node, 20).await?;
+    Ok(LifecycleView {
+        progress: progress(s, &row),
+        image: spec_of(&row).deploy.map(|d| d.image),
+        node: row.node,
+        state: row.state,
+        step: row.step,
+        doing: row.step.map(|p| p.describe().to_owned()),
+        since_ms: row.since_ms,
+        deadline_ms: row.deadline_ms,
+        wait_plan: row.wait_plan,
+        error: row.error,
+        error_at_ms: row.error_at_ms,
+        transitions,
+    })
+}
+
+async fn row(s: &Shared, node: &str) -> Result<LifecycleRow> {
+    match s.store.lifecycle(node).await? {
+        Some(r) => Ok(r),
+        None => {
+            super::nodes::find(s, node).await?;
+            Err(invalid(format!(
+                "node `{node}` is not a bare-metal node; it has no provision state"
+            )))
+        }
+    }
+}
+
+/// `POST /v1/nodes/{name}/provision`: an operator's verb.
+pub async fn provision(s: &Shared, node: &str, req: ProvisionRequest) -> Result<LifecycleView> {
+    let _g = s.lifecycle.lock().await;
+    let cur = row(s, node).await?;
+    let mut spec = spec_of(&cur);
+    if let Some(e) = req.erase {
+        spec.erase = e;
+    }
+    match req.verb {
+        Verb::Deploy | Verb::Rebuild => {
+            if s.boot_site.get().is_none() {
+                return Err(invalid(
+                    "this coordinator runs no boot services (`--boot-services IFACE`); a \
+                     deploy network-boots the node into the ramdisk and serves it the image",
+                ));
+            }
+            let name = match (&req.image, &spec.deploy) {
+                (Some(i), _) => i.clone(),
+                (None, Some(d)) if req.verb == Verb::Rebuild => d.image.clone(),
+                _ => return Err(invalid("a deploy needs an image (`--image NAME`)")),
+            };
+            let img = s.store.image(&name).await?.ok_or_else(|| {
+                ConductorError::UnknownImage(format!("image `{name}` is not in the store"))
+            })?;
+            let previous = spec.deploy.take();
+            let keep = req.verb == Verb::Rebuild && req.image.is_none();
+            spec.deploy = Some(DeploySpec {
+                image: name,
+                sha256: img.sha256,
+                format: img.format,
+                root: req
+                    .root
+                    .clone()
+                    .or_else(|| previous.as_ref().filter(|_| keep).map(|d| d.root.clone()))
+                    .unwrap_or_default(),
+                config_drive: req
+                    .config_drive
+                    .clone()
+                    .or_else(|| previous.and_then(|d| d.config_drive).filter(|_| keep)),
+            });
+            if let Some(cd) = spec.deploy.as_ref().and_then(|d| d.config_drive.as_ref()) {
+                let probe = Step::WriteConfigDrive {
+                    root: RootHint::default(),
+                    label: cd.label.clone(),
+                    files: cd.files.clone(),
+                };
+                plans::keyed_steps(vec![(probe, 1)])?;
+            }
+        }
+        _ => {}
+    }
+    let next = machine::next(
+        At {
+            state: cur.state,
+            phase: cur.step,
+        },
+        ramdisk_here(s, node),
+        &Input::Verb(req.verb),
+        &s.config.lifecycle,
+    )?
+    .ok_or_else(|| invalid("the verb changes nothing"))?;
+    let moved = apply(s, &cur, next, spec, &format!("verb {}", req.verb)).await?;
+    tracing::info!(%node, verb = %req.verb, state = %moved.state, step = ?moved.step, "provision verb");
+    view(s, moved).await
+}
+
+fn ramdisk_here(s: &Shared, node: &str) -> bool {
+    s.hub.connected_since(node).is_some()
+}
+
+/// Feeds `input` to `node`'s lifecycle (if it has one and it applies).
+async fn feed(s: &Shared, node: &str, input: Input, cause: &str) -> Result<bool> {
+    let _g = s.lifecycle.lock().await;
+    let Some(cur) = s.store.lifecycle(node).await? else {
+        return Ok(false);
+    };
+    if input == Input::DeadlinePassed && cur.deadline_ms.is_none_or(|d| d > crate::now_ms()) {
+        return Ok(false);
+    }
+    let at = At {
+        state: cur.state,
+        phase: cur.step,
+    };
+    let Ok(Some(next)) = machine::next(at, ramdisk_here(s, node), &input, &s.config.lifecycle)
+    else {
+        return Ok(false);
+    };
+    let spec = spec_of(&cur);
+    let moved = apply(s, &cur, next, spec, cause).await?;
+    tracing::info!(%node, %cause, state = %moved.state, step = ?moved.step, error = ?moved.error, "lifecycle moved");
+    Ok(true)
+}
+
+/// Stores the move from `cur` to `next` and pushes its work; a failure to push fails the
+/// node at once with that reason.
+async fn apply(
+    s: &Shared,
+    cur: &LifecycleRow,
+    next: Next,
+    spec: Spec,
+    cause: &str,
+) -> Result<LifecycleRow> {
+    let now = crate::now_ms().max(cur.since_ms + 1);
+    let failed = next.error.is_some();
+    let mut to = LifecycleRow {
+        node: cur.node.clone(),
+        state: next.at.state,
+        step: next.at.phase,
+        since_ms: now,
+        deadline_ms: next.timeout.map(|t| now + t.as_millis() as i64),
+        wait_plan: None,
+        error: next.error.clone().or_else(|| cur.error.clone()),
+        error_at_ms: if failed { Some(now) } else { cur.error_at_ms },
+        spec_json: Some(serde_json::to_string(&spec).map_err(|e| invalid(e.to_string()))?),
+    };
+    if !s.store.move_lifecycle(cur, &to, cause).await? {
+        return Err(ConductorError::Busy(format!(
+            "node `{}` moved while this was decided; try again",
+            cur.node
+        )));
+    }
+    let Some(work) = next.work else {
+        return Ok(to);
+    };
+    match push(s, &cur.node, work, &spec).await {
+        Ok(plan) => {
+            s.store.lifecycle_waits_for(&cur.node, now, plan).await?;
+            to.wait_plan = Some(plan);
+            Ok(to)
+        }
+        Err(e) => {
+            let why = format!(
+                "{} could not start: {e}",
+                next.at.phase.map_or("work", Phase::describe)
+            );
+            let failed = LifecycleRow {
+                state: machine::failed_state(to.state),
+                step: None,
+                since_ms: now + 1,
+                deadline_ms: None,
+                wait_plan: None,
+                error: Some(why),
+                error_at_ms: Some(now + 1),
+                ..to.clone()
+            };
+            s.store
+                .move_lifecycle(&to, &failed, "work could not start")
+                .await?;
+            Ok(failed)
+        }
+    }
+}
+
+/// Turns work into a plan (for the management agent, or the node's ramdisk) and submits it.
+async fn push(s: &Shared, node: &str, work: Work, spec: &Spec) -> Result<u64> {
+    let t = &s.config.lifecycle;
+    let secs = |d: std::time::Duration| d.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
+    let (agent, steps) = match work {
+        Work::ReadPower | Work::BootRamdisk => {
+            let r = super::bmcs::find(s, node).await?;
+            let bmc = node.to_owned();
+            let steps = if work == Work::ReadPower {
+                vec![(
+                    Step::BmcPower {
+                        bmc,
+                        action: PowerAction::Status,
+                    },
+                    secs(t.power),
+                )]
+            } else {
+                let each = secs(t.boot / 3);
+                vec![
+                    (
+                        Step::BmcPower {
+                            bmc: bmc.clone(),
+                            action: PowerAction::Off,
+                        },
+                        each,
+                    ),
+                    (
+                        Step::BmcBootDevice {
+                            bmc: bmc.clone(),
+                            device: BootDevice::Pxe,
+                            persistent: false,
+                            uefi: false,
+                        },
+                        each,
+                    ),
+                    (
+                        Step::BmcPower {
+                            bmc,
+                            action: PowerAction::On,
+                        },
+                        each,
+                    ),
+                ]
+            };
+            (r.via, steps)
+        }
+        Work::Ramdisk(Phase::Inspect) => {
+            (node.to_owned(), vec![(Step::Inspect {}, secs(t.inspect))])
+        }
+        Work::Ramdisk(Phase::Erase) => (
+            node.to_owned(),
+            vec![(Step::EraseDisks { mode: spec.erase }, secs(t.clean))],
+        ),
+        Work::Ramdisk(Phase::Write) => {
+            let d = spec
+                .deploy
+                .as_ref()
+                .ok_or_else(|| invalid("no image was given for this deploy"))?;
+            let site = s
+                .boot_site
+                .get()
+                .ok_or_else(|| invalid("this coordinator runs no boot services"))?;
+            let mut steps = vec![(
+                Step::WriteImage {
+                    image: VolumeImage {
+                        url: format!("{}/images/sha256/{}", site.http_base, d.sha256),
+                        checksum: format!("sha256:{}", d.sha256),
+                        format: Some(d.format.clone()),
+                    },
+                    root: d.root.clone(),
+                },
+                secs(t.deploy),
+            )];
+            if let Some(cd) = &d.config_drive {
+                steps.push((
+                    Step::WriteConfigDrive {
+                        root: d.root.clone(),
+                        label: cd.label.clone(),
+                        files: cd.files.clone(),
+                    },
+                    300,
+                ));
+            }
+            steps.push((
+                Step::SetBootDevice {
+                    device: BootDevice::Disk,
+                    persistent: true,
+                },
+                60,
+            ));
+            steps.push((Step::Reboot {}, 60));
+            (node.to_owned(), steps)
+        }
+        Work::Ramdisk(p) => return Err(invalid(format!("no ramdisk work for step {p}"))),
+    };
+    let steps = plans::keyed_steps(steps)?;
+    let (plan, pushed) = plans::submit(s, &agent, &steps).await?;
+    tracing::info!(%node, %agent, plan, pushed, ?work, "lifecycle work submitted");
+    Ok(plan)
+}
+
+/// A plan ended: the node waiting for it (if any) moves on.
+pub async fn plan_ended(s: &Shared, plan: u64, ok: bool, message: Option<String>) -> Result<()> {
+    if let Some(row) = s.store.lifecycle_waiting_for(plan).await? {
+        let cause = format!("plan {plan} {}", if ok { "succeeded" } else { "failed" });
+        feed(s, &row.node, Input::PlanEnded { ok, message }, &cause).await?;
+    }
+    Ok(())
+}
+
+/// A node's ramdisk connected; true when its lifecycle was waiting for it.
+pub async fn ramdisk_connected(s: &Shared, node: &str) -> Result<bool> {
+    feed(s, node, Input::RamdiskConnected, "ramdisk called back").await
+}
+
+/// Fails every node whose deadline passed.
+pub async fn tick(s: &Shared) -> Result<()> {
+    for row in s.store.lifecycles_due(crate::now_ms()).await? {
+        feed(s, &row.node, Input::DeadlinePassed, "deadline passed").await?;
+    }
+    Ok(())
+}
+
+/// Runs [`tick`] every second until the coordinator drains.
+pub async fn deadlines(s: std::sync::Arc<Shared>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = s.shutdown.cancelled() => return,
+        }
+        if let Err(e) = tick(&s).await {
+            tracing::warn!(error = %e, "lifecycle deadlines not checked");
+        }
+    }
+}

@@ -56,6 +56,7 @@ pub fn chassis(dir: &Path, node: &str, args: &[String]) -> Result<String> {
                         power_on(&rack, &n)?;
                     }
                     ["shutdown", "1"] if !stuck => acpi_shutdown(&rack, &n)?,
+                    ["boot", _] if has_fault(&ndir, "boot-stuck") => {}
                     ["boot", v] => {
                         let file = ndir.join("boot");
                         std::fs::write(&file, v)

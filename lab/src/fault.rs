@@ -19,6 +19,8 @@ pub enum Fault {
     PowerStuck,
     /// The disk fails every read and write (from the next power-on).
     DiskFail,
+    /// Boot device commands are accepted but change nothing: the node boots its disk.
+    BootStuck,
     /// Every fault is lifted.
     Clear,
 }
@@ -73,6 +75,12 @@ pub fn fault(rack: &Rack, node: &str, f: &Fault) -> Result<()> {
         }
         Fault::PowerStuck => list.push("power-stuck".into()),
         Fault::DiskFail => list.push("disk-fail".into()),
+        Fault::BootStuck => {
+            let file = dir.join("boot");
+            std::fs::write(&file, "default")
+                .or_lab(|| format!("cannot write {}", file.display()))?;
+            list.push("boot-stuck".into());
+        }
         Fault::Clear => {
             // Clearing works on a node whose BMC died too: the faults file is what counts.
             if let Some(bmc) = bmc {

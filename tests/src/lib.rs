@@ -13,6 +13,7 @@ pub mod hostvm;
 pub mod hv;
 pub mod initramfs;
 pub mod node;
+pub mod os_image;
 pub mod ramdisk;
 pub mod vbmc;
 

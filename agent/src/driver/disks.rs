@@ -260,6 +260,8 @@ impl Seek for Region<'_> {
 
 /// MBR type of a FAT32 (LBA) partition.
 const FAT32_LBA: u8 = 0x0c;
+/// MBR type of a FAT16 (LBA) partition.
+const FAT16_LBA: u8 = 0x0e;
 /// MBR type of the protective entry of a GPT disk.
 const GPT_PROTECTIVE: u8 = 0xee;
 
@@ -313,14 +315,6 @@ pub fn write_config_drive(
             CONFIG_DRIVE_BYTES >> 20
         )));
     };
-    mbr[slot] = mbrman::MBRPartitionEntry {
-        boot: mbrman::BOOT_INACTIVE,
-        first_chs: mbrman::CHS::empty(),
-        sys: FAT32_LBA,
-        last_chs: mbrman::CHS::empty(),
-        starting_lba: start,
-        sectors,
-    };
     let start_bytes = u64::from(start) * 512;
     let mut label11 = [b' '; 11];
     for (d, s) in label11.iter_mut().zip(label.bytes()) {
@@ -335,13 +329,24 @@ pub fn write_config_drive(
         };
         fatfs::format_volume(
             &mut region,
-            fatfs::FormatVolumeOptions::new()
-                .volume_label(label11)
-                .fat_type(fatfs::FatType::Fat32),
+            fatfs::FormatVolumeOptions::new().volume_label(label11),
         )
         .map_err(|e| DiskError::ConfigDrive(format!("cannot make the FAT filesystem: {e}")))?;
         let fs = fatfs::FileSystem::new(&mut region, fatfs::FsOptions::new())
             .map_err(|e| DiskError::ConfigDrive(format!("cannot open the new filesystem: {e}")))?;
+        let sys = if fs.fat_type() == fatfs::FatType::Fat32 {
+            FAT32_LBA
+        } else {
+            FAT16_LBA
+        };
+        mbr[slot] = mbrman::MBRPartitionEntry {
+            boot: mbrman::BOOT_INACTIVE,
+            first_chs: mbrman::CHS::empty(),
+            sys,
+            last_chs: mbrman::CHS::empty(),
+            starting_lba: start,
+            sectors,
+        };
         {
             let root = fs.root_dir();
             for file in files {
@@ -506,7 +511,7 @@ mod tests {
             mbr[1].starting_lba, 2048,
             "the image's partition is untouched"
         );
-        assert_eq!(mbr[2].sys, FAT32_LBA);
+        assert!([FAT16_LBA, FAT32_LBA].contains(&mbr[2].sys));
         let mut rw = OpenOptions::new().read(true).write(true).open(&p).unwrap();
         let region = Region {
             file: &mut rw,

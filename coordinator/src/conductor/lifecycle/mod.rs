@@ -264,6 +264,11 @@ async fn feed(s: &Shared, node: &str, input: Input, cause: &str) -> Result<bool>
     let Some(cur) = s.store.lifecycle(node).await? else {
         return Ok(false);
     };
+    feed_locked(s, cur, input, cause).await
+}
+
+/// [`feed`], with the lifecycle lock held and the node's row read under it.
+async fn feed_locked(s: &Shared, cur: LifecycleRow, input: Input, cause: &str) -> Result<bool> {
     if input == Input::DeadlinePassed && cur.deadline_ms.is_none_or(|d| d > crate::now_ms()) {
         return Ok(false);
     }
@@ -271,7 +276,8 @@ async fn feed(s: &Shared, node: &str, input: Input, cause: &str) -> Result<bool>
         state: cur.state,
         phase: cur.step,
     };
-    let Ok(Some(next)) = machine::next(at, ramdisk_here(s, node), &input, &s.config.lifecycle)
+    let node = cur.node.clone();
+    let Ok(Some(next)) = machine::next(at, ramdisk_here(s, &node), &input, &s.config.lifecycle)
     else {
         return Ok(false);
     };
@@ -444,9 +450,11 @@ async fn push(s: &Shared, node: &str, work: Work, spec: &Spec) -> Result<u64> {
 
 /// A plan ended: the node waiting for it (if any) moves on.
 pub async fn plan_ended(s: &Shared, plan: u64, ok: bool, message: Option<String>) -> Result<()> {
+    // Under the lock: the move that submitted the plan records it before this looks.
+    let _g = s.lifecycle.lock().await;
     if let Some(row) = s.store.lifecycle_waiting_for(plan).await? {
         let cause = format!("plan {plan} {}", if ok { "succeeded" } else { "failed" });
-        feed(s, &row.node, Input::PlanEnded { ok, message }, &cause).await?;
+        feed_locked(s, row, Input::PlanEnded { ok, message }, &cause).await?;
     }
     Ok(())
 }

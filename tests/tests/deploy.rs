@@ -1,0 +1,359 @@
+//! Tier 4: the bare-metal lifecycle end to end on a lab rack of three QEMU nodes behind
+//! ipmi_sim BMCs. Enrolled with `ferric lab enroll`, they are managed, inspected (one network
+//! boot into the ramdisk), provided (cleaned by the ramdisk that stayed: fast track) and
+//! deployed all at once with a small real OS image that boots from each node's own disk and
+//! prints a marker and the host name from its config drive on the serial console; then
+//! undeployed (network boot, clean) back to available. Then the failures: an image whose
+//! bytes are not the ones stored (deploy-failed naming both digests, recovered by manage and
+//! provide), and a node that never calls back (deploy-failed at the deadline, with why).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ferric_agent::bmc::ipmi::IpmiClient;
+use ferric_coordinator::boot::BootConfig;
+use ferric_lab::{Rack, UpOptions};
+use ferric_tests::{cli, cli_ok};
+use std::path::Path;
+use std::time::Duration;
+
+const MEMORY_MIB: u64 = 512;
+const DISK: u64 = 256 << 20;
+const MARKER: &str = "deploy-marker-7f3a";
+
+/// A rack that is taken down when dropped.
+struct RackGuard(Rack);
+
+impl Drop for RackGuard {
+    fn drop(&mut self) {
+        let _ = ferric_lab::down(&self.0.dir);
+    }
+}
+
+fn console(rack: &Rack, n: &ferric_lab::Node) -> String {
+    std::fs::read_to_string(rack.node_dir(n).join("console.log")).unwrap_or_default()
+}
+
+/// `ferric node wait NAMES --state STATE`, with the consoles when it fails.
+async fn wait_state(api: std::net::SocketAddr, rack: &Rack, names: &[&str], state: &str) -> String {
+    let mut args = vec!["node", "wait"];
+    args.extend(names);
+    args.extend(["--state", state, "--timeout", "6m"]);
+    let (ok, out, err) = cli(api, &args, &[]).await;
+    if !ok {
+        let consoles: String = rack
+            .nodes
+            .iter()
+            .map(|n| {
+                let c = console(rack, n);
+                let tail: String = c
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                format!("--- {} console (tail):\n{tail}\n", n.name)
+            })
+            .collect();
+        panic!("waiting for {state}: {err}\n{out}\n{consoles}");
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_lab_nodes_are_inspected_cleaned_deployed_and_taken_back() {
+    ferric_tests::init_tracing();
+    let tmp = tempfile::tempdir().unwrap();
+    let image = ferric_tests::os_image::build(MARKER).unwrap();
+    let name = format!("d{}", std::process::id() % 100_000);
+    let lab_root = tmp.path().join("lab");
+    let r = RackGuard(
+        ferric_lab::up(&UpOptions {
+            name: name.clone(),
+            dir: lab_root.join(&name),
+            nodes: 3,
+            memory_mib: MEMORY_MIB,
+            disk_bytes: DISK,
+            accel: "tcg".into(),
+            ferric: ferric_tests::bin("ferric").unwrap(),
+        })
+        .unwrap(),
+    );
+    let rack = &r.0;
+
+    let mut cfg = ferric_tests::coordinator_config(&tmp.path().join("coord"));
+    cfg.listen = "0.0.0.0:0".parse().unwrap();
+    let mut boot = BootConfig::new(&rack.prov_veth(), ferric_tests::ramdisk::image().unwrap());
+    boot.http_port = 0;
+    cfg.boot = Some(boot);
+    cfg.lifecycle.callback = Duration::from_secs(150);
+    let coord = ferric_coordinator::start(cfg).await.unwrap();
+    let api = coord.api;
+    let agent = ferric_tests::management_agent(&coord, tmp.path(), IpmiClient::default(), None)
+        .await
+        .unwrap();
+
+    // Enrolled as a new user would: `ferric lab enroll`.
+    let root = lab_root.to_str().unwrap();
+    let enrolled = cli_ok(api, &["lab", "--name", &name, "--root", root, "enroll"]).await;
+    let names: Vec<&str> = rack.nodes.iter().map(|n| n.name.as_str()).collect();
+    for n in &names {
+        assert!(enrolled.contains(n), "{enrolled}");
+    }
+    let up = cli_ok(
+        api,
+        &["image", "upload", image.to_str().unwrap(), "--name", "os"],
+    )
+    .await;
+    assert!(up.contains("qcow2"), "{up}");
+
+    // A verb that does not apply is refused with what would.
+    let (ok, _, err) = cli(api, &["node", "deploy", names[0], "--image", "os"], &[]).await;
+    assert!(!ok && err.contains("manage it first"), "{err}");
+
+    let mut all = vec!["node", "manage"];
+    all.extend(&names);
+    cli_ok(api, &all).await;
+    wait_state(api, rack, &names, "manageable").await;
+
+    let mut all = vec!["node", "inspect"];
+    all.extend(&names);
+    cli_ok(api, &all).await;
+    wait_state(api, rack, &names, "manageable").await;
+    let c = ferric_tests::client(api);
+    for n in &names {
+        let d: serde_json::Value = c.get(&format!("/v1/nodes/{n}")).await.unwrap();
+        let disks = d["inspection"]["inventory"]["disks"].as_array().unwrap();
+        assert!(
+            disks
+                .iter()
+                .any(|x| x["name"] == "vda" && x["size_bytes"] == DISK),
+            "{d}"
+        );
+        assert_eq!(
+            d["node"]["connected"], true,
+            "the ramdisk stays (fast track): {d}"
+        );
+    }
+
+    // Fast track: the ramdisks that inspected clean, with no second network boot.
+    let boots_before = count_in_consoles(rack, "FERRIC-RAMDISK-NET");
+    let mut all = vec!["node", "provide"];
+    all.extend(&names);
+    cli_ok(api, &all).await;
+    wait_state(api, rack, &names, "available").await;
+
+    let mut all = vec!["node", "deploy"];
+    all.extend(&names);
+    all.extend(["--image", "os"]);
+    cli_ok(api, &all).await;
+    wait_state(api, rack, &names, "active").await;
+    assert_eq!(
+        count_in_consoles(rack, "FERRIC-RAMDISK-NET"),
+        boots_before,
+        "inspect → clean → deploy took one network boot per node"
+    );
+    for n in &rack.nodes {
+        let text = ferric_tests::wait_for(
+            Duration::from_secs(120),
+            "the deployed OS on the console",
+            || async {
+                let t = console(rack, n);
+                Ok(t.contains(&format!("FERRIC-OS-HOSTNAME {}", n.name))
+                    .then_some(t))
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", console(rack, n)));
+        assert!(text.contains(&format!("FERRIC-OS {MARKER}")), "{text}");
+    }
+    let shown = cli_ok(api, &["node", "show", names[0]]).await;
+    assert!(
+        shown.contains("state:        active") && shown.contains("image:        os"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("deploying") && shown.contains("verb deploy"),
+        "{shown}"
+    );
+
+    let mut all = vec!["node", "undeploy"];
+    all.extend(&names);
+    cli_ok(api, &all).await;
+    wait_state(api, rack, &names, "available").await;
+
+    // Every plan of the lifecycle succeeded, each of its steps reported exactly once.
+    for n in names.iter().chain(["mgmt"].iter()) {
+        let plans: Vec<serde_json::Value> = c.get(&format!("/v1/plans?node={n}")).await.unwrap();
+        assert!(!plans.is_empty(), "no plans for {n}");
+        for p in plans {
+            let id = p["id"].as_u64().unwrap();
+            let status: serde_json::Value = c.get(&format!("/v1/plans/{id}")).await.unwrap();
+            assert_eq!(status["plan"]["state"], "succeeded", "{status}");
+            let steps = status["plan"]["steps"].as_array().map_or(0, Vec::len) as u64;
+            let events = ferric_tests::event_list(&status);
+            let seqs: Vec<u64> = events.iter().map(|e| e.0).collect();
+            assert_eq!(
+                seqs,
+                (0..events.len() as u64).collect::<Vec<_>>(),
+                "plan {id}: {status}"
+            );
+            for step in 0..steps {
+                for kind in ["started", "done"] {
+                    let n = events.iter().filter(|e| e.1 == step && e.2 == kind).count();
+                    assert_eq!(n, 1, "plan {id} step {step} {kind}: {status}");
+                }
+            }
+        }
+    }
+
+    failures(api, rack, &c, &coord, &names).await;
+
+    agent.stop().await.unwrap();
+    coord.shutdown().await;
+}
+
+fn count_in_consoles(rack: &Rack, what: &str) -> usize {
+    rack.nodes
+        .iter()
+        .map(|n| console(rack, n).matches(what).count())
+        .sum()
+}
+
+/// A corrupted image and a node that never calls back.
+async fn failures(
+    api: std::net::SocketAddr,
+    rack: &Rack,
+    c: &ferric_coordinator::client::Client,
+    coord: &ferric_coordinator::Running,
+    names: &[&str],
+) {
+    // The stored bytes of the image change behind the store's back.
+    let img: serde_json::Value = c.get("/v1/images/os").await.unwrap();
+    let sha = img["sha256"].as_str().unwrap().to_owned();
+    let blob = coord.shared.images.blob(&sha);
+    let middle = std::fs::metadata(&blob).unwrap().len() / 2;
+    flip_a_byte(&blob, middle);
+    cli_ok(api, &["node", "deploy", names[0], "--image", "os"]).await;
+    let (ok, _, err) = cli(
+        api,
+        &[
+            "node",
+            "wait",
+            names[0],
+            "--state",
+            "active",
+            "--timeout",
+            "5m",
+        ],
+        &[],
+    )
+    .await;
+    assert!(!ok, "a corrupted image deployed");
+    assert!(err.contains("deploy-failed") && err.contains(&sha), "{err}");
+    assert!(err.contains("expected"), "both digests are named: {err}");
+    flip_a_byte(&blob, middle);
+    // Recoverable: manage, provide.
+    cli_ok(api, &["node", "manage", names[0]]).await;
+    cli_ok(api, &["node", "provide", names[0]]).await;
+    wait_state(api, rack, &names[..1], "available").await;
+
+    // A node whose boot device is stuck on its (erased) disk never boots the ramdisk: its
+    // deploy fails at the deadline, saying so.
+    let n = &rack.nodes[1];
+    assert_eq!(n.name, names[1]);
+    cli_ok(api, &["node", "power", "off", &n.name]).await;
+    ferric_lab::fault(rack, &n.name, &ferric_lab::Fault::BootStuck).unwrap();
+    cli_ok(api, &["node", "deploy", &n.name, "--image", "os"]).await;
+    let started = std::time::Instant::now();
+    let (ok, _, err) = cli(
+        api,
+        &[
+            "node",
+            "wait",
+            &n.name,
+            "--state",
+            "active",
+            "--timeout",
+            "6m",
+        ],
+        &[],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("deploy-failed") && err.contains("no ramdisk called back within 2m 30s"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(300),
+        "no hang: {:?}",
+        started.elapsed()
+    );
+    ferric_lab::fault(rack, &n.name, &ferric_lab::Fault::Clear).unwrap();
+    let shown = cli_ok(api, &["node", "show", &n.name]).await;
+    assert!(
+        shown.contains("last error:   no ramdisk called back"),
+        "{shown}"
+    );
+}
+
+fn flip_a_byte(p: &Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    b[0] ^= 0x5a;
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&b).unwrap();
+}
+
+/// The deploy tests' OS image boots from its own disk (SYSLINUX from its MBR) and says it has
+/// no config drive when it has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_os_image_boots_from_its_own_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = ferric_tests::os_image::build(MARKER).unwrap();
+    let console = tmp.path().join("console.log");
+    let mut args = ferric_lab::qemu::machine_args("tcg", 256);
+    args.extend(
+        [
+            "-drive",
+            &format!(
+                "file={},format=qcow2,if=virtio,snapshot=on",
+                image.display()
+            ),
+            "-boot",
+            "order=c",
+            "-vga",
+            "none",
+            "-serial",
+            &format!("file:{}", console.display()),
+        ]
+        .map(String::from),
+    );
+    let _qemu = ferric_tests::node::spawn_qemu(&args, tmp.path()).unwrap();
+    ferric_tests::wait_for(
+        Duration::from_secs(120),
+        "the OS on the console",
+        || async {
+            let t = std::fs::read_to_string(&console).unwrap_or_default();
+            Ok((t.contains(&format!("FERRIC-OS {MARKER}"))
+                && t.contains("FERRIC-OS-NO-CONFIG-DRIVE"))
+            .then_some(()))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}",
+            std::fs::read_to_string(&console).unwrap_or_default()
+        )
+    });
+}

@@ -240,6 +240,65 @@ mod tests {
         dec.finish().unwrap();
     }
 
+    /// Postcard is not self-describing: a field skipped when empty would shift every byte
+    /// after it. The deploy steps, with hints partly given, come back as they went.
+    #[test]
+    fn the_deploy_steps_roundtrip_as_a_pushed_plan() {
+        use crate::msg::CoordMsg;
+        use crate::plan::{
+            BootDevice, ConfigFile, EraseMode, Plan, PlanStep, RootHint, Step, VolumeImage,
+        };
+        let root = RootHint {
+            name: None,
+            serial: Some("S1".into()),
+            wwn: None,
+            min_size_bytes: Some(1 << 30),
+        };
+        let steps = [
+            Step::EraseDisks {
+                mode: EraseMode::Zero,
+            },
+            Step::WriteImage {
+                image: VolumeImage {
+                    url: "http://10.0.0.1:8080/images/sha256/ab".into(),
+                    checksum: format!("sha256:{}", "a".repeat(64)),
+                    format: Some("qcow2".into()),
+                },
+                root: root.clone(),
+            },
+            Step::WriteConfigDrive {
+                root: RootHint::default(),
+                label: "cidata".into(),
+                files: vec![ConfigFile {
+                    path: "meta-data".into(),
+                    content: "local-hostname: n1\n".into(),
+                }],
+            },
+            Step::SetBootDevice {
+                device: BootDevice::Disk,
+                persistent: true,
+            },
+            Step::Reboot {},
+        ];
+        let msg = CoordMsg::Plan(Plan {
+            id: 9,
+            node: "n1".into(),
+            steps: steps
+                .into_iter()
+                .enumerate()
+                .map(|(i, step)| PlanStep {
+                    key: format!("s{i}"),
+                    timeout_secs: 60,
+                    step,
+                })
+                .collect(),
+        });
+        let frame = to_frame(&msg, DEFAULT_MAX_FRAME).unwrap();
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        dec.extend(&frame);
+        assert_eq!(dec.next_msg::<CoordMsg>().unwrap(), Some(msg));
+    }
+
     #[test]
     fn oversized_frame_is_refused_before_buffering() {
         let mut dec = FrameDecoder::new(1024);

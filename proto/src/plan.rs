@@ -224,16 +224,16 @@ impl std::str::FromStr for EraseMode {
 #[serde(deny_unknown_fields)]
 pub struct RootHint {
     /// Kernel name (`sda`, `vda`, `nvme0n1`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub name: Option<String>,
     /// Serial number.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub serial: Option<String>,
     /// World wide name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub wwn: Option<String>,
     /// Smallest acceptable size.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub min_size_bytes: Option<u64>,
 }
 

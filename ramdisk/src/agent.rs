@@ -47,6 +47,14 @@ pub enum RamdiskError {
 
 /// Brings the network up, enrolls (once per boot) and runs the agent.
 pub async fn main() -> Result<(), RamdiskError> {
+    // The console is the only place an operator sees the ramdisk's own account of a step.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "info,quinn=warn,rustls=warn,quinn_proto=warn",
+        ))
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
     let started = Instant::now();
     let cmdline = std::fs::read_to_string("/proc/cmdline").map_err(RamdiskError::Cmdline)?;
     let args = BootArgs::parse(&cmdline)?;

@@ -210,7 +210,8 @@ pub async fn fits_agent(s: &Shared, node: &str, plan: &Plan, speaks: u16) -> Res
             message,
         },
     };
-    s.store.insert_event(node, &ev, crate::now_us()).await?;
+    // Recorded as the agent's events are, so that a lifecycle waiting for the plan hears.
+    super::events::record_event(s, node, &ev).await?;
     Ok(false)
 }
 

@@ -162,6 +162,14 @@ impl Hub {
         None
     }
 
+    /// Closes and forgets `node`'s connection (a ramdisk whose machine rebooted into its
+    /// deployed system: its link is gone, whatever the idle timeout says).
+    pub fn disconnect(&self, node: &str, reason: &[u8]) {
+        if let Some(l) = lock(&self.live).remove(node) {
+            l.conn.close(ferric_proto::close::SHUTDOWN.into(), reason);
+        }
+    }
+
     /// Notes that the agent sent something on its connection.
     pub fn heard(&self, node: &str, conn_id: u64, now_ms: i64) {
         if let Some(l) = lock(&self.live).get_mut(node)
@@ -179,6 +187,29 @@ impl Hub {
             ring.pop_front();
         }
         ring.push_back(BootMark { stage, at_ms });
+    }
+
+    /// Notes that `node`'s machine left its ramdisk (rebooted into its image, or its power was
+    /// cut), closing the ramdisk's link.
+    pub fn ramdisk_gone(&self, node: &str, why: &[u8], now_ms: i64) {
+        self.boot_mark(node, crate::model::BootStage::Rebooted, now_ms);
+        self.disconnect(node, why);
+    }
+
+    /// Whether `node`'s ramdisk is connected from a boot that has not rebooted into a deployed
+    /// image since (a ramdisk reconnecting in the moment before its reboot is not resident).
+    pub fn ramdisk_resident(&self, node: &str) -> bool {
+        use crate::model::BootStage;
+        if self.connected_since(node).is_none() {
+            return false;
+        }
+        let marks = self.boot_marks(node);
+        let last = |st: BootStage| marks.iter().rev().find(|m| m.stage == st).map(|m| m.at_ms);
+        match (last(BootStage::Enrolled), last(BootStage::Rebooted)) {
+            (_, None) => true,
+            (Some(e), Some(r)) => e > r,
+            (None, Some(_)) => false,
+        }
     }
 
     /// The stages `node`'s network boots reached, oldest first.

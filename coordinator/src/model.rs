@@ -251,6 +251,9 @@ vocabulary!(
         Connected = "connected",
         /// Its ramdisk reported the inspection.
         Inspected = "inspected",
+        /// The machine left its ramdisk: rebooted into its deployed image, or its power was
+        /// cut or cycled through the BMC (the ramdisk's link is history).
+        Rebooted = "rebooted",
     }
 );
 

@@ -175,6 +175,10 @@ impl HttpSource {
             let cert = reqwest::Certificate::from_der(der).map_err(|e| http_err(url, chain(&e)))?;
             builder = builder.add_root_certificate(cert);
         }
+        if url.starts_with("http://") && roots.is_empty() {
+            // Plain HTTP needs no roots, and a deploy ramdisk has no system ones to load.
+            builder = builder.tls_certs_only(std::iter::empty());
+        }
         let client = builder.build().map_err(|e| http_err(url, chain(&e)))?;
         let mut s = HttpSource {
             client,

@@ -43,10 +43,6 @@ pub fn build(marker: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     let lock = std::fs::File::create(dir.join(".lock"))?;
     lock.lock()?;
-    let out = dir.join(format!("{marker}.qcow2"));
-    if out.exists() {
-        return Ok(out);
-    }
     let kernel = crate::node::generic_kernel_package()?;
     let dep = ferric_ramdisk::build::modules_dep(&kernel)?;
     let wanted = [
@@ -54,6 +50,7 @@ pub fn build(marker: &str) -> Result<PathBuf> {
         "virtio_blk",
         "vfat",
         "nls_cp437",
+        "nls_ascii",
         "nls_iso8859_1",
         "nls_utf8",
     ];
@@ -89,6 +86,17 @@ pub fn build(marker: &str) -> Result<PathBuf> {
          fi\n\
          while true; do sleep 3600; done\n"
     );
+    // Cached by what goes in: the marker, the init script, the kernel and its modules.
+    let key = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&init, &mods, &kernel.vmlinuz).hash(&mut h);
+        h.finish()
+    };
+    let out = dir.join(format!("{marker}-{key:016x}.qcow2"));
+    if out.exists() {
+        return Ok(out);
+    }
     ir.file("init", 0o755, init.into_bytes());
     ir.busybox()?;
     ir.modules(&kernel.modules, &mods)?;

@@ -325,6 +325,14 @@ pub async fn power(s: &Shared, name: &str, req: PowerRequest) -> Result<BmcActio
         bmc: name.to_owned(),
         action: req.action,
     };
+    if req.action != PowerAction::Status && req.action != PowerAction::On {
+        // Whatever ran on the machine (its ramdisk) stops with its power.
+        s.hub.ramdisk_gone(
+            name,
+            b"the machine's power is cut or cycled",
+            crate::now_ms(),
+        );
+    }
     let a = push_steps(s, &r, vec![(step, timeout)]).await?;
     tracing::info!(node = %name, action = req.action.as_str(), plan = a.plan, "power action requested");
     Ok(a)

@@ -255,7 +255,7 @@ pub async fn provision(s: &Shared, node: &str, req: ProvisionRequest) -> Result<
 }
 
 fn ramdisk_here(s: &Shared, node: &str) -> bool {
-    s.hub.connected_since(node).is_some()
+    s.hub.ramdisk_resident(node)
 }
 
 /// Feeds `input` to `node`'s lifecycle (if it has one and it applies).
@@ -281,6 +281,15 @@ async fn feed_locked(s: &Shared, cur: LifecycleRow, input: Input, cause: &str) -
     else {
         return Ok(false);
     };
+    if cur.step == Some(Phase::Write) && matches!(input, Input::PlanEnded { ok: true, .. }) {
+        // The ramdisk rebooted the machine into its image: its link is gone now, not at the
+        // idle timeout (a fast track must not take it for a resident ramdisk).
+        s.hub.ramdisk_gone(
+            &node,
+            b"the machine rebooted into its deployed image",
+            crate::now_ms(),
+        );
+    }
     let spec = spec_of(&cur);
     let moved = apply(s, &cur, next, spec, cause).await?;
     tracing::info!(%node, %cause, state = %moved.state, step = ?moved.step, error = ?moved.error, "lifecycle moved");
@@ -442,6 +451,13 @@ async fn push(s: &Shared, node: &str, work: Work, spec: &Spec) -> Result<u64> {
         }
         Work::Ramdisk(p) => return Err(invalid(format!("no ramdisk work for step {p}"))),
     };
+    if work == Work::BootRamdisk {
+        s.hub.ramdisk_gone(
+            node,
+            b"the machine is power-cycled into a network boot",
+            crate::now_ms(),
+        );
+    }
     let steps = plans::keyed_steps(steps)?;
     let (plan, pushed) = plans::submit(s, &agent, &steps).await?;
     tracing::info!(%node, %agent, plan, pushed, ?work, "lifecycle work submitted");
@@ -461,6 +477,11 @@ pub async fn plan_ended(s: &Shared, plan: u64, ok: bool, message: Option<String>
 
 /// A node's ramdisk connected; true when its lifecycle was waiting for it.
 pub async fn ramdisk_connected(s: &Shared, node: &str) -> Result<bool> {
+    if !ramdisk_here(s, node) {
+        // The ramdisk of a boot that already rebooted into its image, reconnecting in its
+        // last seconds: no call back.
+        return Ok(false);
+    }
     feed(s, node, Input::RamdiskConnected, "ramdisk called back").await
 }
 

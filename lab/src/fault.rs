@@ -21,6 +21,8 @@ pub enum Fault {
     DiskFail,
     /// Boot device commands are accepted but change nothing: the node boots its disk.
     BootStuck,
+    /// The node's provisioning link is down (its cable pulled): it boots, but hears nothing.
+    NetDown,
     /// Every fault is lifted.
     Clear,
 }
@@ -75,6 +77,10 @@ pub fn fault(rack: &Rack, node: &str, f: &Fault) -> Result<()> {
         }
         Fault::PowerStuck => list.push("power-stuck".into()),
         Fault::DiskFail => list.push("disk-fail".into()),
+        Fault::NetDown => {
+            crate::netns::ip(&["-n", &rack.netns, "link", "set", &n.tap, "down"])?;
+            list.push("net-down".into());
+        }
         Fault::BootStuck => {
             let file = dir.join("boot");
             std::fs::write(&file, "default")
@@ -85,6 +91,9 @@ pub fn fault(rack: &Rack, node: &str, f: &Fault) -> Result<()> {
             // Clearing works on a node whose BMC died too: the faults file is what counts.
             if let Some(bmc) = bmc {
                 let _ = signal(bmc, Signal::SIGCONT);
+            }
+            if list.iter().any(|f| f == "net-down") {
+                crate::netns::ip(&["-n", &rack.netns, "link", "set", &n.tap, "up"])?;
             }
             list.clear();
         }

@@ -5,7 +5,8 @@
 //! prints a marker and the host name from its config drive on the serial console; then
 //! undeployed (network boot, clean) back to available. Then the failures: an image whose
 //! bytes are not the ones stored (deploy-failed naming both digests, recovered by manage and
-//! provide), and a node that never calls back (deploy-failed at the deadline, with why).
+//! provide), a boot device that does not change (caught when set), and a node that never
+//! calls back (deploy-failed at the deadline, with why).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ferric_agent::bmc::ipmi::IpmiClient;
@@ -87,7 +88,7 @@ async fn three_lab_nodes_are_inspected_cleaned_deployed_and_taken_back() {
     let mut boot = BootConfig::new(&rack.prov_veth(), ferric_tests::ramdisk::image().unwrap());
     boot.http_port = 0;
     cfg.boot = Some(boot);
-    cfg.lifecycle.callback = Duration::from_secs(150);
+    cfg.lifecycle.callback = Duration::from_secs(90);
     let coord = ferric_coordinator::start(cfg).await.unwrap();
     let api = coord.api;
     let agent = ferric_tests::management_agent(&coord, tmp.path(), IpmiClient::default(), None)
@@ -259,12 +260,42 @@ async fn failures(
     cli_ok(api, &["node", "provide", names[0]]).await;
     wait_state(api, rack, &names[..1], "available").await;
 
-    // A node whose boot device is stuck on its (erased) disk never boots the ramdisk: its
-    // deploy fails at the deadline, saying so.
+    // A boot device that does not change is caught when it is set, and named.
     let n = &rack.nodes[1];
     assert_eq!(n.name, names[1]);
+    // Powered off, its ramdisk is gone: the deploy boots it anew.
     cli_ok(api, &["node", "power", "off", &n.name]).await;
     ferric_lab::fault(rack, &n.name, &ferric_lab::Fault::BootStuck).unwrap();
+    cli_ok(api, &["node", "deploy", &n.name, "--image", "os"]).await;
+    let (ok, _, err) = cli(
+        api,
+        &[
+            "node",
+            "wait",
+            &n.name,
+            "--state",
+            "active",
+            "--timeout",
+            "5m",
+        ],
+        &[],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("deploy-failed") && err.contains("asked for boot device Pxe"),
+        "{err}"
+    );
+    ferric_lab::fault(rack, &n.name, &ferric_lab::Fault::Clear).unwrap();
+    cli_ok(api, &["node", "manage", &n.name]).await;
+    cli_ok(api, &["node", "provide", &n.name]).await;
+    wait_state(api, rack, &names[1..2], "available").await;
+
+    // A node that boots but never calls back (its provisioning link is down) fails at the
+    // callback deadline, saying so, and does not hang.
+    let n = &rack.nodes[2];
+    cli_ok(api, &["node", "power", "off", &n.name]).await;
+    ferric_lab::fault(rack, &n.name, &ferric_lab::Fault::NetDown).unwrap();
     cli_ok(api, &["node", "deploy", &n.name, "--image", "os"]).await;
     let started = std::time::Instant::now();
     let (ok, _, err) = cli(
@@ -283,11 +314,11 @@ async fn failures(
     .await;
     assert!(!ok);
     assert!(
-        err.contains("deploy-failed") && err.contains("no ramdisk called back within 2m 30s"),
+        err.contains("deploy-failed") && err.contains("no ramdisk called back within 1m 30s"),
         "{err}"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(300),
+        started.elapsed() < Duration::from_secs(240),
         "no hang: {:?}",
         started.elapsed()
     );
@@ -297,6 +328,7 @@ async fn failures(
         shown.contains("last error:   no ramdisk called back"),
         "{shown}"
     );
+    assert!(shown.contains("deadline passed"), "{shown}");
 }
 
 fn flip_a_byte(p: &Path, at: u64) {

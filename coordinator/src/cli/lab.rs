@@ -41,7 +41,7 @@ pub enum LabCmd {
         #[arg(long)]
         via: Option<String>,
     },
-    /// Inject a fault: `bmc-silent`, `bmc-loss PCT`, `power-stuck`, `disk-fail`, `boot-stuck`, `clear`.
+    /// Inject a fault: `bmc-silent`, `bmc-loss PCT`, `power-stuck`, `disk-fail`, `boot-stuck`, `net-down`, `clear`.
     Fault {
         /// Node.
         node: String,
@@ -198,6 +198,7 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
             let f = match (fault.as_str(), pct) {
                 ("bmc-silent", None) => Fault::BmcSilent,
                 ("boot-stuck", None) => Fault::BootStuck,
+                ("net-down", None) => Fault::NetDown,
                 ("bmc-loss", Some(p)) => Fault::BmcLoss(p),
                 ("bmc-loss", None) => {
                     bail!("bmc-loss needs a percentage: ferric lab fault NODE bmc-loss 30")
@@ -206,7 +207,7 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
                 ("disk-fail", None) => Fault::DiskFail,
                 ("clear", None) => Fault::Clear,
                 (other, _) => bail!(
-                    "unknown fault `{other}` (bmc-silent, bmc-loss PCT, power-stuck, disk-fail, boot-stuck, clear)"
+                    "unknown fault `{other}` (bmc-silent, bmc-loss PCT, power-stuck, disk-fail, boot-stuck, net-down, clear)"
                 ),
             };
             ferric_lab::fault(&rack, &node, &f)?;

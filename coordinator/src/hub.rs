@@ -199,16 +199,19 @@ impl Hub {
     /// Whether `node`'s ramdisk is connected from a boot that has not rebooted into a deployed
     /// image since (a ramdisk reconnecting in the moment before its reboot is not resident).
     pub fn ramdisk_resident(&self, node: &str) -> bool {
+        self.connected_since(node).is_some() && !self.ramdisk_left(node)
+    }
+
+    /// Whether `node`'s latest ramdisk boot has left its ramdisk (a `rebooted` mark after its
+    /// last enrollment): that ramdisk, reconnecting in its last seconds, is not let in.
+    pub fn ramdisk_left(&self, node: &str) -> bool {
         use crate::model::BootStage;
-        if self.connected_since(node).is_none() {
-            return false;
-        }
         let marks = self.boot_marks(node);
         let last = |st: BootStage| marks.iter().rev().find(|m| m.stage == st).map(|m| m.at_ms);
         match (last(BootStage::Enrolled), last(BootStage::Rebooted)) {
-            (_, None) => true,
-            (Some(e), Some(r)) => e > r,
-            (None, Some(_)) => false,
+            (_, None) => false,
+            (Some(e), Some(r)) => e <= r,
+            (None, Some(_)) => true,
         }
     }
 

@@ -86,6 +86,14 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_value = "1,3")]
         nodes: Vec<u32>,
     },
+    /// The bare-metal deploy: lab racks provided, powered off and deployed at once, each
+    /// phase timed from the coordinator's transitions (power cycle, call back, image
+    /// written, active).
+    Deploy {
+        /// Rack sizes.
+        #[arg(long, value_delimiter = ',', default_value = "1,3")]
+        nodes: Vec<u32>,
+    },
     /// Push-to-ack latency and coordinator memory per agent over loopback QUIC.
     Link {
         /// Agent counts to measure.
@@ -214,6 +222,21 @@ fn bench(which: Bench) -> Result<()> {
                 "--rounds".into(),
                 rounds.to_string(),
             ],
+            true,
+        ),
+        Bench::Deploy { nodes } => (
+            &["ferric-coordinator", "ferric-ramdisk", "ferric-tests"],
+            "ferric-bench-deploy",
+            [
+                vec![
+                    "--binary".into(),
+                    release.join("ferric-ramdisk").display().to_string(),
+                    "--work".into(),
+                    root().join("target/bench-deploy").display().to_string(),
+                ],
+                each("--nodes", nodes),
+            ]
+            .concat(),
             true,
         ),
         Bench::Ramdisk { nodes } => (
@@ -616,37 +639,17 @@ fn demo_lab(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    step(
-        "boot demo-n0 from the network: coordinator → agent → BMC → QEMU → Ferric's DHCP, iPXE, ramdisk",
-    );
-    for args in [
-        &["node", "bootdev", "demo-n0", "pxe"][..],
-        &["node", "power", "on", "demo-n0"][..],
-        &["node", "power", "status", "demo-n1"][..],
-    ] {
-        println!("$ ferric {}", args.join(" "));
-        print!("{}", ferric(ferric_bin, api, args)?);
-    }
     if netboot {
-        // The ramdisk connects back with its per-boot token and inspects the machine.
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            let shown: serde_json::Value = serde_json::from_str(&ferric(
-                ferric_bin,
-                api,
-                &["node", "show", "demo-n0", "-o", "json"],
-            )?)?;
-            if !shown["inspection"].is_null() {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("demo-n0's ramdisk did not report an inspection within 3 minutes");
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        println!("$ ferric node show demo-n0");
-        print!("{}", ferric(ferric_bin, api, &["node", "show", "demo-n0"])?);
+        demo_deploy(ferric_bin, api, lab_root)?;
     } else {
+        step("power demo-n0 on through coordinator → agent → BMC → QEMU (no ramdisk to boot here)");
+        for args in [
+            &["node", "power", "on", "demo-n0"][..],
+            &["node", "power", "status", "demo-n1"][..],
+        ] {
+            println!("$ ferric {}", args.join(" "));
+            print!("{}", ferric(ferric_bin, api, args)?);
+        }
         std::thread::sleep(Duration::from_secs(3));
     }
     print!("{}", lab(&["status"])?);
@@ -667,6 +670,78 @@ fn demo_lab(
         ferric(ferric_bin, api, &["node", "power", "off", "demo-n0"])?
     );
     Ok(Some(mgmt))
+}
+
+/// The bare-metal lifecycle on the demo rack: manage, inspect (one network boot into the
+/// ramdisk), provide (cleaned by the resident ramdisk), deploy a small OS to both nodes at
+/// once (each boots it from its own disk), and show where they are.
+fn demo_deploy(ferric_bin: &Path, api: &str, lab_root: &Path) -> Result<()> {
+    let nodes = ["demo-n0", "demo-n1"];
+    let run = |args: &[&str]| -> Result<()> {
+        println!("$ ferric {}", args.join(" "));
+        print!("{}", ferric(ferric_bin, api, args)?);
+        Ok(())
+    };
+    let with_nodes = |verb: &[&str], extra: &[&str]| -> Vec<String> {
+        verb.iter()
+            .chain(nodes.iter())
+            .chain(extra.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let run_all = |verb: &[&str], extra: &[&str]| -> Result<()> {
+        let args = with_nodes(verb, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args)
+    };
+    step(
+        "a small OS image for the nodes (SYSLINUX, Debian's kernel, a busybox init), into the image store",
+    );
+    let testbed = root().join("target/debug/ferric-testbed");
+    let image = output(Command::new(&testbed).args(["os-image", "ferric-demo-os"]))?;
+    run(&["image", "upload", image.trim(), "--name", "demo-os"])?;
+    step(
+        "the lifecycle: manage → inspect (network boot into the ramdisk) → provide (clean) → deploy",
+    );
+    run_all(&["node", "manage"], &[])?;
+    run_all(
+        &["node", "wait"],
+        &["--state", "manageable", "--timeout", "2m"],
+    )?;
+    run_all(&["node", "inspect"], &[])?;
+    run_all(
+        &["node", "wait"],
+        &["--state", "manageable", "--timeout", "5m"],
+    )?;
+    run_all(&["node", "provide"], &[])?;
+    run_all(
+        &["node", "wait"],
+        &["--state", "available", "--timeout", "5m"],
+    )?;
+    run_all(&["node", "deploy"], &["--image", "demo-os"])?;
+    run_all(&["node", "wait"], &["--state", "active", "--timeout", "5m"])?;
+    // Each node boots the image from its own disk and reads its host name from the config
+    // drive the ramdisk wrote.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for n in nodes {
+        let console = lab_root.join("demo").join(n).join("console.log");
+        loop {
+            let text = std::fs::read_to_string(&console).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.starts_with("FERRIC-OS-HOSTNAME")) {
+                println!("{n}'s console ({}): {line}", console.display());
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{n} did not boot its deployed image; see {}",
+                    console.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    run(&["node", "show", "demo-n0"])?;
+    Ok(())
 }
 
 fn apply_plan(ferric_bin: &Path, api: &str, file: &Path, node: &str) -> Result<String> {

@@ -2,7 +2,9 @@
 //!
 //! * `ferric-testbed libvirtd` — make sure libvirtd answers (starting it without systemd);
 //! * `ferric-testbed guest-image` — build (once) the small test guest and print
-//!   `kernel=PATH` and `initrd=PATH`.
+//!   `kernel=PATH` and `initrd=PATH`;
+//! * `ferric-testbed os-image MARKER` — build (once) the small OS disk image the deploy tests
+//!   and the demo write to bare-metal nodes, and print its path.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -20,6 +22,12 @@ enum Cmd {
     Libvirtd,
     /// Build the test guest's kernel and initramfs and print their paths.
     GuestImage,
+    /// Build the small OS image (qcow2) that prints MARKER and its host name, and print its
+    /// path.
+    OsImage {
+        /// What the OS prints on its console.
+        marker: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -29,6 +37,10 @@ fn main() -> Result<()> {
             let g = ferric_tests::hv::guest_image()?;
             println!("kernel={}", g.kernel.display());
             println!("initrd={}", g.initrd.display());
+            Ok(())
+        }
+        Cmd::OsImage { marker } => {
+            println!("{}", ferric_tests::os_image::build(&marker)?.display());
             Ok(())
         }
     }

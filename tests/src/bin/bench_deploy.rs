@@ -1,0 +1,229 @@
+//! Deploy benchmark. For each rack size, lab nodes (QEMU under TCG behind ipmi_sim BMCs) are
+//! managed and provided (a network boot into the release ramdisk, which erases the disks),
+//! powered off (so that nothing is resident), and deployed all at once with the small test OS
+//! image (qcow2). Each phase is timed from the coordinator's transition log: `deploy` →
+//! power-cycled into the network boot → ramdisk called back → image (and config drive)
+//! written and rebooted → power confirmed, active. The clean before it is timed the same way.
+//! Published figures of other systems are printed beside them (not measured here).
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use ferric_agent::bmc::ipmi::IpmiClient;
+use ferric_coordinator::boot::BootConfig;
+use ferric_coordinator::conductor::lifecycle::{LifecycleView, ProvisionRequest, Verb};
+use ferric_coordinator::conductor::nodes::NodeDetail;
+use ferric_lab::UpOptions;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Rack sizes (repeat).
+    #[arg(long = "nodes", default_values_t = [1u32, 3])]
+    nodes: Vec<u32>,
+    /// Memory per lab node, MiB.
+    #[arg(long, default_value_t = 512)]
+    memory_mib: u64,
+    /// The ramdisk binary (release).
+    #[arg(long)]
+    binary: PathBuf,
+    /// Where the kernel is downloaded and the ramdisk built.
+    #[arg(long)]
+    work: PathBuf,
+}
+
+fn at(v: &LifecycleView, after: i64, pred: impl Fn(&str, Option<&str>) -> bool) -> Option<i64> {
+    v.transitions
+        .iter()
+        .find(|t| t.at_ms >= after && pred(&t.to, t.step.as_deref()))
+        .map(|t| t.at_ms)
+}
+
+async fn verb(
+    c: &ferric_coordinator::client::Client,
+    node: &str,
+    verb: Verb,
+    image: Option<&str>,
+) -> Result<()> {
+    let req = ProvisionRequest {
+        verb,
+        erase: None,
+        image: image.map(str::to_owned),
+        root: None,
+        config_drive: None,
+    };
+    c.post::<_, LifecycleView>(&format!("/v1/nodes/{node}/provision"), &req)
+        .await
+        .with_context(|| format!("{verb} {node}"))?;
+    Ok(())
+}
+
+async fn wait_all(
+    c: &ferric_coordinator::client::Client,
+    nodes: &[String],
+    state: &str,
+    limit: Duration,
+) -> Result<Vec<LifecycleView>> {
+    let started = Instant::now();
+    loop {
+        let mut views = vec![];
+        for n in nodes {
+            let d: NodeDetail = c.get(&format!("/v1/nodes/{n}")).await?;
+            let v = d.lifecycle.context("no lifecycle")?;
+            if v.state.to_string().ends_with("failed") {
+                bail!("{n} is {}: {}", v.state, v.error.unwrap_or_default());
+            }
+            views.push(v);
+        }
+        if views
+            .iter()
+            .all(|v| v.state.to_string() == state && v.step.is_none())
+        {
+            return Ok(views);
+        }
+        if started.elapsed() > limit {
+            bail!("not {state} within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn rack(
+    args: &Args,
+    ramdisk: &std::path::Path,
+    image: &std::path::Path,
+    nodes: u32,
+) -> Result<(f64, Vec<[f64; 4]>, f64)> {
+    let work = args.work.join(format!("rack{nodes}"));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let name = format!("bd{}{nodes}", std::process::id() % 10_000);
+    let rack = ferric_lab::up(&UpOptions {
+        name: name.clone(),
+        dir: work.join("lab").join(&name),
+        nodes,
+        memory_mib: args.memory_mib,
+        disk_bytes: 1 << 30,
+        accel: "tcg".into(),
+        ferric: ferric_tests::bin("ferric")?,
+    })?;
+    let result = async {
+        let mut cfg = ferric_tests::coordinator_config(&work.join("coord"));
+        cfg.listen = "0.0.0.0:0".parse()?;
+        let mut boot = BootConfig::new(&rack.prov_veth(), ramdisk.to_owned());
+        boot.http_port = 0;
+        cfg.boot = Some(boot);
+        let coord = ferric_coordinator::start(cfg).await?;
+        let agent =
+            ferric_tests::management_agent(&coord, &work, IpmiClient::default(), None).await?;
+        let c = ferric_tests::client(coord.api);
+        for n in &rack.nodes {
+            ferric_tests::enroll_lab_node(coord.api, &rack, n).await?;
+        }
+        let up = ferric_tests::cli_ok(
+            coord.api,
+            &[
+                "image",
+                "upload",
+                image.to_str().unwrap_or_default(),
+                "--name",
+                "os",
+            ],
+        )
+        .await;
+        if !up.contains("qcow2") {
+            bail!("upload: {up}");
+        }
+        let names: Vec<String> = rack.nodes.iter().map(|n| n.name.clone()).collect();
+        for n in &names {
+            verb(&c, n, Verb::Manage, None).await?;
+        }
+        wait_all(&c, &names, "manageable", Duration::from_secs(60)).await?;
+        let t_clean = ferric_coordinator::now_ms();
+        for n in &names {
+            verb(&c, n, Verb::Provide, None).await?;
+        }
+        let views = wait_all(&c, &names, "available", Duration::from_secs(600)).await?;
+        let clean = views
+            .iter()
+            .map(|v| v.since_ms - t_clean)
+            .max()
+            .unwrap_or(0) as f64
+            / 1000.0;
+        // Nothing resident: the deploy boots every node anew.
+        for n in &names {
+            ferric_tests::cli_ok(coord.api, &["node", "power", "off", n]).await;
+        }
+        let t0 = ferric_coordinator::now_ms();
+        for n in &names {
+            verb(&c, n, Verb::Deploy, Some("os")).await?;
+        }
+        let views = wait_all(&c, &names, "active", Duration::from_secs(600)).await?;
+        let total = views.iter().map(|v| v.since_ms - t0).max().unwrap_or(0) as f64 / 1000.0;
+        let mut per = vec![];
+        for v in &views {
+            let booted =
+                at(v, t0, |_, s| s == Some("wait-callback")).context("no wait-callback")?;
+            let called = at(v, t0, |_, s| s == Some("write")).context("no write")?;
+            let written = at(v, t0, |_, s| s == Some("read-power")).context("no read-power")?;
+            let active = at(v, t0, |to, s| to == "active" && s.is_none()).context("no active")?;
+            let secs = |a: i64, b: i64| (b - a) as f64 / 1000.0;
+            per.push([
+                secs(t0, booted),
+                secs(booted, called),
+                secs(called, written),
+                secs(written, active),
+            ]);
+        }
+        agent.stop().await?;
+        coord.shutdown().await;
+        Ok((clean, per, total))
+    }
+    .await;
+    let _ = ferric_lab::down(&rack.dir);
+    result
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let kernel =
+        ferric_ramdisk::build::debian_kernel("linux-image-amd64", &args.work.join("kernel"))?;
+    let ramdisk = args.work.join("ramdisk");
+    ferric_ramdisk::build::build(&ferric_ramdisk::build::BuildOptions {
+        binary: args.binary.clone(),
+        kernel,
+        out: ramdisk.clone(),
+        level: 19,
+    })?;
+    let image = ferric_tests::os_image::build("bench-deploy")?;
+    let size = std::fs::metadata(&image)?.len();
+    println!(
+        "## Deploy on a lab rack (TCG, {} MiB per node, 1 GiB disks; image: qcow2 {:.1} MiB holding a {} MiB disk)\n",
+        args.memory_mib,
+        size as f64 / 1048576.0,
+        ferric_tests::os_image::DISK_BYTES >> 20
+    );
+    println!(
+        "| nodes | provide: → available | deploy: power-cycled into PXE | → ramdisk called back | → image + config drive written, rebooting | → active | deploy → all active |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for &n in &args.nodes {
+        let (clean, per, total) = rack(&args, &ramdisk, &image, n).await?;
+        let worst = |i: usize| per.iter().map(|p| p[i]).fold(0.0, f64::max);
+        println!(
+            "| {n} | {clean:.1} s | {:.1} s | {:.1} s | {:.1} s | {:.1} s | **{total:.1} s** |",
+            worst(0),
+            worst(1),
+            worst(2),
+            worst(3)
+        );
+    }
+    println!("\n(per phase: the slowest node; goal: three nodes active within 90 s of `deploy`)\n");
+    println!("Published figures of other systems for the same phases (not measured here):\n");
+    println!("| system | inspect | provision (deploy) | ramdisk boot |");
+    println!("|---|---:|---:|---:|");
+    println!("| metal3 (sample timings) | ~5 min | ~2 min | — |");
+    println!("| Ironic CI (IPA ramdisk boot) | — | — | ~12 min |");
+    Ok(())
+}

@@ -236,22 +236,7 @@ async fn failures(
     let blob = coord.shared.images.blob(&sha);
     let middle = std::fs::metadata(&blob).unwrap().len() / 2;
     flip_a_byte(&blob, middle);
-    cli_ok(api, &["node", "deploy", names[0], "--image", "os"]).await;
-    let (ok, _, err) = cli(
-        api,
-        &[
-            "node",
-            "wait",
-            names[0],
-            "--state",
-            "active",
-            "--timeout",
-            "5m",
-        ],
-        &[],
-    )
-    .await;
-    assert!(!ok, "a corrupted image deployed");
+    let err = deploy_fails(api, names[0]).await;
     assert!(err.contains("deploy-failed") && err.contains(&sha), "{err}");
     assert!(err.contains("expected"), "both digests are named: {err}");
     flip_a_byte(&blob, middle);
@@ -266,22 +251,7 @@ async fn failures(
     // Powered off, its ramdisk is gone: the deploy boots it anew.
     cli_ok(api, &["node", "power", "off", &n.name]).await;
     ferric_lab::fault(rack, &n.name, &ferric_lab::Fault::BootStuck).unwrap();
-    cli_ok(api, &["node", "deploy", &n.name, "--image", "os"]).await;
-    let (ok, _, err) = cli(
-        api,
-        &[
-            "node",
-            "wait",
-            &n.name,
-            "--state",
-            "active",
-            "--timeout",
-            "5m",
-        ],
-        &[],
-    )
-    .await;
-    assert!(!ok);
+    let err = deploy_fails(api, &n.name).await;
     assert!(
         err.contains("deploy-failed") && err.contains("asked for boot device Pxe"),
         "{err}"
@@ -296,23 +266,8 @@ async fn failures(
     let n = &rack.nodes[2];
     cli_ok(api, &["node", "power", "off", &n.name]).await;
     ferric_lab::fault(rack, &n.name, &ferric_lab::Fault::NetDown).unwrap();
-    cli_ok(api, &["node", "deploy", &n.name, "--image", "os"]).await;
     let started = std::time::Instant::now();
-    let (ok, _, err) = cli(
-        api,
-        &[
-            "node",
-            "wait",
-            &n.name,
-            "--state",
-            "active",
-            "--timeout",
-            "6m",
-        ],
-        &[],
-    )
-    .await;
-    assert!(!ok);
+    let err = deploy_fails(api, &n.name).await;
     assert!(
         err.contains("deploy-failed") && err.contains("no ramdisk called back within 1m 30s"),
         "{err}"
@@ -329,6 +284,16 @@ async fn failures(
         "{shown}"
     );
     assert!(shown.contains("deadline passed"), "{shown}");
+}
+
+/// Deploys `node` with the image `os` and waits for it to be active, which must fail; returns
+/// what `ferric node wait` said.
+async fn deploy_fails(api: std::net::SocketAddr, node: &str) -> String {
+    cli_ok(api, &["node", "deploy", node, "--image", "os"]).await;
+    let wait = ["node", "wait", node, "--state", "active", "--timeout", "6m"];
+    let (ok, out, err) = cli(api, &wait, &[]).await;
+    assert!(!ok, "{node} was deployed, but must not have been:\n{out}");
+    err
 }
 
 fn flip_a_byte(p: &Path, at: u64) {

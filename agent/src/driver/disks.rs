@@ -352,7 +352,9 @@ pub fn write_config_drive(
             for file in files {
                 let mut dir = root.clone();
                 let parts: Vec<&str> = file.path.split('/').collect();
-                let (name, dirs) = parts.split_last().expect("validated: not empty");
+                let Some((name, dirs)) = parts.split_last() else {
+                    return Err(DiskError::ConfigDrive("a file has an empty path".into()));
+                };
                 for d in dirs {
                     dir = match dir.open_dir(d) {
                         Ok(x) => x,

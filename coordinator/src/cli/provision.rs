@@ -243,6 +243,7 @@ pub(super) async fn wait(
     json: bool,
 ) -> Result<()> {
     let started = Instant::now();
+    let waited_from = ferric_coordinator::now_ms();
     let mut last: Vec<String> = vec![String::new(); names.len()];
     loop {
         let mut done = 0;
@@ -259,7 +260,12 @@ pub(super) async fn wait(
             }
             if v.state == state && v.step.is_none() {
                 done += 1;
-            } else if is_failed(v.state) && !is_failed(state) {
+            } else if (is_failed(v.state)
+                // A verification that failed sends the node back to `enroll`, with its error.
+                || (v.state == ProvisionState::Enroll
+                    && v.error_at_ms.is_some_and(|at| at >= waited_from)))
+                && !is_failed(state)
+            {
                 bail!(
                     "node `{name}` is {}: {}",
                     v.state,

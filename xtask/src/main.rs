@@ -5,6 +5,7 @@
 //!   telemetry printed;
 //! * `test`  — every check CI runs: formatting, clippy, a short fuzz run of every decoder, and
 //!   all test tiers;
+//! * `setup` — only the installing `test` does first (Debian packages, VirtualBMC);
 //! * `bench` — the benchmarks (see docs/benchmarks.md).
 //!
 //! Each task installs what it needs on a fresh machine first.
@@ -38,6 +39,8 @@ enum Task {
         #[arg(long, default_value_t = 20)]
         fuzz_secs: u64,
     },
+    /// Install what the tests need (Debian packages, VirtualBMC) without running them.
+    Setup,
     /// Run a benchmark.
     Bench {
         /// Which benchmark.
@@ -173,6 +176,7 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Demo { keep } => demo(keep),
         Task::Test { fuzz_secs } => test(fuzz_secs),
+        Task::Setup => setup(),
         Task::Bench { which } => bench(which),
     }
 }
@@ -275,14 +279,18 @@ fn bench(which: Bench) -> Result<()> {
     run(Command::new(release.join(binary)).args(args))
 }
 
-fn test(fuzz_secs: u64) -> Result<()> {
-    let started = Instant::now();
+fn setup() -> Result<()> {
     step("system packages (Debian) and VirtualBMC (PyPI)");
     setup::packages()?;
     setup::virtualbmc(
         &root().join("target/vbmc-venv"),
         &root().join("tests/python/vbmc-requirements.txt"),
-    )?;
+    )
+}
+
+fn test(fuzz_secs: u64) -> Result<()> {
+    let started = Instant::now();
+    setup()?;
     step("formatting (cargo fmt --check)");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     step("lints (cargo clippy --all-targets -- -D warnings)");

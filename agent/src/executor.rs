@@ -121,7 +121,12 @@ impl Executor {
                     });
                 })
             };
-            let run = self.drivers.run_metered(&ps.step, meter);
+            let delivered: crate::driver::Delivered = {
+                let (journal, plan, step) = (self.journal.clone(), w.plan.id, w.step as u32);
+                Arc::new(move || lock(&journal).delivered(plan, step))
+            };
+            let ctx = crate::driver::StepContext { meter, delivered };
+            let run = self.drivers.run_with(&ps.step, ctx);
             let kind = match tokio::time::timeout(timeout, run).await {
                 Ok(Ok(done)) => {
                     if let Some(output) = done.output {

@@ -192,8 +192,15 @@ impl Hub {
     /// Notes that `node`'s machine left its ramdisk (rebooted into its image, or its power was
     /// cut), closing the ramdisk's link.
     pub fn ramdisk_gone(&self, node: &str, why: &[u8], now_ms: i64) {
-        self.boot_mark(node, crate::model::BootStage::Rebooted, now_ms);
+        self.ramdisk_leaving(node, now_ms);
         self.disconnect(node, why);
+    }
+
+    /// Notes that `node`'s ramdisk is about to reboot the machine into its image: no longer
+    /// resident, but its link stays, so that its last reports (the reboot's own) and their
+    /// acknowledgements still flow; it waits for them, then its reboot ends the link.
+    pub fn ramdisk_leaving(&self, node: &str, now_ms: i64) {
+        self.boot_mark(node, crate::model::BootStage::Rebooted, now_ms);
     }
 
     /// Whether `node`'s ramdisk is connected from a boot that has not rebooted into a deployed
@@ -203,7 +210,7 @@ impl Hub {
     }
 
     /// Whether `node`'s latest ramdisk boot has left its ramdisk (a `rebooted` mark after its
-    /// last enrollment): that ramdisk, reconnecting in its last seconds, is not let in.
+    /// last enrollment): that ramdisk, reconnecting in its last seconds, is not resident.
     pub fn ramdisk_left(&self, node: &str) -> bool {
         use crate::model::BootStage;
         let marks = self.boot_marks(node);

@@ -14,6 +14,7 @@ pub mod hv;
 pub mod initramfs;
 pub mod node;
 pub mod os_image;
+pub mod rack;
 pub mod ramdisk;
 pub mod vbmc;
 
@@ -148,15 +149,25 @@ pub async fn management_agent(
     ipmi: ferric_agent::bmc::ipmi::IpmiClient,
     poll: Option<Duration>,
 ) -> Result<InProcessAgent> {
-    use ferric_agent::bmc::control::{IpmiBmcs, POWER_SETTLE};
     let state = enroll_node(coord, dir, "mgmt").await?;
+    Ok(bmc_agent(&state, ipmi, poll))
+}
+
+/// Starts the enrolled agent in `state` driving BMCs over IPMI through `ipmi` (read every
+/// `poll`, the agent's default when `None`), with a fake for everything else.
+pub fn bmc_agent(
+    state: &Path,
+    ipmi: ferric_agent::bmc::ipmi::IpmiClient,
+    poll: Option<Duration>,
+) -> InProcessAgent {
+    use ferric_agent::bmc::control::{IpmiBmcs, POWER_SETTLE};
     let fake = Arc::new(FakeDriver::new());
-    let mut cfg = agent_config(&state, fake.clone());
+    let mut cfg = agent_config(state, fake.clone());
     cfg.drivers.bmc = Arc::new(IpmiBmcs::new(ipmi, POWER_SETTLE));
     if let Some(poll) = poll {
         cfg.bmc_poll = poll;
     }
-    Ok(spawn_agent(cfg, fake))
+    spawn_agent(cfg, fake)
 }
 
 /// Agent config for tests: fast backoff, fixed telemetry sampler.

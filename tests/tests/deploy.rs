@@ -11,7 +11,7 @@
 
 use ferric_agent::bmc::ipmi::IpmiClient;
 use ferric_coordinator::boot::BootConfig;
-use ferric_lab::{Rack, UpOptions};
+use ferric_lab::Rack;
 use ferric_tests::{cli, cli_ok};
 use std::path::Path;
 use std::time::Duration;
@@ -20,46 +20,14 @@ const MEMORY_MIB: u64 = 512;
 const DISK: u64 = 256 << 20;
 const MARKER: &str = "deploy-marker-7f3a";
 
-/// A rack that is taken down when dropped.
-struct RackGuard(Rack);
-
-impl Drop for RackGuard {
-    fn drop(&mut self) {
-        let _ = ferric_lab::down(&self.0.dir);
-    }
-}
-
 fn console(rack: &Rack, n: &ferric_lab::Node) -> String {
-    std::fs::read_to_string(rack.node_dir(n).join("console.log")).unwrap_or_default()
+    ferric_tests::rack::console(rack, n)
 }
 
-/// `ferric node wait NAMES --state STATE`, with the consoles when it fails.
 async fn wait_state(api: std::net::SocketAddr, rack: &Rack, names: &[&str], state: &str) -> String {
-    let mut args = vec!["node", "wait"];
-    args.extend(names);
-    args.extend(["--state", state, "--timeout", "6m"]);
-    let (ok, out, err) = cli(api, &args, &[]).await;
-    if !ok {
-        let consoles: String = rack
-            .nodes
-            .iter()
-            .map(|n| {
-                let c = console(rack, n);
-                let tail: String = c
-                    .lines()
-                    .rev()
-                    .take(30)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                format!("--- {} console (tail):\n{tail}\n", n.name)
-            })
-            .collect();
-        panic!("waiting for {state}: {err}\n{out}\n{consoles}");
-    }
-    out
+    ferric_tests::rack::wait_state(api, rack, names, state)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,18 +37,7 @@ async fn three_lab_nodes_are_inspected_cleaned_deployed_and_taken_back() {
     let image = ferric_tests::os_image::build(MARKER).unwrap();
     let name = format!("d{}", std::process::id() % 100_000);
     let lab_root = tmp.path().join("lab");
-    let r = RackGuard(
-        ferric_lab::up(&UpOptions {
-            name: name.clone(),
-            dir: lab_root.join(&name),
-            nodes: 3,
-            memory_mib: MEMORY_MIB,
-            disk_bytes: DISK,
-            accel: "tcg".into(),
-            ferric: ferric_tests::bin("ferric").unwrap(),
-        })
-        .unwrap(),
-    );
+    let r = ferric_tests::rack::up(&lab_root, &name, 3, MEMORY_MIB, DISK).unwrap();
     let rack = &r.0;
 
     let mut cfg = ferric_tests::coordinator_config(&tmp.path().join("coord"));
@@ -139,7 +96,7 @@ async fn three_lab_nodes_are_inspected_cleaned_deployed_and_taken_back() {
     }
 
     // Fast track: the ramdisks that inspected clean, with no second network boot.
-    let boots_before = count_in_consoles(rack, "FERRIC-RAMDISK-NET");
+    let boots_before = ferric_tests::rack::count_in_consoles(rack, "FERRIC-RAMDISK-NET");
     let mut all = vec!["node", "provide"];
     all.extend(&names);
     cli_ok(api, &all).await;
@@ -151,7 +108,7 @@ async fn three_lab_nodes_are_inspected_cleaned_deployed_and_taken_back() {
     cli_ok(api, &all).await;
     wait_state(api, rack, &names, "active").await;
     assert_eq!(
-        count_in_consoles(rack, "FERRIC-RAMDISK-NET"),
+        ferric_tests::rack::count_in_consoles(rack, "FERRIC-RAMDISK-NET"),
         boots_before,
         "inspect → clean → deploy took one network boot per node"
     );
@@ -186,40 +143,13 @@ async fn three_lab_nodes_are_inspected_cleaned_deployed_and_taken_back() {
 
     // Every plan of the lifecycle succeeded, each of its steps reported exactly once.
     for n in names.iter().chain(["mgmt"].iter()) {
-        let plans: Vec<serde_json::Value> = c.get(&format!("/v1/plans?node={n}")).await.unwrap();
-        assert!(!plans.is_empty(), "no plans for {n}");
-        for p in plans {
-            let id = p["id"].as_u64().unwrap();
-            let status: serde_json::Value = c.get(&format!("/v1/plans/{id}")).await.unwrap();
-            assert_eq!(status["plan"]["state"], "succeeded", "{status}");
-            let steps = status["plan"]["steps"].as_array().map_or(0, Vec::len) as u64;
-            let events = ferric_tests::event_list(&status);
-            let seqs: Vec<u64> = events.iter().map(|e| e.0).collect();
-            assert_eq!(
-                seqs,
-                (0..events.len() as u64).collect::<Vec<_>>(),
-                "plan {id}: {status}"
-            );
-            for step in 0..steps {
-                for kind in ["started", "done"] {
-                    let n = events.iter().filter(|e| e.1 == step && e.2 == kind).count();
-                    assert_eq!(n, 1, "plan {id} step {step} {kind}: {status}");
-                }
-            }
-        }
+        ferric_tests::rack::every_step_once(&c, n).await.unwrap();
     }
 
     failures(api, rack, &c, &coord, &names).await;
 
     agent.stop().await.unwrap();
     coord.shutdown().await;
-}
-
-fn count_in_consoles(rack: &Rack, what: &str) -> usize {
-    rack.nodes
-        .iter()
-        .map(|n| console(rack, n).matches(what).count())
-        .sum()
 }
 
 /// A corrupted image and a node that never calls back.

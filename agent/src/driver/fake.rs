@@ -329,7 +329,7 @@ impl super::Machine for FakeDriver {
         .await
     }
 
-    async fn reboot(&self) -> DriverResult {
+    async fn reboot(&self, _: super::Delivered) -> DriverResult {
         self.call("reboot", "machine".into(), None).await
     }
 }

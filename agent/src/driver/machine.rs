@@ -37,9 +37,28 @@ impl Default for LocalMachine {
     }
 }
 
-/// How long a reboot waits after its step is reported, so that the report reaches the
-/// coordinator first.
-pub const REBOOT_DELAY: Duration = Duration::from_secs(2);
+/// How often a reboot looks whether its step's report was delivered.
+const REBOOT_POLL: Duration = Duration::from_millis(100);
+
+/// How long a reboot waits for the coordinator to acknowledge its step's report: a
+/// coordinator restarting mid-deploy is back well within it; one gone for longer finds the
+/// node at its deadline (the report is lost with the ramdisk's memory).
+pub const REBOOT_WAIT: Duration = Duration::from_secs(600);
+
+/// Waits until `delivered` or `limit` passed; true when delivered.
+async fn until_delivered(delivered: &super::Delivered, limit: Duration) -> bool {
+    let start = tokio::time::Instant::now();
+    loop {
+        // The step's end is journaled after the driver returns: look after a poll first.
+        tokio::time::sleep(REBOOT_POLL).await;
+        if delivered() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+    }
+}
 
 fn blocking_failed(e: tokio::task::JoinError) -> DriverError {
     DriverError::new(ErrorKind::Internal, format!("disk task failed: {e}"))
@@ -204,12 +223,18 @@ impl Machine for LocalMachine {
         self.inband_boot_device(device, persistent).await
     }
 
-    async fn reboot(&self) -> DriverResult {
+    async fn reboot(&self, delivered: super::Delivered) -> DriverResult {
         self.owned("reboot")?;
-        tokio::spawn(async {
-            tokio::time::sleep(REBOOT_DELAY).await;
+        tokio::spawn(async move {
+            if until_delivered(&delivered, REBOOT_WAIT).await {
+                tracing::info!("rebooting: the coordinator has the reboot's report");
+            } else {
+                tracing::warn!(
+                    waited_secs = REBOOT_WAIT.as_secs(),
+                    "rebooting without the coordinator's acknowledgement of the reboot's report"
+                );
+            }
             nix::unistd::sync();
-            tracing::info!("rebooting");
             let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
             tracing::error!(error = %e, "reboot failed");
         });

@@ -67,6 +67,35 @@ impl From<bool> for StepDone {
 /// Where a long step reports how far it is (`done`, `total` units), shown as telemetry.
 pub type Meter = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
+/// Whether the running step's end has reached the coordinator (stored and acknowledged): a
+/// step that ends the agent (a reboot) waits for it, so that its report survives it.
+pub type Delivered = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// What the executor gives a step besides its arguments.
+#[derive(Clone)]
+pub struct StepContext {
+    /// Where a long step reports its progress.
+    pub meter: Meter,
+    /// Whether the step's end was delivered.
+    pub delivered: Delivered,
+}
+
+impl Default for StepContext {
+    /// No progress kept; the end counts as delivered at once (no link to deliver it over).
+    fn default() -> Self {
+        StepContext {
+            meter: Arc::new(|_, _| {}),
+            delivered: Arc::new(|| true),
+        }
+    }
+}
+
+impl std::fmt::Debug for StepContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepContext").finish_non_exhaustive()
+    }
+}
+
 /// Linux bridges and VLANs.
 #[async_trait]
 pub trait Network: Send + Sync + std::fmt::Debug {
@@ -184,8 +213,9 @@ pub trait Machine: Send + Sync + std::fmt::Debug {
     ) -> DriverResult;
     /// Sets the next boot device in-band.
     async fn set_boot_device(&self, device: BootDevice, persistent: bool) -> DriverResult;
-    /// Reboots the machine shortly after the step is reported.
-    async fn reboot(&self) -> DriverResult;
+    /// Reboots the machine once `delivered` says the step's report reached the coordinator
+    /// (or a bounded wait for it passed).
+    async fn reboot(&self, delivered: Delivered) -> DriverResult;
     /// Whether this is a working driver (announced as a capability), not a stand-in that
     /// refuses every call.
     fn available(&self) -> bool {
@@ -222,11 +252,13 @@ impl Drivers {
 
     /// Runs one step through the driver that owns it.
     pub async fn run(&self, step: &Step) -> Result<StepDone, DriverError> {
-        self.run_metered(step, Arc::new(|_, _| {})).await
+        self.run_with(step, StepContext::default()).await
     }
 
-    /// [`Drivers::run`], with long steps reporting their progress to `meter`.
-    pub async fn run_metered(&self, step: &Step, meter: Meter) -> Result<StepDone, DriverError> {
+    /// [`Drivers::run`], with long steps reporting their progress to the context's meter and
+    /// a reboot waiting for its report's delivery.
+    pub async fn run_with(&self, step: &Step, ctx: StepContext) -> Result<StepDone, DriverError> {
+        let StepContext { meter, delivered } = ctx;
         Ok(match step {
             Step::EnsureBridge { name, uplink, vlan } => {
                 self.network
@@ -294,7 +326,7 @@ impl Drivers {
             Step::SetBootDevice { device, persistent } => {
                 self.machine.set_boot_device(*device, *persistent).await
             }
-            Step::Reboot {} => self.machine.reboot().await,
+            Step::Reboot {} => self.machine.reboot(delivered).await,
         }?
         .into())
     }

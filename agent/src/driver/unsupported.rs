@@ -138,7 +138,7 @@ impl Machine for Unsupported {
     async fn set_boot_device(&self, _: ferric_proto::plan::BootDevice, _: bool) -> DriverResult {
         Err(self.on("machine", "set the boot device in-band"))
     }
-    async fn reboot(&self) -> DriverResult {
+    async fn reboot(&self, _: super::Delivered) -> DriverResult {
         Err(self.on("machine", "reboot"))
     }
 }

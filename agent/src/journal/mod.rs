@@ -347,6 +347,26 @@ impl Journal {
         Ok(())
     }
 
+    /// Whether the coordinator has acknowledged the end (done or failed) of `plan`'s step
+    /// `step`: what a step that ends the agent (a reboot) waits for, so that its report is
+    /// not lost with the machine's memory.
+    pub fn delivered(&self, plan: PlanId, step: u32) -> bool {
+        if self.completed.contains(&plan) {
+            return true;
+        }
+        let Some(e) = self.plans.get(&plan) else {
+            return false;
+        };
+        let ended = e.events.iter().position(|ev| {
+            ev.step == step
+                && matches!(
+                    ev.kind,
+                    StepEventKind::Done { .. } | StepEventKind::Failed { .. }
+                )
+        });
+        matches!((ended, e.acked), (Some(i), Some(a)) if a as usize >= i)
+    }
+
     /// Events not yet acknowledged, plan by plan in order.
     pub fn unacked(&self) -> Vec<StepEvent> {
         self.plans

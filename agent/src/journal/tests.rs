@@ -175,3 +175,40 @@ fn corruption_in_the_middle_is_an_error() {
         Err(JournalError::Corrupt { line: 1, .. })
     ));
 }
+
+#[test]
+fn a_step_is_delivered_once_its_end_is_acknowledged_and_stays_so_after_its_plan_is_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), false).unwrap();
+    j.add_plan(&plan(4, 2)).unwrap();
+    assert!(!j.delivered(4, 0), "nothing ran yet");
+    j.record(4, 0, 1, StepEventKind::Started).unwrap(); // seq 0
+    j.ack(4, 0).unwrap();
+    assert!(
+        !j.delivered(4, 0),
+        "a start acknowledged is not an end delivered"
+    );
+    j.record(4, 0, 2, StepEventKind::Done { changed: true })
+        .unwrap(); // seq 1
+    assert!(!j.delivered(4, 0), "journaled, not acknowledged");
+    j.ack(4, 1).unwrap();
+    assert!(j.delivered(4, 0));
+    assert!(!j.delivered(4, 1), "the next step has not ended");
+    j.record(4, 1, 3, StepEventKind::Started).unwrap(); // seq 2
+    j.record(
+        4,
+        1,
+        4,
+        StepEventKind::Failed {
+            kind: ErrorKind::Internal,
+            message: "x".into(),
+        },
+    )
+    .unwrap(); // seq 3
+    assert!(!j.delivered(4, 1));
+    j.ack(4, 3).unwrap();
+    // Finished and fully acknowledged: forgotten, still delivered.
+    assert!(j.is_empty());
+    assert!(j.delivered(4, 1));
+    assert!(!j.delivered(5, 0), "a plan never seen was not delivered");
+}

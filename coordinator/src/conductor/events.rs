@@ -4,7 +4,8 @@
 
 use super::Result;
 use crate::Shared;
-use ferric_proto::plan::{StepEvent, StepEventKind};
+use crate::store::PlanRow;
+use ferric_proto::plan::{ErrorKind, PlanId, StepEvent, StepEventKind};
 
 /// An event of `node`'s plan: stored exactly once, and what it reports acted on. An event for
 /// a plan the node does not have is dropped (the agent still gets its acknowledgement).
@@ -41,14 +42,34 @@ async fn plan_end(s: &Shared, e: &StepEvent) -> Result<()> {
         return Ok(());
     }
     let message = match &e.kind {
-        StepEventKind::Failed { kind, message } => Some(format!(
-            "step {} ({}) failed: {message} [{kind}]",
-            e.step,
-            plan.steps
-                .get(e.step as usize)
-                .map_or("?", |st| st.step.kind())
-        )),
+        StepEventKind::Failed { kind, message } => Some(failure(&plan, e.step, *kind, message)),
         _ => None,
     };
     super::lifecycle::plan_ended(s, e.plan, message.is_none(), message).await
+}
+
+/// How a plan ended, as its end event told it: `None` while it runs, else whether it
+/// succeeded and why not.
+pub(super) async fn outcome(s: &Shared, plan: PlanId) -> Result<Option<(bool, Option<String>)>> {
+    let Some(row) = s.store.plan(plan).await? else {
+        return Ok(None);
+    };
+    if !row.state.is_finished() {
+        return Ok(None);
+    }
+    let events = s.store.events(plan).await?;
+    let message = events.iter().rev().find_map(|e| match &e.kind {
+        StepEventKind::Failed { kind, message } => Some(failure(&row, e.step, *kind, message)),
+        _ => None,
+    });
+    Ok(Some((message.is_none(), message)))
+}
+
+fn failure(plan: &PlanRow, step: u32, kind: ErrorKind, message: &str) -> String {
+    format!(
+        "step {step} ({}) failed: {message} [{kind}]",
+        plan.steps
+            .get(step as usize)
+            .map_or("?", |st| st.step.kind())
+    )
 }

@@ -242,14 +242,9 @@ impl AgentConn {
                     if h.role == ferric_proto::msg::Role::Ramdisk
                         && shared.hub.ramdisk_left(&self.node)
                     {
-                        // Its machine rebooted into its image or lost power: this is the old
-                        // ramdisk's last breath, not a node to push work to.
-                        info!("a ramdisk whose machine has left it reconnected; closing");
-                        closing_with = Some((
-                            close::SHUTDOWN,
-                            "this ramdisk's machine has left it".to_owned(),
-                        ));
-                        break;
+                        // Its machine reboots into its image: the old ramdisk's last breath,
+                        // let in to deliver what it journaled; not resident, given no work.
+                        info!("a ramdisk about to reboot into its image reconnected");
                     }
                     // Register before loading, so a plan stored meanwhile is either loaded or
                     // arrives through the channel (the session drops the duplicate).

@@ -100,6 +100,12 @@ impl Store {
             .await
     }
 
+    /// Nodes whose lifecycle is in a step (waiting for work, a call back or a plan).
+    pub async fn lifecycles_under_way(&self) -> Result<Vec<LifecycleRow>, StoreError> {
+        let sql = select_lifecycle!("WHERE provision_step IS NOT NULL ORDER BY name");
+        self.fetch_rows(sqlx::query(sql), Self::lifecycle_row).await
+    }
+
     /// Nodes whose deadline is at or before `now_ms`.
     pub async fn lifecycles_due(&self, now_ms: i64) -> Result<Vec<LifecycleRow>, StoreError> {
         let sql = select_lifecycle!(

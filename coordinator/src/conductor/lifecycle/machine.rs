@@ -123,13 +123,18 @@ pub enum Refused {
 /// end in a state that no longer waits for it).
 pub type Outcome = Result<Option<Next>, Refused>;
 
-fn go(state: S, phase: Phase, t: &Timeouts) -> Next {
-    let work = match phase {
+/// The work a phase pushes (`None`: it waits for a call back, not for a plan).
+pub fn work_of(phase: Phase) -> Option<Work> {
+    match phase {
         Phase::ReadPower => Some(Work::ReadPower),
         Phase::BootRamdisk => Some(Work::BootRamdisk),
         Phase::WaitCallback => None,
         p => Some(Work::Ramdisk(p)),
-    };
+    }
+}
+
+fn go(state: S, phase: Phase, t: &Timeouts) -> Next {
+    let work = work_of(phase);
     Next {
         at: At {
             state,

@@ -269,31 +269,63 @@ async fn feed(s: &Shared, node: &str, input: Input, cause: &str) -> Result<bool>
 
 /// [`feed`], with the lifecycle lock held and the node's row read under it.
 async fn feed_locked(s: &Shared, cur: LifecycleRow, input: Input, cause: &str) -> Result<bool> {
-    if input == Input::DeadlinePassed && cur.deadline_ms.is_none_or(|d| d > crate::now_ms()) {
-        return Ok(false);
-    }
-    let at = At {
-        state: cur.state,
-        phase: cur.step,
-    };
     let node = cur.node.clone();
-    let Ok(Some(next)) = machine::next(at, ramdisk_here(s, &node), &input, &s.config.lifecycle)
-    else {
+    let ramdisk = ramdisk_here(s, &node);
+    let Some(next) = decide(&cur, ramdisk, &input, &s.config.lifecycle, crate::now_ms()) else {
         return Ok(false);
     };
     if cur.step == Some(Phase::Write) && matches!(input, Input::PlanEnded { ok: true, .. }) {
-        // The ramdisk rebooted the machine into its image: its link is gone now, not at the
-        // idle timeout (a fast track must not take it for a resident ramdisk).
-        s.hub.ramdisk_gone(
-            &node,
-            b"the machine rebooted into its deployed image",
-            crate::now_ms(),
-        );
+        // The ramdisk reboots the machine into its image once this plan's end is
+        // acknowledged: not resident from now on (a fast track must not take it for one).
+        s.hub.ramdisk_leaving(&node, crate::now_ms());
     }
     let spec = spec_of(&cur);
     let moved = apply(s, &cur, next, spec, cause).await?;
     tracing::info!(%node, %cause, state = %moved.state, step = ?moved.step, error = ?moved.error, "lifecycle moved");
     Ok(true)
+}
+
+/// What `input` (not a verb) does to `cur` at `now_ms`: `None` when nothing (a deadline that
+/// has not passed yet, an input not awaited).
+fn decide(
+    cur: &LifecycleRow,
+    ramdisk: bool,
+    input: &Input,
+    t: &Timeouts,
+    now_ms: i64,
+) -> Option<Next> {
+    if *input == Input::DeadlinePassed && !due(cur, now_ms) {
+        return None;
+    }
+    let at = At {
+        state: cur.state,
+        phase: cur.step,
+    };
+    machine::next(at, ramdisk, input, t).ok().flatten()
+}
+
+/// Whether `cur`'s step has run out of time at `now_ms`.
+fn due(cur: &LifecycleRow, now_ms: i64) -> bool {
+    cur.deadline_ms.is_some_and(|d| d <= now_ms)
+}
+
+/// The row `cur` becomes on `next` at `now_ms` (after it entered its state, even when the
+/// clock says otherwise): its deadline counted from then, a failure's reason and time kept
+/// until the next failure, no plan awaited yet.
+fn moved(cur: &LifecycleRow, next: &Next, spec: &Spec, now_ms: i64) -> Result<LifecycleRow> {
+    let now = now_ms.max(cur.since_ms + 1);
+    let failed = next.error.is_some();
+    Ok(LifecycleRow {
+        node: cur.node.clone(),
+        state: next.at.state,
+        step: next.at.phase,
+        since_ms: now,
+        deadline_ms: next.timeout.map(|t| now + t.as_millis() as i64),
+        wait_plan: None,
+        error: next.error.clone().or_else(|| cur.error.clone()),
+        error_at_ms: if failed { Some(now) } else { cur.error_at_ms },
+        spec_json: Some(serde_json::to_string(spec).map_err(|e| invalid(e.to_string()))?),
+    })
 }
 
 /// Stores the move from `cur` to `next` and pushes its work; a failure to push fails the
@@ -305,19 +337,8 @@ async fn apply(
     spec: Spec,
     cause: &str,
 ) -> Result<LifecycleRow> {
-    let now = crate::now_ms().max(cur.since_ms + 1);
-    let failed = next.error.is_some();
-    let mut to = LifecycleRow {
-        node: cur.node.clone(),
-        state: next.at.state,
-        step: next.at.phase,
-        since_ms: now,
-        deadline_ms: next.timeout.map(|t| now + t.as_millis() as i64),
-        wait_plan: None,
-        error: next.error.clone().or_else(|| cur.error.clone()),
-        error_at_ms: if failed { Some(now) } else { cur.error_at_ms },
-        spec_json: Some(serde_json::to_string(&spec).map_err(|e| invalid(e.to_string()))?),
-    };
+    let mut to = moved(cur, &next, &spec, crate::now_ms())?;
+    let now = to.since_ms;
     if !s.store.move_lifecycle(cur, &to, cause).await? {
         return Err(ConductorError::Busy(format!(
             "node `{}` moved while this was decided; try again",
@@ -333,27 +354,30 @@ async fn apply(
             to.wait_plan = Some(plan);
             Ok(to)
         }
-        Err(e) => {
-            let why = format!(
-                "{} could not start: {e}",
-                next.at.phase.map_or("work", Phase::describe)
-            );
-            let failed = LifecycleRow {
-                state: machine::failed_state(to.state),
-                step: None,
-                since_ms: now + 1,
-                deadline_ms: None,
-                wait_plan: None,
-                error: Some(why),
-                error_at_ms: Some(now + 1),
-                ..to.clone()
-            };
-            s.store
-                .move_lifecycle(&to, &failed, "work could not start")
-                .await?;
-            Ok(failed)
-        }
+        Err(e) => not_started(s, &to, &e).await,
     }
+}
+
+/// Fails `cur`, whose step's work could not be pushed, with `e`.
+async fn not_started(s: &Shared, cur: &LifecycleRow, e: &ConductorError) -> Result<LifecycleRow> {
+    let at = crate::now_ms().max(cur.since_ms + 1);
+    let failed = LifecycleRow {
+        state: machine::failed_state(cur.state),
+        step: None,
+        since_ms: at,
+        deadline_ms: None,
+        wait_plan: None,
+        error: Some(format!(
+            "{} could not start: {e}",
+            cur.step.map_or("work", Phase::describe)
+        )),
+        error_at_ms: Some(at),
+        ..cur.clone()
+    };
+    s.store
+        .move_lifecycle(cur, &failed, "work could not start")
+        .await?;
+    Ok(failed)
 }
 
 /// Turns work into a plan (for the management agent, or the node's ramdisk) and submits it.
@@ -485,6 +509,51 @@ pub async fn ramdisk_connected(s: &Shared, node: &str) -> Result<bool> {
     feed(s, node, Input::RamdiskConnected, "ramdisk called back").await
 }
 
+/// After a start, picks up every node that was under way when the coordinator stopped: one
+/// whose awaited plan ended while it was down (or between storing the plan's end and acting
+/// on it) moves on now; one whose step's work was never recorded as pushed (it stopped between
+/// the move and the push) gets that work pushed now. Everything else resumes by itself: the
+/// agents re-send what they journaled, ramdisks call back, and every step has its deadline.
+pub async fn resume(s: &Shared) -> Result<()> {
+    for row in s.store.lifecycles_under_way().await? {
+        let _g = s.lifecycle.lock().await;
+        let Some(cur) = s.store.lifecycle(&row.node).await? else {
+            continue;
+        };
+        let Some(phase) = cur.step else {
+            continue;
+        };
+        match cur.wait_plan {
+            Some(plan) => {
+                if let Some((ok, message)) = super::events::outcome(s, plan).await? {
+                    let cause = format!(
+                        "plan {plan} {} (seen at start)",
+                        if ok { "succeeded" } else { "failed" }
+                    );
+                    feed_locked(s, cur, Input::PlanEnded { ok, message }, &cause).await?;
+                }
+            }
+            None => {
+                if let Some(work) = machine::work_of(phase) {
+                    tracing::warn!(node = %cur.node, step = %phase, "resuming a step whose work was never pushed");
+                    let spec = spec_of(&cur);
+                    match push(s, &cur.node, work, &spec).await {
+                        Ok(plan) => {
+                            s.store
+                                .lifecycle_waits_for(&cur.node, cur.since_ms, plan)
+                                .await?;
+                        }
+                        Err(e) => {
+                            not_started(s, &cur, &e).await?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Fails every node whose deadline passed.
 pub async fn tick(s: &Shared) -> Result<()> {
     for row in s.store.lifecycles_due(crate::now_ms()).await? {
@@ -493,8 +562,12 @@ pub async fn tick(s: &Shared) -> Result<()> {
     Ok(())
 }
 
-/// Runs [`tick`] every second until the coordinator drains.
+/// Resumes what a stop interrupted ([`resume`]), then runs [`tick`] every second until the
+/// coordinator drains.
 pub async fn deadlines(s: std::sync::Arc<Shared>) {
+    if let Err(e) = resume(&s).await {
+        tracing::error!(error = %e, "lifecycles under way not resumed; their deadlines still hold");
+    }
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -507,3 +580,6 @@ pub async fn deadlines(s: std::sync::Arc<Shared>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -178,13 +178,14 @@ async fn a_coordinator_killed_mid_deploy_starts_again_and_the_deploy_finishes() 
 
     // Killed while the resident ramdisk writes the image it streams from the coordinator.
     cli_ok(api, &["node", "deploy", &node, "--image", "os"]).await;
-    wait_step(&c, &node, &["write"]).await;
+    // (Or, on a slow day, in the power read after it: a kill mid-deploy all the same.)
+    let at = wait_step(&c, &node, &["write", "read-power"]).await;
     coord.kill();
     let killed = now_ms();
     coord = coordinator.start(&tmp.path().join("coord-2.log")).await;
     wait_state(api, rack, &[&node], "active").await.unwrap();
     let moves = finished_after(&c, &node, killed).await;
-    eprintln!("after the kill in write: {moves:#?}");
+    eprintln!("after the kill in {at}: {moves:#?}");
     let booted = |n: usize| {
         let (rack, node) = (rack, &rack.nodes[0]);
         async move {
@@ -204,7 +205,7 @@ async fn a_coordinator_killed_mid_deploy_starts_again_and_the_deploy_finishes() 
 
     // Killed while a rebuild waits for the network-booted node's ramdisk to call back.
     cli_ok(api, &["node", "rebuild", &node]).await;
-    let at = wait_step(&c, &node, &["wait-callback", "write"]).await;
+    let at = wait_step(&c, &node, &["wait-callback", "write", "read-power"]).await;
     coord.kill();
     let killed = now_ms();
     coord = coordinator.start(&tmp.path().join("coord-3.log")).await;

@@ -238,7 +238,11 @@ pub fn next(at: At, ramdisk: bool, input: &Input, t: &Timeouts) -> Outcome {
                      answer)"
                 ),
                 Phase::BootRamdisk | Phase::ReadPower => {
-                    format!("the BMC did not finish {} within {within}", p.describe())
+                    format!(
+                        "{} did not finish within {within} (a BMC or a management agent that \
+                         does not answer)",
+                        p.describe()
+                    )
                 }
                 _ => format!(
                     "the ramdisk did not finish {} within {within}",

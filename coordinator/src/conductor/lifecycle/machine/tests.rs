@@ -157,7 +157,7 @@ fn every_wait_has_a_deadline_and_passing_it_fails_the_node_with_the_reason() {
             S::Verifying,
             Phase::ReadPower,
             S::Enroll,
-            "BMC did not finish reading power",
+            "reading power through the BMC did not finish within 2m",
         ),
         (S::Undeploying, Phase::BootRamdisk, S::Error, "within 3m"),
     ] {

@@ -16,6 +16,7 @@ pub mod hub;
 pub mod link;
 pub mod model;
 pub mod pki;
+pub mod secrets;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -50,6 +51,8 @@ pub struct Config {
     pub boot: Option<boot::BootConfig>,
     /// How long bare-metal lifecycle waits may last.
     pub lifecycle: conductor::lifecycle::Timeouts,
+    /// The key that seals secrets at rest; `DATA_DIR/secrets.key` when absent.
+    pub secrets_key: Option<PathBuf>,
 }
 
 impl Config {
@@ -67,6 +70,7 @@ impl Config {
             images_url: None,
             boot: None,
             lifecycle: conductor::lifecycle::Timeouts::default(),
+            secrets_key: None,
         }
     }
 }
@@ -90,13 +94,15 @@ pub struct Shared {
     pub lifecycle: tokio::sync::Mutex<()>,
     /// The boot services' addresses, once they listen.
     pub boot_site: std::sync::OnceLock<conductor::boot::BootSite>,
+    /// Seals secrets at rest (BMC passwords).
+    pub secrets: secrets::SecretBox,
 }
 
 /// Errors starting a coordinator.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The data directory could not be created.
-    #[error("cannot create data directory {0}")]
+    /// The data directory could not be created, or others may read it.
+    #[error("data directory {0}")]
     DataDir(PathBuf, #[source] std::io::Error),
     /// The CA failed.
     #[error(transparent)]
@@ -104,6 +110,12 @@ pub enum StartError {
     /// The store failed.
     #[error("cannot open the store")]
     Store(#[from] store::StoreError),
+    /// The secrets key could not be loaded.
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretsError),
+    /// Secrets kept in clear by an older version could not be sealed.
+    #[error("sealing stored secrets: {0}")]
+    Seal(#[source] conductor::ConductorError),
     /// The link failed.
     #[error(transparent)]
     Link(#[from] link::LinkError),
@@ -178,12 +190,52 @@ pub fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
+/// Creates `dir` readable by its owner only, or checks that an existing one is: the store,
+/// the CA's key, the secrets key and the images are nobody else's. (An existing directory is
+/// not changed: it may be shared by mistake, and the fix is the operator's to make.)
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "others may read or enter it (mode {mode:o}); it holds the store, the CA key and the secrets key: `chmod 700` it"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates `path` empty if missing, and makes it readable by its owner only (SQLite gives its
+/// journal files the database's mode).
+fn private_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 /// Opens the store and CA, binds both sockets, and serves until shut down.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
+    private_dir(&config.data_dir).map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
     let pki = pki::Pki::load_or_create(&config.data_dir)?;
-    let store = store::Store::open_sqlite(&config.data_dir.join("ferric.db")).await?;
+    let secrets = secrets::SecretBox::load_or_create(
+        &config
+            .secrets_key
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("secrets.key")),
+    )?;
+    let db = config.data_dir.join("ferric.db");
+    private_file(&db).map_err(|e| StartError::DataDir(db.clone(), e))?;
+    let store = store::Store::open_sqlite(&db).await?;
     let images = conductor::images::ImageStore::open(&config.data_dir)
         .map_err(|e| StartError::DataDir(config.data_dir.join("images"), e))?;
     let server_config = link::server_config(&pki, config.idle_timeout)?;
@@ -226,7 +278,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         images,
         lifecycle: tokio::sync::Mutex::new(()),
         boot_site: std::sync::OnceLock::new(),
+        secrets,
     });
+    let sealed = conductor::bmcs::seal_clear_passwords(&shared)
+        .await
+        .map_err(StartError::Seal)?;
+    if sealed > 0 {
+        shared.store.flush_journal().await?;
+        tracing::warn!(
+            sealed,
+            "BMC passwords an older version kept in clear are sealed now"
+        );
+    }
     info!(%listen, %api, ca = %shared.pki.ca_hash(), "coordinator listening");
 
     let boot = match shared.config.boot.clone() {

@@ -67,6 +67,7 @@ async fn real_main() -> Result<()> {
     config.lifecycle.inspect = args.inspect_timeout;
     config.lifecycle.clean = args.clean_timeout;
     config.lifecycle.deploy = args.deploy_timeout;
+    config.secrets_key = args.secrets_key.clone();
     if let Some(iface) = &args.boot_services {
         let dir = args
             .ramdisk_dir

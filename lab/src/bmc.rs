@@ -126,7 +126,9 @@ pub fn emu_commands(sensors: &[EmuSensor]) -> String {
 /// persistent state in `dir/bmc-state`).
 pub fn write_sim_config(dir: &Path, lan: &LanConf, sensors: &[EmuSensor]) -> Result<Vec<OsString>> {
     let (conf, emu) = (dir.join("lan.conf"), dir.join("bmc.emu"));
-    std::fs::write(&conf, lan.render()).or_lab(|| format!("cannot write {}", conf.display()))?;
+    // It holds the BMC's password: its owner's only.
+    crate::layout::write_private(&conf, lan.render().as_bytes())
+        .or_lab(|| format!("cannot write {}", conf.display()))?;
     std::fs::write(&emu, emu_commands(sensors))
         .or_lab(|| format!("cannot write {}", emu.display()))?;
     Ok(vec![

@@ -96,16 +96,23 @@ impl Rack {
     }
     /// Writes `rack.json` (mode 0600: it holds the BMC password).
     pub(crate) fn save(&self) -> Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
         let p = self.dir.join("rack.json");
-        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::from);
-        std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&p)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, text?.as_bytes()))
+        serde_json::to_string_pretty(self)
+            .map_err(std::io::Error::from)
+            .and_then(|text| write_private(&p, text.as_bytes()))
             .or_lab(|| format!("cannot write {}", p.display()))
     }
+}
+
+/// Writes `path` readable by its owner only (also when it existed with another mode).
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    std::io::Write::write_all(&mut f, bytes)
 }

@@ -20,7 +20,7 @@ async fn coordinator(
     iface: &str,
     ttl: Duration,
 ) -> (ferric_coordinator::Running, SocketAddr) {
-    let mut cfg = ferric_tests::coordinator_config(dir);
+    let mut cfg = ferric_tests::coordinator_config(&dir.join("coord"));
     cfg.listen = "0.0.0.0:0".parse().unwrap();
     let mut boot = BootConfig::new(iface, dir.join("ramdisk"));
     boot.http_port = 0;
@@ -179,7 +179,7 @@ async fn a_per_boot_token_enrolls_its_node_once_and_dies_with_its_boot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tftp_serves_ipxe_as_debian_ships_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = ferric_tests::coordinator_config(dir.path());
+    let mut cfg = ferric_tests::coordinator_config(&dir.path().join("coord"));
     let mut boot = BootConfig::new("lo", dir.path().join("ramdisk"));
     boot.http_port = 0;
     boot.dhcp_port = free_port().unwrap();
@@ -241,7 +241,7 @@ async fn a_burst_of_a_hundred_discovers_on_a_real_link_is_answered_without_runni
     ip(&["-n", &name, "link", "set", "lo", "up"]);
 
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = ferric_tests::coordinator_config(dir.path());
+    let mut cfg = ferric_tests::coordinator_config(&dir.path().join("coord"));
     let mut boot = BootConfig::new(&host, dir.path().join("ramdisk"));
     boot.http_port = 0;
     boot.discovery = true;
@@ -277,7 +277,7 @@ async fn a_burst_of_a_hundred_discovers_on_a_real_link_is_answered_without_runni
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_discovery_a_machine_no_node_has_boots_and_appears_as_enroll_with_its_inspection() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = ferric_tests::coordinator_config(dir.path());
+    let mut cfg = ferric_tests::coordinator_config(&dir.path().join("coord"));
     cfg.listen = "0.0.0.0:0".parse().unwrap();
     let mut boot = BootConfig::new("lo", dir.path().join("ramdisk"));
     boot.http_port = 0;

@@ -25,6 +25,7 @@ pub struct FakeDriver {
     fail: Mutex<HashMap<String, ErrorKind>>,
     record: Option<Mutex<std::fs::File>>,
     bmcs: Mutex<Vec<String>>,
+    credentials: Mutex<Vec<BmcCredential>>,
 }
 
 impl FakeDriver {
@@ -48,6 +49,11 @@ impl FakeDriver {
     /// Whether the fake BMC `bmc` has power (after `BmcPower` steps).
     pub fn fake_power(&self, bmc: &str) -> bool {
         lock(&self.present).contains(&format!("power/{bmc}"))
+    }
+
+    /// The BMC credentials the coordinator sent last.
+    pub fn bmc_credentials(&self) -> Vec<BmcCredential> {
+        lock(&self.credentials).clone()
     }
 
     /// Each call takes this long.
@@ -239,7 +245,8 @@ impl BmcControl for FakeDriver {
         })
     }
     fn set_bmcs(&self, bmcs: Vec<BmcCredential>) {
-        *lock(&self.bmcs) = bmcs.into_iter().map(|b| b.name).collect();
+        *lock(&self.bmcs) = bmcs.iter().map(|b| b.name.clone()).collect();
+        *lock(&self.credentials) = bmcs;
     }
     async fn poll(&self, _sensors: bool) -> Vec<BmcState> {
         let names = lock(&self.bmcs).clone();

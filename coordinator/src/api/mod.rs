@@ -72,7 +72,9 @@ impl ApiError {
                     | ConductorError::Busy(_)
                     | ConductorError::WrongState(_)
                     | ConductorError::NoHost(_) => StatusCode::CONFLICT,
-                    ConductorError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                    ConductorError::Store(_) | ConductorError::Secrets(_) => {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    }
                 };
                 (status, e.code(), e.to_string())
             }

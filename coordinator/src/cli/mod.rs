@@ -158,6 +158,10 @@ pub struct CoordinatorArgs {
     /// How long a ramdisk's image writing may take.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub deploy_timeout: Duration,
+    /// The key that seals BMC passwords at rest (32 bytes, mode 0600, created when missing);
+    /// `DATA_DIR/secrets.key` when absent. Keep it off the database's backups.
+    #[arg(long, value_name = "FILE")]
+    pub secrets_key: Option<PathBuf>,
 }
 
 /// `FIRST-LAST` of IPv4 addresses.

@@ -208,18 +208,12 @@ pub async fn enroll(s: &Shared, req: EnrollBmcNode) -> Result<BmcView> {
             }
         }
     };
-    // Stored in the canonical spelling, with the port.
+    // Stored in the canonical spelling, with the port; the password sealed.
     let address = addr.to_string();
+    let sealed = s.secrets.seal(&req.name, &req.password)?;
     match s
         .store
-        .insert_bmc_node(
-            &req.name,
-            &address,
-            &req.password,
-            &via,
-            &macs,
-            crate::now_ms(),
-        )
+        .insert_bmc_node(&req.name, &address, &sealed, &via, &macs, crate::now_ms())
         .await
     {
         Ok(()) => {}
@@ -268,18 +262,35 @@ pub async fn delete(s: &Shared, name: &str) -> Result<BmcView> {
     Ok(view(s, row))
 }
 
-/// Every BMC agent `via` drives, with its credentials, for that agent's link alone.
+/// Every BMC agent `via` drives, with its credentials, for that agent's link alone. A
+/// password that does not open with this coordinator's key is left out, and said.
 pub async fn credentials(s: &Shared, via: &str) -> Result<Vec<BmcCredential>> {
-    Ok(s.store
-        .bmcs(Some(via))
-        .await?
-        .into_iter()
-        .map(|r| BmcCredential {
-            name: r.node,
-            address: r.address,
-            password: r.password.expose().to_owned(),
-        })
-        .collect())
+    let mut out = Vec::new();
+    for r in s.store.bmcs(Some(via)).await? {
+        match s.secrets.open(&r.node, &r.sealed_password) {
+            Ok(p) => out.push(BmcCredential {
+                name: r.node,
+                address: r.address,
+                password: p.expose().to_owned(),
+            }),
+            Err(e) => tracing::error!(node = %r.node, error = %e, "BMC credentials not sent"),
+        }
+    }
+    Ok(out)
+}
+
+/// Seals every BMC password a store from an older version kept in clear; how many.
+pub async fn seal_clear_passwords(s: &Shared) -> Result<usize> {
+    let mut n = 0;
+    for r in s.store.bmcs(None).await? {
+        if crate::secrets::is_sealed(&r.sealed_password) {
+            continue;
+        }
+        let sealed = s.secrets.seal(&r.node, &r.sealed_password)?;
+        s.store.set_bmc_password(&r.node, &sealed).await?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Whether an unfinished plan of agent `via` touches the BMC of `node` (only plans that change

@@ -67,6 +67,9 @@ pub enum ConductorError {
     /// The store failed.
     #[error("store error: {}", crate::error_chain(.0))]
     Store(StoreError),
+    /// A secret could not be sealed or opened.
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
 }
 
 impl ConductorError {
@@ -85,6 +88,7 @@ impl ConductorError {
             ConductorError::WrongState(_) => "wrong_state",
             ConductorError::NoHost(_) => "no_host_fits",
             ConductorError::Store(_) => "store_error",
+            ConductorError::Secrets(_) => "secrets_error",
         }
     }
 }

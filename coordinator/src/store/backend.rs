@@ -31,6 +31,11 @@ impl Backend {
                             sqlx::query("PRAGMA foreign_keys = ON")
                                 .execute(&mut *conn)
                                 .await?;
+                            // What is deleted or replaced is overwritten, not left in free
+                            // space (a password sealed in place leaves no clear copy).
+                            sqlx::query("PRAGMA secure_delete = ON")
+                                .execute(&mut *conn)
+                                .await?;
                             Ok(())
                         })
                     })

@@ -2,24 +2,24 @@
 //! expected.
 
 use super::{Store, StoreError};
-use ferric_proto::Secret;
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 const BAREMETAL: &str = crate::model::NodeRole::Baremetal.as_str();
 
-/// A bare-metal node's BMC as stored (the password stays inside the store module's callers
-/// that send it to the agent; it is skipped when serialized).
+/// A bare-metal node's BMC as stored (its password sealed, see [`crate::secrets`]; skipped
+/// when serialized).
 #[derive(Debug, Clone, Serialize)]
 pub struct BmcRow {
     /// The bare-metal node.
     pub node: String,
     /// `ipmi://USER@HOST:PORT`.
     pub address: String,
-    /// Password.
+    /// Password, sealed (or in clear from a store an older version wrote, until the start
+    /// seals it).
     #[serde(skip)]
-    pub password: Secret,
+    pub sealed_password: String,
     /// Agent that drives the BMC.
     pub via: String,
     /// The node's NIC MAC addresses.
@@ -60,7 +60,7 @@ impl Store {
         Ok(BmcRow {
             node: r.try_get("node")?,
             address: r.try_get("address")?,
-            password: Secret::new(r.try_get::<String, _>("password")?),
+            sealed_password: r.try_get("password")?,
             via: r.try_get("via")?,
             macs: r
                 .try_get::<String, _>("macs")?
@@ -79,12 +79,18 @@ impl Store {
         })
     }
 
-    /// Enrolls a bare-metal node with its BMC, driven by the agent `via`.
+    /// Replaces `node`'s stored password (sealing one kept in clear); false when it has no BMC.
+    pub async fn set_bmc_password(&self, node: &str, sealed: &str) -> Result<bool, StoreError> {
+        let q = sqlx::query("UPDATE bmcs SET password = $1 WHERE node = $2");
+        Ok(self.run(q.bind(sealed).bind(node)).await? == 1)
+    }
+
+    /// Enrolls a bare-metal node with its BMC (password sealed), driven by the agent `via`.
     pub async fn insert_bmc_node(
         &self,
         node: &str,
         address: &str,
-        password: &str,
+        sealed_password: &str,
         via: &str,
         macs: &[String],
         now_ms: i64,
@@ -125,7 +131,7 @@ impl Store {
         )
         .bind(node)
         .bind(address)
-        .bind(password)
+        .bind(sealed_password)
         .bind(via)
         .bind(macs.join(","))
         .execute(&mut *tx)

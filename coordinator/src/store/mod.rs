@@ -87,6 +87,19 @@ impl Store {
         self.backend
     }
 
+    /// Moves the write-ahead log into the database and empties it, so that no older version
+    /// of a replaced row stays in it (after sealing secrets kept in clear).
+    pub async fn flush_journal(&self) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => {
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .fetch_all(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.pool.close().await;

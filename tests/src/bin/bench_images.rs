@@ -212,7 +212,7 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let coord_dir = tempfile::tempdir()?;
     let (coord, view) = rt.block_on(async {
-        let coord = start_coordinator(coord_dir.path()).await?;
+        let coord = start_coordinator(&coord_dir.path().join("coord")).await?;
         let view = client(coord.api)
             .upload_image(Path::new(&qcow), "bench", Some("qcow2"), None, |_, _| {})
             .await?;

@@ -11,6 +11,14 @@ use tokio::sync::mpsc;
 /// Samples kept per node at full rate (10 minutes at the default 1 s interval).
 pub const TELEMETRY_RING: usize = 600;
 
+/// The largest telemetry sample kept, encoded (a host with hundreds of guests, disks and
+/// NICs fits in a few dozen KiB); a larger one is dropped.
+pub const TELEMETRY_SAMPLE_MAX: usize = 64 << 10;
+
+/// Memory one node's telemetry ring may hold, encoded bytes: past it the oldest samples go
+/// first, so no agent pins more than this however large its samples.
+pub const TELEMETRY_RING_BYTES: usize = 4 << 20;
+
 /// A telemetry sample as received.
 #[derive(Debug, Clone, Serialize)]
 pub struct TelemetryRecord {
@@ -18,6 +26,9 @@ pub struct TelemetryRecord {
     pub received_at_ms: i64,
     /// The sample.
     pub sample: TelemetrySample,
+    /// Its encoded size, counted against [`TELEMETRY_RING_BYTES`].
+    #[serde(skip)]
+    pub bytes: usize,
 }
 
 /// One read of a bare-metal node's BMC as received (its telemetry: the management agent polls
@@ -74,11 +85,18 @@ pub struct Hub {
 /// A record kept in a per-node ring, stamped when it arrived.
 trait Received: Clone {
     fn received_at_ms(&self) -> i64;
+    /// What it costs the ring's byte budget (0: counted by number only).
+    fn bytes(&self) -> usize {
+        0
+    }
 }
 
 impl Received for TelemetryRecord {
     fn received_at_ms(&self) -> i64 {
         self.received_at_ms
+    }
+    fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -89,8 +107,9 @@ impl Received for BmcRecord {
 }
 
 /// Appends to `node`'s ring unless `stale(newest, r)` (a late arrival does not rewrite
-/// history), dropping the oldest past [`TELEMETRY_RING`].
-fn push_ring<T>(
+/// history), dropping the oldest past [`TELEMETRY_RING`] records or
+/// [`TELEMETRY_RING_BYTES`].
+fn push_ring<T: Received>(
     rings: &Mutex<HashMap<String, VecDeque<T>>>,
     node: &str,
     r: T,
@@ -105,6 +124,10 @@ fn push_ring<T>(
         ring.pop_front();
     }
     ring.push_back(r);
+    let mut held: usize = ring.iter().map(Received::bytes).sum();
+    while held > TELEMETRY_RING_BYTES && ring.len() > 1 {
+        held -= ring.pop_front().map_or(0, |x| x.bytes());
+    }
 }
 
 /// `node`'s records received after `after_ms`, oldest first.
@@ -313,14 +336,22 @@ impl Hub {
         }
     }
 
-    /// Records a sample; older samples past the ring size are dropped, out-of-order ones too.
+    /// Records a sample; older samples past the ring's bounds are dropped, out-of-order ones
+    /// and ones over [`TELEMETRY_SAMPLE_MAX`] too.
     pub fn record_telemetry(&self, node: &str, sample: TelemetrySample, now_ms: i64) {
+        let bytes =
+            ferric_proto::frame::to_frame(&sample, usize::MAX).map_or(usize::MAX, |f| f.len());
+        if bytes > TELEMETRY_SAMPLE_MAX {
+            tracing::warn!(%node, bytes, max = TELEMETRY_SAMPLE_MAX, "telemetry sample too large; dropped");
+            return;
+        }
         push_ring(
             &self.telemetry,
             node,
             TelemetryRecord {
                 received_at_ms: now_ms,
                 sample,
+                bytes,
             },
             |b, r| b.sample.seq >= r.sample.seq && b.sample.at_ms >= r.sample.at_ms,
         );
@@ -383,5 +414,61 @@ mod tests {
         assert!(hub.bmc_state("bm1").unwrap().sensors.is_empty());
         hub.forget_bmc("bm1");
         assert!(hub.bmc_state("bm1").is_none() && hub.bmc_since("bm1", 0).is_empty());
+    }
+
+    /// A sample whose guest list encodes to about `bytes`.
+    fn sample(seq: u64, bytes: usize) -> TelemetrySample {
+        let guests = (0..bytes / 1024)
+            .map(|i| ferric_proto::msg::GuestSample {
+                name: format!("g{i}"),
+                running: true,
+                vcpus: 1,
+                memory_mib: 512,
+                cpu_percent: 0.0,
+                mem_bytes: 0,
+                block_rd_bytes: 0,
+                block_wr_bytes: 0,
+                net_rx_bytes: 0,
+                net_tx_bytes: 0,
+                missing_disks: vec!["x".repeat(990)],
+                disk_sizes: vec![],
+            })
+            .collect();
+        TelemetrySample {
+            seq,
+            at_ms: seq * 1000,
+            cpu_percent: 1.0,
+            cpus: 2,
+            mem_used_bytes: 1,
+            mem_total_bytes: 2,
+            load1: 0.1,
+            disks: vec![],
+            nics: vec![],
+            progress: None,
+            guests,
+        }
+    }
+
+    #[test]
+    fn telemetry_rings_are_bounded_in_bytes_and_a_sample_too_large_is_dropped() {
+        let hub = Hub::default();
+        // Small samples: kept by number, 600 of them.
+        for seq in 1..=700 {
+            hub.record_telemetry("small", sample(seq, 0), seq as i64);
+        }
+        assert_eq!(hub.telemetry_since("small", 0).len(), TELEMETRY_RING);
+        // 60 KiB samples: what the ring holds stays within its byte budget, newest kept.
+        for seq in 1..=700 {
+            hub.record_telemetry("big", sample(seq, 60 << 10), seq as i64);
+        }
+        let ring = hub.telemetry_since("big", 0);
+        let held: usize = ring.iter().map(|r| r.bytes).sum();
+        assert!(held <= TELEMETRY_RING_BYTES, "{held} bytes held");
+        assert!(ring.len() > 10 && ring.len() < 100, "{} kept", ring.len());
+        assert_eq!(ring.last().unwrap().sample.seq, 700);
+        assert!(ring.iter().all(|r| r.bytes > 50 << 10));
+        // One over the sample limit is not kept at all.
+        hub.record_telemetry("big", sample(701, 80 << 10), 701);
+        assert_eq!(hub.latest_telemetry("big").unwrap().sample.seq, 700);
     }
 }

@@ -53,6 +53,8 @@ pub struct Config {
     pub lifecycle: conductor::lifecycle::Timeouts,
     /// The key that seals secrets at rest; `DATA_DIR/secrets.key` when absent.
     pub secrets_key: Option<PathBuf>,
+    /// Largest image an upload may store, bytes.
+    pub max_image_bytes: u64,
 }
 
 impl Config {
@@ -71,6 +73,7 @@ impl Config {
             boot: None,
             lifecycle: conductor::lifecycle::Timeouts::default(),
             secrets_key: None,
+            max_image_bytes: 64 << 30,
         }
     }
 }

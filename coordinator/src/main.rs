@@ -68,6 +68,7 @@ async fn real_main() -> Result<()> {
     config.lifecycle.clean = args.clean_timeout;
     config.lifecycle.deploy = args.deploy_timeout;
     config.secrets_key = args.secrets_key.clone();
+    config.max_image_bytes = args.max_image_size;
     if let Some(iface) = &args.boot_services {
         let dir = args
             .ramdisk_dir

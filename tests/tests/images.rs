@@ -237,3 +237,79 @@ async fn an_image_streams_from_the_store_to_a_loop_device_through_a_breaking_lin
     );
     coord.shutdown().await;
 }
+
+/// Every file under `dir`, with its size.
+fn files_under(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                todo.push(e.path());
+            } else {
+                out.push((e.path(), m.len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_over_the_size_limit_is_refused_and_leaves_the_disk_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ferric_tests::coordinator_config(&dir.path().join("coord"));
+    cfg.max_image_bytes = 4 << 20;
+    let coord = ferric_coordinator::start(cfg).await.unwrap();
+    let api = coord.api;
+    let small = dir.path().join("small.raw");
+    std::fs::write(&small, vec![7u8; 1 << 20]).unwrap();
+    cli_ok(
+        api,
+        &["image", "upload", small.to_str().unwrap(), "--name", "ok"],
+    )
+    .await;
+    let images = dir.path().join("coord/images");
+    let before = files_under(&images);
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    // Announced too large (Content-Length), through the CLI.
+    let big = dir.path().join("big.raw");
+    std::fs::write(&big, vec![9u8; 6 << 20]).unwrap();
+    let (ok, _, err) = cli(
+        api,
+        &["image", "upload", big.to_str().unwrap(), "--name", "big"],
+        &[],
+    )
+    .await;
+    assert!(!ok, "a 6 MiB image was taken with a 4 MiB limit");
+    assert!(
+        err.contains("image_too_large") || err.contains("larger than this coordinator takes"),
+        "{err}"
+    );
+    assert_eq!(files_under(&images), before);
+
+    // Sent without a length (chunked): refused once past the limit, the partial file gone.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..6).map(|_| Ok(vec![5u8; 1 << 20])).collect();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let resp = reqwest::Client::new()
+        .put(format!("http://{api}/v1/images/chunked"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await;
+    if let Ok(r) = resp {
+        assert_eq!(r.status(), 413, "{:?}", r.text().await);
+    }
+    assert_eq!(files_under(&images), before);
+    let list = cli_ok(api, &["image", "list"]).await;
+    assert!(
+        list.contains("ok") && !list.contains("big") && !list.contains("chunked"),
+        "{list}"
+    );
+    coord.shutdown().await;
+}

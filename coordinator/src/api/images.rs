@@ -73,15 +73,35 @@ impl Drop for Incoming {
     }
 }
 
+fn too_large(limit: u64) -> ApiError {
+    err(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "image_too_large",
+        format!(
+            "the image is larger than this coordinator takes ({limit} bytes, `--max-image-size`); \
+             nothing of it was kept"
+        ),
+    )
+}
+
 async fn upload(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
     Query(q): Query<UploadQuery>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<ImageView>), ApiError> {
     use http_body_util::BodyExt;
     use tokio::io::AsyncWriteExt;
+    let limit = s.config.max_image_bytes;
+    let declared_len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let checked = async {
+        if declared_len.is_some_and(|n| n > limit) {
+            return Err(too_large(limit));
+        }
         check_name(&name)
             .map_err(|e| err(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
         let bad = |e: &dyn std::error::Error| {
@@ -133,6 +153,10 @@ async fn upload(
             )
         })?;
         if let Ok(data) = frame.into_data() {
+            if size + data.len() as u64 > limit {
+                // The partial file goes with the guard; the rest is not read.
+                return Err(too_large(limit));
+            }
             h256.update(&data);
             h512.update(&data);
             size += data.len() as u64;

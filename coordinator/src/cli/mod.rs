@@ -162,6 +162,10 @@ pub struct CoordinatorArgs {
     /// `DATA_DIR/secrets.key` when absent. Keep it off the database's backups.
     #[arg(long, value_name = "FILE")]
     pub secrets_key: Option<PathBuf>,
+    /// Largest image an upload may store (`512M`, `64G`); a larger one is refused and
+    /// nothing of it is kept.
+    #[arg(long, default_value = "64G", value_parser = |s: &str| output::parse_size(s).map_err(|e| e.to_string()))]
+    pub max_image_size: u64,
 }
 
 /// `FIRST-LAST` of IPv4 addresses.

@@ -186,7 +186,8 @@ impl AgentConn {
         let node = self.node.clone();
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            match super::read_one::<TelemetrySample>(&mut u, shared.config.max_frame).await {
+            let max = crate::hub::TELEMETRY_SAMPLE_MAX;
+            match super::read_one::<TelemetrySample>(&mut u, max).await {
                 Ok(s) => shared.hub.record_telemetry(&node, s, crate::now_ms()),
                 Err(e) => debug!(error = %e, "dropped a malformed telemetry stream"),
             }

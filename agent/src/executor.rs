@@ -26,6 +26,8 @@ pub struct Executor {
     pub wake: Arc<Notify>,
     /// The running step, for telemetry (the latest to start, when several run).
     pub progress: Arc<Mutex<Option<StepProgress>>>,
+    /// The directories steps may name host paths in.
+    pub paths: Arc<crate::paths::PathPolicy>,
 }
 
 /// Plans an agent runs side by side at most.
@@ -126,7 +128,12 @@ impl Executor {
                 Arc::new(move || lock(&journal).delivered(plan, step))
             };
             let ctx = crate::driver::StepContext { meter, delivered };
-            let run = self.drivers.run_with(&ps.step, ctx);
+            let run = async {
+                if let Err((kind, message)) = self.paths.check(&ps.step) {
+                    return Err(crate::driver::DriverError::new(kind, message));
+                }
+                self.drivers.run_with(&ps.step, ctx).await
+            };
             let kind = match tokio::time::timeout(timeout, run).await {
                 Ok(Ok(done)) => {
                     if let Some(output) = done.output {

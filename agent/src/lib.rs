@@ -36,6 +36,8 @@ pub mod journal;
 #[cfg(feature = "agent")]
 pub mod link;
 #[cfg(feature = "agent")]
+pub mod paths;
+#[cfg(feature = "agent")]
 mod run;
 #[cfg(feature = "agent")]
 pub mod telemetry;

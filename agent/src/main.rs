@@ -144,6 +144,11 @@ enum Cmd {
         /// the poll off.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         bmc_poll: Duration,
+        /// A directory plans may name host paths in — guests' serial logs, kernels, initrds
+        /// (repeat; beside /var/lib/ferric, /var/log/ferric, /var/lib/libvirt/boot and
+        /// /var/lib/libvirt/images).
+        #[arg(long = "allow-path", value_name = "DIR")]
+        allow_paths: Vec<PathBuf>,
     },
 }
 
@@ -290,6 +295,7 @@ async fn real_main() -> Result<()> {
             backoff_max,
             drain_grace,
             bmc_poll,
+            allow_paths,
         } => {
             let ipmi = || -> Arc<ferric_agent::bmc::control::IpmiBmcs> {
                 Arc::new(ferric_agent::bmc::control::IpmiBmcs::new(
@@ -353,6 +359,13 @@ async fn real_main() -> Result<()> {
             cfg.backoff_max = backoff_max;
             cfg.drain_grace = drain_grace;
             cfg.bmc_poll = bmc_poll;
+            cfg.paths = ferric_agent::paths::PathPolicy::new(
+                ferric_agent::paths::DEFAULT_ALLOWED
+                    .iter()
+                    .map(PathBuf::from)
+                    .chain(allow_paths),
+            );
+            tracing::info!(allowed = ?cfg.paths.allowed(), "plans may name host paths in these directories");
             let shutdown = CancellationToken::new();
             let mut term = signal(SignalKind::terminate())?;
             let trigger = shutdown.clone();

@@ -42,6 +42,8 @@ pub struct Config {
     /// How often the BMCs this agent drives are polled (power, and sensors every
     /// [`SENSOR_POLL_EVERY`]th time); zero turns the poll off.
     pub bmc_poll: Duration,
+    /// The directories plans may name host paths in (serial logs, kernels).
+    pub paths: crate::paths::PathPolicy,
 }
 
 /// Sensors are read on every this-many BMC polls (an SDR walk per BMC is cached, but each
@@ -65,6 +67,7 @@ impl Config {
             drain_grace: Duration::from_secs(30),
             protocol_version: ferric_proto::PROTOCOL_VERSION,
             bmc_poll: Duration::from_secs(10),
+            paths: crate::paths::PathPolicy::default(),
         }
     }
 }
@@ -110,6 +113,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         events: events_tx,
         wake: wake.clone(),
         progress: progress.clone(),
+        paths: Arc::new(cfg.paths.clone()),
     };
     let exec_task = tokio::spawn(executor.run(shutdown.clone()));
     let (bmc_tx, bmc_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));

@@ -80,9 +80,10 @@ async fn lvm_volumes_and_vlan_bridges_on_a_host_whose_kernel_has_them() {
             "export DM_DISABLE_UDEV=1 RUST_LOG=info,quinn=warn; setsid {agent} --state-dir {MAIL}/state run \
              --coordinator {host}:{port} --driver libvirt --accel tcg --bmc-poll 0s \
              --pool default=/var/lib/ferric/pools/default --lvm-pool fast=ferricvg \
-             > {MAIL}/agent.log 2>&1 &",
+             --allow-path {MAIL} --allow-path {guest_dir} > {MAIL}/agent.log 2>&1 &",
             agent = agent.display(),
             host = HostVm::HOST,
+            guest_dir = ferric_tests::hv::target_dir().unwrap().join("guest").display(),
         ),
         t,
     )

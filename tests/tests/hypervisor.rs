@@ -39,6 +39,13 @@ fn start_agent(state: &Path, (drivers, lv): (Drivers, Arc<Libvirt>)) -> InProces
     let fake = Arc::new(FakeDriver::new());
     let mut cfg = agent_config(state, fake.clone());
     cfg.drivers = drivers;
+    // The guest's kernel, initrd and serial log are under target/, as `--allow-path` would.
+    cfg.paths = ferric_agent::paths::PathPolicy::new(
+        ferric_agent::paths::DEFAULT_ALLOWED
+            .iter()
+            .map(std::path::PathBuf::from)
+            .chain([ferric_tests::hv::target_dir().unwrap()]),
+    );
     // This host as it is (placement reads its size and bridges), with its guests, live.
     cfg.sampler = Arc::new(HostAndGuests {
         host: Arc::new(SysinfoSampler::new().unwrap()),

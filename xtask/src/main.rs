@@ -412,6 +412,12 @@ fn demo_guest(
     forget_demo_pool();
     let state = enroll("rack1-hv1", "hypervisor")?;
     let pool = format!("ferric-demo={}", base.join("pool").display());
+    // Plans may name the guest's kernel and initrd where the testbed built them.
+    let kernel_dir = Path::new(&kernel)
+        .parent()
+        .context("the guest kernel's directory")?
+        .display()
+        .to_string();
     let hv = spawn(
         "rack1-hv1",
         &state,
@@ -422,6 +428,8 @@ fn demo_guest(
             &pool,
             "--shutdown-grace",
             "5s",
+            "--allow-path",
+            &kernel_dir,
         ],
     )?;
     let bridge_plan = base.join("bridge.yaml");

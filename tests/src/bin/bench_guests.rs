@@ -136,6 +136,13 @@ async fn run(args: Args, image: ferric_tests::hv::GuestImage) -> Result<()> {
         bail!("enroll failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let pool_arg = format!("{pool}={}", pool_dir.display());
+    let kernel_dir = image
+        .kernel
+        .parent()
+        .context("the guest kernel's directory")?
+        .display()
+        .to_string();
+    let logs_dir = logs.display().to_string();
     let agent = Proc::spawn(
         &agent_bin,
         &[
@@ -150,6 +157,10 @@ async fn run(args: Args, image: ferric_tests::hv::GuestImage) -> Result<()> {
             "tcg",
             "--shutdown-grace",
             "1s",
+            "--allow-path",
+            &kernel_dir,
+            "--allow-path",
+            &logs_dir,
         ],
         &dir.path().join("agent.log"),
     )?;

@@ -75,6 +75,10 @@ async fn lvm_volumes_and_vlan_bridges_on_a_host_whose_kernel_has_them() {
         .unwrap();
     let agent = bin("ferric-agent").unwrap();
     let port = coord.listen.port();
+    // Built before the agent in the VM first looks at its directory (`--allow-path`): the
+    // VM's view of the shared root would keep the answer that it does not exist.
+    let image = ferric_tests::hv::guest_image().unwrap();
+    let guest_dir = image.kernel.parent().unwrap().display().to_string();
     vm.exec(
         &format!(
             "export DM_DISABLE_UDEV=1 RUST_LOG=info,quinn=warn; setsid {agent} --state-dir {MAIL}/state run \
@@ -83,7 +87,7 @@ async fn lvm_volumes_and_vlan_bridges_on_a_host_whose_kernel_has_them() {
              --allow-path {MAIL} --allow-path {guest_dir} > {MAIL}/agent.log 2>&1 &",
             agent = agent.display(),
             host = HostVm::HOST,
-            guest_dir = ferric_tests::hv::target_dir().unwrap().join("guest").display(),
+            guest_dir = guest_dir,
         ),
         t,
     )
@@ -249,7 +253,6 @@ async fn lvm_volumes_and_vlan_bridges_on_a_host_whose_kernel_has_them() {
     // A guest whose disk is the cloned logical volume, a block device rather than a file:
     // QEMU inside the VM boots it, and the guest reads the image's marker from its disk. (QEMU
     // emulated inside QEMU: about two minutes on this machine.)
-    let image = ferric_tests::hv::guest_image().unwrap();
     let s = apply(
         &c,
         &format!(

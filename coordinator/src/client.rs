@@ -48,17 +48,56 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    project: Option<String>,
 }
 
 impl Client {
-    /// A client for the API at `base` (`http://host:port`).
+    /// A client for the API at `base` (`http://host:port`) without a token (the probes only).
     pub fn new(base: &str) -> Self {
         // reqwest is built without a TLS provider of its own: Ferric uses ring everywhere.
         let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
             base: base.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
+            project: None,
         }
+    }
+
+    /// A client for the API at `base` that presents the API token `token` (`ID.SECRET`).
+    pub fn with_token(base: &str, token: &str) -> Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| ClientError::Api {
+                status: reqwest::StatusCode::UNAUTHORIZED,
+                code: "invalid_token".into(),
+                detail: "the API token holds characters a header cannot".into(),
+            })?;
+        value.set_sensitive(true);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .map_err(|source| ClientError::Unreachable {
+                base: base.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+            project: None,
+        })
+    }
+
+    /// Every call acts in `project` (a fleet token's choice; `None`: the token's own).
+    pub fn in_project(mut self, project: Option<String>) -> Self {
+        self.project = project;
+        self
+    }
+
+    /// The API's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     fn unreachable(&self) -> impl FnOnce(reqwest::Error) -> ClientError + '_ {
@@ -91,7 +130,22 @@ impl Client {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        match &self.project {
+            None => format!("{}{path}", self.base),
+            Some(p) => {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                let p: String = p
+                    .bytes()
+                    .map(|b| match b {
+                        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                            char::from(b).to_string()
+                        }
+                        _ => format!("%{b:02X}"),
+                    })
+                    .collect();
+                format!("{}{path}{sep}project={p}", self.base)
+            }
+        }
     }
 
     /// Sends a request and decodes its JSON answer.
@@ -112,6 +166,23 @@ impl Client {
         body: &B,
     ) -> Result<T> {
         self.send(self.http.post(self.url(path)).json(body)).await
+    }
+
+    /// GET a text resource (`/live`, `/ready`, `/metrics`).
+    pub async fn get_text(&self, path: &str) -> Result<String> {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .map_err(self.unreachable())?;
+        if !resp.status().is_success() {
+            return self
+                .decode::<serde_json::Value>(resp)
+                .await
+                .map(|_| String::new());
+        }
+        resp.text().await.map_err(self.unreachable())
     }
 
     /// DELETE, decode JSON.

@@ -78,6 +78,9 @@ impl Config {
     }
 }
 
+/// The client configuration with the first admin token, in the data directory (0600).
+pub const ADMIN_CONF: &str = "admin.conf";
+
 /// State shared by the link, the API and the hub.
 #[derive(Debug)]
 pub struct Shared {
@@ -119,6 +122,9 @@ pub enum StartError {
     /// Secrets kept in clear by an older version could not be sealed.
     #[error("sealing stored secrets: {0}")]
     Seal(#[source] conductor::ConductorError),
+    /// The first admin token could not be made.
+    #[error("making the first admin API token: {0}")]
+    FirstToken(#[source] conductor::ConductorError),
     /// The link failed.
     #[error(transparent)]
     Link(#[from] link::LinkError),
@@ -292,6 +298,31 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             sealed,
             "BMC passwords an older version kept in clear are sealed now"
         );
+    }
+    for (node, generation) in shared.store.cert_generations().await? {
+        shared.pki.revocations().set(&node, generation);
+    }
+    if let Some(t) = conductor::access::first_admin_token(&shared)
+        .await
+        .map_err(StartError::FirstToken)?
+    {
+        let path = shared.config.data_dir.join(ADMIN_CONF);
+        let host = if api.ip().is_unspecified() {
+            std::net::SocketAddr::from(([127, 0, 0, 1], api.port()))
+        } else {
+            api
+        };
+        pki::write_private(
+            &path,
+            format!(
+                "# The first admin token of this coordinator (the whole fleet); keep it secret.\n\
+                 # Use it with FERRIC_CONFIG={} or copy it to ~/.config/ferric/config.toml.\n\
+                 api = \"http://{host}\"\ntoken = \"{}\"\n",
+                path.display(),
+                t.token
+            ),
+        )?;
+        tracing::warn!(path = %path.display(), token_id = %t.info.id, "first admin API token written (0600)");
     }
     info!(%listen, %api, ca = %shared.pki.ca_hash(), "coordinator listening");
 

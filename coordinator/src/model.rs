@@ -257,6 +257,34 @@ vocabulary!(
     }
 );
 
+vocabulary!(
+    /// What an API token may do within its scope (a project, or the whole fleet): each role
+    /// may do what the ones before it may.
+    ApiRole, "API role" {
+        /// Read: lists, details, telemetry, metrics.
+        Reader = "reader",
+        /// Also act: power, provision, guests, plans, images.
+        Member = "member",
+        /// Also govern: enroll nodes and agents, revoke them, manage tokens, read the audit log.
+        Admin = "admin",
+    }
+);
+
+impl ApiRole {
+    /// Whether this role may do what `needed` may.
+    pub fn allows(self, needed: ApiRole) -> bool {
+        self.rank() >= needed.rank()
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            ApiRole::Reader => 0,
+            ApiRole::Member => 1,
+            ApiRole::Admin => 2,
+        }
+    }
+}
+
 /// Why a node name is not one (a node name is a DNS label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NodeNameError {

@@ -52,7 +52,41 @@ pub struct Pki {
     ca_der: CertificateDer<'static>,
     server_key_der: Vec<u8>,
     server_der: CertificateDer<'static>,
+    revocations: Revocations,
 }
+
+/// Which certificates of a node are revoked: every client certificate carries its node's
+/// certificate generation, and one older than the node's current generation is refused at
+/// the handshake. Only nodes revoked at least once are listed.
+#[derive(Debug, Clone, Default)]
+pub struct Revocations(std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, i64>>>);
+
+impl Revocations {
+    /// Certificates of `node` older than `generation` are refused.
+    pub fn set(&self, node: &str, generation: i64) {
+        let mut m = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if generation > 0 {
+            m.insert(node.to_owned(), generation);
+        } else {
+            m.remove(node);
+        }
+    }
+
+    /// The generation a certificate of `node` must have at least.
+    pub fn current(&self, node: &str) -> i64 {
+        let m = self.0.read().unwrap_or_else(|p| p.into_inner());
+        m.get(node).copied().unwrap_or(0)
+    }
+
+    /// Whether a verified client certificate is revoked (`None` when it names no node).
+    pub fn is_revoked(&self, der: &[u8]) -> Option<bool> {
+        let (node, generation) = identity_of_certificate(der)?;
+        Some(generation < self.current(&node))
+    }
+}
+
+/// The prefix of the organizational unit that carries a client certificate's generation.
+const GENERATION_OU: &str = "ferric-cert-generation-";
 
 /// Writes a secret file atomically, readable by its owner only.
 pub fn write_private(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), PkiError> {
@@ -157,7 +191,13 @@ impl Pki {
             ca_der,
             server_key_der,
             server_der,
+            revocations: Revocations::default(),
         })
+    }
+
+    /// The revoked certificate generations, shared with the link's certificate verifier.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     /// The CA certificate.
@@ -185,21 +225,27 @@ impl Pki {
         csr_der: &[u8],
         node: &str,
     ) -> Result<CertificateDer<'static>, PkiError> {
-        self.sign_client_for(csr_der, node, CLIENT_CERT_VALIDITY)
+        self.sign_client_for(csr_der, node, CLIENT_CERT_VALIDITY, 0)
     }
 
-    /// Signs a client certificate valid for `validity` (a ramdisk's lasts one boot).
+    /// Signs a client certificate valid for `validity` (a ramdisk's lasts one boot) of the
+    /// node's certificate `generation`.
     pub fn sign_client_for(
         &self,
         csr_der: &[u8],
         node: &str,
         validity: Duration,
+        generation: i64,
     ) -> Result<CertificateDer<'static>, PkiError> {
         let csr = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
             .map_err(|e| PkiError::BadCsr(e.to_string()))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, node);
+        dn.push(
+            DnType::OrganizationalUnitName,
+            format!("{GENERATION_OU}{generation}"),
+        );
         params.distinguished_name = dn;
         params.subject_alt_names = vec![SanType::DnsName(
             format!("{node}.node.ferric.internal")
@@ -230,7 +276,20 @@ pub fn ca_hash(der: &[u8]) -> String {
 
 /// The node a verified client certificate names (its common name).
 pub fn node_of_certificate(der: &[u8]) -> Option<String> {
+    identity_of_certificate(der).map(|(n, _)| n)
+}
+
+/// The node a client certificate names and its generation (0 when it carries none: issued
+/// before generations were).
+pub fn identity_of_certificate(der: &[u8]) -> Option<(String, i64)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let cn = cert.subject().iter_common_name().next()?;
-    cn.as_str().ok().map(str::to_owned)
+    let node = cn.as_str().ok()?.to_owned();
+    let generation = cert
+        .subject()
+        .iter_organizational_unit()
+        .filter_map(|ou| ou.as_str().ok())
+        .find_map(|ou| ou.strip_prefix(GENERATION_OU)?.parse().ok())
+        .unwrap_or(0);
+    Some((node, generation))
 }

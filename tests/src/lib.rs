@@ -52,12 +52,86 @@ pub fn coordinator_config(data_dir: &Path) -> ferric_coordinator::Config {
 
 /// Starts an in-process coordinator.
 pub async fn start_coordinator(data_dir: &Path) -> Result<ferric_coordinator::Running> {
-    Ok(ferric_coordinator::start(coordinator_config(data_dir)).await?)
+    start(coordinator_config(data_dir)).await
 }
 
-/// API client of a running coordinator.
+/// Starts an in-process coordinator from `cfg` and keeps its first admin token for
+/// [`client`] and [`cli`].
+pub async fn start(cfg: ferric_coordinator::Config) -> Result<ferric_coordinator::Running> {
+    let data = cfg.data_dir.clone();
+    let coord = ferric_coordinator::start(cfg).await?;
+    admit(&data, coord.api)?;
+    Ok(coord)
+}
+
+/// The admin tokens of the coordinators this test runs, by API address (nextest runs each
+/// test in its own process).
+static ADMINS: std::sync::Mutex<Vec<(std::net::SocketAddr, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The token in a coordinator's `admin.conf`.
+pub fn admin_token_in(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join(ferric_coordinator::ADMIN_CONF);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("token = \""))
+        .and_then(|t| t.strip_suffix('"'))
+        .map(str::to_owned)
+        .with_context(|| format!("{} has no token", path.display()))
+}
+
+/// Keeps the admin token of the coordinator at `api` whose data is in `data_dir`.
+pub fn admit(data_dir: &Path, api: std::net::SocketAddr) -> Result<()> {
+    let token = admin_token_in(data_dir)?;
+    let mut admins = ADMINS.lock().unwrap_or_else(|p| p.into_inner());
+    admins.retain(|(a, _)| *a != api);
+    admins.push((api, token));
+    Ok(())
+}
+
+/// The admin token kept for the coordinator at `api`.
+pub fn admin_token(api: std::net::SocketAddr) -> Option<String> {
+    let admins = ADMINS.lock().unwrap_or_else(|p| p.into_inner());
+    admins
+        .iter()
+        .find(|(a, _)| *a == api)
+        .map(|(_, t)| t.clone())
+}
+
+/// API client of a running coordinator, with its admin token when it is known.
 pub fn client(api: std::net::SocketAddr) -> Client {
-    Client::new(&format!("http://{api}"))
+    let base = format!("http://{api}");
+    match admin_token(api) {
+        Some(t) => Client::with_token(&base, &t).expect("a client with the admin token"),
+        None => Client::new(&base),
+    }
+}
+
+/// Waits until the coordinator process at `api` with its data in `data_dir` is ready, keeps
+/// its admin token, and returns its admin client.
+pub async fn wait_admitted(
+    data_dir: &Path,
+    api: std::net::SocketAddr,
+    limit: Duration,
+) -> Result<Client> {
+    let probe = Client::new(&format!("http://{api}"));
+    wait_for(limit, "the coordinator's API", || async {
+        Ok(probe
+            .get_text("/ready")
+            .await
+            .ok()
+            .filter(|_| data_dir.join(ferric_coordinator::ADMIN_CONF).exists())
+            .map(|_| ()))
+    })
+    .await?;
+    admit(data_dir, api)?;
+    Ok(client(api))
+}
+
+/// API client presenting `token`.
+pub fn client_with(api: std::net::SocketAddr, token: &str) -> Client {
+    Client::with_token(&format!("http://{api}"), token).expect("a client with a token")
 }
 
 /// How most suites begin: tracing on, a temporary directory, an in-process coordinator with
@@ -371,7 +445,15 @@ pub async fn cli(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (bool, String, String) {
-    let out = tokio::process::Command::new(bin("ferric").expect("the ferric binary"))
+    let mut cmd = tokio::process::Command::new(bin("ferric").expect("the ferric binary"));
+    // The machine's own config files are not this test's.
+    cmd.env_remove("FERRIC_TOKEN")
+        .env_remove("FERRIC_PROJECT")
+        .env("FERRIC_CONFIG", "/dev/null");
+    if let Some(t) = admin_token(api) {
+        cmd.env("FERRIC_TOKEN", t);
+    }
+    let out = cmd
         .arg("--api")
         .arg(format!("http://{api}"))
         .args(args)

@@ -28,7 +28,7 @@ async fn coordinator(
     boot.tftp_port = free_port().unwrap();
     boot.token_ttl = ttl;
     cfg.boot = Some(boot);
-    let c = ferric_coordinator::start(cfg).await.unwrap();
+    let c = ferric_tests::start(cfg).await.unwrap();
     let http = c.boot.as_ref().unwrap().http;
     (c, http)
 }
@@ -186,7 +186,7 @@ async fn tftp_serves_ipxe_as_debian_ships_it() {
     let tftp = free_port().unwrap();
     boot.tftp_port = tftp;
     cfg.boot = Some(boot);
-    let coord = ferric_coordinator::start(cfg).await.unwrap();
+    let coord = ferric_tests::start(cfg).await.unwrap();
     let out = dir.path().join("undionly.kpxe");
     let st = tokio::process::Command::new("curl")
         .args(["-sS", "--tftp-blksize", "1428", "-o"])
@@ -247,7 +247,7 @@ async fn a_burst_of_a_hundred_discovers_on_a_real_link_is_answered_without_runni
     boot.discovery = true;
     boot.tftp_port = free_port().unwrap();
     cfg.boot = Some(boot);
-    let coord = ferric_coordinator::start(cfg).await.unwrap();
+    let coord = ferric_tests::start(cfg).await.unwrap();
 
     // The client side: a hundred PXE ROMs' DISCOVERs broadcast at once from the namespace,
     // and every OFFER counted, each with an address of its own.
@@ -285,7 +285,7 @@ async fn with_discovery_a_machine_no_node_has_boots_and_appears_as_enroll_with_i
     boot.tftp_port = free_port().unwrap();
     boot.discovery = true;
     cfg.boot = Some(boot);
-    let coord = ferric_coordinator::start(cfg).await.unwrap();
+    let coord = ferric_tests::start(cfg).await.unwrap();
     let http = coord.boot.as_ref().unwrap().http;
     let link = SocketAddr::from(([127, 0, 0, 1], coord.listen.port()));
     let mac = "52:54:00:de:ad:01";

@@ -46,7 +46,7 @@ async fn three_lab_nodes_are_inspected_cleaned_deployed_and_taken_back() {
     boot.http_port = 0;
     cfg.boot = Some(boot);
     cfg.lifecycle.callback = Duration::from_secs(90);
-    let coord = ferric_coordinator::start(cfg).await.unwrap();
+    let coord = ferric_tests::start(cfg).await.unwrap();
     let api = coord.api;
     let agent = ferric_tests::management_agent(&coord, tmp.path(), IpmiClient::default(), None)
         .await

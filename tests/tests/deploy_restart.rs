@@ -59,15 +59,9 @@ impl Coordinator {
             log,
         )
         .unwrap();
-        let c = ferric_tests::client(self.api());
-        wait_for(Duration::from_secs(30), "the coordinator's API", || async {
-            Ok(c.get::<Vec<serde_json::Value>>("/v1/nodes")
-                .await
-                .ok()
-                .map(|_| ()))
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}: {}", proc.log_text()));
+        ferric_tests::wait_admitted(&self.data, self.api(), Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {}", proc.log_text()));
         proc
     }
 }

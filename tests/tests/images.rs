@@ -6,7 +6,7 @@
 use ferric_images::source::ImageSource;
 use ferric_images::write::{Algo, WriteOptions, write_image};
 use ferric_tests::hv::{compressed_qcow2, run};
-use ferric_tests::{cli, cli_ok, start_coordinator};
+use ferric_tests::{admin_token, cli, cli_ok, start_coordinator};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -98,6 +98,7 @@ async fn images_are_uploaded_inspected_stored_by_content_and_deleted() {
     // `PUT /v1/images/{to}` of the file `from`, bypassing the CLI's checks.
     let put = |to: &str, from: &Path| {
         http.put(format!("http://{api}/v1/images/{to}"))
+            .bearer_auth(admin_token(api).unwrap())
             .body(std::fs::read(from).unwrap())
             .send()
     };
@@ -262,7 +263,7 @@ async fn an_upload_over_the_size_limit_is_refused_and_leaves_the_disk_as_it_was(
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ferric_tests::coordinator_config(&dir.path().join("coord"));
     cfg.max_image_bytes = 4 << 20;
-    let coord = ferric_coordinator::start(cfg).await.unwrap();
+    let coord = ferric_tests::start(cfg).await.unwrap();
     let api = coord.api;
     let small = dir.path().join("small.raw");
     std::fs::write(&small, vec![7u8; 1 << 20]).unwrap();
@@ -297,6 +298,7 @@ async fn an_upload_over_the_size_limit_is_refused_and_leaves_the_disk_as_it_was(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let resp = reqwest::Client::new()
         .put(format!("http://{api}/v1/images/chunked"))
+        .bearer_auth(admin_token(api).unwrap())
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
             chunks,
         )))

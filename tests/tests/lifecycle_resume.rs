@@ -35,6 +35,7 @@ async fn a_restart_moves_on_a_plan_that_ended_unseen_and_pushes_work_never_pushe
     for name in ["bm0", "bm1"] {
         ferric_coordinator::conductor::bmcs::enroll(
             &coord.shared,
+            "default",
             EnrollBmcNode {
                 name: name.into(),
                 bmc: "ipmi://admin@127.0.0.1:6230".into(),

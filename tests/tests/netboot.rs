@@ -50,7 +50,7 @@ async fn boot_and_inspect(rack: &Rack, dhcp: DhcpMode, dir: &std::path::Path) {
     boot.dhcp = dhcp;
     boot.http_port = 0;
     cfg.boot = Some(boot);
-    let coord = ferric_coordinator::start(cfg).await.unwrap();
+    let coord = ferric_tests::start(cfg).await.unwrap();
     let api = coord.api;
     let agent = ferric_tests::management_agent(&coord, dir, IpmiClient::default(), None)
         .await

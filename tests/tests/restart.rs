@@ -56,16 +56,10 @@ fn start_coordinator_proc(
     CoordProc { proc, quic, api }
 }
 
-async fn wait_api(api: &str) {
-    let c = ferric_coordinator::client::Client::new(&format!("http://{api}"));
-    wait_for(Duration::from_secs(20), "coordinator API", || async {
-        Ok(c.get::<Vec<serde_json::Value>>("/v1/nodes")
-            .await
-            .ok()
-            .map(|_| ()))
-    })
-    .await
-    .unwrap();
+async fn wait_api(data: &std::path::Path, api: &str) {
+    ferric_tests::wait_admitted(data, api.parse().unwrap(), Duration::from_secs(20))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,8 +69,8 @@ async fn coordinator_killed_mid_plan_restarts_and_no_event_is_lost_or_duplicated
     let data = dir.path().join("coord");
     let (qp, ap) = (free_port().unwrap(), free_port().unwrap());
     let mut coord = start_coordinator_proc(&data, qp, ap, &dir.path().join("coord-1.log"));
-    wait_api(&coord.api).await;
-    let c = ferric_coordinator::client::Client::new(&format!("http://{}", coord.api));
+    wait_api(&data, &coord.api).await;
+    let c = ferric_tests::client(coord.api.parse().unwrap());
     let quic: std::net::SocketAddr = coord.quic.parse().unwrap();
     let api: std::net::SocketAddr = coord.api.parse().unwrap();
 
@@ -113,7 +107,7 @@ async fn coordinator_killed_mid_plan_restarts_and_no_event_is_lost_or_duplicated
     coord.proc.kill();
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mut coord = start_coordinator_proc(&data, qp, ap, &dir.path().join("coord-2.log"));
-    wait_api(&coord.api).await;
+    wait_api(&data, &coord.api).await;
 
     for p in &created {
         let s = wait_plan_finished(&c, p.id, Duration::from_secs(40))

@@ -58,16 +58,10 @@ fn start(data: &Path, quic: u16, api: u16, log: &Path) -> Proc {
     Proc::spawn_command(cmd, log).unwrap()
 }
 
-async fn wait_api(api: std::net::SocketAddr) {
-    let c = client(api);
-    wait_for(Duration::from_secs(20), "the coordinator's API", || async {
-        Ok(c.get::<Vec<serde_json::Value>>("/v1/nodes")
-            .await
-            .ok()
-            .map(|_| ()))
-    })
-    .await
-    .unwrap();
+async fn wait_api(data: &Path, api: std::net::SocketAddr) {
+    ferric_tests::wait_admitted(data, api, Duration::from_secs(20))
+        .await
+        .unwrap();
 }
 
 async fn wait_password(fake: &FakeDriver, password: &str) {
@@ -109,7 +103,7 @@ async fn secrets_are_sealed_at_rest_and_the_data_is_its_owners_alone() {
         tmp.path().join("coord-2.log"),
     ];
     let mut coord = start(&data, qp, ap, &logs[0]);
-    wait_api(api).await;
+    wait_api(&data, api).await;
 
     let mgmt = tmp.path().join("mgmt");
     enroll_in_process(api, quic, "mgmt", &mgmt).await.unwrap();
@@ -159,9 +153,10 @@ async fn secrets_are_sealed_at_rest_and_the_data_is_its_owners_alone() {
 
     // The data directory and its secrets are the owner's alone.
     assert_eq!(mode(&data), 0o700);
-    for f in ["ferric.db", "secrets.key"] {
+    for f in ["ferric.db", "secrets.key", "admin.conf"] {
         assert_eq!(mode(&data.join(f)), 0o600, "{f}");
     }
+    assert!(!nobody_reads(&data.join("admin.conf")));
     assert!(!nobody_reads(&data.join("ferric.db")));
     assert!(!nobody_reads(&data.join("secrets.key")));
     let listing = std::process::Command::new("runuser")
@@ -190,7 +185,7 @@ async fn secrets_are_sealed_at_rest_and_the_data_is_its_owners_alone() {
     }
     assert!(contains(&db_bytes(&data), OLD_CLEAR), "the check itself");
     coord = start(&data, qp, ap, &logs[1]);
-    wait_api(api).await;
+    wait_api(&data, api).await;
     wait_password(&fake, OLD_CLEAR).await;
     assert!(
         coord

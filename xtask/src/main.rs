@@ -626,6 +626,7 @@ fn demo_lab(
         output(
             Command::new(ferric_bin)
                 .env("FERRIC_API", api)
+                .env("FERRIC_CONFIG", demo_conf())
                 .env("FERRIC_LAB_ROOT", lab_root)
                 .args(["lab", "--name", "demo"])
                 .args(args),
@@ -790,8 +791,18 @@ fn terminate(k: &mut Kill) {
     let _ = k.0.wait();
 }
 
+/// The demo coordinator's client configuration with its first admin token.
+fn demo_conf() -> PathBuf {
+    root().join(".ferric/demo/coordinator/admin.conf")
+}
+
 fn ferric(bin: &Path, api: &str, args: &[&str]) -> Result<String> {
-    output(Command::new(bin).env("FERRIC_API", api).args(args))
+    output(
+        Command::new(bin)
+            .env("FERRIC_API", api)
+            .env("FERRIC_CONFIG", demo_conf())
+            .args(args),
+    )
 }
 
 fn demo(keep: bool) -> Result<()> {
@@ -984,6 +995,7 @@ fn demo(keep: bool) -> Result<()> {
     let mut watch = Command::new(&ferric_bin);
     watch
         .env("FERRIC_API", &api)
+        .env("FERRIC_CONFIG", demo_conf())
         .args(["telemetry", "watch", "rack1-host1", "--count", "3"]);
     run(&mut watch)?;
 
@@ -1008,7 +1020,8 @@ fn demo(keep: bool) -> Result<()> {
 
     if keep {
         println!(
-            "\nrunning; API at {api} (try: FERRIC_API={api} {} node list). Ctrl-C stops.",
+            "\nrunning; API at {api} (try: FERRIC_CONFIG={} {} node list). Ctrl-C stops.",
+            demo_conf().display(),
             ferric_bin.display()
         );
         loop {

@@ -2,13 +2,14 @@
 
 use super::{ApiError, ApiResult};
 use crate::Shared;
+use crate::conductor::access::Caller;
 use crate::conductor::bmcs::{
     self as conductor, BmcAction, BmcView, BootdevRequest, EnrollBmcNode, PowerRequest, SelRequest,
 };
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use std::sync::Arc;
 
 pub(super) fn routes() -> Router<Arc<Shared>> {
@@ -25,9 +26,13 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
 
 async fn enroll(
     State(s): State<Arc<Shared>>,
+    Extension(c): Extension<Caller>,
     Json(req): Json<EnrollBmcNode>,
 ) -> Result<(StatusCode, Json<BmcView>), ApiError> {
-    Ok((StatusCode::CREATED, Json(conductor::enroll(&s, req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(conductor::enroll(&s, &c.project, req).await?),
+    ))
 }
 
 async fn delete(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult<BmcView> {

@@ -2,11 +2,12 @@
 
 use super::ApiResult;
 use crate::Shared;
+use crate::conductor::access::Caller;
 use crate::conductor::guests::{self as conductor, CreateGuest, GuestAction, GuestView};
 use crate::conductor::placement::HostView;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use std::sync::Arc;
 
 pub(super) fn routes() -> Router<Arc<Shared>> {
@@ -18,19 +19,26 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/v1/guests/{name}/stop", post(stop))
 }
 
-async fn hosts(State(s): State<Arc<Shared>>) -> ApiResult<Vec<HostView>> {
-    Ok(Json(conductor::hosts(&s).await?))
+async fn hosts(
+    State(s): State<Arc<Shared>>,
+    Extension(c): Extension<Caller>,
+) -> ApiResult<Vec<HostView>> {
+    Ok(Json(conductor::hosts(&s, |p| c.sees(p)).await?))
 }
 
 async fn create(
     State(s): State<Arc<Shared>>,
+    Extension(c): Extension<Caller>,
     Json(req): Json<CreateGuest>,
 ) -> ApiResult<GuestAction> {
-    Ok(Json(conductor::create(&s, req).await?))
+    Ok(Json(conductor::create(&s, &c.project, req).await?))
 }
 
-async fn list(State(s): State<Arc<Shared>>) -> ApiResult<Vec<GuestView>> {
-    Ok(Json(conductor::list(&s).await?))
+async fn list(
+    State(s): State<Arc<Shared>>,
+    Extension(c): Extension<Caller>,
+) -> ApiResult<Vec<GuestView>> {
+    Ok(Json(conductor::list(&s, &c).await?))
 }
 
 async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult<GuestView> {

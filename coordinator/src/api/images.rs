@@ -3,6 +3,7 @@
 
 use super::{ApiError, ApiResult};
 use crate::Shared;
+use crate::conductor::access::Caller;
 use crate::conductor::images::{self as conductor, ImageView, check_name};
 use crate::store::ImageRow;
 use axum::body::Body;
@@ -10,7 +11,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use ferric_images::inspect::{Format, ImageError};
 use ferric_images::source::{Algo, Hasher, parse_checksum};
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,9 @@ pub struct UploadQuery {
     /// Expected `sha256:HEX` or `sha512:HEX` of the file.
     #[serde(default)]
     pub checksum: Option<String>,
+    /// The project it goes to (a fleet token's choice; see the API's authentication).
+    #[serde(default)]
+    pub project: Option<String>,
 }
 
 pub(super) fn routes() -> Router<Arc<Shared>> {
@@ -39,8 +43,11 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/images/sha256/{hex}", get(serve_blob))
 }
 
-async fn list(State(s): State<Arc<Shared>>) -> ApiResult<Vec<ImageView>> {
-    Ok(Json(conductor::list(&s).await?))
+async fn list(
+    State(s): State<Arc<Shared>>,
+    Extension(c): Extension<Caller>,
+) -> ApiResult<Vec<ImageView>> {
+    Ok(Json(conductor::list(&s, &c).await?))
 }
 
 async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult<ImageView> {
@@ -84,8 +91,33 @@ fn too_large(limit: u64) -> ApiError {
     )
 }
 
+/// Room left in a project's image quota (`None`: it has none).
+async fn quota_room(s: &Shared, project: &str) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(quota) = s
+        .store
+        .project(project)
+        .await?
+        .and_then(|p| p.image_quota_bytes)
+    else {
+        return Ok(None);
+    };
+    let used = s.store.project_image_bytes(project).await?;
+    Ok(Some((
+        quota as u64,
+        quota.saturating_sub(used).max(0) as u64,
+    )))
+}
+
+fn over_quota(project: &str, quota: u64) -> ApiError {
+    ApiError::Conductor(crate::conductor::ConductorError::QuotaExceeded(format!(
+        "project `{project}` may keep {quota} bytes of images and this one does not fit; \
+         delete images or ask for a larger quota; nothing of it was kept"
+    )))
+}
+
 async fn upload(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<UploadQuery>,
     headers: axum::http::HeaderMap,
@@ -98,9 +130,16 @@ async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let project = caller.project.clone();
     let checked = async {
         if declared_len.is_some_and(|n| n > limit) {
             return Err(too_large(limit));
+        }
+        let room = quota_room(&s, &project).await?;
+        if let (Some(n), Some((quota, left))) = (declared_len, room)
+            && n > left
+        {
+            return Err(over_quota(&project, quota));
         }
         check_name(&name)
             .map_err(|e| err(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
@@ -117,10 +156,10 @@ async fn upload(
         if s.store.image(&name).await?.is_some() {
             return Err(conflict(&name));
         }
-        Ok((declared, expected))
+        Ok((declared, expected, room))
     }
     .await;
-    let (declared, expected) = match checked {
+    let (declared, expected, room) = match checked {
         Ok(v) => v,
         Err(e) => {
             // Read (a bounded part of) what the client is sending before answering, or it
@@ -156,6 +195,11 @@ async fn upload(
             if size + data.len() as u64 > limit {
                 // The partial file goes with the guard; the rest is not read.
                 return Err(too_large(limit));
+            }
+            if let Some((quota, left)) = room
+                && size + data.len() as u64 > left
+            {
+                return Err(over_quota(&project, quota));
             }
             h256.update(&data);
             h512.update(&data);
@@ -212,8 +256,15 @@ async fn upload(
         size: size as i64,
         details: inspection.details,
         created_at_ms: crate::now_ms(),
+        project: project.clone(),
     };
     let _held = s.images.lock.lock().await;
+    // Uploads to one project running side by side: the quota holds for their sum.
+    if let Some((quota, left)) = quota_room(&s, &project).await?
+        && size > left
+    {
+        return Err(over_quota(&project, quota));
+    }
     let blob = s.images.blob(&sha256);
     if !blob.exists() {
         std::fs::rename(&path, &blob).map_err(|e| io("keep", e))?;

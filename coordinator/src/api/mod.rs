@@ -3,8 +3,13 @@
 //! and answer its result, or its error as a JSON problem document (RFC 9457) with a stable
 //! `code`.
 //!
-//! It has no user authentication yet and therefore listens on loopback by default.
+//! Every route but the probes and the image blobs needs an API token ([`auth`]); what a
+//! caller sees and changes is its project's (nodes and images belong to a project, guests and
+//! plans to their node's).
 
+mod access;
+pub use access::WhoAmI;
+pub(crate) mod auth;
 mod bmcs;
 mod guests;
 mod images;
@@ -66,12 +71,17 @@ impl ApiError {
                     ConductorError::UnknownNode(_)
                     | ConductorError::UnknownPlan(_)
                     | ConductorError::UnknownGuest(_)
-                    | ConductorError::UnknownImage(_) => StatusCode::NOT_FOUND,
+                    | ConductorError::UnknownImage(_)
+                    | ConductorError::UnknownProject(_)
+                    | ConductorError::UnknownToken(_) => StatusCode::NOT_FOUND,
+                    ConductorError::Forbidden(_) => StatusCode::FORBIDDEN,
+                    ConductorError::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
                     ConductorError::NodeExists(_)
                     | ConductorError::GuestExists(_)
                     | ConductorError::Busy(_)
                     | ConductorError::WrongState(_)
-                    | ConductorError::NoHost(_) => StatusCode::CONFLICT,
+                    | ConductorError::NoHost(_)
+                    | ConductorError::ProjectExists(_) => StatusCode::CONFLICT,
                     ConductorError::Store(_) | ConductorError::Secrets(_) => {
                         StatusCode::INTERNAL_SERVER_ERROR
                     }
@@ -113,7 +123,9 @@ impl IntoResponse for ApiError {
         }
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let code = self.parts().1;
         let mut resp = (status, Json(problem)).into_response();
+        resp.extensions_mut().insert(auth::ProblemCode(code));
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
@@ -144,6 +156,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .merge(plans::routes())
         .merge(guests::routes())
         .merge(images::routes())
+        .merge(access::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            auth::gate,
+        ))
         .with_state(shared)
 }
 

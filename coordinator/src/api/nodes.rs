@@ -2,12 +2,13 @@
 
 use super::{ApiError, ApiResult};
 use crate::Shared;
+use crate::conductor::access::Caller;
 use crate::conductor::nodes::{
     self as conductor, CreateToken, CreatedToken, NodeDetail, NodeTelemetry, NodeView,
 };
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -41,13 +42,17 @@ async fn ca(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
 
 async fn create_token(
     State(s): State<Arc<Shared>>,
+    Extension(c): Extension<Caller>,
     Json(req): Json<CreateToken>,
 ) -> ApiResult<CreatedToken> {
-    Ok(Json(conductor::create_token(&s, req).await?))
+    Ok(Json(conductor::create_token(&s, &c.project, req).await?))
 }
 
-async fn list(State(s): State<Arc<Shared>>) -> ApiResult<Vec<NodeView>> {
-    Ok(Json(conductor::list(&s).await?))
+async fn list(
+    State(s): State<Arc<Shared>>,
+    Extension(c): Extension<Caller>,
+) -> ApiResult<Vec<NodeView>> {
+    Ok(Json(conductor::list(&s, &c).await?))
 }
 
 async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult<NodeDetail> {

@@ -2,11 +2,12 @@
 
 use super::ApiResult;
 use crate::Shared;
+use crate::conductor::access::Caller;
 use crate::conductor::plans::{self as conductor, CreatePlans, CreatedPlan, PlanStatus};
 use crate::store::PlanRow;
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -18,9 +19,10 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
 
 async fn create(
     State(s): State<Arc<Shared>>,
+    Extension(c): Extension<Caller>,
     Json(req): Json<CreatePlans>,
 ) -> ApiResult<Vec<CreatedPlan>> {
-    Ok(Json(conductor::create(&s, req).await?))
+    Ok(Json(conductor::create(&s, &c, req).await?))
 }
 
 /// Query of `GET /v1/plans`.
@@ -34,10 +36,11 @@ struct PlansQuery {
 
 async fn list(
     State(s): State<Arc<Shared>>,
+    Extension(c): Extension<Caller>,
     Query(q): Query<PlansQuery>,
 ) -> ApiResult<Vec<PlanRow>> {
     Ok(Json(
-        conductor::list(&s, q.node.as_deref(), q.limit.unwrap_or(50)).await?,
+        conductor::list(&s, &c, q.node.as_deref(), q.limit.unwrap_or(50)).await?,
     ))
 }
 

@@ -2,6 +2,8 @@
 //! HTTP API, a file per resource; [`Client`] is the API's HTTP client, [`output`] the
 //! rendering shared by the commands.
 
+mod access;
+pub mod config;
 mod guest;
 mod image;
 pub mod lab;
@@ -13,6 +15,7 @@ mod telemetry;
 mod token;
 mod wait;
 
+pub use access::{ApiTokenCmd, ProjectCmd};
 pub use ferric_coordinator::client::Client;
 pub use guest::{GuestCmd, HostCmd};
 pub use image::ImageCmd;
@@ -32,14 +35,19 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "ferric", version, about)]
 pub struct Cli {
-    /// Coordinator API address.
-    #[arg(
-        long,
-        global = true,
-        env = "FERRIC_API",
-        default_value = "http://127.0.0.1:7180"
-    )]
-    pub api: String,
+    /// Coordinator API address [default: the config file's, else http://127.0.0.1:7180].
+    #[arg(long, global = true, env = "FERRIC_API")]
+    pub api: Option<String>,
+    /// API token (`ID.SECRET`) [default: the config file's].
+    #[arg(long, global = true, env = "FERRIC_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Config file with `api` and `token` [default: ~/.config/ferric/config.toml, else
+    /// /var/lib/ferric/admin.conf when readable].
+    #[arg(long, global = true, env = "FERRIC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Act in this project (fleet tokens; a project token acts in its own).
+    #[arg(long, global = true, env = "FERRIC_PROJECT")]
+    pub project: Option<String>,
     /// Output format of client commands.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -65,6 +73,20 @@ pub enum Command {
     /// Bootstrap tokens for enrolling agents.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// API tokens: who may use the API, with which role, in which project.
+    #[command(subcommand)]
+    ApiToken(ApiTokenCmd),
+    /// Projects: what owns nodes and images (guests and plans belong to their node's).
+    #[command(subcommand)]
+    Project(ProjectCmd),
+    /// The audit log: every mutating API call, newest first (admins).
+    Audit {
+        /// At most this many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Which token this is, its role and its scope.
+    Whoami,
     /// Enrolled nodes.
     #[command(subcommand)]
     Node(NodeCmd),
@@ -189,7 +211,12 @@ fn parse_range(s: &str) -> Result<(std::net::Ipv4Addr, std::net::Ipv4Addr), Stri
 
 /// Runs a client command (everything but `coordinator`).
 pub async fn run_client(cli: Cli) -> Result<()> {
-    let client = Client::new(&cli.api);
+    let (api, token) = config::resolve(cli.api, cli.token, cli.config.as_deref())?;
+    let client = match &token {
+        Some(t) => Client::with_token(&api, t)?,
+        None => Client::new(&api),
+    }
+    .in_project(cli.project);
     let json = cli.output == Output::Json;
     match cli.command {
         Command::Coordinator(_) => {
@@ -200,6 +227,10 @@ pub async fn run_client(cli: Cli) -> Result<()> {
         Command::Lab { name, root, cmd } => lab::run(&client, &root, &name, cmd, json).await,
         Command::Host(HostCmd::List) => guest::hosts(&client, json).await,
         Command::Token(TokenCmd::Create { ttl }) => token::create(&client, ttl, json).await,
+        Command::ApiToken(cmd) => access::api_token(&client, cmd, json).await,
+        Command::Project(cmd) => access::project(&client, cmd, json).await,
+        Command::Audit { limit } => access::audit(&client, limit, json).await,
+        Command::Whoami => access::whoami(&client, json).await,
         Command::Node(NodeCmd::List) => node::list(&client, json).await,
         Command::Node(NodeCmd::Show { name }) => node::show(&client, &name, json).await,
         Command::Node(cmd) if cmd.is_lifecycle() => node::lifecycle_cmd(&client, cmd, json).await,

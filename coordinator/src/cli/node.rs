@@ -84,6 +84,12 @@ pub enum NodeCmd {
         /// Node name.
         name: String,
     },
+    /// Revoke a node's certificates: its agent is disconnected and refused at every
+    /// handshake from now on (a bare-metal node's next ramdisk gets a new certificate).
+    Revoke {
+        /// Node name.
+        name: String,
+    },
     /// Take bare-metal nodes under management (their BMC is checked), or recover them from
     /// a failed state.
     Manage {
@@ -427,6 +433,23 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
                 format!(
                     "node {name} removed (BMC {} is no longer driven)",
                     v.address
+                )
+            })?;
+        }
+        NodeCmd::Revoke { name } => {
+            let r: ferric_coordinator::conductor::access::Revoked = client
+                .post(&format!("/v1/nodes/{name}/revoke"), &())
+                .await?;
+            print_item(json, &r, |r| {
+                format!(
+                    "node {} revoked: certificates before generation {} are refused{}",
+                    r.node,
+                    r.cert_generation,
+                    if r.disconnected {
+                        "; its agent was disconnected"
+                    } else {
+                        ""
+                    }
                 )
             })?;
         }

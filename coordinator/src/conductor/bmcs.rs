@@ -170,7 +170,7 @@ pub fn view(s: &Shared, r: BmcRow) -> BmcView {
 }
 
 /// Enrolls a bare-metal node by its BMC; the agent that drives it learns of it at once.
-pub async fn enroll(s: &Shared, req: EnrollBmcNode) -> Result<BmcView> {
+pub async fn enroll(s: &Shared, project: &str, req: EnrollBmcNode) -> Result<BmcView> {
     check_node_name(&req.name).map_err(|e| invalid(format!("node name `{}` {e}", req.name)))?;
     let addr = BmcAddress::parse(&req.bmc).map_err(|e| invalid(e.to_string()))?;
     if req.password.is_empty() {
@@ -189,7 +189,7 @@ pub async fn enroll(s: &Shared, req: EnrollBmcNode) -> Result<BmcView> {
                 .nodes()
                 .await?
                 .into_iter()
-                .filter(|n| n.role.has_agent())
+                .filter(|n| n.role.has_agent() && n.project == project)
                 .map(|n| n.name)
                 .collect();
             match agents.as_slice() {
@@ -213,7 +213,15 @@ pub async fn enroll(s: &Shared, req: EnrollBmcNode) -> Result<BmcView> {
     let sealed = s.secrets.seal(&req.name, &req.password)?;
     match s
         .store
-        .insert_bmc_node(&req.name, &address, &sealed, &via, &macs, crate::now_ms())
+        .insert_bmc_node(
+            &req.name,
+            &address,
+            &sealed,
+            &via,
+            &macs,
+            project,
+            crate::now_ms(),
+        )
         .await
     {
         Ok(()) => {}

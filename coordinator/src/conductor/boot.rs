@@ -151,13 +151,15 @@ pub async fn enroll(
             return refuse(R::InvalidToken);
         }
     }
-    let cert = match s
-        .pki
-        .sign_client_for(&req.csr_der, &req.node, RAMDISK_CERT_VALIDITY)
-    {
-        Ok(c) => c,
-        Err(e) => return refuse(R::BadCsr(e.to_string())),
-    };
+    let generation = s.store.cert_generation(&req.node).await?.unwrap_or(0);
+    let cert =
+        match s
+            .pki
+            .sign_client_for(&req.csr_der, &req.node, RAMDISK_CERT_VALIDITY, generation)
+        {
+            Ok(c) => c,
+            Err(e) => return refuse(R::BadCsr(e.to_string())),
+        };
     tracing::info!(node = %req.node, "ramdisk enrolled with its per-boot token");
     s.hub
         .boot_mark(&req.node, BootStage::Enrolled, crate::now_ms());

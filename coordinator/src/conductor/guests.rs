@@ -86,12 +86,12 @@ pub struct GuestView {
     pub drift: Vec<String>,
 }
 
-/// Hypervisor hosts with capacity and use.
-pub async fn hosts(s: &Shared) -> Result<Vec<HostView>> {
+/// Hypervisor hosts of projects `sees` accepts, with capacity and use.
+pub async fn hosts(s: &Shared, sees: impl Fn(&str) -> bool) -> Result<Vec<HostView>> {
     let alloc = s.store.allocations().await?;
     let mut out = Vec::new();
     for n in s.store.nodes().await? {
-        if n.role != NodeRole::Hypervisor {
+        if n.role != NodeRole::Hypervisor || !sees(&n.project) {
             continue;
         }
         let t = s.hub.latest_telemetry(&n.name).map(|r| r.sample);
@@ -137,8 +137,9 @@ async fn push(
     Ok(id)
 }
 
-/// Places a new guest on the least loaded host that fits and pushes the plan that makes it.
-pub async fn create(s: &Shared, req: CreateGuest) -> Result<GuestAction> {
+/// Places a new guest on the least loaded host of `project` that fits and pushes the plan
+/// that makes it.
+pub async fn create(s: &Shared, project: &str, req: CreateGuest) -> Result<GuestAction> {
     let spec = GuestSpec {
         name: req.name.clone(),
         vcpus: req.vcpus,
@@ -164,7 +165,7 @@ pub async fn create(s: &Shared, req: CreateGuest) -> Result<GuestAction> {
     let image = match &req.image {
         None => None,
         Some(name) => {
-            let Some(img) = s.store.image(name).await? else {
+            let Some(img) = s.store.image(name).await?.filter(|i| i.project == project) else {
                 return Err(ConductorError::UnknownImage(format!(
                     "field `image`: no image named `{name}`"
                 )));
@@ -224,7 +225,7 @@ pub async fn create(s: &Shared, req: CreateGuest) -> Result<GuestAction> {
     if s.store.guest(&req.name).await?.is_some() {
         return Err(ConductorError::GuestExists(req.name));
     }
-    let hosts = hosts(s).await?;
+    let hosts = hosts(s, |p| p == project).await?;
     let request = Request {
         vcpus: req.vcpus,
         memory_mib: req.memory_mib,
@@ -345,10 +346,20 @@ async fn finished(s: &Shared, g: &GuestRow) -> Result<bool> {
     })
 }
 
-/// Every guest with what its host reports.
-pub async fn list(s: &Shared) -> Result<Vec<GuestView>> {
+/// Every guest the caller sees (on hosts of its projects), with what its host reports.
+pub async fn list(s: &Shared, caller: &super::access::Caller) -> Result<Vec<GuestView>> {
+    let projects: std::collections::HashMap<String, String> = s
+        .store
+        .nodes()
+        .await?
+        .into_iter()
+        .map(|n| (n.name, n.project))
+        .collect();
     let mut out = Vec::new();
     for g in s.store.guests().await? {
+        if !projects.get(&g.host).is_some_and(|p| caller.sees(p)) {
+            continue;
+        }
         let done = finished(s, &g).await?;
         out.push(view(s, g, done));
     }

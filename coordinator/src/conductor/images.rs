@@ -115,12 +115,13 @@ fn not_found(name: &str) -> ConductorError {
     ConductorError::UnknownImage(format!("no image named `{name}`"))
 }
 
-/// Every image.
-pub async fn list(s: &Shared) -> Result<Vec<ImageView>> {
+/// Every image the caller sees.
+pub async fn list(s: &Shared, caller: &super::access::Caller) -> Result<Vec<ImageView>> {
     Ok(s.store
         .images()
         .await?
         .into_iter()
+        .filter(|i| caller.sees(&i.project))
         .map(ImageView::from)
         .collect())
 }

@@ -14,6 +14,7 @@
 //! * [`images`]: the image store's files and the images it holds;
 //! * [`lifecycle`]: bare-metal nodes from enroll to active and back, every wait with a deadline.
 
+pub mod access;
 pub mod bmcs;
 pub mod boot;
 pub mod events;
@@ -70,6 +71,21 @@ pub enum ConductorError {
     /// A secret could not be sealed or opened.
     #[error(transparent)]
     Secrets(#[from] crate::secrets::SecretsError),
+    /// The caller's role does not allow the call.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such project (or not one the caller may see).
+    #[error("project `{0}` does not exist")]
+    UnknownProject(String),
+    /// The project exists already.
+    #[error("project `{0}` already exists")]
+    ProjectExists(String),
+    /// No such API token (or not one the caller may see).
+    #[error("API token `{0}` does not exist")]
+    UnknownToken(String),
+    /// The project's quota does not allow it.
+    #[error("{0}")]
+    QuotaExceeded(String),
 }
 
 impl ConductorError {
@@ -89,6 +105,11 @@ impl ConductorError {
             ConductorError::NoHost(_) => "no_host_fits",
             ConductorError::Store(_) => "store_error",
             ConductorError::Secrets(_) => "secrets_error",
+            ConductorError::Forbidden(_) => "forbidden",
+            ConductorError::UnknownProject(_) => "unknown_project",
+            ConductorError::ProjectExists(_) => "project_exists",
+            ConductorError::UnknownToken(_) => "unknown_token",
+            ConductorError::QuotaExceeded(_) => "quota_exceeded",
         }
     }
 }

@@ -90,9 +90,10 @@ pub fn view(s: &Shared, n: NodeRow, bmc: Option<&BmcRow>) -> NodeView {
     }
 }
 
-/// Every node.
-pub async fn list(s: &Shared) -> Result<Vec<NodeView>> {
-    let nodes = s.store.nodes().await?;
+/// Every node the caller sees.
+pub async fn list(s: &Shared, caller: &super::access::Caller) -> Result<Vec<NodeView>> {
+    let mut nodes = s.store.nodes().await?;
+    nodes.retain(|n| caller.sees(&n.project));
     let bmcs: HashMap<String, BmcRow> = s
         .store
         .bmcs(None)
@@ -185,7 +186,8 @@ pub struct CreatedToken {
 }
 
 /// A single-use bootstrap token for enrolling one agent.
-pub async fn create_token(s: &Shared, req: CreateToken) -> Result<CreatedToken> {
+/// The agent it enrolls joins `project`.
+pub async fn create_token(s: &Shared, project: &str, req: CreateToken) -> Result<CreatedToken> {
     let ttl = Duration::from_secs(req.ttl_secs);
     if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
         return Err(invalid(format!(
@@ -205,7 +207,13 @@ pub async fn create_token(s: &Shared, req: CreateToken) -> Result<CreatedToken> 
     let now = crate::now_ms();
     let expires = now + ttl.as_millis() as i64;
     s.store
-        .create_token(&id, &crate::pki::token_secret_hash(&secret), now, expires)
+        .create_token(
+            &id,
+            &crate::pki::token_secret_hash(&secret),
+            project,
+            now,
+            expires,
+        )
         .await?;
     tracing::info!(token_id = %id, expires_at_ms = expires, "bootstrap token created");
     Ok(CreatedToken {
@@ -252,10 +260,14 @@ pub async fn enroll(s: &Shared, req: &EnrollRequest) -> Result<EnrollResponse> {
         .enroll(id, &hash, &req.node, req.role.into(), now)
         .await?
     {
-        Ok(()) => Ok(EnrollResponse::Enrolled {
-            cert_der: cert.to_vec(),
-            ca_der: s.pki.ca_der().to_vec(),
-        }),
+        Ok(()) => {
+            // A new node: a revoked one of the same name was deleted before.
+            s.pki.revocations().set(&req.node, 0);
+            Ok(EnrollResponse::Enrolled {
+                cert_der: cert.to_vec(),
+                ca_der: s.pki.ca_der().to_vec(),
+            })
+        }
         Err(EnrollProblem::NodeExists) => refuse(R::AlreadyEnrolled(req.node.clone())),
         Err(EnrollProblem::Token(TokenProblem::Used)) => refuse(R::TokenUsed),
         Err(EnrollProblem::Token(TokenProblem::Expired)) => refuse(R::TokenExpired),

@@ -147,13 +147,23 @@ pub async fn submit(s: &Shared, node: &str, steps: &[PlanStep]) -> Result<(PlanI
 
 /// `POST /v1/plans`: one plan per node, all or nothing — every node must exist before any
 /// plan is stored.
-pub async fn create(s: &Shared, req: CreatePlans) -> Result<Vec<CreatedPlan>> {
+pub async fn create(
+    s: &Shared,
+    caller: &super::access::Caller,
+    req: CreatePlans,
+) -> Result<Vec<CreatedPlan>> {
     if req.nodes.is_empty() {
         return Err(invalid("field `nodes` is empty: name at least one node"));
     }
     let steps = req.plan.to_steps()?;
     for n in &req.nodes {
-        if s.store.node(n).await?.is_none() {
+        // Another project's node answers as one that is not enrolled.
+        if !s
+            .store
+            .node(n)
+            .await?
+            .is_some_and(|n| caller.sees(&n.project))
+        {
             return Err(ConductorError::UnknownNode(n.clone()));
         }
     }
@@ -170,8 +180,41 @@ pub async fn create(s: &Shared, req: CreatePlans) -> Result<Vec<CreatedPlan>> {
 }
 
 /// Plans, newest first (of one node when given), at most `limit`.
-pub async fn list(s: &Shared, node: Option<&str>, limit: i64) -> Result<Vec<PlanRow>> {
-    Ok(s.store.plans(node, limit.clamp(1, 10_000)).await?)
+/// Plans of nodes the caller does not see are left out.
+pub async fn list(
+    s: &Shared,
+    caller: &super::access::Caller,
+    node: Option<&str>,
+    limit: i64,
+) -> Result<Vec<PlanRow>> {
+    let limit = limit.clamp(1, 10_000);
+    if caller.fleet() {
+        return Ok(s.store.plans(node, limit).await?);
+    }
+    let seen: std::collections::HashSet<String> = s
+        .store
+        .nodes()
+        .await?
+        .into_iter()
+        .filter(|n| caller.sees(&n.project))
+        .map(|n| n.name)
+        .collect();
+    if let Some(n) = node
+        && !seen.contains(n)
+    {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    // Newest first across nodes: read each seen node's newest `limit` and merge.
+    for n in node.map_or_else(
+        || seen.iter().cloned().collect::<Vec<_>>(),
+        |n| vec![n.to_owned()],
+    ) {
+        out.extend(s.store.plans(Some(&n), limit).await?);
+    }
+    out.sort_by_key(|p| std::cmp::Reverse(p.id));
+    out.truncate(limit as usize);
+    Ok(out)
 }
 
 /// A plan and its events.

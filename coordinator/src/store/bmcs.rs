@@ -86,6 +86,7 @@ impl Store {
     }
 
     /// Enrolls a bare-metal node with its BMC (password sealed), driven by the agent `via`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn insert_bmc_node(
         &self,
         node: &str,
@@ -93,17 +94,19 @@ impl Store {
         sealed_password: &str,
         via: &str,
         macs: &[String],
+        project: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
-        // The name must be free and `via` an agent's node.
+        // The name must be free and `via` an agent's node in the same project.
         let found = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM nodes WHERE name = $1), \
-             (SELECT COUNT(*) FROM nodes WHERE name = $2 AND role <> $3)",
+             (SELECT COUNT(*) FROM nodes WHERE name = $2 AND role <> $3 AND project = $4)",
         )
         .bind(node)
         .bind(via)
         .bind(BAREMETAL)
+        .bind(project)
         .fetch_one(&mut *tx)
         .await?;
         let refused = if found.try_get::<i64, _>(0)? > 0 {
@@ -118,12 +121,13 @@ impl Store {
             return Err(e);
         }
         sqlx::query(
-            "INSERT INTO nodes (name, role, enrolled_at_ms, provision_state) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO nodes (name, role, enrolled_at_ms, provision_state, project) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(node)
         .bind(BAREMETAL)
         .bind(now_ms)
         .bind(crate::model::ProvisionState::Enroll.as_str())
+        .bind(project)
             .execute(&mut *tx)
             .await?;
         sqlx::query(

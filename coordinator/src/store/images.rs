@@ -10,7 +10,7 @@ macro_rules! select_images {
     ($rest:literal) => {
         concat!(
             "SELECT ",
-            "name, sha256, sha512, format, wrapper, virtual_size, size, details, created_at_ms",
+            "name, sha256, sha512, format, wrapper, virtual_size, size, details, created_at_ms, project",
             " FROM images ",
             $rest
         )
@@ -38,13 +38,15 @@ pub struct ImageRow {
     pub details: Vec<String>,
     /// Uploaded, ms since the epoch.
     pub created_at_ms: i64,
+    /// The project it belongs to.
+    pub project: String,
 }
 impl Store {
     /// Stores an image's record (false if the name is taken).
     pub async fn insert_image(&self, i: &ImageRow) -> Result<bool, StoreError> {
         let q = sqlx::query(
-            "INSERT INTO images (name, sha256, sha512, format, wrapper, virtual_size, size, details, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+            "INSERT INTO images (name, sha256, sha512, format, wrapper, virtual_size, size, details, created_at_ms, project) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
         )
         .bind(&i.name)
         .bind(&i.sha256)
@@ -54,7 +56,8 @@ impl Store {
         .bind(i.virtual_size)
         .bind(i.size)
         .bind(i.details.join(","))
-        .bind(i.created_at_ms);
+        .bind(i.created_at_ms)
+        .bind(&i.project);
         Ok(self.run(q).await? == 1)
     }
 
@@ -74,6 +77,7 @@ impl Store {
                 .map(str::to_owned)
                 .collect(),
             created_at_ms: r.try_get("created_at_ms")?,
+            project: r.try_get("project")?,
         })
     }
 

@@ -6,6 +6,7 @@
 //! backends (connecting, migrations, how a write transaction begins) is in [`Backend`].
 //! Schema migrations are versioned per backend and run at start.
 
+mod access;
 mod backend;
 mod bmcs;
 mod boot;
@@ -17,6 +18,7 @@ mod nodes;
 mod plans;
 mod tokens;
 
+pub use access::{ApiTokenRow, AuditRow, ProjectRow};
 pub use backend::Backend;
 pub use bmcs::BmcRow;
 pub use boot::BootTokenProblem;

@@ -12,7 +12,7 @@ macro_rules! select_nodes {
     ($rest:literal) => {
         concat!(
             "SELECT ",
-            "name, role, enrolled_at_ms, last_seen_ms, capabilities, inventory_sha256, provision_state",
+            "name, role, enrolled_at_ms, last_seen_ms, capabilities, inventory_sha256, provision_state, project",
             " FROM nodes ",
             $rest
         )
@@ -36,6 +36,8 @@ pub struct NodeRow {
     pub inventory_sha256: Option<String>,
     /// A bare-metal node's provision state.
     pub provision_state: Option<ProvisionState>,
+    /// The project it belongs to.
+    pub project: String,
 }
 
 impl Store {
@@ -52,6 +54,7 @@ impl Store {
                 .map(|s| s.parse())
                 .transpose()?,
             capabilities: caps.split(',').filter_map(Capability::from_name).collect(),
+            project: row.try_get("project")?,
         })
     }
 

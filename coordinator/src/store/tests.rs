@@ -13,7 +13,7 @@ async fn store() -> (tempfile::TempDir, Store) {
 /// A store with the hypervisor `n1` enrolled.
 async fn store_with_n1() -> (tempfile::TempDir, Store) {
     let (dir, s) = store().await;
-    s.create_token("t", "h", 0, 1_000).await.unwrap();
+    s.create_token("t", "h", "default", 0, 1_000).await.unwrap();
     s.enroll("t", "h", "n1", NodeRole::Hypervisor, 1)
         .await
         .unwrap()
@@ -36,7 +36,9 @@ fn steps(n: usize) -> Vec<PlanStep> {
 #[tokio::test]
 async fn token_is_single_use_and_enrollment_is_atomic() {
     let (_d, s) = store().await;
-    s.create_token("abc", "h", 0, 1_000).await.unwrap();
+    s.create_token("abc", "h", "default", 0, 1_000)
+        .await
+        .unwrap();
     assert_eq!(
         s.enroll("abc", "wrong", "n1", NodeRole::Hypervisor, 10)
             .await
@@ -66,7 +68,9 @@ async fn token_is_single_use_and_enrollment_is_atomic() {
         Err(EnrollProblem::Token(TokenProblem::Used))
     );
     // A taken name does not burn a fresh token.
-    s.create_token("def", "h2", 0, 1_000).await.unwrap();
+    s.create_token("def", "h2", "default", 0, 1_000)
+        .await
+        .unwrap();
     assert_eq!(
         s.enroll("def", "h2", "n1", NodeRole::Hypervisor, 12)
             .await

@@ -29,16 +29,18 @@ impl Store {
         &self,
         id: &str,
         secret_sha256: &str,
+        project: &str,
         now_ms: i64,
         expires_at_ms: i64,
     ) -> Result<(), StoreError> {
         let q = sqlx::query(
-            "INSERT INTO tokens (id, secret_sha256, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO tokens (id, secret_sha256, created_at_ms, expires_at_ms, project) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id)
         .bind(secret_sha256)
         .bind(now_ms)
-        .bind(expires_at_ms);
+        .bind(expires_at_ms)
+        .bind(project);
         self.run(q).await?;
         Ok(())
     }
@@ -112,12 +114,17 @@ impl Store {
             tx.rollback().await?;
             return Ok(Err(EnrollProblem::NodeExists));
         }
-        sqlx::query("INSERT INTO nodes (name, role, enrolled_at_ms) VALUES ($1, $2, $3)")
-            .bind(node)
-            .bind(role.as_str())
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
+        // The node joins the project its token was made for.
+        sqlx::query(
+            "INSERT INTO nodes (name, role, enrolled_at_ms, project) \
+             SELECT $1, $2, $3, project FROM tokens WHERE id = $4",
+        )
+        .bind(node)
+        .bind(role.as_str())
+        .bind(now_ms)
+        .bind(token_id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Ok(()))
     }

@@ -113,7 +113,7 @@ async fn rack(
         let mut boot = BootConfig::new(&rack.prov_veth(), ramdisk.to_owned());
         boot.http_port = 0;
         cfg.boot = Some(boot);
-        let coord = ferric_coordinator::start(cfg).await?;
+        let coord = ferric_tests::start(cfg).await?;
         let agent =
             ferric_tests::management_agent(&coord, &work, IpmiClient::default(), None).await?;
         let c = ferric_tests::client(coord.api);

@@ -11,7 +11,6 @@
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ferric_agent::driver::FakeDriver;
-use ferric_coordinator::client::Client;
 use ferric_coordinator::conductor::plans::{PlanFile, StepSpec};
 use ferric_proto::plan::Step;
 use ferric_tests::{Proc, agent_config, enroll_in_process, free_port, spawn_agent, wait_for};
@@ -82,13 +81,11 @@ async fn one(args: &Args, n: usize) -> Result<Row> {
         ],
         &disk.path().join("coordinator.log"),
     )?;
-    let c = Client::new(&format!("http://{api}"));
-    wait_for(Duration::from_secs(30), "coordinator API", || async {
-        Ok(c.get::<Vec<serde_json::Value>>("/v1/nodes")
-            .await
-            .ok()
-            .map(|_| ()))
-    })
+    let c = ferric_tests::wait_admitted(
+        &disk.path().join("coord"),
+        api.parse()?,
+        Duration::from_secs(30),
+    )
     .await?;
     let pid = coord_pid(&coord)?;
     tokio::time::sleep(Duration::from_millis(500)).await;

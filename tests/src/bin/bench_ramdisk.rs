@@ -175,7 +175,7 @@ async fn rack_boot(n: u32, args: &Args, ramdisk: &Path) -> Result<()> {
         let mut boot = BootConfig::new(&rack.prov_veth(), ramdisk.to_owned());
         boot.http_port = 0;
         cfg.boot = Some(boot);
-        let coord = ferric_coordinator::start(cfg).await?;
+        let coord = ferric_tests::start(cfg).await?;
         let agent =
             ferric_tests::management_agent(&coord, dir.path(), IpmiClient::default(), None).await?;
         for node in &rack.nodes {

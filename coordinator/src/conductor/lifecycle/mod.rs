@@ -209,9 +209,16 @@ pub async fn provision(s: &Shared, node: &str, req: ProvisionRequest) -> Result<
                 (None, Some(d)) if req.verb == Verb::Rebuild => d.image.clone(),
                 _ => return Err(invalid("a deploy needs an image (`--image NAME`)")),
             };
-            let img = s.store.image(&name).await?.ok_or_else(|| {
-                ConductorError::UnknownImage(format!("image `{name}` is not in the store"))
-            })?;
+            // Only an image of the node's own project: another's answers as unknown.
+            let project = s.store.node_project(node).await?.unwrap_or_default();
+            let img = s
+                .store
+                .image(&name)
+                .await?
+                .filter(|i| i.project == project)
+                .ok_or_else(|| {
+                    ConductorError::UnknownImage(format!("image `{name}` is not in the store"))
+                })?;
             let previous = spec.deploy.take();
             let keep = req.verb == Verb::Rebuild && req.image.is_none();
             spec.deploy = Some(DeploySpec {

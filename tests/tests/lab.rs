@@ -425,9 +425,12 @@ async fn lab_enroll_registers_the_nodes_and_the_coordinator_powers_them_through_
         let api = api.clone();
         let root = lab.root.clone();
         let name = lab.name.clone();
+        let token = ferric_tests::admin_token(coord.api).unwrap_or_default();
         tokio::task::spawn_blocking(move || {
             Command::new(ferric_tests::bin("ferric").unwrap())
                 .env("FERRIC_API", &api)
+                .env("FERRIC_TOKEN", &token)
+                .env("FERRIC_CONFIG", "/dev/null")
                 .env("FERRIC_LAB_ROOT", &root)
                 .args(&args)
                 .args(if args[0] == "lab" {

@@ -20,7 +20,7 @@ pub const TELEMETRY_SAMPLE_MAX: usize = 64 << 10;
 pub const TELEMETRY_RING_BYTES: usize = 4 << 20;
 
 /// A telemetry sample as received.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TelemetryRecord {
     /// Coordinator clock at receipt, ms since the epoch.
     pub received_at_ms: i64,
@@ -33,7 +33,7 @@ pub struct TelemetryRecord {
 
 /// One read of a bare-metal node's BMC as received (its telemetry: the management agent polls
 /// it every `--bmc-poll`, sensors every third time).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BmcRecord {
     /// Coordinator clock at receipt, ms since the epoch.
     pub received_at_ms: i64,
@@ -42,7 +42,7 @@ pub struct BmcRecord {
 }
 
 /// A stage a node's network boot reached, and when (coordinator clock, ms since the epoch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct BootMark {
     /// The stage.
     pub stage: crate::model::BootStage,

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// One sensor reading from a BMC.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SensorReading {
     /// Sensor name from its SDR (`CPU Temp`).
     pub name: String,
@@ -18,6 +19,7 @@ pub struct SensorReading {
 
 /// What an `inspect` step reports: the hardware, and the BMC's LAN settings read in-band.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Inspection {
     /// The hardware.
     pub inventory: Inventory,
@@ -29,6 +31,7 @@ pub struct Inspection {
 
 /// A BMC's LAN settings as read in-band.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BmcLan {
     /// IPv4 address.
     pub ip: String,
@@ -38,6 +41,7 @@ pub struct BmcLan {
 
 /// A machine's hardware as an agent reads it (the ramdisk's `inspect` step reports it).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Inventory {
     /// Processors.
     pub cpu: CpuInfo,
@@ -53,6 +57,7 @@ pub struct Inventory {
 
 /// Processors.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CpuInfo {
     /// Model name.
     pub model: String,
@@ -62,6 +67,7 @@ pub struct CpuInfo {
 
 /// A whole disk.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DiskInfo {
     /// Kernel name (`sda`, `nvme0n1`, `vda`).
     pub name: String,
@@ -79,6 +85,7 @@ pub struct DiskInfo {
 
 /// A physical NIC.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NicInfo {
     /// Kernel name.
     pub name: String,
@@ -92,6 +99,7 @@ pub struct NicInfo {
 
 /// DMI (SMBIOS) system identity.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DmiInfo {
     /// System vendor.
     pub vendor: String,

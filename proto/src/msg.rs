@@ -39,6 +39,7 @@ impl Role {
 /// that a capability a peer does not know is skipped, not a malformed message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Capability {
     /// Bridges and VLANs.
     Network,
@@ -356,6 +357,7 @@ impl fmt::Display for BmcAddress {
 
 /// What an agent last read from one BMC.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BmcState {
     /// The BMC's name (as in [`BmcCredential`]).
     pub name: String,
@@ -436,6 +438,7 @@ pub enum EnrollRefusal {
 
 /// A NIC's counters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NicSample {
     /// Interface name.
     pub name: String,
@@ -447,6 +450,7 @@ pub struct NicSample {
 
 /// A disk's space.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DiskSample {
     /// Mount point.
     pub mount: String,
@@ -458,6 +462,7 @@ pub struct DiskSample {
 
 /// One guest on a hypervisor host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GuestSample {
     /// Guest name.
     pub name: String,
@@ -487,6 +492,7 @@ pub struct GuestSample {
 
 /// Progress of the step a plan is running.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepProgress {
     /// The plan.
     pub plan: PlanId,
@@ -500,6 +506,7 @@ pub struct StepProgress {
 
 /// One telemetry sample of a node, sent as a datagram every interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TelemetrySample {
     /// Per-connection sample counter; newest wins.
     pub seq: u64,

@@ -22,6 +22,7 @@ pub struct Plan {
 
 /// One step with its idempotency key and deadline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanStep {
     /// Idempotency key: the same key is never executed to completion twice by one agent.
     pub key: String,
@@ -34,6 +35,7 @@ pub struct PlanStep {
 /// What a step achieves. The set grows with the drivers; unknown steps are refused at decode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Step {
     /// A Linux bridge exists and is up (optionally with a VLAN sub-interface on an uplink).
     EnsureBridge {
@@ -186,6 +188,7 @@ pub enum Step {
 /// How [`Step::EraseDisks`] erases.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EraseMode {
     /// Partition tables and filesystem signatures at both ends of each disk.
     #[default]
@@ -222,6 +225,7 @@ impl std::str::FromStr for EraseMode {
 /// smallest disk of all when none is given).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RootHint {
     /// Kernel name (`sda`, `vda`, `nvme0n1`).
     #[serde(default)]
@@ -240,6 +244,7 @@ pub struct RootHint {
 /// A file of a config drive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConfigFile {
     /// Path inside the drive, `/`-separated, relative (`meta-data`, `openstack/latest/…`).
     pub path: String,
@@ -359,6 +364,7 @@ impl Step {
 /// An image a volume is cloned from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VolumeImage {
     /// `http://` or `https://` URL (the coordinator's image store serves
     /// `/images/sha256/<hex>`).
@@ -373,6 +379,7 @@ pub struct VolumeImage {
 /// Format of a volume.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum VolumeFormat {
     /// QEMU copy-on-write, sparse.
     #[default]
@@ -394,6 +401,7 @@ impl VolumeFormat {
 /// A guest's desired definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GuestSpec {
     /// Guest name.
     pub name: String,
@@ -418,6 +426,7 @@ pub struct GuestSpec {
 /// A volume in a pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VolumeRef {
     /// Storage pool.
     pub pool: String,
@@ -428,6 +437,7 @@ pub struct VolumeRef {
 /// A guest NIC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GuestNic {
     /// Bridge it plugs into.
     pub bridge: String,
@@ -439,6 +449,7 @@ pub struct GuestNic {
 /// What a guest boots.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GuestBoot {
     /// Its first volume.
     #[default]
@@ -467,6 +478,7 @@ pub enum Access {
 /// Guest power actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GuestPowerAction {
     /// Start the guest.
     Start,
@@ -481,6 +493,7 @@ pub enum GuestPowerAction {
 /// BMC power actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PowerAction {
     /// Power on.
     On,
@@ -532,6 +545,7 @@ impl PowerAction {
 /// Boot devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum BootDevice {
     /// Network boot.
     Pxe,
@@ -566,6 +580,7 @@ impl BootDevice {
 /// Stable kind of a step failure, so that the coordinator can branch on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ErrorKind {
     /// The step's specification is invalid for this node (names the field in the message).
     InvalidSpec,
@@ -650,6 +665,7 @@ impl fmt::Display for ErrorKind {
 /// What happened to a step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum StepEventKind {
     /// The agent started the step (again, after a restart, if the step did not finish).
     Started,
@@ -680,6 +696,7 @@ pub enum StepEventKind {
 /// What a step found, for the steps that read something.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum StepOutput {
     /// Power state read from a BMC after the step.
     Power {
@@ -696,6 +713,7 @@ pub enum StepOutput {
 
 /// One System Event Log entry, decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SelEntry {
     /// Record ID.
     pub id: u16,

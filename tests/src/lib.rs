@@ -153,7 +153,21 @@ pub async fn enroll_in_process(
     node: &str,
     state_dir: &Path,
 ) -> Result<()> {
-    let t = client(api).create_token(Duration::from_secs(600)).await?;
+    enroll_in_project(api, quic, node, state_dir, None).await
+}
+
+/// Like [`enroll_in_process`], the node joining `project` (the default one when `None`).
+pub async fn enroll_in_project(
+    api: std::net::SocketAddr,
+    quic: std::net::SocketAddr,
+    node: &str,
+    state_dir: &Path,
+    project: Option<&str>,
+) -> Result<()> {
+    let t = client(api)
+        .in_project(project.map(str::to_owned))
+        .create_token(Duration::from_secs(600))
+        .await?;
     let id = enroll(&EnrollOptions {
         coordinator: quic.to_string(),
         token: t.token,

@@ -280,11 +280,15 @@ fn bench(which: Bench) -> Result<()> {
 }
 
 fn setup() -> Result<()> {
-    step("system packages (Debian) and VirtualBMC (PyPI)");
+    step("system packages (Debian), VirtualBMC and the API test tools (PyPI)");
     setup::packages()?;
     setup::virtualbmc(
         &root().join("target/vbmc-venv"),
         &root().join("tests/python/vbmc-requirements.txt"),
+    )?;
+    setup::api_tools(
+        &root().join("target/api-venv"),
+        &root().join("tests/python/api-requirements.txt"),
     )
 }
 

@@ -147,17 +147,51 @@ fn nix_is_root() -> bool {
 /// pinned, hashed `requirements`; Debian's Python and its libvirt binding under it. Skipped
 /// when the environment was made from the same requirements.
 pub fn virtualbmc(venv: &std::path::Path, requirements: &std::path::Path) -> Result<()> {
+    python_tools(
+        "VirtualBMC",
+        venv,
+        requirements,
+        true,
+        "import virtualbmc.vbmc, pyghmi.ipmi.bmc, libvirt, zmq",
+    )
+}
+
+/// The API contract tests' tools (schemathesis, prometheus_client's parser) in a plain
+/// virtual environment at `venv`, from the pinned, hashed `requirements`.
+pub fn api_tools(venv: &std::path::Path, requirements: &std::path::Path) -> Result<()> {
+    python_tools(
+        "the API test tools",
+        venv,
+        requirements,
+        false,
+        "import schemathesis, prometheus_client.parser",
+    )
+}
+
+/// A virtual environment of Debian's python3 at `venv` with exactly the pinned, hashed
+/// `requirements` (with the system's site packages under it if `system_site`), checked by
+/// running `probe`. Skipped when it was made from the same requirements.
+fn python_tools(
+    what: &str,
+    venv: &std::path::Path,
+    requirements: &std::path::Path,
+    system_site: bool,
+    probe: &str,
+) -> Result<()> {
     let wanted = std::fs::read_to_string(requirements)
         .with_context(|| format!("cannot read {}", requirements.display()))?;
     let stamp = venv.join("ferric-requirements.txt");
-    if venv.join("bin/vbmcd").exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted)
-    {
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
         return Ok(());
     }
-    println!("installing VirtualBMC into {}", venv.display());
+    println!("installing {what} into {}", venv.display());
     let _ = std::fs::remove_dir_all(venv);
-    let status = Command::new("/usr/bin/python3")
-        .args(["-m", "venv", "--system-site-packages"])
+    let mut venv_cmd = Command::new("/usr/bin/python3");
+    venv_cmd.args(["-m", "venv"]);
+    if system_site {
+        venv_cmd.arg("--system-site-packages");
+    }
+    let status = venv_cmd
         .arg(venv)
         .status()
         .context("cannot run /usr/bin/python3 (Debian's python3-venv)")?;
@@ -175,7 +209,7 @@ pub fn virtualbmc(venv: &std::path::Path, requirements: &std::path::Path) -> Res
         ])
         .arg(requirements)
         .status()
-        .context("cannot run pip in the VirtualBMC environment")?;
+        .with_context(|| format!("cannot run pip in the environment of {what}"))?;
     if !status.success() {
         bail!(
             "pip install -r {} failed with {status}",
@@ -183,14 +217,11 @@ pub fn virtualbmc(venv: &std::path::Path, requirements: &std::path::Path) -> Res
         );
     }
     let status = Command::new(venv.join("bin/python"))
-        .args([
-            "-c",
-            "import virtualbmc.vbmc, pyghmi.ipmi.bmc, libvirt, zmq",
-        ])
+        .args(["-c", probe])
         .status()
-        .context("cannot run the VirtualBMC environment's python")?;
+        .with_context(|| format!("cannot run the python of {what}"))?;
     if !status.success() {
-        bail!("VirtualBMC was installed but does not import (see above)");
+        bail!("{what} were installed but do not import (see above)");
     }
     std::fs::write(&stamp, wanted).with_context(|| format!("cannot write {}", stamp.display()))?;
     Ok(())

@@ -8,23 +8,25 @@ use crate::conductor::access::{
 use crate::store::{ApiTokenRow, AuditRow, ProjectRow};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/v1/whoami", get(whoami))
-        .route("/v1/api-tokens", post(create_token).get(list_tokens))
-        .route("/v1/api-tokens/{id}", delete(revoke_token))
-        .route("/v1/projects", post(create_project).get(list_projects))
-        .route("/v1/audit", get(audit))
-        .route("/v1/nodes/{name}/revoke", post(revoke_node))
+pub(super) fn routes() -> OpenApiRouter<Arc<Shared>> {
+    OpenApiRouter::new()
+        .routes(routes!(whoami))
+        .routes(routes!(create_token, list_tokens))
+        .routes(routes!(revoke_token))
+        .routes(routes!(create_project, list_projects))
+        .routes(routes!(audit))
+        .routes(routes!(revoke_node))
 }
 
 /// `GET /v1/whoami`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WhoAmI {
     /// The token's id.
     pub token: String,
@@ -36,6 +38,12 @@ pub struct WhoAmI {
     pub project: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    tag = "access",
+    responses((status = 200, body = WhoAmI))
+)]
 async fn whoami(Extension(c): Extension<Caller>) -> Json<WhoAmI> {
     Json(WhoAmI {
         token: c.token,
@@ -45,6 +53,13 @@ async fn whoami(Extension(c): Extension<Caller>) -> Json<WhoAmI> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/api-tokens",
+    tag = "access",
+    request_body = CreateApiToken,
+    responses((status = 201, description = "The token; its secret is shown only here", body = CreatedApiToken))
+)]
 async fn create_token(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,
@@ -56,6 +71,12 @@ async fn create_token(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/api-tokens",
+    tag = "access",
+    responses((status = 200, body = Vec<ApiTokenRow>))
+)]
 async fn list_tokens(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,
@@ -63,6 +84,13 @@ async fn list_tokens(
     Ok(Json(conductor::list_api_tokens(&s, &c).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/api-tokens/{id}",
+    tag = "access",
+    params(("id" = String, Path, description = "The token's id")),
+    responses((status = 200, body = ApiTokenRow))
+)]
 async fn revoke_token(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,
@@ -71,6 +99,13 @@ async fn revoke_token(
     Ok(Json(conductor::revoke_api_token(&s, &c, &id).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/projects",
+    tag = "access",
+    request_body = CreateProject,
+    responses((status = 201, body = ProjectRow))
+)]
 async fn create_project(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,
@@ -82,6 +117,12 @@ async fn create_project(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/projects",
+    tag = "access",
+    responses((status = 200, body = Vec<ProjectRow>))
+)]
 async fn list_projects(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,
@@ -90,12 +131,20 @@ async fn list_projects(
 }
 
 /// Query of `GET /v1/audit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
     /// At most this many, newest first (default 100).
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "access",
+    params(AuditQuery),
+    responses((status = 200, body = Vec<AuditRow>))
+)]
 async fn audit(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,
@@ -106,6 +155,13 @@ async fn audit(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{name}/revoke",
+    tag = "access",
+    params(("name" = String, Path, description = "The node's name")),
+    responses((status = 200, body = Revoked))
+)]
 async fn revoke_node(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,

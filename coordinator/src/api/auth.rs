@@ -22,7 +22,7 @@ pub(crate) struct ProblemCode(pub &'static str);
 /// Who may call a route: nobody needs a token (`None`), or the role it needs.
 pub(crate) fn needed(method: &Method, route: &str) -> Option<ApiRole> {
     match route {
-        "/live" | "/ready" | "/images/sha256/{hex}" => return None,
+        "/live" | "/ready" | "/images/sha256/{hex}" | super::OPENAPI_PATH => return None,
         "/v1/audit" => return Some(ApiRole::Admin),
         _ => {}
     }

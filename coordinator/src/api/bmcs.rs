@@ -8,22 +8,30 @@ use crate::conductor::bmcs::{
 };
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/v1/nodes", post(enroll))
-        .route("/v1/nodes/{name}", axum::routing::delete(delete))
-        .route("/v1/nodes/{name}/bmc", get(show))
-        .route("/v1/nodes/{name}/power", post(power))
-        .route("/v1/nodes/{name}/bootdev", post(bootdev))
-        .route("/v1/nodes/{name}/sensors", post(sensors))
-        .route("/v1/nodes/{name}/sel", post(sel))
-        .route("/v1/nodes/{name}/provision", post(provision))
+pub(super) fn routes() -> OpenApiRouter<Arc<Shared>> {
+    OpenApiRouter::new()
+        .routes(routes!(enroll))
+        .routes(routes!(delete))
+        .routes(routes!(show))
+        .routes(routes!(power))
+        .routes(routes!(bootdev))
+        .routes(routes!(sensors))
+        .routes(routes!(sel))
+        .routes(routes!(provision))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/nodes",
+    tag = "bare-metal",
+    request_body = EnrollBmcNode,
+    responses((status = 201, description = "Enrolled by its BMC", body = BmcView))
+)]
 async fn enroll(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,
@@ -35,14 +43,36 @@ async fn enroll(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/nodes/{name}",
+    tag = "bare-metal",
+    params(("name" = String, Path, description = "The node's name")),
+    responses((status = 200, description = "The node as it was", body = BmcView))
+)]
 async fn delete(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult<BmcView> {
     Ok(Json(conductor::delete(&s, &name).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/nodes/{name}/bmc",
+    tag = "bare-metal",
+    params(("name" = String, Path, description = "The node's name")),
+    responses((status = 200, body = BmcView))
+)]
 async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult<BmcView> {
     Ok(Json(conductor::show(&s, &name).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{name}/power",
+    tag = "bare-metal",
+    params(("name" = String, Path, description = "The node's name")),
+    request_body = PowerRequest,
+    responses((status = 200, body = BmcAction))
+)]
 async fn power(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
@@ -51,6 +81,14 @@ async fn power(
     Ok(Json(conductor::power(&s, &name, req).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{name}/bootdev",
+    tag = "bare-metal",
+    params(("name" = String, Path, description = "The node's name")),
+    request_body = BootdevRequest,
+    responses((status = 200, body = BmcAction))
+)]
 async fn bootdev(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
@@ -59,10 +97,25 @@ async fn bootdev(
     Ok(Json(conductor::bootdev(&s, &name, req).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{name}/sensors",
+    tag = "bare-metal",
+    params(("name" = String, Path, description = "The node's name")),
+    responses((status = 200, body = BmcAction))
+)]
 async fn sensors(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult<BmcAction> {
     Ok(Json(conductor::sensors(&s, &name).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{name}/sel",
+    tag = "bare-metal",
+    params(("name" = String, Path, description = "The node's name")),
+    request_body = SelRequest,
+    responses((status = 200, body = BmcAction))
+)]
 async fn sel(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
@@ -71,6 +124,14 @@ async fn sel(
     Ok(Json(conductor::sel(&s, &name, req).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{name}/provision",
+    tag = "bare-metal",
+    params(("name" = String, Path, description = "The node's name")),
+    request_body = crate::conductor::lifecycle::ProvisionRequest,
+    responses((status = 200, body = crate::conductor::lifecycle::LifecycleView))
+)]
 async fn provision(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,

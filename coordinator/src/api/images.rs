@@ -10,16 +10,19 @@ use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use ferric_images::inspect::{Format, ImageError};
 use ferric_images::source::{Algo, Hasher, parse_checksum};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Query of `PUT /v1/images/{name}`.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UploadQuery {
     /// Declared format; content that differs is refused.
@@ -33,16 +36,19 @@ pub struct UploadQuery {
     pub project: Option<String>,
 }
 
-pub(super) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/v1/images", get(list))
-        .route(
-            "/v1/images/{name}",
-            get(show).put(upload).delete(delete_image),
-        )
-        .route("/images/sha256/{hex}", get(serve_blob))
+pub(super) fn routes() -> OpenApiRouter<Arc<Shared>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show, upload, delete_image))
+        .routes(routes!(serve_blob))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/images",
+    tag = "images",
+    responses((status = 200, body = Vec<ImageView>))
+)]
 async fn list(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,
@@ -50,10 +56,24 @@ async fn list(
     Ok(Json(conductor::list(&s, &c).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/images/{name}",
+    tag = "images",
+    params(("name" = String, Path, description = "The image's name")),
+    responses((status = 200, body = ImageView))
+)]
 async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult<ImageView> {
     Ok(Json(conductor::show(&s, &name).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/images/{name}",
+    tag = "images",
+    params(("name" = String, Path, description = "The image's name")),
+    responses((status = 200, description = "The image as it was", body = ImageView))
+)]
 async fn delete_image(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
@@ -115,6 +135,14 @@ fn over_quota(project: &str, quota: u64) -> ApiError {
     )))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/images/{name}",
+    tag = "images",
+    params(("name" = String, Path, description = "The image's name"), UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The image file"),
+    responses((status = 201, description = "Stored, inspected and checksummed", body = ImageView))
+)]
 async fn upload(
     State(s): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
@@ -304,6 +332,14 @@ fn conflict(name: &str) -> ApiError {
 
 /// Serves a blob with `Range` support. Its content never changes (the path is its sha256), so
 /// the ETag is the digest; an `If-Range` naming anything else gets the whole file, as HTTP says.
+#[utoipa::path(
+    get,
+    path = "/images/sha256/{hex}",
+    tag = "images",
+    params(("hex" = String, Path, description = "The blob's SHA-256, lowercase hex")),
+    responses((status = 200, description = "The blob (also 206 for a `Range`)", body = Vec<u8>, content_type = "application/octet-stream"), (status = 206, description = "The range asked", body = Vec<u8>, content_type = "application/octet-stream")),
+    security(())
+)]
 pub(super) async fn serve_blob(
     State(s): State<Arc<Shared>>,
     Path(hex): Path<String>,

@@ -15,6 +15,7 @@ mod guests;
 mod images;
 mod nodes;
 mod plans;
+mod problems;
 
 use crate::Shared;
 use crate::conductor::ConductorError;
@@ -44,7 +45,7 @@ pub enum ApiError {
 
 /// A problem document (RFC 9457): `type`, `title`, `status`, `detail`, and Ferric's stable
 /// `code`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Problem type URI; `about:blank` (the status says it all).
     #[serde(rename = "type")]
@@ -145,28 +146,186 @@ pub(crate) async fn serve_blob(
     images::serve_blob(axum::extract::State(s), axum::extract::Path(hex), req).await
 }
 
-/// The API's routes.
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/live", get(|| async { "ok" }))
-        .route("/ready", get(nodes::ready))
-        .route("/metrics", get(nodes::metrics))
+/// The API's contract, generated from the handlers' annotations: every route of [`router`]
+/// and nothing else (both come from the same `routes!` lists), served at `/v1/openapi.json`.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Ferric coordinator API",
+        description = "Provisioning plans, nodes, bare metal, guests, images and access of a Ferric fleet."
+    ),
+    components(schemas(Problem))
+)]
+struct ApiDoc;
+
+/// What every operation shares: the bearer token (unless the route is public), the
+/// `project` a fleet token acts in, and failures as problem documents.
+struct Contract;
+
+impl utoipa::Modify for Contract {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{Parameter, ParameterIn};
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder, schema};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("ID.SECRET")
+                    .description(Some("An API token (`ferric api-token create`)."))
+                    .build(),
+            ),
+        );
+        doc.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+        let failure = ResponseBuilder::new()
+            .description("The call failed: a problem document (RFC 9457) with a stable `code`")
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build();
+        for item in doc.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                op.responses
+                    .responses
+                    .insert("default".into(), failure.clone().into());
+                let public = op.security.as_ref().is_some_and(|s| {
+                    s.iter()
+                        .all(|r| *r == utoipa::openapi::security::SecurityRequirement::default())
+                });
+                if !public {
+                    let mut project = Parameter::new("project");
+                    project.parameter_in = ParameterIn::Query;
+                    project.required = Required::False;
+                    project.description = Some(
+                        "The project a fleet-wide token acts in (default `default`); a \
+                         project's token acts in its own."
+                            .into(),
+                    );
+                    project.schema = Some(schema::Object::with_type(schema::Type::String).into());
+                    let params = op.parameters.get_or_insert_with(Vec::new);
+                    let named = |p: &utoipa::openapi::RefOr<Parameter>| matches!(p, utoipa::openapi::RefOr::T(p) if p.name == "project");
+                    if !params.iter().any(named) {
+                        params.push(project.into());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The API's routes, not yet gated, and their OpenAPI document (from the same lists).
+fn routes_and_doc() -> (Router<Arc<Shared>>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    let (routes, mut doc) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(nodes::routes())
         .merge(bmcs::routes())
         .merge(plans::routes())
         .merge(guests::routes())
         .merge(images::routes())
         .merge(access::routes())
+        .split_for_parts();
+    utoipa::Modify::modify(&Contract, &mut doc);
+    (routes, doc)
+}
+
+/// The API's OpenAPI document, as `/v1/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes_and_doc().1
+}
+
+/// The API's routes and their OpenAPI document.
+pub fn router_and_doc(shared: Arc<Shared>) -> (Router, utoipa::openapi::OpenApi) {
+    let (routes, doc) = routes_and_doc();
+    let served = Arc::new(doc.clone());
+    let router = routes
+        .route(
+            OPENAPI_PATH,
+            get(move || {
+                let doc = served.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             auth::gate,
         ))
-        .with_state(shared)
+        .layer(axum::middleware::map_response(problems::as_problem))
+        .with_state(shared);
+    (router, doc)
+}
+
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/v1/openapi.json";
+
+/// The API's routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    router_and_doc(shared).0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_document_names_every_route_and_who_may_call_it() {
+        let doc = openapi();
+        let json = serde_json::to_value(&doc).unwrap();
+        let paths = json["paths"].as_object().unwrap();
+        let mut ops = vec![];
+        for (path, item) in paths {
+            for (method, op) in item.as_object().unwrap() {
+                if !["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                    continue;
+                }
+                let public = op["security"] == serde_json::json!([{}]);
+                let m: axum::http::Method = method.to_uppercase().parse().unwrap();
+                // The gate and the document agree on which routes are public.
+                assert_eq!(
+                    auth::needed(&m, path).is_none(),
+                    public,
+                    "{method} {path}: gate and document disagree"
+                );
+                assert!(
+                    op["responses"]["default"]["content"]["application/problem+json"].is_object(),
+                    "{method} {path} documents its failures"
+                );
+                ops.push(format!("{} {path}", m));
+            }
+        }
+        for want in [
+            "GET /live",
+            "GET /metrics",
+            "POST /v1/nodes",
+            "GET /v1/nodes",
+            "DELETE /v1/nodes/{name}",
+            "PUT /v1/images/{name}",
+            "GET /images/sha256/{hex}",
+            "POST /v1/plans",
+            "DELETE /v1/api-tokens/{id}",
+            "POST /v1/nodes/{name}/revoke",
+        ] {
+            assert!(ops.iter().any(|o| o == want), "{want} missing from {ops:?}");
+        }
+        assert_eq!(ops.len(), 39, "{ops:?}");
+        assert!(json["components"]["securitySchemes"]["bearer"].is_object());
+    }
 
     #[test]
     fn errors_are_problem_documents_with_stable_codes() {

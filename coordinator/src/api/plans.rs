@@ -6,17 +6,26 @@ use crate::conductor::access::Caller;
 use crate::conductor::plans::{self as conductor, CreatePlans, CreatedPlan, PlanStatus};
 use crate::store::PlanRow;
 use axum::extract::{Path, Query, State};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use std::sync::Arc;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/v1/plans", post(create).get(list))
-        .route("/v1/plans/{id}", get(show))
+pub(super) fn routes() -> OpenApiRouter<Arc<Shared>> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/plans",
+    tag = "plans",
+    request_body = CreatePlans,
+    responses((status = 200, body = Vec<CreatedPlan>))
+)]
 async fn create(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,
@@ -26,7 +35,8 @@ async fn create(
 }
 
 /// Query of `GET /v1/plans`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PlansQuery {
     /// Only this node's plans.
     node: Option<String>,
@@ -34,6 +44,13 @@ struct PlansQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/plans",
+    tag = "plans",
+    params(PlansQuery),
+    responses((status = 200, body = Vec<PlanRow>))
+)]
 async fn list(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,
@@ -44,6 +61,13 @@ async fn list(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/plans/{id}",
+    tag = "plans",
+    params(("id" = u64, Path, description = "The plan's id")),
+    responses((status = 200, body = PlanStatus))
+)]
 async fn show(State(s): State<Arc<Shared>>, Path(id): Path<u64>) -> ApiResult<PlanStatus> {
     Ok(Json(conductor::status(&s, id).await?))
 }

@@ -151,7 +151,7 @@ pub async fn authenticate(
 }
 
 /// `POST /v1/api-tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateApiToken {
     /// Its role.
     pub role: ApiRole,
@@ -170,7 +170,7 @@ pub struct CreateApiToken {
 }
 
 /// A new API token: its secret is shown this once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedApiToken {
     /// `ID.SECRET`, for `Authorization: Bearer`.
     pub token: String,
@@ -312,9 +312,10 @@ pub async fn revoke_api_token(s: &Shared, caller: &Caller, id: &str) -> Result<A
 }
 
 /// `POST /v1/projects`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateProject {
     /// Name (a DNS label).
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// Most bytes of images it may keep; absent: no quota beyond the upload limit.
     #[serde(default)]
@@ -385,7 +386,7 @@ pub async fn first_admin_token(s: &Shared) -> Result<Option<CreatedApiToken>> {
 }
 
 /// What `POST /v1/nodes/{name}/revoke` did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Revoked {
     /// The node.
     pub node: String,

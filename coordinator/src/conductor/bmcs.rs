@@ -12,12 +12,14 @@ use ferric_proto::plan::{Access, BootDevice, PowerAction, Step};
 use serde::{Deserialize, Serialize};
 
 /// Body of `POST /v1/nodes`: a bare-metal node and its BMC.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollBmcNode {
     /// Node name (a DNS label).
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// `ipmi://USER@HOST[:PORT]`.
+    #[schema(pattern = "^ipmi://[^@/]+@[^/]+$")]
     pub bmc: String,
     /// BMC password.
     pub password: String,
@@ -42,7 +44,7 @@ impl std::fmt::Debug for EnrollBmcNode {
 }
 
 /// A node's BMC as the API shows it (never the password).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BmcView {
     /// The bare-metal node.
     pub node: String,
@@ -75,7 +77,7 @@ pub struct BmcView {
 }
 
 /// Body of `POST /v1/nodes/{name}/power`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PowerRequest {
     /// `on`, `off`, `cycle`, `reset`, `soft` or `status`.
@@ -83,7 +85,7 @@ pub struct PowerRequest {
 }
 
 /// Body of `POST /v1/nodes/{name}/bootdev`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BootdevRequest {
     /// `pxe`, `disk`, `bios`, `cdrom`.
@@ -97,7 +99,7 @@ pub struct BootdevRequest {
 }
 
 /// Answer to a BMC request: the plan pushed to the driving agent.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BmcAction {
     /// The bare-metal node.
     pub node: String,
@@ -379,7 +381,7 @@ pub async fn sensors(s: &Shared, name: &str) -> Result<BmcAction> {
 }
 
 /// Body of `POST /v1/nodes/{name}/sel`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SelRequest {
     /// Clear the log once it has been read.
     #[serde(default)]

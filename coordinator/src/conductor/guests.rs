@@ -23,7 +23,7 @@ fn default_pool() -> String {
 pub const CONSOLE_DIR: &str = "/var/log/ferric/guests";
 
 /// Body of `POST /v1/guests`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGuest {
     /// Name.
@@ -49,7 +49,7 @@ pub struct CreateGuest {
 }
 
 /// Answer to a guest action.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GuestAction {
     /// Guest.
     pub guest: String,
@@ -60,7 +60,7 @@ pub struct GuestAction {
 }
 
 /// A guest with what its host last reported of it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GuestView {
     /// Name.
     pub name: String,

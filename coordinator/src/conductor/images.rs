@@ -50,7 +50,7 @@ impl ImageStore {
 }
 
 /// An image as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImageView {
     /// Name.
     pub name: String,

@@ -12,6 +12,7 @@
 //! * [`power_sync`]: what agents read from BMCs, and what power steps leave;
 //! * [`guests`] with [`placement`]: guests as desired state on hypervisor hosts;
 //! * [`images`]: the image store's files and the images it holds;
+//! * [`metrics`]: the fleet as Prometheus series for `/metrics`;
 //! * [`lifecycle`]: bare-metal nodes from enroll to active and back, every wait with a deadline.
 
 pub mod access;
@@ -21,6 +22,7 @@ pub mod events;
 pub mod guests;
 pub mod images;
 pub mod lifecycle;
+pub mod metrics;
 pub mod nodes;
 pub mod placement;
 pub mod plans;

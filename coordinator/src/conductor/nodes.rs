@@ -18,7 +18,7 @@ use std::time::Duration;
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A node with its link state.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeView {
     /// Name.
     pub name: String,
@@ -48,7 +48,7 @@ pub struct NodeView {
 }
 
 /// `GET /v1/nodes/{name}`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeDetail {
     /// The node.
     pub node: NodeView,
@@ -156,6 +156,42 @@ pub enum NodeTelemetry {
     Bmc(Vec<BmcRecord>),
 }
 
+// By hand: an empty list is either kind, so the schema is `anyOf` (the derive's `oneOf`
+// would call `[]` ambiguous).
+impl utoipa::PartialSchema for NodeTelemetry {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::Ref;
+        use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder};
+        AnyOfBuilder::new()
+            .item(ArrayBuilder::new().items(Ref::from_schema_name("TelemetryRecord")))
+            .item(ArrayBuilder::new().items(Ref::from_schema_name("BmcRecord")))
+            .description(Some(
+                "An agent's host samples, or a bare-metal node's BMC reads, oldest first.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for NodeTelemetry {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            "TelemetryRecord".into(),
+            <TelemetryRecord as utoipa::PartialSchema>::schema(),
+        ));
+        <TelemetryRecord as utoipa::ToSchema>::schemas(schemas);
+        schemas.push((
+            "BmcRecord".into(),
+            <BmcRecord as utoipa::PartialSchema>::schema(),
+        ));
+        <BmcRecord as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 /// What arrived from or about `name` after `after_ms`.
 pub async fn telemetry(s: &Shared, name: &str, after_ms: i64) -> Result<NodeTelemetry> {
     let node = find(s, name).await?;
@@ -167,7 +203,7 @@ pub async fn telemetry(s: &Shared, name: &str, after_ms: i64) -> Result<NodeTele
 }
 
 /// Body of `POST /v1/tokens`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// Lifetime in seconds.
@@ -175,7 +211,7 @@ pub struct CreateToken {
 }
 
 /// A created bootstrap token. The secret is shown once and only its hash is stored.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     /// `ID.SECRET`.
     pub token: String,

@@ -11,7 +11,7 @@ pub const CPU_ALLOCATION_RATIO: f64 = 4.0;
 pub const RAM_ALLOCATION_RATIO: f64 = 1.0;
 
 /// A hypervisor host as placement sees it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostView {
     /// Node name.
     pub name: String,

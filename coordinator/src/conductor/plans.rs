@@ -15,7 +15,7 @@ use std::time::Duration;
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A step as written in a plan file: the step, and optionally its key and timeout.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepSpec {
     /// The step (`ensure_bridge: {name: br0}` and so on).
     #[serde(flatten)]
@@ -29,7 +29,7 @@ pub struct StepSpec {
 }
 
 /// A plan file (YAML or JSON).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanFile {
     /// Steps in order.
@@ -92,7 +92,7 @@ impl PlanFile {
 }
 
 /// Body of `POST /v1/plans`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePlans {
     /// Nodes to receive the plan (one plan each).
@@ -102,7 +102,7 @@ pub struct CreatePlans {
 }
 
 /// One created plan.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedPlan {
     /// Plan id.
     pub id: u64,
@@ -113,7 +113,7 @@ pub struct CreatedPlan {
 }
 
 /// A plan with its events in order (`GET /v1/plans/{id}`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PlanStatus {
     /// The plan.
     pub plan: PlanRow,

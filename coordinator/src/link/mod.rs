@@ -132,6 +132,11 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
     tls.alpn_protocols = vec![ALPN.to_vec(), ALPN_ENROLL.to_vec()];
+    // No session resumption: a resumed TLS 1.3 session skips the client certificate, so an
+    // agent revoked after its first handshake would come back on a ticket. Every connection
+    // shows its certificate (a full handshake per reconnect is cheap next to its lifetime).
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    tls.send_tls13_tickets = 0;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
     let mut transport = quinn::TransportConfig::default();
     transport.max_idle_timeout(Some(

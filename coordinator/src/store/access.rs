@@ -8,7 +8,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 /// A project as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProjectRow {
     /// Name.
     pub name: String,
@@ -19,7 +19,7 @@ pub struct ProjectRow {
 }
 
 /// An API token as stored (never its secret).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiTokenRow {
     /// Its id (the part before the dot).
     pub id: String,
@@ -42,7 +42,7 @@ pub struct ApiTokenRow {
 }
 
 /// One audited call.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRow {
     /// Order.
     pub id: i64,

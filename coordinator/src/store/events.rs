@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 /// A stored step event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EventRow {
     /// Plan.
     pub plan: PlanId,

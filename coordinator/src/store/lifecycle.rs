@@ -32,7 +32,7 @@ pub struct LifecycleRow {
 }
 
 /// One transition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TransitionRow {
     /// Order within the node.
     pub seq: i64,

@@ -27,7 +27,7 @@ pub use guests::{Allocation, GuestRow};
 pub use images::ImageRow;
 pub use lifecycle::{LifecycleRow, TransitionRow};
 pub use nodes::NodeRow;
-pub use plans::PlanRow;
+pub use plans::{PlanFigure, PlanRow};
 pub use tokens::{EnrollProblem, TokenProblem};
 
 use ferric_proto::plan::PlanId;

@@ -19,8 +19,19 @@ macro_rules! select_plans {
     };
 }
 
+/// A plan counted by `/metrics`.
+#[derive(Debug, Clone)]
+pub struct PlanFigure {
+    /// Its node.
+    pub node: String,
+    /// Its state.
+    pub state: PlanState,
+    /// From creation to finish, µs; `None` while unfinished.
+    pub took_us: Option<i64>,
+}
+
 /// A plan as stored, with its timestamps.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PlanRow {
     /// Id.
     pub id: PlanId,
@@ -155,5 +166,21 @@ impl Store {
         .bind(PlanState::Pending.as_str());
         self.run(q).await?;
         Ok(())
+    }
+    /// Every plan's node and state and, once it finished, how long it took from its creation
+    /// (µs): what `/metrics` counts.
+    pub async fn plan_figures(&self) -> Result<Vec<PlanFigure>, StoreError> {
+        let q = sqlx::query(
+            "SELECT node, state, CASE WHEN finished_at_us IS NULL THEN NULL \
+             ELSE finished_at_us - created_at_us END AS took_us FROM plans",
+        );
+        self.fetch_rows(q, |r| {
+            Ok(PlanFigure {
+                node: r.try_get("node")?,
+                state: r.try_get::<String, _>("state")?.parse()?,
+                took_us: r.try_get("took_us")?,
+            })
+        })
+        .await
     }
 }

@@ -50,7 +50,7 @@ pub struct DeploySpec {
 }
 
 /// A config drive's label and files.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigDrive {
     /// `cidata` (NoCloud) or `config-2` (OpenStack).
     pub label: String,
@@ -59,7 +59,7 @@ pub struct ConfigDrive {
 }
 
 /// Body of `POST /v1/nodes/{name}/provision`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProvisionRequest {
     /// The verb.
     pub verb: Verb,
@@ -78,7 +78,7 @@ pub struct ProvisionRequest {
 }
 
 /// A deploy's progress, from the ramdisk's telemetry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProgressView {
     /// Bytes done.
     pub done: u64,
@@ -91,7 +91,7 @@ pub struct ProgressView {
 }
 
 /// A node's lifecycle as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LifecycleView {
     /// Node.
     pub node: String,

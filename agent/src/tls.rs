@@ -250,6 +250,15 @@ impl Identity {
         write_file(&dir.join("identity.json"), &meta, 0o644)
     }
 
+    /// The client certificate and its key in one PEM, for the HTTPS client that fetches
+    /// images from the coordinator (the certificate is the agent's credential there; it grants
+    /// image blobs of its node's project and nothing else of the API).
+    pub fn client_pem(&self) -> Vec<u8> {
+        let mut out = pem("CERTIFICATE", &self.cert_der);
+        out.push_str(&pem("PRIVATE KEY", &self.key_der));
+        out.into_bytes()
+    }
+
     /// Loads the identity saved in `dir`.
     pub fn load(dir: &Path) -> Result<Self, TlsError> {
         let meta_path = dir.join("identity.json");

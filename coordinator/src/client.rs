@@ -49,43 +49,107 @@ pub struct Client {
     base: String,
     http: reqwest::Client,
     project: Option<String>,
+    /// The pinned CA certificates (DER), when pinned.
+    pinned: Option<Vec<Vec<u8>>>,
+    token: Option<Secret>,
+}
+
+/// A token kept for image fetches; `Debug` shows nothing of it.
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
 }
 
 impl Client {
-    /// A client for the API at `base` (`http://host:port`) without a token (the probes only).
+    /// A client for the API at `base` (`https://host:port`) without a token (the probes only),
+    /// trusting the system's CAs.
     pub fn new(base: &str) -> Self {
-        // reqwest is built without a TLS provider of its own: Ferric uses ring everywhere.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        Self {
+        Self::connect(base, None, None).unwrap_or_else(|_| Self {
             base: base.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
             project: None,
-        }
+            pinned: None,
+            token: None,
+        })
     }
 
-    /// A client for the API at `base` that presents the API token `token` (`ID.SECRET`).
+    /// A client for the API at `base` that presents the API token `token` (`ID.SECRET`),
+    /// trusting the system's CAs.
     pub fn with_token(base: &str, token: &str) -> Result<Self> {
+        Self::connect(base, Some(token), None)
+    }
+
+    /// A client for the API at `base`, presenting `token` if any; with `ca_pem` (the
+    /// coordinator's `ca.pem`) that CA is the only one trusted — the coordinator is pinned as
+    /// its agents pin it — else the system's CAs are.
+    pub fn connect(base: &str, token: Option<&str>, ca_pem: Option<&[u8]>) -> Result<Self> {
+        // reqwest is built without a TLS provider of its own: Ferric uses ring everywhere.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| ClientError::Api {
-                status: reqwest::StatusCode::UNAUTHORIZED,
-                code: "invalid_token".into(),
-                detail: "the API token holds characters a header cannot".into(),
-            })?;
-        value.set_sensitive(true);
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .map_err(|source| ClientError::Unreachable {
-                base: base.to_owned(),
-                source,
-            })?;
+        let bad = |detail: String| ClientError::Api {
+            status: reqwest::StatusCode::BAD_REQUEST,
+            code: "client_config".into(),
+            detail,
+        };
+        let mut builder = reqwest::Client::builder();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| ClientError::Api {
+                    status: reqwest::StatusCode::UNAUTHORIZED,
+                    code: "invalid_token".into(),
+                    detail: "the API token holds characters a header cannot".into(),
+                })?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        let mut pinned = None;
+        if let Some(pem) = ca_pem {
+            use rustls_pki_types::pem::PemObject;
+            let ders = rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+                .map(|c| c.map(|c| c.to_vec()))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| bad(format!("the CA file is not PEM certificates: {e}")))?;
+            if ders.is_empty() {
+                return Err(bad("the CA file holds no certificate".into()));
+            }
+            let certs = ders
+                .iter()
+                .map(|d| reqwest::Certificate::from_der(d))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| bad(format!("the CA file holds a bad certificate: {e}")))?;
+            builder = builder.tls_certs_only(certs);
+            pinned = Some(ders);
+        }
+        let http = builder.build().map_err(|source| ClientError::Unreachable {
+            base: base.to_owned(),
+            source,
+        })?;
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             http,
             project: None,
+            pinned,
+            token: token.map(|t| Secret(t.to_owned())),
+        })
+    }
+
+    /// How to fetch `url` when it is one of this API's (an image blob): with the pinned CA
+    /// and the token. `None` for any other URL, which gets neither.
+    pub fn http_options_for(&self, url: &str) -> Option<ferric_images::source::HttpOptions> {
+        let rest = url.strip_prefix(&self.base)?;
+        if !rest.starts_with('/') {
+            return None;
+        }
+        Some(ferric_images::source::HttpOptions {
+            roots: self.pinned.clone().unwrap_or_default(),
+            only_roots: self.pinned.is_some(),
+            identity_pem: None,
+            bearer: self.token.as_ref().map(|t| t.0.clone()),
         })
     }
 

@@ -45,8 +45,14 @@ pub struct Config {
     pub max_frame: usize,
     /// How long a drain waits for connections to close.
     pub drain_grace: Duration,
-    /// Base URL agents fetch images from; `http://<API address>` when absent.
+    /// Base URL agents fetch images from; `https://<API address>` when absent.
     pub images_url: Option<String>,
+    /// Serve the API over plain HTTP instead of HTTPS (loopback addresses only).
+    pub api_plain_http: bool,
+    /// Names and addresses the API's certificate carries beside `coordinator.ferric.internal`,
+    /// `localhost`, the loopback addresses, this host's name, the API address and the images
+    /// URL's host.
+    pub api_names: Vec<String>,
     /// Boot services on a provisioning interface (off when absent).
     pub boot: Option<boot::BootConfig>,
     /// How long bare-metal lifecycle waits may last.
@@ -70,6 +76,8 @@ impl Config {
             max_frame: ferric_proto::frame::DEFAULT_MAX_FRAME,
             drain_grace: Duration::from_secs(5),
             images_url: None,
+            api_plain_http: false,
+            api_names: Vec::new(),
             boot: None,
             lifecycle: conductor::lifecycle::Timeouts::default(),
             secrets_key: None,
@@ -131,6 +139,14 @@ pub enum StartError {
     /// The boot services did not start.
     #[error(transparent)]
     Boot(#[from] boot::BootError),
+    /// Plain HTTP was asked for on an address other hosts reach.
+    #[error(
+        "the API serves plain HTTP on loopback only, and {0} is not: drop the plain-HTTP flag (HTTPS with the coordinator's CA is the default)"
+    )]
+    PlainHttpNotLoopback(SocketAddr),
+    /// The API's TLS configuration failed.
+    #[error("the API's TLS configuration: {0}")]
+    ApiTls(#[source] rustls::Error),
     /// The API socket could not be bound.
     #[error("cannot bind the HTTP API to {0}")]
     ApiBind(SocketAddr, #[source] std::io::Error),
@@ -268,6 +284,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             addr: config.listen,
             source,
         })?;
+    if config.api_plain_http && !config.api_listen.ip().is_loopback() {
+        return Err(StartError::PlainHttpNotLoopback(config.api_listen));
+    }
     let api_listener = tokio::net::TcpListener::bind(config.api_listen)
         .await
         .map_err(|e| StartError::ApiBind(config.api_listen, e))?;
@@ -275,9 +294,22 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|e| StartError::ApiBind(config.api_listen, e))?;
     let mut config = config;
+    let scheme = if config.api_plain_http {
+        "http"
+    } else {
+        "https"
+    };
     if config.images_url.is_none() {
-        config.images_url = Some(format!("http://{api}"));
+        config.images_url = Some(format!("{scheme}://{api}"));
     }
+    let api_tls = if config.api_plain_http {
+        None
+    } else {
+        Some(api::listen::tls_config(
+            &pki,
+            &api_cert_names(&config, api),
+        )?)
+    };
     let shared = Arc::new(Shared {
         config,
         store,
@@ -317,8 +349,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             format!(
                 "# The first admin token of this coordinator (the whole fleet); keep it secret.\n\
                  # Use it with FERRIC_CONFIG={} or copy it to ~/.config/ferric/config.toml.\n\
-                 api = \"http://{host}\"\ntoken = \"{}\"\n",
+                 api = \"{scheme}://{host}\"\nca = \"{}\"\ntoken = \"{}\"\n",
                 path.display(),
+                shared.config.data_dir.join("ca.pem").display(),
                 t.token
             ),
         )?;
@@ -331,7 +364,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
     tokio::spawn(conductor::lifecycle::deadlines(shared.clone()));
-    let task = tokio::spawn(serve(endpoint, api_listener, shared.clone()));
+    let task = tokio::spawn(serve(endpoint, api_listener, api_tls, shared.clone()));
     Ok(Running {
         listen,
         api,
@@ -341,22 +374,38 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
+/// The names the API's certificate carries beside the fixed ones: this host's name, the API
+/// address when it is a specific one, the images URL's host, and the configured extras.
+fn api_cert_names(config: &Config, api: SocketAddr) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Ok(h) = nix::unistd::gethostname()
+        && let Some(h) = h.to_str()
+    {
+        names.push(h.to_owned());
+    }
+    if !api.ip().is_unspecified() {
+        names.push(api.ip().to_string());
+    }
+    if let Some(host) = config
+        .images_url
+        .as_deref()
+        .and_then(|u| reqwest::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(str::to_owned))
+    {
+        names.push(host);
+    }
+    names.extend(config.api_names.iter().cloned());
+    names
+}
+
 async fn serve(
     endpoint: quinn::Endpoint,
     api_listener: tokio::net::TcpListener,
+    api_tls: Option<rustls::ServerConfig>,
     shared: Arc<Shared>,
 ) {
     let shutdown = shared.shutdown.clone();
-    let api_task = tokio::spawn({
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            let app = api::router(shared);
-            let _ = axum::serve(api_listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
-        }
-    });
+    let api_task = tokio::spawn(api::listen::serve(api_listener, api_tls, shared.clone()));
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {

@@ -61,6 +61,8 @@ async fn real_main() -> Result<()> {
     config.listen = args.listen;
     config.api_listen = args.api_listen;
     config.images_url = args.images_url.clone();
+    config.api_plain_http = args.api_plain_http;
+    config.api_names = args.api_names.clone();
     config.telemetry_interval = args.telemetry_interval;
     config.drain_grace = args.drain_grace;
     config.lifecycle.callback = args.callback_timeout;

@@ -218,6 +218,43 @@ impl Pki {
         )
     }
 
+    /// A fresh certificate for the HTTPS API, signed at each start and kept in memory only:
+    /// it names `coordinator.ferric.internal` (the name the agents' link checks too), `localhost`, the
+    /// loopback addresses, and `names` (the host's name, the addresses the API is reached at),
+    /// so that any HTTP client trusting the CA can verify it by the URL's host. Valid 90 days.
+    pub fn api_identity(
+        &self,
+        names: &[String],
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
+        let mut sans = vec![
+            ferric_proto::COORDINATOR_SERVER_NAME.to_owned(),
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        for n in names {
+            let n = n.trim_start_matches('[').trim_end_matches(']');
+            if !n.is_empty() && !sans.iter().any(|s| s.eq_ignore_ascii_case(n)) {
+                sans.push(n.to_owned());
+            }
+        }
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(sans)?;
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Ferric coordinator API");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = now() - time::Duration::hours(1);
+        params.not_after = now() + time::Duration::days(90);
+        let issuer = Issuer::from_ca_cert_der(&self.ca_der, &self.ca_key)?;
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok((
+            vec![cert.der().clone(), self.ca_der.clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        ))
+    }
+
     /// Signs an agent's CSR. The CSR only contributes its public key (and proves possession by
     /// its signature); the identity is `node`, as authorised by the bootstrap token.
     pub fn sign_client(

@@ -52,10 +52,41 @@ impl ImageSource {
 
     /// Opens the source for reading.
     pub fn open(&self) -> io::Result<Box<dyn Source>> {
+        self.open_with(&HttpOptions::default())
+    }
+
+    /// Opens the source with these HTTP settings (see [`HttpOptions`]).
+    pub fn open_with(&self, http: &HttpOptions) -> io::Result<Box<dyn Source>> {
         Ok(match self {
             ImageSource::File(p) => Box::new(FileSource::open(p)?),
-            ImageSource::Url(u) => Box::new(HttpSource::open(u)?),
+            ImageSource::Url(u) => Box::new(HttpSource::open_with(u, http)?),
         })
+    }
+}
+
+/// How an image is fetched over HTTP(S) beyond the URL: from a coordinator, with its CA and a
+/// credential (an agent's client certificate, or an API token).
+#[derive(Clone, Default)]
+pub struct HttpOptions {
+    /// CA certificates (DER) trusted for `https://` beside the system's.
+    pub roots: Vec<Vec<u8>>,
+    /// Trust only `roots`, not the system's CAs (a pinned coordinator).
+    pub only_roots: bool,
+    /// A client certificate and its private key (PEM), shown to a server that asks for one.
+    pub identity_pem: Option<Vec<u8>>,
+    /// An API token sent as `Authorization: Bearer`.
+    pub bearer: Option<String>,
+}
+
+impl std::fmt::Debug for HttpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key and the token are secrets: only whether they are set is shown.
+        f.debug_struct("HttpOptions")
+            .field("roots", &self.roots.len())
+            .field("only_roots", &self.only_roots)
+            .field("identity", &self.identity_pem.is_some())
+            .field("bearer", &self.bearer.is_some())
+            .finish()
     }
 }
 
@@ -162,27 +193,65 @@ impl HttpSource {
     /// [`HttpSource::open`], trusting these CA certificates (DER) for `https://` beside the
     /// system's.
     pub fn open_trusting(url: &str, roots: &[Vec<u8>]) -> io::Result<HttpSource> {
+        Self::open_with(
+            url,
+            &HttpOptions {
+                roots: roots.to_vec(),
+                ..HttpOptions::default()
+            },
+        )
+    }
+
+    /// [`HttpSource::open`] with these settings.
+    pub fn open_with(url: &str, http: &HttpOptions) -> io::Result<HttpSource> {
         install_crypto();
-        let mut builder = reqwest::blocking::Client::builder()
+        let mut builder = Self::builder();
+        if let Some(pem) = &http.identity_pem {
+            // The error names the part, never the key's bytes.
+            let id = reqwest::Identity::from_pem(pem)
+                .map_err(|e| http_err(url, format!("client certificate: {}", chain(&e))))?;
+            builder = builder.identity(id);
+        }
+        if let Some(token) = &http.bearer {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| http_err(url, "the API token holds characters a header cannot"))?;
+            v.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+            builder = builder.default_headers(headers);
+        }
+        let mut certs = Vec::new();
+        for der in &http.roots {
+            certs.push(reqwest::Certificate::from_der(der).map_err(|e| http_err(url, chain(&e)))?);
+        }
+        if http.only_roots || (url.starts_with("http://") && certs.is_empty()) {
+            // Plain HTTP needs no roots, and a deploy ramdisk has no system ones to load.
+            builder = builder.tls_certs_only(certs);
+        } else {
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        Self::start(url, builder)
+    }
+
+    fn builder() -> reqwest::blocking::ClientBuilder {
+        reqwest::blocking::Client::builder()
             // Per read in the blocking client: a transfer that stalls is resumed.
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
             .tcp_keepalive(Duration::from_secs(10))
             .tcp_user_timeout(Duration::from_secs(30))
             .no_gzip()
-            .no_zstd();
-        for der in roots {
-            let cert = reqwest::Certificate::from_der(der).map_err(|e| http_err(url, chain(&e)))?;
-            builder = builder.add_root_certificate(cert);
-        }
-        if url.starts_with("http://") && roots.is_empty() {
-            // Plain HTTP needs no roots, and a deploy ramdisk has no system ones to load.
-            builder = builder.tls_certs_only(std::iter::empty());
-        }
+            .no_zstd()
+    }
+
+    /// Builds the client and opens `url`.
+    fn start(url: &str, builder: reqwest::blocking::ClientBuilder) -> io::Result<HttpSource> {
         let client = builder.build().map_err(|e| http_err(url, chain(&e)))?;
         let mut s = HttpSource {
             client,
-            url: url.to_string(),
+            url: url.to_owned(),
             len: 0,
             validator: None,
             ranges: false,

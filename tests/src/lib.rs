@@ -47,6 +47,9 @@ pub fn coordinator_config(data_dir: &Path) -> ferric_coordinator::Config {
     c.listen = "127.0.0.1:0".parse().expect("addr");
     c.api_listen = "127.0.0.1:0".parse().expect("addr");
     c.drain_grace = Duration::from_secs(2);
+    // The host as a QEMU user-network guest reaches it (the host-VM tests' agent fetches
+    // images from there): a name the API's certificate must carry.
+    c.api_names = vec![hostvm::HostVm::HOST.to_owned()];
     c
 }
 
@@ -64,9 +67,9 @@ pub async fn start(cfg: ferric_coordinator::Config) -> Result<ferric_coordinator
     Ok(coord)
 }
 
-/// The admin tokens of the coordinators this test runs, by API address (nextest runs each
-/// test in its own process).
-static ADMINS: std::sync::Mutex<Vec<(std::net::SocketAddr, String)>> =
+/// The admin tokens and CA files of the coordinators this test runs, by API address (nextest
+/// runs each test in its own process).
+static ADMINS: std::sync::Mutex<Vec<(std::net::SocketAddr, String, PathBuf)>> =
     std::sync::Mutex::new(Vec::new());
 
 /// The token in a coordinator's `admin.conf`.
@@ -81,12 +84,12 @@ pub fn admin_token_in(data_dir: &Path) -> Result<String> {
         .with_context(|| format!("{} has no token", path.display()))
 }
 
-/// Keeps the admin token of the coordinator at `api` whose data is in `data_dir`.
+/// Keeps the admin token and the CA of the coordinator at `api` whose data is in `data_dir`.
 pub fn admit(data_dir: &Path, api: std::net::SocketAddr) -> Result<()> {
     let token = admin_token_in(data_dir)?;
     let mut admins = ADMINS.lock().unwrap_or_else(|p| p.into_inner());
-    admins.retain(|(a, _)| *a != api);
-    admins.push((api, token));
+    admins.retain(|(a, _, _)| *a != api);
+    admins.push((api, token, data_dir.join("ca.pem")));
     Ok(())
 }
 
@@ -95,17 +98,52 @@ pub fn admin_token(api: std::net::SocketAddr) -> Option<String> {
     let admins = ADMINS.lock().unwrap_or_else(|p| p.into_inner());
     admins
         .iter()
-        .find(|(a, _)| *a == api)
-        .map(|(_, t)| t.clone())
+        .find(|(a, _, _)| *a == api)
+        .map(|(_, t, _)| t.clone())
+}
+
+/// The CA file kept for the coordinator at `api`.
+pub fn ca_file(api: std::net::SocketAddr) -> Option<PathBuf> {
+    let admins = ADMINS.lock().unwrap_or_else(|p| p.into_inner());
+    admins
+        .iter()
+        .find(|(a, _, _)| *a == api)
+        .map(|(_, _, c)| c.clone())
+}
+
+/// The API's base URL (HTTPS, as every coordinator the tests start serves it).
+pub fn base_url(api: std::net::SocketAddr) -> String {
+    format!("https://{api}")
+}
+
+/// A client of the API at `api` pinning the CA in `ca`, presenting `token` if any.
+pub fn client_pinned(api: std::net::SocketAddr, ca: &Path, token: Option<&str>) -> Client {
+    let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("read {}: {e}", ca.display()));
+    Client::connect(&base_url(api), token, Some(&pem)).expect("an API client")
+}
+
+/// A reqwest client trusting only the CA of the coordinator at `api` (for raw HTTP calls).
+pub fn http_client(api: std::net::SocketAddr) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = ca_file(api).expect("the coordinator's CA is kept (started with tests::start)");
+    let pem = std::fs::read(&ca).unwrap_or_else(|e| panic!("read {}: {e}", ca.display()));
+    reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).expect("CA PEM"))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// How to fetch the image blobs of the coordinator at `api` (its CA pinned, its admin token).
+pub fn blob_options(api: std::net::SocketAddr) -> ferric_images::source::HttpOptions {
+    client(api)
+        .http_options_for(&format!("{}/images/", base_url(api)))
+        .expect("an API URL gets the API's options")
 }
 
 /// API client of a running coordinator, with its admin token when it is known.
 pub fn client(api: std::net::SocketAddr) -> Client {
-    let base = format!("http://{api}");
-    match admin_token(api) {
-        Some(t) => Client::with_token(&base, &t).expect("a client with the admin token"),
-        None => Client::new(&base),
-    }
+    let ca = ca_file(api).expect("the coordinator's CA is kept (started with tests::start)");
+    client_pinned(api, &ca, admin_token(api).as_deref())
 }
 
 /// Waits until the coordinator process at `api` with its data in `data_dir` is ready, keeps
@@ -115,13 +153,15 @@ pub async fn wait_admitted(
     api: std::net::SocketAddr,
     limit: Duration,
 ) -> Result<Client> {
-    let probe = Client::new(&format!("http://{api}"));
+    let ca = data_dir.join("ca.pem");
     wait_for(limit, "the coordinator's API", || async {
-        Ok(probe
+        if !ca.exists() || !data_dir.join(ferric_coordinator::ADMIN_CONF).exists() {
+            return Ok(None);
+        }
+        Ok(client_pinned(api, &ca, None)
             .get_text("/ready")
             .await
             .ok()
-            .filter(|_| data_dir.join(ferric_coordinator::ADMIN_CONF).exists())
             .map(|_| ()))
     })
     .await?;
@@ -131,7 +171,8 @@ pub async fn wait_admitted(
 
 /// API client presenting `token`.
 pub fn client_with(api: std::net::SocketAddr, token: &str) -> Client {
-    Client::with_token(&format!("http://{api}"), token).expect("a client with a token")
+    let ca = ca_file(api).expect("the coordinator's CA is kept (started with tests::start)");
+    client_pinned(api, &ca, Some(token))
 }
 
 /// How most suites begin: tracing on, a temporary directory, an in-process coordinator with
@@ -462,14 +503,18 @@ pub async fn cli(
     let mut cmd = tokio::process::Command::new(bin("ferric").expect("the ferric binary"));
     // The machine's own config files are not this test's.
     cmd.env_remove("FERRIC_TOKEN")
+        .env_remove("FERRIC_CA")
         .env_remove("FERRIC_PROJECT")
         .env("FERRIC_CONFIG", "/dev/null");
     if let Some(t) = admin_token(api) {
         cmd.env("FERRIC_TOKEN", t);
     }
+    if let Some(ca) = ca_file(api) {
+        cmd.env("FERRIC_CA", ca);
+    }
     let out = cmd
         .arg("--api")
-        .arg(format!("http://{api}"))
+        .arg(base_url(api))
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())

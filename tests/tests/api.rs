@@ -2,8 +2,11 @@
 //! coordinator's own `/v1/openapi.json` against it and finds no server error and no answer
 //! off the document; every mutating operation the document lists refuses no token, a bad,
 //! revoked or expired one, a reader and another project's member, each refusal audited and
-//! nothing changed; a revoked agent certificate is refused in the TLS handshake; `/metrics`
-//! parses with Prometheus' own text-format parser and carries the documented series.
+//! nothing changed; a revoked agent certificate is refused in the TLS handshake (the link's
+//! and the API's); image blobs take an agent's certificate or a token, the certificate
+//! nothing else; the API is HTTPS with the coordinator's CA, which the CLI pins, and plain
+//! HTTP only on loopback; `/metrics` parses with Prometheus' own text-format parser and
+//! carries the documented series.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ferric_agent::tls::Identity;
@@ -24,6 +27,14 @@ fn api_venv() -> PathBuf {
     v
 }
 
+/// The HTTPS client of the raw calls, trusting only the fleet coordinator's CA (one fleet per
+/// test process).
+static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+
+fn http() -> &'static reqwest::Client {
+    HTTP.get().expect("the fleet is up")
+}
+
 /// A raw call: status and body (JSON when it is JSON).
 async fn call(
     method: reqwest::Method,
@@ -31,8 +42,7 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut req = reqwest::Client::new().request(method, url);
+    let mut req = http().request(method, url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -107,7 +117,8 @@ async fn fleet() -> Fleet {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
-    let base = format!("http://{}", coord.api);
+    let base = ferric_tests::base_url(coord.api);
+    let _ = HTTP.set(ferric_tests::http_client(coord.api));
     let admin_t = admin_token(coord.api).unwrap();
     for p in ["red", "blue"] {
         admin(
@@ -599,11 +610,216 @@ async fn a_revoked_agent_certificate_is_refused_in_the_handshake() {
     f.coord.shutdown().await;
 }
 
+/// A client of the coordinator's HTTPS API showing `id`'s agent certificate.
+fn agent_http(id: &Identity) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_der(&id.ca_der).unwrap();
+    reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .identity(reqwest::Identity::from_pem(&id.client_pem()).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_blobs_take_an_agent_certificate_or_a_token_and_the_certificate_nothing_else() {
+    let f = fleet().await;
+    let red = client(f.coord.api).in_project(Some("red".into()));
+    let img: Value = red.get("/v1/images/red-img").await.unwrap();
+    let red_blob = format!(
+        "{}/images/sha256/{}",
+        f.base,
+        img["sha256"].as_str().unwrap()
+    );
+    // Blue has an image of other content.
+    let blue_file = f._dir.path().join("blue.img");
+    std::fs::write(&blue_file, vec![7u8; 1 << 20]).unwrap();
+    let blue_view = client(f.coord.api)
+        .in_project(Some("blue".into()))
+        .upload_image(&blue_file, "blue-img", Some("raw"), None, |_, _| {})
+        .await
+        .unwrap();
+    let blue_blob = format!("{}{}", f.base, blue_view.path);
+
+    // Neither a token nor a certificate: refused, and the answer says what would do.
+    let (st, v) = call(reqwest::Method::GET, &red_blob, None, None).await;
+    assert_eq!(st, 401, "{v}");
+    assert_eq!(v["code"], "unauthenticated", "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("client certificate"),
+        "{v}"
+    );
+    // A red reader's token reads red's blob, a blue member's answers as unknown.
+    let red_reader = token(&f.base, &f.admin, "reader", Some("red"), None).await;
+    let blue_member = token(&f.base, &f.admin, "member", Some("blue"), None).await;
+    let (st, _) = call(reqwest::Method::GET, &red_blob, Some(&red_reader), None).await;
+    assert_eq!(st, 200);
+    let (st, v) = call(reqwest::Method::GET, &red_blob, Some(&blue_member), None).await;
+    assert_eq!(
+        (st, v["code"].clone()),
+        (404, json!("unknown_image")),
+        "{v}"
+    );
+
+    // red-host's certificate reads its project's blob, in full and by range …
+    let id = Identity::load(&f.host_state).unwrap();
+    let agent = agent_http(&id);
+    let resp = agent.get(&red_blob).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().len(), 1 << 20);
+    let resp = agent
+        .get(&red_blob)
+        .header(reqwest::header::RANGE, "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(resp.bytes().await.unwrap().len(), 100);
+    // … and through the images pipeline's own HTTP source, as the libvirt driver opens it.
+    let opts = ferric_images::source::HttpOptions {
+        roots: vec![id.ca_der.to_vec()],
+        identity_pem: Some(id.client_pem()),
+        ..Default::default()
+    };
+    let url = red_blob.clone();
+    let len = tokio::task::spawn_blocking(move || {
+        use ferric_images::source::Source;
+        ferric_images::source::HttpSource::open_with(&url, &opts).map(|s| s.len())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(len, 1 << 20);
+    // Another project's blob answers as unknown; the rest of the API does not take it.
+    let resp = agent.get(&blue_blob).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    for path in ["/v1/nodes", "/v1/whoami", "/metrics", "/v1/images"] {
+        let resp = agent.get(format!("{}{path}", f.base)).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{path} took an agent certificate");
+    }
+    let resp = agent
+        .post(format!("{}/v1/plans", f.base))
+        .json(&json!({ "nodes": ["red-host"], "plan": { "steps": [] } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        401,
+        "a plan pushed with an agent certificate"
+    );
+
+    // Revoked, the certificate is refused in the API's TLS handshake too.
+    let (ok, out, err) = cli(
+        f.coord.api,
+        &["--project", "red", "node", "revoke", "red-host"],
+        &[],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    let refused = agent_http(&id)
+        .get(&red_blob)
+        .send()
+        .await
+        .expect_err("a revoked certificate is refused");
+    let chain = ferric_coordinator::error_chain(&refused);
+    assert!(chain.to_lowercase().contains("revoked"), "{chain}");
+    f.host.shutdown.cancel();
+    f.coord.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_is_https_with_the_coordinator_ca_and_plain_http_only_on_loopback() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
+    let api = coord.api;
+    // HTTPS: a plain-HTTP request gets no answer from the API.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let plain = reqwest::Client::new()
+        .get(format!("http://{api}/live"))
+        .send()
+        .await;
+    assert!(
+        plain
+            .as_ref()
+            .map(|r| !r.status().is_success())
+            .unwrap_or(true),
+        "plain HTTP answered: {plain:?}"
+    );
+    // The first admin's config names the HTTPS endpoint and the CA to pin.
+    let conf = std::fs::read_to_string(dir.path().join("coord/admin.conf")).unwrap();
+    assert!(conf.contains(&format!("api = \"https://{api}\"")), "{conf}");
+    assert!(conf.contains("ca = \""), "{conf}");
+    // The CLI with that config file alone (no flags, no environment) works …
+    let out = tokio::process::Command::new(bin("ferric").unwrap())
+        .env_remove("FERRIC_TOKEN")
+        .env_remove("FERRIC_CA")
+        .env_remove("FERRIC_API")
+        .env("FERRIC_CONFIG", dir.path().join("coord/admin.conf"))
+        .args(["api-token", "list"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // … and pinned to another coordinator's CA, it refuses this one.
+    let other = start_coordinator(&dir.path().join("other")).await.unwrap();
+    let other_ca = dir.path().join("other/ca.pem");
+    let (ok, _, err) = cli(
+        api,
+        &["node", "list"],
+        &[("FERRIC_CA", other_ca.to_str().unwrap())],
+    )
+    .await;
+    assert!(!ok, "a coordinator outside the pinned CA was trusted");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    other.shutdown().await;
+    coord.shutdown().await;
+
+    // Plain HTTP is refused on an address other hosts reach …
+    let mut cfg = coordinator_config(&dir.path().join("plain"));
+    cfg.api_plain_http = true;
+    cfg.api_listen = "0.0.0.0:0".parse().unwrap();
+    let e = ferric_coordinator::start(cfg.clone())
+        .await
+        .expect_err("plain HTTP on 0.0.0.0");
+    assert!(e.to_string().contains("loopback only"), "{e}");
+    // … and served when asked for on loopback, where blobs still need a credential.
+    cfg.api_listen = "127.0.0.1:0".parse().unwrap();
+    let coord = ferric_coordinator::start(cfg).await.unwrap();
+    let conf = std::fs::read_to_string(dir.path().join("plain/admin.conf")).unwrap();
+    assert!(
+        conf.contains(&format!("api = \"http://{}\"", coord.api)),
+        "{conf}"
+    );
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}/ready", coord.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = reqwest::Client::new()
+        .get(format!(
+            "http://{}/images/sha256/{}",
+            coord.api,
+            "0".repeat(64)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    coord.shutdown().await;
+}
+
 /// Runs schemathesis on the served document; panics with its report unless it passes.
-fn schemathesis(dir: &Path, base: &str, token: &str, extra: &[&str]) {
+fn schemathesis(dir: &Path, base: &str, ca: &Path, token: &str, extra: &[&str]) {
     let out = std::process::Command::new(api_venv().join("bin/st"))
         .current_dir(dir)
         .args(["run", &format!("{base}/v1/openapi.json")])
+        .args(["--tls-verify", &ca.display().to_string()])
         .args(["--header", &format!("Authorization: Bearer {token}")])
         .args([
             "--checks",
@@ -645,9 +861,11 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
     // A red admin: the fleet's projects and the red objects are in its reach. Revoking tokens
     // would revoke its own in the stateful phase: that operation runs alone afterwards.
     let red_admin = token(&f.base, &f.admin, "admin", Some("red"), None).await;
+    let ca = ferric_tests::ca_file(f.coord.api).unwrap();
     schemathesis(
         dir.path(),
         &f.base,
+        &ca,
         &red_admin,
         &["--exclude-operation-id", "revoke_token"],
     );
@@ -655,6 +873,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
     schemathesis(
         dir.path(),
         &f.base,
+        &ca,
         &fleet_admin,
         &[
             "--include-operation-id",
@@ -727,7 +946,7 @@ async fn metrics_parse_as_prometheus_text_and_carry_the_documented_series() {
     let scrape = |token: String| {
         let base = f.base.clone();
         async move {
-            let resp = reqwest::Client::new()
+            let resp = http()
                 .get(format!("{base}/metrics"))
                 .bearer_auth(token)
                 .send()

@@ -192,7 +192,7 @@ async fn lvm_volumes_and_vlan_bridges_on_a_host_whose_kernel_has_them() {
     assert!(step(&c, &delete("scratch")).await);
 
     // A logical volume cloned from a (compressed qcow2) image in the coordinator's store: the
-    // agent in the VM fetches it over HTTP and writes the disk bytes into the block device; the
+    // agent in the VM fetches it over HTTPS with its certificate and writes the disk bytes into the block device; the
     // zeros inside the disk and the 4 MiB past its end read as zeros, not as old 0xff.
     let img_dir = tempfile::tempdir().unwrap();
     // An LV in pool `fast` cloned from the stored image `sha256`, fetched from the
@@ -200,7 +200,7 @@ async fn lvm_volumes_and_vlan_bridges_on_a_host_whose_kernel_has_them() {
     let api_port = coord.api.port();
     let clone_step = |name: &str, size: u64, sha256: &str, format: &str| {
         format!(
-            "steps:\n  - ensure_volume: {{ pool: fast, name: {name}, size_bytes: {size}, format: raw, image: {{ url: 'http://{}:{api_port}/images/sha256/{sha256}', checksum: 'sha256:{sha256}', format: {format} }} }}\n",
+            "steps:\n  - ensure_volume: {{ pool: fast, name: {name}, size_bytes: {size}, format: raw, image: {{ url: 'https://{}:{api_port}/images/sha256/{sha256}', checksum: 'sha256:{sha256}', format: {format} }} }}\n",
             HostVm::HOST
         )
     };

@@ -630,7 +630,7 @@ steps:
     );
     // Ensuring the same clone again changes nothing (the image is not written twice).
     let again: PlanFile = serde_yaml_ng::from_str(&format!(
-        "steps:\n  - ensure_volume: {{ pool: {pool}, name: {cloned}-root, size_bytes: {}, format: raw, image: {{ url: 'http://{}/images/sha256/{}', checksum: 'sha256:{}' }} }}\n",
+        "steps:\n  - ensure_volume: {{ pool: {pool}, name: {cloned}-root, size_bytes: {}, format: raw, image: {{ url: 'https://{}/images/sha256/{}', checksum: 'sha256:{}' }} }}\n",
         16 << 20,
         coord.api,
         view.sha256,

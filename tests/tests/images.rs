@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ferric_images::source::ImageSource;
-use ferric_images::write::{Algo, WriteOptions, write_image};
+use ferric_images::write::{Algo, WriteOptions, write_from};
 use ferric_tests::hv::{compressed_qcow2, run};
 use ferric_tests::{admin_token, cli, cli_ok, start_coordinator};
 use std::io::{Read, Write};
@@ -94,10 +94,10 @@ async fn images_are_uploaded_inspected_stored_by_content_and_deleted() {
     assert!(!success);
     assert!(err.contains("backing file"));
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
+    let http = ferric_tests::http_client(api);
     // `PUT /v1/images/{to}` of the file `from`, bypassing the CLI's checks.
     let put = |to: &str, from: &Path| {
-        http.put(format!("http://{api}/v1/images/{to}"))
+        http.put(format!("https://{api}/v1/images/{to}"))
             .bearer_auth(admin_token(api).unwrap())
             .body(std::fs::read(from).unwrap())
             .send()
@@ -210,15 +210,18 @@ async fn an_image_streams_from_the_store_to_a_loop_device_through_a_breaking_lin
 
     // Every connection but the last few is cut after 100 KiB.
     let relay = cutting_relay(coord.api, 3, 100 << 10);
-    let url = format!("http://{relay}{}", view.path);
+    // TLS end to end through the relay: its address is 127.0.0.1, a name the certificate has.
+    let url = format!("https://{relay}{}", view.path);
     let device = PathBuf::from(&dev.0);
     let opts = WriteOptions {
         declared: Some(ferric_images::inspect::Format::Qcow2),
         expected: Some((Algo::Sha256, view.sha256.clone())),
         direct: Some(true),
     };
+    let http = ferric_tests::blob_options(coord.api);
     let report = tokio::task::spawn_blocking(move || {
-        write_image(&ImageSource::Url(url), &device, &opts, &mut |_| {})
+        let mut source = ImageSource::Url(url).open_with(&http)?;
+        write_from(&mut *source, &device, &opts, &mut |_| {})
     })
     .await
     .unwrap()
@@ -296,8 +299,8 @@ async fn an_upload_over_the_size_limit_is_refused_and_leaves_the_disk_as_it_was(
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..6).map(|_| Ok(vec![5u8; 1 << 20])).collect();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let resp = reqwest::Client::new()
-        .put(format!("http://{api}/v1/images/chunked"))
+    let resp = ferric_tests::http_client(api)
+        .put(format!("https://{api}/v1/images/chunked"))
         .bearer_auth(admin_token(api).unwrap())
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
             chunks,

@@ -420,15 +420,18 @@ async fn lab_enroll_registers_the_nodes_and_the_coordinator_powers_them_through_
         .await
         .unwrap();
 
-    let api = format!("http://{}", coord.api);
+    let api = ferric_tests::base_url(coord.api);
+    let ca = ferric_tests::ca_file(coord.api).unwrap();
     let ferric = |args: Vec<String>| {
         let api = api.clone();
+        let ca = ca.clone();
         let root = lab.root.clone();
         let name = lab.name.clone();
         let token = ferric_tests::admin_token(coord.api).unwrap_or_default();
         tokio::task::spawn_blocking(move || {
             Command::new(ferric_tests::bin("ferric").unwrap())
                 .env("FERRIC_API", &api)
+                .env("FERRIC_CA", &ca)
                 .env("FERRIC_TOKEN", &token)
                 .env("FERRIC_CONFIG", "/dev/null")
                 .env("FERRIC_LAB_ROOT", &root)

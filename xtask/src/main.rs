@@ -835,7 +835,7 @@ fn demo(keep: bool) -> Result<()> {
     }
     std::fs::create_dir_all(&base)?;
     let (quic, api_addr) = ("127.0.0.1:7443", "127.0.0.1:7180");
-    let api = format!("http://{api_addr}");
+    let api = format!("https://{api_addr}");
 
     // The lab rack comes first: the coordinator's boot services listen on its provisioning
     // link, and its nodes boot Ferric's ramdisk from them.

@@ -1,7 +1,12 @@
-//! The API's gate: every route but the probes and the image blobs needs an API token
+//! The API's gate: every route but the probes and the OpenAPI document needs an API token
 //! (`Authorization: Bearer ID.SECRET`); the route says which role it needs, an object named in
 //! the path must belong to a project the caller sees (another project's answers as unknown),
 //! and every mutating call — refused ones too — goes to the audit log.
+//!
+//! An image blob (`/images/sha256/{hex}`) is read with a token of a project holding an image
+//! of that content, or with an agent's client certificate shown in the TLS handshake (the
+//! agent's image credential): its node's project must hold such an image. The certificate
+//! opens nothing else.
 
 use super::ApiError;
 use crate::Shared;
@@ -22,7 +27,7 @@ pub(crate) struct ProblemCode(pub &'static str);
 /// Who may call a route: nobody needs a token (`None`), or the role it needs.
 pub(crate) fn needed(method: &Method, route: &str) -> Option<ApiRole> {
     match route {
-        "/live" | "/ready" | "/images/sha256/{hex}" | super::OPENAPI_PATH => return None,
+        "/live" | "/ready" | super::OPENAPI_PATH => return None,
         "/v1/audit" => return Some(ApiRole::Admin),
         _ => {}
     }
@@ -176,6 +181,70 @@ pub(crate) async fn gate(
     resp
 }
 
+/// The route of the image blobs.
+const BLOB: &str = "/images/sha256/{hex}";
+
+/// The blob's caller: an agent by its certificate, else a token's holder; either must see a
+/// project with an image of this content (another's blob answers as unknown).
+async fn admit_blob(
+    s: &Shared,
+    params: &RawPathParams,
+    peer: Option<String>,
+    authorization: Option<Result<String, header::ToStrError>>,
+    project: Option<String>,
+) -> Result<Caller, Response> {
+    let unknown = || {
+        ApiError::from(ConductorError::UnknownImage("no such image blob".into())).into_response()
+    };
+    let hex = params
+        .iter()
+        .find(|(k, _)| *k == "hex")
+        .map(|(_, v)| v.to_owned())
+        .unwrap_or_default();
+    let projects = s
+        .store
+        .image_projects(&hex)
+        .await
+        .map_err(|e| ApiError::from(ConductorError::from(e)).into_response())?;
+    if let Some(node) = peer {
+        let project = s
+            .store
+            .node_project(&node)
+            .await
+            .map_err(|e| ApiError::from(ConductorError::from(e)).into_response())?;
+        let Some(project) = project else {
+            // A verified certificate of a node deleted since.
+            return Err(unauthorized(&AuthFailure::UnknownNode(node)));
+        };
+        if !projects.contains(&project) {
+            return Err(unknown());
+        }
+        return Ok(Caller {
+            token: format!("node:{node}"),
+            role: ApiRole::Reader,
+            scope: Some(project.clone()),
+            project,
+        });
+    }
+    let token = match authorization {
+        None => return Err(unauthorized(&AuthFailure::MissingForBlob)),
+        Some(v) => match v.ok().as_deref().and_then(|v| v.strip_prefix("Bearer ")) {
+            Some(t) => t.trim().to_owned(),
+            None => return Err(unauthorized(&AuthFailure::Malformed)),
+        },
+    };
+    let caller = match access::authenticate(s, &token, project.as_deref()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(f)) => return Err(unauthorized(&f)),
+        Err(e) => return Err(ApiError::from(e).into_response()),
+    };
+    if projects.iter().any(|p| caller.sees(p)) {
+        Ok(caller)
+    } else {
+        Err(unknown())
+    }
+}
+
 /// The caller, if it may call this route on this object; otherwise the answer.
 async fn admit(
     s: &Shared,
@@ -184,6 +253,17 @@ async fn admit(
     role: ApiRole,
     req: &mut Request,
 ) -> Result<Caller, Response> {
+    if route == BLOB {
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<super::listen::Peer>>()
+            .and_then(|c| c.0.node.clone());
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().map(str::to_owned));
+        return admit_blob(s, params, peer, authorization, query_project(req)).await;
+    }
     let token = match req.headers().get(header::AUTHORIZATION) {
         None => return Err(unauthorized(&AuthFailure::Missing)),
         Some(v) => match v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
@@ -220,7 +300,8 @@ mod tests {
     fn each_route_needs_the_role_its_effect_asks() {
         let cases = [
             (Method::GET, "/live", None),
-            (Method::GET, "/images/sha256/{hex}", None),
+            // A reader's token, or an agent's certificate (see `admit_blob`).
+            (Method::GET, "/images/sha256/{hex}", Some(ApiRole::Reader)),
             (Method::GET, "/v1/nodes", Some(ApiRole::Reader)),
             (Method::GET, "/v1/audit", Some(ApiRole::Admin)),
             (

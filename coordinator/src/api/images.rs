@@ -337,8 +337,8 @@ fn conflict(name: &str) -> ApiError {
     path = "/images/sha256/{hex}",
     tag = "images",
     params(("hex" = String, Path, description = "The blob's SHA-256, lowercase hex")),
-    responses((status = 200, description = "The blob (also 206 for a `Range`)", body = Vec<u8>, content_type = "application/octet-stream"), (status = 206, description = "The range asked", body = Vec<u8>, content_type = "application/octet-stream")),
-    security(())
+    description = "Read with an API token of a project that holds an image of this content, or with an agent's client certificate (its node's project must hold one): the credential agents fetch images with.",
+    responses((status = 200, description = "The blob (also 206 for a `Range`)", body = Vec<u8>, content_type = "application/octet-stream"), (status = 206, description = "The range asked", body = Vec<u8>, content_type = "application/octet-stream"))
 )]
 pub(super) async fn serve_blob(
     State(s): State<Arc<Shared>>,

@@ -3,7 +3,8 @@
 //! and answer its result, or its error as a JSON problem document (RFC 9457) with a stable
 //! `code`.
 //!
-//! Every route but the probes and the image blobs needs an API token ([`auth`]); what a
+//! Every route but the probes and the OpenAPI document needs an API token ([`auth`]; an image
+//! blob takes an agent's client certificate instead, [`listen`]); what a
 //! caller sees and changes is its project's (nodes and images belong to a project, guests and
 //! plans to their node's).
 
@@ -13,6 +14,7 @@ pub(crate) mod auth;
 mod bmcs;
 mod guests;
 mod images;
+pub mod listen;
 mod nodes;
 mod plans;
 mod problems;

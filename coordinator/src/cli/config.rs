@@ -1,20 +1,26 @@
-//! Where the CLI finds its coordinator and its API token: flags and environment first
-//! (`--api`/`FERRIC_API`, `--token`/`FERRIC_TOKEN`), then a config file (`--config` /
-//! `FERRIC_CONFIG`, else `~/.config/ferric/config.toml`, else the coordinator's own
-//! `/var/lib/ferric/admin.conf` when this user may read it).
+//! Where the CLI finds its coordinator, the CA it pins and its API token: flags and
+//! environment first (`--api`/`FERRIC_API`, `--ca`/`FERRIC_CA`, `--token`/`FERRIC_TOKEN`), then
+//! a config file (`--config` / `FERRIC_CONFIG`, else `~/.config/ferric/config.toml`, else the
+//! coordinator's own `/var/lib/ferric/admin.conf` when this user may read it).
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
 /// The default API address.
-pub const DEFAULT_API: &str = "http://127.0.0.1:7180";
+pub const DEFAULT_API: &str = "https://127.0.0.1:7180";
 
-/// A config file: `api = "http://HOST:PORT"` and `token = "ID.SECRET"`.
+/// The CA a coordinator on this host keeps (used when none is named and this user may read it).
+pub const DEFAULT_CA: &str = "/var/lib/ferric/ca.pem";
+
+/// A config file: `api = "https://HOST:PORT"`, `ca = "PATH"` (the coordinator's `ca.pem`, the
+/// only CA then trusted; relative to the file) and `token = "ID.SECRET"`.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     /// The API's base URL.
     pub api: Option<String>,
+    /// The coordinator's CA certificate (PEM file).
+    pub ca: Option<PathBuf>,
     /// The API token.
     pub token: Option<String>,
 }
@@ -56,18 +62,62 @@ pub fn locate(named: Option<&Path>) -> Result<Option<PathBuf>> {
         .find(|c| std::fs::File::open(c).is_ok()))
 }
 
-/// The endpoint and the token to use.
+/// Where and how the CLI reaches its coordinator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The API's base URL.
+    pub api: String,
+    /// The CA to pin (`None`: the system's CAs).
+    pub ca: Option<PathBuf>,
+    /// The API token.
+    pub token: Option<String>,
+}
+
+impl Endpoint {
+    /// The API client.
+    pub fn client(&self) -> Result<ferric_coordinator::client::Client> {
+        let pem = match &self.ca {
+            Some(p) => Some(
+                std::fs::read(p)
+                    .with_context(|| format!("cannot read the CA file {}", p.display()))?,
+            ),
+            None => None,
+        };
+        Ok(ferric_coordinator::client::Client::connect(
+            &self.api,
+            self.token.as_deref(),
+            pem.as_deref(),
+        )?)
+    }
+}
+
+/// The endpoint, the CA and the token to use.
 pub fn resolve(
     api: Option<String>,
     token: Option<String>,
+    ca: Option<PathBuf>,
     config: Option<&Path>,
-) -> Result<(String, Option<String>)> {
-    let file = match locate(config)? {
-        Some(p) if api.is_none() || token.is_none() => read(&p)?,
+) -> Result<Endpoint> {
+    let located = locate(config)?;
+    let file = match &located {
+        Some(p) if api.is_none() || token.is_none() || ca.is_none() => read(p)?,
         _ => ConfigFile::default(),
     };
+    let base = located
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_owned)
+        .unwrap_or_default();
+    let ca = ca.or(file.ca.map(|c| base.join(c))).or_else(|| {
+        let d = PathBuf::from(DEFAULT_CA);
+        std::fs::File::open(&d).is_ok().then_some(d)
+    });
     let api = api.or(file.api).unwrap_or_else(|| DEFAULT_API.to_owned());
-    Ok((api, token.or(file.token)))
+    Ok(Endpoint {
+        api,
+        ca,
+        token: token.or(file.token),
+    })
 }
 
 #[cfg(test)]
@@ -78,22 +128,40 @@ mod tests {
     fn flags_win_over_the_file_and_the_file_over_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "api = \"http://10.0.0.1:7180\"\ntoken = \"a.b\"\n").unwrap();
+        std::fs::write(
+            &f,
+            "api = \"https://10.0.0.1:7180\"\nca = \"ca.pem\"\ntoken = \"a.b\"\n",
+        )
+        .unwrap();
         assert_eq!(
-            resolve(None, None, Some(&f)).unwrap(),
-            ("http://10.0.0.1:7180".into(), Some("a.b".into()))
+            resolve(None, None, None, Some(&f)).unwrap(),
+            Endpoint {
+                api: "https://10.0.0.1:7180".into(),
+                ca: Some(dir.path().join("ca.pem")),
+                token: Some("a.b".into())
+            }
         );
         assert_eq!(
-            resolve(Some("http://x:1".into()), Some("c.d".into()), Some(&f)).unwrap(),
-            ("http://x:1".into(), Some("c.d".into()))
+            resolve(
+                Some("https://x:1".into()),
+                Some("c.d".into()),
+                Some("/etc/c.pem".into()),
+                Some(&f)
+            )
+            .unwrap(),
+            Endpoint {
+                api: "https://x:1".into(),
+                ca: Some("/etc/c.pem".into()),
+                token: Some("c.d".into())
+            }
         );
         std::fs::write(&f, "tokn = \"a.b\"\n").unwrap();
-        let e = resolve(None, None, Some(&f)).unwrap_err();
+        let e = resolve(None, None, None, Some(&f)).unwrap_err();
         assert!(
             format!("{e:#}").contains("not a Ferric config file"),
             "{e:#}"
         );
-        let e = resolve(None, None, Some(&dir.path().join("missing"))).unwrap_err();
+        let e = resolve(None, None, None, Some(&dir.path().join("missing"))).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
     }
 }

@@ -41,7 +41,8 @@ pub enum ImageCmd {
     /// pipeline the deploy ramdisk uses: inspected first, decoded as it streams, zeros
     /// skipped, checksum verified before success.
     Write {
-        /// Image file or URL (for example `http://ctl:7180/images/sha256/<hex>`).
+        /// Image file or URL (for example `https://ctl:7180/images/sha256/<hex>`: one of the
+        /// coordinator's is fetched with the CLI's CA and token).
         source: String,
         /// Block device or file to write the disk to.
         target: PathBuf,
@@ -141,7 +142,9 @@ pub(super) async fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<()
                 (_, true) => Some(false),
                 _ => None,
             };
-            let report = write_image_here(&source, &target, format, checksum, direct).await?;
+            let http = client.http_options_for(&source).unwrap_or_default();
+            let report =
+                write_image_here(&source, &http, &target, format, checksum, direct).await?;
             if json {
                 return print_json(&serde_json::json!({
                     "format": report.inspection.format,
@@ -209,12 +212,13 @@ pub(super) async fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<()
 /// `ferric image write`: the write pipeline on this machine, with progress on a terminal.
 async fn write_image_here(
     source: &str,
+    http: &ferric_images::source::HttpOptions,
     target: &std::path::Path,
     format: Option<String>,
     checksum: Option<String>,
     direct: Option<bool>,
 ) -> Result<ferric_images::write::WriteReport> {
-    use ferric_images::write::{WriteOptions, write_image};
+    use ferric_images::write::{WriteOptions, write_from};
     use std::io::IsTerminal;
     let declared = ferric_images::inspect::Format::parse_declared(format.as_deref())?;
     let expected = checksum
@@ -228,6 +232,7 @@ async fn write_image_here(
     };
     let src = ferric_images::source::ImageSource::parse(source);
     let target = target.to_owned();
+    let http = http.clone();
     let tty = std::io::stderr().is_terminal();
     tokio::task::spawn_blocking(move || {
         let mut shown = std::time::Instant::now();
@@ -248,7 +253,10 @@ async fn write_image_here(
                 );
             }
         };
-        let r = write_image(&src, &target, &opts, &mut progress);
+        let r = src
+            .open_with(&http)
+            .map_err(ferric_images::inspect::ImageError::from)
+            .and_then(|mut s| write_from(&mut *s, &target, &opts, &mut progress));
         if tty {
             eprintln!();
         }

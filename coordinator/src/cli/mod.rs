@@ -35,13 +35,18 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "ferric", version, about)]
 pub struct Cli {
-    /// Coordinator API address [default: the config file's, else http://127.0.0.1:7180].
+    /// Coordinator API address [default: the config file's, else https://127.0.0.1:7180].
     #[arg(long, global = true, env = "FERRIC_API")]
     pub api: Option<String>,
+    /// The coordinator's CA certificate (its DATA_DIR/ca.pem), the only CA trusted for the
+    /// API [default: the config file's, else /var/lib/ferric/ca.pem when readable, else the
+    /// system's CAs].
+    #[arg(long, global = true, env = "FERRIC_CA")]
+    pub ca: Option<PathBuf>,
     /// API token (`ID.SECRET`) [default: the config file's].
     #[arg(long, global = true, env = "FERRIC_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Config file with `api` and `token` [default: ~/.config/ferric/config.toml, else
+    /// Config file with `api`, `ca` and `token` [default: ~/.config/ferric/config.toml, else
     /// /var/lib/ferric/admin.conf when readable].
     #[arg(long, global = true, env = "FERRIC_CONFIG")]
     pub config: Option<PathBuf>,
@@ -136,10 +141,19 @@ pub struct CoordinatorArgs {
     /// TCP address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:7180")]
     pub api_listen: SocketAddr,
-    /// Base URL agents fetch images from (this server's HTTP as they reach it);
-    /// `http://<api-listen>` when absent.
+    /// Base URL agents fetch images from (this server's API as they reach it, its host is
+    /// added to the API certificate's names); `https://<api-listen>` when absent.
     #[arg(long)]
     pub images_url: Option<String>,
+    /// Serve the API over plain HTTP instead of HTTPS: refused unless --api-listen is a
+    /// loopback address (agents then cannot fetch images with their certificates).
+    #[arg(long)]
+    pub api_plain_http: bool,
+    /// Another name or address the API's certificate carries (repeat) beside
+    /// coordinator.ferric.internal, localhost, the loopback addresses, this host's name, the
+    /// API address and the images URL's host.
+    #[arg(long = "api-name", value_name = "NAME")]
+    pub api_names: Vec<String>,
     /// Telemetry interval told to agents.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub telemetry_interval: Duration,
@@ -211,12 +225,8 @@ fn parse_range(s: &str) -> Result<(std::net::Ipv4Addr, std::net::Ipv4Addr), Stri
 
 /// Runs a client command (everything but `coordinator`).
 pub async fn run_client(cli: Cli) -> Result<()> {
-    let (api, token) = config::resolve(cli.api, cli.token, cli.config.as_deref())?;
-    let client = match &token {
-        Some(t) => Client::with_token(&api, t)?,
-        None => Client::new(&api),
-    }
-    .in_project(cli.project);
+    let endpoint = config::resolve(cli.api, cli.token, cli.ca, cli.config.as_deref())?;
+    let client = endpoint.client()?.in_project(cli.project);
     let json = cli.output == Output::Json;
     match cli.command {
         Command::Coordinator(_) => {

@@ -75,6 +75,14 @@ pub enum AuthFailure {
         "this call needs an API token: `Authorization: Bearer ID.SECRET` (the CLI: --token, FERRIC_TOKEN or its config file)"
     )]
     Missing,
+    /// An image blob asked for with neither a token nor an agent certificate.
+    #[error(
+        "an image blob needs an API token (`Authorization: Bearer ID.SECRET`) or an agent's client certificate in the TLS handshake"
+    )]
+    MissingForBlob,
+    /// A verified agent certificate of a node that is no longer enrolled.
+    #[error("the client certificate names node `{0}`, which is not enrolled")]
+    UnknownNode(String),
     /// Not `Bearer ID.SECRET`.
     #[error("the Authorization header is not `Bearer ID.SECRET`")]
     Malformed,
@@ -93,7 +101,8 @@ impl AuthFailure {
     /// Stable code.
     pub fn code(&self) -> &'static str {
         match self {
-            AuthFailure::Missing => "unauthenticated",
+            AuthFailure::Missing | AuthFailure::MissingForBlob => "unauthenticated",
+            AuthFailure::UnknownNode(_) => "unknown_certificate",
             AuthFailure::Malformed | AuthFailure::Invalid => "invalid_token",
             AuthFailure::Revoked(_) => "token_revoked",
             AuthFailure::Expired(_) => "token_expired",

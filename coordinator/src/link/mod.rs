@@ -112,20 +112,30 @@ impl rustls::server::danger::ClientCertVerifier for RevocationCheck {
     }
 }
 
+/// The client-certificate check of the link and of the API: signed by the CA, not revoked;
+/// optional in the handshake (enrollment and API clients have none), required by what needs it.
+pub fn client_verifier(
+    pki: &crate::pki::Pki,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, LinkError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der().clone())?;
+    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()?;
+    Ok(Arc::new(RevocationCheck {
+        inner,
+        revocations: pki.revocations().clone(),
+    }))
+}
+
 /// Builds the QUIC server configuration from the CA.
 pub fn server_config(
     pki: &crate::pki::Pki,
     idle: Duration,
 ) -> Result<quinn::ServerConfig, LinkError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca_der().clone())?;
-    let verifier = Arc::new(RevocationCheck {
-        inner: WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()?,
-        revocations: pki.revocations().clone(),
-    });
+    let verifier = client_verifier(pki)?;
     let (chain, key) = pki.server_identity();
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?

@@ -103,6 +103,17 @@ impl Store {
         Ok(Some(row))
     }
 
+    /// The projects holding an image of this content.
+    pub async fn image_projects(&self, sha256: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT project FROM images WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
+            .collect()
+    }
+
     /// How many names refer to this content.
     pub async fn image_refs(&self, sha256: &str) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) FROM images WHERE sha256 = $1")

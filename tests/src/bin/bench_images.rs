@@ -218,7 +218,25 @@ fn main() -> Result<()> {
             .await?;
         anyhow::Ok((coord, view))
     })?;
-    let url = format!("http://{}{}", coord.api, view.path);
+    // The store's blob over HTTPS, read with the admin's token and the coordinator's CA pinned:
+    // Ferric's CLI from a config file, curl from a header file (neither on a command line).
+    let url = format!("{}{}", ferric_tests::base_url(coord.api), view.path);
+    let ca = ferric_tests::ca_file(coord.api).context("the coordinator's CA")?;
+    let token = ferric_tests::admin_token(coord.api).context("the admin token")?;
+    let conf = coord_dir.path().join("bench.conf");
+    ferric_coordinator::pki::write_private(
+        &conf,
+        format!(
+            "api = \"{}\"\nca = \"{}\"\ntoken = \"{token}\"\n",
+            ferric_tests::base_url(coord.api),
+            ca.display()
+        ),
+    )?;
+    let auth_header = coord_dir.path().join("bench.header");
+    ferric_coordinator::pki::write_private(
+        &auth_header,
+        format!("Authorization: Bearer {token}\n"),
+    )?;
     let checksum = format!("sha256:{}", view.sha256);
     let f = ferric.display();
 
@@ -277,12 +295,19 @@ fn main() -> Result<()> {
             vec![
                 t(
                     "ferric (Range, sha256 checked)",
-                    fw(&format!("--checksum {checksum} "), &url, &d),
+                    format!(
+                        "{f} --config {} image write --checksum {checksum} {} {}",
+                        q(&conf.display().to_string()),
+                        q(&url),
+                        q(&d)
+                    ),
                 ),
                 t(
                     "curl, then qemu-img (staged)",
                     format!(
-                        "sh -c \"curl -sf -o {} {} && qemu-img convert -n -f qcow2 -O raw {} {} && sync {} && rm -f {}\"",
+                        "sh -c \"curl -sf --cacert {} -H @{} -o {} {} && qemu-img convert -n -f qcow2 -O raw {} {} && sync {} && rm -f {}\"",
+                        q(&ca.display().to_string()),
+                        q(&auth_header.display().to_string()),
                         q(&staging),
                         q(&url),
                         q(&staging),

@@ -111,6 +111,7 @@ pub(super) fn clone_image(
     img: &VolumeImage,
     size_bytes: u64,
     record: &CloneRecord,
+    state_dir: &std::path::Path,
 ) -> Result<(), DriverError> {
     use ferric_images::inspect::Format;
     use ferric_images::source::{ImageSource, SourceReader, parse_checksum};
@@ -133,7 +134,16 @@ pub(super) fn clone_image(
     std::fs::write(&record.writing, &img.checksum)
         .map_err(|e| io(&format!("write {}", record.writing.display()), e))?;
     let _ = std::fs::remove_file(&record.done);
-    let mut source = ImageSource::parse(&img.url).open().map_err(|e| {
+    // An image on the coordinator is fetched over its TLS API with this agent's certificate
+    // (its image credential) and the coordinator's CA trusted; a driver run without an
+    // identity (its own tests) fetches as anyone.
+    let identity = crate::tls::Identity::load(state_dir).ok();
+    let http = ferric_images::source::HttpOptions {
+        roots: identity.iter().map(|i| i.ca_der.to_vec()).collect(),
+        identity_pem: identity.as_ref().map(crate::tls::Identity::client_pem),
+        ..Default::default()
+    };
+    let mut source = ImageSource::parse(&img.url).open_with(&http).map_err(|e| {
         err(
             ErrorKind::Unreachable,
             format!("image {}: cannot be fetched: {e}", img.url),

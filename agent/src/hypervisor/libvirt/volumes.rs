@@ -165,7 +165,7 @@ impl Storage for Libvirt {
                             CloneState::Interrupted => {
                                 // A clone cut short (agent stopped, link broke): write it again.
                                 let path = vol.get_path().map_err(|e| virt_err("volume path", &e))?;
-                                clone_image(&path, img, size_bytes, &record)?;
+                                clone_image(&path, img, size_bytes, &record, &cfg.state_dir)?;
                                 return Ok(true);
                             }
                             CloneState::None => {
@@ -256,7 +256,7 @@ impl Storage for Libvirt {
                     }
                     if let Some(img) = &image {
                         let path = vol.get_path().map_err(|e| virt_err("volume path", &e))?;
-                        if let Err(e) = clone_image(&path, img, size_bytes, &record) {
+                        if let Err(e) = clone_image(&path, img, size_bytes, &record, &cfg.state_dir) {
                             // Nothing half-made stays behind; a retry starts afresh.
                             let _ = vol.delete(0);
                             record.clear();

@@ -17,9 +17,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn drivers(pool_dir: &Path, pool: &str) -> (Drivers, Arc<Libvirt>) {
+/// The drivers as `ferric-agent serve` builds them: libvirt keeps its records in the agent's
+/// state directory, beside the identity it fetches images with.
+fn drivers(state: &Path, pool_dir: &Path, pool: &str) -> (Drivers, Arc<Libvirt>) {
     let mut cfg = LibvirtConfig::system(Accel::Tcg);
-    cfg.state_dir = pool_dir.with_extension("agent-state");
+    cfg.state_dir = state.to_owned();
     cfg.lvm_pools
         .insert("ferric-lvm-test".into(), "ferric-vg-absent".into());
     cfg.pools.insert(pool.to_owned(), pool_dir.to_owned());
@@ -131,7 +133,7 @@ async fn guest_lifecycle_on_real_libvirt_leaves_nothing_behind() {
     let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
     let c = client(coord.api);
     let state = enroll_node(&coord, dir.path(), "hv1").await.unwrap();
-    let agent = start_agent(&state, drivers(&pool_dir, &pool));
+    let agent = start_agent(&state, drivers(&state, &pool_dir, &pool));
 
     let create: PlanFile = serde_yaml_ng::from_str(&format!(
         r#"
@@ -370,7 +372,7 @@ steps:
 
     // Restart the agent, then apply both plans again: every step reports no change.
     agent.stop().await.unwrap();
-    let agent = start_agent(&state, drivers(&pool_dir, &pool));
+    let agent = start_agent(&state, drivers(&state, &pool_dir, &pool));
     for plan in [create, attach] {
         let p = c.apply(vec!["hv1".into()], plan).await.unwrap()[0].id;
         let s = wait_plan_finished(&c, p, Duration::from_secs(60))
@@ -619,8 +621,7 @@ steps:
         info.contains("16.00 MiB"),
         "the clone has the volume's size: {info}"
     );
-    let record = pool_dir
-        .with_extension("agent-state")
+    let record = state
         .join("volume-images")
         .join(&pool)
         .join(format!("{cloned}-root"));

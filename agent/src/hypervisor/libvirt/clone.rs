@@ -136,8 +136,18 @@ pub(super) fn clone_image(
     let _ = std::fs::remove_file(&record.done);
     // An image on the coordinator is fetched over its TLS API with this agent's certificate
     // (its image credential) and the coordinator's CA trusted; a driver run without an
-    // identity (its own tests) fetches as anyone.
-    let identity = crate::tls::Identity::load(state_dir).ok();
+    // identity (its own tests) fetches as anyone; an identity that is there but unreadable is
+    // an error, not a silent anonymous fetch.
+    let identity = match crate::tls::Identity::load(state_dir) {
+        Ok(i) => Some(i),
+        Err(crate::tls::TlsError::NotEnrolled(_)) => None,
+        Err(e) => {
+            return Err(err(
+                ErrorKind::Io,
+                format!("image {}: the agent's identity: {e}", img.url),
+            ));
+        }
+    };
     let http = ferric_images::source::HttpOptions {
         roots: identity.iter().map(|i| i.ca_der.to_vec()).collect(),
         identity_pem: identity.as_ref().map(crate::tls::Identity::client_pem),

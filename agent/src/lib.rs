@@ -31,7 +31,6 @@ pub mod executor;
 pub mod hypervisor;
 #[cfg(feature = "agent")]
 pub mod inventory;
-#[cfg(feature = "agent")]
 pub mod journal;
 #[cfg(feature = "agent")]
 pub mod link;

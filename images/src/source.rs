@@ -291,7 +291,7 @@ impl HttpSource {
                     .get(header::CONTENT_RANGE)
                     .and_then(|v| v.to_str().ok())
                     .ok_or_else(|| http_err(&self.url, "206 without a Content-Range"))?;
-                let (start, total) = parse_content_range(cr)
+                let ContentRange { start, total, .. } = parse_content_range(cr)
                     .ok_or_else(|| http_err(&self.url, format!("bad Content-Range {cr:?}")))?;
                 if start != offset {
                     return Err(fatal(
@@ -382,12 +382,36 @@ fn validator(h: &reqwest::header::HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `bytes START-END/TOTAL` → (START, TOTAL).
-fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+/// A byte range a `206 Partial Content` answer says it carries (RFC 9110, 14.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentRange {
+    /// First byte sent.
+    pub start: u64,
+    /// Last byte sent (inclusive).
+    pub end: u64,
+    /// The whole representation's length.
+    pub total: u64,
+}
+
+/// Parses `Content-Range: bytes START-END/TOTAL`, the header value a server sent: `None`
+/// unless the numbers are decimal digits that fit a `u64` and `START <= END < TOTAL`
+/// (an unsatisfied-range form `bytes */TOTAL` or an unknown total `/*` is no range to read).
+pub fn parse_content_range(v: &str) -> Option<ContentRange> {
+    fn digits(s: &str) -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    }
     let rest = v.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
-    let (start, _end) = range.split_once('-')?;
-    Some((start.trim().parse().ok()?, total.trim().parse().ok()?))
+    let (start, end) = range.trim().split_once('-')?;
+    let r = ContentRange {
+        start: digits(start)?,
+        end: digits(end)?,
+        total: digits(total.trim())?,
+    };
+    (r.start <= r.end && r.end < r.total).then_some(r)
 }
 
 impl Source for HttpSource {
@@ -679,10 +703,20 @@ mod tests {
 
     #[test]
     fn content_range_is_parsed() {
-        assert_eq!(parse_content_range("bytes 10-99/100"), Some((10, 100)));
-        assert_eq!(parse_content_range("bytes 0-0/1"), Some((0, 1)));
+        let r = |start, end, total| Some(ContentRange { start, end, total });
+        assert_eq!(parse_content_range("bytes 10-99/100"), r(10, 99, 100));
+        assert_eq!(parse_content_range("bytes 0-0/1"), r(0, 0, 1));
         assert_eq!(parse_content_range("bytes */100"), None);
+        assert_eq!(parse_content_range("bytes 0-9/*"), None);
         assert_eq!(parse_content_range("items 0-1/2"), None);
+        assert_eq!(
+            parse_content_range("bytes 5-4/10"),
+            None,
+            "end before start"
+        );
+        assert_eq!(parse_content_range("bytes 0-10/10"), None, "past the total");
+        assert_eq!(parse_content_range("bytes +1-2/3"), None, "not digits");
+        assert_eq!(parse_content_range("bytes 0-1/99999999999999999999"), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@
 
 #[cfg(feature = "agent")]
 pub mod control;
+pub mod datagram;
 #[cfg(feature = "inband")]
 pub mod inband;
 pub mod ipmi;

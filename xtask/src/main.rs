@@ -310,6 +310,8 @@ fn test(fuzz_secs: u64) -> Result<()> {
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     if fuzz_secs > 0 {
         fuzz(fuzz_secs)?;
+    } else {
+        step("fuzzing skipped (--fuzz-secs 0): no decoder was fuzzed in this run");
     }
     step("all test tiers (unit, protocol simulation, in-process system, real processes)");
     if have("cargo-nextest") {
@@ -317,7 +319,15 @@ fn test(fuzz_secs: u64) -> Result<()> {
     } else {
         run(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     }
-    println!("\nall checks passed in {:.0?}", started.elapsed());
+    println!(
+        "\nall checks passed in {:.0?}{}",
+        started.elapsed(),
+        if fuzz_secs > 0 {
+            ""
+        } else {
+            " (fuzzing skipped)"
+        }
+    );
     Ok(())
 }
 

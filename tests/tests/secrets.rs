@@ -223,3 +223,173 @@ async fn secrets_are_sealed_at_rest_and_the_data_is_its_owners_alone() {
     assert!(!out.status.success(), "started on a shared data directory");
     assert!(err.contains("chmod 700"), "{err}");
 }
+
+/// Every file under `dir` holding `needle`.
+fn files_holding(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if std::fs::read(&p).is_ok_and(|b| contains(&b, needle)) {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// A BMC's password reaches the agent `--via` names and no other: two management agents, one
+/// a real `ferric-agent --driver bmc` process logging at debug level that drives a real BMC
+/// (ipmi_sim) with it, the other in-process recording every credential it is ever sent. The
+/// other agent is sent its own BMC's credentials and never the first one's; neither agent's
+/// state directory (identity, journal) nor any log holds a password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bmc_password_reaches_only_the_agent_via_names_and_no_log() {
+    init_tracing();
+    let tmp = tempfile::tempdir().unwrap();
+    let bmc = ferric_tests::bmc::SimBmc::start(&tmp.path().join("bmc")).unwrap();
+    let password = ferric_tests::bmc::ADMIN.1;
+    const OTHER: &str = "Other-bmc1-Hk42sw";
+    let data = tmp.path().join("coord");
+    let (qp, ap) = (free_port().unwrap(), free_port().unwrap());
+    let api: std::net::SocketAddr = format!("127.0.0.1:{ap}").parse().unwrap();
+    let coord_log = tmp.path().join("coord.log");
+    let mut coord = start(&data, qp, ap, &coord_log);
+    wait_api(&data, api).await;
+    let c = client(api);
+
+    // Agent A: a real process, the BMC driver, debug logs.
+    let state_a = tmp.path().join("mgmt-a");
+    let agent_bin = bin("ferric-agent").unwrap();
+    let t = c.create_token(Duration::from_secs(600)).await.unwrap();
+    let out = std::process::Command::new(&agent_bin)
+        .arg("--state-dir")
+        .arg(&state_a)
+        .args(["enroll", "--coordinator", &format!("127.0.0.1:{qp}")])
+        .args([
+            "--token",
+            &t.token,
+            "--ca-hash",
+            &t.ca_hash,
+            "--node",
+            "mgmt-a",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log_a = tmp.path().join("mgmt-a.log");
+    let mut cmd = std::process::Command::new(&agent_bin);
+    cmd.arg("--state-dir")
+        .arg(&state_a)
+        .args(["run", "--driver", "bmc"])
+        .env("RUST_LOG", "debug,quinn=info,quinn_proto=info");
+    let mut agent_a = Proc::spawn_command(cmd, &log_a).unwrap();
+    // Agent B: in-process, recording what it is sent.
+    let state_b = tmp.path().join("mgmt-b");
+    enroll_in_process(
+        api,
+        format!("127.0.0.1:{qp}").parse().unwrap(),
+        "mgmt-b",
+        &state_b,
+    )
+    .await
+    .unwrap();
+    let fake_b = Arc::new(FakeDriver::new());
+    let agent_b = spawn_agent(agent_config(&state_b, fake_b.clone()), fake_b.clone());
+    wait_for(Duration::from_secs(20), "both agents connected", || async {
+        let nodes: Vec<serde_json::Value> = c.get("/v1/nodes").await?;
+        Ok((nodes.iter().filter(|n| n["connected"] == true).count() == 2).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    for (node, address, via, pw) in [
+        ("bm0", bmc.address(), "mgmt-a", password),
+        (
+            "bm1",
+            "ipmi://admin@127.0.0.1:9".to_owned(),
+            "mgmt-b",
+            OTHER,
+        ),
+    ] {
+        let (ok, _, err) = cli(
+            api,
+            &[
+                "node",
+                "enroll",
+                node,
+                "--bmc",
+                &address,
+                "--via",
+                via,
+                "--password-env",
+                "PW",
+            ],
+            &[("PW", pw)],
+        )
+        .await;
+        assert!(ok, "{err}");
+    }
+    // A drives bm0 with its password: the password reached it.
+    assert_eq!(
+        cli_ok(api, &["node", "power", "status", "bm0"])
+            .await
+            .trim(),
+        "node bm0: power off"
+    );
+    // B is sent its own BMC's credentials (so it does hear of BMCs), never bm0's.
+    wait_for(Duration::from_secs(20), "B's credentials", || async {
+        Ok(fake_b
+            .bmc_credentials()
+            .iter()
+            .any(|b| b.name == "bm1" && b.password == OTHER)
+            .then_some(()))
+    })
+    .await
+    .unwrap();
+    let seen = fake_b.bmc_credentials_seen();
+    assert!(!seen.is_empty(), "the check itself: B was sent credentials");
+    assert!(
+        seen.iter()
+            .all(|b| b.name != "bm0" && b.password != password),
+        "B was sent bm0's credentials: {seen:?}"
+    );
+
+    agent_b.stop().await.unwrap();
+    assert!(
+        agent_a
+            .terminate(Duration::from_secs(10))
+            .unwrap()
+            .success()
+    );
+    assert!(coord.terminate(Duration::from_secs(10)).unwrap().success());
+    // No state directory holds a password: agents keep credentials in memory only.
+    for (dir, pw) in [
+        (&state_a, password),
+        (&state_b, password),
+        (&state_b, OTHER),
+    ] {
+        let holding = files_holding(dir, pw);
+        assert!(holding.is_empty(), "a password in {holding:?}");
+    }
+    for log in [&coord_log, &log_a] {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(
+            text.contains("DEBUG"),
+            "{} logged at debug level",
+            log.display()
+        );
+        assert!(
+            !text.contains(password) && !text.contains(OTHER),
+            "a password in {}",
+            log.display()
+        );
+    }
+}

@@ -26,6 +26,7 @@ pub struct FakeDriver {
     record: Option<Mutex<std::fs::File>>,
     bmcs: Mutex<Vec<String>>,
     credentials: Mutex<Vec<BmcCredential>>,
+    credentials_seen: Mutex<Vec<BmcCredential>>,
 }
 
 impl FakeDriver {
@@ -54,6 +55,12 @@ impl FakeDriver {
     /// The BMC credentials the coordinator sent last.
     pub fn bmc_credentials(&self) -> Vec<BmcCredential> {
         lock(&self.credentials).clone()
+    }
+
+    /// Every BMC credential the coordinator ever sent, in every set (a test that a secret
+    /// never reached this agent reads this, not only the last set).
+    pub fn bmc_credentials_seen(&self) -> Vec<BmcCredential> {
+        lock(&self.credentials_seen).clone()
     }
 
     /// Each call takes this long.
@@ -246,6 +253,7 @@ impl BmcControl for FakeDriver {
     }
     fn set_bmcs(&self, bmcs: Vec<BmcCredential>) {
         *lock(&self.bmcs) = bmcs.iter().map(|b| b.name.clone()).collect();
+        lock(&self.credentials_seen).extend(bmcs.iter().cloned());
         *lock(&self.credentials) = bmcs;
     }
     async fn poll(&self, _sensors: bool) -> Vec<BmcState> {

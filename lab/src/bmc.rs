@@ -166,10 +166,15 @@ fn node_lan(rack: &Rack, n: &Node) -> LanConf {
             name: BMC_USER.into(),
             password: rack.bmc_password.clone(),
             privilege: "admin",
-            max_sessions: 16,
+            // As real BMCs: a handful of sessions per user (many allow 4), so that a client
+            // leaking half-open sessions on a lossy network runs out as it would on hardware.
+            max_sessions: SESSIONS_PER_USER,
         }],
     }
 }
+
+/// Sessions one lab BMC user may hold at once.
+pub const SESSIONS_PER_USER: u8 = 4;
 
 /// Starts a node's ipmi_sim in the rack's namespace, detached, its pid in `bmc.pid`.
 pub(crate) fn start(rack: &Rack, n: &Node) -> Result<()> {

@@ -498,6 +498,62 @@ async fn lab_enroll_registers_the_nodes_and_the_coordinator_powers_them_through_
     );
     assert_eq!(lab.status(&n0)["power"], "off");
 
+    // A lossy management network: the rack's relay drops 30% of n1's datagrams each way, and
+    // its BMC, like real ones, holds at most 4 sessions for the user. Power operations
+    // through the coordinator and Ferric's own client still succeed, each read back from the
+    // lab's chassis.
+    let conf = std::fs::read_to_string(lab.node_dir(1).join("lan.conf")).unwrap();
+    assert!(
+        conf.lines()
+            .any(|l| l.trim_start().starts_with("user 2 true") && l.contains(" admin 4 ")),
+        "{conf}"
+    );
+    let n1 = format!("{}-n1", lab.name);
+    let out = ferric(vec![
+        "lab".into(),
+        "fault".into(),
+        n1.clone(),
+        "bmc-loss".into(),
+        "30".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lab.status(&n1)["faults"][0], "bmc-loss 30");
+    std::thread::sleep(Duration::from_millis(700)); // the relay re-reads faults twice a second
+    for (action, power) in [
+        ("status", "off"),
+        ("on", "on"),
+        ("status", "on"),
+        ("off", "off"),
+        ("on", "on"),
+        ("off", "off"),
+        ("status", "off"),
+    ] {
+        let out = ferric(vec![
+            "node".into(),
+            "power".into(),
+            action.into(),
+            n1.clone(),
+        ])
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "power {action} at 30% loss: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("node {n1}: power {power}")
+        );
+        assert_eq!(lab.status(&n1)["power"], power, "after power {action}");
+    }
+
     agent.stop().await.unwrap();
     coord.shutdown().await;
 }

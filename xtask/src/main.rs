@@ -171,6 +171,24 @@ fn have(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// What this host lacks for a part of the demo: missing programs, and root (namespaces,
+/// bridges, taps). Empty when the part can run; a part that can run and fails is an error.
+fn host_lacks(programs: &[&str]) -> Vec<String> {
+    let mut lacks: Vec<String> = programs
+        .iter()
+        .filter(|p| !have(p))
+        .map(|p| format!("`{p}`"))
+        .collect();
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        lacks.push("root (network namespaces, bridges and taps)".into());
+    }
+    lacks
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.task {
@@ -409,10 +427,16 @@ fn demo_guest(
 ) -> Result<Option<Kill>> {
     step("a hypervisor host: real libvirtd, a Linux bridge, and a guest placed by the coordinator");
     let testbed = root().join("target/debug/ferric-testbed");
-    if let Err(e) = run(Command::new(&testbed).arg("libvirtd")) {
-        println!("skipping the guest part: libvirtd is not available here ({e:#})");
+    let lacks = host_lacks(&["libvirtd", "virsh", "qemu-system-x86_64"]);
+    if !lacks.is_empty() {
+        println!(
+            "skipping the guest part: this host lacks {}",
+            lacks.join(", ")
+        );
         return Ok(None);
     }
+    // Everything it needs is here: libvirtd not starting is a failure, not a skip.
+    run(Command::new(&testbed).arg("libvirtd")).context("libvirtd did not start")?;
     let paths = output(Command::new(&testbed).arg("guest-image"))?;
     let get = |k: &str| {
         paths
@@ -583,14 +607,28 @@ impl Drop for Kill {
 /// The lab part: a rack of two virtual bare-metal nodes behind emulated BMCs, enrolled with
 /// the coordinator and powered on through a management agent that drives their BMCs.
 /// Brings up the demo's lab rack and builds the ramdisk its nodes boot; the ramdisk's
-/// directory, or `None` (with the reason printed) where either cannot be made here.
+/// directory, or `None` (the missing capability printed) where this host cannot run a rack.
+/// A rack or ramdisk that can be made here and fails is an error (the rack is taken down).
 fn demo_rack_and_ramdisk(
     ferric_bin: &Path,
     bins: &Path,
     lab_root: &Path,
     base: &Path,
-) -> Option<PathBuf> {
+) -> Result<Option<PathBuf>> {
     step("a lab rack: two virtual bare-metal nodes (QEMU) behind emulated BMCs (ipmi_sim)");
+    let lacks = host_lacks(&["ipmi_sim", "qemu-system-x86_64", "ip"]);
+    if !lacks.is_empty() {
+        println!(
+            "skipping the lab part: this host lacks {}",
+            lacks.join(", ")
+        );
+        return Ok(None);
+    }
+    let down = || {
+        let _ = run(Command::new(ferric_bin)
+            .env("FERRIC_LAB_ROOT", lab_root)
+            .args(["lab", "--name", "demo", "down"]));
+    };
     let up = output(
         Command::new(ferric_bin)
             .env("FERRIC_LAB_ROOT", lab_root)
@@ -600,8 +638,8 @@ fn demo_rack_and_ramdisk(
             .args(["--disk", "1G"]),
     );
     if let Err(e) = up {
-        println!("skipping the lab part: {e:#}");
-        return None;
+        down();
+        return Err(e.context("the lab rack did not come up"));
     }
     step("build the deploy ramdisk (Debian's kernel + an initramfs whose /init is ferric-ramdisk)");
     let dir = base.join("ramdisk");
@@ -616,11 +654,11 @@ fn demo_rack_and_ramdisk(
     ) {
         Ok(built) => {
             print!("{built}");
-            Some(dir)
+            Ok(Some(dir))
         }
         Err(e) => {
-            println!("the nodes will not boot the ramdisk: {e:#}");
-            None
+            down();
+            Err(e.context("the deploy ramdisk was not built"))
         }
     }
 }
@@ -850,7 +888,7 @@ fn demo(keep: bool) -> Result<()> {
     // The lab rack comes first: the coordinator's boot services listen on its provisioning
     // link, and its nodes boot Ferric's ramdisk from them.
     let lab_root = base.join("lab");
-    let ramdisk = demo_rack_and_ramdisk(&ferric_bin, &bins, &lab_root, &base);
+    let ramdisk = demo_rack_and_ramdisk(&ferric_bin, &bins, &lab_root, &base)?;
 
     step(&format!(
         "start the coordinator (SQLite store in {})",
@@ -1013,11 +1051,17 @@ fn demo(keep: bool) -> Result<()> {
         .args(["telemetry", "watch", "rack1-host1", "--count", "3"]);
     run(&mut watch)?;
 
+    // A part that fails is reported at once, the rest still runs and cleans up, and the demo
+    // then exits non-zero naming it.
+    let mut failed = Vec::new();
     let guest_part = demo_guest(&ferric_bin, &api, &base, &enroll, &spawn);
     match guest_part {
         Ok(Some(hv)) => agents.push(hv),
         Ok(None) => {}
-        Err(e) => println!("\nthe guest part of the demo stopped: {e:#}"),
+        Err(e) => {
+            println!("\nthe guest part of the demo failed: {e:#}");
+            failed.push(format!("the guest part: {e:#}"));
+        }
     }
     match demo_lab(
         &ferric_bin,
@@ -1029,7 +1073,10 @@ fn demo(keep: bool) -> Result<()> {
     ) {
         Ok(Some(mgmt)) => agents.push(mgmt),
         Ok(None) => {}
-        Err(e) => println!("\nthe lab part of the demo stopped: {e:#}"),
+        Err(e) => {
+            println!("\nthe lab part of the demo failed: {e:#}");
+            failed.push(format!("the lab part: {e:#}"));
+        }
     }
 
     if keep {
@@ -1054,6 +1101,13 @@ fn demo(keep: bool) -> Result<()> {
     }
     let mut coord = coord;
     terminate(&mut coord);
+    if !failed.is_empty() {
+        bail!(
+            "the demo failed ({}); logs and state are in {}",
+            failed.join("; "),
+            base.display()
+        );
+    }
     println!("\ndemo finished; logs and state are in {}", base.display());
     Ok(())
 }

@@ -29,6 +29,12 @@ pub trait Source: Send {
     fn resumes(&self) -> u32 {
         0
     }
+    /// Where bytes that may not be zero next start, at or after `offset`: every byte from
+    /// `offset` up to the answer reads as zero (a hole of a sparse local file, which need not
+    /// be read). `None` when the source cannot tell.
+    fn data_from(&mut self, _offset: u64) -> Option<u64> {
+        None
+    }
 }
 
 /// Where to read an image from.
@@ -122,6 +128,17 @@ impl Source for FileSource {
     }
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)
+    }
+    fn data_from(&mut self, offset: u64) -> Option<u64> {
+        use nix::unistd::{Whence, lseek};
+        let at = i64::try_from(offset).ok()?;
+        match lseek(&self.file, at, Whence::SeekData) {
+            Ok(pos) => u64::try_from(pos).ok(),
+            // No data past `offset`: a hole to the end.
+            Err(nix::errno::Errno::ENXIO) => Some(self.len),
+            // A filesystem without SEEK_DATA: it cannot tell.
+            Err(_) => None,
+        }
     }
 }
 
@@ -641,6 +658,13 @@ impl Source for Hashed<'_> {
     }
     fn resumes(&self) -> u32 {
         self.inner.resumes()
+    }
+    fn data_from(&mut self, offset: u64) -> Option<u64> {
+        // A checksum covers every byte, holes too: they are read then.
+        if self.hasher.is_some() {
+            return None;
+        }
+        self.inner.data_from(offset)
     }
 }
 

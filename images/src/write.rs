@@ -1,9 +1,12 @@
 //! The write pipeline: an image (raw, qcow2, or raw inside gzip/zstd/xz) from a file or URL,
 //! decoded to guest blocks and written to a file or block device.
 //!
-//! Two threads and a few fixed buffers: a reader fetches (and hashes, and decompresses, and
-//! decodes) the image into [`CHUNK`]-sized buffers, the writer writes their non-zero blocks
-//! and hands the buffers back. Memory is bounded by the buffers, whatever the image size.
+//! A reader and a few writers over a few fixed buffers: the reader fetches (and hashes, and
+//! decompresses, and decodes) the image into [`CHUNK`]-sized buffers; [`WRITERS`] writer
+//! threads take them in turn, write their non-zero blocks and hand the buffers back. The
+//! pieces are disjoint ranges of the disk, so that several writes are in flight at once (the
+//! queue depth a device needs to reach its rate, as `qemu-img convert -W -m N` gives it).
+//! Memory is bounded by the buffers, whatever the image size.
 //! Zero blocks are holes in a file; on a device they are zeroed with `fallocate(ZERO_RANGE)`
 //! (the kernel's zero-out or discard), since a device keeps its old contents.
 
@@ -16,12 +19,22 @@ use crate::source::{Hashed, ImageSource, Source, SourceReader};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 /// Zero detection granularity: a block of zeros this size is not written.
 pub const BLOCK: usize = 64 << 10;
-/// Buffers in flight between reader and writer (memory: `DEPTH + 1` × [`CHUNK`]).
-const DEPTH: usize = 4;
+/// Writer threads at most, each with one write (or zeroing) in flight; as many as there are
+/// cores, and at least two (one can write while the other scans its buffer for zeros).
+pub const WRITERS: usize = 4;
+
+fn writers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, WRITERS))
+}
+/// Buffers in flight between the reader and the writers (memory: `DEPTH + 1` × [`CHUNK`]):
+/// one per writer, one being filled, one spare.
+const DEPTH: usize = WRITERS + 2;
 
 /// What a write did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +244,9 @@ fn pump(
         source_bytes,
         resumes: 0,
     };
+    let counts = Counts::default();
+    let failed = AtomicBool::new(false);
+    let rx = Mutex::new(rx);
     let (read, written) = std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
             let end = produce(&mut hashed, &decode, &tx, &free_rx)?;
@@ -241,28 +257,51 @@ fn pump(
                 .map_err(io_at("read the image for its checksum"))?;
             Ok::<_, ImageError>((end, digest, resumes))
         });
-        let written = consume(
-            &rx,
-            &free_tx,
-            &target,
-            size.unwrap_or(0),
-            &mut report,
-            &mut |done, total| {
-                progress(Progress {
-                    done,
-                    total,
-                    elapsed: started.elapsed(),
-                })
-            },
-        );
-        // Unblock a reader waiting on either channel.
-        drop(rx);
+        let total = size.unwrap_or(0);
+        let (rx, counts, failed, target) = (&rx, &counts, &failed, &target);
+        let others: Vec<_> = (1..writers())
+            .map(|_| {
+                let free = free_tx.clone();
+                scope.spawn(move || consume(rx, &free, target, counts, failed, &mut |_| {}))
+            })
+            .collect();
+        // This thread writes too, and reports progress.
+        let mut written = consume(rx, &free_tx, target, counts, failed, &mut |done| {
+            progress(Progress {
+                done,
+                total,
+                elapsed: started.elapsed(),
+            })
+        });
+        for w in others {
+            let r = w
+                .join()
+                .unwrap_or_else(|_| Err(ImageError::Io(std::io::Error::other("writer panicked"))));
+            if written.is_ok() {
+                written = r;
+            }
+        }
+        if written.is_ok() {
+            progress(Progress {
+                done: counts.done.load(Ordering::Relaxed),
+                total,
+                elapsed: started.elapsed(),
+            });
+        }
+        // Unblock a reader waiting on either channel (the writers are gone: no buffer comes
+        // back, and none is taken).
         drop(free_tx);
+        drop(std::mem::replace(
+            &mut *rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            sync_channel(0).1,
+        ));
         let read = reader
             .join()
             .unwrap_or_else(|_| Err(ImageError::Io(std::io::Error::other("reader panicked"))));
         (read, written)
     });
+    report.written = counts.written.load(Ordering::Relaxed);
+    report.zeros_skipped = counts.zeros.load(Ordering::Relaxed);
     written?;
     let (end, digest, resumes) = read?;
     report.resumes = resumes;
@@ -303,6 +342,19 @@ fn produce(
             let size = src.len();
             let mut off = 0u64;
             while off < size {
+                // A hole of a sparse source file is zeros without reading it (whole 4 KiB
+                // blocks, which a device can zero).
+                if let Some(data) = src.data_from(off) {
+                    let hole = (data.min(size).saturating_sub(off)) & !4095;
+                    if hole > 0 && off.is_multiple_of(4096) {
+                        send(Piece::Zero {
+                            offset: off,
+                            len: hole,
+                        })?;
+                        off += hole;
+                        continue;
+                    }
+                }
                 let mut chunk = take()?;
                 let n = (size - off).min(CHUNK as u64) as usize;
                 src.read_at(&mut chunk[..n], off)
@@ -411,30 +463,60 @@ impl std::io::Write for ChunkSink<'_> {
     }
 }
 
-/// The writer: buffers → target, with progress.
+/// What the writers did, summed across them.
+#[derive(Default)]
+struct Counts {
+    written: AtomicU64,
+    zeros: AtomicU64,
+    /// Bytes of the disk handled (written or zeroed).
+    done: AtomicU64,
+}
+
+/// A writer: buffers → target, until the reader is done. After one writer fails the others
+/// only hand buffers back (so that the reader never waits for one), and the first error is
+/// the one reported.
 fn consume(
-    rx: &Receiver<Piece>,
+    rx: &Mutex<Receiver<Piece>>,
     free: &SyncSender<Chunk>,
     target: &Target,
-    total: u64,
-    report: &mut WriteReport,
-    tick: &mut dyn FnMut(u64, u64),
+    counts: &Counts,
+    failed: &AtomicBool,
+    tick: &mut dyn FnMut(u64),
 ) -> Result<(), ImageError> {
-    for piece in rx.iter() {
-        match piece {
-            Piece::Data { offset, len, chunk } => {
-                write_sparse(target, &chunk[..len], offset, report)?;
-                let _ = free.send(chunk);
-                tick(offset + len as u64, total);
+    loop {
+        let piece = {
+            let Ok(rx) = rx.lock() else {
+                return Ok(());
+            };
+            match rx.recv() {
+                Ok(p) => p,
+                Err(_) => return Ok(()),
             }
-            Piece::Zero { offset, len } => {
-                target.zero(offset, len)?;
-                report.zeros_skipped += len;
-                tick(offset + len, total);
+        };
+        let res = match piece {
+            Piece::Data { chunk, .. } if failed.load(Ordering::Relaxed) => {
+                let _ = free.send(chunk);
+                continue;
+            }
+            Piece::Zero { .. } if failed.load(Ordering::Relaxed) => continue,
+            Piece::Data { offset, len, chunk } => {
+                let r = write_sparse(target, &chunk[..len], offset, counts);
+                let _ = free.send(chunk);
+                r.map(|()| len as u64)
+            }
+            Piece::Zero { offset, len } => target.zero(offset, len).map(|()| {
+                counts.zeros.fetch_add(len, Ordering::Relaxed);
+                len
+            }),
+        };
+        match res {
+            Ok(n) => tick(counts.done.fetch_add(n, Ordering::Relaxed) + n),
+            Err(e) => {
+                failed.store(true, Ordering::Relaxed);
+                return Err(e);
             }
         }
     }
-    Ok(())
 }
 
 /// Where the disk goes: a regular file (zeros become holes) or a block device (zeros are
@@ -592,12 +674,7 @@ fn is_zero(b: &[u8]) -> bool {
 }
 
 /// Writes the non-zero blocks of `buf`, which belongs at `offset` of the target.
-fn write_sparse(
-    out: &Target,
-    buf: &[u8],
-    offset: u64,
-    report: &mut WriteReport,
-) -> Result<(), ImageError> {
+fn write_sparse(out: &Target, buf: &[u8], offset: u64, counts: &Counts) -> Result<(), ImageError> {
     let mut at = 0usize;
     while at < buf.len() {
         let end = (at + BLOCK).min(buf.len());
@@ -612,7 +689,9 @@ fn write_sparse(
                 stop = next;
             }
             out.zero(offset + at as u64, (stop - at) as u64)?;
-            report.zeros_skipped += (stop - at) as u64;
+            counts
+                .zeros
+                .fetch_add((stop - at) as u64, Ordering::Relaxed);
             at = stop;
         } else {
             // Coalesce the following non-zero blocks into one write.
@@ -625,7 +704,9 @@ fn write_sparse(
                 stop = next;
             }
             out.write_at(&buf[at..stop], offset + at as u64)?;
-            report.written += (stop - at) as u64;
+            counts
+                .written
+                .fetch_add((stop - at) as u64, Ordering::Relaxed);
             at = stop;
         }
     }

@@ -63,8 +63,8 @@ enum Bench {
         /// Virtual size of the test disk, MiB.
         #[arg(long, default_value_t = 2048)]
         size_mib: u64,
-        /// Runs per tool and case (median reported).
-        #[arg(long, default_value_t = 3)]
+        /// Runs per tool and case (median and spread reported).
+        #[arg(long, default_value_t = 5)]
         runs: usize,
     },
     /// Lab racks: bring-up time, memory and CPU per idle node, how many nodes fit.

@@ -5,10 +5,15 @@
 //! Images: a raw disk of `--size` (default 2 GiB) with about 25% data (1 MiB of data in every
 //! 4 MiB, half of it compressible text, half random) and zeros between; the same as qcow2 and
 //! as compressed qcow2; and a dense raw image of `--size / 4` for the device's own rate.
-//! Each case runs `--runs` times per tool, alternating; the median is reported. Every tool
-//! ends with the data on stable storage (Ferric and dd fsync; qemu-img does not flush, so
-//! `sync TARGET` follows it). Ferric writes a device with O_DIRECT unless `--buffered`. The
-//! Ferric process's peak RSS is sampled from /proc while it runs.
+//! Each case runs `--runs` times per tool, alternating; the median and the spread (fastest and
+//! slowest run) are reported, and each case's Ferric best is set against its **fastest**
+//! reference. The references run in their fastest honest configurations beside their plain
+//! ones: `qemu-img convert -t none -W -m 8` (O_DIRECT, out-of-order writes, 8 coroutines)
+//! against Ferric's O_DIRECT writes and `-W -m 8` through the page cache against Ferric
+//! `--buffered`; `dd` with `oflag=direct` and with `conv=sparse`; `bmaptool copy` with a bmap
+//! made beforehand. Every tool ends with the data on stable storage (Ferric, dd and bmaptool
+//! fsync; qemu-img does not flush, so `sync TARGET` follows it). The Ferric process's peak
+//! RSS is sampled from /proc while it runs.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -23,7 +28,7 @@ struct Args {
     #[arg(long, default_value_t = 2048)]
     size_mib: u64,
     /// Runs per tool and case.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     runs: usize,
     /// Work directory (needs about 2.5 × size free; on the disk under test).
     #[arg(long, default_value = "target/bench-images")]
@@ -150,13 +155,16 @@ struct Row {
     case: String,
     tool: String,
     secs: f64,
+    min: f64,
+    max: f64,
     mib_s: f64,
     rss_mib: Option<f64>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// Median, fastest and slowest of `v` (not empty).
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 fn main() -> Result<()> {
@@ -177,6 +185,9 @@ fn main() -> Result<()> {
     eprintln!("building test images in {} …", dir.display());
     make_sparse(Path::new(&raw), size)?;
     make_dense(Path::new(&dense), dense_size)?;
+    // bmaptool copies what a bmap names; the map is made with the image, as a user would.
+    let bmap = p("disk.bmap");
+    sh("bmaptool", &["create", "-o", &bmap, &raw])?;
     sh(
         "qemu-img",
         &["convert", "-f", "raw", "-O", "qcow2", &raw, &qcow],
@@ -245,48 +256,57 @@ fn main() -> Result<()> {
     // qemu-img convert does not flush its target (strace shows no fsync or fdatasync), so
     // `sync TARGET` follows it: every tool ends with the disk on stable storage, as Ferric
     // and dd conv=fsync do.
-    let qemu = |fmt: &str, src: &str, dst: &str, n: bool| {
+    let qemu = |flags: &str, fmt: &str, src: &str, dst: &str| {
         format!(
-            "sh -c \"qemu-img convert {}-f {fmt} -O raw {} {} && sync {}\"",
-            if n { "-n " } else { "" },
+            "sh -c \"qemu-img convert {flags}-f {fmt} -O raw {} {} && sync {}\"",
             q(src),
             q(dst),
             q(dst)
         )
     };
+    // qemu-img's three ways to a device: plain; out of order with 8 coroutines through the
+    // page cache; and that with O_DIRECT on the target (its fastest here).
+    const QEMU_DEV: [(&str, &str); 3] = [
+        ("qemu-img convert -n", "-n "),
+        ("qemu-img convert -n -W -m 8", "-n -W -m 8 "),
+        ("qemu-img convert -n -t none -W -m 8", "-n -t none -W -m 8 "),
+    ];
     let fw =
         |extra: &str, src: &str, dst: &str| format!("{f} image write {extra}{} {}", q(src), q(dst));
-    let dd = |src: &str| {
-        format!(
-            "dd if={} of={} bs=4M oflag=direct conv=fsync status=none",
-            q(src),
-            q(&d)
-        )
-    };
+    let dd =
+        |flags: &str, src: &str| format!("dd if={} of={} bs=4M {flags} status=none", q(src), q(&d));
     let t = |a: &str, b: String| (a.to_owned(), b);
     // A qcow2 image to the device: Ferric through O_DIRECT and the page cache, and qemu-img.
     let qcow2_to_device = |label: &str, src: &str| -> Case {
-        (
-            label.into(),
-            size,
-            vec![
-                t("ferric", fw("", src, &d)),
-                t("ferric --buffered", fw("--buffered ", src, &d)),
-                t("qemu-img convert -n", qemu("qcow2", src, &d, true)),
-            ],
-        )
+        let mut tools = vec![
+            t("ferric", fw("", src, &d)),
+            t("ferric --buffered", fw("--buffered ", src, &d)),
+        ];
+        tools.extend(QEMU_DEV.map(|(l, fl)| t(l, qemu(fl, "qcow2", src, &d))));
+        (label.into(), size, tools)
     };
-    let cases: Vec<Case> = vec![
-        (
-            "raw → device".into(),
-            size,
-            vec![
-                t("ferric", fw("", &raw, &d)),
-                t("ferric --buffered", fw("--buffered ", &raw, &d)),
-                t("dd bs=4M oflag=direct", dd(&raw)),
-                t("qemu-img convert -n", qemu("raw", &raw, &d, true)),
-            ],
+    let mut raw_tools = vec![
+        t("ferric", fw("", &raw, &d)),
+        t("ferric --buffered", fw("--buffered ", &raw, &d)),
+        t("dd bs=4M oflag=direct", dd("oflag=direct conv=fsync", &raw)),
+        t("dd bs=4M conv=sparse *", dd("conv=sparse,fsync", &raw)),
+        t(
+            "dd bs=4M oflag=direct conv=sparse *",
+            dd("oflag=direct conv=sparse,fsync", &raw),
         ),
+        t(
+            "bmaptool copy --no-verify *",
+            format!(
+                "bmaptool -q copy --no-verify --bmap {} {} {}",
+                q(&bmap),
+                q(&raw),
+                q(&d)
+            ),
+        ),
+    ];
+    raw_tools.extend(QEMU_DEV.map(|(l, fl)| t(l, qemu(fl, "raw", &raw, &d))));
+    let cases: Vec<Case> = vec![
+        ("raw → device".into(), size, raw_tools),
         qcow2_to_device("qcow2 → device", &qcow),
         qcow2_to_device("qcow2 (compressed) → device", &qcow_c),
         (
@@ -303,9 +323,9 @@ fn main() -> Result<()> {
                     ),
                 ),
                 t(
-                    "curl, then qemu-img (staged)",
+                    "curl, then qemu-img -t none -W -m 8",
                     format!(
-                        "sh -c \"curl -sf --cacert {} -H @{} -o {} {} && qemu-img convert -n -f qcow2 -O raw {} {} && sync {} && rm -f {}\"",
+                        "sh -c \"curl -sf --cacert {} -H @{} -o {} {} && qemu-img convert -n -t none -W -m 8 -f qcow2 -O raw {} {} && sync {} && rm -f {}\"",
                         q(&ca.display().to_string()),
                         q(&auth_header.display().to_string()),
                         q(&staging),
@@ -323,9 +343,10 @@ fn main() -> Result<()> {
             size,
             vec![
                 t("ferric", fw("", &qcow, &file_target)),
+                t("qemu-img convert", qemu("", "qcow2", &qcow, &file_target)),
                 t(
-                    "qemu-img convert",
-                    qemu("qcow2", &qcow, &file_target, false),
+                    "qemu-img convert -W -m 8",
+                    qemu("-W -m 8 ", "qcow2", &qcow, &file_target),
                 ),
             ],
         ),
@@ -334,7 +355,10 @@ fn main() -> Result<()> {
             dense_size,
             vec![
                 t("ferric", fw("", &dense, &d)),
-                t("dd bs=4M oflag=direct (device rate)", dd(&dense)),
+                t(
+                    "dd bs=4M oflag=direct (device rate)",
+                    dd("oflag=direct conv=fsync", &dense),
+                ),
             ],
         ),
     ];
@@ -359,11 +383,13 @@ fn main() -> Result<()> {
             }
         }
         for (i, (tool, _)) in tools.iter().enumerate() {
-            let m = median(secs[i].clone());
+            let (m, min, max) = stats(secs[i].clone());
             rows.push(Row {
                 case: case.clone(),
                 tool: tool.clone(),
                 secs: m,
+                min,
+                max,
                 mib_s: *bytes as f64 / (1 << 20) as f64 / m,
                 // A shell around a pipeline: its own RSS says nothing about the tools.
                 rss_mib: (!tools[i].1.starts_with("sh -c")).then(|| rss[i] as f64 / 1024.0),
@@ -380,9 +406,10 @@ fn main() -> Result<()> {
         dir.display()
     );
     println!(
-        "{:<34} {:<38} {:>8} {:>9} {:>8} {:>16}",
-        "case", "tool", "seconds", "MiB/s", "RSS MiB", "ferric speedup"
+        "{:<34} {:<38} {:>8} {:>13} {:>9} {:>8} {:>16}",
+        "case", "tool", "seconds", "min–max", "MiB/s", "RSS MiB", "ferric speedup"
     );
+    let mut summary = Vec::new();
     for (case, _, _) in &cases {
         let of_case: Vec<&Row> = rows.iter().filter(|r| &r.case == case).collect();
         let ferric_best = of_case
@@ -390,6 +417,18 @@ fn main() -> Result<()> {
             .filter(|r| r.tool.starts_with("ferric"))
             .map(|r| r.secs)
             .fold(f64::INFINITY, f64::min);
+        let fastest_ref = of_case
+            .iter()
+            .filter(|r| !r.tool.starts_with("ferric"))
+            .min_by(|a, b| a.secs.total_cmp(&b.secs));
+        if let Some(best) = fastest_ref {
+            summary.push(format!(
+                "{case}: ferric {ferric_best:.2} s, fastest reference {} {:.2} s: {:.2}×",
+                best.tool,
+                best.secs,
+                best.secs / ferric_best
+            ));
+        }
         for r in of_case {
             let ratio = if r.tool.starts_with("ferric") {
                 String::new()
@@ -401,13 +440,28 @@ fn main() -> Result<()> {
                 .map(|m| format!("{m:.1}"))
                 .unwrap_or_else(|| "-".into());
             println!(
-                "{:<34} {:<38} {:>8.2} {:>9.0} {:>8} {:>16}",
-                r.case, r.tool, r.secs, r.mib_s, rss, ratio
+                "{:<34} {:<38} {:>8.2} {:>13} {:>9.0} {:>8} {:>16}",
+                r.case,
+                r.tool,
+                r.secs,
+                format!("{:.2}–{:.2}", r.min, r.max),
+                r.mib_s,
+                rss,
+                ratio
             );
         }
     }
+    println!(
+        "\n* skips zero blocks instead of zeroing them: the same disk here only because the device already held zeros (or this image) there"
+    );
+    println!(
+        "\nagainst the fastest reference of each case (its median over Ferric's best median):"
+    );
+    for line in summary {
+        println!("  {line}");
+    }
     drop(dev);
-    for f in [&raw, &qcow, &qcow_c, &dense, &backing, &file_target] {
+    for f in [&raw, &qcow, &qcow_c, &dense, &backing, &file_target, &bmap] {
         let _ = std::fs::remove_file(f);
     }
     Ok(())

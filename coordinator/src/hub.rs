@@ -31,6 +31,29 @@ pub struct TelemetryRecord {
     pub bytes: usize,
 }
 
+/// A telemetry sample as a node's ring holds it: encoded, as it came (a decoded sample's
+/// vectors and strings take several times its encoded size, which at 600 samples per node
+/// was most of the coordinator's memory per agent), decoded when read.
+#[derive(Debug, Clone)]
+struct HeldSample {
+    received_at_ms: i64,
+    seq: u64,
+    at_ms: u64,
+    frame: Box<[u8]>,
+}
+
+impl HeldSample {
+    fn record(&self) -> Option<TelemetryRecord> {
+        let payload = self.frame.get(ferric_proto::frame::HEADER_LEN..)?;
+        let sample = ferric_proto::frame::decode_payload(payload).ok()?;
+        Some(TelemetryRecord {
+            received_at_ms: self.received_at_ms,
+            sample,
+            bytes: self.frame.len(),
+        })
+    }
+}
+
 /// One read of a bare-metal node's BMC as received (its telemetry: the management agent polls
 /// it every `--bmc-poll`, sensors every third time).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -76,7 +99,7 @@ struct Live {
 #[derive(Debug, Default)]
 pub struct Hub {
     live: Mutex<HashMap<String, Live>>,
-    telemetry: Mutex<HashMap<String, VecDeque<TelemetryRecord>>>,
+    telemetry: Mutex<HashMap<String, VecDeque<HeldSample>>>,
     bmc_states: Mutex<HashMap<String, BmcState>>,
     bmc_records: Mutex<HashMap<String, VecDeque<BmcRecord>>>,
     boot_marks: Mutex<HashMap<String, VecDeque<BootMark>>>,
@@ -91,12 +114,12 @@ trait Received: Clone {
     }
 }
 
-impl Received for TelemetryRecord {
+impl Received for HeldSample {
     fn received_at_ms(&self) -> i64 {
         self.received_at_ms
     }
     fn bytes(&self) -> usize {
-        self.bytes
+        self.frame.len()
     }
 }
 
@@ -339,34 +362,39 @@ impl Hub {
     /// Records a sample; older samples past the ring's bounds are dropped, out-of-order ones
     /// and ones over [`TELEMETRY_SAMPLE_MAX`] too.
     pub fn record_telemetry(&self, node: &str, sample: TelemetrySample, now_ms: i64) {
-        let bytes =
-            ferric_proto::frame::to_frame(&sample, usize::MAX).map_or(usize::MAX, |f| f.len());
-        if bytes > TELEMETRY_SAMPLE_MAX {
-            tracing::warn!(%node, bytes, max = TELEMETRY_SAMPLE_MAX, "telemetry sample too large; dropped");
-            return;
-        }
+        let frame = match ferric_proto::frame::to_frame(&sample, TELEMETRY_SAMPLE_MAX) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(%node, max = TELEMETRY_SAMPLE_MAX, error = %e, "telemetry sample dropped");
+                return;
+            }
+        };
         push_ring(
             &self.telemetry,
             node,
-            TelemetryRecord {
+            HeldSample {
                 received_at_ms: now_ms,
-                sample,
-                bytes,
+                seq: sample.seq,
+                at_ms: sample.at_ms,
+                frame: frame.into_boxed_slice(),
             },
-            |b, r| b.sample.seq >= r.sample.seq && b.sample.at_ms >= r.sample.at_ms,
+            |b, r| b.seq >= r.seq && b.at_ms >= r.at_ms,
         );
     }
 
     /// Samples of `node` received after `after_ms` (oldest first).
     pub fn telemetry_since(&self, node: &str, after_ms: i64) -> Vec<TelemetryRecord> {
         ring_since(&self.telemetry, node, after_ms)
+            .iter()
+            .filter_map(HeldSample::record)
+            .collect()
     }
 
     /// The newest sample of `node`.
     pub fn latest_telemetry(&self, node: &str) -> Option<TelemetryRecord> {
         lock(&self.telemetry)
             .get(node)
-            .and_then(|r| r.back().cloned())
+            .and_then(|r| r.back().and_then(HeldSample::record))
     }
 }
 

@@ -3,6 +3,9 @@
 //! once, in one run on one libvirtd; and the agent's RSS and CPU idle and with 10 guests
 //! reporting telemetry every second.
 //!
+//! Each round runs one side, destroys its guests, then runs the other; rounds alternate which
+//! side goes first.
+//!
 //! Ferric's latency is the coordinator's own: plan stored → its last event (guest started)
 //! stored. It includes the push over QUIC, the agent's journal, and the events back.
 
@@ -22,6 +25,9 @@ struct Args {
     /// Guest counts to create at once (repeat).
     #[arg(long = "guests", default_values_t = vec![1usize, 10])]
     guests: Vec<usize>,
+    /// Rounds per count, alternating which side goes first.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 const MEM_MIB: u64 = 96;
@@ -177,72 +183,103 @@ async fn run(args: Args, image: ferric_tests::hv::GuestImage) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (idle_rss, idle_cpu) = agent_use(pid, 5)?;
 
+    // Removes guests and their volumes (not timed): each side's guests are gone before the
+    // other side runs, so neither pays for the other's TCG guests still booting.
+    let clean = |names: &[String]| {
+        for name in names {
+            let _ = virsh(&["destroy", name]);
+            let _ = virsh(&["undefine", name]);
+            let _ = virsh(&["vol-delete", &format!("{name}-root"), "--pool", &pool]);
+        }
+    };
     let mut rows = Vec::new();
     let mut busy = (0.0, 0.0);
     for &n in &args.guests {
-        // Ferric: n plans pushed together.
-        let names: Vec<String> = (0..n).map(|i| format!("fb{id}-{n}-{i}")).collect();
-        let mut plans = Vec::new();
-        for name in &names {
-            let s = spec(name, &pool, &bridge, &kernel, &initrd, &logs);
-            let plan = PlanFile {
-                steps: serde_json::from_value(serde_json::json!([
-                    { "ensure_volume": { "pool": pool, "name": format!("{name}-root"), "size_bytes": VOL_BYTES } },
-                    { "ensure_guest": s },
-                    { "guest_power": { "name": name, "action": "start" } },
-                ]))?,
-            };
-            plans.push(c.apply(vec!["bench".into()], plan).await?[0].id);
-        }
-        let mut ferric = Vec::new();
-        for p in &plans {
-            let s = wait_plan_finished(&c, *p, Duration::from_secs(300)).await?;
-            if s["plan"]["state"] != "succeeded" {
-                bail!("plan {p} failed: {s}");
+        let (mut ferric, mut reference) = (Vec::new(), Vec::new());
+        // Rounds alternate which side goes first, so that neither always runs on a host the
+        // other has just warmed (or loaded).
+        for round in 0..args.rounds {
+            for side in [round % 2, 1 - round % 2] {
+                if side == 0 {
+                    // Ferric: n plans pushed together.
+                    let names: Vec<String> =
+                        (0..n).map(|i| format!("fb{id}-{n}-{round}-{i}")).collect();
+                    let mut plans = Vec::new();
+                    for name in &names {
+                        let s = spec(name, &pool, &bridge, &kernel, &initrd, &logs);
+                        let plan = PlanFile {
+                            steps: serde_json::from_value(serde_json::json!([
+                                { "ensure_volume": { "pool": pool, "name": format!("{name}-root"), "size_bytes": VOL_BYTES } },
+                                { "ensure_guest": s },
+                                { "guest_power": { "name": name, "action": "start" } },
+                            ]))?,
+                        };
+                        plans.push(c.apply(vec!["bench".into()], plan).await?[0].id);
+                    }
+                    for p in &plans {
+                        let s = wait_plan_finished(&c, *p, Duration::from_secs(300)).await?;
+                        if s["plan"]["state"] != "succeeded" {
+                            bail!("plan {p} failed: {s}");
+                        }
+                        let us = |k: &str| s["plan"][k].as_i64().unwrap_or(0) as f64;
+                        ferric.push((us("finished_at_us") - us("created_at_us")) / 1000.0);
+                    }
+                    if n >= 10 && round == 0 {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        busy = agent_use(pid, 5)?;
+                    }
+                    clean(&names);
+                } else {
+                    // virsh: the same work, n at once.
+                    let vnames: Vec<String> =
+                        (0..n).map(|i| format!("vb{id}-{n}-{round}-{i}")).collect();
+                    let handles: Vec<_> = vnames
+                        .iter()
+                        .map(|name| {
+                            let s = spec(name, &pool, &bridge, &kernel, &initrd, &logs);
+                            let pool = pool.clone();
+                            let xml_dir = dir.path().to_owned();
+                            std::thread::spawn(move || -> Result<f64> {
+                                let t = Instant::now();
+                                virsh(&[
+                                    "vol-create-as",
+                                    &pool,
+                                    &format!("{}-root", s.name),
+                                    &VOL_BYTES.to_string(),
+                                    "--format",
+                                    "qcow2",
+                                ])?;
+                                let path = virsh(&[
+                                    "vol-path",
+                                    &format!("{}-root", s.name),
+                                    "--pool",
+                                    &pool,
+                                ])?
+                                .trim()
+                                .to_owned();
+                                let xml = domain_xml(&s, Accel::Tcg, &[(path, "qcow2".into())]);
+                                let f = xml_dir.join(format!("{}.xml", s.name));
+                                std::fs::write(&f, xml)?;
+                                virsh(&["define", f.to_str().unwrap_or_default()])?;
+                                virsh(&["start", &s.name])?;
+                                Ok(t.elapsed().as_secs_f64() * 1000.0)
+                            })
+                        })
+                        .collect();
+                    let mut failed = None;
+                    for h in handles {
+                        match h.join() {
+                            Ok(Ok(ms)) => reference.push(ms),
+                            Ok(Err(e)) => failed = Some(e),
+                            Err(_) => failed = Some(anyhow::anyhow!("virsh thread panicked")),
+                        }
+                    }
+                    clean(&vnames);
+                    if let Some(e) = failed {
+                        return Err(e);
+                    }
+                }
             }
-            let us = |k: &str| s["plan"][k].as_i64().unwrap_or(0) as f64;
-            ferric.push((us("finished_at_us") - us("created_at_us")) / 1000.0);
-        }
-        if n >= 10 {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            busy = agent_use(pid, 5)?;
-        }
-        // virsh: the same work, n at once.
-        let vnames: Vec<String> = (0..n).map(|i| format!("vb{id}-{n}-{i}")).collect();
-        let handles: Vec<_> = vnames
-            .iter()
-            .map(|name| {
-                let s = spec(name, &pool, &bridge, &kernel, &initrd, &logs);
-                let pool = pool.clone();
-                let xml_dir = dir.path().to_owned();
-                std::thread::spawn(move || -> Result<f64> {
-                    let t = Instant::now();
-                    virsh(&[
-                        "vol-create-as",
-                        &pool,
-                        &format!("{}-root", s.name),
-                        &VOL_BYTES.to_string(),
-                        "--format",
-                        "qcow2",
-                    ])?;
-                    let path = virsh(&["vol-path", &format!("{}-root", s.name), "--pool", &pool])?
-                        .trim()
-                        .to_owned();
-                    let xml = domain_xml(&s, Accel::Tcg, &[(path, "qcow2".into())]);
-                    let f = xml_dir.join(format!("{}.xml", s.name));
-                    std::fs::write(&f, xml)?;
-                    virsh(&["define", f.to_str().unwrap_or_default()])?;
-                    virsh(&["start", &s.name])?;
-                    Ok(t.elapsed().as_secs_f64() * 1000.0)
-                })
-            })
-            .collect();
-        let mut reference = Vec::new();
-        for h in handles {
-            reference.push(
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("virsh thread panicked"))??,
-            );
         }
         let (f50, f99, v50, v99) = (
             pct(&mut ferric, 0.5),
@@ -251,12 +288,6 @@ async fn run(args: Args, image: ferric_tests::hv::GuestImage) -> Result<()> {
             pct(&mut reference, 0.99),
         );
         rows.push((n, f50, f99, v50, v99));
-        // Clean up both sets (not timed).
-        for name in names.iter().chain(&vnames) {
-            let _ = virsh(&["destroy", name]);
-            let _ = virsh(&["undefine", name]);
-            let _ = virsh(&["vol-delete", &format!("{name}-root"), "--pool", &pool]);
-        }
     }
     drop(agent);
     let _ = virsh(&["vol-delete", "warm", "--pool", &pool]);
@@ -266,7 +297,11 @@ async fn run(args: Args, image: ferric_tests::hv::GuestImage) -> Result<()> {
     coord.shutdown().await;
 
     println!(
-        "\n| guests at once | Ferric create→running p50 / p99 (ms) | virsh vol-create-as+define+start p50 / p99 (ms) | Ferric / virsh (p50) |"
+        "\n{} rounds per count, alternating which side goes first; each side's guests destroyed before the other runs",
+        args.rounds
+    );
+    println!(
+        "| guests at once | Ferric create→running p50 / p99 (ms) | virsh vol-create-as+define+start p50 / p99 (ms) | Ferric / virsh (p50) |"
     );
     println!("|---:|---:|---:|---:|");
     for (n, f50, f99, v50, v99) in rows {

@@ -1,7 +1,7 @@
 //! Lab benchmark: how fast a rack of virtual bare metal comes up, what an idle node costs, and
 //! how many this machine holds. For each rack size: `ferric lab up` (namespace, bridge, BMCs),
 //! then every node powered on through its BMC (Ferric's IPMI client, boot device pxe) until
-//! each node's NIC has sent its first DHCP request on the provisioning bridge; then, after the
+//! a DHCP DISCOVER from each node's MAC is seen on the provisioning network; then, after the
 //! nodes idle in iPXE for a while, the resident memory and CPU of their QEMU and BMC processes;
 //! then `ferric lab down`.
 
@@ -71,14 +71,48 @@ fn mem_available_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn tap_rx(netns: &str, tap: &str) -> u64 {
-    Command::new("ip")
-        .args(["netns", "exec", netns, "cat"])
-        .arg(format!("/sys/class/net/{tap}/statistics/rx_packets"))
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(0)
+/// Listens on the rack's provisioning network (inside its namespace) for a DHCP DISCOVER from
+/// every MAC in `macs`; returns when the last one was seen. Any other packet on a tap (an ARP,
+/// an IPv6 solicitation, a DHCP message of another kind) does not count.
+fn await_discovers(
+    netns: String,
+    mut macs: std::collections::HashSet<[u8; 6]>,
+    limit: Duration,
+) -> std::thread::JoinHandle<Result<Instant>> {
+    std::thread::spawn(move || {
+        use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
+        let ns = std::fs::File::open(Path::new("/var/run/netns").join(&netns))
+            .with_context(|| format!("namespace {netns}"))?;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("enter namespace {netns}"))?;
+        let sock = std::net::UdpSocket::bind("0.0.0.0:67").context("bind the DHCP port")?;
+        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let deadline = Instant::now() + limit;
+        let mut buf = [0u8; 1500];
+        while !macs.is_empty() {
+            if Instant::now() > deadline {
+                bail!(
+                    "{} nodes sent no DHCP DISCOVER within {} s",
+                    macs.len(),
+                    limit.as_secs()
+                );
+            }
+            let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let Some(m) = ferric_netboot::dhcp::decode(&buf[..n]) else {
+                continue;
+            };
+            let discover = matches!(
+                m.opts().get(OptionCode::MessageType),
+                Some(DhcpOption::MessageType(MessageType::Discover))
+            );
+            if discover && let Ok(mac) = <[u8; 6]>::try_from(&m.chaddr()[..6]) {
+                macs.remove(&mac);
+            }
+        }
+        Ok(Instant::now())
+    })
 }
 
 #[tokio::main]
@@ -122,6 +156,16 @@ async fn main() -> Result<()> {
             .context("password")?
             .to_owned();
         let nodes = rack["nodes"].as_array().context("nodes")?.clone();
+        let macs = nodes
+            .iter()
+            .map(|x| {
+                x["mac"]
+                    .as_str()
+                    .and_then(ferric_netboot::dhcp::parse_mac)
+                    .context("a node's MAC")
+            })
+            .collect::<Result<_>>()?;
+        let discovers = await_discovers(netns.clone(), macs, Duration::from_secs(300));
         let client = IpmiClient::new(IpmiOptions::default());
         let mut tasks = tokio::task::JoinSet::new();
         for node in &nodes {
@@ -140,18 +184,10 @@ async fn main() -> Result<()> {
             r??;
         }
         let powered = started.elapsed();
-        let taps: Vec<String> = nodes
-            .iter()
-            .filter_map(|x| x["tap"].as_str().map(str::to_owned))
-            .collect();
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while !taps.iter().all(|t| tap_rx(&netns, t) > 0) {
-            if Instant::now() > deadline {
-                bail!("not every node sent a DHCP request within 300 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let ready = started.elapsed();
+        let last_discover = tokio::task::spawn_blocking(move || discovers.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the DHCP listener panicked"))??;
+        let ready = last_discover - started;
         tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
         let (_, t0) = rack_usage(&dir);
         let sample = Instant::now();
@@ -180,7 +216,7 @@ async fn main() -> Result<()> {
     }
     println!();
     println!(
-        "| nodes | lab up s | all powered on s | all sent DHCP s | down s | RSS/idle node MiB | CPU/idle node (cores) | fit by memory | fit by CPU |"
+        "| nodes | lab up s | all powered on s | all sent DHCP DISCOVER s | down s | RSS/idle node MiB | CPU/idle node (cores) | fit by memory | fit by CPU |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (n, up, powered, ready, down, mem, cpu, by_mem, by_cpu) in rows {

@@ -445,19 +445,21 @@ async fn lab_enroll_registers_the_nodes_and_the_coordinator_powers_them_through_
                 .unwrap()
         })
     };
-    let out = ferric(vec![
-        "lab".into(),
-        "enroll".into(),
-        "--via".into(),
-        "mgmt".into(),
-    ])
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Runs `ferric ARGS…`, which must succeed; returns its output.
+    let ok = |args: &[&str]| {
+        let what = args.join(" ");
+        let run = ferric(args.iter().map(|a| (*a).to_owned()).collect());
+        async move {
+            let out = run.await.unwrap();
+            assert!(
+                out.status.success(),
+                "ferric {what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        }
+    };
+    ok(&["lab", "enroll", "--via", "mgmt"]).await;
     let n0 = format!("{}-n0", lab.name);
     let shown: serde_json::Value = ferric_tests::client(coord.api)
         .get(&format!("/v1/nodes/{n0}"))
@@ -470,32 +472,12 @@ async fn lab_enroll_registers_the_nodes_and_the_coordinator_powers_them_through_
     );
 
     // The coordinator powers the node on through the agent, the lab BMC starts its machine.
-    let out = ferric(vec!["node".into(), "power".into(), "on".into(), n0.clone()])
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        ok(&["node", "power", "on", &n0]).await,
         format!("node {n0}: power on")
     );
     assert_eq!(lab.status(&n0)["power"], "on");
-    let out = ferric(vec![
-        "node".into(),
-        "power".into(),
-        "off".into(),
-        n0.clone(),
-    ])
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&["node", "power", "off", &n0]).await;
     assert_eq!(lab.status(&n0)["power"], "off");
 
     // A lossy management network: the rack's relay drops 30% of n1's datagrams each way, and
@@ -509,20 +491,7 @@ async fn lab_enroll_registers_the_nodes_and_the_coordinator_powers_them_through_
         "{conf}"
     );
     let n1 = format!("{}-n1", lab.name);
-    let out = ferric(vec![
-        "lab".into(),
-        "fault".into(),
-        n1.clone(),
-        "bmc-loss".into(),
-        "30".into(),
-    ])
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&["lab", "fault", &n1, "bmc-loss", "30"]).await;
     assert_eq!(lab.status(&n1)["faults"][0], "bmc-loss 30");
     std::thread::sleep(Duration::from_millis(700)); // the relay re-reads faults twice a second
     for (action, power) in [
@@ -534,22 +503,10 @@ async fn lab_enroll_registers_the_nodes_and_the_coordinator_powers_them_through_
         ("off", "off"),
         ("status", "off"),
     ] {
-        let out = ferric(vec![
-            "node".into(),
-            "power".into(),
-            action.into(),
-            n1.clone(),
-        ])
-        .await
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "power {action} at 30% loss: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            format!("node {n1}: power {power}")
+            ok(&["node", "power", action, &n1]).await,
+            format!("node {n1}: power {power}"),
+            "power {action} at 30% loss"
         );
         assert_eq!(lab.status(&n1)["power"], power, "after power {action}");
     }

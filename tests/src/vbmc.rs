@@ -184,3 +184,73 @@ fn free_tcp_port() -> Result<u16> {
         .local_addr()?
         .port())
 }
+
+/// A BMC that keeps the boot flags it is sent (`tests/python/bootflags_bmc.py`, on pyghmi's
+/// RMCP+ server from the same virtual environment): neither ipmi_sim nor VirtualBMC store the
+/// persistent and EFI bits of boot parameter 5, so reading them back needs one that does, as a
+/// real BMC does. Its chassis state (power, the stored flags) is a JSON file beside it.
+#[derive(Debug)]
+pub struct BootFlagsBmc {
+    /// UDP port of its IPMI-over-LAN interface on 127.0.0.1.
+    pub port: u16,
+    state: PathBuf,
+    daemon: Proc,
+}
+
+impl BootFlagsBmc {
+    /// Starts the BMC with [`ADMIN`]'s credentials; files go to `dir`.
+    pub fn start(dir: &Path) -> Result<BootFlagsBmc> {
+        let venv = venv()?;
+        std::fs::create_dir_all(dir)?;
+        let password = dir.join("password");
+        std::fs::write(&password, ADMIN.1)?;
+        let state = dir.join("chassis.json");
+        let port = free_port()?;
+        let mut cmd = Command::new(venv.join("bin/python"));
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/bootflags_bmc.py"))
+            .args(["--port", &port.to_string(), "--user", ADMIN.0])
+            .arg("--password-file")
+            .arg(&password)
+            .arg("--state")
+            .arg(&state);
+        let daemon = Proc::spawn_command(cmd, &dir.join("bmc.out"))?;
+        let mut this = BootFlagsBmc {
+            port,
+            state,
+            daemon,
+        };
+        let started = Instant::now();
+        while let Err(e) = this.ipmitool(&["chassis", "power", "status"]) {
+            if !this.daemon.running() || started.elapsed() > Duration::from_secs(20) {
+                return Err(e.context(format!(
+                    "the boot-flags BMC never answered ipmitool: {}",
+                    this.daemon.log_text()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(this)
+    }
+
+    /// The BMC's address as Ferric enrolls it: `ipmi://admin@127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        format!("ipmi://{}@127.0.0.1:{}", ADMIN.0, self.port)
+    }
+
+    /// `ipmitool -I lanplus` against this BMC, as an operator would run it.
+    pub fn ipmitool(&self, args: &[&str]) -> Result<String> {
+        Ok(ferric_lab::run(
+            Command::new("ipmitool")
+                .args(["-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p"])
+                .arg(self.port.to_string())
+                .args(["-U", ADMIN.0, "-P", ADMIN.1, "-N", "1", "-R", "3"])
+                .args(args),
+        )?)
+    }
+
+    /// The chassis state the BMC wrote last: `power`, `boot_flags` (the five data bytes of
+    /// parameter 5 in hex), `sets`.
+    pub fn chassis(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::from_slice(&std::fs::read(&self.state)?)?)
+    }
+}

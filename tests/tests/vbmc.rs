@@ -7,7 +7,7 @@
 use ferric_agent::bmc::ipmi::{IpmiClient, IpmiOptions};
 use ferric_agent::bmc::{BmcTarget, Secret};
 use ferric_proto::plan::{BootDevice, PowerAction};
-use ferric_tests::vbmc::{ADMIN, VirtualBmc};
+use ferric_tests::vbmc::{ADMIN, BootFlagsBmc, VirtualBmc};
 use ferric_tests::{cli_enroll_bmc, cli_ok, cli_power};
 use std::time::{Duration, Instant};
 
@@ -188,4 +188,94 @@ async fn the_cli_drives_virtualbmc_through_coordinator_and_agent() {
 
     agent.stop().await.unwrap();
     coord.shutdown().await;
+}
+
+/// `bootdev --persistent` and `--uefi` set those bits of boot parameter 5, through coordinator
+/// and agent, as ipmitool decodes them from a BMC that keeps what it is sent; a plain
+/// `bootdev` clears them again (next boot only, legacy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootdev_persistent_and_uefi_set_the_flags_ipmitool_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let bmc = BootFlagsBmc::start(&dir.path().join("bmc")).unwrap();
+    let coord = ferric_tests::start_coordinator(&dir.path().join("coord"))
+        .await
+        .unwrap();
+    let api = coord.api;
+    let agent = ferric_tests::management_agent(&coord, dir.path(), IpmiClient::default(), None)
+        .await
+        .unwrap();
+    let (success, _, err) = cli_enroll_bmc(api, "flags", &bmc.address(), ADMIN.1).await;
+    assert!(success, "{err}");
+    let before = bmc.ipmitool(&["chassis", "bootparam", "get", "5"]).unwrap();
+    assert!(before.contains("Boot Flag Invalid"), "{before}");
+
+    // (CLI arguments, what ipmitool must say, what it must not, the stored first two bytes.)
+    let cases: [(&[&str], &[&str], &[&str], &str); 4] = [
+        (
+            &["pxe", "--persistent", "--uefi"],
+            &[
+                "Boot Flag Valid",
+                "Options apply to all future boots",
+                "BIOS EFI boot",
+                "Force PXE",
+            ],
+            &["only next boot", "legacy"],
+            "e004",
+        ),
+        (
+            &["disk"],
+            &[
+                "Boot Flag Valid",
+                "Options apply to only next boot",
+                "BIOS PC Compatible (legacy) boot",
+                "Force Boot from default Hard-Drive",
+            ],
+            &["all future boots", "EFI"],
+            "8008",
+        ),
+        (
+            &["pxe", "--uefi"],
+            &[
+                "Options apply to only next boot",
+                "BIOS EFI boot",
+                "Force PXE",
+            ],
+            &["all future boots", "legacy"],
+            "a004",
+        ),
+        (
+            &["disk", "--persistent"],
+            &[
+                "Options apply to all future boots",
+                "BIOS PC Compatible (legacy) boot",
+                "Force Boot from default Hard-Drive",
+            ],
+            &["only next boot", "EFI"],
+            "c008",
+        ),
+    ];
+    for (i, (args, says, never, stored)) in cases.into_iter().enumerate() {
+        let mut cmd = vec!["node", "bootdev", "flags"];
+        cmd.extend_from_slice(args);
+        let out = cli_ok(api, &cmd).await;
+        assert!(out.starts_with("node flags: next boot from"), "{out}");
+        let shown = bmc.ipmitool(&["chassis", "bootparam", "get", "5"]).unwrap();
+        for s in says {
+            assert!(
+                shown.contains(s),
+                "{args:?}: ipmitool lacks {s:?}:\n{shown}"
+            );
+        }
+        for s in never {
+            assert!(
+                !shown.contains(s),
+                "{args:?}: ipmitool says {s:?}:\n{shown}"
+            );
+        }
+        let chassis = bmc.chassis().unwrap();
+        let flags = chassis["boot_flags"].as_str().unwrap();
+        assert_eq!(&flags[..4], stored, "{args:?}: chassis state {chassis}");
+        assert_eq!(chassis["sets"], i + 1, "one set per command: {chassis}");
+    }
+    agent.stop().await.unwrap();
 }

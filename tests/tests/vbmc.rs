@@ -190,6 +190,14 @@ async fn the_cli_drives_virtualbmc_through_coordinator_and_agent() {
     coord.shutdown().await;
 }
 
+/// CLI arguments, what ipmitool must say, what it must not, the stored first two bytes.
+type Case = (
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static str,
+);
+
 /// `bootdev --persistent` and `--uefi` set those bits of boot parameter 5, through coordinator
 /// and agent, as ipmitool decodes them from a BMC that keeps what it is sent; a plain
 /// `bootdev` clears them again (next boot only, legacy).
@@ -209,8 +217,7 @@ async fn bootdev_persistent_and_uefi_set_the_flags_ipmitool_reads_back() {
     let before = bmc.ipmitool(&["chassis", "bootparam", "get", "5"]).unwrap();
     assert!(before.contains("Boot Flag Invalid"), "{before}");
 
-    // (CLI arguments, what ipmitool must say, what it must not, the stored first two bytes.)
-    let cases: [(&[&str], &[&str], &[&str], &str); 4] = [
+    let cases: [Case; 4] = [
         (
             &["pxe", "--persistent", "--uefi"],
             &[

@@ -64,8 +64,8 @@ async fn lvm_volumes_and_vlan_bridges_on_a_host_whose_kernel_has_them() {
     .unwrap();
     vm.exec(
         "export DM_DISABLE_UDEV=1; virtlogd -d && libvirtd -d && \
-         for i in $(seq 120); do virsh -c qemu:///system version >/dev/null 2>&1 && exit 0; sleep 0.5; done; exit 1",
-        Duration::from_secs(90),
+         for i in $(seq 240); do virsh -c qemu:///system version >/dev/null 2>&1 && exit 0; sleep 0.5; done; exit 1",
+        Duration::from_secs(180),
     )
     .await
     .unwrap();
@@ -94,7 +94,7 @@ async fn lvm_volumes_and_vlan_bridges_on_a_host_whose_kernel_has_them() {
     .await
     .unwrap();
     wait_for(
-        Duration::from_secs(90),
+        Duration::from_secs(180),
         "the agent in the VM to connect",
         || {
             let c = c.clone();

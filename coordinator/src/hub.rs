@@ -103,6 +103,9 @@ pub struct Hub {
     bmc_states: Mutex<HashMap<String, BmcState>>,
     bmc_records: Mutex<HashMap<String, VecDeque<BmcRecord>>>,
     boot_marks: Mutex<HashMap<String, VecDeque<BootMark>>>,
+    /// Bumped whenever something a watcher shows arrived (a sample, a BMC read, a boot mark,
+    /// a connection come or gone): the dashboard's streams wake on it.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// A record kept in a per-node ring, stamped when it arrived.
@@ -171,6 +174,17 @@ fn ring_since<T: Received>(
 }
 
 impl Hub {
+    /// Wakes the watchers.
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees each change the hub records (telemetry, BMC reads, boot marks,
+    /// connections): what the API's live streams wait on.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     /// Registers the connection of `node`, closing an older one of the same node.
     pub fn register(
         &self,
@@ -196,6 +210,7 @@ impl Hub {
                 b"replaced by a newer connection of the same node",
             );
         }
+        self.changed();
     }
 
     /// Removes the connection if it is still the registered one; returns when the agent was
@@ -203,7 +218,10 @@ impl Hub {
     pub fn unregister(&self, node: &str, conn_id: u64) -> Option<i64> {
         let mut live = lock(&self.live);
         if live.get(node).is_some_and(|l| l.conn_id == conn_id) {
-            return live.remove(node).map(|l| l.heard_ms);
+            let heard = live.remove(node).map(|l| l.heard_ms);
+            drop(live);
+            self.changed();
+            return heard;
         }
         None
     }
@@ -233,6 +251,8 @@ impl Hub {
             ring.pop_front();
         }
         ring.push_back(BootMark { stage, at_ms });
+        drop(m);
+        self.changed();
     }
 
     /// Notes that `node`'s machine left its ramdisk (rebooted into its image, or its power was
@@ -324,6 +344,8 @@ impl Hub {
             |b, r| b.bmc.at_ms > r.bmc.at_ms,
         );
         m.insert(state.name.clone(), state);
+        drop(m);
+        self.changed();
     }
 
     /// The BMC reads of bare-metal node `node` received after `after_ms`.
@@ -380,6 +402,7 @@ impl Hub {
             },
             |b, r| b.seq >= r.seq && b.at_ms >= r.at_ms,
         );
+        self.changed();
     }
 
     /// Samples of `node` received after `after_ms` (oldest first).

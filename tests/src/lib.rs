@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bmc;
+pub mod browser;
 pub mod hostvm;
 pub mod hv;
 pub mod initramfs;

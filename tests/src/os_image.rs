@@ -21,6 +21,16 @@ const MBR_BIN: &str = "/usr/lib/syslinux/mbr/mbr.bin";
 
 /// Builds the image (once per marker, cached under `target/os-image`); returns its path.
 pub fn build(marker: &str) -> Result<PathBuf> {
+    build_with(marker, 0)
+}
+
+/// The image with a file of `ballast` bytes that do not compress nor read as zeros
+/// (`ballast.bin` on its partition): a write that lasts a few telemetry intervals, so that its
+/// progress is seen while it runs.
+pub fn build_with(marker: &str, ballast: u64) -> Result<PathBuf> {
+    if ballast > DISK_BYTES / 2 {
+        bail!("{ballast} bytes of ballast do not fit beside the OS on a {DISK_BYTES}-byte disk");
+    }
     for (tool, pkg) in [
         ("syslinux", "syslinux"),
         ("mcopy", "mtools"),
@@ -90,7 +100,7 @@ pub fn build(marker: &str) -> Result<PathBuf> {
     let key = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (&init, &mods, &kernel.vmlinuz).hash(&mut h);
+        (&init, &mods, &kernel.vmlinuz, ballast).hash(&mut h);
         h.finish()
     };
     let out = dir.join(format!("{marker}-{key:016x}.qcow2"));
@@ -118,7 +128,24 @@ pub fn build(marker: &str) -> Result<PathBuf> {
     )?;
     let vmlinuz = work.path().join("vmlinuz");
     std::fs::copy(&kernel.vmlinuz, &vmlinuz)?;
-    for f in [&cfg, &vmlinuz, &initrd] {
+    let mut files = vec![cfg, vmlinuz, initrd];
+    if ballast > 0 {
+        // xorshift64: the same bytes each build, none of them a run a writer could skip.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let bytes: Vec<u8> = (0..ballast.div_ceil(8))
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()
+            })
+            .take(ballast as usize)
+            .collect();
+        let f = work.path().join("ballast.bin");
+        std::fs::write(&f, bytes)?;
+        files.push(f);
+    }
+    for f in &files {
         run(Command::new("mcopy").arg("-i").arg(&fat).arg(f).arg("::/"))?;
     }
 

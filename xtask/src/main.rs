@@ -857,6 +857,28 @@ fn ferric(bin: &Path, api: &str, args: &[&str]) -> Result<String> {
     )
 }
 
+/// The coordinator at `api` serves its dashboard's page and script (read with curl, trusting
+/// only the coordinator's CA).
+fn dashboard_answers(api: &str, ca: &Path) -> Result<()> {
+    for (path, want) in [("/", "<title>Ferric</title>"), ("/ui/app.js", "/v1/watch")] {
+        let out = Command::new("curl")
+            .args(["-sSf", "--max-time", "10", "--cacert"])
+            .arg(ca)
+            .arg(format!("{api}{path}"))
+            .output()
+            .context("cannot run curl")?;
+        let body = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || !body.contains(want) {
+            bail!(
+                "GET {path}: {} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn demo(keep: bool) -> Result<()> {
     step("system packages (Debian)");
     setup::packages()?;
@@ -1079,11 +1101,23 @@ fn demo(keep: bool) -> Result<()> {
         }
     }
 
+    step(&format!("the dashboard at {api}/"));
+    match dashboard_answers(&api, &base.join("coordinator/ca.pem")) {
+        Ok(()) => println!(
+            "served from the coordinator binary; sign in with the token in {}",
+            demo_conf().display()
+        ),
+        Err(e) => {
+            println!("the dashboard did not answer: {e:#}");
+            failed.push(format!("the dashboard: {e:#}"));
+        }
+    }
+
     if keep {
         println!(
-            "\nrunning; API at {api} (try: FERRIC_CONFIG={} {} node list). Ctrl-C stops.",
-            demo_conf().display(),
-            ferric_bin.display()
+            "\nrunning; API and dashboard at {api} (sign in with the token in {conf}; try: FERRIC_CONFIG={conf} {} node list). Ctrl-C stops.",
+            ferric_bin.display(),
+            conf = demo_conf().display(),
         );
         loop {
             std::thread::sleep(Duration::from_secs(3600));

@@ -2,7 +2,8 @@
 //! libvirt headers to link against, libvirtd and QEMU for the hypervisor tier, busybox for the
 //! test guests' initramfs, qemu-img for the image tests, curl for the image benchmark, OpenIPMI's
 //! ipmi_sim and ipmitool for the BMC tests, iPXE ROMs, iproute2 and binutils for the lab, lvm2
-//! for LVM pools — the agent's and the hypervisor-host VM's, which runs this machine's programs),
+//! for LVM pools — the agent's and the hypervisor-host VM's, which runs this machine's programs,
+//! Chromium and chromedriver for the dashboard's browser test),
 //! and VirtualBMC (Python, from PyPI, pinned with hashes) for the BMC interoperability tests.
 //! Idempotent: installed packages are left alone.
 
@@ -35,6 +36,9 @@ const PACKAGES: &[&str] = &[
     "syslinux-common",
     "mtools",
     "dosfstools",
+    // The dashboard's browser test: headless Chromium and its WebDriver server.
+    "chromium",
+    "chromium-driver",
     // VirtualBMC's Python runtime: its venv takes these from the system.
     "python3-venv",
     "python3-libvirt",

@@ -12,12 +12,14 @@ mod access;
 pub use access::WhoAmI;
 pub(crate) mod auth;
 mod bmcs;
+mod dashboard;
 mod guests;
 mod images;
 pub mod listen;
 mod nodes;
 mod plans;
 mod problems;
+mod watch;
 
 use crate::Shared;
 use crate::conductor::ConductorError;
@@ -242,6 +244,7 @@ fn routes_and_doc() -> (Router<Arc<Shared>>, utoipa::openapi::OpenApi) {
         .merge(guests::routes())
         .merge(images::routes())
         .merge(access::routes())
+        .merge(watch::routes())
         .split_for_parts();
     utoipa::Modify::modify(&Contract, &mut doc);
     (routes, doc)
@@ -268,6 +271,9 @@ pub fn router_and_doc(shared: Arc<Shared>) -> (Router, utoipa::openapi::OpenApi)
             shared.clone(),
             auth::gate,
         ))
+        // The dashboard's page and assets are public (they hold no data; the page asks for a
+        // token and sends it with each call), and not part of the API's contract.
+        .merge(dashboard::routes())
         .layer(axum::middleware::map_response(problems::as_problem))
         .with_state(shared);
     (router, doc)
@@ -322,10 +328,12 @@ mod tests {
             "POST /v1/plans",
             "DELETE /v1/api-tokens/{id}",
             "POST /v1/nodes/{name}/revoke",
+            "GET /v1/nodes/{name}/watch",
+            "GET /v1/watch",
         ] {
             assert!(ops.iter().any(|o| o == want), "{want} missing from {ops:?}");
         }
-        assert_eq!(ops.len(), 39, "{ops:?}");
+        assert_eq!(ops.len(), 41, "{ops:?}");
         assert!(json["components"]["securitySchemes"]["bearer"].is_object());
     }
 

@@ -1,0 +1,239 @@
+//! Live streams for the dashboard (and any client that reads server-sent events): a node's
+//! detail and telemetry as they arrive, and the fleet's nodes, hosts and recent plans as they
+//! change. Each stream wakes on the telemetry hub's change signal, and at least once a second
+//! for what the hub does not see (lifecycle transitions, plan ends), and sends only what is
+//! new. A client reads them with its token in `Authorization` like any other route
+//! (`fetch` with a streaming body: a browser's `EventSource` cannot send the header).
+
+use super::ApiError;
+use crate::Shared;
+use crate::conductor::access::Caller;
+use crate::conductor::{guests, nodes, plans};
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub(super) fn routes() -> OpenApiRouter<Arc<Shared>> {
+    OpenApiRouter::new()
+        .routes(routes!(watch_node))
+        .routes(routes!(watch_fleet))
+}
+
+/// The longest a stream sleeps without looking again (lifecycle transitions and plan ends do
+/// not pass through the hub).
+const TICK: Duration = Duration::from_secs(1);
+
+/// Telemetry history a new node stream starts with when the client names none.
+const HISTORY_MS: i64 = 5 * 60 * 1000;
+
+/// Query of `GET /v1/nodes/{name}/watch`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct WatchQuery {
+    /// Start with the samples received after this time (ms since the epoch; default: the
+    /// last five minutes).
+    after_ms: Option<i64>,
+}
+
+/// What a stream keeps between wakes.
+struct Cursor {
+    s: Arc<Shared>,
+    wake: tokio::sync::watch::Receiver<u64>,
+    queue: VecDeque<Event>,
+    first: bool,
+    ended: bool,
+}
+
+impl Cursor {
+    fn new(s: Arc<Shared>) -> Self {
+        let mut wake = s.hub.watch();
+        wake.mark_unchanged();
+        Cursor {
+            s,
+            wake,
+            queue: VecDeque::new(),
+            first: true,
+            ended: false,
+        }
+    }
+
+    /// Sleeps until the hub changes, the tick passes or the coordinator drains (`false`).
+    async fn sleep(&mut self) -> bool {
+        if std::mem::take(&mut self.first) {
+            return true;
+        }
+        tokio::select! {
+            _ = self.s.shutdown.cancelled() => false,
+            _ = self.wake.changed() => true,
+            _ = tokio::time::sleep(TICK) => true,
+        }
+    }
+
+    fn push(&mut self, kind: &str, value: &impl serde::Serialize) {
+        match Event::default().event(kind).json_data(value) {
+            Ok(e) => self.queue.push_back(e),
+            Err(e) => tracing::warn!(error = %e, kind, "stream event not encoded"),
+        }
+    }
+}
+
+/// One look: adds what is new to the cursor's queue; `false` ends the stream.
+type Look<S> = for<'a> fn(&'a mut Cursor, &'a mut S) -> BoxFuture<'a, bool>;
+
+/// Turns `look` (called after each wake) into an event stream that ends when `look` says so
+/// or the coordinator drains.
+fn stream<S: Send + 'static>(
+    cursor: Cursor,
+    state: S,
+    look: Look<S>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::unfold((cursor, state), move |(mut c, mut st)| async move {
+        loop {
+            if let Some(e) = c.queue.pop_front() {
+                return Some((Ok(e), (c, st)));
+            }
+            if c.ended || !c.sleep().await {
+                return None;
+            }
+            if !look(&mut c, &mut st).await {
+                c.ended = true;
+            }
+        }
+    })
+}
+
+/// What a node stream has sent.
+#[derive(Default)]
+struct NodeSent {
+    name: String,
+    sample_ms: i64,
+    bmc_ms: i64,
+    detail: Option<String>,
+}
+
+/// One look at a node: its detail when it changed, its new samples and BMC reads.
+async fn look_node(c: &mut Cursor, st: &mut NodeSent) -> bool {
+    let detail = match nodes::show(&c.s, &st.name).await {
+        Ok(d) => d,
+        Err(e) => {
+            let p = ApiError::from(e).problem();
+            c.push("gone", &p);
+            return false;
+        }
+    };
+    let mut shown = serde_json::to_value(&detail).unwrap_or_default();
+    // The newest sample changes every second; it goes out as a sample of its own.
+    if let Some(o) = shown.as_object_mut() {
+        o.remove("telemetry");
+    }
+    let text = shown.to_string();
+    if st.detail.as_deref() != Some(text.as_str()) {
+        c.push("node", &shown);
+        st.detail = Some(text);
+    }
+    for r in c.s.hub.telemetry_since(&st.name, st.sample_ms) {
+        st.sample_ms = st.sample_ms.max(r.received_at_ms);
+        c.push("sample", &r);
+    }
+    for r in c.s.hub.bmc_since(&st.name, st.bmc_ms) {
+        st.bmc_ms = st.bmc_ms.max(r.received_at_ms);
+        c.push("bmc", &r);
+    }
+    true
+}
+
+/// `GET /v1/nodes/{name}/watch`: server-sent events of one node.
+///
+/// `node`: its detail (as `GET /v1/nodes/{name}` without `telemetry`) first and whenever it
+/// changes; `sample`: each host sample (`TelemetryRecord`) of its agent or ramdisk as it
+/// arrives; `bmc`: each read of its BMC (`BmcRecord`); `gone`: a problem document when the
+/// node is no longer there, and the stream ends.
+#[utoipa::path(
+    get,
+    path = "/v1/nodes/{name}/watch",
+    tag = "nodes",
+    params(("name" = String, Path, description = "The node's name"), WatchQuery),
+    responses((status = 200, description = "Server-sent events: `node`, `sample`, `bmc`, `gone`", body = String, content_type = "text/event-stream"))
+)]
+async fn watch_node(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Query(q): Query<WatchQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    // An unknown node fails the call rather than the stream.
+    nodes::find(&s, &name).await?;
+    let after = q.after_ms.unwrap_or_else(|| crate::now_ms() - HISTORY_MS);
+    let st = NodeSent {
+        name,
+        sample_ms: after,
+        bmc_ms: after,
+        detail: None,
+    };
+    let events = stream(Cursor::new(s), st, |c, st| Box::pin(look_node(c, st)));
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// What the fleet stream sends: the caller's nodes, hosts and recent plans.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct FleetView {
+    /// Nodes, as `GET /v1/nodes`.
+    pub nodes: Vec<nodes::NodeView>,
+    /// Hypervisor hosts, as `GET /v1/hosts`.
+    pub hosts: Vec<crate::conductor::placement::HostView>,
+    /// The 50 newest plans, as `GET /v1/plans`.
+    pub plans: Vec<crate::store::PlanRow>,
+}
+
+async fn look_fleet(c: &mut Cursor, st: &mut (Caller, Option<String>)) -> bool {
+    let (caller, sent) = st;
+    let view = async {
+        Ok::<_, crate::conductor::ConductorError>(FleetView {
+            nodes: nodes::list(&c.s, caller).await?,
+            hosts: guests::hosts(&c.s, |p| caller.sees(p)).await?,
+            plans: plans::list(&c.s, caller, None, 50).await?,
+        })
+    }
+    .await;
+    match view {
+        Ok(v) => {
+            let text = serde_json::to_string(&v).unwrap_or_default();
+            if sent.as_deref() != Some(text.as_str()) {
+                c.push("fleet", &v);
+                *sent = Some(text);
+            }
+        }
+        // A store that fails now may answer on the next look.
+        Err(e) => tracing::warn!(error = %e, "fleet stream: cannot read the fleet"),
+    }
+    true
+}
+
+/// `GET /v1/watch`: server-sent events of the fleet.
+///
+/// `fleet` (a `FleetView`: nodes, hosts, the 50 newest plans) first and whenever any of it
+/// changes.
+#[utoipa::path(
+    get,
+    path = "/v1/watch",
+    tag = "nodes",
+    responses((status = 200, description = "Server-sent events: `fleet`", body = String, content_type = "text/event-stream"))
+)]
+async fn watch_fleet(
+    State(s): State<Arc<Shared>>,
+    Extension(c): Extension<Caller>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let events = stream(Cursor::new(s), (c, None), |c, st| {
+        Box::pin(look_fleet(c, st))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}

@@ -20,7 +20,7 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // The whole chain once, without a backtrace: the message names the problem.
             eprintln!("ferric: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(cli::exit_status(&e))
         }
     }
 }

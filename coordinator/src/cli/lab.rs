@@ -108,10 +108,7 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
             })
             .await??;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&ferric_lab::status(&rack))?
-                );
+                super::output::print_json(&ferric_lab::status(&rack))?;
                 return Ok(());
             }
             println!(
@@ -135,7 +132,7 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
             let rack = Rack::load(&dir)?;
             let st = ferric_lab::status(&rack);
             if json {
-                println!("{}", serde_json::to_string_pretty(&st)?);
+                super::output::print_json(&st)?;
                 return Ok(());
             }
             for s in st {

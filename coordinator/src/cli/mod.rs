@@ -31,9 +31,35 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// What `ferric --help` ends with: examples, where settings come from, and the exit status.
+const AFTER_HELP: &str = "\
+Examples:
+  ferric coordinator --data-dir /var/lib/ferric          run the server (dashboard at its API address)
+  ferric node list                                       every node, its state and power
+  ferric node enroll n1 --bmc ipmi://admin@10.0.0.21 --password-file pw --mac 52:54:00:00:00:01
+  ferric node manage n1 --wait                           verify its BMC, wait for `manageable`
+  ferric node inspect n1 --wait && ferric node provide n1 --wait
+  ferric image upload debian-12.qcow2 --name debian-12   with a progress bar
+  ferric node deploy n1 --image debian-12 --wait         progress bar from the node's telemetry
+  ferric plan status 42 --wait 5m -o yaml
+  ferric completions bash > /etc/bash_completion.d/ferric
+
+Settings: --api, --ca and --token, else FERRIC_API, FERRIC_CA and FERRIC_TOKEN, else the
+config file (~/.config/ferric/config.toml, or /var/lib/ferric/admin.conf when readable):
+  api = \"https://coordinator.example:7180\"
+  ca = \"/etc/ferric/ca.pem\"
+  token = \"ID.SECRET\"
+
+Exit status:
+  0  done
+  1  an error: refused, unreachable, bad input (the message names it)
+  2  the command line is not one ferric understands
+  3  what was waited for ended failed (a plan, a node's provision state)
+  4  what was waited for did not end within the wait";
+
 /// Ferric provisions and runs a datacenter's machines from one place.
 #[derive(Debug, Parser)]
-#[command(name = "ferric", version, about)]
+#[command(name = "ferric", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Coordinator API address [default: the config file's, else https://127.0.0.1:7180].
     #[arg(long, global = true, env = "FERRIC_API")]
@@ -66,8 +92,31 @@ pub struct Cli {
 pub enum Output {
     /// Aligned columns for people.
     Table,
-    /// JSON for programs.
+    /// JSON for programs (the API's own documents).
     Json,
+    /// YAML of the same documents.
+    Yaml,
+}
+
+/// A wait that ended with what it waited for failed: exit status 3.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EndedFailed(pub String);
+
+/// A wait that ran out of time: exit status 4.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TimedOut(pub String);
+
+/// The exit status of a failed command (see `ferric --help`).
+pub fn exit_status(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<EndedFailed>().is_some() {
+        3
+    } else if e.downcast_ref::<TimedOut>().is_some() {
+        4
+    } else {
+        1
+    }
 }
 
 /// Top-level commands.
@@ -110,6 +159,11 @@ pub enum Command {
     /// Disk images in the coordinator's store.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Print a shell completion script (`ferric completions bash > /etc/bash_completion.d/ferric`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Racks of virtual bare metal on this machine (QEMU machines with emulated BMCs).
     Lab {
         /// Rack name.
@@ -223,13 +277,35 @@ fn parse_range(s: &str) -> Result<(std::net::Ipv4Addr, std::net::Ipv4Addr), Stri
     Ok((a, b))
 }
 
+/// The completion script of `shell` for every command and option.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "ferric", &mut script);
+    script
+}
+
 /// Runs a client command (everything but `coordinator`).
 pub async fn run_client(cli: Cli) -> Result<()> {
+    // Needs no coordinator, nor a config to reach one.
+    if let Command::Completions { shell } = cli.command {
+        use std::io::Write;
+        return match std::io::stdout().write_all(&completions(shell)) {
+            // Read by `head` or the like, which stopped reading: nothing is wrong.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(anyhow::Error::new(e).context("cannot write the completion script"))
+            }
+            _ => Ok(()),
+        };
+    }
     let endpoint = config::resolve(cli.api, cli.token, cli.ca, cli.config.as_deref())?;
     let client = endpoint.client()?.in_project(cli.project);
-    let json = cli.output == Output::Json;
+    let json = cli.output != Output::Table;
+    if cli.output == Output::Yaml {
+        output::use_yaml();
+    }
     match cli.command {
-        Command::Coordinator(_) => {
+        Command::Coordinator(_) | Command::Completions { .. } => {
             bail!("`ferric coordinator` runs the server; it is not a client command")
         }
         Command::Guest(cmd) => guest::run(&client, cmd, json).await,

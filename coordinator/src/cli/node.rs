@@ -96,12 +96,16 @@ pub enum NodeCmd {
         /// Node names.
         #[arg(required = true)]
         names: Vec<String>,
+        #[command(flatten)]
+        wait: super::provision::WaitArgs,
     },
     /// Boot bare-metal nodes into the ramdisk and read their hardware.
     Inspect {
         /// Node names.
         #[arg(required = true)]
         names: Vec<String>,
+        #[command(flatten)]
+        wait: super::provision::WaitArgs,
     },
     /// Clean bare-metal nodes (erase their disks) and make them available.
     Provide {
@@ -111,6 +115,8 @@ pub enum NodeCmd {
         /// How to erase: metadata (partition tables and signatures), discard, zero.
         #[arg(long)]
         erase: Option<ferric_proto::plan::EraseMode>,
+        #[command(flatten)]
+        wait: super::provision::WaitArgs,
     },
     /// Write an image to available bare-metal nodes (all at once) and boot it.
     Deploy {
@@ -119,12 +125,16 @@ pub enum NodeCmd {
         names: Vec<String>,
         #[command(flatten)]
         deploy: super::provision::DeployArgs,
+        #[command(flatten)]
+        wait: super::provision::WaitArgs,
     },
     /// Take deployed nodes back: network boot, clean, available.
     Undeploy {
         /// Node names.
         #[arg(required = true)]
         names: Vec<String>,
+        #[command(flatten)]
+        wait: super::provision::WaitArgs,
     },
     /// Write a deployed node's image again (or another one with --image).
     Rebuild {
@@ -134,6 +144,8 @@ pub enum NodeCmd {
         /// Another image.
         #[arg(long)]
         image: Option<String>,
+        #[command(flatten)]
+        wait: super::provision::WaitArgs,
     },
     /// Stop what bare-metal nodes are doing; they land in the failed state of it.
     Abort {
@@ -175,17 +187,35 @@ impl NodeCmd {
 pub(super) async fn lifecycle_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result<()> {
     use super::provision::{verb, wait};
     use ferric_coordinator::conductor::lifecycle::Verb;
+    let now = super::provision::WaitArgs {
+        wait: false,
+        timeout: Duration::ZERO,
+    };
     match cmd {
-        NodeCmd::Manage { names } => verb(client, Verb::Manage, &names, None, None, json).await,
-        NodeCmd::Inspect { names } => verb(client, Verb::Inspect, &names, None, None, json).await,
-        NodeCmd::Provide { names, erase } => {
-            verb(client, Verb::Provide, &names, erase, None, json).await
+        NodeCmd::Manage { names, wait: w } => {
+            verb(client, Verb::Manage, &names, None, None, &w, json).await
         }
-        NodeCmd::Deploy { names, deploy } => {
-            verb(client, Verb::Deploy, &names, None, Some(&deploy), json).await
+        NodeCmd::Inspect { names, wait: w } => {
+            verb(client, Verb::Inspect, &names, None, None, &w, json).await
         }
-        NodeCmd::Undeploy { names } => verb(client, Verb::Undeploy, &names, None, None, json).await,
-        NodeCmd::Rebuild { names, image } => match image {
+        NodeCmd::Provide {
+            names,
+            erase,
+            wait: w,
+        } => verb(client, Verb::Provide, &names, erase, None, &w, json).await,
+        NodeCmd::Deploy {
+            names,
+            deploy,
+            wait: w,
+        } => verb(client, Verb::Deploy, &names, None, Some(&deploy), &w, json).await,
+        NodeCmd::Undeploy { names, wait: w } => {
+            verb(client, Verb::Undeploy, &names, None, None, &w, json).await
+        }
+        NodeCmd::Rebuild {
+            names,
+            image,
+            wait: w,
+        } => match image {
             Some(image) => {
                 let d = super::provision::DeployArgs {
                     image,
@@ -195,11 +225,11 @@ pub(super) async fn lifecycle_cmd(client: &Client, cmd: NodeCmd, json: bool) -> 
                     no_config_drive: false,
                     root_device: vec![],
                 };
-                verb(client, Verb::Rebuild, &names, None, Some(&d), json).await
+                verb(client, Verb::Rebuild, &names, None, Some(&d), &w, json).await
             }
-            None => verb(client, Verb::Rebuild, &names, None, None, json).await,
+            None => verb(client, Verb::Rebuild, &names, None, None, &w, json).await,
         },
-        NodeCmd::Abort { names } => verb(client, Verb::Abort, &names, None, None, json).await,
+        NodeCmd::Abort { names } => verb(client, Verb::Abort, &names, None, None, &now, json).await,
         NodeCmd::Wait {
             names,
             state,

@@ -103,8 +103,34 @@ pub(crate) fn ago(ms: Option<i64>) -> String {
     }
 }
 
+/// Whether structured output is YAML rather than JSON (`-o yaml`), set once at start.
+static YAML: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes structured output YAML (`-o yaml`) instead of JSON.
+pub(crate) fn use_yaml() {
+    YAML.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Prints a value as the structured output asks: pretty JSON, or a YAML document of the
+/// same value (the API's JSON, so both carry the same fields).
 pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    if YAML.load(std::sync::atomic::Ordering::Relaxed) {
+        let value = serde_json::to_value(v)?;
+        print!("{}", serde_yaml_ng::to_string(&value)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    }
+    Ok(())
+}
+
+/// Prints one record of a stream: a JSON line, or a YAML document starting with `---`.
+pub(crate) fn print_record<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    if YAML.load(std::sync::atomic::Ordering::Relaxed) {
+        let value = serde_json::to_value(v)?;
+        print!("---\n{}", serde_yaml_ng::to_string(&value)?);
+    } else {
+        println!("{}", serde_json::to_string(v)?);
+    }
     Ok(())
 }
 

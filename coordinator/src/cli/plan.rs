@@ -3,7 +3,7 @@
 use super::Client;
 use super::output::{describe_event, print_json, print_list, table};
 use super::wait::plan_state;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use ferric_coordinator::conductor::plans::PlanFile;
 use ferric_coordinator::model::PlanState;
@@ -80,15 +80,25 @@ pub(super) async fn status(
             Some(d) if !done && tokio::time::Instant::now() < d => {
                 tokio::time::sleep(Duration::from_millis(200)).await
             }
-            Some(_) if !done => bail!(
-                "plan {id} is still `{}` after the wait",
-                s["plan"]["state"].as_str().unwrap_or("unknown")
-            ),
+            Some(_) if !done => {
+                return Err(super::TimedOut(format!(
+                    "plan {id} is still `{}` after the wait",
+                    s["plan"]["state"].as_str().unwrap_or("unknown")
+                ))
+                .into());
+            }
             _ => break s,
         }
     };
+    let failed = || -> Result<()> {
+        if status["plan"]["state"] == PlanState::Failed.as_str() {
+            return Err(super::EndedFailed(format!("plan {id} failed")).into());
+        }
+        Ok(())
+    };
     if json {
-        return print_json(&status);
+        print_json(&status)?;
+        return failed();
     }
     let p = &status["plan"];
     println!(
@@ -114,10 +124,7 @@ pub(super) async fn status(
         ]
     });
     println!("{rows}");
-    if p["state"] == PlanState::Failed.as_str() {
-        std::process::exit(3);
-    }
-    Ok(())
+    failed()
 }
 
 /// `ferric plan list`.

@@ -14,6 +14,29 @@ use ferric_proto::plan::{ConfigFile, EraseMode, RootHint};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// `--wait` of a lifecycle verb.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Wait until every node has reached the verb's end state (`manageable`, `available`,
+    /// `active`), showing each change of state and the image write's progress; exit status
+    /// 3 when one lands in a failed state, 4 when the time runs out.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: how long at most.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, requires = "wait")]
+    pub timeout: Duration,
+}
+
+/// The state a verb ends in when it succeeds (`None`: abort, which ends in a failed state).
+pub(super) fn end_state(verb: Verb) -> Option<ProvisionState> {
+    match verb {
+        Verb::Manage | Verb::Inspect => Some(ProvisionState::Manageable),
+        Verb::Provide | Verb::Undeploy => Some(ProvisionState::Available),
+        Verb::Deploy | Verb::Rebuild => Some(ProvisionState::Active),
+        Verb::Abort => None,
+    }
+}
+
 /// What a deploy writes.
 #[derive(Debug, Clone, Args)]
 pub struct DeployArgs {
@@ -121,8 +144,33 @@ fn nocloud(node: &str, hostname: &str, keys: &[String]) -> ConfigDrive {
     }
 }
 
-/// Sends `verb` to each node; prints where each went.
+/// Sends `verb` to each node and prints where each went; with `--wait`, then waits for the
+/// verb's end state.
 pub(super) async fn verb(
+    client: &Client,
+    verb: Verb,
+    names: &[String],
+    erase: Option<EraseMode>,
+    deploy: Option<&DeployArgs>,
+    then: &WaitArgs,
+    json: bool,
+) -> Result<()> {
+    let target = match (then.wait, end_state(verb)) {
+        (false, _) => None,
+        (true, Some(t)) => Some(t),
+        (true, None) => bail!(
+            "`{verb}` ends in the failed state of what the node was doing; wait for that with `ferric node wait --state …`"
+        ),
+    };
+    send(client, verb, names, erase, deploy, json && target.is_none()).await?;
+    match target {
+        Some(t) => wait(client, names, t, then.timeout, json).await,
+        None => Ok(()),
+    }
+}
+
+/// Sends `verb` to each node; prints where each went (as JSON when `json`).
+async fn send(
     client: &Client,
     verb: Verb,
     names: &[String],
@@ -233,8 +281,110 @@ fn is_failed(s: ProvisionState) -> bool {
     )
 }
 
+/// How `ferric node wait` shows the nodes: lines as their states change, and on a terminal a
+/// live bar per node (its step, and the image write's bytes, rate and ETA from the node's
+/// telemetry).
+struct Show {
+    started: Instant,
+    last: Vec<String>,
+    bars: Option<(indicatif::MultiProgress, Vec<indicatif::ProgressBar>)>,
+}
+
+impl Show {
+    fn new(names: &[String], json: bool) -> Self {
+        use std::io::IsTerminal;
+        let bars = (!json && std::io::stderr().is_terminal()).then(|| {
+            let multi = indicatif::MultiProgress::new();
+            let bars = names
+                .iter()
+                .map(|n| {
+                    let b = multi.add(indicatif::ProgressBar::new_spinner());
+                    b.set_style(state_style());
+                    b.set_prefix(n.clone());
+                    b.enable_steady_tick(Duration::from_millis(200));
+                    b
+                })
+                .collect();
+            (multi, bars)
+        });
+        Show {
+            started: Instant::now(),
+            last: vec![String::new(); names.len()],
+            bars,
+        }
+    }
+
+    /// Shows node `i` now; a change of state (or step) is also printed as a line.
+    fn node(&mut self, i: usize, name: &str, v: &LifecycleView, json: bool) {
+        let state = match &v.doing {
+            Some(d) => format!("{}: {d}", v.state),
+            None => v.state.to_string(),
+        };
+        if state != self.last[i] && !json {
+            let line = format!(
+                "{:>6.1}s  {name}: {state}",
+                self.started.elapsed().as_secs_f64()
+            );
+            match &self.bars {
+                Some((multi, _)) => {
+                    let _ = multi.println(line);
+                }
+                None => println!("{line}"),
+            }
+            self.last[i] = state.clone();
+        }
+        if let Some((_, bars)) = &self.bars {
+            let b = &bars[i];
+            match v
+                .progress
+                .as_ref()
+                .filter(|p| p.total.is_some_and(|t| t > 0))
+            {
+                Some(p) => {
+                    b.set_style(bytes_style());
+                    b.set_length(p.total.unwrap_or_default());
+                    b.set_position(p.done);
+                    let mut m = String::new();
+                    if let Some(r) = p.bytes_per_sec {
+                        m.push_str(&format!("{:.1} MB/s", r / 1e6));
+                    }
+                    if let Some(e) = p.eta_secs {
+                        m.push_str(&format!(", ETA {e:.0}s"));
+                    }
+                    b.set_message(m);
+                }
+                None => {
+                    b.set_style(state_style());
+                    b.set_message(state);
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some((_, bars)) = &self.bars {
+            for b in bars {
+                b.finish_and_clear();
+            }
+        }
+    }
+}
+
+fn state_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
+}
+
+fn bytes_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(
+        "{spinner} {prefix:.bold} writing [{bar:30}] {bytes}/{total_bytes} {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ")
+}
+
 /// `ferric node wait`: until every node is in `state`; fails at once when one lands in a
-/// failed state (naming its error), and at `timeout`.
+/// failed state (naming its error; exit status 3), and at `timeout` (exit status 4).
 pub(super) async fn wait(
     client: &Client,
     names: &[String],
@@ -242,9 +392,22 @@ pub(super) async fn wait(
     timeout: Duration,
     json: bool,
 ) -> Result<()> {
+    let mut show = Show::new(names, json);
+    let r = wait_shown(client, names, state, timeout, json, &mut show).await;
+    show.finish();
+    r
+}
+
+async fn wait_shown(
+    client: &Client,
+    names: &[String],
+    state: ProvisionState,
+    timeout: Duration,
+    json: bool,
+    show: &mut Show,
+) -> Result<()> {
     let started = Instant::now();
     let waited_from = ferric_coordinator::now_ms();
-    let mut last: Vec<String> = vec![String::new(); names.len()];
     loop {
         let mut done = 0;
         let mut views = vec![];
@@ -253,11 +416,7 @@ pub(super) async fn wait(
             let Some(v) = d.lifecycle else {
                 bail!("node `{name}` is not a bare-metal node");
             };
-            let line = describe(&v);
-            if line != last[i] && !json {
-                println!("{:>6.1}s  {name}: {line}", started.elapsed().as_secs_f64());
-                last[i] = line;
-            }
+            show.node(i, name, &v, json);
             if v.state == state && v.step.is_none() {
                 done += 1;
             } else if (is_failed(v.state)
@@ -266,11 +425,12 @@ pub(super) async fn wait(
                     && v.error_at_ms.is_some_and(|at| at >= waited_from)))
                 && !is_failed(state)
             {
-                bail!(
+                return Err(super::EndedFailed(format!(
                     "node `{name}` is {}: {}",
                     v.state,
                     v.error.as_deref().unwrap_or("(no error recorded)")
-                );
+                ))
+                .into());
             }
             views.push(v);
         }
@@ -281,11 +441,12 @@ pub(super) async fn wait(
             return Ok(());
         }
         if started.elapsed() >= timeout {
-            bail!(
+            return Err(super::TimedOut(format!(
                 "timed out after {} waiting for {} to be {state}",
                 humantime::format_duration(timeout),
                 names.join(", ")
-            );
+            ))
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -132,7 +132,7 @@ async fn follow(
         for r in records {
             after = after.max(r["received_at_ms"].as_i64().unwrap_or(after));
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                super::output::print_record(&r)?;
             } else {
                 println!("{}", line(&r));
             }

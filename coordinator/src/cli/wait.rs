@@ -1,12 +1,12 @@
 //! The command line's use of the API client: waiting for plans, and upload progress.
 
-use super::output::{describe_event, human_bytes};
-use anyhow::{Result, bail};
+use super::output::describe_event;
+use anyhow::Result;
 use ferric_coordinator::client::Client;
 use ferric_coordinator::model::PlanState;
 use std::time::Duration;
 
-/// Uploads an image, showing progress on a terminal.
+/// Uploads an image, with a progress bar (bytes, rate, ETA) on a terminal.
 pub(super) async fn upload_image(
     client: &Client,
     file: &std::path::Path,
@@ -14,33 +14,29 @@ pub(super) async fn upload_image(
     format: Option<&str>,
     checksum: Option<&str>,
 ) -> Result<ferric_coordinator::conductor::images::ImageView> {
-    use std::io::IsTerminal;
-    let started = std::time::Instant::now();
-    let tty = std::io::stderr().is_terminal();
-    let mut shown = std::time::Instant::now();
-    let label = file.display().to_string();
+    // Hidden by itself when standard error is not a terminal.
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}, ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("uploading {}", file.display()));
+    let shown = bar.clone();
     let progress = move |sent: u64, total: u64| {
-        if tty && (shown.elapsed().as_millis() >= 200 || sent == total) {
-            shown = std::time::Instant::now();
-            let secs = started.elapsed().as_secs_f64().max(1e-3);
-            let rate = sent as f64 / secs;
-            let eta = (total.saturating_sub(sent)) as f64 / rate.max(1.0);
-            eprint!(
-                "\r{label}: {} / {} ({:.0}%), {}/s, ETA {:.0}s   ",
-                human_bytes(sent),
-                human_bytes(total),
-                sent as f64 * 100.0 / (total.max(1) as f64),
-                human_bytes(rate as u64),
-                eta
-            );
-            if sent == total {
-                eprintln!();
-            }
+        if shown.length() != Some(total) {
+            shown.set_length(total);
         }
+        shown.set_position(sent);
     };
-    Ok(client
+    let r = client
         .upload_image(file, name, format, checksum, progress)
-        .await?)
+        .await;
+    bar.finish_and_clear();
+    Ok(r?)
 }
 
 /// The state of a plan as the API shows it (`GET /v1/plans/{id}`).
@@ -65,13 +61,16 @@ pub(super) async fn wait_plan(
                     .and_then(|e| e.iter().rev().find(|e| e["kind"].get("failed").is_some()))
                     .map(describe_event)
                     .unwrap_or_else(|| "failed".into());
-                bail!("plan {id} {why}");
+                return Err(super::EndedFailed(format!("plan {id} {why}")).into());
             }
-            st if tokio::time::Instant::now() >= deadline => bail!(
-                "plan {id} is still `{}` after {}; follow it with `ferric plan status {id} --wait 5m`",
-                st.map_or("unknown", PlanState::as_str),
-                humantime::format_duration(wait)
-            ),
+            st if tokio::time::Instant::now() >= deadline => {
+                return Err(super::TimedOut(format!(
+                    "plan {id} is still `{}` after {}; follow it with `ferric plan status {id} --wait 5m`",
+                    st.map_or("unknown", PlanState::as_str),
+                    humantime::format_duration(wait)
+                ))
+                .into());
+            }
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }

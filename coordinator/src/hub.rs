@@ -111,6 +111,7 @@ pub struct Hub {
 /// A record kept in a per-node ring, stamped when it arrived.
 trait Received: Clone {
     fn received_at_ms(&self) -> i64;
+    fn set_received_at_ms(&mut self, ms: i64);
     /// What it costs the ring's byte budget (0: counted by number only).
     fn bytes(&self) -> usize {
         0
@@ -121,6 +122,9 @@ impl Received for HeldSample {
     fn received_at_ms(&self) -> i64 {
         self.received_at_ms
     }
+    fn set_received_at_ms(&mut self, ms: i64) {
+        self.received_at_ms = ms;
+    }
     fn bytes(&self) -> usize {
         self.frame.len()
     }
@@ -130,21 +134,31 @@ impl Received for BmcRecord {
     fn received_at_ms(&self) -> i64 {
         self.received_at_ms
     }
+    fn set_received_at_ms(&mut self, ms: i64) {
+        self.received_at_ms = ms;
+    }
 }
 
 /// Appends to `node`'s ring unless `stale(newest, r)` (a late arrival does not rewrite
 /// history), dropping the oldest past [`TELEMETRY_RING`] records or
-/// [`TELEMETRY_RING_BYTES`].
+/// [`TELEMETRY_RING_BYTES`]. Arrival stamps within a ring strictly increase (one that came in
+/// the same millisecond as the one before is stamped a millisecond later), so a reader that
+/// asks for what came after the last stamp it saw misses nothing and gets nothing twice.
 fn push_ring<T: Received>(
     rings: &Mutex<HashMap<String, VecDeque<T>>>,
     node: &str,
-    r: T,
+    mut r: T,
     stale: impl FnOnce(&T, &T) -> bool,
 ) {
     let mut rings = lock(rings);
     let ring = rings.entry(node.to_owned()).or_default();
-    if ring.back().is_some_and(|b| stale(b, &r)) {
-        return;
+    if let Some(b) = ring.back() {
+        if stale(b, &r) {
+            return;
+        }
+        if r.received_at_ms() <= b.received_at_ms() {
+            r.set_received_at_ms(b.received_at_ms() + 1);
+        }
     }
     if ring.len() == TELEMETRY_RING {
         ring.pop_front();
@@ -465,6 +479,26 @@ mod tests {
         assert!(hub.bmc_state("bm1").unwrap().sensors.is_empty());
         hub.forget_bmc("bm1");
         assert!(hub.bmc_state("bm1").is_none() && hub.bmc_since("bm1", 0).is_empty());
+    }
+
+    #[test]
+    fn records_of_the_same_millisecond_get_distinct_stamps_so_a_reader_misses_none() {
+        let hub = Hub::default();
+        hub.record_telemetry("n1", sample(1, 0), 500);
+        let seen = hub.telemetry_since("n1", 0);
+        // Arrives in the millisecond the reader last saw.
+        hub.record_telemetry("n1", sample(2, 0), 500);
+        let after = hub.telemetry_since("n1", seen[0].received_at_ms);
+        assert_eq!(after.len(), 1, "the second sample of ms 500 is not lost");
+        assert_eq!(after[0].received_at_ms, 501);
+        hub.record_bmc(read(10, 0, false), 700);
+        hub.record_bmc(read(11, 0, false), 700);
+        let stamps: Vec<i64> = hub
+            .bmc_since("bm1", 0)
+            .iter()
+            .map(|r| r.received_at_ms)
+            .collect();
+        assert_eq!(stamps, [700, 701]);
     }
 
     /// A sample whose guest list encodes to about `bytes`.

@@ -116,16 +116,20 @@ async function api(method, path, body) {
 
 // Reads a server-sent event stream with the token (EventSource cannot send it); reconnects
 // until the page changes. `on` maps event names to handlers.
-async function watch(path, on, signal) {
+// `from()`, when given, names the query to resume with after a reconnect (so history already
+// shown is not sent again).
+async function watch(path, on, signal, from) {
   while (!signal.aborted) {
     try {
-      const r = await fetch(path, { headers: { Authorization: "Bearer " + token() }, signal });
+      const q = from ? from() : "";
+      const r = await fetch(path + q, { headers: { Authorization: "Bearer " + token() }, signal });
       if (r.status === 401) { signOut("Your token was refused: sign in again."); return; }
-      if (!r.ok) {
+      if (r.status === 404) {
         const p = await r.json().catch(() => ({}));
         if (on.gone) on.gone(p);
         return;
       }
+      if (!r.ok) throw new Error(r.status + " " + r.statusText);
       liveness(true);
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = "";
@@ -143,6 +147,12 @@ async function watch(path, on, signal) {
             if (line.startsWith("event:")) event = line.slice(6).trim();
             else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
           }
+          if (event === "unauthorized") {
+            let p = {};
+            try { p = JSON.parse(data.join("\n")); } catch (_) { /* the words below */ }
+            signOut((p.detail || "Your token no longer stands") + ": sign in again.");
+            return;
+          }
           if (!data.length || !on[event]) continue;
           try { on[event](JSON.parse(data.join("\n"))); } catch (e) { console.error(event, e); }
           if (event === "gone") return;
@@ -154,6 +164,15 @@ async function watch(path, on, signal) {
     liveness(false);
     await new Promise((res) => setTimeout(res, 2000));
   }
+}
+
+// Runs `f` every `ms` until the page changes (also when it changed already, during an await).
+function every(ms, f, signal) {
+  if (signal.aborted) return () => {};
+  const t = setInterval(f, ms);
+  const stop = () => clearInterval(t);
+  signal.addEventListener("abort", stop);
+  return stop;
 }
 
 function liveness(up) {
@@ -271,9 +290,11 @@ function route(why) {
   document.getElementById("nav").hidden = false;
   document.getElementById("logout").hidden = false;
   document.getElementById("who").textContent = `${me.role} · project ${me.project}` + (me.scope ? "" : " (fleet)");
-  const hash = decodeURIComponent(location.hash.replace(/^#/, "")) || "/";
-  const parts = hash.split("/").filter(Boolean);
-  const page = parts[0] || "fleet";
+  const parts = location.hash.replace(/^#/, "").split("/").filter(Boolean).map((x) => {
+    try { return decodeURIComponent(x); } catch (_) { return x; }
+  });
+  let page = parts[0] || "fleet";
+  if (page === "nodes" && !parts[1]) page = "fleet";
   document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("current", a.dataset.page === page || (page === "nodes" && a.dataset.page === "fleet")));
   const view = document.getElementById("view");
   fill(view, el("p", { class: "muted" }, "Loading…"));
@@ -357,6 +378,7 @@ async function nodePage(view, args, signal) {
     rate: el("div", { class: "chart-box" }),
     inspection: el("div", { id: "inspection" }),
     bmc: el("div", { id: "bmc" }),
+    selRead: el("div", {}),
     sel: el("div", { id: "sel" }),
     plans: el("div", { id: "node-plans" }),
   };
@@ -365,7 +387,7 @@ async function nodePage(view, args, signal) {
     el("div", { class: "grid" }, card("Lifecycle", parts.life), card("Telemetry", parts.cpu, parts.mem, parts.rate)),
     may("member") ? card("Actions", parts.actions) : null,
     card("State history", parts.history),
-    el("div", { class: "grid" }, card("Hardware (inspection)", parts.inspection), card("BMC", parts.bmc, parts.temp, parts.power, parts.sel)),
+    el("div", { class: "grid" }, card("Hardware (inspection)", parts.inspection), card("BMC", parts.bmc, parts.temp, parts.power, parts.selRead, parts.sel)),
     card("Plans", parts.plans));
   let detail = null;
   let actionsShape = null;
@@ -403,10 +425,13 @@ async function nodePage(view, args, signal) {
   };
 
   const rates = []; // [ms, MB/s] the coordinator computed from the node's telemetry
-  const showDetail = (d) => {
-    detail = d;
+  const noteRate = (d) => {
     const pr = d.lifecycle && d.lifecycle.progress;
     if (pr && pr.bytes_per_sec) rates.push([Date.now(), pr.bytes_per_sec / 1e6]);
+    while (rates.length && rates[0][0] < Date.now() - HISTORY_MS) rates.shift();
+  };
+  const showDetail = (d) => {
+    detail = d;
     const n = d.node;
     const lc = d.lifecycle;
     fill(parts.head, el("h1", {}, n.name, " ", el("span", { class: "muted" }, n.role), " ",
@@ -492,11 +517,11 @@ async function nodePage(view, args, signal) {
           el("dt", {}, "Inspected"), el("dd", {}, when(d.inspected_at_ms)),
           el("dt", {}, "CPU"), el("dd", {}, `${inv.cpu.count} × ${inv.cpu.model || "?"}`),
           el("dt", {}, "Memory"), el("dd", {}, bytes(inv.memory_bytes)),
-          inv.dmi ? [el("dt", {}, "System"), el("dd", {}, [inv.dmi.manufacturer, inv.dmi.product, inv.dmi.serial].filter(Boolean).join(" · ") || "—")] : null),
+          inv.dmi ? [el("dt", {}, "System"), el("dd", {}, [inv.dmi.vendor, inv.dmi.product, inv.dmi.serial].filter(Boolean).join(" · ") || "—")] : null),
         el("h2", {}, "Disks"),
         table(["Name", "Size ", "Model"], inv.disks.map((k) => el("tr", {}, el("td", {}, k.name), el("td", { class: "num" }, bytes(k.size_bytes)), el("td", {}, k.model || "")))),
         el("h2", {}, "NICs"),
-        table(["Name", "MAC", "Link"], inv.nics.map((k) => el("tr", {}, el("td", {}, k.name), el("td", {}, k.mac || ""), el("td", {}, k.speed_mbps ? k.speed_mbps + " Mb/s" : (k.link === false ? "down" : ""))))));
+        table(["Name", "MAC", "Link"], inv.nics.map((k) => el("tr", {}, el("td", {}, k.name), el("td", {}, k.mac || ""), el("td", {}, k.link_up ? (k.speed_mbps ? k.speed_mbps + " Mb/s" : "up") : "down")))));
     } else {
       fill(parts.inspection, el("p", { class: "muted" }, "Not inspected."));
     }
@@ -522,7 +547,7 @@ async function nodePage(view, args, signal) {
         }
         return a;
       }, { data: { sel: "read" } });
-      if (readSel && !parts.sel.hasChildNodes()) fill(parts.sel, readSel);
+      if (readSel && !parts.selRead.hasChildNodes()) fill(parts.selRead, readSel);
     } else {
       fill(parts.bmc, el("p", { class: "muted" }, "No BMC enrolled for this node."));
     }
@@ -542,17 +567,27 @@ async function nodePage(view, args, signal) {
 
   let redraw = 0;
   const later = () => { if (!redraw) redraw = setTimeout(() => { redraw = 0; charts(); }, 200); };
-  const keep = (list, r) => { list.push(r); while (list.length && list[0].received_at_ms < Date.now() - HISTORY_MS) list.shift(); };
+  // Records come in time order; after a reconnect the stream resumes from the last one seen,
+  // and one seen already (same time) is not kept twice.
+  const keep = (list, r) => {
+    if (list.length && r.received_at_ms <= list[list.length - 1].received_at_ms) return;
+    list.push(r);
+    while (list.length && list[0].received_at_ms < Date.now() - HISTORY_MS) list.shift();
+  };
+  const last = (list) => (list.length ? list[list.length - 1].received_at_ms : null);
+  const resume = () => {
+    const seen = [last(samples), last(reads)].filter((x) => x !== null);
+    return seen.length ? `?after_ms=${Math.min(...seen)}` : "";
+  };
   charts();
   // Time in state moves on even when nothing arrives.
-  const tick = setInterval(() => { if (detail) showDetail(detail); }, 5000);
-  signal.addEventListener("abort", () => clearInterval(tick));
+  every(5000, () => { if (detail) showDetail(detail); }, signal);
   await watch(`/v1/nodes/${encodeURIComponent(name)}/watch`, {
-    node: showDetail,
+    node: (d) => { noteRate(d); showDetail(d); },
     sample: (r) => { keep(samples, r); later(); },
     bmc: (r) => { keep(reads, r); later(); },
     gone: (p) => fill(view, card("Node " + name, el("p", { class: "error" }, p.detail || "This node is no longer there."))),
-  }, signal);
+  }, signal, resume);
 }
 
 function planTable(plans) {
@@ -590,8 +625,7 @@ async function guestsPage(view, _args, signal) {
           action("delete", g(x.name, "", "DELETE"), { confirm: `Delete guest ${x.name} and its volume?` })))), "No guests."));
   };
   await load();
-  const t = setInterval(() => load().catch(() => {}), 3000);
-  signal.addEventListener("abort", () => clearInterval(t));
+  every(3000, () => load().catch(() => {}), signal);
 }
 
 async function imagesPage(view) {
@@ -640,8 +674,7 @@ async function planPage(view, id, signal) {
     return p.state === "succeeded" || p.state === "failed";
   };
   if (await load()) return;
-  const t = setInterval(() => load().then((end) => end && clearInterval(t)).catch(() => {}), 1000);
-  signal.addEventListener("abort", () => clearInterval(t));
+  const stop = every(1000, () => load().then((end) => end && stop()).catch(() => {}), signal);
 }
 
 async function eventsPage(view) {

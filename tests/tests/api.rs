@@ -533,6 +533,59 @@ async fn every_mutating_operation_refuses_whoever_may_not_call_it_and_audits_the
     f.coord.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_ends_with_unauthorized_when_its_token_is_revoked() {
+    let f = fleet().await;
+    let base = &f.base;
+    let t = token(base, &f.admin, "reader", None, None).await;
+    let id = t.split('.').next().unwrap().to_owned();
+    let mut resp = http()
+        .get(format!("{base}/v1/watch"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // Reads the stream until `want` shows up in it (or it ends: `None`).
+    async fn until(resp: &mut reqwest::Response, want: &str, seen: &mut String) -> Option<()> {
+        while !seen.contains(want) {
+            let chunk = tokio::time::timeout(Duration::from_secs(20), resp.chunk())
+                .await
+                .expect("the stream answers within 20 s")
+                .unwrap()?;
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        Some(())
+    }
+    let mut seen = String::new();
+    until(&mut resp, "event: fleet", &mut seen)
+        .await
+        .expect("the fleet comes first");
+    assert!(seen.contains("red-bm"), "{seen}");
+    admin(
+        base,
+        &f.admin,
+        reqwest::Method::DELETE,
+        &format!("/v1/api-tokens/{id}"),
+        json!({}),
+    )
+    .await;
+    until(&mut resp, "event: unauthorized", &mut seen)
+        .await
+        .unwrap_or_else(|| panic!("the stream ended without saying why: {seen}"));
+    until(&mut resp, "\n\n", &mut seen).await;
+    let why = seen.rsplit("event: unauthorized").next().unwrap();
+    assert!(why.contains("token_revoked") && why.contains(&id), "{why}");
+    // And it ends there.
+    let mut rest = String::new();
+    assert!(
+        until(&mut resp, "event:", &mut rest).await.is_none(),
+        "nothing after: {rest}"
+    );
+    f.host.stop().await.unwrap();
+    f.coord.shutdown().await;
+}
+
 /// Dials the coordinator with `id`'s certificate and sends a byte on a stream: how the
 /// connection ended (`None`: still open after two seconds).
 async fn dial(coord: std::net::SocketAddr, id: &Identity) -> Option<quinn::ConnectionError> {

@@ -78,10 +78,28 @@ async fn the_dashboard_shows_the_fleet_live_deploys_from_the_page_and_hides_acti
     )
     .await;
     // To `available` with the CLI's own --wait, the states printed as they change.
-    for verb in ["manage", "inspect", "provide"] {
+    for verb in ["manage", "inspect"] {
         let out = cli_ok(api, &["node", verb, &node, "--wait", "--timeout", "6m"]).await;
         assert!(out.contains(&format!("{node}: ")), "{verb}: {out}");
     }
+    // With -o json the output is one document: the end states, nothing printed before.
+    let out = cli_ok(
+        api,
+        &[
+            "-o",
+            "json",
+            "node",
+            "provide",
+            &node,
+            "--wait",
+            "--timeout",
+            "6m",
+        ],
+    )
+    .await;
+    let ended: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("provide -o json --wait printed more than JSON ({e}): {out}"));
+    assert_eq!(ended[0]["state"], "available", "{out}");
     let created = cli_ok(
         api,
         &["-o", "json", "api-token", "create", "--role", "reader"],

@@ -3,14 +3,17 @@
 //! change. Each stream wakes on the telemetry hub's change signal, and at least once a second
 //! for what the hub does not see (lifecycle transitions, plan ends), and sends only what is
 //! new. A client reads them with its token in `Authorization` like any other route
-//! (`fetch` with a streaming body: a browser's `EventSource` cannot send the header).
+//! (`fetch` with a streaming body: a browser's `EventSource` cannot send the header). The
+//! token is checked again every few seconds: one revoked or expired while a stream runs ends
+//! it with an `unauthorized` event.
 
 use super::ApiError;
 use crate::Shared;
-use crate::conductor::access::Caller;
-use crate::conductor::{guests, nodes, plans};
+use crate::conductor::access::{self, Caller};
+use crate::conductor::{ConductorError, guests, nodes, plans};
 use axum::Extension;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use futures_util::future::BoxFuture;
@@ -18,7 +21,7 @@ use serde::Deserialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -36,6 +39,13 @@ const TICK: Duration = Duration::from_secs(1);
 /// Telemetry history a new node stream starts with when the client names none.
 const HISTORY_MS: i64 = 5 * 60 * 1000;
 
+/// How often a stream checks that its token still stands.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// How often a node's detail goes out again when only what moves all the time changed (when
+/// it was last seen, the BMC's latest reading, which also go out as `sample` and `bmc`).
+const RESEND: Duration = Duration::from_secs(5);
+
 /// Query of `GET /v1/nodes/{name}/watch`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -48,6 +58,8 @@ struct WatchQuery {
 /// What a stream keeps between wakes.
 struct Cursor {
     s: Arc<Shared>,
+    caller: Caller,
+    checked: Instant,
     wake: tokio::sync::watch::Receiver<u64>,
     queue: VecDeque<Event>,
     first: bool,
@@ -55,16 +67,44 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn new(s: Arc<Shared>) -> Self {
+    fn new(s: Arc<Shared>, caller: Caller) -> Self {
         let mut wake = s.hub.watch();
         wake.mark_unchanged();
         Cursor {
             s,
+            caller,
+            checked: Instant::now(),
             wake,
             queue: VecDeque::new(),
             first: true,
             ended: false,
         }
+    }
+
+    /// Whether the caller's token still stands (looked up every [`RECHECK`]); when it does
+    /// not, queues an `unauthorized` problem.
+    async fn admitted(&mut self) -> bool {
+        if self.checked.elapsed() < RECHECK {
+            return true;
+        }
+        self.checked = Instant::now();
+        let why = match access::still_admitted(&self.s, &self.caller).await {
+            Ok(None) => return true,
+            Ok(Some(f)) => (f.code(), f.to_string()),
+            // A store that fails now may answer on the next look.
+            Err(e) => {
+                tracing::warn!(error = %e, "live stream: cannot check the token");
+                return true;
+            }
+        };
+        let p = ApiError::Image {
+            status: StatusCode::UNAUTHORIZED,
+            code: why.0,
+            detail: why.1,
+        }
+        .problem();
+        self.push("unauthorized", &p);
+        false
     }
 
     /// Sleeps until the hub changes, the tick passes or the coordinator drains (`false`).
@@ -105,7 +145,7 @@ fn stream<S: Send + 'static>(
             if c.ended || !c.sleep().await {
                 return None;
             }
-            if !look(&mut c, &mut st).await {
+            if !c.admitted().await || !look(&mut c, &mut st).await {
                 c.ended = true;
             }
         }
@@ -113,22 +153,42 @@ fn stream<S: Send + 'static>(
 }
 
 /// What a node stream has sent.
-#[derive(Default)]
 struct NodeSent {
     name: String,
     sample_ms: i64,
     bmc_ms: i64,
-    detail: Option<String>,
+    /// The detail last sent, whole and without what moves all the time, and when.
+    detail: Option<(String, String, Instant)>,
 }
 
-/// One look at a node: its detail when it changed, its new samples and BMC reads.
+/// A node's detail without what changes with every sample or BMC read.
+fn steady(shown: &serde_json::Value) -> String {
+    let mut v = shown.clone();
+    if let Some(n) = v.pointer_mut("/node").and_then(|n| n.as_object_mut()) {
+        n.remove("last_seen_ms");
+    }
+    if let Some(b) = v.pointer_mut("/bmc").and_then(|b| b.as_object_mut()) {
+        b.remove("observed_at_ms");
+        b.remove("sensors");
+    }
+    v.to_string()
+}
+
+/// One look at a node: its detail when it changed (at once when more than its last-seen time
+/// and latest BMC reading changed, else every [`RESEND`]), its new samples and BMC reads.
 async fn look_node(c: &mut Cursor, st: &mut NodeSent) -> bool {
     let detail = match nodes::show(&c.s, &st.name).await {
         Ok(d) => d,
-        Err(e) => {
+        Err(e @ ConductorError::UnknownNode(_)) => {
             let p = ApiError::from(e).problem();
             c.push("gone", &p);
             return false;
+        }
+        // A store that fails now may answer on the next look; samples still go out.
+        Err(e) => {
+            tracing::warn!(node = %st.name, error = %e, "node stream: cannot read the node");
+            push_records(c, st);
+            return true;
         }
     };
     let mut shown = serde_json::to_value(&detail).unwrap_or_default();
@@ -136,11 +196,22 @@ async fn look_node(c: &mut Cursor, st: &mut NodeSent) -> bool {
     if let Some(o) = shown.as_object_mut() {
         o.remove("telemetry");
     }
-    let text = shown.to_string();
-    if st.detail.as_deref() != Some(text.as_str()) {
+    let whole = shown.to_string();
+    let still = steady(&shown);
+    let send = match &st.detail {
+        None => true,
+        Some((w, s, at)) => *s != still || (*w != whole && at.elapsed() >= RESEND),
+    };
+    if send {
         c.push("node", &shown);
-        st.detail = Some(text);
+        st.detail = Some((whole, still, Instant::now()));
     }
+    push_records(c, st);
+    true
+}
+
+/// Queues the node's samples and BMC reads that arrived since the last look.
+fn push_records(c: &mut Cursor, st: &mut NodeSent) {
     for r in c.s.hub.telemetry_since(&st.name, st.sample_ms) {
         st.sample_ms = st.sample_ms.max(r.received_at_ms);
         c.push("sample", &r);
@@ -149,7 +220,6 @@ async fn look_node(c: &mut Cursor, st: &mut NodeSent) -> bool {
         st.bmc_ms = st.bmc_ms.max(r.received_at_ms);
         c.push("bmc", &r);
     }
-    true
 }
 
 /// `GET /v1/nodes/{name}/watch`: server-sent events of one node.
@@ -157,16 +227,18 @@ async fn look_node(c: &mut Cursor, st: &mut NodeSent) -> bool {
 /// `node`: its detail (as `GET /v1/nodes/{name}` without `telemetry`) first and whenever it
 /// changes; `sample`: each host sample (`TelemetryRecord`) of its agent or ramdisk as it
 /// arrives; `bmc`: each read of its BMC (`BmcRecord`); `gone`: a problem document when the
-/// node is no longer there, and the stream ends.
+/// node is no longer there, and the stream ends; `unauthorized`: a problem document when the
+/// token was revoked or expired, and the stream ends.
 #[utoipa::path(
     get,
     path = "/v1/nodes/{name}/watch",
     tag = "nodes",
     params(("name" = String, Path, description = "The node's name"), WatchQuery),
-    responses((status = 200, description = "Server-sent events: `node`, `sample`, `bmc`, `gone`", body = String, content_type = "text/event-stream"))
+    responses((status = 200, description = "Server-sent events: `node`, `sample`, `bmc`, `gone`, `unauthorized`", body = String, content_type = "text/event-stream"))
 )]
 async fn watch_node(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<WatchQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -179,7 +251,9 @@ async fn watch_node(
         bmc_ms: after,
         detail: None,
     };
-    let events = stream(Cursor::new(s), st, |c, st| Box::pin(look_node(c, st)));
+    let events = stream(Cursor::new(s, caller), st, |c, st| {
+        Box::pin(look_node(c, st))
+    });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
@@ -221,18 +295,18 @@ async fn look_fleet(c: &mut Cursor, st: &mut (Caller, Option<String>)) -> bool {
 /// `GET /v1/watch`: server-sent events of the fleet.
 ///
 /// `fleet` (a `FleetView`: nodes, hosts, the 50 newest plans) first and whenever any of it
-/// changes.
+/// changes; `unauthorized` when the token was revoked or expired, and the stream ends.
 #[utoipa::path(
     get,
     path = "/v1/watch",
     tag = "nodes",
-    responses((status = 200, description = "Server-sent events: `fleet`", body = String, content_type = "text/event-stream"))
+    responses((status = 200, description = "Server-sent events: `fleet`, `unauthorized`", body = String, content_type = "text/event-stream"))
 )]
 async fn watch_fleet(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let events = stream(Cursor::new(s), (c, None), |c, st| {
+    let events = stream(Cursor::new(s, c.clone()), (c, None), |c, st| {
         Box::pin(look_fleet(c, st))
     });
     Sse::new(events).keep_alive(KeepAlive::default())

@@ -162,22 +162,42 @@ pub(super) async fn verb(
             "`{verb}` ends in the failed state of what the node was doing; wait for that with `ferric node wait --state …`"
         ),
     };
-    send(client, verb, names, erase, deploy, json && target.is_none()).await?;
+    // With --wait and JSON, the one document printed is the end states.
+    let print = match (json, target.is_some()) {
+        (false, _) => Print::Text,
+        (true, false) => Print::Json,
+        (true, true) => Print::Nothing,
+    };
+    let sent = send(client, verb, names, erase, deploy, print).await?;
     match target {
-        Some(t) => wait(client, names, t, then.timeout, json).await,
+        Some(t) => {
+            // An error the coordinator recorded from the moment the verb was taken on (its own
+            // clock) is this verb's.
+            let from = sent.iter().map(|v| Some(v.since_ms)).collect();
+            wait_from(client, names, t, then.timeout, json, from).await
+        }
         None => Ok(()),
     }
 }
 
-/// Sends `verb` to each node; prints where each went (as JSON when `json`).
+/// What [`send`] prints of where the nodes went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Print {
+    Text,
+    Json,
+    Nothing,
+}
+
+/// Sends `verb` to each node; prints where each went; returns the nodes' lifecycles as the
+/// coordinator answered, in the order of `names`.
 async fn send(
     client: &Client,
     verb: Verb,
     names: &[String],
     erase: Option<EraseMode>,
     deploy: Option<&DeployArgs>,
-    json: bool,
-) -> Result<()> {
+    print: Print,
+) -> Result<Vec<LifecycleView>> {
     if let Some(d) = deploy
         && d.hostname.is_some()
         && names.len() > 1
@@ -220,7 +240,7 @@ async fn send(
             .await
         {
             Ok(v) => {
-                if !json {
+                if print == Print::Text {
                     println!("node {name}: {verb} → {}", describe(&v));
                 }
                 out.push(v);
@@ -231,13 +251,13 @@ async fn send(
             }
         }
     }
-    if json {
+    if print == Print::Json {
         print_json(&out)?;
     }
     if failed > 0 {
         bail!("{failed} of {} nodes refused `{verb}`", names.len());
     }
-    Ok(())
+    Ok(out)
 }
 
 /// `state (doing, progress)`.
@@ -326,9 +346,8 @@ impl Show {
                 self.started.elapsed().as_secs_f64()
             );
             match &self.bars {
-                Some((multi, _)) => {
-                    let _ = multi.println(line);
-                }
+                // Above the bars, on standard output like the lines without bars.
+                Some((multi, _)) => multi.suspend(|| println!("{line}")),
                 None => println!("{line}"),
             }
             self.last[i] = state.clone();
@@ -392,8 +411,21 @@ pub(super) async fn wait(
     timeout: Duration,
     json: bool,
 ) -> Result<()> {
+    wait_from(client, names, state, timeout, json, vec![None; names.len()]).await
+}
+
+/// [`wait`], counting as new the errors recorded at or after `from[i]` (coordinator's clock)
+/// for node `i`; `None`: those newer than the one it had when first looked at.
+async fn wait_from(
+    client: &Client,
+    names: &[String],
+    state: ProvisionState,
+    timeout: Duration,
+    json: bool,
+    from: Vec<Option<i64>>,
+) -> Result<()> {
     let mut show = Show::new(names, json);
-    let r = wait_shown(client, names, state, timeout, json, &mut show).await;
+    let r = wait_shown(client, names, state, timeout, json, from, &mut show).await;
     show.finish();
     r
 }
@@ -404,10 +436,10 @@ async fn wait_shown(
     state: ProvisionState,
     timeout: Duration,
     json: bool,
+    mut from: Vec<Option<i64>>,
     show: &mut Show,
 ) -> Result<()> {
     let started = Instant::now();
-    let waited_from = ferric_coordinator::now_ms();
     loop {
         let mut done = 0;
         let mut views = vec![];
@@ -417,12 +449,14 @@ async fn wait_shown(
                 bail!("node `{name}` is not a bare-metal node");
             };
             show.node(i, name, &v, json);
+            let new_error_from =
+                *from[i].get_or_insert_with(|| v.error_at_ms.map_or(i64::MIN, |at| at + 1));
             if v.state == state && v.step.is_none() {
                 done += 1;
             } else if (is_failed(v.state)
                 // A verification that failed sends the node back to `enroll`, with its error.
                 || (v.state == ProvisionState::Enroll
-                    && v.error_at_ms.is_some_and(|at| at >= waited_from)))
+                    && v.error_at_ms.is_some_and(|at| at >= new_error_from)))
                 && !is_failed(state)
             {
                 return Err(super::EndedFailed(format!(

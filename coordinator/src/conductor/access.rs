@@ -110,6 +110,25 @@ impl AuthFailure {
     }
 }
 
+/// Whether `caller`'s token still stands, for a call that outlives its admission (a live
+/// stream): `Some` names why it no longer does.
+pub async fn still_admitted(s: &Shared, caller: &Caller) -> Result<Option<AuthFailure>> {
+    if caller.token.starts_with("node:") {
+        // An agent's certificate, checked by the TLS handshake of its connection.
+        return Ok(None);
+    }
+    let Some(row) = s.store.api_token_by_id(&caller.token).await? else {
+        return Ok(Some(AuthFailure::Invalid));
+    };
+    if row.revoked_at_ms.is_some() {
+        return Ok(Some(AuthFailure::Revoked(row.id)));
+    }
+    if row.expires_at_ms.is_some_and(|e| crate::now_ms() >= e) {
+        return Ok(Some(AuthFailure::Expired(row.id)));
+    }
+    Ok(None)
+}
+
 /// Who holds `token` (`ID.SECRET`), acting in `project` (`None`: its own, or `default`).
 pub async fn authenticate(
     s: &Shared,

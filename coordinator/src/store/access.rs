@@ -168,6 +168,19 @@ impl Store {
         Self::api_token_row(&row).map(Some)
     }
 
+    /// The token `id`, whatever its secret: for a holder admitted already, whether it still
+    /// stands (revoked or expired since).
+    pub async fn api_token_by_id(&self, id: &str) -> Result<Option<ApiTokenRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, project, role, description, created_by, created_at_ms, \
+             expires_at_ms, revoked_at_ms, last_used_ms FROM api_tokens WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::api_token_row).transpose()
+    }
+
     /// Whether any API token exists (revoked ones count: the first admin token is made once).
     pub async fn any_api_token(&self) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) FROM api_tokens")

@@ -22,6 +22,8 @@ pub mod bmc;
 #[cfg(feature = "agent")]
 pub mod clock;
 #[cfg(feature = "agent")]
+pub mod console;
+#[cfg(feature = "agent")]
 pub mod driver;
 #[cfg(feature = "agent")]
 pub mod enroll;

@@ -118,7 +118,12 @@ pub struct Link {
     pub bmc: Arc<dyn crate::driver::BmcControl>,
     /// Newest BMC poll results, sent when they change.
     pub bmc_states: tokio::sync::watch::Receiver<Arc<Vec<ferric_proto::msg::BmcState>>>,
+    /// Console logs tailed for the coordinator (their places kept across sessions).
+    pub consoles: Arc<Mutex<crate::console::ConsoleTail>>,
 }
+
+/// How often the console logs are looked at.
+pub const CONSOLE_POLL: Duration = Duration::from_secs(1);
 
 impl Link {
     /// Keeps a session up until `stop`, reconnecting with backoff. Returns on shutdown or a
@@ -209,6 +214,7 @@ impl Link {
         let mut stopping: Option<tokio::time::Instant> = None;
         let mut bmc_states = self.bmc_states.clone();
         bmc_states.mark_unchanged();
+        let mut consoles: Option<tokio::time::Interval> = None;
         loop {
             // Write what the session wants sent.
             out.clear();
@@ -261,6 +267,12 @@ impl Link {
                     let states = bmc_states.borrow_and_update().clone();
                     session.send_bmc_states(states.as_ref().clone());
                 }
+                _ = tick(&mut consoles), if stopping.is_none() => {
+                    let mut tail = lock(&self.consoles);
+                    if !tail.is_empty() {
+                        session.send_console(tail.poll());
+                    }
+                }
                 _ = tick(&mut telemetry) => {
                     sample_seq += 1;
                     // Sampling reads /proc and may ask libvirt: keep it off the executor.
@@ -298,6 +310,9 @@ impl Link {
                         let mut iv = tokio::time::interval(telemetry_interval);
                         iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                         telemetry = Some(iv);
+                        let mut iv = tokio::time::interval(CONSOLE_POLL);
+                        iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                        consoles = Some(iv);
                     }
                     AgentEvent::PlanReceived(plan) => {
                         let id = plan.id;
@@ -316,6 +331,12 @@ impl Link {
                     }
                     AgentEvent::Acked { plan, seq } => lock(&self.journal).ack(plan, seq)?,
                     AgentEvent::Bmcs(bmcs) => self.bmc.set_bmcs(bmcs),
+                    AgentEvent::Consoles(c) => {
+                        if !c.is_empty() {
+                            info!(consoles = c.len(), "console logs to tail");
+                        }
+                        lock(&self.consoles).set(c);
+                    }
                     AgentEvent::Closed(SessionError::Refused(r)) => {
                         conn.close(close::REFUSED.into(), b"refused");
                         return Err(LinkError::Refused(r));

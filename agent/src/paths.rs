@@ -78,7 +78,7 @@ impl PathPolicy {
 
     /// Whether `p` lies in an allowed directory: absolute, no `..`, and (resolving the
     /// symbolic links of what exists of it) still inside one.
-    fn permits(&self, p: &Path) -> bool {
+    pub fn permits(&self, p: &Path) -> bool {
         if !p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
             return false;
         }

@@ -143,6 +143,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         protocol_version: cfg.protocol_version,
         bmc: cfg.drivers.bmc.clone(),
         bmc_states: bmc_rx,
+        consoles: Arc::new(Mutex::new(crate::console::ConsoleTail::new(
+            cfg.paths.clone(),
+        ))),
     };
     let endpoint = enroll::client_endpoint(addr).map_err(link::LinkError::Socket)?;
     info!(node = %link.node, %coordinator, "agent starting");

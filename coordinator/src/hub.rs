@@ -19,6 +19,37 @@ pub const TELEMETRY_SAMPLE_MAX: usize = 64 << 10;
 /// first, so no agent pins more than this however large its samples.
 pub const TELEMETRY_RING_BYTES: usize = 4 << 20;
 
+/// Console lines kept per node (the dashboard shows the last few dozen).
+pub const CONSOLE_RING: usize = 1000;
+
+/// One line of a node's serial console, as the coordinator received it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ConsoleLine {
+    /// Number of the line since the coordinator started (ask for those after it).
+    pub seq: u64,
+    /// Coordinator clock at receipt, ms since the epoch.
+    pub received_at_ms: i64,
+    /// The text, without terminal escapes.
+    pub text: String,
+}
+
+/// The console lines of a node the hub holds, and why its log was last not read.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ConsoleTail {
+    /// Oldest first.
+    pub lines: Vec<ConsoleLine>,
+    /// The agent's reason the log cannot be read, until a line arrives again.
+    pub error: Option<String>,
+    /// Number of the newest line held (what to ask for lines after, to get only new ones).
+    pub last_seq: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct ConsoleRing {
+    lines: VecDeque<ConsoleLine>,
+    error: Option<String>,
+}
+
 /// A telemetry sample as received.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TelemetryRecord {
@@ -103,6 +134,7 @@ pub struct Hub {
     bmc_states: Mutex<HashMap<String, BmcState>>,
     bmc_records: Mutex<HashMap<String, VecDeque<BmcRecord>>>,
     boot_marks: Mutex<HashMap<String, VecDeque<BootMark>>>,
+    consoles: Mutex<(u64, HashMap<String, ConsoleRing>)>,
     /// Bumped whenever something a watcher shows arrived (a sample, a BMC read, a boot mark,
     /// a connection come or gone): the dashboard's streams wake on it.
     changes: tokio::sync::watch::Sender<u64>,
@@ -378,6 +410,67 @@ impl Hub {
         lock(&self.bmc_records).remove(node);
     }
 
+    /// Keeps console lines of `node` (at most [`CONSOLE_RING`], each cut to the protocol's
+    /// line length: an agent cannot make the coordinator hold more), or the error reading it.
+    pub fn record_console(
+        &self,
+        node: &str,
+        lines: Vec<String>,
+        error: Option<String>,
+        now_ms: i64,
+    ) {
+        let mut g = lock(&self.consoles);
+        let (seq, rings) = &mut *g;
+        let ring = rings.entry(node.to_owned()).or_default();
+        if !lines.is_empty() || error.is_some() {
+            ring.error = error;
+        }
+        let skip = lines.len().saturating_sub(CONSOLE_RING);
+        for mut text in lines.into_iter().skip(skip) {
+            if let Some((i, _)) = text.char_indices().nth(ferric_proto::msg::CONSOLE_LINE_MAX) {
+                text.truncate(i);
+            }
+            *seq += 1;
+            if ring.lines.len() == CONSOLE_RING {
+                ring.lines.pop_front();
+            }
+            ring.lines.push_back(ConsoleLine {
+                seq: *seq,
+                received_at_ms: now_ms,
+                text,
+            });
+        }
+        drop(g);
+        self.changed();
+    }
+
+    /// The console lines of `node` after line `after` (all held when `None`), the newest
+    /// `limit` of them.
+    pub fn console_since(&self, node: &str, after: Option<u64>, limit: usize) -> ConsoleTail {
+        let g = lock(&self.consoles);
+        let Some(ring) = g.1.get(node) else {
+            return ConsoleTail::default();
+        };
+        let new: Vec<&ConsoleLine> = ring
+            .lines
+            .iter()
+            .filter(|l| after.is_none_or(|a| l.seq > a))
+            .collect();
+        ConsoleTail {
+            lines: new[new.len().saturating_sub(limit)..]
+                .iter()
+                .map(|l| (*l).clone())
+                .collect(),
+            error: ring.error.clone(),
+            last_seq: ring.lines.back().map(|l| l.seq),
+        }
+    }
+
+    /// Forgets a node's console (it was removed).
+    pub fn forget_console(&self, node: &str) {
+        lock(&self.consoles).1.remove(node);
+    }
+
     /// Whether `node` is connected, and since when (ms since the epoch).
     pub fn connected_since(&self, node: &str) -> Option<i64> {
         lock(&self.live).get(node).map(|l| l.since_ms)
@@ -499,6 +592,40 @@ mod tests {
             .map(|r| r.received_at_ms)
             .collect();
         assert_eq!(stamps, [700, 701]);
+    }
+
+    #[test]
+    fn console_lines_are_numbered_bounded_and_cut() {
+        let hub = Hub::default();
+        assert!(hub.console_since("bm1", None, 10).lines.is_empty());
+        let many: Vec<String> = (0..CONSOLE_RING + 5).map(|i| format!("line {i}")).collect();
+        hub.record_console("bm1", many, None, 1);
+        let all = hub.console_since("bm1", None, usize::MAX);
+        assert_eq!(all.lines.len(), CONSOLE_RING);
+        assert_eq!(all.lines[0].text, "line 5");
+        let last = all.lines.last().unwrap().seq;
+        hub.record_console("bm1", vec!["x".repeat(5000)], None, 2);
+        let new = hub.console_since("bm1", Some(last), 10);
+        assert_eq!(new.lines.len(), 1);
+        assert_eq!(new.lines[0].seq, last + 1);
+        assert_eq!(new.lines[0].text.len(), ferric_proto::msg::CONSOLE_LINE_MAX);
+        assert_eq!(
+            hub.console_since("bm1", None, 3).lines.len(),
+            3,
+            "the newest 3"
+        );
+        // An error is kept until lines come again.
+        hub.record_console("bm1", vec![], Some("cannot open".into()), 3);
+        assert_eq!(
+            hub.console_since("bm1", None, 1).error.as_deref(),
+            Some("cannot open")
+        );
+        hub.record_console("bm1", vec![], None, 4);
+        assert!(hub.console_since("bm1", None, 1).error.is_some());
+        hub.record_console("bm1", vec!["back".into()], None, 5);
+        assert!(hub.console_since("bm1", None, 1).error.is_none());
+        hub.forget_console("bm1");
+        assert!(hub.console_since("bm1", None, 10).lines.is_empty());
     }
 
     /// A sample whose guest list encodes to about `bytes`.

@@ -381,12 +381,14 @@ async function nodePage(view, args, signal) {
     selRead: el("div", {}),
     sel: el("div", { id: "sel" }),
     plans: el("div", { id: "node-plans" }),
+    console: el("div", { id: "console-box" }),
   };
   fill(view, 
     parts.head,
     el("div", { class: "grid" }, card("Lifecycle", parts.life), card("Telemetry", parts.cpu, parts.mem, parts.rate)),
     may("member") ? card("Actions", parts.actions) : null,
     card("State history", parts.history),
+    parts.console,
     el("div", { class: "grid" }, card("Hardware (inspection)", parts.inspection), card("BMC", parts.bmc, parts.temp, parts.power, parts.selRead, parts.sel)),
     card("Plans", parts.plans));
   let detail = null;
@@ -565,6 +567,30 @@ async function nodePage(view, args, signal) {
       table(["#", "Sensor", "Event", ""], entries.map((x) => el("tr", {}, el("td", {}, x.id), el("td", {}, x.sensor), el("td", {}, x.event), el("td", {}, x.asserted ? "asserted" : "deasserted"))), "The event log is empty."));
   };
 
+  // The serial console, for nodes whose driving agent tails one.
+  const consoleLines = [];
+  let consoleError = null;
+  let consolePre = null;
+  const showConsole = () => {
+    if (!detail || !detail.bmc || !detail.bmc.console_log) { fill(parts.console); consolePre = null; return; }
+    if (!consolePre) {
+      consolePre = el("pre", { id: "console", class: "console" });
+      fill(parts.console, card("Console", el("p", { class: "muted" }, `${detail.bmc.console_log} on ${detail.bmc.via}`), consolePre));
+    }
+    const atEnd = consolePre.scrollHeight - consolePre.scrollTop - consolePre.clientHeight < 20;
+    consolePre.dataset.lines = String(consoleLines.length);
+    consolePre.textContent = consoleLines.map((l) => l.text).join("\n") || "Nothing written yet.";
+    if (consoleError) consolePre.textContent += "\n[" + consoleError + "]";
+    if (atEnd) consolePre.scrollTop = consolePre.scrollHeight;
+  };
+  const onConsole = (t) => {
+    const last = consoleLines.length ? consoleLines[consoleLines.length - 1].seq : 0;
+    for (const l of t.lines || []) if (l.seq > last) consoleLines.push(l);
+    while (consoleLines.length > 200) consoleLines.shift();
+    consoleError = t.error || null;
+    showConsole();
+  };
+
   let redraw = 0;
   const later = () => { if (!redraw) redraw = setTimeout(() => { redraw = 0; charts(); }, 200); };
   // Records come in time order; after a reconnect the stream resumes from the last one seen,
@@ -583,7 +609,8 @@ async function nodePage(view, args, signal) {
   // Time in state moves on even when nothing arrives.
   every(5000, () => { if (detail) showDetail(detail); }, signal);
   await watch(`/v1/nodes/${encodeURIComponent(name)}/watch`, {
-    node: (d) => { noteRate(d); showDetail(d); },
+    node: (d) => { noteRate(d); showDetail(d); showConsole(); },
+    console: onConsole,
     sample: (r) => { keep(samples, r); later(); },
     bmc: (r) => { keep(reads, r); later(); },
     gone: (p) => fill(view, card("Node " + name, el("p", { class: "error" }, p.detail || "This node is no longer there."))),

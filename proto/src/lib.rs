@@ -40,11 +40,13 @@ pub const COORDINATOR_SERVER_NAME: &str = "coordinator.ferric.internal";
 /// * 3 — the System Event Log step (`Step::BmcSel`) and its output (`StepOutput::Sel`);
 /// * 4 — the inspect step (`Step::Inspect`) and its output (`StepOutput::Inspection`);
 /// * 5 — the deploy steps: `EraseDisks`, `WriteImage`, `WriteConfigDrive`, `SetBootDevice`,
-///   `Reboot`.
+///   `Reboot`;
+/// * 6 — serial console logs the agent tails for the coordinator (`CoordMsg::Consoles`,
+///   `AgentMsg::Console`).
 ///
 /// A plan is pushed only to an agent whose version knows all its steps
 /// ([`plan::Plan::min_protocol`]); otherwise the coordinator fails it, naming the step.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 /// Oldest agent protocol version the coordinator still serves (rolling upgrades).
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 

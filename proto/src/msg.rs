@@ -181,6 +181,8 @@ pub enum AgentMsg {
     /// What the agent last read from the BMCs it drives (power, sensors), sent after each
     /// poll (protocol version 2).
     BmcStates(Vec<BmcState>),
+    /// New lines of the console logs it tails (protocol version 6).
+    Console(Vec<ConsoleLines>),
 }
 
 /// Messages from coordinator to agent on the control stream.
@@ -203,6 +205,83 @@ pub enum CoordMsg {
     /// sent before. Sent after the welcome and whenever the set changes, before any plan that
     /// names one of them (protocol version 2). The agent keeps them in memory only.
     Bmcs(Vec<BmcCredential>),
+    /// Every serial console log this agent tails: the whole set, replacing the one sent
+    /// before (protocol version 6).
+    Consoles(Vec<ConsoleSource>),
+}
+
+/// A serial console log on the agent's host (where a console server or the lab's QEMU writes
+/// a machine's serial port) that the agent tails for the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleSource {
+    /// The node whose console it is.
+    pub name: String,
+    /// Absolute path of the log on the agent's host (within the agent's allowed paths).
+    pub path: String,
+}
+
+/// Longest console line sent, in characters (the rest is cut).
+pub const CONSOLE_LINE_MAX: usize = 512;
+
+/// New lines of one node's console log, as text: terminal escape sequences and control
+/// characters removed, at most [`CONSOLE_LINE_MAX`] characters each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleLines {
+    /// The node.
+    pub name: String,
+    /// The lines, oldest first.
+    pub lines: Vec<String>,
+    /// Why the log cannot be read (missing, outside the allowed paths), when it cannot.
+    pub error: Option<String>,
+}
+
+/// A console line as a terminal would leave it: after the last carriage return that has text
+/// behind it, without escape sequences (CSI `ESC [ … final`, OSC `ESC ] … BEL`, two-byte
+/// `ESC x`) and control characters (a tab becomes a space), cut to [`CONSOLE_LINE_MAX`].
+pub fn console_text(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                Some('[') => {
+                    // Parameters and intermediates up to the final byte (@ to ~).
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    // An operating-system command, ended by BEL or ESC \.
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' {
+                            break;
+                        }
+                        if c == '\u{1b}' {
+                            chars.next_if_eq(&'\\');
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\r' => {
+                if chars.peek().is_some_and(|n| *n != '\r') {
+                    out.clear();
+                }
+            }
+            '\t' => out.push(' '),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    let out = out.trim_end();
+    match out.char_indices().nth(CONSOLE_LINE_MAX) {
+        Some((i, _)) => out[..i].to_owned(),
+        None => out.to_owned(),
+    }
 }
 
 /// A BMC an agent drives: how steps name it, where it is, and how to log in.
@@ -530,4 +609,37 @@ pub struct TelemetrySample {
     pub progress: Option<StepProgress>,
     /// Guests on this host (hypervisor agents).
     pub guests: Vec<GuestSample>,
+}
+
+#[cfg(test)]
+mod console_tests {
+    use super::*;
+
+    #[test]
+    fn console_text_is_what_a_terminal_leaves() {
+        assert_eq!(
+            console_text(b"Booting from ROM...\r"),
+            "Booting from ROM..."
+        );
+        assert_eq!(
+            console_text(b"\x1b[2J\x1b[01;01H\x1b[=3hSeaBIOS (version 1.16)"),
+            "SeaBIOS (version 1.16)"
+        );
+        assert_eq!(console_text(b"net0: 10%\rnet0: 55%\rnet0: ok"), "net0: ok");
+        assert_eq!(
+            console_text(b"\x1b]0;title\x07login:\tok\x00\x08"),
+            "login: ok"
+        );
+        assert_eq!(console_text(b"bad \xff utf8"), "bad \u{fffd} utf8");
+        let long = "x".repeat(CONSOLE_LINE_MAX + 50);
+        assert_eq!(console_text(long.as_bytes()).len(), CONSOLE_LINE_MAX);
+        // A cut lands on a character boundary.
+        let wide = "é".repeat(CONSOLE_LINE_MAX + 1);
+        assert_eq!(
+            console_text(wide.as_bytes()).chars().count(),
+            CONSOLE_LINE_MAX
+        );
+        // An escape cut off at the end of the line is dropped, not kept half.
+        assert_eq!(console_text(b"ok\x1b["), "ok");
+    }
 }

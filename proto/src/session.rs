@@ -11,8 +11,8 @@
 //! coordinator drops events it has already seen, so each event is stored exactly once.
 
 use crate::msg::{
-    AgentMsg, BmcCredential, BmcState, CoordMsg, Hello, PlanCursor, RefuseReason, StoredCursor,
-    Welcome,
+    AgentMsg, BmcCredential, BmcState, ConsoleLines, ConsoleSource, CoordMsg, Hello, PlanCursor,
+    RefuseReason, StoredCursor, Welcome,
 };
 use crate::plan::{Plan, PlanId, StepEvent};
 use crate::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
@@ -68,6 +68,8 @@ pub enum AgentEvent {
     },
     /// The BMCs this agent drives now (replacing the set before).
     Bmcs(Vec<BmcCredential>),
+    /// The console logs this agent tails now (replacing the set before).
+    Consoles(Vec<ConsoleSource>),
     /// The session ended; reconnect (with backoff) unless the error says otherwise.
     Closed(SessionError),
 }
@@ -135,6 +137,9 @@ impl AgentSession {
             (Phase::Established, CoordMsg::Bmcs(bmcs)) => {
                 self.events.push_back(AgentEvent::Bmcs(bmcs))
             }
+            (Phase::Established, CoordMsg::Consoles(c)) => {
+                self.events.push_back(AgentEvent::Consoles(c))
+            }
             (Phase::Established, CoordMsg::Welcome(_) | CoordMsg::Refused(_)) => self.close(
                 SessionError::Violation("handshake message after the handshake"),
             ),
@@ -181,6 +186,14 @@ impl AgentSession {
     pub fn send_bmc_states(&mut self, states: Vec<BmcState>) {
         if self.phase == Phase::Established {
             self.transmit.push_back(AgentMsg::BmcStates(states));
+        }
+    }
+
+    /// Sends new console lines (dropped when the session is not up: the tail resumes from
+    /// where it was read).
+    pub fn send_console(&mut self, lines: Vec<ConsoleLines>) {
+        if self.phase == Phase::Established && !lines.is_empty() {
+            self.transmit.push_back(AgentMsg::Console(lines));
         }
     }
 
@@ -243,6 +256,8 @@ pub enum CoordEvent {
     PlanAccepted(PlanId),
     /// What the agent read from its BMCs.
     BmcStates(Vec<BmcState>),
+    /// New lines of the console logs the agent tails.
+    Console(Vec<ConsoleLines>),
     /// The session ended (after a refusal was queued, if any: flush the transmit queue).
     Closed(SessionError),
 }
@@ -260,6 +275,8 @@ pub struct CoordSession {
     version: u16,
     /// BMC credentials pushed before the handshake finished.
     queued_bmcs: Option<Vec<BmcCredential>>,
+    /// Console sources pushed before the handshake finished.
+    queued_consoles: Option<Vec<ConsoleSource>>,
     /// Next event seq expected per plan; earlier ones are duplicates.
     next_seq: BTreeMap<PlanId, u32>,
     /// Plans pushed before the handshake finished.
@@ -288,6 +305,7 @@ impl CoordSession {
             hello_seen: false,
             version: PROTOCOL_VERSION,
             queued_bmcs: None,
+            queued_consoles: None,
             next_seq: BTreeMap::new(),
             queued_plans: Vec::new(),
             transmit: VecDeque::new(),
@@ -330,6 +348,9 @@ impl CoordSession {
             (Phase::Established, AgentMsg::Event(ev)) => self.on_event(ev),
             (Phase::Established, AgentMsg::BmcStates(states)) => {
                 self.events.push_back(CoordEvent::BmcStates(states))
+            }
+            (Phase::Established, AgentMsg::Console(lines)) => {
+                self.events.push_back(CoordEvent::Console(lines))
             }
         }
     }
@@ -393,6 +414,9 @@ impl CoordSession {
         if let Some(bmcs) = self.queued_bmcs.take() {
             self.push_bmcs(bmcs);
         }
+        if let Some(c) = self.queued_consoles.take() {
+            self.push_consoles(c);
+        }
         for plan in std::mem::take(&mut self.queued_plans) {
             self.push_plan(plan);
         }
@@ -434,6 +458,20 @@ impl CoordSession {
         match self.phase {
             Phase::Established => self.transmit.push_back(CoordMsg::Bmcs(bmcs)),
             Phase::Handshake { .. } => self.queued_bmcs = Some(bmcs),
+            Phase::Closed => {}
+        }
+        true
+    }
+
+    /// Hands the agent the console logs it tails (the whole set); queued until the handshake
+    /// completes. Returns false when the agent's protocol version predates them (6).
+    pub fn push_consoles(&mut self, consoles: Vec<ConsoleSource>) -> bool {
+        if self.version < 6 {
+            return false;
+        }
+        match self.phase {
+            Phase::Established => self.transmit.push_back(CoordMsg::Consoles(consoles)),
+            Phase::Handshake { .. } => self.queued_consoles = Some(consoles),
             Phase::Closed => {}
         }
         true

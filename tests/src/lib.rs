@@ -280,15 +280,28 @@ pub async fn management_agent(
     poll: Option<Duration>,
 ) -> Result<InProcessAgent> {
     let state = enroll_node(coord, dir, "mgmt").await?;
-    Ok(bmc_agent(&state, ipmi, poll))
+    Ok(bmc_agent(&state, ipmi, poll, &[]))
+}
+
+/// [`management_agent`] also allowed to read files in `allow` (a lab rack's console logs).
+pub async fn management_agent_allowing(
+    coord: &ferric_coordinator::Running,
+    dir: &Path,
+    ipmi: ferric_agent::bmc::ipmi::IpmiClient,
+    allow: &[&Path],
+) -> Result<InProcessAgent> {
+    let state = enroll_node(coord, dir, "mgmt").await?;
+    Ok(bmc_agent(&state, ipmi, None, allow))
 }
 
 /// Starts the enrolled agent in `state` driving BMCs over IPMI through `ipmi` (read every
-/// `poll`, the agent's default when `None`), with a fake for everything else.
+/// `poll`, the agent's default when `None`), with a fake for everything else; it may read
+/// files in `allow` besides the default directories.
 pub fn bmc_agent(
     state: &Path,
     ipmi: ferric_agent::bmc::ipmi::IpmiClient,
     poll: Option<Duration>,
+    allow: &[&Path],
 ) -> InProcessAgent {
     use ferric_agent::bmc::control::{IpmiBmcs, POWER_SETTLE};
     let fake = Arc::new(FakeDriver::new());
@@ -296,6 +309,14 @@ pub fn bmc_agent(
     cfg.drivers.bmc = Arc::new(IpmiBmcs::new(ipmi, POWER_SETTLE));
     if let Some(poll) = poll {
         cfg.bmc_poll = poll;
+    }
+    if !allow.is_empty() {
+        cfg.paths = ferric_agent::paths::PathPolicy::new(
+            ferric_agent::paths::DEFAULT_ALLOWED
+                .iter()
+                .map(std::path::PathBuf::from)
+                .chain(allow.iter().map(|p| p.to_path_buf())),
+        );
     }
     spawn_agent(cfg, fake)
 }

@@ -291,6 +291,49 @@ async fn the_cli_drives_a_bmc_through_coordinator_and_agent_and_flags_power_chan
     let (success, _, err) = cli_enroll_bmc(api, "bm9", "ipmi://admin:pw@127.0.0.1", "x").await;
     assert!(!success && err.contains("holds a password"), "{err}");
 
+    // A console log must be an absolute path on the agent's host…
+    let enroll = |name: &'static str, log: String| {
+        let address = address.clone();
+        async move {
+            let args = [
+                "node",
+                "enroll",
+                name,
+                "--bmc",
+                &address,
+                "--password-env",
+                "BMC_PW",
+                "--console-log",
+                &log,
+            ];
+            ferric_tests::cli(api, &args, &[("BMC_PW", ADMIN.1)]).await
+        }
+    };
+    let (success, _, err) = enroll("bm8", "logs/bm8.log".into()).await;
+    assert!(!success && err.contains("not an absolute path"), "{err}");
+    // …and the agent does not read one outside its allowed paths: the console says why.
+    let outside = dir.path().join("bm7-console.log");
+    std::fs::write(&outside, "a line the agent must not read\n").unwrap();
+    let (success, _, err) = enroll("bm7", outside.display().to_string()).await;
+    assert!(success, "{err}");
+    let started = Instant::now();
+    loop {
+        let (success, out, err) = ferric_tests::cli(api, &["node", "console", "bm7"], &[]).await;
+        assert!(success, "{err}");
+        assert!(!out.contains("must not read"), "{out}");
+        if err.contains("outside the agent's allowed paths") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no refusal reported: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    ok(api, &["node", "delete", "bm7"]).await;
+    let (success, _, err) = ferric_tests::cli(api, &["node", "console", "bm1"], &[]).await;
+    assert!(!success && err.contains("has no console log"), "{err}");
+
     // Power, each change read back with ipmitool from the same BMC (a status read changes
     // nothing).
     for (action, power, chassis) in [

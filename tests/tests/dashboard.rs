@@ -67,9 +67,15 @@ async fn the_dashboard_shows_the_fleet_live_deploys_from_the_page_and_hides_acti
     cfg.lifecycle.callback = Duration::from_secs(120);
     let coord = ferric_tests::start(cfg).await.unwrap();
     let api = coord.api;
-    let agent = ferric_tests::management_agent(&coord, tmp.path(), IpmiClient::default(), None)
-        .await
-        .unwrap();
+    // Allowed the rack's directory: it tails the node's serial console there.
+    let agent = ferric_tests::management_agent_allowing(
+        &coord,
+        tmp.path(),
+        IpmiClient::default(),
+        &[&lab_root],
+    )
+    .await
+    .unwrap();
     let root = lab_root.to_str().unwrap();
     cli_ok(api, &["lab", "--name", &name, "--root", root, "enroll"]).await;
     cli_ok(
@@ -232,6 +238,28 @@ async fn the_dashboard_shows_the_fleet_live_deploys_from_the_page_and_hides_acti
     assert!(page.contains("available → deploying"), "{page}");
     b.shot("node-active").await.unwrap();
     b.shot_of("node-active-history", "#history").await.unwrap();
+    // The console tail: the deployed OS's own line comes through agent and coordinator.
+    let want = format!("FERRIC-OS {MARKER}");
+    let started = Instant::now();
+    loop {
+        let shown = b.text("#console").await.unwrap_or_default();
+        if shown.contains(&want) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the console tail never showed `{want}`: {shown}\n{}",
+            ferric_tests::rack::console_tails(rack)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    b.shot_of("node-console", "#console-box").await.unwrap();
+    let tail = cli_ok(api, &["node", "console", &node, "-n", "1000"]).await;
+    assert!(tail.contains(&want), "ferric node console: {tail}");
+    assert!(
+        !tail.contains('\u{1b}'),
+        "terminal escapes are removed: {tail:?}"
+    );
     // The API agrees with what the page showed.
     let d: serde_json::Value = ferric_tests::client(api)
         .get(&format!("/v1/nodes/{node}"))

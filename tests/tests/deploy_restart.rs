@@ -152,7 +152,7 @@ async fn a_coordinator_killed_mid_deploy_starts_again_and_the_deploy_finishes() 
     ferric_tests::enroll_in_process(api, quic, "mgmt", &mgmt)
         .await
         .unwrap();
-    let agent = ferric_tests::bmc_agent(&mgmt, IpmiClient::default(), None);
+    let agent = ferric_tests::bmc_agent(&mgmt, IpmiClient::default(), None, &[]);
 
     let root = lab_root.to_str().unwrap();
     cli_ok(api, &["lab", "--name", &name, "--root", root, "enroll"]).await;

@@ -42,6 +42,7 @@ async fn a_restart_moves_on_a_plan_that_ended_unseen_and_pushes_work_never_pushe
                 password: "not-logged".into(),
                 via: Some("mgmt".into()),
                 macs: vec![],
+                console_log: None,
             },
         )
         .await

@@ -686,10 +686,19 @@ fn demo_lab(
     };
     print!("{}", lab(&["status"])?);
     let state = enroll("rack1-mgmt", "management")?;
+    // Allowed the rack's directory: it tails the nodes' serial consoles there.
+    let consoles = std::fs::canonicalize(lab_root)?.display().to_string();
     let mgmt = spawn(
         "rack1-mgmt",
         &state,
-        &["--driver", "bmc", "--bmc-poll", "2s"],
+        &[
+            "--driver",
+            "bmc",
+            "--bmc-poll",
+            "2s",
+            "--allow-path",
+            &consoles,
+        ],
     )?;
     step("register the rack's nodes with the coordinator (BMC address, password, MAC)");
     print!("{}", lab(&["enroll", "--via", "rack1-mgmt"])?);
@@ -810,6 +819,23 @@ fn demo_deploy(ferric_bin: &Path, api: &str, lab_root: &Path) -> Result<()> {
         }
     }
     run(&["node", "show", "demo-n0"])?;
+    // The same console through the coordinator: the agent driving the BMCs tails it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let tail = ferric(
+            ferric_bin,
+            api,
+            &["node", "console", "demo-n0", "-n", "1000"],
+        )?;
+        if let Some(line) = tail.lines().find(|l| l.starts_with("FERRIC-OS-HOSTNAME")) {
+            println!("$ ferric node console demo-n0   (through agent rack1-mgmt)\n… {line}");
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("ferric node console demo-n0 does not show the deployed OS's line: {tail}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     Ok(())
 }
 

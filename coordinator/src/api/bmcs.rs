@@ -22,6 +22,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(bootdev))
         .routes(routes!(sensors))
         .routes(routes!(sel))
+        .routes(routes!(console))
         .routes(routes!(provision))
 }
 
@@ -122,6 +123,35 @@ async fn sel(
     Json(req): Json<SelRequest>,
 ) -> ApiResult<BmcAction> {
     Ok(Json(conductor::sel(&s, &name, req).await?))
+}
+
+/// Query of `GET /v1/nodes/{name}/console`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ConsoleQuery {
+    /// Only the lines after this one (`seq`); all held when absent.
+    after: Option<u64>,
+    /// At most this many, the newest (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+/// The node's serial console as its driving agent tails the log named at enrollment
+/// (`console_log`): the newest lines the coordinator holds (1000 at most per node).
+#[utoipa::path(
+    get,
+    path = "/v1/nodes/{name}/console",
+    tag = "bare-metal",
+    params(("name" = String, Path, description = "The node's name"), ConsoleQuery),
+    responses((status = 200, body = crate::hub::ConsoleTail))
+)]
+async fn console(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ConsoleQuery>,
+) -> ApiResult<crate::hub::ConsoleTail> {
+    conductor::find(&s, &name).await?;
+    let limit = q.limit.unwrap_or(100).min(crate::hub::CONSOLE_RING);
+    Ok(Json(s.hub.console_since(&name, q.after, limit)))
 }
 
 #[utoipa::path(

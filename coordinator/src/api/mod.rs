@@ -333,7 +333,7 @@ mod tests {
         ] {
             assert!(ops.iter().any(|o| o == want), "{want} missing from {ops:?}");
         }
-        assert_eq!(ops.len(), 41, "{ops:?}");
+        assert_eq!(ops.len(), 42, "{ops:?}");
         assert!(json["components"]["securitySchemes"]["bearer"].is_object());
     }
 

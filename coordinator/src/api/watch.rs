@@ -157,6 +157,8 @@ struct NodeSent {
     name: String,
     sample_ms: i64,
     bmc_ms: i64,
+    /// The newest console line sent.
+    console: Option<u64>,
     /// The detail last sent, whole and without what moves all the time, and when.
     detail: Option<(String, String, Instant)>,
 }
@@ -220,13 +222,20 @@ fn push_records(c: &mut Cursor, st: &mut NodeSent) {
         st.bmc_ms = st.bmc_ms.max(r.received_at_ms);
         c.push("bmc", &r);
     }
+    // The newest 100 lines first, then each batch as it comes.
+    let tail = c.s.hub.console_since(&st.name, st.console, 100);
+    if !tail.lines.is_empty() {
+        st.console = tail.last_seq;
+        c.push("console", &tail);
+    }
 }
 
 /// `GET /v1/nodes/{name}/watch`: server-sent events of one node.
 ///
 /// `node`: its detail (as `GET /v1/nodes/{name}` without `telemetry`) first and whenever it
 /// changes; `sample`: each host sample (`TelemetryRecord`) of its agent or ramdisk as it
-/// arrives; `bmc`: each read of its BMC (`BmcRecord`); `gone`: a problem document when the
+/// arrives; `bmc`: each read of its BMC (`BmcRecord`); `console`: its newest console lines,
+/// then each batch as it comes (`ConsoleTail`); `gone`: a problem document when the
 /// node is no longer there, and the stream ends; `unauthorized`: a problem document when the
 /// token was revoked or expired, and the stream ends.
 #[utoipa::path(
@@ -234,7 +243,7 @@ fn push_records(c: &mut Cursor, st: &mut NodeSent) {
     path = "/v1/nodes/{name}/watch",
     tag = "nodes",
     params(("name" = String, Path, description = "The node's name"), WatchQuery),
-    responses((status = 200, description = "Server-sent events: `node`, `sample`, `bmc`, `gone`, `unauthorized`", body = String, content_type = "text/event-stream"))
+    responses((status = 200, description = "Server-sent events: `node`, `sample`, `bmc`, `console`, `gone`, `unauthorized`", body = String, content_type = "text/event-stream"))
 )]
 async fn watch_node(
     State(s): State<Arc<Shared>>,
@@ -249,6 +258,7 @@ async fn watch_node(
         name,
         sample_ms: after,
         bmc_ms: after,
+        console: None,
         detail: None,
     };
     let events = stream(Cursor::new(s, caller), st, |c, st| {

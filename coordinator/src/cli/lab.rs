@@ -179,6 +179,11 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
                     password: rack.bmc_password.clone(),
                     via: via.clone(),
                     macs: vec![n.mac.clone()],
+                    // QEMU's serial console, on this host: the agent driving the BMCs tails
+                    // it when it runs here too (and is allowed the rack's directory).
+                    console_log: std::fs::canonicalize(rack.node_dir(n))
+                        .ok()
+                        .map(|d| d.join("console.log").display().to_string()),
                 };
                 let v: ferric_coordinator::conductor::bmcs::BmcView =
                     client.post("/v1/nodes", &body).await?;

@@ -40,6 +40,11 @@ pub enum NodeCmd {
         /// MAC address of a NIC of the node (repeat for several).
         #[arg(long = "mac")]
         macs: Vec<String>,
+        /// The node's serial console log on the --via agent's host (absolute; within the
+        /// agent's --allow-path directories): the agent tails it for `ferric node console`
+        /// and the dashboard.
+        #[arg(long)]
+        console_log: Option<String>,
     },
     /// Power a bare-metal node on, off, cycle, reset, soft (ACPI) off, or read its status.
     Power {
@@ -78,6 +83,18 @@ pub enum NodeCmd {
         /// Clear the log once it has been read.
         #[arg(long)]
         clear: bool,
+    },
+    /// Print a bare-metal node's serial console as the driving agent tails it (the newest
+    /// lines the coordinator holds); with --follow, go on printing lines as they come.
+    Console {
+        /// Node name.
+        name: String,
+        /// How many of the newest lines to print first.
+        #[arg(long, short = 'n', default_value_t = 40)]
+        lines: usize,
+        /// Keep printing new lines until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     /// Forget a bare-metal node (the machine itself is not touched).
     Delete {
@@ -291,6 +308,7 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             password_file,
             password_env,
             macs,
+            console_log,
         } => {
             // Catch a malformed address before asking for a password.
             ferric_proto::msg::BmcAddress::parse(&bmc).map_err(|e| anyhow::anyhow!(e))?;
@@ -304,6 +322,7 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
                         password,
                         via,
                         macs,
+                        console_log,
                     },
                 )
                 .await?;
@@ -365,6 +384,11 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
                 if uefi { ", UEFI" } else { "" }
             );
         }
+        NodeCmd::Console {
+            name,
+            lines,
+            follow,
+        } => console(client, &name, lines, follow, json).await?,
         NodeCmd::Sensors { name } => {
             let a: BmcAction = client
                 .post(&format!("/v1/nodes/{name}/sensors"), &serde_json::json!({}))
@@ -741,4 +765,54 @@ fn join(caps: &[ferric_proto::msg::Capability], sep: &str) -> String {
         .map(|c| c.as_str())
         .collect::<Vec<_>>()
         .join(sep)
+}
+
+/// `ferric node console`: the newest `lines`, then (with `follow`) new ones as they come; as
+/// JSON, one line record per output line.
+async fn console(
+    client: &Client,
+    name: &str,
+    lines: usize,
+    follow: bool,
+    json: bool,
+) -> Result<()> {
+    use ferric_coordinator::hub::ConsoleTail;
+    let bmc: ferric_coordinator::conductor::bmcs::BmcView =
+        client.get(&format!("/v1/nodes/{name}/bmc")).await?;
+    if bmc.console_log.is_none() {
+        bail!(
+            "node `{name}` has no console log (enroll it with --console-log PATH on agent `{}`)",
+            bmc.via
+        );
+    }
+    let mut after: Option<u64> = None;
+    let mut said_error: Option<String> = None;
+    loop {
+        let q = match after {
+            None => format!("/v1/nodes/{name}/console?limit={lines}"),
+            Some(a) => format!("/v1/nodes/{name}/console?after={a}&limit=1000"),
+        };
+        let t: ConsoleTail = client.get(&q).await?;
+        if t.error.is_some() && t.error != said_error {
+            eprintln!(
+                "node {name}: agent `{}` cannot read the console log: {}",
+                bmc.via,
+                t.error.as_deref().unwrap_or_default()
+            );
+        }
+        said_error = t.error.clone();
+        for l in &t.lines {
+            if json {
+                super::output::print_record(l)?;
+            } else {
+                println!("{}", l.text);
+            }
+        }
+        if !follow {
+            return Ok(());
+        }
+        // From now on only what is new.
+        after = t.last_seq.or(after).or(Some(0));
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }

@@ -7,7 +7,7 @@ use super::{ConductorError, Result, invalid, plans};
 use crate::Shared;
 use crate::model::check_node_name;
 use crate::store::{BmcRow, StoreError};
-use ferric_proto::msg::{BmcAddress, BmcCredential, SensorReading};
+use ferric_proto::msg::{BmcAddress, BmcCredential, ConsoleSource, SensorReading};
 use ferric_proto::plan::{Access, BootDevice, PowerAction, Step};
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +29,12 @@ pub struct EnrollBmcNode {
     /// MAC addresses of the node's NICs (for its boot services).
     #[serde(default)]
     pub macs: Vec<String>,
+    /// Absolute path of the node's serial console log on the host of the agent that drives
+    /// the BMC (where a console server, or the lab's QEMU, writes it): that agent tails it
+    /// for `GET /v1/nodes/{name}/console` and the dashboard. It must lie in the agent's
+    /// allowed paths (`ferric-agent run --allow-path`).
+    #[serde(default)]
+    pub console_log: Option<String>,
 }
 
 impl std::fmt::Debug for EnrollBmcNode {
@@ -39,6 +45,7 @@ impl std::fmt::Debug for EnrollBmcNode {
             .field("password", &"***")
             .field("via", &self.via)
             .field("macs", &self.macs)
+            .field("console_log", &self.console_log)
             .finish()
     }
 }
@@ -74,6 +81,9 @@ pub struct BmcView {
     /// Newest sensor readings.
     #[serde(default)]
     pub sensors: Vec<SensorReading>,
+    /// The serial console log the driving agent tails, if any.
+    #[serde(default)]
+    pub console_log: Option<String>,
 }
 
 /// Body of `POST /v1/nodes/{name}/power`.
@@ -168,6 +178,7 @@ pub fn view(s: &Shared, r: BmcRow) -> BmcView {
         last_error: r.last_error,
         flag: r.flag,
         sensors,
+        console_log: r.console_log,
     }
 }
 
@@ -183,6 +194,18 @@ pub async fn enroll(s: &Shared, project: &str, req: EnrollBmcNode) -> Result<Bmc
         .iter()
         .map(|m| canonical_mac(m).ok_or_else(|| invalid(format!("`{m}` is not a MAC address"))))
         .collect::<Result<Vec<_>>>()?;
+    if let Some(p) = &req.console_log {
+        let path = std::path::Path::new(p);
+        if !path.is_absolute()
+            || path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(invalid(format!(
+                "console log `{p}` is not an absolute path without `..` (it names a file on the agent's host)"
+            )));
+        }
+    }
     let via = match req.via {
         Some(v) => v,
         None => {
@@ -221,6 +244,7 @@ pub async fn enroll(s: &Shared, project: &str, req: EnrollBmcNode) -> Result<Bmc
             &sealed,
             &via,
             &macs,
+            req.console_log.as_deref(),
             project,
             crate::now_ms(),
         )
@@ -267,6 +291,7 @@ pub async fn delete(s: &Shared, name: &str) -> Result<BmcView> {
     }
     s.store.delete_bmc_node(name).await?;
     s.hub.forget_bmc(name);
+    s.hub.forget_console(name);
     s.hub.push_bmcs(&row.via);
     tracing::info!(node = %name, "bare-metal node removed");
     Ok(view(s, row))
@@ -287,6 +312,19 @@ pub async fn credentials(s: &Shared, via: &str) -> Result<Vec<BmcCredential>> {
         }
     }
     Ok(out)
+}
+
+/// The console logs agent `via` tails: those of the nodes whose BMCs it drives.
+pub async fn consoles(s: &Shared, via: &str) -> Result<Vec<ConsoleSource>> {
+    Ok(s.store
+        .bmcs(Some(via))
+        .await?
+        .into_iter()
+        .filter_map(|r| {
+            r.console_log
+                .map(|path| ConsoleSource { name: r.node, path })
+        })
+        .collect())
 }
 
 /// Seals every BMC password a store from an older version kept in clear; how many.

@@ -4,7 +4,7 @@
 
 use super::Result;
 use crate::Shared;
-use ferric_proto::msg::BmcState;
+use ferric_proto::msg::{BmcState, ConsoleLines};
 use ferric_proto::plan::{PowerAction, Step, StepEvent, StepEventKind, StepOutput};
 use std::collections::HashSet;
 use tracing::{debug, warn};
@@ -39,6 +39,31 @@ pub async fn bmc_states(s: &Shared, via: &str, states: Vec<BmcState>) -> Result<
             warn!(node = %st.name, %flag, "node flagged");
         }
         s.hub.record_bmc(st, crate::now_ms());
+    }
+    Ok(())
+}
+
+/// Records the console lines agent `via` read; those of nodes whose BMC it does not drive
+/// (or that have no console log) are dropped.
+pub async fn console(s: &Shared, via: &str, lines: Vec<ConsoleLines>) -> Result<()> {
+    let mine: HashSet<String> = s
+        .store
+        .bmcs(Some(via))
+        .await?
+        .into_iter()
+        .filter(|r| r.console_log.is_some())
+        .map(|r| r.node)
+        .collect();
+    for c in lines {
+        if !mine.contains(&c.name) {
+            debug!(node = %c.name, "dropped console lines of a node this agent does not tail");
+            continue;
+        }
+        if let Some(e) = &c.error {
+            warn!(node = %c.name, error = %e, "console log not read");
+        }
+        s.hub
+            .record_console(&c.name, c.lines, c.error, crate::now_ms());
     }
     Ok(())
 }

@@ -220,6 +220,17 @@ impl AgentConn {
                 "agent speaks a protocol too old to drive BMCs; upgrade it"
             );
         }
+        let consoles = conductor::bmcs::consoles(&self.shared, &self.node)
+            .await
+            .map_err(closing)?;
+        let n = consoles.len();
+        if !self.session.push_consoles(consoles) && n > 0 {
+            warn!(
+                consoles = n,
+                version = self.session.version(),
+                "agent speaks a protocol too old to tail console logs; upgrade it"
+            );
+        }
         Ok(())
     }
 
@@ -285,6 +296,11 @@ impl AgentConn {
                 }
                 CoordEvent::BmcStates(states) => {
                     conductor::power_sync::bmc_states(&shared, &self.node, states)
+                        .await
+                        .map_err(closing)?
+                }
+                CoordEvent::Console(lines) => {
+                    conductor::power_sync::console(&shared, &self.node, lines)
                         .await
                         .map_err(closing)?
                 }

@@ -40,6 +40,8 @@ pub struct BmcRow {
     pub flag: Option<String>,
     /// When it was flagged.
     pub flagged_at_ms: Option<i64>,
+    /// The node's serial console log on the driving agent's host, if it has one.
+    pub console_log: Option<String>,
 }
 
 /// `SELECT` of every column of `bmcs`, then the rest of the statement.
@@ -48,7 +50,7 @@ macro_rules! select_bmcs {
         concat!(
             "SELECT ",
             "node, address, password, via, macs, power_expected, expected_at_ms, power_observed, \
-             observed_at_ms, last_error, error_at_ms, flag, flagged_at_ms",
+             observed_at_ms, last_error, error_at_ms, flag, flagged_at_ms, console_log",
             " FROM bmcs ",
             $rest
         )
@@ -76,6 +78,7 @@ impl Store {
             error_at_ms: r.try_get("error_at_ms")?,
             flag: r.try_get("flag")?,
             flagged_at_ms: r.try_get("flagged_at_ms")?,
+            console_log: r.try_get("console_log")?,
         })
     }
 
@@ -94,6 +97,7 @@ impl Store {
         sealed_password: &str,
         via: &str,
         macs: &[String],
+        console_log: Option<&str>,
         project: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
@@ -131,13 +135,15 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO bmcs (node, address, password, via, macs) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO bmcs (node, address, password, via, macs, console_log) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(node)
         .bind(address)
         .bind(sealed_password)
         .bind(via)
         .bind(macs.join(","))
+        .bind(console_log)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

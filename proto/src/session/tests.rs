@@ -484,3 +484,61 @@ fn an_older_agent_gets_its_own_version_and_no_credentials() {
             .any(|e| matches!(e, AgentEvent::Bmcs(_)))
     );
 }
+
+#[test]
+fn console_sources_go_to_agents_of_version_6_and_lines_come_back() {
+    let source = || {
+        vec![crate::msg::ConsoleSource {
+            name: "bm1".into(),
+            path: "/var/log/ferric/consoles/bm1.log".into(),
+        }]
+    };
+    let t0 = Instant::now();
+    let agent = AgentSession::new(
+        t0,
+        hello("n1", PROTOCOL_VERSION, vec![]),
+        vec![],
+        DEFAULT_HANDSHAKE_TIMEOUT,
+    );
+    let mut w = World::new(t0, agent);
+    // Lines before the session is up are not sent (the tail is read again later).
+    w.agent.send_console(vec![crate::msg::ConsoleLines {
+        name: "bm1".into(),
+        lines: vec!["early".into()],
+        error: None,
+    }]);
+    assert!(w.coord.push_consoles(source()));
+    w.pump();
+    assert_eq!(w.agent_events[1], AgentEvent::Consoles(source()));
+    let lines = vec![crate::msg::ConsoleLines {
+        name: "bm1".into(),
+        lines: vec!["login:".into()],
+        error: None,
+    }];
+    w.agent.send_console(lines.clone());
+    w.agent.send_console(vec![]);
+    w.pump();
+    let got: Vec<&CoordEvent> = w
+        .coord_events
+        .iter()
+        .filter(|e| matches!(e, CoordEvent::Console(_)))
+        .collect();
+    assert_eq!(got, [&CoordEvent::Console(lines)]);
+
+    // A version-5 agent does not get them.
+    let agent = AgentSession::new(
+        t0,
+        hello("n1", 5, vec![]),
+        vec![],
+        DEFAULT_HANDSHAKE_TIMEOUT,
+    );
+    let mut w = World::new(t0, agent);
+    w.pump();
+    assert!(!w.coord.push_consoles(source()));
+    w.pump();
+    assert!(
+        !w.agent_events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::Consoles(_)))
+    );
+}

@@ -2,8 +2,12 @@
 //! console server (or the lab's QEMU) writes a machine's serial port. Each poll reads what was
 //! appended since the last one and hands it on as text lines ([`console_text`]); a log that
 //! shrank was rotated or truncated and is read again from its start; one far behind is
-//! skipped ahead, saying how much was left out. Paths must lie in the agent's allowed
-//! directories ([`PathPolicy`]): the coordinator cannot have the agent read any file.
+//! skipped ahead, saying how much was left out. Logs must be regular files in the agent's
+//! console directories (`--console-dir`, [`DEFAULT_DIRS`] by default — their own list, not the
+//! directories plans may name paths in, which hold keys and disks): the file is opened without
+//! following a final symbolic link and without blocking (a FIFO is refused, not waited on),
+//! and where the opened file really is is checked again, so a link swapped in meanwhile does
+//! not lead out of them. The coordinator cannot make the agent read any other file.
 
 use crate::paths::PathPolicy;
 use ferric_proto::msg::{ConsoleLines, ConsoleSource, console_text};
@@ -11,6 +15,12 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+
+/// Where console logs may be unless the agent is told otherwise (`--console-dir`).
+pub const DEFAULT_DIRS: &[&str] = &["/var/log/ferric/consoles"];
+
+/// The longest error text sent.
+const ERROR_MAX: usize = 1024;
 
 /// What a new source starts with: the log's last bytes, so the first look has context.
 pub const START_BYTES: u64 = 8 * 1024;
@@ -55,12 +65,19 @@ impl ConsoleTail {
         self.tails.is_empty()
     }
 
-    /// Replaces the set; a log tailed already (same node, same path) goes on where it was.
+    /// The directories logs may be in.
+    pub fn dirs(&self) -> &[std::path::PathBuf] {
+        self.policy.allowed()
+    }
+
+    /// Replaces the set (sent at each session's start); a log tailed already (same node, same
+    /// path) goes on where it was, and its error, if any, is said again (the coordinator may
+    /// have restarted without it).
     pub fn set(&mut self, sources: Vec<ConsoleSource>) {
         let mut old = std::mem::take(&mut self.tails);
         for s in sources {
             let tail = match old.remove(&s.name) {
-                Some(t) if t.path == s.path => t,
+                Some(t) if t.path == s.path => Tail { error: None, ..t },
                 _ => Tail {
                     path: s.path,
                     offset: None,
@@ -73,18 +90,23 @@ impl ConsoleTail {
         }
     }
 
-    /// Reads what each log gained since the last poll: the nodes with new lines or a new
-    /// error.
+    /// Reads what each log gained since the last poll: the nodes with new lines or whose
+    /// error changed (appeared, changed, or went).
     pub fn poll(&mut self) -> Vec<ConsoleLines> {
         let mut out = Vec::new();
         for (name, t) in &mut self.tails {
             let (lines, error) = match read(&self.policy, t) {
                 Ok(lines) => (lines, None),
-                Err(e) => (Vec::new(), Some(e)),
+                Err(mut e) => {
+                    if let Some((i, _)) = e.char_indices().nth(ERROR_MAX) {
+                        e.truncate(i);
+                    }
+                    (Vec::new(), Some(e))
+                }
             };
             let new_error = error != t.error;
             t.error = error.clone();
-            if !lines.is_empty() || (new_error && error.is_some()) {
+            if !lines.is_empty() || new_error {
                 out.push(ConsoleLines {
                     name: name.clone(),
                     lines,
@@ -99,9 +121,9 @@ impl ConsoleTail {
 /// New lines of `t`'s log, or why it cannot be read.
 fn read(policy: &PathPolicy, t: &mut Tail) -> Result<Vec<String>, String> {
     let path = Path::new(&t.path);
-    if !policy.permits(path) {
-        return Err(format!(
-            "console log `{}` is outside the agent's allowed paths ({}); start the agent with --allow-path",
+    let outside = || {
+        format!(
+            "console log `{}` is outside the agent's console directories ({}); start the agent with --console-dir",
             t.path,
             policy
                 .allowed()
@@ -109,13 +131,37 @@ fn read(policy: &PathPolicy, t: &mut Tail) -> Result<Vec<String>, String> {
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
-        ));
+        )
+    };
+    if !policy.permits(path) {
+        return Err(outside());
     }
-    let mut f = std::fs::File::open(path)
+    use nix::fcntl::OFlag;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
+        .open(path)
         .map_err(|e| format!("cannot open console log `{}`: {e}", t.path))?;
     let meta = f
         .metadata()
         .map_err(|e| format!("cannot read console log `{}`: {e}", t.path))?;
+    if !meta.is_file() {
+        return Err(format!("console log `{}` is not a regular file", t.path));
+    }
+    // Where the opened file really is: a directory swapped for a link after the check above
+    // does not lead out.
+    use std::os::fd::AsRawFd;
+    match std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())) {
+        Ok(real) if policy.permits(&real) => {}
+        Ok(_) => return Err(outside()),
+        Err(e) => {
+            return Err(format!(
+                "cannot tell where console log `{}` is: {e}",
+                t.path
+            ));
+        }
+    }
     let len = meta.len();
     let file = Some((meta.dev(), meta.ino()));
     if t.file.is_some() && t.file != file {
@@ -271,6 +317,54 @@ mod tests {
     }
 
     #[test]
+    fn a_link_a_fifo_and_a_path_outside_the_directories_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = dir.path().join("consoles");
+        std::fs::create_dir(&allowed).unwrap();
+        let secret = dir.path().join("key.pem");
+        std::fs::write(&secret, "PRIVATE KEY\n").unwrap();
+        std::os::unix::fs::symlink(&secret, allowed.join("link.log")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), allowed.join("up")).unwrap();
+        nix::unistd::mkfifo(&allowed.join("fifo.log"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let mut t = ConsoleTail::new(PathPolicy::new([allowed.clone()]));
+        let src = |name: &str, p: std::path::PathBuf| ConsoleSource {
+            name: name.into(),
+            path: p.display().to_string(),
+        };
+        t.set(vec![
+            src("link", allowed.join("link.log")),
+            src("up", allowed.join("up/key.pem")),
+            src("fifo", allowed.join("fifo.log")),
+        ]);
+        // A FIFO nobody writes to does not block the poll.
+        let got = t.poll();
+        assert_eq!(got.len(), 3, "{got:?}");
+        for c in &got {
+            assert!(c.lines.is_empty(), "{c:?}");
+            let e = c.error.as_deref().unwrap();
+            match c.name.as_str() {
+                "fifo" => assert!(e.contains("not a regular file"), "{e}"),
+                _ => assert!(e.contains("outside") || e.contains("cannot open"), "{e}"),
+            }
+        }
+        // Said once; and again after a new set (a new session).
+        assert!(t.poll().is_empty());
+        t.set(vec![src("fifo", allowed.join("fifo.log"))]);
+        assert_eq!(t.poll().len(), 1);
+    }
+
+    #[test]
+    fn an_error_that_goes_is_said_to_have_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut t, log) = tail(dir.path());
+        assert!(t.poll()[0].error.is_some());
+        std::fs::write(&log, b"").unwrap();
+        let got = t.poll();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].error.is_none() && got[0].lines.is_empty());
+    }
+
+    #[test]
     fn a_path_outside_the_allowed_directories_is_not_read() {
         let dir = tempfile::tempdir().unwrap();
         let mut t = ConsoleTail::new(PathPolicy::new([dir.path().join("allowed")]));
@@ -285,7 +379,7 @@ mod tests {
                 .error
                 .as_deref()
                 .unwrap()
-                .contains("outside the agent's allowed paths"),
+                .contains("outside the agent's console directories"),
             "{got:?}"
         );
     }

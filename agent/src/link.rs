@@ -270,7 +270,10 @@ impl Link {
                 _ = tick(&mut consoles), if stopping.is_none() => {
                     let mut tail = lock(&self.consoles);
                     if !tail.is_empty() {
-                        session.send_console(tail.poll());
+                        // One message per node: each stays far below the frame limit.
+                        for c in tail.poll() {
+                            session.send_console(vec![c]);
+                        }
                     }
                 }
                 _ = tick(&mut telemetry) => {

@@ -149,6 +149,11 @@ enum Cmd {
         /// /var/lib/libvirt/images).
         #[arg(long = "allow-path", value_name = "DIR")]
         allow_paths: Vec<PathBuf>,
+        /// A directory the serial console logs of the nodes whose BMCs this agent drives may
+        /// be in (repeat; default /var/log/ferric/consoles). Only regular files there are
+        /// read.
+        #[arg(long = "console-dir", value_name = "DIR")]
+        console_dirs: Vec<PathBuf>,
     },
 }
 
@@ -296,6 +301,7 @@ async fn real_main() -> Result<()> {
             drain_grace,
             bmc_poll,
             allow_paths,
+            console_dirs,
         } => {
             let ipmi = || -> Arc<ferric_agent::bmc::control::IpmiBmcs> {
                 Arc::new(ferric_agent::bmc::control::IpmiBmcs::new(
@@ -366,6 +372,9 @@ async fn real_main() -> Result<()> {
                     .chain(allow_paths),
             );
             tracing::info!(allowed = ?cfg.paths.allowed(), "plans may name host paths in these directories");
+            if !console_dirs.is_empty() {
+                cfg.console_dirs = ferric_agent::paths::PathPolicy::new(console_dirs);
+            }
             let shutdown = CancellationToken::new();
             let mut term = signal(SignalKind::terminate())?;
             let trigger = shutdown.clone();

@@ -44,6 +44,9 @@ pub struct Config {
     pub bmc_poll: Duration,
     /// The directories plans may name host paths in (serial logs, kernels).
     pub paths: crate::paths::PathPolicy,
+    /// The directories console logs may be tailed in (their own list: the plans' directories
+    /// hold keys and disks).
+    pub console_dirs: crate::paths::PathPolicy,
 }
 
 /// Sensors are read on every this-many BMC polls (an SDR walk per BMC is cached, but each
@@ -68,6 +71,11 @@ impl Config {
             protocol_version: ferric_proto::PROTOCOL_VERSION,
             bmc_poll: Duration::from_secs(10),
             paths: crate::paths::PathPolicy::default(),
+            console_dirs: crate::paths::PathPolicy::new(
+                crate::console::DEFAULT_DIRS
+                    .iter()
+                    .map(std::path::PathBuf::from),
+            ),
         }
     }
 }
@@ -144,7 +152,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         bmc: cfg.drivers.bmc.clone(),
         bmc_states: bmc_rx,
         consoles: Arc::new(Mutex::new(crate::console::ConsoleTail::new(
-            cfg.paths.clone(),
+            cfg.console_dirs.clone(),
         ))),
     };
     let endpoint = enroll::client_endpoint(addr).map_err(link::LinkError::Socket)?;

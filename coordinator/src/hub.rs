@@ -42,6 +42,9 @@ pub struct ConsoleTail {
     pub error: Option<String>,
     /// Number of the newest line held (what to ask for lines after, to get only new ones).
     pub last_seq: Option<u64>,
+    /// Where line numbers count from (ms since the epoch; fixed for a coordinator's run): a
+    /// reader that sees it change, the coordinator restarted, starts over.
+    pub epoch_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -135,6 +138,7 @@ pub struct Hub {
     bmc_records: Mutex<HashMap<String, VecDeque<BmcRecord>>>,
     boot_marks: Mutex<HashMap<String, VecDeque<BootMark>>>,
     consoles: Mutex<(u64, HashMap<String, ConsoleRing>)>,
+    console_epoch: std::sync::OnceLock<i64>,
     /// Bumped whenever something a watcher shows arrived (a sample, a BMC read, a boot mark,
     /// a connection come or gone): the dashboard's streams wake on it.
     changes: tokio::sync::watch::Sender<u64>,
@@ -411,7 +415,8 @@ impl Hub {
     }
 
     /// Keeps console lines of `node` (at most [`CONSOLE_RING`], each cut to the protocol's
-    /// line length: an agent cannot make the coordinator hold more), or the error reading it.
+    /// line length: an agent cannot make the coordinator hold more), and the error reading it
+    /// as the agent says it now (`None`: read fine; cut to 1 KiB).
     pub fn record_console(
         &self,
         node: &str,
@@ -422,9 +427,12 @@ impl Hub {
         let mut g = lock(&self.consoles);
         let (seq, rings) = &mut *g;
         let ring = rings.entry(node.to_owned()).or_default();
-        if !lines.is_empty() || error.is_some() {
-            ring.error = error;
-        }
+        ring.error = error.map(|mut e| {
+            if let Some((i, _)) = e.char_indices().nth(1024) {
+                e.truncate(i);
+            }
+            e
+        });
         let skip = lines.len().saturating_sub(CONSOLE_RING);
         for mut text in lines.into_iter().skip(skip) {
             if let Some((i, _)) = text.char_indices().nth(ferric_proto::msg::CONSOLE_LINE_MAX) {
@@ -447,9 +455,13 @@ impl Hub {
     /// The console lines of `node` after line `after` (all held when `None`), the newest
     /// `limit` of them.
     pub fn console_since(&self, node: &str, after: Option<u64>, limit: usize) -> ConsoleTail {
+        let epoch_ms = *self.console_epoch.get_or_init(crate::now_ms);
         let g = lock(&self.consoles);
         let Some(ring) = g.1.get(node) else {
-            return ConsoleTail::default();
+            return ConsoleTail {
+                epoch_ms,
+                ..ConsoleTail::default()
+            };
         };
         let new: Vec<&ConsoleLine> = ring
             .lines
@@ -463,6 +475,7 @@ impl Hub {
                 .collect(),
             error: ring.error.clone(),
             last_seq: ring.lines.back().map(|l| l.seq),
+            epoch_ms,
         }
     }
 
@@ -614,16 +627,13 @@ mod tests {
             3,
             "the newest 3"
         );
-        // An error is kept until lines come again.
-        hub.record_console("bm1", vec![], Some("cannot open".into()), 3);
-        assert_eq!(
-            hub.console_since("bm1", None, 1).error.as_deref(),
-            Some("cannot open")
-        );
+        // The error is what the agent said last (it says so when it changes), cut.
+        hub.record_console("bm1", vec![], Some("x".repeat(5000)), 3);
+        assert_eq!(hub.console_since("bm1", None, 1).error.unwrap().len(), 1024);
         hub.record_console("bm1", vec![], None, 4);
-        assert!(hub.console_since("bm1", None, 1).error.is_some());
-        hub.record_console("bm1", vec!["back".into()], None, 5);
         assert!(hub.console_since("bm1", None, 1).error.is_none());
+        let epoch = hub.console_since("bm1", None, 1).epoch_ms;
+        assert!(epoch > 0 && epoch == hub.console_since("bm9", None, 1).epoch_ms);
         hub.forget_console("bm1");
         assert!(hub.console_since("bm1", None, 10).lines.is_empty());
     }

@@ -583,7 +583,10 @@ async function nodePage(view, args, signal) {
     if (consoleError) consolePre.textContent += "\n[" + consoleError + "]";
     if (atEnd) consolePre.scrollTop = consolePre.scrollHeight;
   };
+  let consoleEpoch = null;
   const onConsole = (t) => {
+    // Numbers count from the coordinator's start: after a restart, start over.
+    if (t.epoch_ms !== consoleEpoch) { consoleLines.length = 0; consoleEpoch = t.epoch_ms; }
     const last = consoleLines.length ? consoleLines[consoleLines.length - 1].seq : 0;
     for (const l of t.lines || []) if (l.seq > last) consoleLines.push(l);
     while (consoleLines.length > 200) consoleLines.shift();

@@ -189,8 +189,8 @@ impl AgentSession {
         }
     }
 
-    /// Sends new console lines (dropped when the session is not up: the tail resumes from
-    /// where it was read).
+    /// Sends new console lines (dropped when the session is not up: the agent polls its logs
+    /// only while it is).
     pub fn send_console(&mut self, lines: Vec<ConsoleLines>) {
         if self.phase == Phase::Established && !lines.is_empty() {
             self.transmit.push_back(AgentMsg::Console(lines));

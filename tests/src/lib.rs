@@ -283,7 +283,7 @@ pub async fn management_agent(
     Ok(bmc_agent(&state, ipmi, poll, &[]))
 }
 
-/// [`management_agent`] also allowed to read files in `allow` (a lab rack's console logs).
+/// [`management_agent`] that may tail console logs in `allow` (a lab rack's directory).
 pub async fn management_agent_allowing(
     coord: &ferric_coordinator::Running,
     dir: &Path,
@@ -295,8 +295,8 @@ pub async fn management_agent_allowing(
 }
 
 /// Starts the enrolled agent in `state` driving BMCs over IPMI through `ipmi` (read every
-/// `poll`, the agent's default when `None`), with a fake for everything else; it may read
-/// files in `allow` besides the default directories.
+/// `poll`, the agent's default when `None`), with a fake for everything else; it may tail
+/// console logs in `allow` (besides the default directory).
 pub fn bmc_agent(
     state: &Path,
     ipmi: ferric_agent::bmc::ipmi::IpmiClient,
@@ -311,8 +311,8 @@ pub fn bmc_agent(
         cfg.bmc_poll = poll;
     }
     if !allow.is_empty() {
-        cfg.paths = ferric_agent::paths::PathPolicy::new(
-            ferric_agent::paths::DEFAULT_ALLOWED
+        cfg.console_dirs = ferric_agent::paths::PathPolicy::new(
+            ferric_agent::console::DEFAULT_DIRS
                 .iter()
                 .map(std::path::PathBuf::from)
                 .chain(allow.iter().map(|p| p.to_path_buf())),

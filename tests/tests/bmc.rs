@@ -311,7 +311,8 @@ async fn the_cli_drives_a_bmc_through_coordinator_and_agent_and_flags_power_chan
     };
     let (success, _, err) = enroll("bm8", "logs/bm8.log".into()).await;
     assert!(!success && err.contains("not an absolute path"), "{err}");
-    // …and the agent does not read one outside its allowed paths: the console says why.
+    // …and the agent does not read one outside its console directories: the console says
+    // why.
     let outside = dir.path().join("bm7-console.log");
     std::fs::write(&outside, "a line the agent must not read\n").unwrap();
     let (success, _, err) = enroll("bm7", outside.display().to_string()).await;
@@ -321,7 +322,7 @@ async fn the_cli_drives_a_bmc_through_coordinator_and_agent_and_flags_power_chan
         let (success, out, err) = ferric_tests::cli(api, &["node", "console", "bm7"], &[]).await;
         assert!(success, "{err}");
         assert!(!out.contains("must not read"), "{out}");
-        if err.contains("outside the agent's allowed paths") {
+        if err.contains("outside the agent's console directories") {
             break;
         }
         assert!(
@@ -349,6 +350,20 @@ async fn the_cli_drives_a_bmc_through_coordinator_and_agent_and_flags_power_chan
         );
         if let Some(chassis) = chassis {
             assert!(bmc.power_status().unwrap().contains(chassis));
+        }
+        if action == "on" {
+            // The agent's poll sees it on too (the telemetry below shows it), before the
+            // next changes, which can all fit between two polls.
+            let c = ferric_tests::client(api);
+            ferric_tests::wait_for(Duration::from_secs(10), "a poll that reads on", || async {
+                let reads: Vec<serde_json::Value> = c.get("/v1/nodes/bm1/telemetry").await?;
+                Ok(reads
+                    .iter()
+                    .any(|r| r["bmc"]["power_on"] == true)
+                    .then_some(()))
+            })
+            .await
+            .unwrap();
         }
     }
 

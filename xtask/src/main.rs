@@ -696,7 +696,7 @@ fn demo_lab(
             "bmc",
             "--bmc-poll",
             "2s",
-            "--allow-path",
+            "--console-dir",
             &consoles,
         ],
     )?;

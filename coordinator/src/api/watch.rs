@@ -157,8 +157,9 @@ struct NodeSent {
     name: String,
     sample_ms: i64,
     bmc_ms: i64,
-    /// The newest console line sent.
+    /// The newest console line sent, and the error.
     console: Option<u64>,
+    console_error: Option<String>,
     /// The detail last sent, whole and without what moves all the time, and when.
     detail: Option<(String, String, Instant)>,
 }
@@ -222,10 +223,18 @@ fn push_records(c: &mut Cursor, st: &mut NodeSent) {
         st.bmc_ms = st.bmc_ms.max(r.received_at_ms);
         c.push("bmc", &r);
     }
-    // The newest 100 lines first, then each batch as it comes.
-    let tail = c.s.hub.console_since(&st.name, st.console, 100);
-    if !tail.lines.is_empty() {
-        st.console = tail.last_seq;
+    // The newest 100 lines first, then every line as it comes; and the agent's error when
+    // it changes.
+    let limit = if st.console.is_none() {
+        100
+    } else {
+        crate::hub::CONSOLE_RING
+    };
+    let tail = c.s.hub.console_since(&st.name, st.console, limit);
+    // From the first look on, every line after the newest seen (0: all of them).
+    st.console = tail.last_seq.or(st.console).or(Some(0));
+    if !tail.lines.is_empty() || tail.error != st.console_error {
+        st.console_error = tail.error.clone();
         c.push("console", &tail);
     }
 }
@@ -259,6 +268,7 @@ async fn watch_node(
         sample_ms: after,
         bmc_ms: after,
         console: None,
+        console_error: None,
         detail: None,
     };
     let events = stream(Cursor::new(s, caller), st, |c, st| {

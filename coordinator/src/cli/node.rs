@@ -787,12 +787,20 @@ async fn console(
     }
     let mut after: Option<u64> = None;
     let mut said_error: Option<String> = None;
+    let mut epoch: Option<i64> = None;
     loop {
         let q = match after {
             None => format!("/v1/nodes/{name}/console?limit={lines}"),
             Some(a) => format!("/v1/nodes/{name}/console?after={a}&limit=1000"),
         };
-        let t: ConsoleTail = client.get(&q).await?;
+        let mut t: ConsoleTail = client.get(&q).await?;
+        if epoch.is_some_and(|e| e != t.epoch_ms) {
+            // The coordinator restarted and numbers its lines anew: all it holds is new.
+            t = client
+                .get(&format!("/v1/nodes/{name}/console?limit=1000"))
+                .await?;
+        }
+        epoch = Some(t.epoch_ms);
         if t.error.is_some() && t.error != said_error {
             eprintln!(
                 "node {name}: agent `{}` cannot read the console log: {}",

@@ -260,6 +260,8 @@ pub async fn enroll(s: &Shared, project: &str, req: EnrollBmcNode) -> Result<Bmc
         Err(e) => return Err(e.into()),
     }
     tracing::info!(node = %req.name, bmc = %address, %via, "bare-metal node enrolled");
+    // Lines of a node of this name deleted meanwhile are not this one's.
+    s.hub.forget_console(&req.name);
     s.hub.push_bmcs(&via);
     let row = s
         .store

@@ -124,7 +124,8 @@ async function watch(path, on, signal, from) {
       const q = from ? from() : "";
       const r = await fetch(path + q, { headers: { Authorization: "Bearer " + token() }, signal });
       if (r.status === 401) { signOut("Your token was refused: sign in again."); return; }
-      if (r.status === 404) {
+      // Not there, or not this token's to see: retrying would not change that.
+      if (r.status === 404 || r.status === 403) {
         const p = await r.json().catch(() => ({}));
         if (on.gone) on.gone(p);
         return;

@@ -10,7 +10,7 @@
 //! not lead out of them. The coordinator cannot make the agent read any other file.
 
 use crate::paths::PathPolicy;
-use ferric_proto::msg::{ConsoleLines, ConsoleSource, console_text};
+use ferric_proto::msg::{CONSOLE_ERROR_MAX, ConsoleLines, ConsoleSource, console_text, cut_chars};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -18,9 +18,6 @@ use std::path::Path;
 
 /// Where console logs may be unless the agent is told otherwise (`--console-dir`).
 pub const DEFAULT_DIRS: &[&str] = &["/var/log/ferric/consoles"];
-
-/// The longest error text sent.
-const ERROR_MAX: usize = 1024;
 
 /// What a new source starts with: the log's last bytes, so the first look has context.
 pub const START_BYTES: u64 = 8 * 1024;
@@ -65,11 +62,6 @@ impl ConsoleTail {
         self.tails.is_empty()
     }
 
-    /// The directories logs may be in.
-    pub fn dirs(&self) -> &[std::path::PathBuf] {
-        self.policy.allowed()
-    }
-
     /// Replaces the set (sent at each session's start); a log tailed already (same node, same
     /// path) goes on where it was, and its error, if any, is said again (the coordinator may
     /// have restarted without it).
@@ -97,12 +89,7 @@ impl ConsoleTail {
         for (name, t) in &mut self.tails {
             let (lines, error) = match read(&self.policy, t) {
                 Ok(lines) => (lines, None),
-                Err(mut e) => {
-                    if let Some((i, _)) = e.char_indices().nth(ERROR_MAX) {
-                        e.truncate(i);
-                    }
-                    (Vec::new(), Some(e))
-                }
+                Err(e) => (Vec::new(), Some(cut_chars(e, CONSOLE_ERROR_MAX))),
             };
             let new_error = error != t.error;
             t.error = error.clone();

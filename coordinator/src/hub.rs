@@ -427,17 +427,11 @@ impl Hub {
         let mut g = lock(&self.consoles);
         let (seq, rings) = &mut *g;
         let ring = rings.entry(node.to_owned()).or_default();
-        ring.error = error.map(|mut e| {
-            if let Some((i, _)) = e.char_indices().nth(1024) {
-                e.truncate(i);
-            }
-            e
-        });
+        use ferric_proto::msg::{CONSOLE_ERROR_MAX, CONSOLE_LINE_MAX, cut_chars};
+        ring.error = error.map(|e| cut_chars(e, CONSOLE_ERROR_MAX));
         let skip = lines.len().saturating_sub(CONSOLE_RING);
-        for mut text in lines.into_iter().skip(skip) {
-            if let Some((i, _)) = text.char_indices().nth(ferric_proto::msg::CONSOLE_LINE_MAX) {
-                text.truncate(i);
-            }
+        for text in lines.into_iter().skip(skip) {
+            let text = cut_chars(text, CONSOLE_LINE_MAX);
             *seq += 1;
             if ring.lines.len() == CONSOLE_RING {
                 ring.lines.pop_front();

@@ -223,6 +223,17 @@ pub struct ConsoleSource {
 /// Longest console line sent, in characters (the rest is cut).
 pub const CONSOLE_LINE_MAX: usize = 512;
 
+/// Longest console error sent (or kept), in characters.
+pub const CONSOLE_ERROR_MAX: usize = 1024;
+
+/// `s` cut to at most `max` characters (on a character boundary).
+pub fn cut_chars(mut s: String, max: usize) -> String {
+    if let Some((i, _)) = s.char_indices().nth(max) {
+        s.truncate(i);
+    }
+    s
+}
+
 /// New lines of one node's console log, as text: terminal escape sequences and control
 /// characters removed, at most [`CONSOLE_LINE_MAX`] characters each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,11 +288,8 @@ pub fn console_text(raw: &[u8]) -> String {
             c => out.push(c),
         }
     }
-    let out = out.trim_end();
-    match out.char_indices().nth(CONSOLE_LINE_MAX) {
-        Some((i, _)) => out[..i].to_owned(),
-        None => out.to_owned(),
-    }
+    out.truncate(out.trim_end().len());
+    cut_chars(out, CONSOLE_LINE_MAX)
 }
 
 /// A BMC an agent drives: how steps name it, where it is, and how to log in.

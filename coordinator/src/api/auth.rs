@@ -49,13 +49,17 @@ fn read_only(method: &Method) -> bool {
 }
 
 /// A 401 with the reason and how to authenticate.
-fn unauthorized(f: &AuthFailure) -> Response {
-    let mut resp = ApiError::Image {
+/// The 401 problem of `f`.
+pub(super) fn auth_error(f: &AuthFailure) -> ApiError {
+    ApiError::Image {
         status: StatusCode::UNAUTHORIZED,
         code: f.code(),
         detail: f.to_string(),
     }
-    .into_response();
+}
+
+fn unauthorized(f: &AuthFailure) -> Response {
+    let mut resp = auth_error(f).into_response();
     resp.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"ferric\""),

@@ -13,7 +13,6 @@ use crate::conductor::access::{self, Caller};
 use crate::conductor::{ConductorError, guests, nodes, plans};
 use axum::Extension;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use futures_util::future::BoxFuture;
@@ -88,23 +87,18 @@ impl Cursor {
             return true;
         }
         self.checked = Instant::now();
-        let why = match access::still_admitted(&self.s, &self.caller).await {
-            Ok(None) => return true,
-            Ok(Some(f)) => (f.code(), f.to_string()),
+        match access::still_admitted(&self.s, &self.caller).await {
+            Ok(None) => true,
+            Ok(Some(f)) => {
+                self.push("unauthorized", &super::auth::auth_error(&f).problem());
+                false
+            }
             // A store that fails now may answer on the next look.
             Err(e) => {
                 tracing::warn!(error = %e, "live stream: cannot check the token");
-                return true;
+                true
             }
-        };
-        let p = ApiError::Image {
-            status: StatusCode::UNAUTHORIZED,
-            code: why.0,
-            detail: why.1,
         }
-        .problem();
-        self.push("unauthorized", &p);
-        false
     }
 
     /// Sleeps until the hub changes, the tick passes or the coordinator drains (`false`).

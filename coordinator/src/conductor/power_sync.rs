@@ -46,13 +46,10 @@ pub async fn bmc_states(s: &Shared, via: &str, states: Vec<BmcState>) -> Result<
 /// Records the console lines agent `via` read; those of nodes whose BMC it does not drive
 /// (or that have no console log) are dropped.
 pub async fn console(s: &Shared, via: &str, lines: Vec<ConsoleLines>) -> Result<()> {
-    let mine: HashSet<String> = s
-        .store
-        .bmcs(Some(via))
+    let mine: HashSet<String> = super::bmcs::consoles(s, via)
         .await?
         .into_iter()
-        .filter(|r| r.console_log.is_some())
-        .map(|r| r.node)
+        .map(|c| c.name)
         .collect();
     for c in lines {
         if !mine.contains(&c.name) {

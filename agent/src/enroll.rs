@@ -62,6 +62,9 @@ pub struct EnrollOptions {
     pub role: Role,
     /// Deadline for the whole exchange.
     pub timeout: Duration,
+    /// The local address to enroll from (the system's choice when absent). A ramdisk's
+    /// enrollment must come from the address DHCP gave its machine.
+    pub local: Option<std::net::IpAddr>,
 }
 
 /// Resolves `host:port` to one address.
@@ -72,15 +75,17 @@ pub async fn resolve(addr: &str) -> Result<SocketAddr, std::io::Error> {
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))
 }
 
-/// A client endpoint of the right address family for `remote`.
-pub fn client_endpoint(remote: SocketAddr) -> std::io::Result<quinn::Endpoint> {
-    let bind: SocketAddr = if remote.is_ipv6() {
-        "[::]:0".parse()
+/// A client endpoint of the right address family for `remote`, on `local` when given.
+pub fn client_endpoint(
+    remote: SocketAddr,
+    local: Option<std::net::IpAddr>,
+) -> std::io::Result<quinn::Endpoint> {
+    let any: std::net::IpAddr = if remote.is_ipv6() {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
     } else {
-        "0.0.0.0:0".parse()
-    }
-    .map_err(|_| std::io::Error::other("bind address"))?;
-    quinn::Endpoint::client(bind)
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    };
+    quinn::Endpoint::client(SocketAddr::new(local.unwrap_or(any), 0))
 }
 
 /// Enrolls and returns the identity (not yet saved).
@@ -102,7 +107,7 @@ async fn enroll_inner(opts: &EnrollOptions) -> Result<Identity, EnrollError> {
     let csr = params.serialize_request(&key)?;
 
     let verifier = Arc::new(PinnedCaVerifier::new(opts.ca_pin, crate::tls::provider()));
-    let endpoint = client_endpoint(addr).map_err(|e| EnrollError::Connect {
+    let endpoint = client_endpoint(addr, opts.local).map_err(|e| EnrollError::Connect {
         addr,
         reason: e.to_string(),
     })?;

@@ -276,6 +276,7 @@ async fn real_main() -> Result<()> {
                     RoleArg::Management => Role::Management,
                 },
                 timeout: Duration::from_secs(20),
+                local: None,
             };
             let identity = enroll(&opts).await?;
             identity.save(&cli.state_dir)?;

@@ -155,7 +155,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
             cfg.console_dirs.clone(),
         ))),
     };
-    let endpoint = enroll::client_endpoint(addr).map_err(link::LinkError::Socket)?;
+    let endpoint = enroll::client_endpoint(addr, None).map_err(link::LinkError::Socket)?;
     info!(node = %link.node, %coordinator, "agent starting");
     let link_stop = CancellationToken::new();
     let drain = {

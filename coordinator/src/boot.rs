@@ -7,7 +7,7 @@
 use crate::Shared;
 use crate::conductor::boot::BootSite;
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -42,6 +42,8 @@ pub struct BootConfig {
     pub dhcp: DhcpMode,
     /// Answer MACs of no enrolled node.
     pub discovery: bool,
+    /// How discovery is bounded.
+    pub discovery_limits: crate::conductor::boot::DiscoveryLimits,
     /// DHCP server port (67).
     pub dhcp_port: u16,
     /// TFTP port (69).
@@ -54,8 +56,9 @@ pub struct BootConfig {
     pub ipxe_dir: PathBuf,
     /// Kernel arguments beside Ferric's (consoles).
     pub kernel_args: String,
-    /// How long a per-boot token waits for its ramdisk.
-    pub token_ttl: Duration,
+    /// How long a boot Ferric started waits for its script to be fetched and its ramdisk to
+    /// enroll (the network boot's time and the call back's).
+    pub boot_ttl: Duration,
 }
 
 impl BootConfig {
@@ -68,13 +71,14 @@ impl BootConfig {
                 router: None,
             },
             discovery: false,
+            discovery_limits: Default::default(),
             dhcp_port: 67,
             tftp_port: 69,
             http_port: 8080,
             ramdisk_dir,
             ipxe_dir: PathBuf::from("/usr/lib/ipxe"),
             kernel_args: "console=tty0 console=ttyS0,115200".into(),
-            token_ttl: Duration::from_secs(30 * 60),
+            boot_ttl: Duration::from_secs(8 * 60),
         }
     }
 }
@@ -183,19 +187,24 @@ pub async fn start(
     let tftp_sock = tokio::net::UdpSocket::bind((server, cfg.tftp_port))
         .await
         .map_err(|e| sock("TFTP", e))?;
-    let site = BootSite {
-        http_base: format!("http://{http}"),
-        link: format!("{server}:{link_port}"),
-        kernel_args: cfg.kernel_args.clone(),
-        token_ttl: cfg.token_ttl,
-        discovery: cfg.discovery,
-    };
     let dhcp = Arc::new(Mutex::new(Dhcp::new(DhcpConfig {
         server,
         http_port: http.port(),
         mode,
         discovery: cfg.discovery,
     })));
+    let site = BootSite {
+        http_base: format!("http://{http}"),
+        link: format!("{server}:{link_port}"),
+        kernel_args: cfg.kernel_args.clone(),
+        discovery: cfg.discovery.then(|| cfg.discovery_limits.clone()),
+        dhcp: Arc::new(DhcpView(dhcp.clone())),
+        discovered: Arc::new(Mutex::new((
+            f64::from(cfg.discovery_limits.per_minute),
+            Instant::now(),
+        ))),
+        boot_ttl: cfg.boot_ttl,
+    };
     let files = Files(
         ["undionly.kpxe", "ipxe.efi"]
             .into_iter()
@@ -213,9 +222,12 @@ pub async fn start(
     let _ = shared.boot_site.set(site.clone());
     let app = router(shared.clone(), site, cfg.clone());
     tasks.push(tokio::spawn(async move {
-        let _ = axum::serve(http_listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+        let _ = axum::serve(
+            http_listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
     }));
     tracing::info!(iface = %cfg.iface, %server, %http, mode = ?cfg.dhcp, "boot services listening");
     Ok(Running {
@@ -223,6 +235,19 @@ pub async fn start(
         http,
         tasks,
     })
+}
+
+/// The DHCP server's addresses, as the conductor asks for them.
+#[derive(Debug)]
+struct DhcpView(Arc<Mutex<Dhcp>>);
+
+impl crate::conductor::boot::DhcpAddresses for DhcpView {
+    fn address_of(&self, mac: &str) -> Option<std::net::IpAddr> {
+        let mac = parse_mac(mac)?;
+        crate::lock(&self.0)
+            .lease_of(&mac)
+            .map(std::net::IpAddr::V4)
+    }
 }
 
 /// The DHCP loop: known MACs refreshed from the store every two seconds.
@@ -299,18 +324,45 @@ fn router(shared: Arc<Shared>, site: BootSite, cfg: BootConfig) -> Router {
         .with_state(Site { shared, site, cfg })
 }
 
-async fn script(State(s): State<Site>, Path(file): Path<String>) -> Response {
+async fn script(
+    State(s): State<Site>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(file): Path<String>,
+) -> Response {
+    use crate::conductor::boot::ScriptRefusal as R;
     let Some(mac) = file
         .strip_suffix(".ipxe")
         .filter(|m| parse_mac(m).is_some())
     else {
         return (StatusCode::NOT_FOUND, "no such script").into_response();
     };
-    match crate::conductor::boot::script(&s.shared, &s.site, mac).await {
+    let from = peer.ip().to_canonical();
+    match crate::conductor::boot::script(&s.shared, &s.site, mac, from).await {
         Ok(text) => text.into_response(),
         Err(e) => {
-            tracing::warn!(%mac, error = %e, "no boot script");
-            crate::api::ApiError::from(e).into_response()
+            tracing::warn!(%mac, %from, error = %e, "no boot script");
+            // What the provisioning network is told is short: which rule, not whose node.
+            let (status, say) = match &e {
+                R::UnknownMac(_) => (StatusCode::NOT_FOUND, "no node has this MAC"),
+                R::NotBooting { .. } => (
+                    StatusCode::NOT_FOUND,
+                    "no network boot Ferric started is under way for this MAC",
+                ),
+                R::NoAddress(_) | R::WrongAddress { .. } => (
+                    StatusCode::FORBIDDEN,
+                    "the script goes only to the address DHCP gave this MAC",
+                ),
+                R::Enrolled(_) => (StatusCode::GONE, "this boot's ramdisk has enrolled already"),
+                R::DiscoveryLimit(_) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "discovery is at its limit; try later",
+                ),
+                R::Conductor(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the coordinator failed; try again",
+                ),
+            };
+            (status, format!("{say}\n")).into_response()
         }
     }
 }

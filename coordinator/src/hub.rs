@@ -127,6 +127,9 @@ struct Live {
     since_ms: i64,
     /// When the agent last sent anything: a control frame, a telemetry datagram or stream.
     heard_ms: i64,
+    /// A bare-metal node's ramdisk of the boot Ferric runs for it (given work, taken for the
+    /// lifecycle's call back); false for agents and for a ramdisk whose machine left it.
+    resident: bool,
 }
 
 /// Connected agents and telemetry rings.
@@ -235,7 +238,8 @@ impl Hub {
         self.changes.subscribe()
     }
 
-    /// Registers the connection of `node`, closing an older one of the same node.
+    /// Registers the connection of `node`, closing an older one of the same node; `resident`
+    /// when it is the ramdisk of the boot Ferric runs for the node.
     pub fn register(
         &self,
         node: &str,
@@ -243,6 +247,7 @@ impl Hub {
         conn: quinn::Connection,
         plans: mpsc::UnboundedSender<Push>,
         now_ms: i64,
+        resident: bool,
     ) {
         let old = lock(&self.live).insert(
             node.to_owned(),
@@ -252,6 +257,7 @@ impl Hub {
                 conn,
                 since_ms: now_ms,
                 heard_ms: now_ms,
+                resident,
             },
         );
         if let Some(old) = old {
@@ -316,25 +322,20 @@ impl Hub {
     /// resident, but its link stays, so that its last reports (the reboot's own) and their
     /// acknowledgements still flow; it waits for them, then its reboot ends the link.
     pub fn ramdisk_leaving(&self, node: &str, now_ms: i64) {
+        self.set_resident(node, false);
         self.boot_mark(node, crate::model::BootStage::Rebooted, now_ms);
     }
 
-    /// Whether `node`'s ramdisk is connected from a boot that has not rebooted into a deployed
-    /// image since (a ramdisk reconnecting in the moment before its reboot is not resident).
+    /// Whether `node`'s connection is the ramdisk of the boot Ferric runs for it (see
+    /// [`crate::conductor::boot::admit_ramdisk`]), and its machine has not left it.
     pub fn ramdisk_resident(&self, node: &str) -> bool {
-        self.connected_since(node).is_some() && !self.ramdisk_left(node)
+        lock(&self.live).get(node).is_some_and(|l| l.resident)
     }
 
-    /// Whether `node`'s latest ramdisk boot has left its ramdisk (a `rebooted` mark after its
-    /// last enrollment): that ramdisk, reconnecting in its last seconds, is not resident.
-    pub fn ramdisk_left(&self, node: &str) -> bool {
-        use crate::model::BootStage;
-        let marks = self.boot_marks(node);
-        let last = |st: BootStage| marks.iter().rev().find(|m| m.stage == st).map(|m| m.at_ms);
-        match (last(BootStage::Enrolled), last(BootStage::Rebooted)) {
-            (_, None) => false,
-            (Some(e), Some(r)) => e <= r,
-            (None, Some(_)) => true,
+    /// Marks `node`'s connection (if any) as its boot's resident ramdisk, or no longer.
+    pub fn set_resident(&self, node: &str, resident: bool) {
+        if let Some(l) = lock(&self.live).get_mut(node) {
+            l.resident = resident;
         }
     }
 

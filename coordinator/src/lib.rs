@@ -331,6 +331,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             "BMC passwords an older version kept in clear are sealed now"
         );
     }
+    // Deleted nodes' names first: a node enrolled again under one carries its own.
+    for (node, generation) in shared.store.retired_generations().await? {
+        shared.pki.revocations().set(&node, generation);
+    }
     for (node, generation) in shared.store.cert_generations().await? {
         shared.pki.revocations().set(&node, generation);
     }

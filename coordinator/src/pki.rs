@@ -316,6 +316,13 @@ pub fn node_of_certificate(der: &[u8]) -> Option<String> {
     identity_of_certificate(der).map(|(n, _)| n)
 }
 
+/// SHA-256 (hex) of a certificate's subject public key: what ties a ramdisk's certificate to
+/// the boot it enrolled in (the key is the ramdisk's own, made in its memory at each boot).
+pub fn key_of_certificate(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(hex::encode(Sha256::digest(cert.public_key().raw)))
+}
+
 /// The node a client certificate names and its generation (0 when it carries none: issued
 /// before generations were).
 pub fn identity_of_certificate(der: &[u8]) -> Option<(String, i64)> {

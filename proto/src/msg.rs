@@ -164,6 +164,9 @@ pub enum RefuseReason {
     /// The first message was not `Hello`.
     #[error("expected hello as the first message")]
     ExpectedHello,
+    /// A ramdisk whose certificate belongs to no network boot Ferric runs for its node.
+    #[error("{0}")]
+    NotBooting(String),
 }
 
 /// Messages from agent to coordinator on the control stream.
@@ -521,6 +524,10 @@ pub enum EnrollRefusal {
     /// A node with that name is enrolled already.
     #[error("node `{0}` is already enrolled")]
     AlreadyEnrolled(String),
+    /// A per-boot token used outside the network boot it was made for (from another
+    /// address than the one DHCP gave the node's MAC).
+    #[error("{0}")]
+    NotBooting(String),
 }
 
 /// A NIC's counters.

@@ -80,6 +80,7 @@ pub async fn main() -> Result<(), RamdiskError> {
             node: args.node.clone(),
             role: Role::Ramdisk,
             timeout: Duration::from_secs(30),
+            local: None,
         })
         .await?;
         identity.save(&state)?;

@@ -13,6 +13,7 @@ pub mod browser;
 pub mod hostvm;
 pub mod hv;
 pub mod initramfs;
+pub mod netboot;
 pub mod node;
 pub mod os_image;
 pub mod rack;
@@ -217,6 +218,7 @@ pub async fn enroll_in_project(
         node: node.to_owned(),
         role: Role::Hypervisor,
         timeout: Duration::from_secs(20),
+        local: None,
     })
     .await?;
     id.save(state_dir)?;

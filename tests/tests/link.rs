@@ -225,6 +225,7 @@ async fn enrollment_refusals_name_the_problem_and_change_nothing() {
         node: node.into(),
         role: Role::Hypervisor,
         timeout: Duration::from_secs(10),
+        local: None,
     };
 
     // A reused token.

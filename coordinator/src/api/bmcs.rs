@@ -49,10 +49,13 @@ async fn enroll(
     path = "/v1/nodes/{name}",
     tag = "bare-metal",
     params(("name" = String, Path, description = "The node's name")),
-    responses((status = 200, description = "The node as it was", body = BmcView))
+    responses((status = 200, description = "The node as it was, and what went with it", body = crate::conductor::nodes::DeletedNode))
 )]
-async fn delete(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult<BmcView> {
-    Ok(Json(conductor::delete(&s, &name).await?))
+async fn delete(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> ApiResult<crate::conductor::nodes::DeletedNode> {
+    Ok(Json(crate::conductor::nodes::delete(&s, &name).await?))
 }
 
 #[utoipa::path(

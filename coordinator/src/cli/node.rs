@@ -96,7 +96,9 @@ pub enum NodeCmd {
         #[arg(long, short = 'f')]
         follow: bool,
     },
-    /// Forget a bare-metal node (the machine itself is not touched).
+    /// Forget a node — an agent, a bare-metal node, a discovered one — with its plans, boots
+    /// and inspection (the machine itself is not touched; its certificates are refused from
+    /// now on).
     Delete {
         /// Node name.
         name: String,
@@ -482,12 +484,20 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             }
         }
         NodeCmd::Delete { name } => {
-            let v: BmcView = client.delete(&format!("/v1/nodes/{name}")).await?;
+            let v: ferric_coordinator::conductor::nodes::DeletedNode =
+                client.delete(&format!("/v1/nodes/{name}")).await?;
             print_item(json, &v, |v| {
-                format!(
-                    "node {name} removed (BMC {} is no longer driven)",
-                    v.address
-                )
+                let mut out = format!("node {name} deleted with {} plans", v.plans);
+                if let Some(b) = &v.bmc {
+                    out.push_str(&format!("; BMC {} is no longer driven", b.address));
+                }
+                if !v.guests.is_empty() {
+                    out.push_str(&format!(
+                        "; guests {} left the inventory (still on the host)",
+                        v.guests.join(", ")
+                    ));
+                }
+                out
             })?;
         }
         NodeCmd::Revoke { name } => {

@@ -282,23 +282,6 @@ pub async fn find(s: &Shared, name: &str) -> Result<BmcRow> {
     }
 }
 
-/// Forgets a bare-metal node (the machine is not touched); refused while a BMC plan runs.
-pub async fn delete(s: &Shared, name: &str) -> Result<BmcView> {
-    let row = find(s, name).await?;
-    if plan_running(s, &row.via, name, false).await? {
-        return Err(ConductorError::Busy(format!(
-            "node `{name}` has a BMC plan still running on `{}`",
-            row.via
-        )));
-    }
-    s.store.delete_bmc_node(name).await?;
-    s.hub.forget_bmc(name);
-    s.hub.forget_console(name);
-    s.hub.push_bmcs(&row.via);
-    tracing::info!(node = %name, "bare-metal node removed");
-    Ok(view(s, row))
-}
-
 /// Every BMC agent `via` drives, with its credentials, for that agent's link alone. A
 /// password that does not open with this coordinator's key is left out, and said.
 pub async fn credentials(s: &Shared, via: &str) -> Result<Vec<BmcCredential>> {
@@ -388,11 +371,13 @@ pub async fn power(s: &Shared, name: &str, req: PowerRequest) -> Result<BmcActio
     };
     if req.action != PowerAction::Status && req.action != PowerAction::On {
         // Whatever ran on the machine (its ramdisk) stops with its power.
-        s.hub.ramdisk_gone(
+        super::boot::end(
+            s,
             name,
-            b"the machine's power is cut or cycled",
-            crate::now_ms(),
-        );
+            crate::store::BootEnd::Power,
+            "the machine's power is cut or cycled",
+        )
+        .await?;
     }
     let a = push_steps(s, &r, vec![(step, timeout)]).await?;
     tracing::info!(node = %name, action = req.action.as_str(), plan = a.plan, "power action requested");

@@ -264,17 +264,22 @@ fn split_token(token: &str) -> Option<(&str, &str)> {
     (!id.is_empty() && !secret.is_empty()).then_some((id, secret))
 }
 
-/// An enrollment request: the token checked and used up, the CSR signed for the node — or a
-/// refusal that names why, with nothing changed.
-pub async fn enroll(s: &Shared, req: &EnrollRequest) -> Result<EnrollResponse> {
+/// An enrollment request from `from`: the token checked and used up, the CSR signed for the
+/// node — or a refusal that names why, with nothing changed. Per-boot tokens (`b` and nine
+/// more characters) are a ramdisk's ([`super::boot::enroll`]).
+pub async fn enroll(
+    s: &Shared,
+    req: &EnrollRequest,
+    from: std::net::IpAddr,
+) -> Result<EnrollResponse> {
     use EnrollRefusal as R;
     let refuse = |r| Ok(EnrollResponse::Refused(r));
     let Some((id, secret)) = split_token(&req.token) else {
         return refuse(R::InvalidToken);
     };
     let hash = crate::pki::token_secret_hash(secret);
-    if s.store.is_boot_token(id).await? {
-        return super::boot::enroll(s, req, id, &hash).await;
+    if id.starts_with('b') && id.len() == 10 {
+        return super::boot::enroll(s, req, id, &hash, from).await;
     }
     let now = crate::now_ms();
     // Check everything that needs no state change first.
@@ -287,7 +292,14 @@ pub async fn enroll(s: &Shared, req: &EnrollRequest) -> Result<EnrollResponse> {
     if let Err(e) = check_node_name(&req.node) {
         return refuse(R::BadNodeName(format!("`{}` {e}", req.node)));
     }
-    let cert = match s.pki.sign_client(&req.csr_der, &req.node) {
+    // A name used before starts where its deleted node's certificates stopped.
+    let generation = s.store.retired_generation(&req.node).await?;
+    let cert = match s.pki.sign_client_for(
+        &req.csr_der,
+        &req.node,
+        crate::pki::CLIENT_CERT_VALIDITY,
+        generation,
+    ) {
         Ok(c) => c,
         Err(e) => return refuse(R::BadCsr(e.to_string())),
     };
@@ -297,8 +309,8 @@ pub async fn enroll(s: &Shared, req: &EnrollRequest) -> Result<EnrollResponse> {
         .await?
     {
         Ok(()) => {
-            // A new node: a revoked one of the same name was deleted before.
-            s.pki.revocations().set(&req.node, 0);
+            // A new node: certificates of a deleted one of the same name stay refused.
+            s.pki.revocations().set(&req.node, generation);
             Ok(EnrollResponse::Enrolled {
                 cert_der: cert.to_vec(),
                 ca_der: s.pki.ca_der().to_vec(),
@@ -311,12 +323,55 @@ pub async fn enroll(s: &Shared, req: &EnrollRequest) -> Result<EnrollResponse> {
     }
 }
 
-/// An agent's hello: `false` when the node is not enrolled (the session is refused);
-/// otherwise what it announced is recorded.
-pub async fn hello(s: &Shared, node: &str, h: &Hello, now_ms: i64) -> Result<bool> {
-    if s.store.node(node).await?.is_none() {
-        return Ok(false);
-    }
+/// What an agent's hello gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HelloVerdict {
+    /// Refused, with the reason the agent is told.
+    Refused(ferric_proto::msg::RefuseReason),
+    /// A hypervisor or management agent.
+    Agent,
+    /// A bare-metal node's ramdisk of a boot Ferric runs: `resident` unless its machine just
+    /// left it for its image (then it only delivers what it journaled).
+    Ramdisk {
+        /// Given work, taken for the lifecycle's call back.
+        resident: bool,
+    },
+}
+
+/// An agent's hello on a connection whose certificate has the key `key` (SHA-256): refused
+/// when the node is not enrolled, or when it is a bare-metal node and the certificate is not
+/// that of a ramdisk enrolled in a boot Ferric runs for it (the node's role decides, not what
+/// the hello claims); otherwise what it announced is recorded.
+pub async fn hello(
+    s: &Shared,
+    node: &str,
+    h: &Hello,
+    key: Option<&str>,
+    now_ms: i64,
+) -> Result<HelloVerdict> {
+    use ferric_proto::msg::{RefuseReason, Role};
+    let Some(row) = s.store.node(node).await? else {
+        return Ok(HelloVerdict::Refused(RefuseReason::UnknownNode(
+            node.to_owned(),
+        )));
+    };
+    let verdict = if row.role == NodeRole::Baremetal {
+        use super::boot::RamdiskAdmission as A;
+        match super::boot::admit_ramdisk(s, node, key.unwrap_or_default()).await? {
+            A::Resident => HelloVerdict::Ramdisk { resident: true },
+            A::Leaving => HelloVerdict::Ramdisk { resident: false },
+            A::Refused(why) => {
+                tracing::warn!(%node, role = h.role.as_str(), "{why}");
+                return Ok(HelloVerdict::Refused(RefuseReason::NotBooting(why)));
+            }
+        }
+    } else if h.role == Role::Ramdisk {
+        return Ok(HelloVerdict::Refused(RefuseReason::NotBooting(format!(
+            "node `{node}` is not a bare-metal node; it has no ramdisk"
+        ))));
+    } else {
+        HelloVerdict::Agent
+    };
     let capabilities: Vec<Capability> = h
         .capabilities
         .iter()
@@ -336,7 +391,7 @@ pub async fn hello(s: &Shared, node: &str, h: &Hello, now_ms: i64) -> Result<boo
             &hex::encode(h.inventory_digest),
         )
         .await?;
-    Ok(true)
+    Ok(verdict)
 }
 
 /// What a (re)connected agent resumes: how many events of each plan it holds are stored, and
@@ -363,4 +418,75 @@ pub async fn resume(
         .map(|p| p.to_plan())
         .collect();
     Ok((stored, missing))
+}
+
+/// What `DELETE /v1/nodes/{name}` removed.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeletedNode {
+    /// The node as it was.
+    pub node: NodeView,
+    /// Its BMC, for a bare-metal node enrolled by one.
+    #[serde(default)]
+    pub bmc: Option<super::bmcs::BmcView>,
+    /// Its plans removed with their events.
+    pub plans: u64,
+    /// Guests placed on it, removed from the inventory (a host's guests keep running there
+    /// until someone stops them: the coordinator no longer knows the host).
+    #[serde(default)]
+    pub guests: Vec<String>,
+    /// Certificates issued to the name below this generation are refused from now on.
+    pub cert_generation: i64,
+}
+
+/// Deletes any node — an agent, a bare-metal node, a discovered one — with what belongs to
+/// it; the machine is not touched. Refused while a BMC plan for it runs, and for an agent
+/// that drives other nodes' BMCs (they would be left without one: the refusal names them).
+/// Its certificates are refused from now on and its link is closed.
+pub async fn delete(s: &Shared, name: &str) -> Result<DeletedNode> {
+    let n = find(s, name).await?;
+    let driven: Vec<String> = s
+        .store
+        .bmcs(Some(name))
+        .await?
+        .into_iter()
+        .map(|b| b.node)
+        .collect();
+    if !driven.is_empty() {
+        return Err(ConductorError::Busy(format!(
+            "agent `{name}` drives the BMCs of {}: enroll them again --via another agent, or \
+             delete them first",
+            driven.join(", ")
+        )));
+    }
+    let bmc = s.store.bmc(name).await?;
+    if let Some(b) = &bmc
+        && super::bmcs::plan_running(s, &b.via, name, false).await?
+    {
+        return Err(ConductorError::Busy(format!(
+            "node `{name}` has a BMC plan still running on `{}`",
+            b.via
+        )));
+    }
+    let view_before = view(s, n, bmc.as_ref());
+    let bmc_view = bmc.clone().map(|b| super::bmcs::view(s, b));
+    let removed = s
+        .store
+        .delete_node(name, crate::now_ms())
+        .await?
+        .ok_or_else(|| ConductorError::UnknownNode(name.to_owned()))?;
+    s.pki.revocations().set(name, removed.cert_generation);
+    s.hub.disconnect(name, b"the node was deleted");
+    s.hub.forget_bmc(name);
+    s.hub.forget_console(name);
+    if let Some(b) = &bmc {
+        s.hub.push_bmcs(&b.via);
+    }
+    tracing::info!(node = %name, plans = removed.plans, guests = removed.guests.len(), "node deleted");
+    Ok(DeletedNode {
+        node: view_before,
+        bmc: bmc_view,
+        plans: removed.plans,
+        guests: removed.guests,
+        cert_generation: removed.cert_generation,
+    })
 }

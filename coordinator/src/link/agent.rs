@@ -6,7 +6,7 @@ use crate::conductor::{self, ConductorError};
 use crate::pki::node_of_certificate;
 use ferric_proto::close;
 use ferric_proto::frame::{FrameDecoder, decode_payload};
-use ferric_proto::msg::{AgentMsg, RefuseReason, TelemetrySample};
+use ferric_proto::msg::{AgentMsg, TelemetrySample};
 use ferric_proto::session::{CoordEvent, CoordSession};
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
@@ -18,17 +18,22 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 static CONN_IDS: AtomicU64 = AtomicU64::new(1);
 
-fn peer_node(conn: &quinn::Connection) -> Option<String> {
+/// The node the peer's certificate names, and SHA-256 of its key.
+fn peer_node(conn: &quinn::Connection) -> Option<(String, Option<String>)> {
     let certs = conn
         .peer_identity()?
         .downcast::<Vec<CertificateDer<'static>>>()
         .ok()?;
-    node_of_certificate(certs.first()?)
+    let cert = certs.first()?;
+    Some((
+        node_of_certificate(cert)?,
+        crate::pki::key_of_certificate(cert),
+    ))
 }
 
 /// Serves an agent's connection until it ends.
 pub(super) async fn serve(conn: quinn::Connection, shared: Arc<Shared>) {
-    let Some(node) = peer_node(&conn) else {
+    let Some((node, key)) = peer_node(&conn) else {
         info!(remote = %conn.remote_address(), "agent without client certificate refused");
         conn.close(
             close::CERT_REQUIRED.into(),
@@ -38,7 +43,7 @@ pub(super) async fn serve(conn: quinn::Connection, shared: Arc<Shared>) {
     };
     let conn_id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
     let span = info_span!("agent", node = %node, conn = conn_id);
-    let result = AgentConn::run(conn.clone(), node.clone(), conn_id, shared.clone())
+    let result = AgentConn::run(conn.clone(), node.clone(), key, conn_id, shared.clone())
         .instrument(span.clone())
         .await;
     if let Some(heard) = shared.hub.unregister(&node, conn_id)
@@ -59,6 +64,8 @@ pub(super) async fn serve(conn: quinn::Connection, shared: Arc<Shared>) {
 struct AgentConn {
     conn: quinn::Connection,
     node: String,
+    /// SHA-256 of the certificate's key (what ties a ramdisk to its boot).
+    key: Option<String>,
     conn_id: u64,
     shared: Arc<Shared>,
     session: CoordSession,
@@ -79,6 +86,7 @@ impl AgentConn {
     async fn run(
         conn: quinn::Connection,
         node: String,
+        key: Option<String>,
         conn_id: u64,
         shared: Arc<Shared>,
     ) -> Result<(), Closing> {
@@ -104,6 +112,7 @@ impl AgentConn {
         let mut this = AgentConn {
             conn: conn.clone(),
             node,
+            key,
             conn_id,
             shared: shared.clone(),
             session,
@@ -243,21 +252,30 @@ impl AgentConn {
             match ev {
                 CoordEvent::Hello(h) => {
                     let now = crate::now_ms();
-                    if !conductor::nodes::hello(&shared, &self.node, &h, now)
-                        .await
-                        .map_err(closing)?
+                    use conductor::nodes::HelloVerdict;
+                    let resident = match conductor::nodes::hello(
+                        &shared,
+                        &self.node,
+                        &h,
+                        self.key.as_deref(),
+                        now,
+                    )
+                    .await
+                    .map_err(closing)?
                     {
-                        self.session
-                            .refuse(RefuseReason::UnknownNode(self.node.clone()));
-                        continue;
-                    }
-                    if h.role == ferric_proto::msg::Role::Ramdisk
-                        && shared.hub.ramdisk_left(&self.node)
-                    {
-                        // Its machine reboots into its image: the old ramdisk's last breath,
-                        // let in to deliver what it journaled; not resident, given no work.
-                        info!("a ramdisk about to reboot into its image reconnected");
-                    }
+                        HelloVerdict::Refused(r) => {
+                            self.session.refuse(r);
+                            continue;
+                        }
+                        HelloVerdict::Agent => false,
+                        HelloVerdict::Ramdisk { resident: false } => {
+                            // Its machine reboots into its image: the old ramdisk's last
+                            // breath, let in to deliver what it journaled; given no work.
+                            info!("a ramdisk about to reboot into its image reconnected");
+                            false
+                        }
+                        HelloVerdict::Ramdisk { resident: true } => true,
+                    };
                     // Register before loading, so a plan stored meanwhile is either loaded or
                     // arrives through the channel (the session drops the duplicate).
                     shared.hub.register(
@@ -266,6 +284,7 @@ impl AgentConn {
                         self.conn.clone(),
                         self.plans_tx.clone(),
                         now,
+                        resident,
                     );
                     self.registered = true;
                     let (stored, missing) = conductor::nodes::resume(&shared, &self.node, &h)
@@ -277,7 +296,7 @@ impl AgentConn {
                     for p in missing {
                         self.offer_plan(p).await?;
                     }
-                    if h.role == ferric_proto::msg::Role::Ramdisk {
+                    if resident {
                         conductor::boot::ramdisk_connected(&shared, &self.node)
                             .await
                             .map_err(closing)?;

@@ -40,7 +40,13 @@ pub(super) async fn serve(conn: quinn::Connection, shared: &Shared) {
             return;
         }
     };
-    let response = match crate::conductor::nodes::enroll(shared, &req).await {
+    let response = match crate::conductor::nodes::enroll(
+        shared,
+        &req,
+        conn.remote_address().ip().to_canonical(),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
             warn!(error = %crate::error_chain(&e), "enrollment failed in the store");

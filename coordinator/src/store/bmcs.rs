@@ -125,7 +125,8 @@ impl Store {
             return Err(e);
         }
         sqlx::query(
-            "INSERT INTO nodes (name, role, enrolled_at_ms, provision_state, project) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO nodes (name, role, enrolled_at_ms, provision_state, project, cert_generation) \
+             VALUES ($1, $2, $3, $4, $5, COALESCE((SELECT cert_generation FROM retired_nodes WHERE name = $1), 0))",
         )
         .bind(node)
         .bind(BAREMETAL)
@@ -148,29 +149,6 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Removes a bare-metal node and its BMC; returns the row removed.
-    pub async fn delete_bmc_node(&self, node: &str) -> Result<Option<BmcRow>, StoreError> {
-        let Some(row) = self.bmc(node).await? else {
-            return Ok(None);
-        };
-        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
-        sqlx::query("DELETE FROM bmcs WHERE node = $1")
-            .bind(node)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM transitions WHERE node = $1")
-            .bind(node)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM nodes WHERE name = $1 AND role = $2")
-            .bind(node)
-            .bind(BAREMETAL)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Some(row))
     }
 
     /// One node's BMC.

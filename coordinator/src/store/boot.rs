@@ -1,130 +1,251 @@
-//! Per-boot tokens of bare-metal nodes, and what their ramdisks found on inspection.
+//! Network boots Ferric started, with their per-boot tokens and ramdisks, and what the
+//! ramdisks found on inspection.
 
 use super::{Store, StoreError};
 use ferric_proto::msg::Inspection;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
-/// Why a per-boot token was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BootTokenProblem {
-    /// Unknown id or wrong secret.
-    Invalid,
-    /// Already used by a ramdisk.
-    Used,
-    /// Past its expiry.
+/// How a boot ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootEnd {
+    /// The machine left its ramdisk for its deployed image: that ramdisk may still connect,
+    /// for a while, to deliver what it journaled, but it is given no work.
+    Left,
+    /// A newer boot of the node was started.
+    Superseded,
+    /// The machine's power was cut or cycled.
+    Power,
+    /// It was never fetched or enrolled before its expiry (ended when next looked at).
     Expired,
-    /// A later boot of the node has its own token.
-    Replaced,
-    /// Issued for another node.
-    OtherNode(String),
+}
+
+impl BootEnd {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootEnd::Left => "left",
+            BootEnd::Superseded => "superseded",
+            BootEnd::Power => "power",
+            BootEnd::Expired => "expired",
+        }
+    }
+
+    fn parse(s: &str) -> Option<BootEnd> {
+        [
+            BootEnd::Left,
+            BootEnd::Superseded,
+            BootEnd::Power,
+            BootEnd::Expired,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == s)
+    }
+}
+
+/// A network boot as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootRow {
+    /// Its number.
+    pub id: i64,
+    /// The node booting.
+    pub node: String,
+    /// Why Ferric started it (for people).
+    pub cause: String,
+    /// When, ms since the epoch.
+    pub armed_at_ms: i64,
+    /// The script must be fetched and the ramdisk enroll before this.
+    pub expires_at_ms: i64,
+    /// The MAC whose script was handed out.
+    pub mac: Option<String>,
+    /// The address it was handed to (the one DHCP gave that MAC).
+    pub address: Option<String>,
+    /// The per-boot token's id, once the script was handed out.
+    pub token_id: Option<String>,
+    /// SHA-256 of its secret.
+    pub token_sha256: Option<String>,
+    /// Its secret, sealed (the same script goes again to the same address).
+    pub token_sealed: Option<String>,
+    /// SHA-256 of the enrolled ramdisk's public key.
+    pub ramdisk_key: Option<String>,
+    /// When the ramdisk enrolled.
+    pub enrolled_at_ms: Option<i64>,
+    /// When it ended.
+    pub ended_at_ms: Option<i64>,
+    /// How.
+    pub end: Option<BootEnd>,
+    /// Why, for people.
+    pub end_reason: Option<String>,
+}
+
+impl BootRow {
+    /// Whether it still runs at `now_ms`: not ended, and enrolled or not yet expired.
+    pub fn open(&self, now_ms: i64) -> bool {
+        self.ended_at_ms.is_none() && (self.enrolled_at_ms.is_some() || now_ms < self.expires_at_ms)
+    }
+}
+
+/// `SELECT` of every column of `boots` a [`BootRow`] holds, then the rest of the statement.
+macro_rules! select_boots {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, node, cause, armed_at_ms, expires_at_ms, mac, address, token_id, \
+             token_sha256, token_sealed, ramdisk_key, enrolled_at_ms, ended_at_ms, end_kind, \
+             end_reason FROM boots ",
+            $rest
+        )
+    };
 }
 
 impl Store {
-    /// Records a token for `node`'s next boot (only the hash of its secret) and kills the
-    /// unused tokens of its earlier boots, in one transaction.
-    pub async fn create_boot_token(
+    fn boot_row(r: &AnyRow) -> Result<BootRow, StoreError> {
+        Ok(BootRow {
+            id: r.try_get("id")?,
+            node: r.try_get("node")?,
+            cause: r.try_get("cause")?,
+            armed_at_ms: r.try_get("armed_at_ms")?,
+            expires_at_ms: r.try_get("expires_at_ms")?,
+            mac: r.try_get("mac")?,
+            address: r.try_get("address")?,
+            token_id: r.try_get("token_id")?,
+            token_sha256: r.try_get("token_sha256")?,
+            token_sealed: r.try_get("token_sealed")?,
+            ramdisk_key: r.try_get("ramdisk_key")?,
+            enrolled_at_ms: r.try_get("enrolled_at_ms")?,
+            ended_at_ms: r.try_get("ended_at_ms")?,
+            end: r
+                .try_get::<Option<String>, _>("end_kind")?
+                .as_deref()
+                .and_then(BootEnd::parse),
+            end_reason: r.try_get("end_reason")?,
+        })
+    }
+
+    /// Starts a network boot of `node`, ending the boots of it still open; returns it.
+    pub async fn arm_boot(
         &self,
-        id: &str,
-        secret_sha256: &str,
         node: &str,
-        mac: &str,
+        cause: &str,
         now_ms: i64,
         expires_at_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<BootRow, StoreError> {
         let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
         sqlx::query(
-            "UPDATE boot_tokens SET revoked_at_ms = $1 \
-             WHERE node = $2 AND used_at_ms IS NULL AND revoked_at_ms IS NULL",
+            "UPDATE boots SET ended_at_ms = $1, end_kind = $2, end_reason = $3 \
+             WHERE node = $4 AND ended_at_ms IS NULL",
         )
         .bind(now_ms)
+        .bind(BootEnd::Superseded.as_str())
+        .bind(format!("a newer boot was started ({cause})"))
         .bind(node)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO boot_tokens (id, secret_sha256, node, mac, created_at_ms, expires_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO boots (node, cause, armed_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)",
         )
-        .bind(id)
-        .bind(secret_sha256)
         .bind(node)
-        .bind(mac)
+        .bind(cause)
         .bind(now_ms)
         .bind(expires_at_ms)
         .execute(&mut *tx)
         .await?;
+        let row = sqlx::query(select_boots!("WHERE node = $1 ORDER BY id DESC LIMIT 1"))
+            .bind(node)
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(())
+        Self::boot_row(&row)
     }
 
-    /// Whether `id` names a per-boot token (of any state).
-    pub async fn is_boot_token(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(sqlx::query("SELECT 1 FROM boot_tokens WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some())
+    /// The newest boot of `node`, whatever its state.
+    pub async fn latest_boot(&self, node: &str) -> Result<Option<BootRow>, StoreError> {
+        let q = sqlx::query(select_boots!("WHERE node = $1 ORDER BY id DESC LIMIT 1"));
+        self.fetch_row(q.bind(node), Self::boot_row).await
     }
 
-    /// Uses a per-boot token for `node`: checked and marked used in one transaction.
-    pub async fn use_boot_token(
+    /// The boot whose per-boot token is `token_id`.
+    pub async fn boot_of_token(&self, token_id: &str) -> Result<Option<BootRow>, StoreError> {
+        let q = sqlx::query(select_boots!("WHERE token_id = $1"));
+        self.fetch_row(q.bind(token_id), Self::boot_row).await
+    }
+
+    /// The newest boot of `node` whose ramdisk enrolled with the key `key_sha256`.
+    pub async fn boot_of_ramdisk(
         &self,
-        id: &str,
-        secret_sha256: &str,
         node: &str,
-        now_ms: i64,
-    ) -> Result<Result<(), BootTokenProblem>, StoreError> {
-        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
-        let row = sqlx::query(
-            "SELECT secret_sha256, node, expires_at_ms, used_at_ms, revoked_at_ms \
-             FROM boot_tokens WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let verdict = match row {
-            None => Err(BootTokenProblem::Invalid),
-            Some(r) => {
-                let stored: String = r.try_get(0)?;
-                let bound: String = r.try_get(1)?;
-                let expires: i64 = r.try_get(2)?;
-                let used: Option<i64> = r.try_get(3)?;
-                let revoked: Option<i64> = r.try_get(4)?;
-                if !super::tokens::constant_time_eq(stored.as_bytes(), secret_sha256.as_bytes()) {
-                    Err(BootTokenProblem::Invalid)
-                } else if bound != node {
-                    Err(BootTokenProblem::OtherNode(bound))
-                } else if used.is_some() {
-                    Err(BootTokenProblem::Used)
-                } else if revoked.is_some() {
-                    Err(BootTokenProblem::Replaced)
-                } else if now_ms >= expires {
-                    Err(BootTokenProblem::Expired)
-                } else {
-                    Ok(())
-                }
-            }
-        };
-        if verdict.is_ok() {
-            sqlx::query("UPDATE boot_tokens SET used_at_ms = $1 WHERE id = $2")
-                .bind(now_ms)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(verdict)
+        key_sha256: &str,
+    ) -> Result<Option<BootRow>, StoreError> {
+        let q = sqlx::query(select_boots!(
+            "WHERE node = $1 AND ramdisk_key = $2 ORDER BY id DESC LIMIT 1"
+        ));
+        self.fetch_row(q.bind(node).bind(key_sha256), Self::boot_row)
+            .await
     }
 
-    /// Kills every token of `node` not used yet (its boot ended).
-    pub async fn end_boot(&self, node: &str, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE boot_tokens SET revoked_at_ms = $1 WHERE node = $2 AND revoked_at_ms IS NULL",
+    /// Binds boot `id`'s script to `mac` and `address` with its per-boot token (only the hash
+    /// of its secret, and the secret sealed); false when the boot ended or has a token already.
+    pub async fn boot_script_issued(
+        &self,
+        id: i64,
+        mac: &str,
+        address: &str,
+        token_id: &str,
+        token_sha256: &str,
+        token_sealed: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "UPDATE boots SET mac = $1, address = $2, token_id = $3, token_sha256 = $4, \
+             token_sealed = $5, script_at_ms = $6 \
+             WHERE id = $7 AND token_id IS NULL AND ended_at_ms IS NULL",
+        )
+        .bind(mac)
+        .bind(address)
+        .bind(token_id)
+        .bind(token_sha256)
+        .bind(token_sealed)
+        .bind(now_ms)
+        .bind(id);
+        Ok(self.run(q).await? == 1)
+    }
+
+    /// Records that boot `id`'s ramdisk enrolled from `address` with the key `key_sha256`:
+    /// the token is used up. False when it was used, or the boot ended, meanwhile.
+    pub async fn boot_enrolled(
+        &self,
+        id: i64,
+        key_sha256: &str,
+        address: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "UPDATE boots SET ramdisk_key = $1, enrolled_at_ms = $2, enrolled_from = $3 \
+             WHERE id = $4 AND enrolled_at_ms IS NULL AND ended_at_ms IS NULL",
+        )
+        .bind(key_sha256)
+        .bind(now_ms)
+        .bind(address)
+        .bind(id);
+        Ok(self.run(q).await? == 1)
+    }
+
+    /// Ends every open boot of `node`; how many.
+    pub async fn end_boots(
+        &self,
+        node: &str,
+        end: BootEnd,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let q = sqlx::query(
+            "UPDATE boots SET ended_at_ms = $1, end_kind = $2, end_reason = $3 \
+             WHERE node = $4 AND ended_at_ms IS NULL",
         )
         .bind(now_ms)
-        .bind(node)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .bind(end.as_str())
+        .bind(reason)
+        .bind(node);
+        self.run(q).await
     }
 
     /// A node found by network boot: a bare-metal node in state `enroll` named `node`, with
@@ -145,7 +266,8 @@ impl Store {
             return Ok(r.try_get(0)?);
         }
         sqlx::query(
-            "INSERT INTO nodes (name, role, enrolled_at_ms, provision_state) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO nodes (name, role, enrolled_at_ms, provision_state, cert_generation) \
+             VALUES ($1, $2, $3, $4, COALESCE((SELECT cert_generation FROM retired_nodes WHERE name = $1), 0))",
         )
         .bind(node)
         .bind(crate::model::NodeRole::Baremetal.as_str())
@@ -171,6 +293,19 @@ impl Store {
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect()
+    }
+
+    /// How many discovered nodes are still in `enroll` (found, not yet taken in by an
+    /// operator): what discovery is bounded by.
+    pub async fn discovered_waiting(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM discovered_macs JOIN nodes ON nodes.name = discovered_macs.node \
+             WHERE nodes.provision_state = $1",
+        )
+        .bind(crate::model::ProvisionState::Enroll.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
     }
 
     /// Stores what a node's ramdisk found (replacing an earlier inspection).

@@ -21,14 +21,14 @@ mod tokens;
 pub use access::{ApiTokenRow, AuditRow, ProjectRow};
 pub use backend::Backend;
 pub use bmcs::BmcRow;
-pub use boot::BootTokenProblem;
+pub use boot::{BootEnd, BootRow};
 pub use events::EventRow;
 pub use guests::{Allocation, GuestRow};
 pub use images::ImageRow;
 pub use lifecycle::{LifecycleRow, TransitionRow};
 pub use nodes::NodeRow;
 pub use plans::{PlanFigure, PlanRow};
-pub use tokens::{EnrollProblem, TokenProblem};
+pub use tokens::{EnrollProblem, TokenProblem, constant_time_eq};
 
 use ferric_proto::plan::PlanId;
 use sqlx::AnyPool;

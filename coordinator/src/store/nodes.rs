@@ -104,3 +104,102 @@ impl Store {
         Ok(())
     }
 }
+
+/// What deleting a node took with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Its plans (and their events).
+    pub plans: u64,
+    /// Guests placed on it (a host), by name: gone from the inventory, not from the host.
+    pub guests: Vec<String>,
+    /// The generation its certificates are refused below from now on.
+    pub cert_generation: i64,
+}
+
+impl Store {
+    /// Deletes `node` with everything that belongs to it — its plans and their events, the
+    /// guests placed on it, its boots, inspection, transitions, discovered MAC and BMC — and
+    /// retires its name: certificates issued to it are refused from now on, even once the
+    /// name is enrolled again. `None`: no such node. The caller checks what depends on it
+    /// (nodes whose BMC it drives).
+    pub async fn delete_node(
+        &self,
+        node: &str,
+        now_ms: i64,
+    ) -> Result<Option<Removed>, StoreError> {
+        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        let Some(row) = sqlx::query("SELECT cert_generation FROM nodes WHERE name = $1")
+            .bind(node)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let generation: i64 = row.try_get(0)?;
+        let guests: Vec<String> =
+            sqlx::query("SELECT name FROM guests WHERE host = $1 ORDER BY name")
+                .bind(node)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+        sqlx::query("DELETE FROM events WHERE plan_id IN (SELECT id FROM plans WHERE node = $1)")
+            .bind(node)
+            .execute(&mut *tx)
+            .await?;
+        let plans = sqlx::query("DELETE FROM plans WHERE node = $1")
+            .bind(node)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        for stmt in [
+            "DELETE FROM guests WHERE host = $1",
+            "DELETE FROM boots WHERE node = $1",
+            "DELETE FROM inspections WHERE node = $1",
+            "DELETE FROM transitions WHERE node = $1",
+            "DELETE FROM discovered_macs WHERE node = $1",
+            "DELETE FROM bmcs WHERE node = $1",
+            "DELETE FROM nodes WHERE name = $1",
+        ] {
+            sqlx::query(stmt).bind(node).execute(&mut *tx).await?;
+        }
+        let retired = generation + 1;
+        sqlx::query(
+            "INSERT INTO retired_nodes (name, cert_generation, retired_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET cert_generation = $2, retired_at_ms = $3",
+        )
+        .bind(node)
+        .bind(retired)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Removed {
+            plans,
+            guests,
+            cert_generation: retired,
+        }))
+    }
+
+    /// The certificate generation a node of this name starts at (that of the name's
+    /// deleted node, or 0).
+    pub async fn retired_generation(&self, name: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT cert_generation FROM retired_nodes WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?.unwrap_or(0))
+    }
+
+    /// Every retired name's generation (refused below at start).
+    pub async fn retired_generations(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT name, cert_generation FROM retired_nodes")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+}

@@ -116,8 +116,8 @@ impl Store {
         }
         // The node joins the project its token was made for.
         sqlx::query(
-            "INSERT INTO nodes (name, role, enrolled_at_ms, project) \
-             SELECT $1, $2, $3, project FROM tokens WHERE id = $4",
+            "INSERT INTO nodes (name, role, enrolled_at_ms, project, cert_generation) \
+             SELECT $1, $2, $3, project, COALESCE((SELECT cert_generation FROM retired_nodes WHERE name = $1), 0) FROM tokens WHERE id = $4",
         )
         .bind(node)
         .bind(role.as_str())
@@ -138,6 +138,7 @@ impl Store {
     }
 }
 
-pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Whether `a` and `b` are equal, in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

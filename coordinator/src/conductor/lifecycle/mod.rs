@@ -283,8 +283,15 @@ async fn feed_locked(s: &Shared, cur: LifecycleRow, input: Input, cause: &str) -
     };
     if cur.step == Some(Phase::Write) && matches!(input, Input::PlanEnded { ok: true, .. }) {
         // The ramdisk reboots the machine into its image once this plan's end is
-        // acknowledged: not resident from now on (a fast track must not take it for one).
-        s.hub.ramdisk_leaving(&node, crate::now_ms());
+        // acknowledged: its boot ends, it is not resident from now on (a fast track must not
+        // take it for one).
+        super::boot::end(
+            s,
+            &node,
+            crate::store::BootEnd::Left,
+            "the machine rebooted into its deployed image",
+        )
+        .await?;
     }
     let spec = spec_of(&cur);
     let moved = apply(s, &cur, next, spec, cause).await?;
@@ -483,11 +490,14 @@ async fn push(s: &Shared, node: &str, work: Work, spec: &Spec) -> Result<u64> {
         Work::Ramdisk(p) => return Err(invalid(format!("no ramdisk work for step {p}"))),
     };
     if work == Work::BootRamdisk {
-        s.hub.ramdisk_gone(
+        // Its boot device set to pxe, the plan arms the new boot (see `plans::submit`).
+        super::boot::end(
+            s,
             node,
-            b"the machine is power-cycled into a network boot",
-            crate::now_ms(),
-        );
+            crate::store::BootEnd::Power,
+            "the machine is power-cycled into a network boot",
+        )
+        .await?;
     }
     let steps = plans::keyed_steps(steps)?;
     let (plan, pushed) = plans::submit(s, &agent, &steps).await?;

@@ -6,12 +6,58 @@ use crate::journal::{Journal, JournalError, Work};
 use crate::lock;
 use ferric_proto::msg::StepProgress;
 use ferric_proto::plan::{ErrorKind, PlanId, StepEvent, StepEventKind};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
+
+/// Plans the coordinator asked to stop (protocol 7), with a token for each running plan
+/// that its step is raced against. A request outlives nothing: the plan's `failed` event,
+/// journaled, is what ends it for good.
+#[derive(Debug, Default)]
+pub struct Cancels {
+    inner: Mutex<(HashSet<PlanId>, HashMap<PlanId, CancellationToken>)>,
+}
+
+impl Cancels {
+    /// Asks `plan` to stop: its running step is abandoned, no further step starts.
+    pub fn request(&self, plan: PlanId) {
+        let mut g = lock(&self.inner);
+        g.0.insert(plan);
+        if let Some(t) = g.1.get(&plan) {
+            t.cancel();
+        }
+    }
+
+    /// The token of running plan `plan` (cancelled already when a stop was asked for).
+    fn token(&self, plan: PlanId) -> CancellationToken {
+        let mut g = lock(&self.inner);
+        let t = CancellationToken::new();
+        if g.0.contains(&plan) {
+            t.cancel();
+        }
+        g.1.insert(plan, t.clone());
+        t
+    }
+
+    /// Plans asked to stop that are not running.
+    fn waiting(&self) -> Vec<PlanId> {
+        let g = lock(&self.inner);
+        g.0.iter()
+            .filter(|p| !g.1.contains_key(p))
+            .copied()
+            .collect()
+    }
+
+    /// `plan` ended: forget it.
+    fn done(&self, plan: PlanId) {
+        let mut g = lock(&self.inner);
+        g.0.remove(&plan);
+        g.1.remove(&plan);
+    }
+}
 
 /// The plan executor of one agent.
 #[derive(Debug, Clone)]
@@ -28,6 +74,8 @@ pub struct Executor {
     pub progress: Arc<Mutex<Option<StepProgress>>>,
     /// The directories steps may name host paths in.
     pub paths: Arc<crate::paths::PathPolicy>,
+    /// Plans to stop.
+    pub cancels: Arc<Cancels>,
 }
 
 /// Plans an agent runs side by side at most.
@@ -43,6 +91,29 @@ impl Executor {
         let mut running: HashSet<PlanId> = HashSet::new();
         loop {
             if !shutdown.is_cancelled() {
+                // A cancelled plan waiting behind another fails now, not when its turn comes.
+                for id in self
+                    .cancels
+                    .waiting()
+                    .into_iter()
+                    .filter(|id| !running.contains(id))
+                {
+                    let work = lock(&self.journal).next_work_of(id);
+                    if let Some(w) = work {
+                        let kind = w.plan.steps.get(w.step).map_or("?", |s| s.step.kind());
+                        self.record(
+                            &w,
+                            StepEventKind::Failed {
+                                kind: ErrorKind::Cancelled,
+                                message: format!(
+                                    "plan {id} was cancelled before step {} ({kind}) started",
+                                    w.step
+                                ),
+                            },
+                        )?;
+                    }
+                    self.cancels.done(id);
+                }
                 let startable = lock(&self.journal).startable(&running);
                 for id in startable {
                     if running.len() >= MAX_PARALLEL_PLANS {
@@ -71,16 +142,40 @@ impl Executor {
         }
     }
 
-    /// Runs one plan's remaining steps, stopping between steps on shutdown.
+    /// Runs one plan's remaining steps, stopping between steps on shutdown; a plan the
+    /// coordinator cancels fails with `cancelled` at the step it was at.
     async fn run_plan(&self, id: PlanId, shutdown: CancellationToken) -> Result<(), JournalError> {
-        while !shutdown.is_cancelled() {
-            let work = lock(&self.journal).next_work_of(id);
-            match work {
-                Some(w) => self.run_step(w).await?,
-                None => break,
+        let cancel = self.cancels.token(id);
+        let result = async {
+            while !shutdown.is_cancelled() {
+                let work = lock(&self.journal).next_work_of(id);
+                let Some(w) = work else { break };
+                if cancel.is_cancelled() {
+                    let kind = w.plan.steps.get(w.step).map_or("?", |s| s.step.kind());
+                    info!(
+                        plan = id,
+                        step = w.step,
+                        "plan cancelled before its next step"
+                    );
+                    self.record(
+                        &w,
+                        StepEventKind::Failed {
+                            kind: ErrorKind::Cancelled,
+                            message: format!(
+                                "plan {id} was cancelled before step {} ({kind}) started",
+                                w.step
+                            ),
+                        },
+                    )?;
+                    break;
+                }
+                self.run_step(w, &cancel).await?;
             }
+            Ok(())
         }
-        Ok(())
+        .await;
+        self.cancels.done(id);
+        result
     }
 
     fn record(&self, w: &Work, kind: StepEventKind) -> Result<(), JournalError> {
@@ -90,7 +185,7 @@ impl Executor {
         Ok(())
     }
 
-    async fn run_step(&self, w: Work) -> Result<(), JournalError> {
+    async fn run_step(&self, w: Work, cancel: &CancellationToken) -> Result<(), JournalError> {
         let Some(ps) = w.plan.steps.get(w.step) else {
             return Ok(());
         };
@@ -134,7 +229,28 @@ impl Executor {
                 }
                 self.drivers.run_with(&ps.step, ctx).await
             };
-            let kind = match tokio::time::timeout(timeout, run).await {
+            let outcome = tokio::select! {
+                r = tokio::time::timeout(timeout, run) => Some(r),
+                _ = cancel.cancelled() => None,
+            };
+            let Some(outcome) = outcome else {
+                // Abandoned where it was (steps are idempotent: run again, it repairs).
+                warn!("step abandoned: the plan was cancelled");
+                *lock(&self.progress) = None;
+                return self.record(
+                    &w,
+                    StepEventKind::Failed {
+                        kind: ErrorKind::Cancelled,
+                        message: format!(
+                            "plan {} was cancelled during step {} ({})",
+                            w.plan.id,
+                            w.step,
+                            ps.step.kind()
+                        ),
+                    },
+                );
+            };
+            let kind = match outcome {
                 Ok(Ok(done)) => {
                     if let Some(output) = done.output {
                         self.record(&w, StepEventKind::Output(output))?;

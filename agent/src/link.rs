@@ -120,6 +120,8 @@ pub struct Link {
     pub bmc_states: tokio::sync::watch::Receiver<Arc<Vec<ferric_proto::msg::BmcState>>>,
     /// Console logs tailed for the coordinator (their places kept across sessions).
     pub consoles: Arc<Mutex<crate::console::ConsoleTail>>,
+    /// Plans the coordinator asked to stop, for the executor.
+    pub cancels: Arc<crate::executor::Cancels>,
 }
 
 /// How often the console logs are looked at.
@@ -334,6 +336,15 @@ impl Link {
                     }
                     AgentEvent::Acked { plan, seq } => lock(&self.journal).ack(plan, seq)?,
                     AgentEvent::Bmcs(bmcs) => self.bmc.set_bmcs(bmcs),
+                    AgentEvent::Cancel(plan) => {
+                        if lock(&self.journal).next_work_of(plan).is_some() {
+                            info!(plan, "plan cancelled by the coordinator");
+                            self.cancels.request(plan);
+                            self.wake.notify_one();
+                        } else {
+                            debug!(plan, "cancel of a plan not held or already ended");
+                        }
+                    }
                     AgentEvent::Consoles(c) => {
                         if !c.is_empty() {
                             info!(consoles = c.len(), "console logs to tail");

@@ -115,6 +115,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let wake = Arc::new(Notify::new());
     let progress = Arc::new(Mutex::new(None));
+    let cancels = Arc::new(crate::executor::Cancels::default());
     let executor = Executor {
         journal: journal.clone(),
         drivers: cfg.drivers.clone(),
@@ -122,6 +123,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         wake: wake.clone(),
         progress: progress.clone(),
         paths: Arc::new(cfg.paths.clone()),
+        cancels: cancels.clone(),
     };
     let exec_task = tokio::spawn(executor.run(shutdown.clone()));
     let (bmc_tx, bmc_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
@@ -154,6 +156,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         consoles: Arc::new(Mutex::new(crate::console::ConsoleTail::new(
             cfg.console_dirs.clone(),
         ))),
+        cancels,
     };
     let endpoint = enroll::client_endpoint(addr, None).map_err(link::LinkError::Socket)?;
     info!(node = %link.node, %coordinator, "agent starting");

@@ -117,6 +117,8 @@ pub enum Push {
     Plan(Plan),
     /// The set of BMCs the agent drives changed: reload it from the store and send it.
     Bmcs,
+    /// An operator asked to cancel this plan of the agent's.
+    Cancel(ferric_proto::plan::PlanId),
 }
 
 #[derive(Debug)]
@@ -358,6 +360,14 @@ impl Hub {
         let live = lock(&self.live);
         match live.get(&plan.node) {
             Some(l) => l.plans.send(Push::Plan(plan)).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Tells the connection of agent `node` (if any) to cancel `plan`; whether it is connected.
+    pub fn push_cancel(&self, node: &str, plan: ferric_proto::plan::PlanId) -> bool {
+        match lock(&self.live).get(node) {
+            Some(l) => l.plans.send(Push::Cancel(plan)).is_ok(),
             None => false,
         }
     }

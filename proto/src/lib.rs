@@ -42,11 +42,12 @@ pub const COORDINATOR_SERVER_NAME: &str = "coordinator.ferric.internal";
 /// * 5 — the deploy steps: `EraseDisks`, `WriteImage`, `WriteConfigDrive`, `SetBootDevice`,
 ///   `Reboot`;
 /// * 6 — serial console logs the agent tails for the coordinator (`CoordMsg::Consoles`,
-///   `AgentMsg::Console`).
+///   `AgentMsg::Console`);
+/// * 7 — cancelling a plan the agent holds (`CoordMsg::Cancel`, `ErrorKind::Cancelled`).
 ///
 /// A plan is pushed only to an agent whose version knows all its steps
 /// ([`plan::Plan::min_protocol`]); otherwise the coordinator fails it, naming the step.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 /// Oldest agent protocol version the coordinator still serves (rolling upgrades).
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 

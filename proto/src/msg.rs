@@ -167,6 +167,14 @@ pub enum RefuseReason {
     /// A ramdisk whose certificate belongs to no network boot Ferric runs for its node.
     #[error("{0}")]
     NotBooting(String),
+    /// The hello names more plans than an agent's journal holds.
+    #[error("hello names {named} plans; at most {max} are taken")]
+    TooManyPlans {
+        /// Plans named.
+        named: u64,
+        /// The most taken.
+        max: u64,
+    },
 }
 
 /// Messages from agent to coordinator on the control stream.
@@ -211,6 +219,13 @@ pub enum CoordMsg {
     /// Every serial console log this agent tails: the whole set, replacing the one sent
     /// before (protocol version 6).
     Consoles(Vec<ConsoleSource>),
+    /// Stop `plan`: a step under way is abandoned, none starts, and the plan fails with
+    /// `ErrorKind::Cancelled` (protocol version 7). A plan the agent does not hold, or that
+    /// ended, is left as it is.
+    Cancel {
+        /// The plan.
+        plan: PlanId,
+    },
 }
 
 /// A serial console log on the agent's host (where a console server or the lab's QEMU writes

@@ -252,8 +252,13 @@ pub struct ConfigFile {
     pub content: String,
 }
 
-/// Largest config drive content accepted (the sum of its files).
-pub const MAX_CONFIG_DRIVE_BYTES: usize = 1 << 20;
+/// Largest config drive content accepted (the sum of its files): within a plan's budget.
+pub const MAX_CONFIG_DRIVE_BYTES: usize = 512 << 10;
+
+/// The most a plan's steps may take encoded (postcard): a plan travels in one frame of the
+/// link, whose limit is [`crate::frame::DEFAULT_MAX_FRAME`], with room for the rest of the
+/// message. A larger plan could never be delivered; it is refused when submitted.
+pub const MAX_PLAN_BYTES: usize = 768 << 10;
 
 impl Step {
     /// The objects the step changes (`Write`) or only needs (`Read`): `guest:NAME`,
@@ -605,11 +610,14 @@ pub enum ErrorKind {
     /// The credentials were accepted but do not allow the operation (protocol version 2;
     /// new kinds go last so that older peers decode the ones they know).
     InsufficientPrivilege,
+    /// The plan was cancelled (protocol version 7): by the agent on the coordinator's word,
+    /// or by the coordinator before the agent had it.
+    Cancelled,
 }
 
 impl ErrorKind {
     /// Every kind, for parsing and listing.
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::InvalidSpec,
         ErrorKind::NotFound,
         ErrorKind::Conflict,
@@ -621,6 +629,7 @@ impl ErrorKind {
         ErrorKind::Io,
         ErrorKind::Interrupted,
         ErrorKind::Internal,
+        ErrorKind::Cancelled,
     ];
 
     /// Stable snake_case name.
@@ -637,6 +646,7 @@ impl ErrorKind {
             ErrorKind::Io => "io",
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::Internal => "internal",
+            ErrorKind::Cancelled => "cancelled",
         }
     }
 }
@@ -780,6 +790,12 @@ pub enum PlanError {
         field: &'static str,
         /// What is wrong.
         problem: &'static str,
+    },
+    /// The plan encodes to more than a plan may take on the link.
+    #[error("plan encodes to {bytes} bytes; the limit is {max} bytes (one frame of the agent link)", max = MAX_PLAN_BYTES)]
+    TooLarge {
+        /// Its encoded size.
+        bytes: usize,
     },
     /// Two steps share an idempotency key.
     #[error("steps {first} and {second} share the idempotency key `{key}`")]
@@ -967,13 +983,17 @@ pub fn validate_steps(steps: &[PlanStep]) -> Result<(), PlanError> {
                     }
                     let total: usize = files.iter().map(|f| f.content.len()).sum();
                     if total > MAX_CONFIG_DRIVE_BYTES {
-                        return Err(field("files", "hold more than 1 MiB"));
+                        return Err(field("files", "hold more than 512 KiB"));
                     }
                     for f in files {
                         check_drive_path(&f.path).map_err(|p| field("files.path", p))?;
                     }
                 }
             }
+        }
+        let bytes = postcard::to_allocvec(steps).map_or(usize::MAX, |v| v.len());
+        if bytes > MAX_PLAN_BYTES {
+            return Err(PlanError::TooLarge { bytes });
         }
         Ok(())
     }

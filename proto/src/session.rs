@@ -70,6 +70,8 @@ pub enum AgentEvent {
     Bmcs(Vec<BmcCredential>),
     /// The console logs this agent tails now (replacing the set before).
     Consoles(Vec<ConsoleSource>),
+    /// Stop this plan (see [`CoordMsg::Cancel`]).
+    Cancel(PlanId),
     /// The session ended; reconnect (with backoff) unless the error says otherwise.
     Closed(SessionError),
 }
@@ -139,6 +141,9 @@ impl AgentSession {
             }
             (Phase::Established, CoordMsg::Consoles(c)) => {
                 self.events.push_back(AgentEvent::Consoles(c))
+            }
+            (Phase::Established, CoordMsg::Cancel { plan }) => {
+                self.events.push_back(AgentEvent::Cancel(plan))
             }
             (Phase::Established, CoordMsg::Welcome(_) | CoordMsg::Refused(_)) => self.close(
                 SessionError::Violation("handshake message after the handshake"),
@@ -474,6 +479,16 @@ impl CoordSession {
             Phase::Handshake { .. } => self.queued_consoles = Some(consoles),
             Phase::Closed => {}
         }
+        true
+    }
+
+    /// Tells the agent to stop `plan`. Returns false when the session is not established or
+    /// the agent's protocol version predates cancelling (7): the plan then runs to its end.
+    pub fn cancel_plan(&mut self, plan: PlanId) -> bool {
+        if self.version < 7 || self.phase != Phase::Established {
+            return false;
+        }
+        self.transmit.push_back(CoordMsg::Cancel { plan });
         true
     }
 

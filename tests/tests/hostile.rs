@@ -171,3 +171,181 @@ async fn a_rogue_on_the_provisioning_network_cannot_become_a_nodes_ramdisk() {
     mgmt.stop().await.unwrap();
     coord.shutdown().await;
 }
+
+/// A guest step whose kernel command line is `bytes` long: a plan of about that size.
+fn big_plan(bytes: usize) -> serde_json::Value {
+    serde_json::json!({ "steps": [ { "ensure_guest": {
+        "name": "g1", "vcpus": 1, "memory_mib": 64,
+        "boot": { "kernel": { "kernel": "/var/lib/libvirt/boot/k", "initrd": "/var/lib/libvirt/boot/i",
+                  "cmdline": "x".repeat(bytes) } }
+    } } ] })
+}
+
+async fn post_raw(
+    api: SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let token = ferric_tests::admin_token(api).unwrap();
+    let r = ferric_tests::http_client(api)
+        .post(format!("{}{path}", ferric_tests::base_url(api)))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+/// Finding 3: a plan larger than a frame was accepted, then closed its agent's link at every
+/// reconnect (75 times in 18 minutes), and no plan could be cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_too_large_is_refused_one_that_cannot_be_delivered_fails_alone_and_plans_cancel() {
+    ferric_tests::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let coord = ferric_tests::start_coordinator(&dir.path().join("coord"))
+        .await
+        .unwrap();
+    let api = coord.api;
+    let state = ferric_tests::enroll_node(&coord, dir.path(), "h1")
+        .await
+        .unwrap();
+
+    // Refused at the API, naming the limit.
+    let (status, problem) = post_raw(
+        api,
+        "/v1/plans",
+        &serde_json::json!({ "nodes": ["h1"], "plan": big_plan(1_100_000) }),
+    )
+    .await;
+    assert_eq!(status, 413, "{problem}");
+    assert_eq!(problem["code"], "plan_too_large", "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&ferric_proto::plan::MAX_PLAN_BYTES.to_string()),
+        "{detail}"
+    );
+
+    // One stored before budgets existed (written to the store as an older coordinator would
+    // have) fails by itself when it would be delivered; the link stays up for the next plans.
+    let steps: ferric_coordinator::conductor::plans::PlanFile =
+        serde_json::from_value(big_plan(1_100_000)).unwrap();
+    let steps: Vec<ferric_proto::plan::PlanStep> = steps
+        .steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| ferric_proto::plan::PlanStep {
+            key: format!("{i}"),
+            timeout_secs: 60,
+            step: s.step,
+        })
+        .collect();
+    let stuck = coord
+        .shared
+        .store
+        .create_plan("h1", &steps, 1)
+        .await
+        .unwrap()
+        .id;
+    // And one for the offline agent, cancelled before it is ever delivered.
+    let small = serde_json::json!({ "steps": [ { "ensure_bridge": { "name": "br-t1" } } ] });
+    let (status, created) = post_raw(
+        api,
+        "/v1/plans",
+        &serde_json::json!({ "nodes": ["h1"], "plan": small }),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let queued = created[0]["id"].as_u64().unwrap();
+    let out = cli_ok(api, &["plan", "cancel", &queued.to_string()]).await;
+    assert!(out.contains("ended before it was delivered"), "{out}");
+
+    let fake = std::sync::Arc::new(ferric_agent::driver::FakeDriver::new());
+    fake.set_delay(Duration::from_secs(30));
+    let agent = ferric_tests::spawn_agent(ferric_tests::agent_config(&state, fake.clone()), fake);
+    let c = ferric_tests::client(api);
+    let s = ferric_tests::wait_plan_finished(&c, stuck, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(s["plan"]["state"], "failed", "{s}");
+    let ev = &s["events"][0];
+    assert_eq!(ev["kind"]["failed"]["kind"], "invalid_spec", "{s}");
+    assert!(
+        ev["kind"]["failed"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be delivered"),
+        "{s}"
+    );
+    let s = c.plan(queued).await.unwrap();
+    assert_eq!(s["plan"]["state"], "failed", "{s}");
+    assert_eq!(s["events"][0]["kind"]["failed"]["kind"], "cancelled", "{s}");
+
+    // A plan the agent runs (its step takes 30 s) is cancelled: the agent abandons the step
+    // at once and the plan fails as cancelled; the link carries on.
+    let slow = serde_json::json!({ "steps": [ { "ensure_bridge": { "name": "br-t2" } },
+                                              { "ensure_bridge": { "name": "br-t3" } } ] });
+    let (_, created) = post_raw(
+        api,
+        "/v1/plans",
+        &serde_json::json!({ "nodes": ["h1"], "plan": slow }),
+    )
+    .await;
+    let running = created[0]["id"].as_u64().unwrap();
+    ferric_tests::wait_for(Duration::from_secs(20), "the slow plan running", || async {
+        let s = c.plan(running).await?;
+        Ok((s["plan"]["state"] == "running").then_some(()))
+    })
+    .await
+    .unwrap();
+    let asked = std::time::Instant::now();
+    let (status, answer) = post_raw(
+        api,
+        &format!("/v1/plans/{running}/cancel"),
+        &serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["agent_told"], true, "{answer}");
+    let s = ferric_tests::wait_plan_finished(&c, running, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "the step was not abandoned"
+    );
+    assert_eq!(s["plan"]["state"], "failed", "{s}");
+    let last = s["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"]["failed"]["kind"], "cancelled", "{s}");
+    assert_eq!(last["step"], 0, "stopped in its first step: {s}");
+    // An ended plan has nothing to cancel.
+    let (status, problem) = post_raw(
+        api,
+        &format!("/v1/plans/{running}/cancel"),
+        &serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 409, "{problem}");
+    // The agent still runs what comes next.
+    agent.fake.set_delay(Duration::ZERO);
+    let next = serde_json::json!({ "steps": [ { "ensure_bridge": { "name": "br-t4" } } ] });
+    let (_, created) = post_raw(
+        api,
+        "/v1/plans",
+        &serde_json::json!({ "nodes": ["h1"], "plan": next }),
+    )
+    .await;
+    let s = ferric_tests::wait_plan_finished(
+        &c,
+        created[0]["id"].as_u64().unwrap(),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s["plan"]["state"], "succeeded", "{s}");
+    let d: serde_json::Value = c.get("/v1/nodes/h1").await.unwrap();
+    assert_eq!(d["node"]["connected"], true);
+    agent.stop().await.unwrap();
+    coord.shutdown().await;
+}

@@ -70,6 +70,9 @@ impl ApiError {
         match self {
             ApiError::Conductor(e) => {
                 let status = match e {
+                    ConductorError::InvalidPlan(p) if p.too_large() => {
+                        StatusCode::PAYLOAD_TOO_LARGE
+                    }
                     ConductorError::Invalid(_) | ConductorError::InvalidPlan(_) => {
                         StatusCode::BAD_REQUEST
                     }

@@ -3,7 +3,7 @@
 use super::ApiResult;
 use crate::Shared;
 use crate::conductor::access::Caller;
-use crate::conductor::plans::{self as conductor, CreatePlans, CreatedPlan, PlanStatus};
+use crate::conductor::plans::{self as conductor, Cancelled, CreatePlans, CreatedPlan, PlanStatus};
 use crate::store::PlanRow;
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
@@ -17,6 +17,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Shared>> {
     OpenApiRouter::new()
         .routes(routes!(create, list))
         .routes(routes!(show))
+        .routes(routes!(cancel))
 }
 
 #[utoipa::path(
@@ -70,4 +71,24 @@ async fn list(
 )]
 async fn show(State(s): State<Arc<Shared>>, Path(id): Path<u64>) -> ApiResult<PlanStatus> {
     Ok(Json(conductor::status(&s, id).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/plans/{id}/cancel",
+    tag = "plans",
+    params(("id" = u64, Path, description = "The plan's id")),
+    responses(
+        (status = 202, description = "The cancel is under way (or done: see `state`)", body = Cancelled),
+        (status = 409, description = "The plan has ended")
+    )
+)]
+async fn cancel(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<u64>,
+) -> Result<(axum::http::StatusCode, Json<Cancelled>), super::ApiError> {
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(conductor::cancel(&s, id).await?),
+    ))
 }

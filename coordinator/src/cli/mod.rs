@@ -326,6 +326,7 @@ pub async fn run_client(cli: Cli) -> Result<()> {
         }
         Command::Plan(PlanCmd::Status { id, wait }) => plan::status(&client, id, wait, json).await,
         Command::Plan(PlanCmd::List { node }) => plan::list(&client, node, json).await,
+        Command::Plan(PlanCmd::Cancel { id, wait }) => plan::cancel(&client, id, wait, json).await,
         Command::Telemetry(TelemetryCmd::Watch { node, count }) => {
             telemetry::watch(&client, &node, count, json).await
         }

@@ -30,6 +30,15 @@ pub enum PlanCmd {
         #[arg(long, value_parser = humantime::parse_duration)]
         wait: Option<Duration>,
     },
+    /// Cancel an unfinished plan: one not yet delivered fails at once; its agent stops one it
+    /// holds (the step under way is abandoned). It ends `failed`, kind `cancelled`.
+    Cancel {
+        /// Plan id.
+        id: u64,
+        /// Wait until the plan has ended (at most this long).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
+    },
     /// List recent plans.
     List {
         /// Only this node's.
@@ -62,6 +71,30 @@ pub(super) async fn apply(
                 "queued (agent offline)".into()
             },
         ]
+    })
+}
+
+/// `ferric plan cancel`.
+pub(super) async fn cancel(
+    client: &Client,
+    id: u64,
+    wait: Option<Duration>,
+    json: bool,
+) -> Result<()> {
+    let c: ferric_coordinator::conductor::plans::Cancelled =
+        client.post(&format!("/v1/plans/{id}/cancel"), &()).await?;
+    if wait.is_some() {
+        return status(client, id, wait, json).await;
+    }
+    super::output::print_item(json, &c, |c| {
+        let how = if c.state.is_finished() {
+            "it ended before it was delivered"
+        } else if c.agent_told {
+            "its agent was told to stop it"
+        } else {
+            "its agent is told when it connects"
+        };
+        format!("plan {} cancelled: {how} ({})", c.plan, c.state)
     })
 }
 

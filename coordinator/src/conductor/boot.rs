@@ -352,11 +352,13 @@ pub async fn script(
                 .store
                 .boot_script_issued(
                     boot.id,
-                    &mac,
-                    &from.to_string(),
-                    &id,
-                    &crate::pki::token_secret_hash(&secret),
-                    &sealed,
+                    &crate::store::IssuedScript {
+                        mac: &mac,
+                        address: &from.to_string(),
+                        token_id: &id,
+                        token_sha256: &crate::pki::token_secret_hash(&secret),
+                        token_sealed: &sealed,
+                    },
                     now,
                 )
                 .await

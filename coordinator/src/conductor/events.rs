@@ -7,9 +7,22 @@ use crate::Shared;
 use crate::store::PlanRow;
 use ferric_proto::plan::{ErrorKind, PlanId, StepEvent, StepEventKind};
 
+/// Events one plan may have stored (a plan has at most 256 steps, each a handful of events).
+pub const MAX_EVENTS_PER_PLAN: u32 = 4096;
+
 /// An event of `node`'s plan: stored exactly once, and what it reports acted on. An event for
 /// a plan the node does not have is dropped (the agent still gets its acknowledgement).
 pub async fn record_event(s: &Shared, node: &str, e: &StepEvent) -> Result<()> {
+    if e.seq >= MAX_EVENTS_PER_PLAN {
+        // An agent numbers a few events per step; this many is a broken or hostile one, and
+        // storing them would let it grow the store without bound.
+        tracing::warn!(
+            plan = e.plan,
+            seq = e.seq,
+            "event beyond a plan's bound; acknowledged and dropped"
+        );
+        return Ok(());
+    }
     match s.store.insert_event(node, e, crate::now_us()).await {
         Ok(true) => match &e.kind {
             StepEventKind::Output(ferric_proto::plan::StepOutput::Inspection(found)) => {

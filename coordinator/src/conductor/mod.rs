@@ -95,6 +95,7 @@ impl ConductorError {
     pub fn code(&self) -> &'static str {
         match self {
             ConductorError::Invalid(_) => "invalid_request",
+            ConductorError::InvalidPlan(e) if e.too_large() => "plan_too_large",
             ConductorError::InvalidPlan(_) => "invalid_plan",
             ConductorError::UnknownNode(_) => "unknown_node",
             ConductorError::UnknownPlan(_) => "unknown_plan",

@@ -394,30 +394,54 @@ pub async fn hello(
     Ok(verdict)
 }
 
-/// What a (re)connected agent resumes: how many events of each plan it holds are stored, and
-/// the unfinished plans it does not hold, to push.
-pub async fn resume(
-    s: &Shared,
-    node: &str,
-    h: &Hello,
-) -> Result<(Vec<StoredCursor>, Vec<ferric_proto::plan::Plan>)> {
-    let mut stored = Vec::with_capacity(h.plans.len());
-    for c in &h.plans {
-        stored.push(StoredCursor {
+/// Most plans an agent's hello may name (its journal holds the plans it has not finished or
+/// that are not fully acknowledged: a few dozen; more is a broken or hostile agent).
+pub const MAX_HELLO_PLANS: usize = 4096;
+
+/// What a (re)connected agent resumes.
+#[derive(Debug, Default)]
+pub struct Resume {
+    /// How many events of each plan it holds are stored (plans of other nodes count 0: their
+    /// events are dropped when they come).
+    pub stored: Vec<StoredCursor>,
+    /// Its unfinished plans it does not hold, to push.
+    pub missing: Vec<ferric_proto::plan::Plan>,
+    /// Plans it holds that an operator asked to cancel and that have not ended.
+    pub cancel: Vec<ferric_proto::plan::PlanId>,
+}
+
+/// What a (re)connected agent resumes, read in one pass over the node's plans whatever the
+/// hello names (at most [`MAX_HELLO_PLANS`]; the caller refuses more).
+pub async fn resume(s: &Shared, node: &str, h: &Hello) -> Result<Resume> {
+    let named: std::collections::HashSet<_> = h.plans.iter().map(|c| c.plan).collect();
+    let oldest = named.iter().min().copied().unwrap_or(u64::MAX);
+    let held = s.store.plan_cursors(node, oldest).await?;
+    let stored = h
+        .plans
+        .iter()
+        .map(|c| StoredCursor {
             plan: c.plan,
-            stored: s.store.stored_events(c.plan).await?,
-        });
-    }
-    let known: std::collections::HashSet<_> = h.plans.iter().map(|c| c.plan).collect();
+            stored: held.get(&c.plan).map_or(0, |h| h.stored),
+        })
+        .collect();
+    let cancel = held
+        .iter()
+        .filter(|(id, h)| named.contains(id) && h.cancel_pending)
+        .map(|(id, _)| *id)
+        .collect();
     let missing = s
         .store
         .unfinished_plans(node)
         .await?
         .into_iter()
-        .filter(|p| !known.contains(&p.id))
+        .filter(|p| !named.contains(&p.id))
         .map(|p| p.to_plan())
         .collect();
-    Ok((stored, missing))
+    Ok(Resume {
+        stored,
+        missing,
+        cancel,
+    })
 }
 
 /// What `DELETE /v1/nodes/{name}` removed.

@@ -57,6 +57,13 @@ pub enum PlanFileError {
     Plan(#[from] PlanError),
 }
 
+impl PlanFileError {
+    /// Whether the plan is only too large (413 rather than 400).
+    pub fn too_large(&self) -> bool {
+        matches!(self, PlanFileError::Plan(PlanError::TooLarge { .. }))
+    }
+}
+
 impl PlanFile {
     /// Turns the file into validated plan steps.
     pub fn to_steps(&self) -> std::result::Result<Vec<PlanStep>, PlanFileError> {
@@ -239,11 +246,62 @@ pub async fn status(s: &Shared, id: PlanId) -> Result<PlanStatus> {
     Ok(PlanStatus { plan, events })
 }
 
-/// Whether `plan` may go to `node`'s agent, which speaks protocol version `speaks`. A plan
-/// with a step newer than the agent fails here, with one `unsupported` event naming the
-/// agent's version, the step and the version it needs (pushed, the unknown step would read
-/// as a malformed frame and close the link). Returns whether to push it.
-pub async fn fits_agent(s: &Shared, node: &str, plan: &Plan, speaks: u16) -> Result<bool> {
+/// Fails `plan` of `node` here, with one event as the agent would have sent it (the agent
+/// never had the plan): a plan cancelled before it was delivered, or one it cannot run.
+async fn fail_undelivered(
+    s: &Shared,
+    node: &str,
+    plan: &Plan,
+    step: usize,
+    kind: ErrorKind,
+    message: String,
+) -> Result<()> {
+    tracing::warn!(plan = plan.id, %message, "plan not pushed");
+    let ev = StepEvent {
+        plan: plan.id,
+        seq: 0,
+        step: step as u32,
+        at_ms: crate::now_ms() as u64,
+        kind: StepEventKind::Failed { kind, message },
+    };
+    // Recorded as the agent's events are, so that a lifecycle waiting for the plan hears.
+    super::events::record_event(s, node, &ev).await
+}
+
+/// Whether `plan` may go to `node`'s agent, which speaks protocol version `speaks` and takes
+/// frames of at most `max_frame` bytes. A plan with a step newer than the agent fails here,
+/// with one `unsupported` event naming the agent's version, the step and the version it
+/// needs (pushed, the unknown step would read as a malformed frame and close the link); one
+/// too large for a frame fails with `invalid_spec` (it could never be delivered, and would
+/// close the link at every reconnect); one an operator cancelled fails as `cancelled`. Returns
+/// whether to push it.
+pub async fn fits_agent(
+    s: &Shared,
+    node: &str,
+    plan: &Plan,
+    speaks: u16,
+    max_frame: usize,
+) -> Result<bool> {
+    if s.store
+        .plan(plan.id)
+        .await?
+        .is_some_and(|p| p.cancel_requested_at_ms.is_some())
+    {
+        let message = format!("plan {} was cancelled before it was delivered", plan.id);
+        fail_undelivered(s, node, plan, 0, ErrorKind::Cancelled, message).await?;
+        return Ok(false);
+    }
+    let bytes =
+        ferric_proto::frame::to_frame(&ferric_proto::msg::CoordMsg::Plan(plan.clone()), usize::MAX)
+            .map_or(usize::MAX, |f| f.len());
+    if bytes > max_frame {
+        let message = format!(
+            "plan {} encodes to {bytes} bytes, over the {max_frame}-byte frame of the agent link: it cannot be delivered",
+            plan.id
+        );
+        fail_undelivered(s, node, plan, 0, ErrorKind::InvalidSpec, message).await?;
+        return Ok(false);
+    }
     let (needs, step) = plan.min_protocol();
     if needs <= speaks {
         return Ok(true);
@@ -253,20 +311,62 @@ pub async fn fits_agent(s: &Shared, node: &str, plan: &Plan, speaks: u16) -> Res
     let message = format!(
         "agent `{node}` speaks protocol version {speaks}; step {i} ({kind}) needs version {needs}: upgrade the agent"
     );
-    tracing::warn!(plan = plan.id, %message, "plan not pushed");
-    let ev = StepEvent {
-        plan: plan.id,
-        seq: 0,
-        step: i as u32,
-        at_ms: crate::now_ms() as u64,
-        kind: StepEventKind::Failed {
-            kind: ErrorKind::Unsupported,
-            message,
-        },
-    };
-    // Recorded as the agent's events are, so that a lifecycle waiting for the plan hears.
-    super::events::record_event(s, node, &ev).await?;
+    fail_undelivered(s, node, plan, i, ErrorKind::Unsupported, message).await?;
     Ok(false)
+}
+
+/// What `POST /v1/plans/{id}/cancel` did.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Cancelled {
+    /// The plan.
+    pub plan: PlanId,
+    /// Its state now (`failed` when it ended here at once).
+    pub state: crate::model::PlanState,
+    /// Whether its connected agent was told to stop it (else it is told when it connects, or
+    /// the plan fails when it would be delivered).
+    pub agent_told: bool,
+}
+
+/// Cancels an unfinished plan: one never handed to its agent fails here at once; one its
+/// agent holds is stopped by the agent (the step under way abandoned; agents older than
+/// protocol 7 cannot, and run it to its end). It ends `failed` with kind `cancelled`, and a
+/// lifecycle waiting for it fails with that reason.
+pub async fn cancel(s: &Shared, id: PlanId) -> Result<Cancelled> {
+    let plan = s
+        .store
+        .plan(id)
+        .await?
+        .ok_or(ConductorError::UnknownPlan(id))?;
+    if plan.state.is_finished() || !s.store.request_cancel(id, crate::now_ms()).await? {
+        return Err(ConductorError::Busy(format!(
+            "plan {id} has ended ({}); there is nothing to cancel",
+            plan.state
+        )));
+    }
+    tracing::info!(plan = id, node = %plan.node, "plan cancel requested");
+    let mut agent_told = false;
+    if plan.pushed_at_us.is_none() {
+        // Never handed to the link: fail it here (the link checks the request before it
+        // pushes; should both act, the second event is a duplicate and dropped).
+        let message = format!("plan {id} was cancelled before it was delivered");
+        fail_undelivered(
+            s,
+            &plan.node,
+            &plan.to_plan(),
+            0,
+            ErrorKind::Cancelled,
+            message,
+        )
+        .await?;
+    } else {
+        agent_told = s.hub.push_cancel(&plan.node, id);
+    }
+    let state = s.store.plan(id).await?.map_or(plan.state, |p| p.state);
+    Ok(Cancelled {
+        plan: id,
+        state,
+        agent_told,
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use crate::conductor::{self, ConductorError};
 use crate::pki::node_of_certificate;
 use ferric_proto::close;
 use ferric_proto::frame::{FrameDecoder, decode_payload};
-use ferric_proto::msg::{AgentMsg, TelemetrySample};
+use ferric_proto::msg::{AgentMsg, RefuseReason, TelemetrySample};
 use ferric_proto::session::{CoordEvent, CoordSession};
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
@@ -147,6 +147,7 @@ impl AgentConn {
                 Some(push) = plans_rx.recv() => match push {
                     crate::hub::Push::Plan(plan) => this.offer_plan(plan).await?,
                     crate::hub::Push::Bmcs => this.push_bmcs().await?,
+                    crate::hub::Push::Cancel(plan) => this.cancel_plan(plan),
                 },
                 d = conn.read_datagram() => match d {
                     Ok(bytes) => this.on_datagram(&bytes),
@@ -207,13 +208,39 @@ impl AgentConn {
     /// fails instead (see [`conductor::plans::fits_agent`]).
     async fn offer_plan(&mut self, plan: ferric_proto::plan::Plan) -> Result<(), Closing> {
         let speaks = self.session.version();
-        if conductor::plans::fits_agent(&self.shared, &self.node, &plan, speaks)
+        // What the agent's decoder takes, whatever this coordinator would send.
+        let max_frame = self
+            .shared
+            .config
+            .max_frame
+            .min(ferric_proto::frame::DEFAULT_MAX_FRAME);
+        if conductor::plans::fits_agent(&self.shared, &self.node, &plan, speaks, max_frame)
             .await
             .map_err(closing)?
         {
+            // Noted before it goes: a cancel from now on tells the agent instead of failing
+            // the plan here.
+            self.shared
+                .store
+                .plan_pushed(plan.id, crate::now_us())
+                .await
+                .map_err(|e| closing(e.into()))?;
             self.session.push_plan(plan);
         }
         Ok(())
+    }
+
+    /// Tells the agent to stop `plan` (an agent older than protocol 7 cannot: it runs on).
+    fn cancel_plan(&mut self, plan: ferric_proto::plan::PlanId) {
+        if self.session.cancel_plan(plan) {
+            info!(plan, "agent told to cancel the plan");
+        } else {
+            warn!(
+                plan,
+                version = self.session.version(),
+                "agent speaks a protocol too old to cancel a plan it holds; it runs to its end"
+            );
+        }
     }
 
     /// Sends the agent every BMC it drives, with credentials (over this mutual-TLS link only).
@@ -247,11 +274,17 @@ impl AgentConn {
     async fn process(&mut self) -> Result<(), Closing> {
         let shared = self.shared.clone();
         let mut closing_with = None;
-        let mut pushed = Vec::new();
         while let Some(ev) = self.session.poll_event() {
             match ev {
                 CoordEvent::Hello(h) => {
                     let now = crate::now_ms();
+                    if h.plans.len() > conductor::nodes::MAX_HELLO_PLANS {
+                        self.session.refuse(RefuseReason::TooManyPlans {
+                            named: h.plans.len() as u64,
+                            max: conductor::nodes::MAX_HELLO_PLANS as u64,
+                        });
+                        continue;
+                    }
                     use conductor::nodes::HelloVerdict;
                     let resident = match conductor::nodes::hello(
                         &shared,
@@ -287,14 +320,18 @@ impl AgentConn {
                         resident,
                     );
                     self.registered = true;
-                    let (stored, missing) = conductor::nodes::resume(&shared, &self.node, &h)
+                    let resume = conductor::nodes::resume(&shared, &self.node, &h)
                         .await
                         .map_err(closing)?;
-                    self.session.accept(stored);
+                    self.session.accept(resume.stored);
                     // Credentials first: a plan pushed next may name one of these BMCs.
                     self.push_bmcs().await?;
-                    for p in missing {
+                    for p in resume.missing {
                         self.offer_plan(p).await?;
+                    }
+                    // Plans it holds that an operator cancelled meanwhile.
+                    for plan in resume.cancel {
+                        self.cancel_plan(plan);
                     }
                     if resident {
                         conductor::boot::ramdisk_connected(&shared, &self.node)
@@ -344,9 +381,6 @@ impl AgentConn {
         }
         self.out.clear();
         while let Some(m) = self.session.poll_transmit() {
-            if let ferric_proto::msg::CoordMsg::Plan(p) = &m {
-                pushed.push(p.id);
-            }
             ferric_proto::frame::encode(&m, self.shared.config.max_frame, &mut self.out)
                 .map_err(|e| (close::PROTOCOL_ERROR, format!("cannot encode: {e}")))?;
         }
@@ -354,14 +388,6 @@ impl AgentConn {
             && let Err(e) = self.send.write_all(&self.out).await
         {
             debug!(error = %e, "write to agent failed");
-        }
-        let now = crate::now_us();
-        for id in pushed {
-            shared
-                .store
-                .plan_pushed(id, now)
-                .await
-                .map_err(|e| closing(e.into()))?;
         }
         if let Some(c) = closing_with {
             let _ = self.send.flush().await;

@@ -43,6 +43,21 @@ impl BootEnd {
     }
 }
 
+/// A boot's script as handed out: to whom, with which token.
+#[derive(Debug, Clone, Copy)]
+pub struct IssuedScript<'a> {
+    /// The MAC it is for.
+    pub mac: &'a str,
+    /// The address it went to.
+    pub address: &'a str,
+    /// The per-boot token's id.
+    pub token_id: &'a str,
+    /// SHA-256 of its secret.
+    pub token_sha256: &'a str,
+    /// Its secret, sealed.
+    pub token_sealed: &'a str,
+}
+
 /// A network boot as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootRow {
@@ -182,16 +197,12 @@ impl Store {
             .await
     }
 
-    /// Binds boot `id`'s script to `mac` and `address` with its per-boot token (only the hash
+    /// Binds boot `id`'s script to a MAC and an address with its per-boot token (only the hash
     /// of its secret, and the secret sealed); false when the boot ended or has a token already.
     pub async fn boot_script_issued(
         &self,
         id: i64,
-        mac: &str,
-        address: &str,
-        token_id: &str,
-        token_sha256: &str,
-        token_sealed: &str,
+        script: &IssuedScript<'_>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let q = sqlx::query(
@@ -199,11 +210,11 @@ impl Store {
              token_sealed = $5, script_at_ms = $6 \
              WHERE id = $7 AND token_id IS NULL AND ended_at_ms IS NULL",
         )
-        .bind(mac)
-        .bind(address)
-        .bind(token_id)
-        .bind(token_sha256)
-        .bind(token_sealed)
+        .bind(script.mac)
+        .bind(script.address)
+        .bind(script.token_id)
+        .bind(script.token_sha256)
+        .bind(script.token_sealed)
         .bind(now_ms)
         .bind(id);
         Ok(self.run(q).await? == 1)

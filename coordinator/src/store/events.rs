@@ -109,14 +109,19 @@ impl Store {
             };
             if let Some(next) = next {
                 let finished = next.is_finished().then_some(now_us);
+                // An event after the plan's end (an agent's step run again after a restart)
+                // is stored, but a finished plan stays as it ended.
                 sqlx::query(
                     "UPDATE plans SET state = $1, finished_at_us = COALESCE($2, finished_at_us), \
-                     accepted_at_us = COALESCE(accepted_at_us, $3) WHERE id = $4",
+                     accepted_at_us = COALESCE(accepted_at_us, $3) \
+                     WHERE id = $4 AND state NOT IN ($5, $6)",
                 )
                 .bind(next.as_str())
                 .bind(finished)
                 .bind(now_us)
                 .bind(ev.plan as i64)
+                .bind(PlanState::Succeeded.as_str())
+                .bind(PlanState::Failed.as_str())
                 .execute(&mut *tx)
                 .await?;
                 if next == PlanState::Succeeded {

@@ -21,7 +21,7 @@ mod tokens;
 pub use access::{ApiTokenRow, AuditRow, ProjectRow};
 pub use backend::Backend;
 pub use bmcs::BmcRow;
-pub use boot::{BootEnd, BootRow};
+pub use boot::{BootEnd, BootRow, IssuedScript};
 pub use events::EventRow;
 pub use guests::{Allocation, GuestRow};
 pub use images::ImageRow;

@@ -12,7 +12,8 @@ macro_rules! select_plans {
     ($rest:literal) => {
         concat!(
             "SELECT ",
-            "id, node, steps_json, state, created_at_us, pushed_at_us, accepted_at_us, finished_at_us",
+            "id, node, steps_json, state, created_at_us, pushed_at_us, accepted_at_us, finished_at_us, \
+             cancel_requested_at_ms",
             " FROM plans ",
             $rest
         )
@@ -28,6 +29,15 @@ pub struct PlanFigure {
     pub state: PlanState,
     /// From creation to finish, µs; `None` while unfinished.
     pub took_us: Option<i64>,
+}
+
+/// A plan's stored events and whether a cancel of it waits, for a reconnecting agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanCursorRow {
+    /// Events stored.
+    pub stored: u32,
+    /// An operator asked to cancel it and it has not ended.
+    pub cancel_pending: bool,
 }
 
 /// A plan as stored, with its timestamps.
@@ -49,6 +59,9 @@ pub struct PlanRow {
     pub accepted_at_us: Option<i64>,
     /// Finished (succeeded or failed).
     pub finished_at_us: Option<i64>,
+    /// When an operator asked to cancel it, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested_at_ms: Option<i64>,
 }
 
 impl PlanRow {
@@ -107,6 +120,7 @@ impl Store {
             pushed_at_us: row.try_get("pushed_at_us")?,
             accepted_at_us: row.try_get("accepted_at_us")?,
             finished_at_us: row.try_get("finished_at_us")?,
+            cancel_requested_at_ms: row.try_get("cancel_requested_at_ms")?,
         })
     }
 
@@ -139,6 +153,40 @@ impl Store {
         self.fetch_rows(q, Self::plan_row).await
     }
 
+    /// The plans of `node` from id `from` on, with how many of their events are stored and
+    /// whether a cancel waits: one query, however many plans a reconnecting agent names.
+    pub async fn plan_cursors(
+        &self,
+        node: &str,
+        from: PlanId,
+    ) -> Result<std::collections::HashMap<PlanId, PlanCursorRow>, StoreError> {
+        let from = i64::try_from(from).unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "SELECT p.id, p.state, p.cancel_requested_at_ms, \
+             (SELECT COUNT(*) FROM events e WHERE e.plan_id = p.id) AS stored \
+             FROM plans p WHERE p.node = $1 AND p.id >= $2",
+        )
+        .bind(node)
+        .bind(from)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.try_get("id")?;
+                let state: PlanState = r.try_get::<String, _>("state")?.parse()?;
+                let cancel: Option<i64> = r.try_get("cancel_requested_at_ms")?;
+                let stored: i64 = r.try_get("stored")?;
+                Ok((
+                    id as PlanId,
+                    PlanCursorRow {
+                        stored: stored as u32,
+                        cancel_pending: cancel.is_some() && !state.is_finished(),
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// Notes the first push of a plan.
     pub async fn plan_pushed(&self, id: PlanId, now_us: i64) -> Result<(), StoreError> {
         let q = sqlx::query(
@@ -146,6 +194,21 @@ impl Store {
         );
         self.run(q.bind(now_us).bind(id as i64)).await?;
         Ok(())
+    }
+
+    /// Notes that an operator asked to cancel plan `id`; false when it has ended (or does not
+    /// exist).
+    pub async fn request_cancel(&self, id: PlanId, now_ms: i64) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "UPDATE plans SET cancel_requested_at_ms = COALESCE(cancel_requested_at_ms, $1) \
+             WHERE id = $2 AND state IN ($3, $4, $5)",
+        )
+        .bind(now_ms)
+        .bind(id as i64)
+        .bind(PlanState::Pending.as_str())
+        .bind(PlanState::Accepted.as_str())
+        .bind(PlanState::Running.as_str());
+        Ok(self.run(q).await? == 1)
     }
 
     /// Notes that the agent journaled a plan.

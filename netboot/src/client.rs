@@ -231,18 +231,18 @@ mod tests {
     #[test]
     fn the_client_takes_the_servers_offer_and_ack() {
         let mac = [0x52, 0x54, 0, 0, 0, 7];
-        let mut d = Dhcp::new(Config {
-            server: Ipv4Addr::new(10, 248, 1, 1),
-            http_port: 8080,
-            mode: Mode::Full {
+        let mut d = Dhcp::new(Config::new(
+            Ipv4Addr::new(10, 248, 1, 1),
+            8080,
+            Mode::Full {
                 first: Ipv4Addr::new(10, 248, 1, 100),
                 last: Ipv4Addr::new(10, 248, 1, 110),
                 netmask: Ipv4Addr::new(255, 255, 255, 0),
                 router: Some(Ipv4Addr::new(10, 248, 1, 1)),
                 lease: Duration::from_secs(600),
             },
-            discovery: false,
-        });
+            false,
+        ));
         d.set_known([(mac, "n7".to_owned(), None)]);
         let from = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68);
         let now = std::time::Instant::now();

@@ -1007,7 +1007,7 @@ fn kept(code: u8, len: usize) -> bool {
     }
 }
 
-/// Decodes a DHCP message; `None` for anything malformed. Only the options in [`kept`] are
+/// Decodes a DHCP message; `None` for anything malformed. Only the options in `kept` are
 /// decoded; the rest are skipped.
 pub fn decode(bytes: &[u8]) -> Option<Message> {
     if bytes.len() < 240 || bytes.len() > 1500 || bytes[236..240] != [99, 130, 83, 99] {

@@ -284,6 +284,10 @@ mod tests {
         assert_eq!(kind, MessageType::Offer);
         assert_eq!(lease.ip, Ipv4Addr::new(10, 248, 1, 100));
         assert_eq!(answer(&offer.bytes, 10, &mac), None, "another transaction");
+        // A hardware address length past `chaddr` (dhcproto would panic reading it).
+        let mut long = offer.bytes.clone();
+        long[2] = 255;
+        assert_eq!(answer(&long, 9, &mac), None);
         let ack = d
             .handle(
                 &request(

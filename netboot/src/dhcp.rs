@@ -1008,9 +1008,14 @@ fn kept(code: u8, len: usize) -> bool {
 }
 
 /// Decodes a DHCP message; `None` for anything malformed. Only the options in `kept` are
-/// decoded; the rest are skipped.
+/// decoded; the rest are skipped. A hardware address length over 16 (the size of `chaddr`)
+/// is malformed too: `dhcproto`'s `Message::chaddr` would panic on it.
 pub fn decode(bytes: &[u8]) -> Option<Message> {
-    if bytes.len() < 240 || bytes.len() > 1500 || bytes[236..240] != [99, 130, 83, 99] {
+    if bytes.len() < 240
+        || bytes.len() > 1500
+        || bytes[236..240] != [99, 130, 83, 99]
+        || bytes[2] > 16
+    {
         return None;
     }
     let mut clean = bytes[..240].to_vec();
@@ -1295,6 +1300,12 @@ mod tests {
                 let mut b = good.clone();
                 b.truncate(241);
                 b[240] = 53;
+                b
+            },
+            {
+                // A hardware address longer than `chaddr`.
+                let mut b = good.clone();
+                b[2] = 255;
                 b
             },
             {

@@ -116,6 +116,56 @@ pub fn answer(bytes: &[u8], xid: u32, mac: &Mac) -> Option<(MessageType, Lease)>
     ))
 }
 
+/// What the client waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Awaiting {
+    /// An OFFER of an address, from any server.
+    Offer,
+    /// The answer to the REQUEST of this offer, from the server that made it.
+    Ack(Lease),
+}
+
+/// An answer the client takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// An address offered.
+    Offer(Lease),
+    /// The requested address acknowledged: the client's now.
+    Ack(Lease),
+    /// The server of the offer refused the request.
+    Nak(Ipv4Addr),
+}
+
+/// Whether the datagram `bytes` answers this client (`mac`, transaction `xid`) with what it
+/// is `awaiting`: an OFFER of a unicast address from a server that names itself; then an ACK
+/// of the offered address, or a NAK, from the server of that offer. Anything else (another
+/// transaction, another MAC, a proxy DHCP answer without an address, another server's
+/// answer) is `None`.
+pub fn accept(bytes: &[u8], xid: u32, mac: &Mac, awaiting: &Awaiting) -> Option<Accepted> {
+    let (kind, lease) = answer(bytes, xid, mac)?;
+    match (awaiting, kind) {
+        (Awaiting::Offer, MessageType::Offer)
+            if usable(lease.ip) && !lease.server.is_unspecified() =>
+        {
+            Some(Accepted::Offer(lease))
+        }
+        (Awaiting::Ack(offer), MessageType::Ack)
+            if lease.server == offer.server && lease.ip == offer.ip =>
+        {
+            Some(Accepted::Ack(lease))
+        }
+        (Awaiting::Ack(offer), MessageType::Nak) if lease.server == offer.server => {
+            Some(Accepted::Nak(lease.server))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `ip` can be a host's own address.
+fn usable(ip: Ipv4Addr) -> bool {
+    !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback())
+}
+
 /// Replies are decoded like requests (the same option filter), with the options a client
 /// reads added.
 fn decode_reply(bytes: &[u8]) -> Option<Message> {
@@ -141,7 +191,8 @@ pub async fn acquire(iface: &str, mac: &Mac, limit: Duration) -> Result<Lease, C
             .map_err(sock_err)?;
         // Answers within a second and a half, then ask again.
         let wait = Duration::from_millis(1500).min(limit.saturating_sub(started.elapsed()));
-        let Some(offer) = recv_kind(&sock, &mut buf, xid, mac, MessageType::Offer, wait).await
+        let Some(Accepted::Offer(offer)) =
+            recv(&sock, &mut buf, xid, mac, &Awaiting::Offer, wait).await
         else {
             continue;
         };
@@ -156,14 +207,11 @@ pub async fn acquire(iface: &str, mac: &Mac, limit: Duration) -> Result<Lease, C
         )
         .await
         .map_err(sock_err)?;
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match recv_any(&sock, &mut buf, xid, mac, left).await {
-                Some((MessageType::Ack, lease)) => return Ok(lease),
-                Some((MessageType::Nak, l)) => return Err(ClientError::Refused(l.server)),
-                _ => {}
-            }
+        let awaiting = Awaiting::Ack(offer);
+        match recv(&sock, &mut buf, xid, mac, &awaiting, Duration::from_secs(3)).await {
+            Some(Accepted::Ack(lease)) => return Ok(lease),
+            Some(Accepted::Nak(server)) => return Err(ClientError::Refused(server)),
+            _ => {}
         }
     }
     Err(ClientError::NoAnswer {
@@ -179,13 +227,15 @@ fn rand_xid(mac: &Mac, attempt: u32) -> u32 {
     u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]) ^ t ^ attempt.rotate_left(16)
 }
 
-async fn recv_any(
+/// The first datagram on `sock` within `wait` that [`accept`] takes.
+async fn recv(
     sock: &tokio::net::UdpSocket,
     buf: &mut [u8],
     xid: u32,
     mac: &Mac,
+    awaiting: &Awaiting,
     wait: Duration,
-) -> Option<(MessageType, Lease)> {
+) -> Option<Accepted> {
     let deadline = Instant::now() + wait;
     loop {
         let left = deadline.checked_duration_since(Instant::now())?;
@@ -193,27 +243,8 @@ async fn recv_any(
             .await
             .ok()?
             .ok()?;
-        if let Some(a) = answer(&buf[..n], xid, mac) {
+        if let Some(a) = accept(buf.get(..n)?, xid, mac, awaiting) {
             return Some(a);
-        }
-    }
-}
-
-async fn recv_kind(
-    sock: &tokio::net::UdpSocket,
-    buf: &mut [u8],
-    xid: u32,
-    mac: &Mac,
-    kind: MessageType,
-    wait: Duration,
-) -> Option<Lease> {
-    let deadline = Instant::now() + wait;
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        match recv_any(sock, buf, xid, mac, left).await {
-            Some((k, l)) if k == kind && l.ip != Ipv4Addr::UNSPECIFIED => return Some(l),
-            Some(_) => continue,
-            None => return None,
         }
     }
 }
@@ -231,18 +262,18 @@ mod tests {
     #[test]
     fn the_client_takes_the_servers_offer_and_ack() {
         let mac = [0x52, 0x54, 0, 0, 0, 7];
-        let mut d = Dhcp::new(Config {
-            server: Ipv4Addr::new(10, 248, 1, 1),
-            http_port: 8080,
-            mode: Mode::Full {
+        let mut d = Dhcp::new(Config::new(
+            Ipv4Addr::new(10, 248, 1, 1),
+            8080,
+            Mode::Full {
                 first: Ipv4Addr::new(10, 248, 1, 100),
                 last: Ipv4Addr::new(10, 248, 1, 110),
                 netmask: Ipv4Addr::new(255, 255, 255, 0),
                 router: Some(Ipv4Addr::new(10, 248, 1, 1)),
                 lease: Duration::from_secs(600),
             },
-            discovery: false,
-        });
+            false,
+        ));
         d.set_known([(mac, "n7".to_owned(), None)]);
         let from = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68);
         let now = std::time::Instant::now();
@@ -253,6 +284,10 @@ mod tests {
         assert_eq!(kind, MessageType::Offer);
         assert_eq!(lease.ip, Ipv4Addr::new(10, 248, 1, 100));
         assert_eq!(answer(&offer.bytes, 10, &mac), None, "another transaction");
+        // A hardware address length past `chaddr` (dhcproto would panic reading it).
+        let mut long = offer.bytes.clone();
+        long[2] = 255;
+        assert_eq!(answer(&long, 9, &mac), None);
         let ack = d
             .handle(
                 &request(
@@ -277,5 +312,70 @@ mod tests {
                 lease: Duration::from_secs(600),
             }
         );
+        let awaiting = Awaiting::Ack(lease.clone());
+        assert_eq!(
+            accept(&ack.bytes, 9, &mac, &awaiting),
+            Some(Accepted::Ack(lease.clone()))
+        );
+        assert_eq!(accept(&ack.bytes, 9, &mac, &Awaiting::Offer), None);
+        assert_eq!(accept(&ack.bytes, 9, &[2, 0, 0, 0, 0, 1], &awaiting), None);
+        // Another server's answer, or an ACK of another address, is not the one awaited.
+        let elsewhere = Awaiting::Ack(Lease {
+            server: Ipv4Addr::new(10, 248, 1, 2),
+            ..lease.clone()
+        });
+        assert_eq!(accept(&ack.bytes, 9, &mac, &elsewhere), None);
+        let other_ip = Awaiting::Ack(Lease {
+            ip: Ipv4Addr::new(10, 248, 1, 101),
+            ..lease.clone()
+        });
+        assert_eq!(accept(&ack.bytes, 9, &mac, &other_ip), None);
+        // A NAK from the server of the offer.
+        let nak = d
+            .handle(
+                &request(
+                    &mac,
+                    9,
+                    MessageType::Request,
+                    Some((Ipv4Addr::new(10, 248, 1, 105), lease.server)),
+                ),
+                from,
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            accept(&nak.bytes, 9, &mac, &awaiting),
+            Some(Accepted::Nak(lease.server))
+        );
+    }
+
+    #[test]
+    fn an_offer_without_an_address_is_not_taken() {
+        let mac = [0x52, 0x54, 0, 0, 0, 7];
+        let mut d = Dhcp::new(Config::new(
+            Ipv4Addr::new(10, 248, 1, 1),
+            8080,
+            Mode::Proxy,
+            false,
+        ));
+        d.set_known([(mac, "n7".to_owned(), None)]);
+        // A proxy DHCP offer (it answers network-boot clients only: a PXE class).
+        let mut m = dhcproto::v4::Message::default();
+        m.set_chaddr(&mac).set_xid(9);
+        m.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Discover));
+        m.opts_mut()
+            .insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+        let mut b = Vec::new();
+        m.encode(&mut Encoder::new(&mut b)).unwrap();
+        let offer = d
+            .handle(
+                &b,
+                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+                Instant::now(),
+            )
+            .unwrap();
+        assert!(answer(&offer.bytes, 9, &mac).is_some());
+        assert_eq!(accept(&offer.bytes, 9, &mac, &Awaiting::Offer), None);
     }
 }

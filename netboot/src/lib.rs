@@ -5,7 +5,8 @@
 //! * [`dhcp`]: the DHCP server's logic (full or proxy, leases by MAC, boot file by client
 //!   kind) as a pure function of a datagram;
 //! * [`client`]: the DHCP client of the deploy ramdisk;
-//! * [`tftp`]: a read-only TFTP server for iPXE, with its packet codec.
+//! * [`tftp`]: a read-only TFTP server for iPXE (sans-IO, with a small async driver), with its
+//!   packet codec.
 //!
 //! The coordinator runs the servers on its provisioning interface; the decoders of untrusted
 //! bytes here are fuzzed.

@@ -12,7 +12,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ferric_netboot::dhcp::{Config as DhcpConfig, Dhcp, Mode, parse_mac};
-use ferric_netboot::tftp::Files;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -44,6 +43,10 @@ pub struct BootConfig {
     pub discovery: bool,
     /// How discovery is bounded.
     pub discovery_limits: crate::conductor::boot::DiscoveryLimits,
+    /// The DHCP server's rate limits, quarantine and share of the pool for unknown MACs.
+    pub dhcp_limits: ferric_netboot::dhcp::Limits,
+    /// Limits of the TFTP server.
+    pub tftp_limits: ferric_netboot::tftp::Limits,
     /// DHCP server port (67).
     pub dhcp_port: u16,
     /// TFTP port (69).
@@ -72,6 +75,8 @@ impl BootConfig {
             },
             discovery: false,
             discovery_limits: Default::default(),
+            dhcp_limits: Default::default(),
+            tftp_limits: Default::default(),
             dhcp_port: 67,
             tftp_port: 69,
             http_port: 8080,
@@ -187,12 +192,11 @@ pub async fn start(
     let tftp_sock = tokio::net::UdpSocket::bind((server, cfg.tftp_port))
         .await
         .map_err(|e| sock("TFTP", e))?;
-    let dhcp = Arc::new(Mutex::new(Dhcp::new(DhcpConfig {
-        server,
-        http_port: http.port(),
-        mode,
-        discovery: cfg.discovery,
-    })));
+    let mut dhcp_cfg = DhcpConfig::new(server, http.port(), mode, cfg.discovery);
+    dhcp_cfg.limits = cfg.dhcp_limits.clone();
+    let mut dhcp = Dhcp::new(dhcp_cfg);
+    restore_leases(&shared, &mut dhcp).await;
+    let dhcp = Arc::new(Mutex::new(dhcp));
     let site = BootSite {
         http_base: format!("http://{http}"),
         link: format!("{server}:{link_port}"),
@@ -205,30 +209,49 @@ pub async fn start(
         ))),
         boot_ttl: cfg.boot_ttl,
     };
-    let files = Files(
+    // Read once, here: a transfer then holds no file descriptor. A file that is missing is
+    // answered "no file" when asked for.
+    let (files, missing) = ferric_netboot::tftp::Files::load(
         ["undionly.kpxe", "ipxe.efi"]
             .into_iter()
-            .map(|f| (f.to_owned(), cfg.ipxe_dir.join(f)))
-            .collect(),
+            .map(|f| (f.to_owned(), cfg.ipxe_dir.join(f))),
     );
+    for e in missing {
+        tracing::warn!(error = %e, "TFTP will not serve this file");
+    }
+    let tftp = ferric_netboot::tftp::Server::new(files, cfg.tftp_limits.clone());
     let shutdown = shared.shutdown.clone();
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(serve_dhcp(shared.clone(), dhcp_sock, dhcp)));
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = ferric_netboot::tftp::serve(tftp_sock, Arc::new(files)).await {
+        if let Err(e) = ferric_netboot::tftp::serve(tftp_sock, tftp).await {
             tracing::error!(error = %e, "TFTP server stopped");
         }
     }));
     let _ = shared.boot_site.set(site.clone());
     let app = router(shared.clone(), site, cfg.clone());
-    tasks.push(tokio::spawn(async move {
-        let _ = axum::serve(
-            http_listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    }));
+    // The other half of the open files, 16 connections from one machine (iPXE and a
+    // ramdisk take one or two).
+    let gate = crate::http::Gate::new(
+        "boot HTTP",
+        crate::http::Limits::for_open_files(shared.open_files, 2, 1024, 16),
+    );
+    let header_timeout = gate.limits().header_timeout;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tasks.push(tokio::spawn(crate::http::accept_tcp(
+        http_listener,
+        gate,
+        shutdown.clone(),
+        tx,
+    )));
+    let grace = shared.config.drain_grace;
+    tasks.push(tokio::spawn(crate::http::serve(
+        rx,
+        app,
+        header_timeout,
+        shutdown,
+        grace,
+    )));
     tracing::info!(iface = %cfg.iface, %server, %http, mode = ?cfg.dhcp, "boot services listening");
     Ok(Running {
         server,
@@ -245,17 +268,83 @@ impl crate::conductor::boot::DhcpAddresses for DhcpView {
     fn address_of(&self, mac: &str) -> Option<std::net::IpAddr> {
         let mac = parse_mac(mac)?;
         crate::lock(&self.0)
-            .lease_of(&mac)
+            .address_of(&mac)
             .map(std::net::IpAddr::V4)
     }
 }
 
-/// The DHCP loop: known MACs refreshed from the store every two seconds.
+/// The leases stored before (as the DHCP server takes them: time left from now).
+async fn restore_leases(shared: &Shared, dhcp: &mut Dhcp) {
+    use ferric_netboot::dhcp::{LeaseKind, LeaseRecord};
+    let now_ms = crate::now_ms();
+    let rows = match shared.store.leases(now_ms).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %crate::error_chain(&e), "stored DHCP leases not read: addresses in use may be offered again");
+            return;
+        }
+    };
+    let records: Vec<LeaseRecord> = rows
+        .iter()
+        .filter_map(|r| {
+            Some(LeaseRecord {
+                mac: parse_mac(&r.mac)?,
+                ip: r.ip.parse().ok()?,
+                remaining: Duration::from_millis(u64::try_from(r.expires_at_ms - now_ms).ok()?),
+                kind: match r.kind.as_str() {
+                    "offered" => LeaseKind::Offered,
+                    "bound" => LeaseKind::Bound,
+                    "quarantined" => LeaseKind::Quarantined,
+                    _ => return None,
+                },
+            })
+        })
+        .collect();
+    if !records.is_empty() {
+        tracing::info!(leases = records.len(), "DHCP leases restored");
+    }
+    dhcp.restore(records, Instant::now());
+}
+
+/// Stores the DHCP server's leases when they changed since the last time.
+async fn save_leases(shared: &Shared, dhcp: &Mutex<Dhcp>) {
+    use ferric_netboot::dhcp::{LeaseKind, mac_string};
+    let rows: Vec<crate::store::LeaseRow> = {
+        let mut d = crate::lock(dhcp);
+        if !d.take_changed() {
+            return;
+        }
+        let now_ms = crate::now_ms();
+        d.leases(Instant::now())
+            .into_iter()
+            .map(|l| crate::store::LeaseRow {
+                ip: l.ip.to_string(),
+                mac: mac_string(&l.mac),
+                kind: match l.kind {
+                    LeaseKind::Offered => "offered",
+                    LeaseKind::Bound => "bound",
+                    LeaseKind::Quarantined => "quarantined",
+                }
+                .to_owned(),
+                expires_at_ms: now_ms + l.remaining.as_millis() as i64,
+            })
+            .collect()
+    };
+    if let Err(e) = shared.store.save_leases(&rows).await {
+        tracing::warn!(error = %crate::error_chain(&e), "DHCP leases not stored");
+    }
+}
+
+/// The DHCP loop: known MACs refreshed from the store every two seconds, leases stored each
+/// second when they changed.
 async fn serve_dhcp(shared: Arc<Shared>, sock: tokio::net::UdpSocket, dhcp: Arc<Mutex<Dhcp>>) {
     let mut buf = vec![0u8; 1500];
     let mut refresh = tokio::time::interval(Duration::from_secs(2));
+    let mut persist = tokio::time::interval(Duration::from_secs(1));
+    persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = persist.tick() => save_leases(&shared, &dhcp).await,
             _ = refresh.tick() => {
                 match crate::conductor::boot::known_macs(&shared).await {
                     Ok(known) => {
@@ -296,7 +385,10 @@ async fn serve_dhcp(shared: Arc<Shared>, sock: tokio::net::UdpSocket, dhcp: Arc<
                     }
                 }
             }
-            _ = shared.shutdown.cancelled() => return,
+            _ = shared.shutdown.cancelled() => {
+                save_leases(&shared, &dhcp).await;
+                return;
+            }
         }
     }
 }

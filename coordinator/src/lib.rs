@@ -12,6 +12,7 @@ pub mod api;
 pub mod boot;
 pub mod client;
 pub mod conductor;
+pub mod http;
 pub mod hub;
 pub mod link;
 pub mod model;
@@ -110,6 +111,9 @@ pub struct Shared {
     pub boot_site: std::sync::OnceLock<conductor::boot::BootSite>,
     /// Seals secrets at rest (BMC passwords).
     pub secrets: secrets::SecretBox,
+    /// The process's open-file limit (raised at start), which the HTTP servers' connection
+    /// caps follow.
+    pub open_files: u64,
 }
 
 /// Errors starting a coordinator.
@@ -250,6 +254,7 @@ fn private_file(path: &std::path::Path) -> std::io::Result<()> {
 
 /// Opens the store and CA, binds both sockets, and serves until shut down.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    let open_files = http::raise_open_files();
     private_dir(&config.data_dir).map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
     let pki = pki::Pki::load_or_create(&config.data_dir)?;
     let secrets = secrets::SecretBox::load_or_create(
@@ -320,6 +325,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         lifecycle: tokio::sync::Mutex::new(()),
         boot_site: std::sync::OnceLock::new(),
         secrets,
+        open_files,
     });
     let sealed = conductor::bmcs::seal_clear_passwords(&shared)
         .await
@@ -409,7 +415,15 @@ async fn serve(
     shared: Arc<Shared>,
 ) {
     let shutdown = shared.shutdown.clone();
-    let api_task = tokio::spawn(api::listen::serve(api_listener, api_tls, shared.clone()));
+    // Half the open files for the API, 256 connections at most from one address (loopback
+    // clients, the dashboard's streams).
+    let limits = http::Limits::for_open_files(shared.open_files, 2, 1024, 256);
+    let api_task = tokio::spawn(api::listen::serve(
+        api_listener,
+        api_tls,
+        limits,
+        shared.clone(),
+    ));
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {

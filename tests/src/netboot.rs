@@ -137,3 +137,139 @@ fn rand_xid() -> u32 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(1)
 }
+
+/// A DHCP client speaking through a relay address of its own on loopback: requests carry
+/// `giaddr`, so the server answers to `relay:67`, where this client listens (root only). Each
+/// test uses its own relay address.
+#[derive(Debug)]
+pub struct RelayClient {
+    sock: std::net::UdpSocket,
+    relay: Ipv4Addr,
+    server: SocketAddr,
+}
+
+impl RelayClient {
+    /// A client at `relay` (127.0.0.0/8) for the DHCP server at `server`.
+    pub fn new(relay: Ipv4Addr, server: SocketAddr) -> Result<RelayClient> {
+        let sock = std::net::UdpSocket::bind((relay, 67))
+            .with_context(|| format!("cannot listen on {relay}:67 (needs root)"))?;
+        sock.set_read_timeout(Some(Duration::from_millis(300)))?;
+        Ok(RelayClient {
+            sock,
+            relay,
+            server,
+        })
+    }
+
+    /// Sends a message of `kind` from `mac` with `opts`, `ciaddr` set when given, and waits
+    /// for an answer (none within 300 ms: `None`).
+    pub fn send(
+        &self,
+        mac: &str,
+        kind: dhcproto::v4::MessageType,
+        ciaddr: Option<Ipv4Addr>,
+        opts: Vec<dhcproto::v4::DhcpOption>,
+    ) -> Result<Option<dhcproto::v4::Message>> {
+        use dhcproto::{Encodable, Encoder};
+        let mac = ferric_netboot::dhcp::parse_mac(mac).with_context(|| format!("MAC {mac}"))?;
+        let mut m = dhcproto::v4::Message::default();
+        let xid = rand_xid();
+        m.set_chaddr(&mac)
+            .set_xid(xid)
+            .set_giaddr(self.relay)
+            .set_ciaddr(ciaddr.unwrap_or(Ipv4Addr::UNSPECIFIED));
+        m.opts_mut()
+            .insert(dhcproto::v4::DhcpOption::MessageType(kind));
+        for o in opts {
+            m.opts_mut().insert(o);
+        }
+        let mut out = Vec::new();
+        m.encode(&mut Encoder::new(&mut out))?;
+        // Drain what an earlier, unanswered request may still bring.
+        self.sock.set_nonblocking(true)?;
+        let mut buf = [0u8; 1500];
+        while self.sock.recv(&mut buf).is_ok() {}
+        self.sock.set_nonblocking(false)?;
+        self.sock.send_to(&out, self.server)?;
+        let deadline = std::time::Instant::now() + Duration::from_millis(300);
+        while std::time::Instant::now() < deadline {
+            match self.sock.recv(&mut buf) {
+                Ok(n) => {
+                    if let Some(r) = ferric_netboot::dhcp::decode(&buf[..n])
+                        && r.xid() == xid
+                    {
+                        return Ok(Some(r));
+                    }
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// DISCOVER from `mac`: the address offered.
+    pub fn discover(&self, mac: &str) -> Result<Option<Ipv4Addr>> {
+        Ok(self
+            .send(mac, dhcproto::v4::MessageType::Discover, None, vec![])?
+            .filter(|m| m.opts().msg_type() == Some(dhcproto::v4::MessageType::Offer))
+            .map(|m| m.yiaddr()))
+    }
+
+    /// REQUEST of `ip` from `mac`, naming the server at 127.0.0.1: whether it was acknowledged.
+    pub fn request(&self, mac: &str, ip: Ipv4Addr) -> Result<bool> {
+        use dhcproto::v4::{DhcpOption, MessageType};
+        Ok(self
+            .send(
+                mac,
+                MessageType::Request,
+                None,
+                vec![
+                    DhcpOption::RequestedIpAddress(ip),
+                    DhcpOption::ServerIdentifier(Ipv4Addr::LOCALHOST),
+                ],
+            )?
+            .is_some_and(|m| m.opts().msg_type() == Some(MessageType::Ack) && m.yiaddr() == ip))
+    }
+
+    /// DISCOVER then REQUEST: the address `mac` holds now.
+    pub fn lease(&self, mac: &str) -> Result<Option<Ipv4Addr>> {
+        let Some(ip) = self.discover(mac)? else {
+            return Ok(None);
+        };
+        Ok(self.request(mac, ip)?.then_some(ip))
+    }
+
+    /// DECLINE of `ip` from `mac`, naming `server` (no answer is expected).
+    pub fn decline(&self, mac: &str, ip: Ipv4Addr, server: Ipv4Addr) -> Result<()> {
+        use dhcproto::v4::{DhcpOption, MessageType};
+        self.send(
+            mac,
+            MessageType::Decline,
+            None,
+            vec![
+                DhcpOption::RequestedIpAddress(ip),
+                DhcpOption::ServerIdentifier(server),
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+/// A RELEASE of `ip` for `mac`, sent from `from` (an honest one comes from `ip` itself) to
+/// the DHCP server at `server`.
+pub fn dhcp_release(server: SocketAddr, mac: &str, ip: Ipv4Addr, from: Ipv4Addr) -> Result<()> {
+    use dhcproto::v4::{DhcpOption, MessageType};
+    use dhcproto::{Encodable, Encoder};
+    let mac = ferric_netboot::dhcp::parse_mac(mac).with_context(|| format!("MAC {mac}"))?;
+    let mut m = dhcproto::v4::Message::default();
+    m.set_chaddr(&mac).set_xid(rand_xid()).set_ciaddr(ip);
+    m.opts_mut()
+        .insert(DhcpOption::MessageType(MessageType::Release));
+    m.opts_mut()
+        .insert(DhcpOption::ServerIdentifier(Ipv4Addr::LOCALHOST));
+    let mut out = Vec::new();
+    m.encode(&mut Encoder::new(&mut out))?;
+    let sock = std::net::UdpSocket::bind((from, 0))?;
+    sock.send_to(&out, server)?;
+    Ok(())
+}

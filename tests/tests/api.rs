@@ -282,7 +282,14 @@ async fn every_mutating_operation_refuses_whoever_may_not_call_it_and_audits_the
                 "red-bm"
             },
         )
-        .replace("{id}", &red_member_id)
+        .replace(
+            "{id}",
+            &if path.starts_with("/v1/plans") {
+                f.plan.to_string()
+            } else {
+                red_member_id.clone()
+            },
+        )
     };
     let body = |path: &str| -> Value {
         match path {
@@ -329,6 +336,7 @@ async fn every_mutating_operation_refuses_whoever_may_not_call_it_and_audits_the
             "unknown_guest",
             "unknown_image",
             "unknown_token",
+            "unknown_plan",
         ];
         let mut cases: Vec<Case> = vec![
             ("no token", None, "", vec![401], &["unauthenticated"]),

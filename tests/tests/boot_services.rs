@@ -231,6 +231,9 @@ async fn a_burst_of_a_hundred_discovers_on_a_real_link_is_answered_without_runni
     let mut boot = BootConfig::new(&host, dir.path().join("ramdisk"));
     boot.http_port = 0;
     boot.discovery = true;
+    // A whole rack found by discovery: machines no node has may take the whole pool (by
+    // default they hold at most half of it, so that enrolled nodes always find an address).
+    boot.dhcp_limits.discovery_share = 100;
     boot.tftp_port = free_port().unwrap();
     cfg.boot = Some(boot);
     let coord = ferric_tests::start(cfg).await.unwrap();

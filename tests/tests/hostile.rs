@@ -349,3 +349,350 @@ async fn a_plan_too_large_is_refused_one_that_cannot_be_delivered_fails_alone_an
     agent.stop().await.unwrap();
     coord.shutdown().await;
 }
+
+/// A coordinator with full DHCP on `lo` over `first..=last`, with discovery on; its DHCP
+/// address.
+async fn dhcp_coordinator(
+    data: &std::path::Path,
+    dhcp_port: u16,
+    first: Ipv4Addr,
+    last: Ipv4Addr,
+) -> ferric_coordinator::Running {
+    let mut cfg = ferric_tests::coordinator_config(data);
+    let mut boot = BootConfig::new("lo", data.join("ramdisk"));
+    boot.http_port = 0;
+    boot.dhcp_port = dhcp_port;
+    boot.tftp_port = free_port().unwrap();
+    boot.discovery = true;
+    boot.dhcp = ferric_coordinator::boot::DhcpMode::Full {
+        range: Some((first, last)),
+        router: None,
+    };
+    cfg.boot = Some(boot);
+    ferric_tests::start(cfg).await.unwrap()
+}
+
+/// Finding 6: a spoofed MAC sending DECLINEs emptied the pool for good, RELEASEs could be
+/// spoofed, and a restart offered addresses still in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dhcp_cannot_be_run_dry_by_declines_or_spoofed_releases_and_keeps_its_leases_over_a_restart()
+ {
+    use ferric_tests::netboot::{RelayClient, dhcp_release};
+    ferric_tests::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("coord");
+    let port = free_port().unwrap();
+    let dhcp = SocketAddr::from(([127, 0, 0, 1], port));
+    let (first, last) = (
+        Ipv4Addr::new(127, 128, 4, 10),
+        Ipv4Addr::new(127, 128, 4, 29),
+    );
+    let coord = dhcp_coordinator(&data, port, first, last).await;
+    let _mgmt = ferric_tests::enrolled_agent(&coord, dir.path(), "mgmt")
+        .await
+        .unwrap();
+    let known = "52:54:00:cc:00:01";
+    enroll_bm(coord.api, "bm1", known).await;
+    let c = RelayClient::new(Ipv4Addr::new(127, 0, 4, 1), dhcp).unwrap();
+    // The known MAC, once the server has read it (every 2 s), holds an address.
+    let ip_known = ferric_tests::wait_for(Duration::from_secs(10), "a lease for bm1", || async {
+        c.lease(known)
+    })
+    .await
+    .unwrap();
+
+    // A spoofer's lease, and DECLINEs that do not come from its holder for its address.
+    let x = "02:00:00:00:00:01";
+    let ip_x = c
+        .lease(x)
+        .unwrap()
+        .expect("a lease for the spoofer (discovery is on)");
+    c.decline(x, ip_x, Ipv4Addr::new(127, 0, 0, 99)).unwrap(); // another server's
+    c.decline(x, ip_known, Ipv4Addr::LOCALHOST).unwrap(); // not its address
+    c.decline("02:00:00:00:00:99", ip_x, Ipv4Addr::LOCALHOST)
+        .unwrap(); // no lease at all
+    assert!(c.request(x, ip_x).unwrap(), "its lease stands");
+    assert!(c.request(known, ip_known).unwrap(), "bm1's lease stands");
+
+    // Thirty machines each take an address and decline it: a bounded quarantine, not a pool
+    // lost address by address.
+    for i in 0..30u8 {
+        let mac = format!("02:00:00:00:01:{i:02x}");
+        if let Some(ip) = c.lease(&mac).unwrap() {
+            c.decline(&mac, ip, Ipv4Addr::LOCALHOST).unwrap();
+        }
+    }
+    // Known nodes still get addresses, and so do new machines.
+    assert!(c.request(known, ip_known).unwrap());
+    let fresh = c.lease("02:00:00:00:02:01").unwrap();
+    assert!(fresh.is_some(), "the pool ran dry");
+
+    // A RELEASE of bm1's address from elsewhere is ignored: its address is not offered to
+    // another machine, and bm1 keeps it.
+    dhcp_release(dhcp, known, ip_known, Ipv4Addr::new(127, 0, 0, 9)).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let y = c.discover("02:00:00:00:02:02").unwrap().expect("an offer");
+    assert_ne!(y, ip_known);
+    assert!(c.request(known, ip_known).unwrap());
+
+    // A restart: the leases are read back; nobody is offered an address in use.
+    coord.shutdown().await;
+    let coord = dhcp_coordinator(&data, port, first, last).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let z = c
+        .discover("02:00:00:00:03:01")
+        .unwrap()
+        .expect("an offer after the restart");
+    assert!(![ip_known, ip_x].contains(&z), "{z} is in use");
+    assert!(c.request(x, ip_x).unwrap(), "the spoofer's lease was kept");
+    ferric_tests::wait_for(
+        Duration::from_secs(10),
+        "bm1's address after the restart",
+        || async { Ok(c.request(known, ip_known)?.then_some(())) },
+    )
+    .await
+    .unwrap();
+    coord.shutdown().await;
+}
+
+/// Finding 7: every stale ACK re-sent a block, and 1100 read requests took the coordinator
+/// to its open-file limit with transfers that could last 25 minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tftp_ignores_stale_acks_and_bounds_transfers_per_client_and_in_all() {
+    use ferric_netboot::tftp::Packet;
+    ferric_tests::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ferric_tests::coordinator_config(&dir.path().join("coord"));
+    let mut boot = BootConfig::new("lo", dir.path().join("ramdisk"));
+    boot.http_port = 0;
+    boot.dhcp_port = free_port().unwrap();
+    let port = free_port().unwrap();
+    boot.tftp_port = port;
+    cfg.boot = Some(boot);
+    let coord = ferric_tests::start(cfg).await.unwrap();
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let rrq = |opts: Vec<(&str, &str)>| {
+        Packet::Read {
+            file: "undionly.kpxe".into(),
+            mode: "octet".into(),
+            options: opts
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+        .encode()
+    };
+    let recv = |s: &std::net::UdpSocket| -> Option<(Packet, SocketAddr)> {
+        let mut buf = [0u8; 2048];
+        s.recv_from(&mut buf)
+            .ok()
+            .and_then(|(n, from)| Some((Packet::decode(&buf[..n]).ok()?, from)))
+    };
+
+    // A transfer, then a thousand stale ACKs: not one block is sent again for them.
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    c.send_to(&rrq(vec![("blksize", "1024"), ("timeout", "255")]), server)
+        .unwrap();
+    let (oack, tid) = recv(&c).expect("an option acknowledgement");
+    let Packet::OptionAck { options } = oack else {
+        panic!("{oack:?}")
+    };
+    assert!(
+        options.iter().all(|(k, _)| k != "timeout"),
+        "a 255 s timeout is not taken: {options:?}"
+    );
+    c.send_to(&Packet::Ack { block: 0 }.encode(), tid).unwrap();
+    assert!(matches!(recv(&c), Some((Packet::Data { block: 1, .. }, _))));
+    for _ in 0..1000 {
+        c.send_to(&Packet::Ack { block: 0 }.encode(), tid).unwrap();
+    }
+    c.set_read_timeout(Some(Duration::from_millis(600)))
+        .unwrap();
+    let mut resent = 0;
+    while let Some((p, _)) = recv(&c) {
+        if matches!(p, Packet::Data { .. }) {
+            resent += 1;
+        }
+    }
+    // At most the retransmission of block 1 when its timer fired while we sent.
+    assert!(resent <= 1, "{resent} blocks sent for 1000 stale ACKs");
+    c.send_to(&Packet::Ack { block: 1 }.encode(), tid).unwrap();
+    assert!(
+        matches!(recv(&c), Some((Packet::Data { block: 2, .. }, _))),
+        "the transfer goes on"
+    );
+
+    // 1100 read requests from one address: a handful of transfers, the rest refused, and the
+    // coordinator's descriptors barely move.
+    let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let before = fds();
+    let clients: Vec<std::net::UdpSocket> = (0..1100)
+        .map(|_| {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.send_to(&rrq(vec![("blksize", "1024")]), server).unwrap();
+            s
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (mut started, mut refused) = (0, 0);
+    for s in &clients {
+        s.set_nonblocking(true).unwrap();
+        if let Some((p, _)) = recv(s) {
+            match p {
+                Packet::OptionAck { .. } | Packet::Data { .. } => started += 1,
+                Packet::Error { .. } => refused += 1,
+                _ => {}
+            }
+        }
+    }
+    let during = fds();
+    // The rest were refused with an error, or dropped by the kernel's socket buffer in the
+    // burst: none got a transfer.
+    assert!(started <= 4, "{started} transfers for one client");
+    assert!(refused >= 500, "{refused} refused");
+    assert!(
+        during - before <= 1100 + 16,
+        "{} descriptors beyond the clients'",
+        during - before - 1100
+    );
+    drop(clients);
+    // Another machine is served meanwhile.
+    let other = std::net::UdpSocket::bind("127.0.0.7:0").unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    other
+        .send_to(&rrq(vec![("blksize", "1024")]), server)
+        .unwrap();
+    assert!(matches!(recv(&other), Some((Packet::OptionAck { .. }, _))));
+    coord.shutdown().await;
+}
+
+/// Finding 8: 1100 idle connections to the boot HTTP port (or the API's) made the API time
+/// out; nothing ever closed them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http_connections_are_capped_and_closed_and_the_api_answers_meanwhile() {
+    use tokio::io::AsyncReadExt;
+    ferric_tests::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let (coord, http, _dhcp, _link) = coordinator(dir.path()).await;
+    let mut idle = Vec::new();
+    for target in [http, coord.api] {
+        for _ in 0..1100 {
+            if let Ok(s) = tokio::net::TcpStream::connect(target).await {
+                idle.push(s);
+            }
+        }
+    }
+    // The API answers at once, to a client of another address, with the store behind it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let started = std::time::Instant::now();
+    let c = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 5]))
+        .tls_certs_only(
+            reqwest::Certificate::from_pem_bundle(
+                &std::fs::read(ferric_tests::ca_file(coord.api).unwrap()).unwrap(),
+            )
+            .unwrap(),
+        )
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let r = c
+        .get(format!("{}/v1/nodes", ferric_tests::base_url(coord.api)))
+        .bearer_auth(ferric_tests::admin_token(coord.api).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let boot = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 5]))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let r = boot
+        .get(format!("http://{http}/boot/node/52-54-00-00-00-99.ipxe"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_client_error(),
+        "the boot server answered: {}",
+        r.status()
+    );
+    // Connections over the caps were closed at once, the others once their header did not
+    // come in time: every one is closed within the header timeout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut buf = [0u8; 64];
+    for s in &mut idle {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(_)) | Ok(Err(_)) => {}
+            Err(_) => panic!("an idle connection is still open after the header timeout"),
+        }
+    }
+    coord.shutdown().await;
+}
+
+/// Finding 5: a node enrolled in another project with a MAC already enrolled was accepted, and
+/// the boot script went to whichever name sorted first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mac_belongs_to_one_node_in_the_whole_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let (coord, http, dhcp, _link) = coordinator(dir.path()).await;
+    let api = coord.api;
+    let _mgmt = ferric_tests::enrolled_agent(&coord, dir.path(), "mgmt")
+        .await
+        .unwrap();
+    let mac = "52:54:00:dd:00:01";
+    enroll_bm(api, "bm1", mac).await;
+    let (status, p) = post_raw(api, "/v1/projects", &serde_json::json!({ "name": "red" })).await;
+    assert!(status < 300, "{p}");
+    let mut link = coord.listen;
+    link.set_ip(Ipv4Addr::LOCALHOST.into());
+    ferric_tests::enroll_in_project(
+        api,
+        link,
+        "red-mgmt",
+        &dir.path().join("red-mgmt"),
+        Some("red"),
+    )
+    .await
+    .unwrap();
+    let node = |name: &str, via: &str, mac: &str| {
+        serde_json::json!({ "name": name, "bmc": "ipmi://admin@127.0.0.1:1", "password": "x",
+                            "via": via, "macs": [mac] })
+    };
+    // Another project: refused, without its holder's name.
+    let (status, p) = post_raw(
+        api,
+        "/v1/nodes?project=red",
+        &node("aaa", "red-mgmt", &mac.to_uppercase()),
+    )
+    .await;
+    assert_eq!(status, 409, "{p}");
+    assert_eq!(p["code"], "mac_taken", "{p}");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("another project") && !detail.contains("bm1"),
+        "{detail}"
+    );
+    // The same project: refused, naming it.
+    let (status, p) = post_raw(api, "/v1/nodes", &node("aab", "mgmt", mac)).await;
+    assert_eq!(status, 409, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("`bm1`"), "{p}");
+    // The machine's script is bm1's.
+    cli_ok(api, &["node", "bootdev", "bm1", "pxe"]).await;
+    let m = Machine::new(mac, Ipv4Addr::new(127, 128, 5, 1));
+    let (status, script) = m.lease_and_fetch(dhcp, http).await.unwrap();
+    assert_eq!(status, 200, "{script}");
+    assert!(script.contains("ferric.node=bm1 "), "{script}");
+    coord.shutdown().await;
+}

@@ -43,6 +43,7 @@ fn rack(root: &std::path::Path, name: &str) -> RackGuard {
 
 /// Boots the rack's node through the coordinator and checks what its ramdisk reports.
 async fn boot_and_inspect(rack: &Rack, dhcp: DhcpMode, dir: &std::path::Path) {
+    ferric_tests::init_tracing();
     let ramdisk = ferric_tests::ramdisk::image().unwrap();
     let mut cfg = ferric_tests::coordinator_config(&dir.join("coord"));
     cfg.listen = "0.0.0.0:0".parse().unwrap();

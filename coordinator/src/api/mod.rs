@@ -89,7 +89,8 @@ impl ApiError {
                     | ConductorError::Busy(_)
                     | ConductorError::WrongState(_)
                     | ConductorError::NoHost(_)
-                    | ConductorError::ProjectExists(_) => StatusCode::CONFLICT,
+                    | ConductorError::ProjectExists(_)
+                    | ConductorError::MacTaken(_) => StatusCode::CONFLICT,
                     ConductorError::Store(_) | ConductorError::Secrets(_) => {
                         StatusCode::INTERNAL_SERVER_ERROR
                     }

@@ -257,6 +257,20 @@ pub async fn enroll(s: &Shared, project: &str, req: EnrollBmcNode) -> Result<Bmc
                 "agent `{v}` is not enrolled (--via names the agent that reaches the BMC)"
             )));
         }
+        Err(StoreError::MacTaken {
+            mac,
+            node,
+            project: holder,
+        }) => {
+            // Another project's node is not named to this one.
+            return Err(ConductorError::MacTaken(if holder == project {
+                format!("MAC {mac} already belongs to node `{node}`; a MAC belongs to one node")
+            } else {
+                format!(
+                    "MAC {mac} already belongs to a node of another project; a MAC belongs to one node in the fleet"
+                )
+            }));
+        }
         Err(e) => return Err(e.into()),
     }
     tracing::info!(node = %req.name, bmc = %address, %via, "bare-metal node enrolled");

@@ -88,6 +88,9 @@ pub enum ConductorError {
     /// The project's quota does not allow it.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// A MAC given is another node's.
+    #[error("{0}")]
+    MacTaken(String),
 }
 
 impl ConductorError {
@@ -113,6 +116,7 @@ impl ConductorError {
             ConductorError::ProjectExists(_) => "project_exists",
             ConductorError::UnknownToken(_) => "unknown_token",
             ConductorError::QuotaExceeded(_) => "quota_exceeded",
+            ConductorError::MacTaken(_) => "mac_taken",
         }
     }
 }

@@ -120,6 +120,10 @@ impl Store {
         } else {
             None
         };
+        let refused = match refused {
+            Some(e) => Some(e),
+            None => Self::mac_holder(&mut tx, macs).await?,
+        };
         if let Some(e) = refused {
             tx.rollback().await?;
             return Err(e);
@@ -149,6 +153,39 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The first of `macs` another node has (enrolled by its BMC, or discovered), as the
+    /// refusal; read in the caller's write transaction, so two enrollments cannot both take a
+    /// MAC.
+    pub(super) async fn mac_holder(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        macs: &[String],
+    ) -> Result<Option<StoreError>, StoreError> {
+        if macs.is_empty() {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT bmcs.node, bmcs.macs, nodes.project FROM bmcs JOIN nodes ON nodes.name = bmcs.node \
+             UNION ALL SELECT discovered_macs.node, discovered_macs.mac, nodes.project \
+             FROM discovered_macs JOIN nodes ON nodes.name = discovered_macs.node",
+        )
+        .fetch_all(&mut **tx)
+        .await?;
+        for r in &rows {
+            let held: String = r.try_get(1)?;
+            if let Some(mac) = macs
+                .iter()
+                .find(|m| held.split(',').any(|h| h.eq_ignore_ascii_case(m)))
+            {
+                return Ok(Some(StoreError::MacTaken {
+                    mac: mac.clone(),
+                    node: r.try_get(0)?,
+                    project: r.try_get(2)?,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// One node's BMC.

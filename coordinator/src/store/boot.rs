@@ -276,6 +276,10 @@ impl Store {
             tx.rollback().await?;
             return Ok(r.try_get(0)?);
         }
+        if let Some(e) = Self::mac_holder(&mut tx, &[mac.to_owned()]).await? {
+            tx.rollback().await?;
+            return Err(e);
+        }
         sqlx::query(
             "INSERT INTO nodes (name, role, enrolled_at_ms, provision_state, cert_generation) \
              VALUES ($1, $2, $3, $4, COALESCE((SELECT cert_generation FROM retired_nodes WHERE name = $1), 0))",

@@ -13,6 +13,7 @@ mod boot;
 mod events;
 mod guests;
 mod images;
+mod leases;
 mod lifecycle;
 mod nodes;
 mod plans;
@@ -25,6 +26,7 @@ pub use boot::{BootEnd, BootRow, IssuedScript};
 pub use events::EventRow;
 pub use guests::{Allocation, GuestRow};
 pub use images::ImageRow;
+pub use leases::LeaseRow;
 pub use lifecycle::{LifecycleRow, TransitionRow};
 pub use nodes::NodeRow;
 pub use plans::{PlanFigure, PlanRow};
@@ -58,6 +60,16 @@ pub enum StoreError {
     /// A stored value is outside its vocabulary (written by a newer build, or edited by hand).
     #[error("stored value unreadable")]
     BadName(#[from] crate::model::UnknownName),
+    /// A MAC given for a node is another node's (a MAC belongs to one node in the fleet).
+    #[error("MAC {mac} already belongs to node `{node}`")]
+    MacTaken {
+        /// The MAC.
+        mac: String,
+        /// The node that has it.
+        node: String,
+        /// That node's project.
+        project: String,
+    },
     /// An event names a plan this node does not have.
     #[error("plan {plan} does not exist for node `{node}`")]
     UnknownPlan {

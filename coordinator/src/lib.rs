@@ -62,6 +62,10 @@ pub struct Config {
     pub secrets_key: Option<PathBuf>,
     /// Largest image an upload may store, bytes.
     pub max_image_bytes: u64,
+    /// How long audit entries are kept.
+    pub audit_retention: Duration,
+    /// How many audit entries are kept at most (the newest).
+    pub audit_max_rows: i64,
 }
 
 impl Config {
@@ -83,6 +87,8 @@ impl Config {
             lifecycle: conductor::lifecycle::Timeouts::default(),
             secrets_key: None,
             max_image_bytes: 64 << 30,
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
+            audit_max_rows: 1_000_000,
         }
     }
 }
@@ -114,6 +120,11 @@ pub struct Shared {
     /// The process's open-file limit (raised at start), which the HTTP servers' connection
     /// caps follow.
     pub open_files: u64,
+    /// API calls refused for want of a valid token since the audit log last summed them up,
+    /// by code (counted, not each written: a flood of them must not fill the disk).
+    pub unauthenticated: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// The same, since the start (for `/metrics`).
+    pub unauthenticated_total: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 /// Errors starting a coordinator.
@@ -326,6 +337,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         boot_site: std::sync::OnceLock::new(),
         secrets,
         open_files,
+        unauthenticated: Default::default(),
+        unauthenticated_total: Default::default(),
     });
     let sealed = conductor::bmcs::seal_clear_passwords(&shared)
         .await
@@ -374,6 +387,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
     tokio::spawn(conductor::lifecycle::deadlines(shared.clone()));
+    tokio::spawn(conductor::access::audit_upkeep(shared.clone()));
     let task = tokio::spawn(serve(endpoint, api_listener, api_tls, shared.clone()));
     Ok(Running {
         listen,

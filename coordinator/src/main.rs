@@ -71,6 +71,8 @@ async fn real_main() -> Result<()> {
     config.lifecycle.deploy = args.deploy_timeout;
     config.secrets_key = args.secrets_key.clone();
     config.max_image_bytes = args.max_image_size;
+    config.audit_retention = args.audit_retention;
+    config.audit_max_rows = args.audit_max_rows;
     if let Some(iface) = &args.boot_services {
         let dir = args
             .ramdisk_dir
@@ -86,6 +88,10 @@ async fn real_main() -> Result<()> {
             }
         };
         b.discovery = args.discovery;
+        b.discovery_limits = ferric_coordinator::conductor::boot::DiscoveryLimits {
+            per_minute: args.discovery_rate,
+            max_waiting: args.discovery_max,
+        };
         b.http_port = args.boot_http_port;
         config.boot = Some(b);
     }

@@ -143,7 +143,7 @@ pub(crate) async fn gate(
     let Some(role) = needed(&method, &route) else {
         return next.run(req).await;
     };
-    let path = req.uri().path().to_owned();
+    let path = crate::conductor::access::audit_path(req.uri().path());
     let mut audit = AuditRow {
         id: 0,
         at_ms: crate::now_ms(),
@@ -172,6 +172,16 @@ pub(crate) async fn gate(
             resp
         }
     };
+    if resp.status() == StatusCode::UNAUTHORIZED && audit.token_id.is_none() {
+        // No valid token: counted, summed up in the audit log once a minute (anyone may send
+        // these; each written whole, a flood filled the disk).
+        let code = resp
+            .extensions()
+            .get::<ProblemCode>()
+            .map_or("unauthenticated", |c| c.0);
+        crate::conductor::access::count_unauthenticated(&s, code);
+        return resp;
+    }
     if !read_only(&method) {
         audit.status = i64::from(resp.status().as_u16());
         audit.code = resp

@@ -256,6 +256,18 @@ pub struct CoordinatorArgs {
     /// nothing of it is kept.
     #[arg(long, default_value = "64G", value_parser = |s: &str| output::parse_size(s).map_err(|e| e.to_string()))]
     pub max_image_size: u64,
+    /// How long audit entries are kept.
+    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+    pub audit_retention: Duration,
+    /// How many audit entries are kept at most (the newest).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub audit_max_rows: i64,
+    /// Discovery (`--discovery`): new machines found per minute at most.
+    #[arg(long, default_value_t = 30, requires = "discovery")]
+    pub discovery_rate: u32,
+    /// Discovery (`--discovery`): discovered nodes waiting in `enroll` at most.
+    #[arg(long, default_value_t = 256, requires = "discovery")]
+    pub discovery_max: i64,
 }
 
 /// `FIRST-LAST` of IPv4 addresses.

@@ -386,10 +386,98 @@ pub async fn list_projects(s: &Shared, caller: &Caller) -> Result<Vec<ProjectRow
         .collect())
 }
 
-/// The audit log of the caller's scope, newest first (admins).
+/// The longest path an audit entry keeps (the rest is cut: a path is the caller's to choose).
+pub const AUDIT_PATH_MAX: usize = 256;
+
+/// `path` as the audit log keeps it: at most [`AUDIT_PATH_MAX`] characters, a cut one ending
+/// in `…`.
+pub fn audit_path(path: &str) -> String {
+    if path.chars().count() <= AUDIT_PATH_MAX {
+        return path.to_owned();
+    }
+    let mut cut: String = path.chars().take(AUDIT_PATH_MAX - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// Counts an API call refused for want of a valid token (`code` says why).
+pub fn count_unauthenticated(s: &Shared, code: &'static str) {
+    *crate::lock(&s.unauthenticated).entry(code).or_default() += 1;
+    *crate::lock(&s.unauthenticated_total)
+        .entry(code)
+        .or_default() += 1;
+}
+
+/// Writes the calls refused without a valid token since the last time as one audit entry
+/// (`*` `(N calls refused …)`, status 401, code `unauthenticated_calls`), if there were any.
+pub async fn flush_unauthenticated(s: &Shared) -> Result<()> {
+    let counts = std::mem::take(&mut *crate::lock(&s.unauthenticated));
+    let n: u64 = counts.values().sum();
+    if n == 0 {
+        return Ok(());
+    }
+    let by: Vec<String> = counts.iter().map(|(c, k)| format!("{c} {k}")).collect();
+    let row = AuditRow {
+        id: 0,
+        at_ms: crate::now_ms(),
+        token_id: None,
+        project: None,
+        role: None,
+        method: "*".into(),
+        path: format!(
+            "({n} calls refused without a valid token: {})",
+            by.join(", ")
+        ),
+        status: 401,
+        code: Some("unauthenticated_calls".into()),
+    };
+    if let Err(e) = s.store.audit(&row).await {
+        // Counted again rather than lost.
+        let mut g = crate::lock(&s.unauthenticated);
+        for (c, k) in counts {
+            *g.entry(c).or_default() += k;
+        }
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Keeps the audit log within its bounds: each minute the refused unauthenticated calls are
+/// summed up in one entry, and every ten minutes entries past `--audit-retention` or beyond
+/// the newest `--audit-max-rows` go.
+pub async fn audit_upkeep(s: std::sync::Arc<Shared>) {
+    let mut minute = tokio::time::interval(std::time::Duration::from_secs(60));
+    minute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = minute.tick() => {}
+            _ = s.shutdown.cancelled() => {
+                let _ = flush_unauthenticated(&s).await;
+                return;
+            }
+        }
+        if let Err(e) = flush_unauthenticated(&s).await {
+            tracing::warn!(error = %e, "refused calls not summed up in the audit log");
+        }
+        if n.is_multiple_of(10) {
+            let before = crate::now_ms() - s.config.audit_retention.as_millis() as i64;
+            match s.store.prune_audit(before, s.config.audit_max_rows).await {
+                Ok(0) => {}
+                Ok(gone) => tracing::info!(gone, "old audit entries removed"),
+                Err(e) => tracing::warn!(error = %e, "audit log not pruned"),
+            }
+        }
+        n += 1;
+    }
+}
+
+/// The audit log of the caller's scope, newest first (admins); the calls refused without a
+/// valid token are summed up first, so the log is up to date.
 pub async fn audit_log(s: &Shared, caller: &Caller, limit: i64) -> Result<Vec<AuditRow>> {
     caller.require(ApiRole::Admin)?;
     let limit = limit.clamp(1, 10_000);
+    flush_unauthenticated(s).await?;
     s.store
         .audit_log(caller.scope.as_deref(), limit)
         .await

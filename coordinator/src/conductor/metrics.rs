@@ -10,6 +10,7 @@ use super::{ConductorError, nodes};
 use crate::Shared;
 use crate::model::{PlanState, ProvisionState};
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -62,6 +63,11 @@ struct PlanLabels {
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: String,
+}
 
 /// The series the caller may see, in the Prometheus text format.
 pub async fn render(s: &Shared, caller: &Caller) -> Result<String, ConductorError> {
@@ -221,6 +227,23 @@ pub async fn render(s: &Shared, caller: &Caller) -> Result<String, ConductorErro
         Unit::Seconds,
         durations,
     );
+
+    if caller.fleet() {
+        // Calls refused without a valid token belong to no project: the fleet's to see.
+        let refused = Family::<CodeLabels, Counter>::default();
+        for (code, n) in crate::lock(&s.unauthenticated_total).iter() {
+            refused
+                .get_or_create(&CodeLabels {
+                    code: (*code).to_owned(),
+                })
+                .inc_by(*n);
+        }
+        reg.register(
+            "api_unauthenticated_calls",
+            "API calls refused for want of a valid token, by code",
+            refused,
+        );
+    }
 
     let mut out = String::new();
     // Writing into a String cannot fail, and every name and label above is valid.

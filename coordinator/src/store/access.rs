@@ -230,6 +230,32 @@ impl Store {
         Ok(())
     }
 
+    /// Removes audit entries older than `before_ms`, and all but the newest `keep`; how many
+    /// went.
+    pub async fn prune_audit(&self, before_ms: i64, keep: i64) -> Result<u64, StoreError> {
+        let mut gone = self
+            .run(sqlx::query("DELETE FROM audit WHERE at_ms < $1").bind(before_ms))
+            .await?;
+        gone += self
+            .run(
+                sqlx::query(
+                    "DELETE FROM audit WHERE id <= \
+                     (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET $1)",
+                )
+                .bind(keep.max(0)),
+            )
+            .await?;
+        Ok(gone)
+    }
+
+    /// Audit entries held.
+    pub async fn audit_rows(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM audit")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
     /// The newest `limit` audit entries (of `project` only, when given), newest first.
     pub async fn audit_log(
         &self,

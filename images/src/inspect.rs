@@ -148,6 +148,19 @@ pub enum ImageError {
         /// Digest of what was read (hex).
         actual: String,
     },
+    /// The image does not fit the target device.
+    #[error(
+        "the image is larger than the target: {} but the target holds {target} bytes",
+        match image { Some(i) => format!("it is {i} bytes"), None => format!("it goes on past byte {passed}") }
+    )]
+    TooLarge {
+        /// The image's size, when known before writing (a compressed one's is not).
+        image: Option<u64>,
+        /// Where writing passed the target's end (its size when known up front).
+        passed: u64,
+        /// The target's size.
+        target: u64,
+    },
     /// Reading failed.
     #[error("cannot read the image: {0}")]
     Io(#[from] std::io::Error),

@@ -500,14 +500,19 @@ fn consume(
             }
             Piece::Zero { .. } if failed.load(Ordering::Relaxed) => continue,
             Piece::Data { offset, len, chunk } => {
-                let r = write_sparse(target, &chunk[..len], offset, counts);
+                let r = target
+                    .fits(offset, len as u64)
+                    .and_then(|()| write_sparse(target, &chunk[..len], offset, counts));
                 let _ = free.send(chunk);
                 r.map(|()| len as u64)
             }
-            Piece::Zero { offset, len } => target.zero(offset, len).map(|()| {
-                counts.zeros.fetch_add(len, Ordering::Relaxed);
-                len
-            }),
+            Piece::Zero { offset, len } => target
+                .fits(offset, len)
+                .and_then(|()| target.zero(offset, len))
+                .map(|()| {
+                    counts.zeros.fetch_add(len, Ordering::Relaxed);
+                    len
+                }),
         };
         match res {
             Ok(n) => tick(counts.done.fetch_add(n, Ordering::Relaxed) + n),
@@ -526,6 +531,8 @@ struct Target {
     /// The same target opened with `O_DIRECT`, for aligned writes.
     direct: Option<File>,
     device: bool,
+    /// A device's size: nothing is written past it (a file grows instead).
+    capacity: Option<u64>,
 }
 
 impl Target {
@@ -558,11 +565,31 @@ impl Target {
         } else {
             None
         };
+        let capacity = if device {
+            Some(device_size(&buffered)?)
+        } else {
+            None
+        };
         Ok(Target {
             buffered,
             direct,
             device,
+            capacity,
         })
+    }
+
+    /// Refuses a write of `len` bytes at `offset` that would pass the device's end: an image
+    /// larger than the disk fails as soon as it gets there (one of unknown size, compressed,
+    /// only when it does), naming both sizes.
+    fn fits(&self, offset: u64, len: u64) -> Result<(), ImageError> {
+        match self.capacity {
+            Some(cap) if offset.saturating_add(len) > cap => Err(ImageError::TooLarge {
+                image: None,
+                passed: cap,
+                target: cap,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Makes the target `size` bytes long (a device must already be at least that large).
@@ -573,11 +600,16 @@ impl Target {
                 .set_len(size)
                 .map_err(io_at("size the target"));
         }
-        let dev_size = device_size(&self.buffered)?;
+        let dev_size = match self.capacity {
+            Some(c) => c,
+            None => device_size(&self.buffered)?,
+        };
         if dev_size < size {
-            return Err(ImageError::Io(std::io::Error::other(format!(
-                "the device holds {dev_size} bytes but the disk is {size}"
-            ))));
+            return Err(ImageError::TooLarge {
+                image: Some(size),
+                passed: dev_size,
+                target: dev_size,
+            });
         }
         Ok(())
     }

@@ -318,3 +318,86 @@ async fn an_upload_over_the_size_limit_is_refused_and_leaves_the_disk_as_it_was(
     );
     coord.shutdown().await;
 }
+
+/// Finding 11 of the provisioning network's review: a gzip image larger than the disk (8 GiB
+/// of zeros, 36 MiB compressed) wrote for five minutes, then failed with "zero … on the
+/// device: EINVAL". Now: a raw image larger than the device is refused before a byte is
+/// written, and a compressed one as soon as it passes the end — each naming both sizes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_larger_than_the_device_fails_at_its_end_naming_both_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
+    let backing = dir.path().join("dev.img");
+    std::fs::write(&backing, vec![0xa5; 32 << 20]).unwrap();
+    let dev = Loop(
+        sh("losetup", &["-f", "--show", backing.to_str().unwrap()])
+            .trim()
+            .to_owned(),
+    );
+    // 40 MiB: zeros, then data past the device's end.
+    let raw = dir.path().join("big.raw");
+    let f = std::fs::File::create(&raw).unwrap();
+    f.set_len(40 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0x5a; 4096], 36 << 20).unwrap();
+    drop(f);
+    let gz = dir.path().join("big.raw.gz");
+    sh(
+        "sh",
+        &[
+            "-c",
+            &format!("gzip -c {} > {}", raw.display(), gz.display()),
+        ],
+    );
+    let c = ferric_tests::client(coord.api);
+    let http = ferric_tests::blob_options(coord.api);
+    for (file, name, known) in [(&raw, "big-raw", true), (&gz, "big-gz", false)] {
+        let view = c
+            .upload_image(file, name, None, None, |_, _| {})
+            .await
+            .unwrap();
+        let url = format!("{}{}", ferric_tests::base_url(coord.api), view.path);
+        let device = PathBuf::from(&dev.0);
+        let opts = WriteOptions {
+            declared: None,
+            expected: Some((Algo::Sha256, view.sha256.clone())),
+            direct: Some(true),
+        };
+        let http = http.clone();
+        let err = tokio::task::spawn_blocking(move || {
+            let mut source = ImageSource::Url(url).open_with(&http)?;
+            write_from(&mut *source, &device, &opts, &mut |_| {})
+        })
+        .await
+        .unwrap()
+        .expect_err("the image does not fit");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("larger than the target") && msg.contains(&(32u64 << 20).to_string()),
+            "{msg}"
+        );
+        match err {
+            ferric_images::inspect::ImageError::TooLarge {
+                image,
+                passed,
+                target,
+            } => {
+                assert_eq!(target, 32 << 20);
+                assert_eq!(passed, 32 << 20);
+                if known {
+                    assert_eq!(image, Some(40 << 20));
+                    assert!(msg.contains(&(40u64 << 20).to_string()), "{msg}");
+                    // Refused before anything was written.
+                    let on_device = std::fs::read(&dev.0).unwrap();
+                    assert!(on_device.iter().all(|b| *b == 0xa5));
+                } else {
+                    assert_eq!(
+                        image, None,
+                        "a compressed image's size is not known up front"
+                    );
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    coord.shutdown().await;
+}

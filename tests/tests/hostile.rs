@@ -787,3 +787,83 @@ async fn refused_calls_cannot_fill_the_disk_and_the_audit_log_is_kept_within_bou
     assert!(n >= 1, "the newest stay");
     coord.shutdown().await;
 }
+
+/// Finding 10: a bare-metal node whose script was fetched, or that was inspected or ran a
+/// plan, could not be deleted (HTTP 500, a foreign key); nor could agents, so a revoked
+/// agent's name was gone for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_deletes_with_what_belongs_to_it_and_its_certificates_stay_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (coord, http, dhcp, link) = coordinator(dir.path()).await;
+    let api = coord.api;
+    let mgmt = ferric_tests::enrolled_agent(&coord, dir.path(), "mgmt")
+        .await
+        .unwrap();
+    let m = Machine::new("52:54:00:ee:00:01", Ipv4Addr::new(127, 128, 6, 1));
+    enroll_bm(api, "bm1", &m.mac).await;
+    // Its boot, its script, its ramdisk's enrollment and inspection, a plan.
+    cli_ok(api, &["node", "bootdev", "bm1", "pxe"]).await;
+    let (status, script) = m.lease_and_fetch(dhcp, http).await.unwrap();
+    let (token, ca) = token_and_ca(status, &script).unwrap();
+    let id = ramdisk_enroll(link, "bm1", &token, &ca, m.ip)
+        .await
+        .unwrap();
+    let state = dir.path().join("ramdisk-bm1");
+    id.save(&state).unwrap();
+    let fake = std::sync::Arc::new(ferric_agent::driver::FakeDriver::new());
+    let ramdisk = ferric_tests::spawn_agent(ferric_tests::agent_config(&state, fake.clone()), fake);
+    let c = ferric_tests::client(api);
+    ferric_tests::wait_for(Duration::from_secs(20), "bm1 inspected", || async {
+        let d: serde_json::Value = c.get("/v1/nodes/bm1").await?;
+        Ok((!d["inspection"].is_null()).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    // The agent that drives its BMC is not deleted under it: the refusal names the node.
+    let (ok, _, err) = ferric_tests::cli(api, &["node", "delete", "mgmt"], &[]).await;
+    assert!(!ok && err.contains("bm1"), "{err}");
+
+    let out = cli_ok(api, &["node", "delete", "bm1"]).await;
+    assert!(out.contains("node bm1 deleted"), "{out}");
+    // Gone, and its ramdisk (which keeps trying) does not bring it back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r: Result<serde_json::Value, _> = c.get("/v1/nodes/bm1").await;
+    assert!(r.is_err(), "{r:?}");
+    ramdisk.stop().await.unwrap();
+    // The agent goes too, and its certificate with it: not even the same name enrolled again
+    // takes the old one back.
+    let out = cli_ok(api, &["node", "delete", "mgmt"]).await;
+    assert!(out.contains("node mgmt deleted"), "{out}");
+    mgmt.stop().await.unwrap();
+    let fresh = dir.path().join("mgmt-again");
+    ferric_tests::enroll_in_process(api, link, "mgmt", &fresh)
+        .await
+        .unwrap();
+    let fake = std::sync::Arc::new(ferric_agent::driver::FakeDriver::new());
+    let old = ferric_tests::spawn_agent(
+        ferric_tests::agent_config(&dir.path().join("mgmt"), fake.clone()),
+        fake,
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let d: serde_json::Value = c.get("/v1/nodes/mgmt").await.unwrap();
+    assert_eq!(
+        d["node"]["connected"], false,
+        "the old certificate was let in: {d}"
+    );
+    old.stop().await.unwrap();
+    let fake = std::sync::Arc::new(ferric_agent::driver::FakeDriver::new());
+    let new = ferric_tests::spawn_agent(ferric_tests::agent_config(&fresh, fake.clone()), fake);
+    ferric_tests::wait_for(
+        Duration::from_secs(20),
+        "the new mgmt connected",
+        || async {
+            let d: serde_json::Value = c.get("/v1/nodes/mgmt").await?;
+            Ok((d["node"]["connected"] == true).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    new.stop().await.unwrap();
+    coord.shutdown().await;
+}

@@ -99,62 +99,79 @@ enum Cmd {
         role: RoleArg,
     },
     /// Run: keep the link up, execute plans, stream telemetry.
-    Run {
-        /// Coordinator `host:port`; the one enrolled with when absent.
-        #[arg(long)]
-        coordinator: Option<String>,
-        /// Hardware drivers.
-        #[arg(long, value_enum, default_value_t = DriverArg::Fake)]
-        driver: DriverArg,
-        /// libvirt connection URI.
-        #[arg(long, default_value = "qemu:///system")]
-        libvirt_uri: String,
-        /// A directory storage pool the agent may create, `NAME=/DIR` (repeat).
-        #[arg(long = "pool", value_parser = parse_pool, default_value = "default=/var/lib/ferric/pools/default")]
-        pools: Vec<(String, PathBuf)>,
-        /// LVM storage pool the agent may define over an existing volume group: NAME=VG
-        /// (repeat for several; needs device-mapper). Its volumes are raw block devices.
-        #[arg(long = "lvm-pool", value_parser = parse_lvm_pool)]
-        lvm_pools: Vec<(String, String)>,
-        /// Accelerator for guests.
-        #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
-        accel: AccelArg,
-        /// How long a guest's ACPI shutdown may take before it is destroyed.
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-        shutdown_grace: Duration,
-        /// Fake driver: time each call takes.
-        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-        fake_step_delay: Duration,
-        /// Fake driver: fail steps of this kind with `io` (e.g. `ensure_volume`).
-        #[arg(long)]
-        fake_fail: Vec<String>,
-        /// Fake driver: append `begin`/`end` lines for each call to this file.
-        #[arg(long)]
-        fake_record: Option<PathBuf>,
-        /// First reconnect delay.
-        #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
-        backoff_min: Duration,
-        /// Longest reconnect delay.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        backoff_max: Duration,
-        /// How long SIGTERM waits for the running step.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        drain_grace: Duration,
-        /// How often the BMCs this agent drives are polled for power (and sensors); `0s` turns
-        /// the poll off.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        bmc_poll: Duration,
-        /// A directory plans may name host paths in — guests' serial logs, kernels, initrds
-        /// (repeat; beside /var/lib/ferric, /var/log/ferric, /var/lib/libvirt/boot and
-        /// /var/lib/libvirt/images).
-        #[arg(long = "allow-path", value_name = "DIR")]
-        allow_paths: Vec<PathBuf>,
-        /// A directory the serial console logs of the nodes whose BMCs this agent drives may
-        /// be in (repeat; default /var/log/ferric/consoles). Only regular files there are
-        /// read.
-        #[arg(long = "console-dir", value_name = "DIR")]
-        console_dirs: Vec<PathBuf>,
-    },
+    Run(Box<RunArgs>),
+}
+
+/// `ferric-agent run`.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Coordinator `host:port`; the one enrolled with when absent.
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// Hardware drivers.
+    #[arg(long, value_enum, default_value_t = DriverArg::Fake)]
+    driver: DriverArg,
+    /// libvirt connection URI.
+    #[arg(long, default_value = "qemu:///system")]
+    libvirt_uri: String,
+    /// A directory storage pool the agent may create, `NAME=/DIR` (repeat).
+    #[arg(long = "pool", value_parser = parse_pool, default_value = "default=/var/lib/ferric/pools/default")]
+    pools: Vec<(String, PathBuf)>,
+    /// LVM storage pool the agent may define over an existing volume group: NAME=VG
+    /// (repeat for several; needs device-mapper). Its volumes are raw block devices.
+    #[arg(long = "lvm-pool", value_parser = parse_lvm_pool)]
+    lvm_pools: Vec<(String, String)>,
+    /// Accelerator for guests.
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+    accel: AccelArg,
+    /// How long a guest's ACPI shutdown may take before it is destroyed.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+    /// Fake driver: time each call takes.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    fake_step_delay: Duration,
+    /// Fake driver: fail steps of this kind with `io` (e.g. `ensure_volume`).
+    #[arg(long)]
+    fake_fail: Vec<String>,
+    /// Fake driver: append `begin`/`end` lines for each call to this file.
+    #[arg(long)]
+    fake_record: Option<PathBuf>,
+    /// First reconnect delay.
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    backoff_min: Duration,
+    /// Longest reconnect delay.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    backoff_max: Duration,
+    /// How long SIGTERM waits for the running step.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    drain_grace: Duration,
+    /// How often the BMCs this agent drives are polled for power (and sensors); `0s` turns
+    /// the poll off.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    bmc_poll: Duration,
+    /// A directory plans may name host paths in — guests' serial logs, kernels, initrds
+    /// (repeat; beside /var/lib/ferric, /var/log/ferric, /var/lib/libvirt/boot and
+    /// /var/lib/libvirt/images).
+    #[arg(long = "allow-path", value_name = "DIR")]
+    allow_paths: Vec<PathBuf>,
+    /// A directory the serial console logs of the nodes whose BMCs this agent drives may
+    /// be in (repeat; default /var/log/ferric/consoles). Only regular files there are
+    /// read.
+    #[arg(long = "console-dir", value_name = "DIR")]
+    console_dirs: Vec<PathBuf>,
+    /// A bridge of the host's that plans may attach guests to (repeat): plans otherwise
+    /// touch only bridges Ferric made.
+    #[arg(long = "bridge", value_name = "NAME")]
+    bridges: Vec<String>,
+    /// A volume of the host's (`POOL/NAME`, e.g. an existing LV) plans may use (repeat):
+    /// plans otherwise touch only volumes Ferric made, and never delete one it did not.
+    #[arg(long = "volume", value_name = "POOL/NAME")]
+    volumes: Vec<String>,
+    /// An interface that holds the host's address or default route which bridges may
+    /// still take as their uplink (repeat): otherwise such an uplink is refused, since
+    /// enslaving it cuts the host off.
+    #[arg(long = "uplink", value_name = "IFACE")]
+    uplinks: Vec<String>,
 }
 
 /// What `--driver libvirt` is configured with (unread in a build without libvirt, which
@@ -168,6 +185,9 @@ struct LibvirtArgs {
     accel: AccelArg,
     shutdown_grace: Duration,
     state_dir: PathBuf,
+    bridges: Vec<String>,
+    volumes: Vec<String>,
+    uplinks: Vec<String>,
 }
 
 /// The libvirt and netlink drivers, and the host's sampler with the guests' statistics added.
@@ -192,6 +212,14 @@ fn libvirt_drivers(
     cfg.lvm_pools = args.lvm_pools.into_iter().collect();
     cfg.shutdown_grace = args.shutdown_grace;
     cfg.state_dir = args.state_dir;
+    cfg.bridges = args.bridges;
+    cfg.volumes = args.volumes;
+    let owned = ferric_agent::hypervisor::owned::Owned::new(
+        &cfg.state_dir,
+        cfg.bridges.iter().cloned(),
+        cfg.volumes.iter().cloned(),
+        args.uplinks,
+    );
     let lv = Arc::new(Libvirt::new(cfg));
     let sampler = Arc::new(HostAndGuests {
         host,
@@ -200,6 +228,7 @@ fn libvirt_drivers(
     let drivers = Drivers {
         network: Arc::new(ferric_agent::hypervisor::netlink::Netlink::new(
             "/sys/class/net",
+            owned,
         )),
         storage: lv.clone(),
         compute: lv,
@@ -286,24 +315,28 @@ async fn real_main() -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Run {
-            coordinator,
-            driver,
-            libvirt_uri,
-            pools,
-            lvm_pools,
-            accel,
-            shutdown_grace,
-            fake_step_delay,
-            fake_fail,
-            fake_record,
-            backoff_min,
-            backoff_max,
-            drain_grace,
-            bmc_poll,
-            allow_paths,
-            console_dirs,
-        } => {
+        Cmd::Run(args) => {
+            let RunArgs {
+                coordinator,
+                driver,
+                libvirt_uri,
+                pools,
+                lvm_pools,
+                accel,
+                shutdown_grace,
+                fake_step_delay,
+                fake_fail,
+                fake_record,
+                backoff_min,
+                backoff_max,
+                drain_grace,
+                bmc_poll,
+                allow_paths,
+                console_dirs,
+                bridges,
+                volumes,
+                uplinks,
+            } = *args;
             let ipmi = || -> Arc<ferric_agent::bmc::control::IpmiBmcs> {
                 Arc::new(ferric_agent::bmc::control::IpmiBmcs::new(
                     ferric_agent::bmc::ipmi::IpmiClient::default(),
@@ -324,6 +357,9 @@ async fn real_main() -> Result<()> {
                             accel,
                             shutdown_grace,
                             state_dir: cli.state_dir.clone(),
+                            bridges,
+                            volumes,
+                            uplinks,
                         },
                         host,
                         ipmi(),

@@ -3,22 +3,33 @@
 //! `/etc/shadow` as a serial log must not get it written. Such paths are confined to the
 //! directories the agent was started with (`ferric-agent run --allow-path DIR`, beside the
 //! defaults); anything else fails the step with the reason, before a driver sees it.
+//!
+//! Never allowed, whatever the directories: the agent's own state directory, and any
+//! directory that holds a Ferric key or store — a coordinator's data directory (`ca.key`,
+//! `secrets.key`, `ferric.db`) or an agent's (`node.key`) — so that a plan cannot read a
+//! coordinator's CA key into a guest or append a console to its secrets key on a host that
+//! runs both.
 
 use ferric_proto::plan::{ErrorKind, GuestBoot, Step};
 use std::path::{Component, Path, PathBuf};
 
-/// Directories a plan may name paths in unless the agent is told more.
+/// Directories a plan may name paths in unless the agent is told more. (`/var/lib/ferric`,
+/// the coordinator's default data directory, is not one.)
 pub const DEFAULT_ALLOWED: &[&str] = &[
-    "/var/lib/ferric",
     "/var/log/ferric",
     "/var/lib/libvirt/boot",
     "/var/lib/libvirt/images",
 ];
 
-/// The directories a plan's paths must lie in.
+/// Files whose presence marks a directory as Ferric's state: a coordinator's CA key, secrets
+/// key or store, an agent's key.
+pub const STATE_MARKERS: &[&str] = &["ca.key", "secrets.key", "ferric.db", "node.key"];
+
+/// The directories a plan's paths must lie in, and those they never may.
 #[derive(Debug, Clone)]
 pub struct PathPolicy {
     allowed: Vec<PathBuf>,
+    denied: Vec<PathBuf>,
 }
 
 impl Default for PathPolicy {
@@ -35,7 +46,18 @@ impl PathPolicy {
                 .into_iter()
                 .map(|d| std::fs::canonicalize(&d).unwrap_or(d))
                 .collect(),
+            denied: Vec::new(),
         }
+    }
+
+    /// The same, never allowing paths in `dirs` (the agent's state directory, its console
+    /// directories), even inside an allowed one.
+    pub fn denying(mut self, dirs: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.denied.extend(
+            dirs.into_iter()
+                .map(|d| std::fs::canonicalize(&d).unwrap_or(d)),
+        );
+        self
     }
 
     /// The directories allowed.
@@ -57,6 +79,16 @@ impl PathPolicy {
             named.push(("boot.initrd", initrd));
         }
         for (field, p) in named {
+            if let Some(state) = self.state_dir_of(Path::new(p)) {
+                return Err((
+                    ErrorKind::InvalidSpec,
+                    format!(
+                        "{field} `{p}` lies in {}, a Ferric state directory (keys, store, \
+                         journal): plans never name paths there",
+                        state.display()
+                    ),
+                ));
+            }
             if !self.permits(Path::new(p)) {
                 let dirs: Vec<String> = self
                     .allowed
@@ -84,6 +116,22 @@ impl PathPolicy {
         }
         let resolved = resolve(p);
         self.allowed.iter().any(|d| resolved.starts_with(d))
+    }
+}
+
+impl PathPolicy {
+    /// The Ferric state directory `p` lies in, if any: a denied one, or a directory on its
+    /// way that holds one of [`STATE_MARKERS`].
+    pub fn state_dir_of(&self, p: &Path) -> Option<PathBuf> {
+        let resolved = resolve(p);
+        if let Some(d) = self.denied.iter().find(|d| resolved.starts_with(d)) {
+            return Some(d.clone());
+        }
+        resolved
+            .ancestors()
+            .skip(1)
+            .find(|dir| STATE_MARKERS.iter().any(|m| dir.join(m).exists()))
+            .map(Path::to_path_buf)
     }
 }
 

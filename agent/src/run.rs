@@ -122,7 +122,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         events: events_tx,
         wake: wake.clone(),
         progress: progress.clone(),
-        paths: Arc::new(cfg.paths.clone()),
+        // Never in the agent's own state directory, nor where it reads consoles.
+        paths: Arc::new(
+            cfg.paths.clone().denying(
+                std::iter::once(cfg.state_dir.clone())
+                    .chain(cfg.console_dirs.allowed().iter().cloned()),
+            ),
+        ),
         cancels: cancels.clone(),
     };
     let exec_task = tokio::spawn(executor.run(shutdown.clone()));

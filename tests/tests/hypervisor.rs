@@ -20,15 +20,27 @@ use std::time::Duration;
 /// The drivers as `ferric-agent serve` builds them: libvirt keeps its records in the agent's
 /// state directory, beside the identity it fetches images with.
 fn drivers(state: &Path, pool_dir: &Path, pool: &str) -> (Drivers, Arc<Libvirt>) {
+    drivers_listing(state, pool_dir, pool, &[])
+}
+
+/// [`drivers`] with host bridges the operator lets plans use (`--bridge`).
+fn drivers_listing(
+    state: &Path,
+    pool_dir: &Path,
+    pool: &str,
+    bridges: &[&str],
+) -> (Drivers, Arc<Libvirt>) {
     let mut cfg = LibvirtConfig::system(Accel::Tcg);
     cfg.state_dir = state.to_owned();
     cfg.lvm_pools
         .insert("ferric-lvm-test".into(), "ferric-vg-absent".into());
     cfg.pools.insert(pool.to_owned(), pool_dir.to_owned());
     cfg.shutdown_grace = Duration::from_secs(3);
+    cfg.bridges = bridges.iter().map(|b| (*b).to_owned()).collect();
+    let owned = cfg.owned();
     let lv = Arc::new(Libvirt::new(cfg));
     let drivers = Drivers {
-        network: Arc::new(Netlink::new("/sys/class/net")),
+        network: Arc::new(Netlink::new("/sys/class/net", owned)),
         storage: lv.clone(),
         compute: lv.clone(),
         bmc: Arc::new(Unsupported("no BMC on this test host")),
@@ -688,4 +700,145 @@ steps:
     agent.stop().await.unwrap();
     coord.shutdown().await;
     let _ = std::fs::remove_file(&serial);
+}
+
+/// Finding 4 of the provisioning network's review: plans could delete or take over any bridge
+/// (the host's uplink bridge included) and any volume or LV of a pool over an existing volume
+/// group. Now only what Ferric made, or the operator listed, is touched; the host's own
+/// objects are refused with the reason and left as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_touch_only_the_bridges_and_volumes_ferric_made_or_the_operator_listed() {
+    init_tracing();
+    ensure_libvirtd().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let id = std::process::id() % 100_000;
+    let pool = format!("ferric-own-{id}");
+    let host_br = format!("brh{id}");
+    let host_up = format!("uph{id}");
+    let _leftovers = Leftovers {
+        guests: vec![format!("own-{id}")],
+        pool: pool.clone(),
+        bridge: host_br.clone(),
+        links: vec![host_up.clone(), format!("brf{id}")],
+    };
+    let ip = |args: &[&str]| {
+        let st = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip {args:?}");
+    };
+    // The host's objects: a bridge, an interface holding an address (as the host's uplink
+    // does), a volume in the pool made by someone else.
+    ip(&["link", "add", &host_br, "type", "bridge"]);
+    ip(&[
+        "link",
+        "add",
+        &host_up,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{host_up}p"),
+    ]);
+    ip(&["addr", "add", "10.252.77.1/30", "dev", &host_up]);
+    let pool_dir = dir.path().join("pool");
+    let coord = start_coordinator(&dir.path().join("coord")).await.unwrap();
+    let c = client(coord.api);
+    let state = enroll_node(&coord, dir.path(), "hv1").await.unwrap();
+    let agent = start_agent(&state, drivers(&state, &pool_dir, &pool));
+    let run = |yaml: String| {
+        let c = c.clone();
+        async move {
+            let plan: PlanFile = serde_yaml_ng::from_str(&yaml).unwrap();
+            let p = c.apply(vec!["hv1".into()], plan).await.unwrap()[0].id;
+            wait_plan_finished(&c, p, Duration::from_secs(60))
+                .await
+                .unwrap()
+        }
+    };
+    let refused = |s: &serde_json::Value, needle: &str| {
+        assert_eq!(s["plan"]["state"], "failed", "{s:#}");
+        let text = s.to_string();
+        assert!(text.contains(needle), "{needle}: {text}");
+    };
+    // Ferric's own volume defines the pool; then someone else's volume appears in it.
+    let s = run(format!(
+        "steps:\n  - ensure_volume: {{ pool: {pool}, name: mine, size_bytes: 1048576 }}\n"
+    ))
+    .await;
+    assert_eq!(s["plan"]["state"], "succeeded", "{s:#}");
+    virsh(&["vol-create-as", &pool, "hostvol", "1M"]).unwrap();
+
+    let s = run(format!(
+        "steps:\n  - delete_bridge: {{ name: {host_br} }}\n"
+    ))
+    .await;
+    refused(&s, "was not made by Ferric");
+    refused(&s, &format!("--bridge {host_br}"));
+    assert!(
+        Path::new("/sys/class/net").join(&host_br).exists(),
+        "the host's bridge stays"
+    );
+    let s = run(format!(
+        "steps:\n  - ensure_bridge: {{ name: {host_br} }}\n"
+    ))
+    .await;
+    refused(&s, "was not made by Ferric");
+    let s = run(format!(
+        "steps:\n  - ensure_bridge: {{ name: brf{id}, uplink: {host_up} }}\n"
+    ))
+    .await;
+    refused(&s, "holds the host's address 10.252.77.1");
+    refused(&s, &format!("--uplink {host_up}"));
+    let s = run(format!(
+        "steps:\n  - delete_volume: {{ pool: {pool}, name: hostvol }}\n"
+    ))
+    .await;
+    refused(&s, "was not made by Ferric");
+    let s = run(format!(
+        "steps:\n  - ensure_volume: {{ pool: {pool}, name: hostvol, size_bytes: 4194304 }}\n"
+    ))
+    .await;
+    refused(&s, &format!("--volume {pool}/hostvol"));
+    assert!(
+        virsh(&["vol-info", "--pool", &pool, "hostvol"]).is_ok(),
+        "the volume stays"
+    );
+    let s = run(format!(
+        "steps:\n  - ensure_guest: {{ name: own-{id}, vcpus: 1, memory_mib: 64, volumes: [{{ pool: {pool}, name: hostvol }}] }}\n"
+    ))
+    .await;
+    refused(&s, "attach to a guest");
+    let s = run(format!(
+        "steps:\n  - ensure_guest: {{ name: own-{id}, vcpus: 1, memory_mib: 64, volumes: [{{ pool: {pool}, name: mine }}], nics: [{{ bridge: {host_br} }}] }}\n"
+    ))
+    .await;
+    refused(&s, "attach a guest to");
+    // What Ferric made it deletes.
+    let s = run(format!(
+        "steps:\n  - delete_volume: {{ pool: {pool}, name: mine }}\n"
+    ))
+    .await;
+    assert_eq!(s["plan"]["state"], "succeeded", "{s:#}");
+    agent.stop().await.unwrap();
+
+    // The operator lists the host's bridge: plans may use it, still not delete it.
+    let agent = start_agent(
+        &state,
+        drivers_listing(&state, &pool_dir, &pool, &[&host_br]),
+    );
+    let s = run(format!(
+        "steps:\n  - ensure_bridge: {{ name: {host_br} }}\n"
+    ))
+    .await;
+    assert_eq!(s["plan"]["state"], "succeeded", "{s:#}");
+    let s = run(format!(
+        "steps:\n  - delete_bridge: {{ name: {host_br} }}\n"
+    ))
+    .await;
+    refused(&s, "was not made by Ferric");
+    agent.stop().await.unwrap();
+    let _ = virsh(&["vol-delete", "--pool", &pool, "hostvol"]);
+    coord.shutdown().await;
 }

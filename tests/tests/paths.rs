@@ -58,3 +58,61 @@ async fn a_plan_naming_a_path_outside_the_allowed_directories_is_refused() {
     agent.stop().await.unwrap();
     coord.shutdown().await;
 }
+
+/// Finding 4 of the provisioning network's review: the agent's allowed paths included
+/// `/var/lib/ferric`, the coordinator's default data directory, so a guest step read its CA
+/// key or appended to its secrets key. State directories are refused wherever they are, even
+/// inside an allowed directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_never_names_a_path_in_a_coordinators_or_its_agents_state_directory() {
+    let (dir, coord, c) = coordinator_in_tempdir().await;
+    let state = enroll_node(&coord, dir.path(), "hv").await.unwrap();
+    let fake = Arc::new(FakeDriver::new());
+    let mut cfg = agent_config(&state, fake.clone());
+    // Everything under the test's directory is allowed: the coordinator's data directory and
+    // the agent's state directory are in it.
+    cfg.paths = ferric_agent::paths::PathPolicy::new([dir.path().to_path_buf()]);
+    let agent = spawn_agent(cfg, fake.clone());
+    assert!(!ferric_agent::paths::DEFAULT_ALLOWED.contains(&"/var/lib/ferric"));
+    let data = coord.shared.config.data_dir.clone();
+    for (field, path) in [
+        ("serial_log", data.join("secrets.key")),
+        ("boot.kernel", data.join("ca.key")),
+        ("serial_log", data.join("images/new.log")),
+        ("serial_log", state.join("node.key")),
+        ("serial_log", state.join("journal/x.log")),
+    ] {
+        let boot = if field == "boot.kernel" {
+            format!(
+                ", boot: {{ kernel: {{ kernel: {}, initrd: {}, cmdline: '' }} }}",
+                path.display(),
+                dir.path().join("initrd").display()
+            )
+        } else {
+            String::new()
+        };
+        let serial = if field == "serial_log" {
+            format!(", serial_log: {}", path.display())
+        } else {
+            String::new()
+        };
+        let plan: ferric_coordinator::conductor::plans::PlanFile = serde_yaml_ng::from_str(&format!(
+            "steps:\n  - ensure_guest: {{ name: g, vcpus: 1, memory_mib: 64, volumes: [{{ pool: p, name: v }}]{serial}{boot} }}\n"
+        ))
+        .unwrap();
+        let id = c.apply(vec!["hv".into()], plan).await.unwrap()[0].id;
+        let s = wait_plan_finished(&c, id, Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert_eq!(s["plan"]["state"], "failed", "{s}");
+        let text = s.to_string();
+        assert!(
+            text.contains(&format!("{field} `{}`", path.display()))
+                && text.contains("a Ferric state directory"),
+            "{text}"
+        );
+    }
+    assert!(fake.calls().is_empty(), "no driver ran: {:?}", fake.calls());
+    agent.stop().await.unwrap();
+    coord.shutdown().await;
+}

@@ -1,5 +1,7 @@
 //! Linux bridges through netlink. State is read from `/sys/class/net` (injected), changes go
-//! through rtnetlink.
+//! through rtnetlink. Only bridges Ferric made (or the operator listed) are changed or
+//! deleted, and an uplink that carries the host's own addresses or default route is not
+//! enslaved unless the operator listed it ([`super::owned`]).
 
 use crate::driver::{DriverError, DriverResult, Network};
 use async_trait::async_trait;
@@ -12,6 +14,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct Netlink {
     sys_class_net: PathBuf,
+    owned: super::owned::Owned,
 }
 
 fn err(kind: ErrorKind, msg: impl Into<String>) -> DriverError {
@@ -19,10 +22,12 @@ fn err(kind: ErrorKind, msg: impl Into<String>) -> DriverError {
 }
 
 impl Netlink {
-    /// A driver reading link state from `sys_class_net` (normally `/sys/class/net`).
-    pub fn new(sys_class_net: impl Into<PathBuf>) -> Self {
+    /// A driver reading link state from `sys_class_net` (normally `/sys/class/net`), changing
+    /// only the bridges `owned` lets it.
+    pub fn new(sys_class_net: impl Into<PathBuf>, owned: super::owned::Owned) -> Self {
         Self {
             sys_class_net: sys_class_net.into(),
+            owned,
         }
     }
 
@@ -115,10 +120,18 @@ impl Network for Netlink {
                     format!("interface `{name}` exists and is not a bridge"),
                 ));
             }
+            if !self.owned.has_bridge(name) {
+                return Err(self.owned.foreign_bridge(name, "change"));
+            }
         } else {
-            Change::Add(LinkBridge::new(name).build())
+            self.owned.making_bridge(name)?;
+            if let Err(e) = Change::Add(LinkBridge::new(name).build())
                 .send(&handle, format!("create bridge `{name}`"))
-                .await?;
+                .await
+            {
+                self.owned.forget_bridge(name);
+                return Err(e);
+            }
             changed = true;
         }
         let br = self.index(name)?;
@@ -130,6 +143,29 @@ impl Network for Netlink {
         }
         if let Some(uplink) = uplink {
             let up_idx = self.index(uplink)?;
+            if !self.owned.uplink_listed(uplink) && self.master(uplink).as_deref() != Some(name) {
+                if let Some(why) = super::owned::host_uplink(uplink) {
+                    return Err(err(
+                        ErrorKind::Conflict,
+                        format!(
+                            "uplink `{uplink}` of bridge `{name}`: {why}, so enslaving it would \
+                             cut the host off; start the agent with `--uplink {uplink}` if that \
+                             is meant"
+                        ),
+                    ));
+                }
+                if let Some(other) = self.master(uplink)
+                    && !self.owned.has_bridge(&other)
+                {
+                    return Err(err(
+                        ErrorKind::Conflict,
+                        format!(
+                            "uplink `{uplink}` is a port of bridge `{other}`, which is not \
+                             Ferric's; it is not taken from it"
+                        ),
+                    ));
+                }
+            }
             let port = match vlan {
                 Some(id) => {
                     let port = format!("{uplink}.{id}");
@@ -189,6 +225,7 @@ impl Network for Netlink {
 
     async fn delete_bridge(&self, name: &str) -> DriverResult {
         if !self.exists(name) {
+            self.owned.forget_bridge(name);
             return Ok(false);
         }
         if !self.dir(name).join("bridge").is_dir() {
@@ -196,6 +233,9 @@ impl Network for Netlink {
                 ErrorKind::Conflict,
                 format!("interface `{name}` is not a bridge; not deleting it"),
             ));
+        }
+        if !self.owned.made_bridge(name) {
+            return Err(self.owned.foreign_bridge(name, "delete"));
         }
         let handle = Self::handle()?;
         // VLAN sub-interfaces enslaved to the bridge were made for it: remove them too.
@@ -214,6 +254,7 @@ impl Network for Netlink {
         Change::Delete(idx)
             .send(&handle, format!("delete bridge `{name}`"))
             .await?;
+        self.owned.forget_bridge(name);
         Ok(true)
     }
 }

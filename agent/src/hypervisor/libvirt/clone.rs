@@ -88,6 +88,11 @@ impl CloneRecord {
         }
     }
 
+    /// Whether Ferric cloned (or was cloning) an image into this volume: it made it.
+    pub(super) fn made(&self) -> bool {
+        self.done.exists() || self.writing.exists()
+    }
+
     pub(super) fn clear(&self) {
         let _ = std::fs::remove_file(&self.done);
         let _ = std::fs::remove_file(&self.writing);

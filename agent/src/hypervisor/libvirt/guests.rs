@@ -43,6 +43,7 @@ impl Libvirt {
                 ),
             ));
         }
+        let owned = cfg.owned();
         for nic in &spec.nics {
             if !cfg.sys_class_net.join(&nic.bridge).join("bridge").is_dir() {
                 return Err(err(
@@ -51,6 +52,13 @@ impl Libvirt {
                         "guest `{}`: field `nics.bridge`: bridge `{}` does not exist on this host",
                         spec.name, nic.bridge
                     ),
+                ));
+            }
+            if !owned.has_bridge(&nic.bridge) {
+                let e = owned.foreign_bridge(&nic.bridge, "attach a guest to");
+                return Err(err(
+                    e.kind,
+                    format!("guest `{}`: field `nics.bridge`: {}", spec.name, e.message),
                 ));
             }
         }
@@ -69,7 +77,7 @@ impl Libvirt {
         }
         let mut disks = Vec::with_capacity(spec.volumes.len());
         for v in &spec.volumes {
-            let vol = Self::volume(conn, cfg, &v.pool, &v.name).map_err(|e| {
+            let vol = Self::guest_volume(conn, cfg, &v.pool, &v.name).map_err(|e| {
                 err(
                     e.kind,
                     format!("guest `{}`: field `volumes`: {}", spec.name, e.message),
@@ -214,7 +222,7 @@ impl Compute for Libvirt {
                     format!("guest `{guest}` does not exist"),
                 )
             })?;
-            let vol = Self::volume(conn, cfg, &pool, &volume)?;
+            let vol = Self::guest_volume(conn, cfg, &pool, &volume)?;
             let path = vol.get_path().map_err(|e| virt_err("volume path", &e))?;
             let xml = d.get_xml_desc(0).map_err(|e| virt_err("guest XML", &e))?;
             if disk_element(&xml, &path).is_some() {

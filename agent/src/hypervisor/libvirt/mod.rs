@@ -82,8 +82,12 @@ pub struct LibvirtConfig {
     /// `/sys/class/net` (injected for tests).
     pub sys_class_net: PathBuf,
     /// Where the agent keeps its state: records of volumes cloned from images live under
-    /// `volume-images/`.
+    /// `volume-images/`, of the volumes and bridges Ferric made under `owned/`.
     pub state_dir: PathBuf,
+    /// Bridges guests may be attached to although Ferric did not make them (`--bridge`).
+    pub bridges: Vec<String>,
+    /// Volumes (`POOL/NAME`) plans may use although Ferric did not make them (`--volume`).
+    pub volumes: Vec<String>,
 }
 
 impl LibvirtConfig {
@@ -98,7 +102,19 @@ impl LibvirtConfig {
             meminfo: "/proc/meminfo".into(),
             sys_class_net: "/sys/class/net".into(),
             state_dir: "/var/lib/ferric-agent".into(),
+            bridges: Vec::new(),
+            volumes: Vec::new(),
         }
+    }
+
+    /// What plans may touch: what Ferric made here, and what the operator listed.
+    pub fn owned(&self) -> super::owned::Owned {
+        super::owned::Owned::new(
+            &self.state_dir,
+            self.bridges.iter().cloned(),
+            self.volumes.iter().cloned(),
+            std::iter::empty(),
+        )
     }
 }
 

@@ -121,6 +121,21 @@ impl Libvirt {
         Ok(pool)
     }
 
+    /// Volume `pool/name` for a guest: Ferric's, or one the operator listed.
+    pub(super) fn guest_volume(
+        conn: &Connect,
+        cfg: &LibvirtConfig,
+        pool: &str,
+        name: &str,
+    ) -> Result<StorageVol, DriverError> {
+        let vol = Self::volume(conn, cfg, pool, name)?;
+        let owned = cfg.owned();
+        if !owned.has_volume(pool, name) && !CloneRecord::new(cfg, pool, name).made() {
+            return Err(owned.foreign_volume(pool, name, "attach to a guest"));
+        }
+        Ok(vol)
+    }
+
     pub(super) fn volume(
         conn: &Connect,
         cfg: &LibvirtConfig,
@@ -157,8 +172,12 @@ impl Storage for Libvirt {
             let p = Self::pool(conn, cfg, &pool, true)?;
             let _ = p.refresh(0);
             let record = CloneRecord::new(cfg, &pool, &name);
+            let owned = cfg.owned();
             match StorageVol::lookup_by_name(&p, &name) {
                 Ok(vol) => {
+                    if !owned.has_volume(&pool, &name) && !record.made() {
+                        return Err(owned.foreign_volume(&pool, &name, "use or grow"));
+                    }
                     if let Some(img) = &image {
                         match record.state(&img.checksum) {
                             CloneState::Done => {}
@@ -240,10 +259,12 @@ impl Storage for Libvirt {
                     if blank_lv {
                         record.zeroing_from(0)?;
                     }
+                    owned.making_volume(&pool, &name)?;
                     let vol = StorageVol::create_xml(&p, &xml, 0).map_err(|e| {
                         if blank_lv {
                             let _ = std::fs::remove_file(&record.zeroing);
                         }
+                        owned.forget_volume(&pool, &name);
                         virt_err(&format!("create volume `{pool}/{name}`"), &e)
                     })?;
                     if blank_lv {
@@ -274,11 +295,17 @@ impl Storage for Libvirt {
     async fn delete_volume(&self, pool: &str, name: &str) -> DriverResult {
         let (pool, name) = (pool.to_owned(), name.to_owned());
         self.blocking("delete_volume", move |conn, cfg| {
+            let owned = cfg.owned();
+            let record = CloneRecord::new(cfg, &pool, &name);
             match Self::volume(conn, cfg, &pool, &name) {
                 Ok(vol) => {
+                    if !owned.made_volume(&pool, &name) && !record.made() {
+                        return Err(owned.foreign_volume(&pool, &name, "delete"));
+                    }
                     vol.delete(0)
                         .map_err(|e| virt_err(&format!("delete volume `{pool}/{name}`"), &e))?;
-                    CloneRecord::new(cfg, &pool, &name).clear();
+                    record.clear();
+                    owned.forget_volume(&pool, &name);
                     Ok(true)
                 }
                 Err(e) if e.kind == ErrorKind::NotFound => Ok(false),

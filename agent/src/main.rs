@@ -150,8 +150,8 @@ struct RunArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     bmc_poll: Duration,
     /// A directory plans may name host paths in — guests' serial logs, kernels, initrds
-    /// (repeat; beside /var/lib/ferric, /var/log/ferric, /var/lib/libvirt/boot and
-    /// /var/lib/libvirt/images).
+    /// (repeat; beside /var/log/ferric, /var/lib/libvirt/boot and /var/lib/libvirt/images).
+    /// Never the agent's state directory, nor a directory holding a Ferric key or store.
     #[arg(long = "allow-path", value_name = "DIR")]
     allow_paths: Vec<PathBuf>,
     /// A directory the serial console logs of the nodes whose BMCs this agent drives may

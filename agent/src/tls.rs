@@ -209,13 +209,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
 pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
+    use std::os::unix::fs::PermissionsExt;
+    // A temporary file of its own (a key and a certificate of one stem once shared one), made
+    // anew: an older one left by a crash, with a looser mode, would keep its mode.
+    let name = path
+        .file_name()
+        .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io(&tmp))?;
     f.write_all(contents).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;

@@ -19,6 +19,43 @@ pub const TELEMETRY_SAMPLE_MAX: usize = 64 << 10;
 /// first, so no agent pins more than this however large its samples.
 pub const TELEMETRY_RING_BYTES: usize = 4 << 20;
 
+/// How recent replacements count, ms (see [`Hub::may_replace`]).
+pub const DUPLICATE_WINDOW_MS: i64 = 10_000;
+
+/// How recently the connection in place must have been heard to count as alive, ms.
+pub const DUPLICATE_ALIVE_MS: i64 = 5_000;
+
+/// Replacements of a live connection within [`DUPLICATE_WINDOW_MS`] after which a new one is
+/// refused as a second agent with the same identity (two live agents replace each other
+/// several times a second; an agent restarted after a crash replaces its dead connection once).
+pub const DUPLICATE_REPLACEMENTS: usize = 5;
+
+/// When a node's live connection was replaced by a newer one, within the window.
+#[derive(Debug, Default)]
+struct Replacements(VecDeque<i64>);
+
+impl Replacements {
+    /// A replacement at `now_ms`.
+    fn note(&mut self, now_ms: i64) {
+        self.0.push_back(now_ms);
+        if self.0.len() > DUPLICATE_REPLACEMENTS {
+            self.0.pop_front();
+        }
+    }
+
+    /// Whether one more may happen at `now_ms`.
+    fn allow(&mut self, now_ms: i64) -> bool {
+        while self
+            .0
+            .front()
+            .is_some_and(|t| now_ms - t > DUPLICATE_WINDOW_MS)
+        {
+            self.0.pop_front();
+        }
+        self.0.len() < DUPLICATE_REPLACEMENTS
+    }
+}
+
 /// Console lines kept per node (the dashboard shows the last few dozen).
 pub const CONSOLE_RING: usize = 1000;
 
@@ -52,6 +89,34 @@ struct ConsoleRing {
     lines: VecDeque<ConsoleLine>,
     error: Option<String>,
 }
+
+/// `line` with the secret of a per-boot token on it hidden: a ramdisk's kernel command line
+/// (`ferric.token=ID.SECRET`) is printed on its console, which readers may read.
+pub fn redact_boot_token(line: &str) -> String {
+    const KEY: &str = "ferric.token=";
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find(KEY) {
+        let (before, after) = rest.split_at(at + KEY.len());
+        out.push_str(before);
+        let end = after.find(char::is_whitespace).unwrap_or(after.len());
+        let token = &after[..end];
+        // Keep the token's id (which boot), hide its secret.
+        match token.split_once('.') {
+            Some((id, _)) => {
+                out.push_str(id);
+                out.push_str(".…");
+            }
+            None => out.push('…'),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Sensors one BMC read keeps (a BMC reports a few dozen).
+pub const BMC_SENSORS_MAX: usize = 256;
 
 /// A telemetry sample as received.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -144,6 +209,8 @@ pub struct Hub {
     boot_marks: Mutex<HashMap<String, VecDeque<BootMark>>>,
     consoles: Mutex<(u64, HashMap<String, ConsoleRing>)>,
     console_epoch: std::sync::OnceLock<i64>,
+    /// When each node's connection was last replaced by a newer one.
+    replaced: Mutex<HashMap<String, Replacements>>,
     /// Bumped whenever something a watcher shows arrived (a sample, a BMC read, a boot mark,
     /// a connection come or gone): the dashboard's streams wake on it.
     changes: tokio::sync::watch::Sender<u64>,
@@ -267,8 +334,27 @@ impl Hub {
                 ferric_proto::close::REPLACED.into(),
                 b"replaced by a newer connection of the same node",
             );
+            lock(&self.replaced)
+                .entry(node.to_owned())
+                .or_default()
+                .note(now_ms);
         }
         self.changed();
+    }
+
+    /// Whether a new connection of `node` may replace the one it has at `now_ms`: not when the
+    /// one it has is alive (heard within [`DUPLICATE_ALIVE_MS`]) and has been replaced
+    /// [`DUPLICATE_REPLACEMENTS`] times within that window — two agents that share an identity
+    /// would otherwise replace each other forever. An agent that reconnects after a broken
+    /// link replaces its half-open connection as before.
+    pub fn may_replace(&self, node: &str, now_ms: i64) -> bool {
+        let alive = lock(&self.live)
+            .get(node)
+            .is_some_and(|l| now_ms - l.heard_ms < DUPLICATE_ALIVE_MS);
+        !alive
+            || lock(&self.replaced)
+                .get_mut(node)
+                .is_none_or(|r| r.allow(now_ms))
     }
 
     /// Removes the connection if it is still the registered one; returns when the agent was
@@ -382,6 +468,16 @@ impl Hub {
 
     /// Keeps the newest state read from a BMC (sensors included), by bare-metal node name.
     pub fn record_bmc(&self, mut state: BmcState, now_ms: i64) {
+        // An agent cannot make the coordinator hold more than this per read (a ring holds
+        // 600 reads per node).
+        use ferric_proto::msg::cut_chars;
+        state.sensors.truncate(BMC_SENSORS_MAX);
+        for r in &mut state.sensors {
+            r.name = cut_chars(std::mem::take(&mut r.name), 64);
+            r.kind = cut_chars(std::mem::take(&mut r.kind), 32);
+            r.unit = cut_chars(std::mem::take(&mut r.unit), 32);
+        }
+        state.error = state.error.map(|e| cut_chars(e, 1024));
         // The ring keeps each read as it was; the view carries sensors over.
         let read = state.clone();
         let mut m = lock(&self.bmc_states);
@@ -442,7 +538,7 @@ impl Hub {
         ring.error = error.map(|e| cut_chars(e, CONSOLE_ERROR_MAX));
         let skip = lines.len().saturating_sub(CONSOLE_RING);
         for text in lines.into_iter().skip(skip) {
-            let text = cut_chars(text, CONSOLE_LINE_MAX);
+            let text = redact_boot_token(&cut_chars(text, CONSOLE_LINE_MAX));
             *seq += 1;
             if ring.lines.len() == CONSOLE_RING {
                 ring.lines.pop_front();
@@ -610,6 +706,37 @@ mod tests {
             .map(|r| r.received_at_ms)
             .collect();
         assert_eq!(stamps, [700, 701]);
+    }
+
+    #[test]
+    fn a_per_boot_token_on_a_console_keeps_its_id_and_loses_its_secret() {
+        assert_eq!(
+            redact_boot_token("Kernel command line: ferric.token=b123456789.abcdef ferric.node=n0"),
+            "Kernel command line: ferric.token=b123456789.… ferric.node=n0"
+        );
+        assert_eq!(redact_boot_token("x ferric.token=zzz"), "x ferric.token=…");
+        assert_eq!(redact_boot_token("nothing here"), "nothing here");
+        let hub = Hub::default();
+        hub.record_console("n0", vec!["ferric.token=bq.s3cret".into()], None, 1);
+        let tail = hub.console_since("n0", None, 10);
+        assert!(!tail.lines[0].text.contains("s3cret"), "{:?}", tail.lines);
+    }
+
+    #[test]
+    fn two_live_agents_of_one_identity_stop_replacing_each_other() {
+        let mut r = Replacements::default();
+        let mut t = 1_000;
+        let mut allowed = 0;
+        while r.allow(t) {
+            r.note(t);
+            allowed += 1;
+            t += 300;
+        }
+        assert_eq!(allowed, DUPLICATE_REPLACEMENTS);
+        // A while later (one agent gave up, or the other restarted once), it may again.
+        assert!(r.allow(t + DUPLICATE_WINDOW_MS));
+        // No connection in place: anyone may come.
+        assert!(Hub::default().may_replace("n1", 0));
     }
 
     #[test]

@@ -96,13 +96,20 @@ pub fn write_private(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), PkiE
         path: path.to_owned(),
         source,
     };
-    let tmp = path.with_extension("tmp");
+    use std::os::unix::fs::PermissionsExt;
+    // A temporary file of its own, made anew (one left by a crash keeps its mode).
+    let name = path
+        .file_name()
+        .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
+        .map_err(io)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(io)?;
     f.write_all(contents.as_ref()).map_err(io)?;
     f.sync_all().map_err(io)?;

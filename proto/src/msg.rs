@@ -167,6 +167,11 @@ pub enum RefuseReason {
     /// A ramdisk whose certificate belongs to no network boot Ferric runs for its node.
     #[error("{0}")]
     NotBooting(String),
+    /// Another agent with this node's identity is connected and keeps being replaced.
+    #[error(
+        "another agent with node `{0}`'s identity is connected: two agents share one identity (copy of a state directory?); stop one, or enroll it under a name of its own"
+    )]
+    DuplicateIdentity(String),
     /// The hello names more plans than an agent's journal holds.
     #[error("hello names {named} plans; at most {max} are taken")]
     TooManyPlans {

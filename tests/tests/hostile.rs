@@ -867,3 +867,84 @@ async fn every_node_deletes_with_what_belongs_to_it_and_its_certificates_stay_re
     new.stop().await.unwrap();
     coord.shutdown().await;
 }
+
+/// Found in reading: two agents with one identity (a copied state directory) replaced each
+/// other forever; readers saw the files of plans' config drives (user-data, keys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_of_one_identity_settle_and_readers_do_not_see_config_drive_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = ferric_tests::start_coordinator(&dir.path().join("coord"))
+        .await
+        .unwrap();
+    let api = coord.api;
+    let state = ferric_tests::enroll_node(&coord, dir.path(), "h1")
+        .await
+        .unwrap();
+    let copy = dir.path().join("h1-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in ["node.key", "node.pem", "ca.pem", "identity.json"] {
+        if state.join(f).exists() {
+            std::fs::copy(state.join(f), copy.join(f)).unwrap();
+        }
+    }
+    let start = |s: &std::path::Path| {
+        let fake = std::sync::Arc::new(ferric_agent::driver::FakeDriver::new());
+        ferric_tests::spawn_agent(ferric_tests::agent_config(s, fake.clone()), fake)
+    };
+    let mut a = start(&state);
+    let mut b = start(&copy);
+    // Within seconds one of them is refused and stops, naming the cause; the other stays.
+    let first = tokio::select! {
+        r = &mut a.task => Ok(r),
+        r = &mut b.task => Err(r),
+        _ = tokio::time::sleep(Duration::from_secs(30)) => panic!("they still replace each other"),
+    };
+    let (done, other) = match first {
+        Ok(r) => (r, b),
+        Err(r) => (r, a),
+    };
+    let err = done.unwrap().expect_err("the second agent is refused");
+    assert!(
+        ferric_coordinator::error_chain(&err).contains("two agents share one identity"),
+        "{}",
+        ferric_coordinator::error_chain(&err)
+    );
+    let c = ferric_tests::client(api);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d: serde_json::Value = c.get("/v1/nodes/h1").await.unwrap();
+    assert_eq!(d["node"]["connected"], true, "{d}");
+
+    // A plan with a config drive: its files are the members', not the readers'.
+    let plan = serde_json::json!({ "steps": [ { "write_config_drive": {
+        "label": "cidata",
+        "files": [ { "path": "user-data", "content": "#cloud-config\npassword: hunter2\n" } ]
+    } } ] });
+    let (status, created) = post_raw(
+        api,
+        "/v1/plans",
+        &serde_json::json!({ "nodes": ["h1"], "plan": plan }),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created[0]["id"].as_u64().unwrap();
+    let (_, t) = post_raw(
+        api,
+        "/v1/api-tokens",
+        &serde_json::json!({ "role": "reader", "fleet": true }),
+    )
+    .await;
+    let reader = ferric_tests::client_with(api, t["token"].as_str().unwrap());
+    for path in [
+        format!("/v1/plans/{id}"),
+        "/v1/plans".into(),
+        "/v1/nodes/h1".into(),
+    ] {
+        let seen = reader.get_text(&path).await.unwrap();
+        assert!(!seen.contains("hunter2"), "{path}: {seen}");
+        assert!(seen.contains("not shown to readers"), "{path}: {seen}");
+        let admin = c.get_text(&path).await.unwrap();
+        assert!(admin.contains("hunter2"), "{path}: {admin}");
+    }
+    other.stop().await.unwrap();
+    coord.shutdown().await;
+}

@@ -208,9 +208,22 @@ impl Journal {
             source: std::io::Error::other(e),
         })?;
         line.push(b'\n');
-        entry.file.write_all(&line).map_err(io(&entry.path))?;
-        if sync {
-            entry.file.sync_data().map_err(io(&entry.path))?;
+        // A failed append (a full disk) is cut off again: a partial line left in the middle
+        // of the file would make the whole journal unreadable at the next start.
+        let before = entry
+            .file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(io(&entry.path))?;
+        let written = entry
+            .file
+            .write_all(&line)
+            .and_then(|()| if sync { entry.file.sync_data() } else { Ok(()) });
+        if let Err(e) = written {
+            use std::io::Seek;
+            let _ = entry.file.set_len(before);
+            let _ = entry.file.seek(std::io::SeekFrom::Start(before));
+            return Err(io(&entry.path)(e));
         }
         Ok(())
     }

@@ -124,8 +124,12 @@ async fn list(
     params(("name" = String, Path, description = "The node's name")),
     responses((status = 200, body = NodeDetail))
 )]
-async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult<NodeDetail> {
-    Ok(Json(conductor::show(&s, &name).await?))
+async fn show(
+    State(s): State<Arc<Shared>>,
+    Extension(c): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<NodeDetail> {
+    Ok(Json(conductor::show(&s, &c, &name).await?))
 }
 
 /// Query of `GET /v1/nodes/{name}/telemetry`.

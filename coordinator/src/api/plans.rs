@@ -69,8 +69,12 @@ async fn list(
     params(("id" = u64, Path, description = "The plan's id")),
     responses((status = 200, body = PlanStatus))
 )]
-async fn show(State(s): State<Arc<Shared>>, Path(id): Path<u64>) -> ApiResult<PlanStatus> {
-    Ok(Json(conductor::status(&s, id).await?))
+async fn show(
+    State(s): State<Arc<Shared>>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<u64>,
+) -> ApiResult<PlanStatus> {
+    Ok(Json(conductor::status(&s, &c, id).await?))
 }
 
 #[utoipa::path(

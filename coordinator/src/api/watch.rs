@@ -174,7 +174,7 @@ fn steady(shown: &serde_json::Value) -> String {
 /// One look at a node: its detail when it changed (at once when more than its last-seen time
 /// and latest BMC reading changed, else every [`RESEND`]), its new samples and BMC reads.
 async fn look_node(c: &mut Cursor, st: &mut NodeSent) -> bool {
-    let detail = match nodes::show(&c.s, &st.name).await {
+    let detail = match nodes::show(&c.s, &c.caller, &st.name).await {
         Ok(d) => d,
         Err(e @ ConductorError::UnknownNode(_)) => {
             let p = ApiError::from(e).problem();

@@ -118,10 +118,13 @@ pub async fn find(s: &Shared, name: &str) -> Result<NodeRow> {
         .ok_or_else(|| ConductorError::UnknownNode(name.to_owned()))
 }
 
-/// One node with its recent plans, newest telemetry and BMC.
-pub async fn show(s: &Shared, name: &str) -> Result<NodeDetail> {
+/// One node with its recent plans (as `caller` may see them), newest telemetry and BMC.
+pub async fn show(s: &Shared, caller: &super::access::Caller, name: &str) -> Result<NodeDetail> {
     let n = find(s, name).await?;
-    let plans: Vec<PlanRow> = s.store.plans(Some(name), 10).await?;
+    let mut plans: Vec<PlanRow> = s.store.plans(Some(name), 10).await?;
+    plans
+        .iter_mut()
+        .for_each(|p| super::plans::redact_for(caller, p));
     let bmc = s.store.bmc(name).await?;
     let inspection = s.store.inspection(name).await?;
     let lifecycle = match s.store.lifecycle(name).await? {

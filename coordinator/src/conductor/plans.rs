@@ -197,6 +197,21 @@ pub async fn create(
     Ok(out)
 }
 
+/// What a reader may not see of a plan: the files of its config drives (user-data, keys a
+/// member gave) are replaced by their size.
+pub fn redact_for(caller: &super::access::Caller, plan: &mut PlanRow) {
+    if caller.role.allows(crate::model::ApiRole::Member) {
+        return;
+    }
+    for st in &mut plan.steps {
+        if let Step::WriteConfigDrive { files, .. } = &mut st.step {
+            for f in files {
+                f.content = format!("({} bytes, not shown to readers)", f.content.len());
+            }
+        }
+    }
+}
+
 /// Plans, newest first (of one node when given), at most `limit`.
 /// Plans of nodes the caller does not see are left out.
 pub async fn list(
@@ -207,7 +222,9 @@ pub async fn list(
 ) -> Result<Vec<PlanRow>> {
     let limit = limit.clamp(1, 10_000);
     if caller.fleet() {
-        return Ok(s.store.plans(node, limit).await?);
+        let mut out = s.store.plans(node, limit).await?;
+        out.iter_mut().for_each(|p| redact_for(caller, p));
+        return Ok(out);
     }
     let seen: std::collections::HashSet<String> = s
         .store
@@ -232,16 +249,18 @@ pub async fn list(
     }
     out.sort_by_key(|p| std::cmp::Reverse(p.id));
     out.truncate(limit as usize);
+    out.iter_mut().for_each(|p| redact_for(caller, p));
     Ok(out)
 }
 
-/// A plan and its events.
-pub async fn status(s: &Shared, id: PlanId) -> Result<PlanStatus> {
-    let plan = s
+/// A plan and its events, as `caller` may see them.
+pub async fn status(s: &Shared, caller: &super::access::Caller, id: PlanId) -> Result<PlanStatus> {
+    let mut plan = s
         .store
         .plan(id)
         .await?
         .ok_or(ConductorError::UnknownPlan(id))?;
+    redact_for(caller, &mut plan);
     let events = s.store.events(id).await?;
     Ok(PlanStatus { plan, events })
 }

@@ -309,6 +309,12 @@ impl AgentConn {
                         }
                         HelloVerdict::Ramdisk { resident: true } => true,
                     };
+                    if !shared.hub.may_replace(&self.node, now) {
+                        warn!("a second agent with this identity; refused");
+                        self.session
+                            .refuse(RefuseReason::DuplicateIdentity(self.node.clone()));
+                        continue;
+                    }
                     // Register before loading, so a plan stored meanwhile is either loaded or
                     // arrives through the channel (the session drops the duplicate).
                     shared.hub.register(

@@ -259,8 +259,19 @@ mod tests {
         drop(p1);
         assert_eq!(gate.open(), 2);
         assert!(gate.admit(a).is_some());
+        assert_eq!(gate.open(), 2, "a dropped permit frees its place");
         // An IPv4-mapped IPv6 peer counts as its IPv4 address.
-        assert!(gate.admit("::ffff:10.0.0.1".parse().unwrap()).is_none());
+        let wide = Gate::new(
+            "test",
+            Limits {
+                max_connections: 10,
+                per_address: 1,
+                header_timeout: Duration::from_secs(1),
+            },
+        );
+        let _v4 = wide.admit(a).unwrap();
+        assert!(wide.admit("::ffff:10.0.0.1".parse().unwrap()).is_none());
+        assert!(wide.admit("::ffff:10.0.0.2".parse().unwrap()).is_some());
     }
 
     #[test]

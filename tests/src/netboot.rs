@@ -151,8 +151,13 @@ pub struct RelayClient {
 impl RelayClient {
     /// A client at `relay` (127.0.0.0/8) for the DHCP server at `server`.
     pub fn new(relay: Ipv4Addr, server: SocketAddr) -> Result<RelayClient> {
-        let sock = std::net::UdpSocket::bind((relay, 67))
+        // Beside coordinators of other tests whose DHCP listens on port 67 of every address
+        // (bound to their own interfaces): this address's port, shared as they share theirs.
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+        s.set_reuse_address(true)?;
+        s.bind(&std::net::SocketAddr::from((relay, 67)).into())
             .with_context(|| format!("cannot listen on {relay}:67 (needs root)"))?;
+        let sock: std::net::UdpSocket = s.into();
         sock.set_read_timeout(Some(Duration::from_millis(300)))?;
         Ok(RelayClient {
             sock,

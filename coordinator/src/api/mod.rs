@@ -334,10 +334,11 @@ mod tests {
             "POST /v1/nodes/{name}/revoke",
             "GET /v1/nodes/{name}/watch",
             "GET /v1/watch",
+            "POST /v1/plans/{id}/cancel",
         ] {
             assert!(ops.iter().any(|o| o == want), "{want} missing from {ops:?}");
         }
-        assert_eq!(ops.len(), 42, "{ops:?}");
+        assert_eq!(ops.len(), 43, "{ops:?}");
         assert!(json["components"]["securitySchemes"]["bearer"].is_object());
     }
 

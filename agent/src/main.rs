@@ -233,7 +233,7 @@ fn libvirt_drivers(
         storage: lv.clone(),
         compute: lv,
         bmc,
-        machine: Arc::new(ferric_agent::driver::machine::LocalMachine::default()),
+        machine: Arc::new(ferric_agent::driver::local::LocalMachine::default()),
     };
     Ok((drivers, sampler))
 }

@@ -415,7 +415,7 @@ impl Hub {
     }
 
     /// Whether `node`'s connection is the ramdisk of the boot Ferric runs for it (see
-    /// [`crate::conductor::boot::admit_ramdisk`]), and its machine has not left it.
+    /// [`crate::conductor::network_boot::admit_ramdisk`]), and its machine has not left it.
     pub fn ramdisk_resident(&self, node: &str) -> bool {
         lock(&self.live).get(node).is_some_and(|l| l.resident)
     }

@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod boot;
+pub mod boot_services;
 pub mod client;
 pub mod conductor;
 pub mod http;
@@ -55,7 +55,7 @@ pub struct Config {
     /// URL's host.
     pub api_names: Vec<String>,
     /// Boot services on a provisioning interface (off when absent).
-    pub boot: Option<boot::BootConfig>,
+    pub boot: Option<boot_services::BootConfig>,
     /// How long bare-metal lifecycle waits may last.
     pub lifecycle: conductor::lifecycle::Timeouts,
     /// The key that seals secrets at rest; `DATA_DIR/secrets.key` when absent.
@@ -114,7 +114,7 @@ pub struct Shared {
     /// Taken while a bare-metal node's lifecycle moves.
     pub lifecycle: tokio::sync::Mutex<()>,
     /// The boot services' addresses, once they listen.
-    pub boot_site: std::sync::OnceLock<conductor::boot::BootSite>,
+    pub boot_site: std::sync::OnceLock<conductor::network_boot::BootSite>,
     /// Seals secrets at rest (BMC passwords).
     pub secrets: secrets::SecretBox,
     /// The process's open-file limit (raised at start), which the HTTP servers' connection
@@ -153,7 +153,7 @@ pub enum StartError {
     Link(#[from] link::LinkError),
     /// The boot services did not start.
     #[error(transparent)]
-    Boot(#[from] boot::BootError),
+    Boot(#[from] boot_services::BootError),
     /// Plain HTTP was asked for on an address other hosts reach.
     #[error(
         "the API serves plain HTTP on loopback only, and {0} is not: drop the plain-HTTP flag (HTTPS with the coordinator's CA is the default)"
@@ -177,7 +177,7 @@ pub struct Running {
     /// Shared state (for in-process tests and benchmarks).
     pub shared: Arc<Shared>,
     /// The boot services, when on.
-    pub boot: Option<boot::Running>,
+    pub boot: Option<boot_services::Running>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -383,7 +383,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     info!(%listen, %api, ca = %shared.pki.ca_hash(), "coordinator listening");
 
     let boot = match shared.config.boot.clone() {
-        Some(b) => Some(boot::start(shared.clone(), b, listen.port()).await?),
+        Some(b) => Some(boot_services::start(shared.clone(), b, listen.port()).await?),
         None => None,
     };
     tokio::spawn(conductor::lifecycle::deadlines(shared.clone()));

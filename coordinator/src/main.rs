@@ -78,17 +78,17 @@ async fn real_main() -> Result<()> {
             .ramdisk_dir
             .clone()
             .unwrap_or_else(|| args.data_dir.join("ramdisk"));
-        let mut b = ferric_coordinator::boot::BootConfig::new(iface, dir);
+        let mut b = ferric_coordinator::boot_services::BootConfig::new(iface, dir);
         b.dhcp = if args.proxy_dhcp {
-            ferric_coordinator::boot::DhcpMode::Proxy
+            ferric_coordinator::boot_services::DhcpMode::Proxy
         } else {
-            ferric_coordinator::boot::DhcpMode::Full {
+            ferric_coordinator::boot_services::DhcpMode::Full {
                 range: args.dhcp_range,
                 router: args.dhcp_router,
             }
         };
         b.discovery = args.discovery;
-        b.discovery_limits = ferric_coordinator::conductor::boot::DiscoveryLimits {
+        b.discovery_limits = ferric_coordinator::conductor::network_boot::DiscoveryLimits {
             per_minute: args.discovery_rate,
             max_waiting: args.discovery_max,
         };

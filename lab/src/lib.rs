@@ -26,7 +26,8 @@
 //! * [`qemu`]: the arguments every machine shares ([`qemu::machine_args`],
 //!   [`qemu::ipmi_args`]) and a node's power on and off;
 //! * [`chassis`](mod@chassis): the chassis-control program between the two;
-//! * [`relay`](mod@relay): the BMC relay and router advertisements;
+//! * [`bmc_lan`]: the rack's BMC network (a relay per BMC address, with loss) and router
+//!   advertisements;
 //! * [`fault`](mod@fault): injected faults;
 //! * [`layout`]: what a rack is made of (`rack.json`), read by every part;
 //! * `netns` and `process`: the namespace's links, and the processes a rack starts;
@@ -34,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bmc;
+pub mod bmc_lan;
 pub mod chassis;
 pub mod error;
 pub mod fault;
@@ -42,9 +44,9 @@ mod netns;
 mod process;
 pub mod qemu;
 pub mod rack;
-pub mod relay;
 
 pub use bmc::{BMC_PORT, BMC_USER};
+pub use bmc_lan::{ra_prefix, relay, router_advertisement};
 pub use chassis::chassis;
 pub use error::{LabError, Result};
 pub use fault::{Fault, fault};
@@ -52,4 +54,3 @@ pub use layout::{Node, Rack};
 pub use process::run;
 pub use qemu::{IPXE_ROM, probe_accel, qemu_pid};
 pub use rack::{NodeStatus, UpOptions, down, status, up};
-pub use relay::{ra_prefix, relay, router_advertisement};

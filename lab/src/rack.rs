@@ -5,7 +5,7 @@ use crate::error::{IoContext, LabError, Result};
 use crate::fault::faults;
 use crate::layout::{Node, Rack};
 use crate::process::{kill_wait, pid_alive};
-use crate::{BMC_PORT, BMC_USER, bmc, netns, qemu, relay};
+use crate::{BMC_PORT, BMC_USER, bmc, bmc_lan, netns, qemu};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -143,7 +143,7 @@ fn build(rack: &Rack) -> Result<()> {
     for n in &rack.nodes {
         bmc::wait(rack, n)?;
     }
-    relay::start(rack)
+    bmc_lan::start(rack)
 }
 
 /// What `ferric lab status` shows of a node.

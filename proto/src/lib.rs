@@ -3,7 +3,7 @@
 //! The wire protocol between the Ferric coordinator and its agents, without any I/O.
 //!
 //! * [`plan`]: the plan model — a plan is an ordered list of small, named steps for one node;
-//! * [`machine`]: what is known of a machine (inventory, inspection, sensor readings);
+//! * [`hardware`]: what is known of a machine (inventory, inspection, sensor readings);
 //! * [`msg`]: the versioned messages carried on the control stream and in datagrams;
 //! * [`frame`]: length-prefixed binary framing with a size limit; decoders never panic;
 //! * [`secret`]: secrets that never show in logs;
@@ -15,7 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod frame;
-pub mod machine;
+pub mod hardware;
 pub mod msg;
 pub mod plan;
 pub mod secret;

@@ -8,7 +8,7 @@ use crate::plan::{ErrorKind, Plan, PlanId, StepEvent};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-pub use crate::machine::{
+pub use crate::hardware::{
     BmcLan, CpuInfo, DiskInfo, DmiInfo, Inspection, Inventory, NicInfo, SensorReading,
 };
 

@@ -714,11 +714,11 @@ pub enum StepOutput {
         on: bool,
     },
     /// Sensor readings from a BMC.
-    Sensors(Vec<crate::machine::SensorReading>),
+    Sensors(Vec<crate::hardware::SensorReading>),
     /// A BMC's System Event Log, oldest entry first (protocol version 3).
     Sel(Vec<SelEntry>),
     /// What an `inspect` step found (protocol version 4).
-    Inspection(Box<crate::machine::Inspection>),
+    Inspection(Box<crate::hardware::Inspection>),
 }
 
 /// One System Event Log entry, decoded.

@@ -5,7 +5,7 @@
 
 use crate::cmdline::{BootArgs, MissingArg};
 use ferric_agent::driver::Drivers;
-use ferric_agent::driver::machine::LocalMachine;
+use ferric_agent::driver::local::LocalMachine;
 use ferric_agent::enroll::{EnrollOptions, enroll};
 use ferric_agent::tls::CaPin;
 use ferric_proto::msg::Role;

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use ferric_lab::bmc::{EmuSensor, LanConf, SimUser, write_sim_config};
-use ferric_lab::relay::UdpRelay;
+use ferric_lab::bmc_lan::UdpRelay;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

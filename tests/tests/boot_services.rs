@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ferric_agent::enroll::{EnrollError, EnrollOptions, enroll};
-use ferric_coordinator::boot::BootConfig;
+use ferric_coordinator::boot_services::BootConfig;
 use ferric_proto::msg::{EnrollRefusal, Role};
 use ferric_tests::netboot::{Machine, ramdisk_enroll, token_and_ca};
 use ferric_tests::{cli, cli_ok, free_port};
@@ -277,7 +277,7 @@ async fn with_discovery_a_machine_no_node_has_boots_and_appears_as_enroll_within
     boot.dhcp_port = free_port().unwrap();
     boot.tftp_port = free_port().unwrap();
     boot.discovery = true;
-    boot.discovery_limits = ferric_coordinator::conductor::boot::DiscoveryLimits {
+    boot.discovery_limits = ferric_coordinator::conductor::network_boot::DiscoveryLimits {
         per_minute: 3,
         max_waiting: 2,
     };

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ferric_agent::bmc::ipmi::IpmiClient;
-use ferric_coordinator::boot::BootConfig;
+use ferric_coordinator::boot_services::BootConfig;
 use ferric_tests::browser::Browser;
 use ferric_tests::cli_ok;
 use std::time::{Duration, Instant};

@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ferric_agent::bmc::ipmi::IpmiClient;
-use ferric_coordinator::boot::BootConfig;
+use ferric_coordinator::boot_services::BootConfig;
 use ferric_lab::Rack;
 use ferric_tests::{cli, cli_ok};
 use std::path::Path;

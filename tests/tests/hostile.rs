@@ -5,7 +5,7 @@
 //! `boot_services::a_per_boot_token_is_made_only_for_a_boot_ferric_started…`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ferric_coordinator::boot::BootConfig;
+use ferric_coordinator::boot_services::BootConfig;
 use ferric_proto::msg::EnrollRefusal;
 use ferric_tests::netboot::{Machine, ramdisk_enroll, token_and_ca};
 use ferric_tests::{cli_ok, free_port};
@@ -364,7 +364,7 @@ async fn dhcp_coordinator(
     boot.dhcp_port = dhcp_port;
     boot.tftp_port = free_port().unwrap();
     boot.discovery = true;
-    boot.dhcp = ferric_coordinator::boot::DhcpMode::Full {
+    boot.dhcp = ferric_coordinator::boot_services::DhcpMode::Full {
         range: Some((first, last)),
         router: None,
     };

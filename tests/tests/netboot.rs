@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ferric_agent::bmc::ipmi::IpmiClient;
-use ferric_coordinator::boot::{BootConfig, DhcpMode};
+use ferric_coordinator::boot_services::{BootConfig, DhcpMode};
 use ferric_lab::{Rack, UpOptions};
 use ferric_tests::cli_ok;
 use std::process::Command;

@@ -22,7 +22,7 @@ pub mod datagram;
 pub mod inband;
 pub mod ipmi;
 #[cfg(feature = "agent")]
-mod relay;
+mod retransmit;
 #[cfg(test)]
 #[cfg(feature = "agent")]
 mod sim;

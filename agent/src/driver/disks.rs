@@ -8,7 +8,7 @@
 //! partitions until the next boot (re-reading them takes an ioctl, and this crate has no
 //! unsafe code); nothing here needs it, as the config drive is written by offset.
 
-use ferric_proto::machine::DiskInfo;
+use ferric_proto::hardware::DiskInfo;
 use ferric_proto::plan::{ConfigFile, EraseMode, RootHint};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};

@@ -7,7 +7,7 @@
 #[cfg(feature = "disks")]
 pub mod disks;
 mod fake;
-pub mod machine;
+pub mod local;
 mod unsupported;
 
 pub use fake::FakeDriver;

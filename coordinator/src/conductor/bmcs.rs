@@ -385,7 +385,7 @@ pub async fn power(s: &Shared, name: &str, req: PowerRequest) -> Result<BmcActio
     };
     if req.action != PowerAction::Status && req.action != PowerAction::On {
         // Whatever ran on the machine (its ramdisk) stops with its power.
-        super::boot::end(
+        super::network_boot::end(
             s,
             name,
             crate::store::BootEnd::Power,

@@ -26,7 +26,7 @@ pub async fn record_event(s: &Shared, node: &str, e: &StepEvent) -> Result<()> {
     match s.store.insert_event(node, e, crate::now_us()).await {
         Ok(true) => match &e.kind {
             StepEventKind::Output(ferric_proto::plan::StepOutput::Inspection(found)) => {
-                super::boot::inspected(s, node, found, e.at_ms as i64).await
+                super::network_boot::inspected(s, node, found, e.at_ms as i64).await
             }
             StepEventKind::Done { .. } | StepEventKind::Failed { .. } => {
                 super::power_sync::step_output(s, node, e).await?;

@@ -17,12 +17,12 @@
 
 pub mod access;
 pub mod bmcs;
-pub mod boot;
 pub mod events;
 pub mod guests;
 pub mod images;
 pub mod lifecycle;
 pub mod metrics;
+pub mod network_boot;
 pub mod nodes;
 pub mod placement;
 pub mod plans;
@@ -63,7 +63,7 @@ pub enum ConductorError {
     Busy(String),
     /// A provision verb that does not apply in the node's state.
     #[error(transparent)]
-    WrongState(#[from] lifecycle::machine::Refused),
+    WrongState(#[from] lifecycle::rules::Refused),
     /// No host can take the guest.
     #[error(transparent)]
     NoHost(#[from] placement::NoHost),

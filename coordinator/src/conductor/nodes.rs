@@ -269,7 +269,7 @@ fn split_token(token: &str) -> Option<(&str, &str)> {
 
 /// An enrollment request from `from`: the token checked and used up, the CSR signed for the
 /// node — or a refusal that names why, with nothing changed. Per-boot tokens (`b` and nine
-/// more characters) are a ramdisk's ([`super::boot::enroll`]).
+/// more characters) are a ramdisk's ([`super::network_boot::enroll`]).
 pub async fn enroll(
     s: &Shared,
     req: &EnrollRequest,
@@ -282,7 +282,7 @@ pub async fn enroll(
     };
     let hash = crate::pki::token_secret_hash(secret);
     if id.starts_with('b') && id.len() == 10 {
-        return super::boot::enroll(s, req, id, &hash, from).await;
+        return super::network_boot::enroll(s, req, id, &hash, from).await;
     }
     let now = crate::now_ms();
     // Check everything that needs no state change first.
@@ -359,8 +359,8 @@ pub async fn hello(
         )));
     };
     let verdict = if row.role == NodeRole::Baremetal {
-        use super::boot::RamdiskAdmission as A;
-        match super::boot::admit_ramdisk(s, node, key.unwrap_or_default()).await? {
+        use super::network_boot::RamdiskAdmission as A;
+        match super::network_boot::admit_ramdisk(s, node, key.unwrap_or_default()).await? {
             A::Resident => HelloVerdict::Ramdisk { resident: true },
             A::Leaving => HelloVerdict::Ramdisk { resident: false },
             A::Refused(why) => {

@@ -146,16 +146,17 @@ pub fn keyed_steps(steps: Vec<(Step, u32)>) -> Result<Vec<PlanStep>> {
 
 /// Stores a plan for `node` and pushes it if its agent is connected; returns the plan's id
 /// and whether it was pushed. A plan that sets a bare-metal node's boot device to `pxe` arms
-/// that node's network boot first ([`super::boot::arm`]): Ferric hands a ramdisk script only
+/// that node's network boot first ([`super::network_boot::arm`]): Ferric hands a ramdisk script only
 /// to a boot it started.
 pub async fn submit(s: &Shared, node: &str, steps: &[PlanStep]) -> Result<(PlanId, bool)> {
-    for booting in super::boot::pxe_boots(steps) {
+    for booting in super::network_boot::pxe_boots(steps) {
         if s.store
             .node(&booting)
             .await?
             .is_some_and(|n| n.role == crate::model::NodeRole::Baremetal)
         {
-            super::boot::arm(s, &booting, &format!("boot device pxe, through `{node}`")).await?;
+            super::network_boot::arm(s, &booting, &format!("boot device pxe, through `{node}`"))
+                .await?;
         }
     }
     let plan = s.store.create_plan(node, steps, crate::now_us()).await?;

@@ -340,7 +340,7 @@ impl AgentConn {
                         self.cancel_plan(plan);
                     }
                     if resident {
-                        conductor::boot::ramdisk_connected(&shared, &self.node)
+                        conductor::network_boot::ramdisk_connected(&shared, &self.node)
                             .await
                             .map_err(closing)?;
                     }

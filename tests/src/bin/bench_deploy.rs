@@ -9,7 +9,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ferric_agent::bmc::ipmi::IpmiClient;
-use ferric_coordinator::boot::BootConfig;
+use ferric_coordinator::boot_services::BootConfig;
 use ferric_coordinator::conductor::lifecycle::{LifecycleView, ProvisionRequest, Verb};
 use ferric_coordinator::conductor::nodes::NodeDetail;
 use ferric_lab::UpOptions;

@@ -2,7 +2,7 @@
 //! relay, and one command retried with backoff until it is answered or the deadline passes.
 
 use super::commands::{Raw, completion};
-use crate::bmc::relay::Relay;
+use crate::bmc::retransmit::Relay;
 use crate::bmc::{BmcError, BmcErrorKind, BmcTarget};
 use ipmi_rs::connection::NetFn;
 use ipmi_rs::rmcp::{ActivationError, Rmcp, V2_0ActivationError};

@@ -8,9 +8,9 @@
 //! nodes where they were, their plans' events arrive again from the agents' journals, and
 //! a wait whose deadline passed while it was down fails with that reason.
 
-pub mod machine;
+pub mod rules;
 
-pub use machine::{At, Input, Next, Phase, Timeouts, Verb, Work};
+pub use rules::{At, Input, Next, Phase, Timeouts, Verb, Work};
 
 use super::{ConductorError, Result, invalid, plans};
 use crate::Shared;
@@ -246,7 +246,7 @@ pub async fn provision(s: &Shared, node: &str, req: ProvisionRequest) -> Result<
         }
         _ => {}
     }
-    let next = machine::next(
+    let next = rules::next(
         At {
             state: cur.state,
             phase: cur.step,
@@ -285,7 +285,7 @@ async fn feed_locked(s: &Shared, cur: LifecycleRow, input: Input, cause: &str) -
         // The ramdisk reboots the machine into its image once this plan's end is
         // acknowledged: its boot ends, it is not resident from now on (a fast track must not
         // take it for one).
-        super::boot::end(
+        super::network_boot::end(
             s,
             &node,
             crate::store::BootEnd::Left,
@@ -315,7 +315,7 @@ fn decide(
         state: cur.state,
         phase: cur.step,
     };
-    machine::next(at, ramdisk, input, t).ok().flatten()
+    rules::next(at, ramdisk, input, t).ok().flatten()
 }
 
 /// Whether `cur`'s step has run out of time at `now_ms`.
@@ -376,7 +376,7 @@ async fn apply(
 async fn not_started(s: &Shared, cur: &LifecycleRow, e: &ConductorError) -> Result<LifecycleRow> {
     let at = crate::now_ms().max(cur.since_ms + 1);
     let failed = LifecycleRow {
-        state: machine::failed_state(cur.state),
+        state: rules::failed_state(cur.state),
         step: None,
         since_ms: at,
         deadline_ms: None,
@@ -491,7 +491,7 @@ async fn push(s: &Shared, node: &str, work: Work, spec: &Spec) -> Result<u64> {
     };
     if work == Work::BootRamdisk {
         // Its boot device set to pxe, the plan arms the new boot (see `plans::submit`).
-        super::boot::end(
+        super::network_boot::end(
             s,
             node,
             crate::store::BootEnd::Power,
@@ -551,7 +551,7 @@ pub async fn resume(s: &Shared) -> Result<()> {
                 }
             }
             None => {
-                if let Some(work) = machine::work_of(phase) {
+                if let Some(work) = rules::work_of(phase) {
                     tracing::warn!(node = %cur.node, step = %phase, "resuming a step whose work was never pushed");
                     let spec = spec_of(&cur);
                     match push(s, &cur.node, work, &spec).await {

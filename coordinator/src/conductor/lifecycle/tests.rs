@@ -44,7 +44,7 @@ impl Sim {
     fn feed(&mut self, input: Input, ramdisk: bool) -> bool {
         let next = match &input {
             Input::Verb(v) => Some(
-                machine::next(
+                rules::next(
                     At {
                         state: self.row.state,
                         phase: self.row.step,
@@ -171,7 +171,7 @@ fn a_clock_that_went_back_still_moves_forward() {
     let entered = n.row.since_ms;
     // A move decided at an earlier wall-clock time than the last one still comes after it,
     // and its deadline is counted from there.
-    let next = machine::next(
+    let next = rules::next(
         At {
             state: n.row.state,
             phase: n.row.step,

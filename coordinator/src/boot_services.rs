@@ -2,10 +2,10 @@
 //! DHCP server ([`ferric_netboot::dhcp`], full or proxy), TFTP with Debian's iPXE binaries,
 //! and an HTTP server on the interface's address for the per-node iPXE scripts, the ramdisk's
 //! kernel and initramfs, and images. The rules (which MACs, which script) are the
-//! conductor's ([`crate::conductor::boot`]); this module moves datagrams and bytes.
+//! conductor's ([`crate::conductor::network_boot`]); this module moves datagrams and bytes.
 
 use crate::Shared;
-use crate::conductor::boot::BootSite;
+use crate::conductor::network_boot::BootSite;
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::StatusCode;
@@ -42,7 +42,7 @@ pub struct BootConfig {
     /// Answer MACs of no enrolled node.
     pub discovery: bool,
     /// How discovery is bounded.
-    pub discovery_limits: crate::conductor::boot::DiscoveryLimits,
+    pub discovery_limits: crate::conductor::network_boot::DiscoveryLimits,
     /// The DHCP server's rate limits, quarantine and share of the pool for unknown MACs.
     pub dhcp_limits: ferric_netboot::dhcp::Limits,
     /// Limits of the TFTP server.
@@ -264,7 +264,7 @@ pub async fn start(
 #[derive(Debug)]
 struct DhcpView(Arc<Mutex<Dhcp>>);
 
-impl crate::conductor::boot::DhcpAddresses for DhcpView {
+impl crate::conductor::network_boot::DhcpAddresses for DhcpView {
     fn address_of(&self, mac: &str) -> Option<std::net::IpAddr> {
         let mac = parse_mac(mac)?;
         crate::lock(&self.0)
@@ -346,7 +346,7 @@ async fn serve_dhcp(shared: Arc<Shared>, sock: tokio::net::UdpSocket, dhcp: Arc<
         tokio::select! {
             _ = persist.tick() => save_leases(&shared, &dhcp).await,
             _ = refresh.tick() => {
-                match crate::conductor::boot::known_macs(&shared).await {
+                match crate::conductor::network_boot::known_macs(&shared).await {
                     Ok(known) => {
                         let known: Vec<_> = known
                             .into_iter()
@@ -421,7 +421,7 @@ async fn script(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(file): Path<String>,
 ) -> Response {
-    use crate::conductor::boot::ScriptRefusal as R;
+    use crate::conductor::network_boot::ScriptRefusal as R;
     let Some(mac) = file
         .strip_suffix(".ipxe")
         .filter(|m| parse_mac(m).is_some())
@@ -429,7 +429,7 @@ async fn script(
         return (StatusCode::NOT_FOUND, "no such script").into_response();
     };
     let from = peer.ip().to_canonical();
-    match crate::conductor::boot::script(&s.shared, &s.site, mac, from).await {
+    match crate::conductor::network_boot::script(&s.shared, &s.site, mac, from).await {
         Ok(text) => text.into_response(),
         Err(e) => {
             tracing::warn!(%mac, %from, error = %e, "no boot script");

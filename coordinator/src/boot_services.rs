@@ -371,7 +371,7 @@ async fn serve_dhcp(shared: Arc<Shared>, sock: tokio::net::UdpSocket, dhcp: Arc<
                     (reply, node)
                 };
                 if let Some(node) = node {
-                    shared.hub.boot_mark(&node, crate::model::BootStage::Dhcp, crate::now_ms());
+                    shared.hub.boot_stages.mark(&node, crate::model::BootStage::Dhcp, crate::now_ms());
                 }
                 if let Some(reply) = reply {
                     tracing::debug!(to = %reply.to, kind = ?reply.message.opts().msg_type(), "DHCP answer");
@@ -472,7 +472,7 @@ async fn ramdisk(State(s): State<Site>, Path(file): Path<String>, req: Request) 
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("node=")))
         && crate::model::check_node_name(node).is_ok()
     {
-        s.shared.hub.boot_mark(node, stage, crate::now_ms());
+        s.shared.hub.boot_stages.mark(node, stage, crate::now_ms());
     }
     serve_file(s.cfg.ramdisk_dir.join(file), req).await
 }

@@ -449,9 +449,9 @@ async fn serve(
             _ = shutdown.cancelled() => break,
         }
     }
-    info!(agents = shared.hub.connected(), "draining");
+    info!(agents = shared.hub.links.connected(), "draining");
     endpoint.set_server_config(None);
-    shared.hub.close_all(b"coordinator shutting down");
+    shared.hub.links.close_all(b"coordinator shutting down");
     let grace = shared.config.drain_grace;
     let _ = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     conns.abort_all();

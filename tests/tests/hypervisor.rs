@@ -205,7 +205,7 @@ steps:
 
     // Guest telemetry reaches the coordinator in the host's samples.
     let g = wait_for(Duration::from_secs(20), "guest telemetry", || async {
-        let latest = coord.shared.hub.latest_telemetry("hv1");
+        let latest = coord.shared.hub.telemetry.latest("hv1");
         Ok(latest.and_then(|t| {
             t.sample
                 .guests

@@ -126,7 +126,8 @@ async fn fifty_agents_enroll_run_a_plan_and_every_event_is_stored_once() {
                 coord
                     .shared
                     .hub
-                    .telemetry_since(&format!("node-{i:02}"), 0)
+                    .telemetry
+                    .since(&format!("node-{i:02}"), 0)
                     .len()
                     >= 2
             });
@@ -135,7 +136,7 @@ async fn fifty_agents_enroll_run_a_plan_and_every_event_is_stored_once() {
     )
     .await
     .unwrap();
-    let samples = coord.shared.hub.telemetry_since("node-00", 0);
+    let samples = coord.shared.hub.telemetry.since("node-00", 0);
     let gap = samples[1].received_at_ms - samples[0].received_at_ms;
     assert!((500..=1500).contains(&gap), "samples {gap} ms apart");
 
@@ -397,7 +398,7 @@ async fn bad_peers_are_refused_while_good_agents_keep_being_served() {
         text.contains("crypto") || text.contains("certificate") || text.contains("unknown"),
         "{text}"
     );
-    assert!(coord.shared.hub.connected_since("bad").is_none());
+    assert!(coord.shared.hub.links.connected_since("bad").is_none());
     still_serving().await;
 
     let cfg =
@@ -481,7 +482,7 @@ async fn bad_peers_are_refused_while_good_agents_keep_being_served() {
             .len(),
         served
     );
-    assert!(coord.shared.hub.connected_since("good").is_some());
+    assert!(coord.shared.hub.links.connected_since("good").is_some());
     good.stop().await.unwrap();
     coord.shutdown().await;
 }

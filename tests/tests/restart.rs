@@ -198,7 +198,7 @@ async fn agent_killed_mid_step_resumes_from_its_journal() {
     let mut agent = Proc::spawn(&agent_bin, &run_args, &dir.path().join("agent-1.log")).unwrap();
     let plan: ferric_coordinator::conductor::plans::PlanFile = serde_yaml_from(PLAN_YAML);
     wait_for(Duration::from_secs(20), "agent connected", || async {
-        Ok(coord.shared.hub.connected_since("worker").map(|_| ()))
+        Ok(coord.shared.hub.links.connected_since("worker").map(|_| ()))
     })
     .await
     .unwrap();

@@ -154,7 +154,7 @@ async fn console(
 ) -> ApiResult<crate::hub::ConsoleTail> {
     conductor::find(&s, &name).await?;
     let limit = q.limit.unwrap_or(100).min(crate::hub::CONSOLE_RING);
-    Ok(Json(s.hub.console_since(&name, q.after, limit)))
+    Ok(Json(s.hub.consoles.since(&name, q.after, limit)))
 }
 
 #[utoipa::path(

@@ -209,11 +209,11 @@ async fn look_node(c: &mut Cursor, st: &mut NodeSent) -> bool {
 
 /// Queues the node's samples and BMC reads that arrived since the last look.
 fn push_records(c: &mut Cursor, st: &mut NodeSent) {
-    for r in c.s.hub.telemetry_since(&st.name, st.sample_ms) {
+    for r in c.s.hub.telemetry.since(&st.name, st.sample_ms) {
         st.sample_ms = st.sample_ms.max(r.received_at_ms);
         c.push("sample", &r);
     }
-    for r in c.s.hub.bmc_since(&st.name, st.bmc_ms) {
+    for r in c.s.hub.bmc.since(&st.name, st.bmc_ms) {
         st.bmc_ms = st.bmc_ms.max(r.received_at_ms);
         c.push("bmc", &r);
     }
@@ -224,7 +224,7 @@ fn push_records(c: &mut Cursor, st: &mut NodeSent) {
     } else {
         crate::hub::CONSOLE_RING
     };
-    let tail = c.s.hub.console_since(&st.name, st.console, limit);
+    let tail = c.s.hub.consoles.since(&st.name, st.console, limit);
     // From the first look on, every line after the newest seen (0: all of them).
     st.console = tail.last_seq.or(st.console).or(Some(0));
     if !tail.lines.is_empty() || tail.error != st.console_error {

@@ -523,8 +523,9 @@ pub async fn revoke_node(s: &Shared, caller: &Caller, node: &str) -> Result<Revo
         .await?
         .ok_or_else(|| ConductorError::UnknownNode(node.to_owned()))?;
     s.pki.revocations().set(node, generation);
-    let disconnected = s.hub.connected_since(node).is_some();
+    let disconnected = s.hub.links.connected_since(node).is_some();
     s.hub
+        .links
         .disconnect(node, b"the node's certificate was revoked");
     tracing::warn!(node, generation, by = %caller.token, "node certificates revoked");
     Ok(Revoked {

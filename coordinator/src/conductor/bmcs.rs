@@ -161,7 +161,8 @@ pub fn power_shown(r: &BmcRow) -> Option<String> {
 pub fn view(s: &Shared, r: BmcRow) -> BmcView {
     let sensors = s
         .hub
-        .bmc_state(&r.node)
+        .bmc
+        .state(&r.node)
         .map(|st| st.sensors)
         .unwrap_or_default();
     let failing = failing(&r);
@@ -275,8 +276,8 @@ pub async fn enroll(s: &Shared, project: &str, req: EnrollBmcNode) -> Result<Bmc
     }
     tracing::info!(node = %req.name, bmc = %address, %via, "bare-metal node enrolled");
     // Lines of a node of this name deleted meanwhile are not this one's.
-    s.hub.forget_console(&req.name);
-    s.hub.push_bmcs(&via);
+    s.hub.consoles.forget(&req.name);
+    s.hub.links.push_bmcs(&via);
     let row = s
         .store
         .bmc(&req.name)

@@ -94,10 +94,10 @@ pub async fn hosts(s: &Shared, sees: impl Fn(&str) -> bool) -> Result<Vec<HostVi
         if n.role != NodeRole::Hypervisor || !sees(&n.project) {
             continue;
         }
-        let t = s.hub.latest_telemetry(&n.name).map(|r| r.sample);
+        let t = s.hub.telemetry.latest(&n.name).map(|r| r.sample);
         let a = alloc.get(&n.name).copied().unwrap_or_default();
         out.push(HostView {
-            connected: s.hub.connected_since(&n.name).is_some(),
+            connected: s.hub.links.connected_since(&n.name).is_some(),
             cpus: t.as_ref().map_or(0, |t| t.cpus),
             mem_total_mib: t.as_ref().map_or(0, |t| t.mem_total_bytes >> 20),
             disk_free_bytes: t
@@ -133,7 +133,7 @@ async fn push(
     let plan = s.store.create_plan(host, &steps, crate::now_us()).await?;
     let id = plan.id;
     s.store.guest_desired(guest, desired, id).await?;
-    s.hub.push(plan);
+    s.hub.links.push(plan);
     Ok(id)
 }
 
@@ -306,7 +306,7 @@ pub fn drift(
 }
 
 fn view(s: &Shared, g: GuestRow, plan_finished: bool) -> GuestView {
-    let sample = s.hub.latest_telemetry(&g.host).map(|r| r.sample);
+    let sample = s.hub.telemetry.latest(&g.host).map(|r| r.sample);
     let seen = sample
         .as_ref()
         .and_then(|t| t.guests.iter().find(|x| x.name == g.name).cloned());

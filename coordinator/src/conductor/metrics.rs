@@ -104,7 +104,7 @@ pub async fn render(s: &Shared, caller: &Caller) -> Result<String, ConductorErro
             project: n.project.clone(),
         };
         let project = n.project.clone();
-        let latest = s.hub.latest_telemetry(&n.name);
+        let latest = s.hub.telemetry.latest(&n.name);
         let view = nodes::view(s, n, bmcs.get(&labels.node));
         enrolled
             .get_or_create(&RoleLabels {

@@ -175,7 +175,7 @@ pub async fn arm(s: &Shared, node: &str, cause: &str) -> Result<BootRow> {
     let ttl = boot_ttl(s).as_millis() as i64;
     let boot = s.store.arm_boot(node, cause, now, now + ttl).await?;
     // A ramdisk of an earlier boot is not this boot's.
-    s.hub.set_resident(node, false);
+    s.hub.links.set_resident(node, false);
     tracing::info!(%node, boot = boot.id, %cause, expires_in_s = ttl / 1000, "network boot armed");
     Ok(boot)
 }
@@ -201,9 +201,13 @@ pub async fn end(s: &Shared, node: &str, how: BootEnd, reason: &str) -> Result<(
     if s.store.end_boots(node, how, reason, now).await? > 0 {
         tracing::info!(%node, end = how.as_str(), %reason, "network boot ended");
     }
-    match how {
-        BootEnd::Left => s.hub.ramdisk_leaving(node, now),
-        _ => s.hub.ramdisk_gone(node, reason.as_bytes(), now),
+    // Not resident from now on (a fast track must not take it for one); a machine that left
+    // for its image keeps its ramdisk's link for the last reports, one whose power went
+    // loses it.
+    s.hub.links.set_resident(node, false);
+    s.hub.boot_stages.mark(node, BootStage::Rebooted, now);
+    if how != BootEnd::Left {
+        s.hub.links.disconnect(node, reason.as_bytes());
     }
     Ok(())
 }
@@ -372,7 +376,7 @@ pub async fn script(
             format!("{id}.{secret}")
         }
     };
-    s.hub.boot_mark(&node, BootStage::Script, now);
+    s.hub.boot_stages.mark(&node, BootStage::Script, now);
     let b = &site.http_base;
     Ok(format!(
         "#!ipxe\n\
@@ -456,7 +460,7 @@ pub async fn enroll(
         return refuse(R::TokenUsed);
     }
     tracing::info!(node = %req.node, boot = boot.id, %from, "ramdisk enrolled with its per-boot token");
-    s.hub.boot_mark(&req.node, BootStage::Enrolled, now);
+    s.hub.boot_stages.mark(&req.node, BootStage::Enrolled, now);
     Ok(EnrollResponse::Enrolled {
         cert_der: cert.to_vec(),
         ca_der: s.pki.ca_der().to_vec(),
@@ -500,7 +504,9 @@ pub async fn admit_ramdisk(s: &Shared, node: &str, key: &str) -> Result<RamdiskA
 /// A resident ramdisk said hello: its lifecycle gets what it waited for; a node in `enroll`
 /// (found by network boot, or booted by hand) with no plan under way inspects the machine.
 pub async fn ramdisk_connected(s: &Shared, node: &str) -> Result<()> {
-    s.hub.boot_mark(node, BootStage::Connected, crate::now_ms());
+    s.hub
+        .boot_stages
+        .mark(node, BootStage::Connected, crate::now_ms());
     if super::lifecycle::ramdisk_connected(s, node).await? {
         return Ok(());
     }
@@ -521,7 +527,9 @@ pub async fn ramdisk_connected(s: &Shared, node: &str) -> Result<()> {
 /// An inspection arrived from `node`'s ramdisk.
 pub async fn inspected(s: &Shared, node: &str, found: &Inspection, at_ms: i64) -> Result<()> {
     s.store.save_inspection(node, found, at_ms).await?;
-    s.hub.boot_mark(node, BootStage::Inspected, crate::now_ms());
+    s.hub
+        .boot_stages
+        .mark(node, BootStage::Inspected, crate::now_ms());
     tracing::info!(
         %node,
         cpus = found.inventory.cpu.count,

@@ -75,9 +75,9 @@ pub struct NodeDetail {
 
 /// The view of a node (with its BMC's row, for a bare-metal node).
 pub fn view(s: &Shared, n: NodeRow, bmc: Option<&BmcRow>) -> NodeView {
-    let heard = s.hub.last_heard(&n.name);
+    let heard = s.hub.links.last_heard(&n.name);
     NodeView {
-        connected: s.hub.connected_since(&n.name).is_some(),
+        connected: s.hub.links.connected_since(&n.name).is_some(),
         power: bmc.and_then(super::bmcs::power_shown),
         flag: bmc.and_then(|b| b.flag.clone()),
         name: n.name,
@@ -134,7 +134,7 @@ pub async fn show(s: &Shared, caller: &super::access::Caller, name: &str) -> Res
     Ok(NodeDetail {
         lifecycle,
         inspected_at_ms: inspection.as_ref().map(|(_, at)| *at),
-        boot: s.hub.boot_marks(name),
+        boot: s.hub.boot_stages.of(name),
         inspection: inspection.map(|(i, _)| i),
         node: view(s, n, bmc.as_ref()),
         bmc: bmc.map(|b| super::bmcs::view(s, b)),
@@ -144,7 +144,8 @@ pub async fn show(s: &Shared, caller: &super::access::Caller, name: &str) -> Res
             .collect(),
         telemetry: s
             .hub
-            .latest_telemetry(name)
+            .telemetry
+            .latest(name)
             .and_then(|t| serde_json::to_value(t).ok()),
     })
 }
@@ -199,9 +200,9 @@ impl utoipa::ToSchema for NodeTelemetry {
 pub async fn telemetry(s: &Shared, name: &str, after_ms: i64) -> Result<NodeTelemetry> {
     let node = find(s, name).await?;
     Ok(if node.role.has_agent() {
-        NodeTelemetry::Host(s.hub.telemetry_since(name, after_ms))
+        NodeTelemetry::Host(s.hub.telemetry.since(name, after_ms))
     } else {
-        NodeTelemetry::Bmc(s.hub.bmc_since(name, after_ms))
+        NodeTelemetry::Bmc(s.hub.bmc.since(name, after_ms))
     })
 }
 
@@ -502,11 +503,11 @@ pub async fn delete(s: &Shared, name: &str) -> Result<DeletedNode> {
         .await?
         .ok_or_else(|| ConductorError::UnknownNode(name.to_owned()))?;
     s.pki.revocations().set(name, removed.cert_generation);
-    s.hub.disconnect(name, b"the node was deleted");
-    s.hub.forget_bmc(name);
-    s.hub.forget_console(name);
+    s.hub.links.disconnect(name, b"the node was deleted");
+    s.hub.bmc.forget(name);
+    s.hub.consoles.forget(name);
     if let Some(b) = &bmc {
-        s.hub.push_bmcs(&b.via);
+        s.hub.links.push_bmcs(&b.via);
     }
     tracing::info!(node = %name, plans = removed.plans, guests = removed.guests.len(), "node deleted");
     Ok(DeletedNode {

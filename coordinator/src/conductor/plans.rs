@@ -161,7 +161,7 @@ pub async fn submit(s: &Shared, node: &str, steps: &[PlanStep]) -> Result<(PlanI
     }
     let plan = s.store.create_plan(node, steps, crate::now_us()).await?;
     let id = plan.id;
-    Ok((id, s.hub.push(plan)))
+    Ok((id, s.hub.links.push(plan)))
 }
 
 /// `POST /v1/plans`: one plan per node, all or nothing — every node must exist before any
@@ -379,7 +379,7 @@ pub async fn cancel(s: &Shared, id: PlanId) -> Result<Cancelled> {
         )
         .await?;
     } else {
-        agent_told = s.hub.push_cancel(&plan.node, id);
+        agent_told = s.hub.links.push_cancel(&plan.node, id);
     }
     let state = s.store.plan(id).await?.map_or(plan.state, |p| p.state);
     Ok(Cancelled {

@@ -38,7 +38,7 @@ pub async fn bmc_states(s: &Shared, via: &str, states: Vec<BmcState>) -> Result<
         {
             warn!(node = %st.name, %flag, "node flagged");
         }
-        s.hub.record_bmc(st, crate::now_ms());
+        s.hub.bmc.record(st, crate::now_ms());
     }
     Ok(())
 }
@@ -60,7 +60,8 @@ pub async fn console(s: &Shared, via: &str, lines: Vec<ConsoleLines>) -> Result<
             warn!(node = %c.name, error = %e, "console log not read");
         }
         s.hub
-            .record_console(&c.name, c.lines, c.error, crate::now_ms());
+            .consoles
+            .record(&c.name, c.lines, c.error, crate::now_ms());
     }
     Ok(())
 }

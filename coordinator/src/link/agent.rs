@@ -46,7 +46,7 @@ pub(super) async fn serve(conn: quinn::Connection, shared: Arc<Shared>) {
     let result = AgentConn::run(conn.clone(), node.clone(), key, conn_id, shared.clone())
         .instrument(span.clone())
         .await;
-    if let Some(heard) = shared.hub.unregister(&node, conn_id)
+    if let Some(heard) = shared.hub.links.unregister(&node, conn_id)
         && let Err(e) = shared.store.node_heard(&node, heard).await
     {
         warn!(node = %node, error = %e, "cannot store when the agent was last heard");
@@ -173,6 +173,7 @@ impl AgentConn {
         if self.registered {
             self.shared
                 .hub
+                .links
                 .heard(&self.node, self.conn_id, crate::now_ms());
         }
     }
@@ -183,7 +184,8 @@ impl AgentConn {
                 self.heard();
                 self.shared
                     .hub
-                    .record_telemetry(&self.node, s, crate::now_ms())
+                    .telemetry
+                    .record(&self.node, s, crate::now_ms())
             }
             Ok(_) => {}
             Err(e) => debug!(error = %e, "dropped a malformed telemetry datagram"),
@@ -198,7 +200,7 @@ impl AgentConn {
         tokio::spawn(async move {
             let max = crate::hub::TELEMETRY_SAMPLE_MAX;
             match super::read_one::<TelemetrySample>(&mut u, max).await {
-                Ok(s) => shared.hub.record_telemetry(&node, s, crate::now_ms()),
+                Ok(s) => shared.hub.telemetry.record(&node, s, crate::now_ms()),
                 Err(e) => debug!(error = %e, "dropped a malformed telemetry stream"),
             }
         });
@@ -309,7 +311,7 @@ impl AgentConn {
                         }
                         HelloVerdict::Ramdisk { resident: true } => true,
                     };
-                    if !shared.hub.may_replace(&self.node, now) {
+                    if !shared.hub.links.may_replace(&self.node, now) {
                         warn!("a second agent with this identity; refused");
                         self.session
                             .refuse(RefuseReason::DuplicateIdentity(self.node.clone()));
@@ -317,7 +319,7 @@ impl AgentConn {
                     }
                     // Register before loading, so a plan stored meanwhile is either loaded or
                     // arrives through the channel (the session drops the duplicate).
-                    shared.hub.register(
+                    shared.hub.links.register(
                         &self.node,
                         self.conn_id,
                         self.conn.clone(),

@@ -172,7 +172,7 @@ async fn run(args: Args, image: ferric_tests::hv::GuestImage) -> Result<()> {
     )?;
     let pid = agent.pid().context("agent not running")?;
     wait_for(Duration::from_secs(30), "agent connected", || async {
-        Ok(coord.shared.hub.connected_since("bench").map(|_| ()))
+        Ok(coord.shared.hub.links.connected_since("bench").map(|_| ()))
     })
     .await?;
     let setup: PlanFile = serde_yaml_ng::from_str(&format!(

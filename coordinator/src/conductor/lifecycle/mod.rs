@@ -131,7 +131,8 @@ fn progress(s: &Shared, row: &LifecycleRow) -> Option<ProgressView> {
     let since = crate::now_ms() - 10_000;
     let samples: Vec<_> = s
         .hub
-        .telemetry_since(&row.node, since)
+        .telemetry
+        .since(&row.node, since)
         .into_iter()
         .filter_map(|r| {
             let p = r.sample.progress.clone()?;
@@ -262,7 +263,7 @@ pub async fn provision(s: &Shared, node: &str, req: ProvisionRequest) -> Result<
 }
 
 fn ramdisk_here(s: &Shared, node: &str) -> bool {
-    s.hub.ramdisk_resident(node)
+    s.hub.links.ramdisk_resident(node)
 }
 
 /// Feeds `input` to `node`'s lifecycle (if it has one and it applies).

@@ -409,7 +409,13 @@ fn router(shared: Arc<Shared>, site: BootSite, cfg: BootConfig) -> Router {
             "/images/sha256/{hex}",
             get(
                 |State(s): State<Site>, Path(hex): Path<String>, req: Request| async move {
-                    crate::api::serve_blob(s.shared, hex, req).await
+                    match crate::blobs::serve(&s.shared.images, &hex, req).await {
+                        Ok(resp) => resp,
+                        Err(e @ crate::blobs::BlobError::Unknown) => {
+                            (StatusCode::NOT_FOUND, e.to_string()).into_response()
+                        }
+                        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                    }
                 },
             ),
         )

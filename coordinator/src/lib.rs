@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod blobs;
 pub mod boot_services;
 pub mod client;
 pub mod conductor;

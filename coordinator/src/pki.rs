@@ -11,6 +11,7 @@ use rcgen::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -40,6 +41,9 @@ pub enum PkiError {
     /// The certificate signing request is invalid.
     #[error("certificate signing request is not valid: {0}")]
     BadCsr(String),
+    /// The client-certificate verifier could not be built from the CA.
+    #[error("client certificate verifier could not be built: {0}")]
+    Verifier(String),
 }
 
 /// How long an agent's client certificate is valid.
@@ -343,4 +347,90 @@ pub fn identity_of_certificate(der: &[u8]) -> Option<(String, i64)> {
         .find_map(|ou| ou.strip_prefix(GENERATION_OU)?.parse().ok())
         .unwrap_or(0);
     Some((node, generation))
+}
+
+/// The CA's verification, then revocation: a certificate of an older generation than its
+/// node's is refused in the handshake (the agent sees TLS's "certificate revoked").
+#[derive(Debug)]
+struct RevocationCheck {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    revocations: Revocations,
+}
+
+impl rustls::server::danger::ClientCertVerifier for RevocationCheck {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if self.revocations.is_revoked(end_entity) == Some(true) {
+            tracing::info!(
+                node = node_of_certificate(end_entity).unwrap_or_default(),
+                "revoked client certificate refused"
+            );
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked,
+            ));
+        }
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The client-certificate check of the link and of the API: signed by the CA, not revoked;
+/// optional in the handshake (enrollment and API clients have none), required by what needs it.
+pub fn client_verifier(
+    pki: &Pki,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, PkiError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(pki.ca_der().clone())
+        .map_err(|e| PkiError::Verifier(e.to_string()))?;
+    let inner =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| PkiError::Verifier(e.to_string()))?;
+    Ok(Arc::new(RevocationCheck {
+        inner,
+        revocations: pki.revocations().clone(),
+    }))
 }

@@ -8,7 +8,7 @@ use crate::conductor::images::{self as conductor, ImageView, check_name};
 use crate::store::ImageRow;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use ferric_images::inspect::{Format, ImageError};
@@ -343,42 +343,12 @@ fn conflict(name: &str) -> ApiError {
 pub(super) async fn serve_blob(
     State(s): State<Arc<Shared>>,
     Path(hex): Path<String>,
-    mut req: Request,
+    req: Request,
 ) -> Response {
-    use tower::ServiceExt;
-    if hex.len() != 64
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    {
-        return err(StatusCode::NOT_FOUND, "unknown_image", "no such image blob").into_response();
-    }
-    let etag = format!("\"{hex}\"");
-    let stale = req
-        .headers()
-        .get(header::IF_RANGE)
-        .is_some_and(|v| v.as_bytes() != etag.as_bytes());
-    if stale {
-        req.headers_mut().remove(header::RANGE);
-    }
-    req.headers_mut().remove(header::IF_RANGE);
-    let blob = s.images.blob(&hex);
-    if !blob.exists() {
-        return err(StatusCode::NOT_FOUND, "unknown_image", "no such image blob").into_response();
-    }
-    match tower_http::services::ServeFile::new(blob)
-        .oneshot(req)
-        .await
-    {
-        Ok(mut resp) => {
-            if let Ok(v) = HeaderValue::from_str(&etag) {
-                resp.headers_mut().insert(header::ETAG, v);
-            }
-            resp.headers_mut().insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=31536000, immutable"),
-            );
-            resp.map(Body::new)
+    match crate::blobs::serve(&s.images, &hex, req).await {
+        Ok(resp) => resp,
+        Err(e @ crate::blobs::BlobError::Unknown) => {
+            err(StatusCode::NOT_FOUND, "unknown_image", e.to_string()).into_response()
         }
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response(),
     }

@@ -33,7 +33,7 @@ pub fn tls_config(
     names: &[String],
 ) -> Result<rustls::ServerConfig, crate::StartError> {
     let (chain, key) = shared_pki.api_identity(names)?;
-    let verifier = crate::link::client_verifier(shared_pki)?;
+    let verifier = crate::pki::client_verifier(shared_pki)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -145,14 +145,6 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-/// Serves an image blob (with `Range`), for the boot services' HTTP server too.
-pub(crate) async fn serve_blob(
-    s: Arc<Shared>,
-    hex: String,
-    req: axum::extract::Request,
-) -> Response {
-    images::serve_blob(axum::extract::State(s), axum::extract::Path(hex), req).await
-}
 
 /// The API's contract, generated from the handlers' annotations: every route of [`router`]
 /// and nothing else (both come from the same `routes!` lists), served at `/v1/openapi.json`.

@@ -16,7 +16,6 @@ use ferric_proto::close;
 use ferric_proto::frame::{FrameDecoder, Message};
 use ferric_proto::{ALPN, ALPN_ENROLL};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
-use rustls::server::WebPkiClientVerifier;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{Instrument, info, info_span};
@@ -28,8 +27,8 @@ pub enum LinkError {
     #[error("TLS configuration failed")]
     Tls(#[from] rustls::Error),
     /// The client verifier could not be built.
-    #[error("client certificate verifier could not be built")]
-    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error(transparent)]
+    Verifier(#[from] crate::pki::PkiError),
     /// QUIC rejected the TLS configuration.
     #[error("QUIC rejected the TLS configuration")]
     Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
@@ -47,95 +46,13 @@ pub enum LinkError {
     },
 }
 
-/// The CA's verification, then revocation: a certificate of an older generation than its
-/// node's is refused in the handshake (the agent sees TLS's "certificate revoked").
-#[derive(Debug)]
-struct RevocationCheck {
-    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
-    revocations: crate::pki::Revocations,
-}
-
-impl rustls::server::danger::ClientCertVerifier for RevocationCheck {
-    fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        let ok = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        if self.revocations.is_revoked(end_entity) == Some(true) {
-            tracing::info!(
-                node = crate::pki::node_of_certificate(end_entity).unwrap_or_default(),
-                "revoked client certificate refused"
-            );
-            return Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::Revoked,
-            ));
-        }
-        Ok(ok)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// The client-certificate check of the link and of the API: signed by the CA, not revoked;
-/// optional in the handshake (enrollment and API clients have none), required by what needs it.
-pub fn client_verifier(
-    pki: &crate::pki::Pki,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, LinkError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca_der().clone())?;
-    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-        .allow_unauthenticated()
-        .build()?;
-    Ok(Arc::new(RevocationCheck {
-        inner,
-        revocations: pki.revocations().clone(),
-    }))
-}
-
 /// Builds the QUIC server configuration from the CA.
 pub fn server_config(
     pki: &crate::pki::Pki,
     idle: Duration,
 ) -> Result<quinn::ServerConfig, LinkError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = client_verifier(pki)?;
+    let verifier = crate::pki::client_verifier(pki)?;
     let (chain, key) = pki.server_identity();
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?

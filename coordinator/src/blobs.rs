@@ -21,7 +21,11 @@ pub enum BlobError {
 }
 
 /// The blob `hex` (64 lowercase hex digits) of `images`, answering `req`.
-pub async fn serve(images: &ImageStore, hex: &str, mut req: Request) -> Result<Response, BlobError> {
+pub async fn serve(
+    images: &ImageStore,
+    hex: &str,
+    mut req: Request,
+) -> Result<Response, BlobError> {
     use tower::ServiceExt;
     if hex.len() != 64
         || !hex

@@ -414,7 +414,9 @@ fn router(shared: Arc<Shared>, site: BootSite, cfg: BootConfig) -> Router {
                         Err(e @ crate::blobs::BlobError::Unknown) => {
                             (StatusCode::NOT_FOUND, e.to_string()).into_response()
                         }
-                        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                        Err(e) => {
+                            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+                        }
                     }
                 },
             ),

@@ -12,6 +12,7 @@ pub mod api;
 pub mod blobs;
 pub mod boot_services;
 pub mod client;
+pub mod clock;
 pub mod conductor;
 pub mod http;
 pub mod hub;
@@ -121,11 +122,27 @@ pub struct Shared {
     /// The process's open-file limit (raised at start), which the HTTP servers' connection
     /// caps follow.
     pub open_files: u64,
+    /// The rules' clock (see [`clock`]).
+    pub clock: std::sync::Arc<dyn clock::Clock>,
     /// API calls refused for want of a valid token since the audit log last summed them up,
     /// by code (counted, not each written: a flood of them must not fill the disk).
     pub unauthenticated: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// The same, since the start (for `/metrics`).
     pub unauthenticated_total: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl Shared {
+    /// The narrow handles the conductor's rules act through.
+    pub fn env(&self) -> conductor::Env<'_> {
+        conductor::Env {
+            store: &self.store,
+            hub: &self.hub,
+            clock: &*self.clock,
+            timeouts: &self.config.lifecycle,
+            lifecycle: &self.lifecycle,
+            boot: self.boot_site.get(),
+        }
+    }
 }
 
 /// Errors starting a coordinator.
@@ -338,6 +355,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         boot_site: std::sync::OnceLock::new(),
         secrets,
         open_files,
+        clock: std::sync::Arc::new(clock::Rebased::system()),
         unauthenticated: Default::default(),
         unauthenticated_total: Default::default(),
     });

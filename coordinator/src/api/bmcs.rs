@@ -152,7 +152,7 @@ async fn console(
     Path(name): Path<String>,
     axum::extract::Query(q): axum::extract::Query<ConsoleQuery>,
 ) -> ApiResult<crate::hub::ConsoleTail> {
-    conductor::find(&s, &name).await?;
+    conductor::find(&s.store, &name).await?;
     let limit = q.limit.unwrap_or(100).min(crate::hub::CONSOLE_RING);
     Ok(Json(s.hub.consoles.since(&name, q.after, limit)))
 }
@@ -171,6 +171,6 @@ async fn provision(
     Json(req): Json<crate::conductor::lifecycle::ProvisionRequest>,
 ) -> ApiResult<crate::conductor::lifecycle::LifecycleView> {
     Ok(Json(
-        crate::conductor::lifecycle::provision(&s, &name, req).await?,
+        crate::conductor::lifecycle::provision(&s.env(), &name, req).await?,
     ))
 }

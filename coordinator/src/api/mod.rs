@@ -145,7 +145,6 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-
 /// The API's contract, generated from the handlers' annotations: every route of [`router`]
 /// and nothing else (both come from the same `routes!` lists), served at `/v1/openapi.json`.
 #[derive(utoipa::OpenApi)]

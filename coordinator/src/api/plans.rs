@@ -93,6 +93,6 @@ async fn cancel(
 ) -> Result<(axum::http::StatusCode, Json<Cancelled>), super::ApiError> {
     Ok((
         axum::http::StatusCode::ACCEPTED,
-        Json(conductor::cancel(&s, id).await?),
+        Json(crate::conductor::reports::cancel(&s.env(), id).await?),
     ))
 }

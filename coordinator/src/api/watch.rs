@@ -255,7 +255,7 @@ async fn watch_node(
     Query(q): Query<WatchQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // An unknown node fails the call rather than the stream.
-    nodes::find(&s, &name).await?;
+    nodes::find(&s.store, &name).await?;
     let after = q.after_ms.unwrap_or_else(|| crate::now_ms() - HISTORY_MS);
     let st = NodeSent {
         name,

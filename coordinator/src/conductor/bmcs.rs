@@ -287,10 +287,10 @@ pub async fn enroll(s: &Shared, project: &str, req: EnrollBmcNode) -> Result<Bmc
 }
 
 /// The BMC of a bare-metal node.
-pub async fn find(s: &Shared, name: &str) -> Result<BmcRow> {
-    match s.store.bmc(name).await? {
+pub async fn find(store: &crate::store::Store, name: &str) -> Result<BmcRow> {
+    match store.bmc(name).await? {
         Some(r) => Ok(r),
-        None if s.store.node(name).await?.is_some() => Err(invalid(format!(
+        None if store.node(name).await?.is_some() => Err(invalid(format!(
             "node `{name}` has no BMC (it is an agent; enroll bare-metal nodes with --bmc)"
         ))),
         None => Err(ConductorError::UnknownNode(name.to_owned())),
@@ -315,8 +315,8 @@ pub async fn credentials(s: &Shared, via: &str) -> Result<Vec<BmcCredential>> {
 }
 
 /// The console logs agent `via` tails: those of the nodes whose BMCs it drives.
-pub async fn consoles(s: &Shared, via: &str) -> Result<Vec<ConsoleSource>> {
-    Ok(s.store
+pub async fn consoles(store: &crate::store::Store, via: &str) -> Result<Vec<ConsoleSource>> {
+    Ok(store
         .bmcs(Some(via))
         .await?
         .into_iter()
@@ -344,13 +344,13 @@ pub async fn seal_clear_passwords(s: &Shared) -> Result<usize> {
 /// Whether an unfinished plan of agent `via` touches the BMC of `node` (only plans that change
 /// it, with `writes_only`).
 pub async fn plan_running(
-    s: &Shared,
+    store: &crate::store::Store,
     via: &str,
     node: &str,
     writes_only: bool,
 ) -> std::result::Result<bool, StoreError> {
     let object = format!("bmc:{node}");
-    Ok(s.store.unfinished_plans(via).await?.iter().any(|p| {
+    Ok(store.unfinished_plans(via).await?.iter().any(|p| {
         p.steps.iter().any(|st| {
             st.step
                 .objects()
@@ -362,7 +362,7 @@ pub async fn plan_running(
 
 async fn push_steps(s: &Shared, r: &BmcRow, steps: Vec<(Step, u32)>) -> Result<BmcAction> {
     let steps = plans::keyed_steps(steps)?;
-    let (plan, pushed) = plans::submit(s, &r.via, &steps).await?;
+    let (plan, pushed) = plans::submit(&s.env(), &r.via, &steps).await?;
     Ok(BmcAction {
         node: r.node.clone(),
         via: r.via.clone(),
@@ -373,7 +373,7 @@ async fn push_steps(s: &Shared, r: &BmcRow, steps: Vec<(Step, u32)>) -> Result<B
 
 /// Powers a bare-metal node on, off, … or reads its power.
 pub async fn power(s: &Shared, name: &str, req: PowerRequest) -> Result<BmcAction> {
-    let r = find(s, name).await?;
+    let r = find(&s.store, name).await?;
     // A soft power-off waits for the operating system.
     let timeout = if req.action == PowerAction::Soft {
         600
@@ -387,7 +387,7 @@ pub async fn power(s: &Shared, name: &str, req: PowerRequest) -> Result<BmcActio
     if req.action != PowerAction::Status && req.action != PowerAction::On {
         // Whatever ran on the machine (its ramdisk) stops with its power.
         super::network_boot::end(
-            s,
+            &s.env(),
             name,
             crate::store::BootEnd::Power,
             "the machine's power is cut or cycled",
@@ -401,7 +401,7 @@ pub async fn power(s: &Shared, name: &str, req: PowerRequest) -> Result<BmcActio
 
 /// Sets a bare-metal node's next boot device.
 pub async fn bootdev(s: &Shared, name: &str, req: BootdevRequest) -> Result<BmcAction> {
-    let r = find(s, name).await?;
+    let r = find(&s.store, name).await?;
     let step = Step::BmcBootDevice {
         bmc: name.to_owned(),
         device: req.device,
@@ -413,7 +413,7 @@ pub async fn bootdev(s: &Shared, name: &str, req: BootdevRequest) -> Result<BmcA
 
 /// A fresh SDR walk and reading.
 pub async fn sensors(s: &Shared, name: &str) -> Result<BmcAction> {
-    let r = find(s, name).await?;
+    let r = find(&s.store, name).await?;
     let step = Step::BmcSensors {
         bmc: name.to_owned(),
     };
@@ -430,7 +430,7 @@ pub struct SelRequest {
 
 /// Reads the System Event Log; with `clear`, a second step reads it again and clears it.
 pub async fn sel(s: &Shared, name: &str, req: SelRequest) -> Result<BmcAction> {
-    let r = find(s, name).await?;
+    let r = find(&s.store, name).await?;
     // Clearing is a second step: the first one's entries are journaled and reported before
     // anything is erased, whatever happens to the agent in between.
     let read = Step::BmcSel {
@@ -456,5 +456,5 @@ pub async fn sel(s: &Shared, name: &str, req: SelRequest) -> Result<BmcAction> {
 
 /// The view of a node's BMC.
 pub async fn show(s: &Shared, name: &str) -> Result<BmcView> {
-    Ok(view(s, find(s, name).await?))
+    Ok(view(s, find(&s.store, name).await?))
 }

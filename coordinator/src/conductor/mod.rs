@@ -17,7 +17,6 @@
 
 pub mod access;
 pub mod bmcs;
-pub mod events;
 pub mod guests;
 pub mod images;
 pub mod lifecycle;
@@ -27,6 +26,7 @@ pub mod nodes;
 pub mod placement;
 pub mod plans;
 pub mod power_sync;
+pub mod reports;
 
 use crate::store::StoreError;
 
@@ -131,6 +131,33 @@ impl From<StoreError> for ConductorError {
     }
 }
 
+/// What the conductor's rules act through, and nothing more: the store, the hub (to push to
+/// agents and read what they report), the clock, the lifecycle's timeouts and lock, and the
+/// boot services when they run. Tests build one from a store in a temporary directory, a hub
+/// and a clock they move by hand.
+#[derive(Debug, Clone, Copy)]
+pub struct Env<'a> {
+    /// The store.
+    pub store: &'a crate::store::Store,
+    /// Connected agents and what they reported.
+    pub hub: &'a crate::hub::Hub,
+    /// The clock.
+    pub clock: &'a dyn crate::clock::Clock,
+    /// How long lifecycle waits may last.
+    pub timeouts: &'a lifecycle::Timeouts,
+    /// Taken while a bare-metal node's lifecycle moves.
+    pub lifecycle: &'a tokio::sync::Mutex<()>,
+    /// The boot services' site, when they run.
+    pub boot: Option<&'a network_boot::BootSite>,
+}
+
+impl Env<'_> {
+    /// Now, on the rules' clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
 /// A conductor result.
 pub type Result<T> = std::result::Result<T, ConductorError>;
 
@@ -138,3 +165,6 @@ pub type Result<T> = std::result::Result<T, ConductorError>;
 pub(crate) fn invalid(msg: impl Into<String>) -> ConductorError {
     ConductorError::Invalid(msg.into())
 }
+
+#[cfg(test)]
+mod tests;

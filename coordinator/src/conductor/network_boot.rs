@@ -15,9 +15,9 @@
 //! node's: given work, taken for the lifecycle's call back. What an attacker on the
 //! provisioning network can still do is written in `docs/design.md` ("Boot services").
 
-use super::{ConductorError, Result, plans};
+use super::{ConductorError, Env, Result};
 use crate::Shared;
-use crate::model::{BootStage, NodeRole, ProvisionState};
+use crate::model::{BootStage, ProvisionState};
 use crate::store::{BootEnd, BootRow};
 use ferric_proto::msg::{EnrollRefusal, EnrollRequest, EnrollResponse, Inspection, Role};
 use ferric_proto::plan::Step;
@@ -160,22 +160,19 @@ pub async fn node_of_mac(s: &Shared, mac: &str) -> Result<Option<String>> {
 
 /// How long an armed boot waits for its script and its ramdisk: the boot services' setting,
 /// else the network boot's own time and the call back's.
-fn boot_ttl(s: &Shared) -> Duration {
-    s.boot_site
-        .get()
-        .map_or(s.config.lifecycle.boot + s.config.lifecycle.callback, |b| {
-            b.boot_ttl
-        })
+fn boot_ttl(env: &Env<'_>) -> Duration {
+    env.boot
+        .map_or(env.timeouts.boot + env.timeouts.callback, |b| b.boot_ttl)
 }
 
 /// Starts a network boot of `node` (its earlier boots end): only now will its machine get a
 /// script. Called for every plan that sets a bare-metal node's boot device to `pxe`.
-pub async fn arm(s: &Shared, node: &str, cause: &str) -> Result<BootRow> {
-    let now = crate::now_ms();
-    let ttl = boot_ttl(s).as_millis() as i64;
-    let boot = s.store.arm_boot(node, cause, now, now + ttl).await?;
+pub async fn arm(env: &Env<'_>, node: &str, cause: &str) -> Result<BootRow> {
+    let now = env.now_ms();
+    let ttl = boot_ttl(env).as_millis() as i64;
+    let boot = env.store.arm_boot(node, cause, now, now + ttl).await?;
     // A ramdisk of an earlier boot is not this boot's.
-    s.hub.links.set_resident(node, false);
+    env.hub.links.set_resident(node, false);
     tracing::info!(%node, boot = boot.id, %cause, expires_in_s = ttl / 1000, "network boot armed");
     Ok(boot)
 }
@@ -196,18 +193,18 @@ pub fn pxe_boots(steps: &[ferric_proto::plan::PlanStep]) -> Vec<String> {
 }
 
 /// Ends `node`'s running boot (the machine left its ramdisk, or its power went), if any.
-pub async fn end(s: &Shared, node: &str, how: BootEnd, reason: &str) -> Result<()> {
-    let now = crate::now_ms();
-    if s.store.end_boots(node, how, reason, now).await? > 0 {
+pub async fn end(env: &Env<'_>, node: &str, how: BootEnd, reason: &str) -> Result<()> {
+    let now = env.now_ms();
+    if env.store.end_boots(node, how, reason, now).await? > 0 {
         tracing::info!(%node, end = how.as_str(), %reason, "network boot ended");
     }
     // Not resident from now on (a fast track must not take it for one); a machine that left
     // for its image keeps its ramdisk's link for the last reports, one whose power went
     // loses it.
-    s.hub.links.set_resident(node, false);
-    s.hub.boot_stages.mark(node, BootStage::Rebooted, now);
+    env.hub.links.set_resident(node, false);
+    env.hub.boot_stages.mark(node, BootStage::Rebooted, now);
     if how != BootEnd::Left {
-        s.hub.links.disconnect(node, reason.as_bytes());
+        env.hub.links.disconnect(node, reason.as_bytes());
     }
     Ok(())
 }
@@ -278,7 +275,7 @@ pub async fn script(
     if given != from {
         return Err(ScriptRefusal::WrongAddress { mac, from, given });
     }
-    let now = crate::now_ms();
+    let now = s.clock.now_ms();
     let node = match node_of_mac(s, &mac).await? {
         Some(n) => n,
         None => match &site.discovery {
@@ -290,7 +287,7 @@ pub async fn script(
                     .await
                     .map_err(ConductorError::from)?;
                 tracing::info!(node = %n, %mac, "discovered a machine by network boot");
-                arm(s, &n, "discovery").await?;
+                arm(&s.env(), &n, "discovery").await?;
                 n
             }
             None => return Err(ScriptRefusal::UnknownMac(mac)),
@@ -319,7 +316,7 @@ pub async fn script(
             .is_some_and(|n| n.provision_state == Some(ProvisionState::Enroll))
     {
         discovery_allows(s, site, limits).await?;
-        boot = Some(arm(s, &node, "discovery (booted again)").await?);
+        boot = Some(arm(&s.env(), &node, "discovery (booted again)").await?);
     }
     let Some(boot) = boot else {
         return Err(ScriptRefusal::NotBooting { node, mac });
@@ -402,7 +399,7 @@ pub async fn enroll(
 ) -> Result<EnrollResponse> {
     use EnrollRefusal as R;
     let refuse = |r| Ok(EnrollResponse::Refused(r));
-    let now = crate::now_ms();
+    let now = s.clock.now_ms();
     let Some(boot) = s.store.boot_of_token(id).await? else {
         return refuse(R::InvalidToken);
     };
@@ -482,7 +479,7 @@ pub enum RamdiskAdmission {
 /// Whether the ramdisk of bare-metal node `node` with the key `key` (SHA-256 of its
 /// certificate's) belongs to a boot Ferric runs for it.
 pub async fn admit_ramdisk(s: &Shared, node: &str, key: &str) -> Result<RamdiskAdmission> {
-    let now = crate::now_ms();
+    let now = s.clock.now_ms();
     let Some(boot) = s.store.boot_of_ramdisk(node, key).await? else {
         return Ok(RamdiskAdmission::Refused(format!(
             "this certificate of node `{node}` was not enrolled in a network boot Ferric started"
@@ -501,35 +498,12 @@ pub async fn admit_ramdisk(s: &Shared, node: &str, key: &str) -> Result<RamdiskA
     )))
 }
 
-/// A resident ramdisk said hello: its lifecycle gets what it waited for; a node in `enroll`
-/// (found by network boot, or booted by hand) with no plan under way inspects the machine.
-pub async fn ramdisk_connected(s: &Shared, node: &str) -> Result<()> {
-    s.hub
-        .boot_stages
-        .mark(node, BootStage::Connected, crate::now_ms());
-    if super::lifecycle::ramdisk_connected(s, node).await? {
-        return Ok(());
-    }
-    let found = s.store.node(node).await?;
-    let state = found.as_ref().and_then(|n| n.provision_state);
-    if found.is_none_or(|n| n.role != NodeRole::Baremetal)
-        || state.is_some_and(|st| st != ProvisionState::Enroll)
-        || !s.store.unfinished_plans(node).await?.is_empty()
-    {
-        return Ok(());
-    }
-    let steps = plans::keyed_steps(vec![(Step::Inspect {}, 300)])?;
-    let (plan, _) = plans::submit(s, node, &steps).await?;
-    tracing::info!(%node, plan, "ramdisk connected: inspecting");
-    Ok(())
-}
-
 /// An inspection arrived from `node`'s ramdisk.
-pub async fn inspected(s: &Shared, node: &str, found: &Inspection, at_ms: i64) -> Result<()> {
-    s.store.save_inspection(node, found, at_ms).await?;
-    s.hub
+pub async fn inspected(env: &Env<'_>, node: &str, found: &Inspection, at_ms: i64) -> Result<()> {
+    env.store.save_inspection(node, found, at_ms).await?;
+    env.hub
         .boot_stages
-        .mark(node, BootStage::Inspected, crate::now_ms());
+        .mark(node, BootStage::Inspected, env.now_ms());
     tracing::info!(
         %node,
         cpus = found.inventory.cpu.count,

@@ -6,9 +6,7 @@ use crate::Shared;
 use crate::hub::{BmcRecord, TelemetryRecord};
 use crate::model::{NodeRole, check_node_name};
 use crate::store::{BmcRow, EnrollProblem, NodeRow, PlanRow, TokenProblem};
-use ferric_proto::msg::{
-    Capability, EnrollRefusal, EnrollRequest, EnrollResponse, Hello, StoredCursor,
-};
+use ferric_proto::msg::{Capability, EnrollRefusal, EnrollRequest, EnrollResponse};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -111,8 +109,8 @@ pub async fn list(s: &Shared, caller: &super::access::Caller) -> Result<Vec<Node
 }
 
 /// A node, stored.
-pub async fn find(s: &Shared, name: &str) -> Result<NodeRow> {
-    s.store
+pub async fn find(store: &crate::store::Store, name: &str) -> Result<NodeRow> {
+    store
         .node(name)
         .await?
         .ok_or_else(|| ConductorError::UnknownNode(name.to_owned()))
@@ -120,7 +118,7 @@ pub async fn find(s: &Shared, name: &str) -> Result<NodeRow> {
 
 /// One node with its recent plans (as `caller` may see them), newest telemetry and BMC.
 pub async fn show(s: &Shared, caller: &super::access::Caller, name: &str) -> Result<NodeDetail> {
-    let n = find(s, name).await?;
+    let n = find(&s.store, name).await?;
     let mut plans: Vec<PlanRow> = s.store.plans(Some(name), 10).await?;
     plans
         .iter_mut()
@@ -128,7 +126,7 @@ pub async fn show(s: &Shared, caller: &super::access::Caller, name: &str) -> Res
     let bmc = s.store.bmc(name).await?;
     let inspection = s.store.inspection(name).await?;
     let lifecycle = match s.store.lifecycle(name).await? {
-        Some(row) => Some(super::lifecycle::view(s, row).await?),
+        Some(row) => Some(super::lifecycle::view(&s.env(), row).await?),
         None => None,
     };
     Ok(NodeDetail {
@@ -198,7 +196,7 @@ impl utoipa::ToSchema for NodeTelemetry {
 
 /// What arrived from or about `name` after `after_ms`.
 pub async fn telemetry(s: &Shared, name: &str, after_ms: i64) -> Result<NodeTelemetry> {
-    let node = find(s, name).await?;
+    let node = find(&s.store, name).await?;
     Ok(if node.role.has_agent() {
         NodeTelemetry::Host(s.hub.telemetry.since(name, after_ms))
     } else {
@@ -327,127 +325,6 @@ pub async fn enroll(
     }
 }
 
-/// What an agent's hello gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HelloVerdict {
-    /// Refused, with the reason the agent is told.
-    Refused(ferric_proto::msg::RefuseReason),
-    /// A hypervisor or management agent.
-    Agent,
-    /// A bare-metal node's ramdisk of a boot Ferric runs: `resident` unless its machine just
-    /// left it for its image (then it only delivers what it journaled).
-    Ramdisk {
-        /// Given work, taken for the lifecycle's call back.
-        resident: bool,
-    },
-}
-
-/// An agent's hello on a connection whose certificate has the key `key` (SHA-256): refused
-/// when the node is not enrolled, or when it is a bare-metal node and the certificate is not
-/// that of a ramdisk enrolled in a boot Ferric runs for it (the node's role decides, not what
-/// the hello claims); otherwise what it announced is recorded.
-pub async fn hello(
-    s: &Shared,
-    node: &str,
-    h: &Hello,
-    key: Option<&str>,
-    now_ms: i64,
-) -> Result<HelloVerdict> {
-    use ferric_proto::msg::{RefuseReason, Role};
-    let Some(row) = s.store.node(node).await? else {
-        return Ok(HelloVerdict::Refused(RefuseReason::UnknownNode(
-            node.to_owned(),
-        )));
-    };
-    let verdict = if row.role == NodeRole::Baremetal {
-        use super::network_boot::RamdiskAdmission as A;
-        match super::network_boot::admit_ramdisk(s, node, key.unwrap_or_default()).await? {
-            A::Resident => HelloVerdict::Ramdisk { resident: true },
-            A::Leaving => HelloVerdict::Ramdisk { resident: false },
-            A::Refused(why) => {
-                tracing::warn!(%node, role = h.role.as_str(), "{why}");
-                return Ok(HelloVerdict::Refused(RefuseReason::NotBooting(why)));
-            }
-        }
-    } else if h.role == Role::Ramdisk {
-        return Ok(HelloVerdict::Refused(RefuseReason::NotBooting(format!(
-            "node `{node}` is not a bare-metal node; it has no ramdisk"
-        ))));
-    } else {
-        HelloVerdict::Agent
-    };
-    let capabilities: Vec<Capability> = h
-        .capabilities
-        .iter()
-        .filter_map(|c| {
-            let known = Capability::from_name(c);
-            if known.is_none() {
-                tracing::debug!(capability = %c, "skipped a capability this build does not know");
-            }
-            known
-        })
-        .collect();
-    s.store
-        .node_seen(
-            node,
-            now_ms,
-            &capabilities,
-            &hex::encode(h.inventory_digest),
-        )
-        .await?;
-    Ok(verdict)
-}
-
-/// Most plans an agent's hello may name (its journal holds the plans it has not finished or
-/// that are not fully acknowledged: a few dozen; more is a broken or hostile agent).
-pub const MAX_HELLO_PLANS: usize = 4096;
-
-/// What a (re)connected agent resumes.
-#[derive(Debug, Default)]
-pub struct Resume {
-    /// How many events of each plan it holds are stored (plans of other nodes count 0: their
-    /// events are dropped when they come).
-    pub stored: Vec<StoredCursor>,
-    /// Its unfinished plans it does not hold, to push.
-    pub missing: Vec<ferric_proto::plan::Plan>,
-    /// Plans it holds that an operator asked to cancel and that have not ended.
-    pub cancel: Vec<ferric_proto::plan::PlanId>,
-}
-
-/// What a (re)connected agent resumes, read in one pass over the node's plans whatever the
-/// hello names (at most [`MAX_HELLO_PLANS`]; the caller refuses more).
-pub async fn resume(s: &Shared, node: &str, h: &Hello) -> Result<Resume> {
-    let named: std::collections::HashSet<_> = h.plans.iter().map(|c| c.plan).collect();
-    let oldest = named.iter().min().copied().unwrap_or(u64::MAX);
-    let held = s.store.plan_cursors(node, oldest).await?;
-    let stored = h
-        .plans
-        .iter()
-        .map(|c| StoredCursor {
-            plan: c.plan,
-            stored: held.get(&c.plan).map_or(0, |h| h.stored),
-        })
-        .collect();
-    let cancel = held
-        .iter()
-        .filter(|(id, h)| named.contains(id) && h.cancel_pending)
-        .map(|(id, _)| *id)
-        .collect();
-    let missing = s
-        .store
-        .unfinished_plans(node)
-        .await?
-        .into_iter()
-        .filter(|p| !named.contains(&p.id))
-        .map(|p| p.to_plan())
-        .collect();
-    Ok(Resume {
-        stored,
-        missing,
-        cancel,
-    })
-}
-
 /// What `DELETE /v1/nodes/{name}` removed.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeletedNode {
@@ -471,7 +348,7 @@ pub struct DeletedNode {
 /// that drives other nodes' BMCs (they would be left without one: the refusal names them).
 /// Its certificates are refused from now on and its link is closed.
 pub async fn delete(s: &Shared, name: &str) -> Result<DeletedNode> {
-    let n = find(s, name).await?;
+    let n = find(&s.store, name).await?;
     let driven: Vec<String> = s
         .store
         .bmcs(Some(name))
@@ -488,7 +365,7 @@ pub async fn delete(s: &Shared, name: &str) -> Result<DeletedNode> {
     }
     let bmc = s.store.bmc(name).await?;
     if let Some(b) = &bmc
-        && super::bmcs::plan_running(s, &b.via, name, false).await?
+        && super::bmcs::plan_running(&s.store, &b.via, name, false).await?
     {
         return Err(ConductorError::Busy(format!(
             "node `{name}` has a BMC plan still running on `{}`",

@@ -5,9 +5,7 @@
 use super::{ConductorError, Result, invalid};
 use crate::Shared;
 use crate::store::{EventRow, PlanRow};
-use ferric_proto::plan::{
-    ErrorKind, Plan, PlanError, PlanId, PlanStep, Step, StepEvent, StepEventKind,
-};
+use ferric_proto::plan::{ErrorKind, Plan, PlanError, PlanId, PlanStep, Step, StepEventKind};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -148,20 +146,25 @@ pub fn keyed_steps(steps: Vec<(Step, u32)>) -> Result<Vec<PlanStep>> {
 /// and whether it was pushed. A plan that sets a bare-metal node's boot device to `pxe` arms
 /// that node's network boot first ([`super::network_boot::arm`]): Ferric hands a ramdisk script only
 /// to a boot it started.
-pub async fn submit(s: &Shared, node: &str, steps: &[PlanStep]) -> Result<(PlanId, bool)> {
+pub async fn submit(
+    env: &super::Env<'_>,
+    node: &str,
+    steps: &[PlanStep],
+) -> Result<(PlanId, bool)> {
     for booting in super::network_boot::pxe_boots(steps) {
-        if s.store
+        if env
+            .store
             .node(&booting)
             .await?
             .is_some_and(|n| n.role == crate::model::NodeRole::Baremetal)
         {
-            super::network_boot::arm(s, &booting, &format!("boot device pxe, through `{node}`"))
+            super::network_boot::arm(env, &booting, &format!("boot device pxe, through `{node}`"))
                 .await?;
         }
     }
-    let plan = s.store.create_plan(node, steps, crate::now_us()).await?;
+    let plan = env.store.create_plan(node, steps, crate::now_us()).await?;
     let id = plan.id;
-    Ok((id, s.hub.links.push(plan)))
+    Ok((id, env.hub.links.push(plan)))
 }
 
 /// `POST /v1/plans`: one plan per node, all or nothing — every node must exist before any
@@ -188,7 +191,7 @@ pub async fn create(
     }
     let mut out = Vec::with_capacity(req.nodes.len());
     for n in &req.nodes {
-        let (id, pushed) = submit(s, n, &steps).await?;
+        let (id, pushed) = submit(&s.env(), n, &steps).await?;
         out.push(CreatedPlan {
             id,
             node: n.clone(),
@@ -266,73 +269,73 @@ pub async fn status(s: &Shared, caller: &super::access::Caller, id: PlanId) -> R
     Ok(PlanStatus { plan, events })
 }
 
-/// Fails `plan` of `node` here, with one event as the agent would have sent it (the agent
-/// never had the plan): a plan cancelled before it was delivered, or one it cannot run.
-async fn fail_undelivered(
-    s: &Shared,
-    node: &str,
-    plan: &Plan,
-    step: usize,
-    kind: ErrorKind,
-    message: String,
-) -> Result<()> {
-    tracing::warn!(plan = plan.id, %message, "plan not pushed");
-    let ev = StepEvent {
-        plan: plan.id,
-        seq: 0,
-        step: step as u32,
-        at_ms: crate::now_ms() as u64,
-        kind: StepEventKind::Failed { kind, message },
-    };
-    // Recorded as the agent's events are, so that a lifecycle waiting for the plan hears.
-    super::events::record_event(s, node, &ev).await
+/// Whether a plan goes to its agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Push it.
+    Push,
+    /// It cannot go: it fails here at `step`, as a one-event plan (see
+    /// [`super::reports::undelivered`]).
+    Fail {
+        /// The step it fails at.
+        step: usize,
+        /// Why, for machines.
+        kind: ErrorKind,
+        /// Why, for people.
+        message: String,
+    },
 }
 
 /// Whether `plan` may go to `node`'s agent, which speaks protocol version `speaks` and takes
-/// frames of at most `max_frame` bytes. A plan with a step newer than the agent fails here,
-/// with one `unsupported` event naming the agent's version, the step and the version it
-/// needs (pushed, the unknown step would read as a malformed frame and close the link); one
-/// too large for a frame fails with `invalid_spec` (it could never be delivered, and would
-/// close the link at every reconnect); one an operator cancelled fails as `cancelled`. Returns
-/// whether to push it.
-pub async fn fits_agent(
-    s: &Shared,
+/// frames of at most `max_frame` bytes. A plan with a step newer than the agent fails with
+/// `unsupported`, naming the agent's version, the step and the version it needs (pushed, the
+/// unknown step would read as a malformed frame and close the link); one too large for a
+/// frame with `invalid_spec` (it could never be delivered, and would close the link at every
+/// reconnect); one an operator cancelled as `cancelled`.
+pub async fn delivery(
+    store: &crate::store::Store,
     node: &str,
     plan: &Plan,
     speaks: u16,
     max_frame: usize,
-) -> Result<bool> {
-    if s.store
+) -> Result<Delivery> {
+    if store
         .plan(plan.id)
         .await?
         .is_some_and(|p| p.cancel_requested_at_ms.is_some())
     {
-        let message = format!("plan {} was cancelled before it was delivered", plan.id);
-        fail_undelivered(s, node, plan, 0, ErrorKind::Cancelled, message).await?;
-        return Ok(false);
+        return Ok(Delivery::Fail {
+            step: 0,
+            kind: ErrorKind::Cancelled,
+            message: format!("plan {} was cancelled before it was delivered", plan.id),
+        });
     }
     let bytes =
         ferric_proto::frame::to_frame(&ferric_proto::msg::CoordMsg::Plan(plan.clone()), usize::MAX)
             .map_or(usize::MAX, |f| f.len());
     if bytes > max_frame {
-        let message = format!(
-            "plan {} encodes to {bytes} bytes, over the {max_frame}-byte frame of the agent link: it cannot be delivered",
-            plan.id
-        );
-        fail_undelivered(s, node, plan, 0, ErrorKind::InvalidSpec, message).await?;
-        return Ok(false);
+        return Ok(Delivery::Fail {
+            step: 0,
+            kind: ErrorKind::InvalidSpec,
+            message: format!(
+                "plan {} encodes to {bytes} bytes, over the {max_frame}-byte frame of the agent link: it cannot be delivered",
+                plan.id
+            ),
+        });
     }
     let (needs, step) = plan.min_protocol();
     if needs <= speaks {
-        return Ok(true);
+        return Ok(Delivery::Push);
     }
     let i = step.unwrap_or(0);
     let kind = plan.steps.get(i).map_or("?", |s| s.step.kind());
-    let message = format!(
-        "agent `{node}` speaks protocol version {speaks}; step {i} ({kind}) needs version {needs}: upgrade the agent"
-    );
-    fail_undelivered(s, node, plan, i, ErrorKind::Unsupported, message).await?;
-    Ok(false)
+    Ok(Delivery::Fail {
+        step: i,
+        kind: ErrorKind::Unsupported,
+        message: format!(
+            "agent `{node}` speaks protocol version {speaks}; step {i} ({kind}) needs version {needs}: upgrade the agent"
+        ),
+    })
 }
 
 /// What `POST /v1/plans/{id}/cancel` did.
@@ -347,46 +350,34 @@ pub struct Cancelled {
     pub agent_told: bool,
 }
 
-/// Cancels an unfinished plan: one never handed to its agent fails here at once; one its
-/// agent holds is stopped by the agent (the step under way abandoned; agents older than
-/// protocol 7 cannot, and run it to its end). It ends `failed` with kind `cancelled`, and a
-/// lifecycle waiting for it fails with that reason.
-pub async fn cancel(s: &Shared, id: PlanId) -> Result<Cancelled> {
-    let plan = s
-        .store
-        .plan(id)
-        .await?
-        .ok_or(ConductorError::UnknownPlan(id))?;
-    if plan.state.is_finished() || !s.store.request_cancel(id, crate::now_ms()).await? {
-        return Err(ConductorError::Busy(format!(
-            "plan {id} has ended ({}); there is nothing to cancel",
-            plan.state
-        )));
+/// How a plan ended, as its end event told it: `None` while it runs, else whether it
+/// succeeded and why not.
+pub async fn outcome(
+    store: &crate::store::Store,
+    plan: PlanId,
+) -> Result<Option<(bool, Option<String>)>> {
+    let Some(row) = store.plan(plan).await? else {
+        return Ok(None);
+    };
+    if !row.state.is_finished() {
+        return Ok(None);
     }
-    tracing::info!(plan = id, node = %plan.node, "plan cancel requested");
-    let mut agent_told = false;
-    if plan.pushed_at_us.is_none() {
-        // Never handed to the link: fail it here (the link checks the request before it
-        // pushes; should both act, the second event is a duplicate and dropped).
-        let message = format!("plan {id} was cancelled before it was delivered");
-        fail_undelivered(
-            s,
-            &plan.node,
-            &plan.to_plan(),
-            0,
-            ErrorKind::Cancelled,
-            message,
-        )
-        .await?;
-    } else {
-        agent_told = s.hub.links.push_cancel(&plan.node, id);
-    }
-    let state = s.store.plan(id).await?.map_or(plan.state, |p| p.state);
-    Ok(Cancelled {
-        plan: id,
-        state,
-        agent_told,
-    })
+    let events = store.events(plan).await?;
+    let message = events.iter().rev().find_map(|e| match &e.kind {
+        StepEventKind::Failed { kind, message } => Some(failure(&row, e.step, *kind, message)),
+        _ => None,
+    });
+    Ok(Some((message.is_none(), message)))
+}
+
+/// A plan's failure at `step`, for people: the step's kind, its message and its kind.
+pub fn failure(plan: &PlanRow, step: u32, kind: ErrorKind, message: &str) -> String {
+    format!(
+        "step {step} ({}) failed: {message} [{kind}]",
+        plan.steps
+            .get(step as usize)
+            .map_or("?", |st| st.step.kind())
+    )
 }
 
 #[cfg(test)]

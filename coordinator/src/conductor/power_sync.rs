@@ -2,8 +2,7 @@
 //! whose power differs from what Ferric's last power step left, while no power plan for it
 //! runs, is flagged ("power changed behind Ferric's back"); the next power action clears it.
 
-use super::Result;
-use crate::Shared;
+use super::{Env, Result};
 use ferric_proto::msg::{BmcState, ConsoleLines};
 use ferric_proto::plan::{PowerAction, Step, StepEvent, StepEventKind, StepOutput};
 use std::collections::HashSet;
@@ -11,8 +10,8 @@ use tracing::{debug, warn};
 
 /// Records BMC states agent `via` read: power sync and the newest sensors. States of BMCs it
 /// does not drive are dropped.
-pub async fn bmc_states(s: &Shared, via: &str, states: Vec<BmcState>) -> Result<()> {
-    let mine: HashSet<String> = s
+pub async fn bmc_states(env: &Env<'_>, via: &str, states: Vec<BmcState>) -> Result<()> {
+    let mine: HashSet<String> = env
         .store
         .bmcs(Some(via))
         .await?
@@ -24,8 +23,8 @@ pub async fn bmc_states(s: &Shared, via: &str, states: Vec<BmcState>) -> Result<
             debug!(bmc = %st.name, "dropped the state of a BMC this agent does not drive");
             continue;
         }
-        let busy = super::bmcs::plan_running(s, via, &st.name, true).await?;
-        if let Some(flag) = s
+        let busy = super::bmcs::plan_running(env.store, via, &st.name, true).await?;
+        if let Some(flag) = env
             .store
             .bmc_observed(
                 &st.name,
@@ -38,15 +37,15 @@ pub async fn bmc_states(s: &Shared, via: &str, states: Vec<BmcState>) -> Result<
         {
             warn!(node = %st.name, %flag, "node flagged");
         }
-        s.hub.bmc.record(st, crate::now_ms());
+        env.hub.bmc.record(st, env.now_ms());
     }
     Ok(())
 }
 
 /// Records the console lines agent `via` read; those of nodes whose BMC it does not drive
 /// (or that have no console log) are dropped.
-pub async fn console(s: &Shared, via: &str, lines: Vec<ConsoleLines>) -> Result<()> {
-    let mine: HashSet<String> = super::bmcs::consoles(s, via)
+pub async fn console(env: &Env<'_>, via: &str, lines: Vec<ConsoleLines>) -> Result<()> {
+    let mine: HashSet<String> = super::bmcs::consoles(env.store, via)
         .await?
         .into_iter()
         .map(|c| c.name)
@@ -59,31 +58,31 @@ pub async fn console(s: &Shared, via: &str, lines: Vec<ConsoleLines>) -> Result<
         if let Some(e) = &c.error {
             warn!(node = %c.name, error = %e, "console log not read");
         }
-        s.hub
+        env.hub
             .consoles
-            .record(&c.name, c.lines, c.error, crate::now_ms());
+            .record(&c.name, c.lines, c.error, env.now_ms());
     }
     Ok(())
 }
 
 /// A step's output from agent `via`: what a BMC power step found is what Ferric now expects
 /// (or, for a status read, what it observed).
-pub async fn step_output(s: &Shared, via: &str, e: &StepEvent) -> Result<()> {
+pub async fn step_output(env: &Env<'_>, via: &str, e: &StepEvent) -> Result<()> {
     let StepEventKind::Output(StepOutput::Power { on }) = &e.kind else {
         return Ok(());
     };
-    let Some(plan) = s.store.plan(e.plan).await? else {
+    let Some(plan) = env.store.plan(e.plan).await? else {
         return Ok(());
     };
     let Some(Step::BmcPower { bmc, action }) = plan.steps.get(e.step as usize).map(|st| &st.step)
     else {
         return Ok(());
     };
-    if s.store.bmc(bmc).await?.is_none_or(|r| r.via != via) {
+    if env.store.bmc(bmc).await?.is_none_or(|r| r.via != via) {
         return Ok(());
     }
     if *action == PowerAction::Status {
-        if let Some(flag) = s
+        if let Some(flag) = env
             .store
             .bmc_observed(bmc, false, Some(*on), None, e.at_ms as i64)
             .await?
@@ -91,7 +90,7 @@ pub async fn step_output(s: &Shared, via: &str, e: &StepEvent) -> Result<()> {
             warn!(node = %bmc, %flag, "node flagged");
         }
     } else {
-        s.store.bmc_power_set(bmc, *on, e.at_ms as i64).await?;
+        env.store.bmc_power_set(bmc, *on, e.at_ms as i64).await?;
     }
     Ok(())
 }

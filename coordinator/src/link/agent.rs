@@ -207,7 +207,7 @@ impl AgentConn {
     }
 
     /// Pushes a plan the agent can decode; one with a step newer than the agent's protocol
-    /// fails instead (see [`conductor::plans::fits_agent`]).
+    /// fails instead (see [`conductor::plans::delivery`]), reported as the agent's would be.
     async fn offer_plan(&mut self, plan: ferric_proto::plan::Plan) -> Result<(), Closing> {
         let speaks = self.session.version();
         // What the agent's decoder takes, whatever this coordinator would send.
@@ -216,10 +216,11 @@ impl AgentConn {
             .config
             .max_frame
             .min(ferric_proto::frame::DEFAULT_MAX_FRAME);
-        if conductor::plans::fits_agent(&self.shared, &self.node, &plan, speaks, max_frame)
-            .await
-            .map_err(closing)?
-        {
+        let delivery =
+            conductor::plans::delivery(&self.shared.store, &self.node, &plan, speaks, max_frame)
+                .await
+                .map_err(closing)?;
+        if delivery == conductor::plans::Delivery::Push {
             // Noted before it goes: a cancel from now on tells the agent instead of failing
             // the plan here.
             self.shared
@@ -228,6 +229,10 @@ impl AgentConn {
                 .await
                 .map_err(|e| closing(e.into()))?;
             self.session.push_plan(plan);
+        } else {
+            conductor::reports::undelivered(&self.shared.env(), &self.node, &plan, delivery)
+                .await
+                .map_err(closing)?;
         }
         Ok(())
     }
@@ -258,7 +263,7 @@ impl AgentConn {
                 "agent speaks a protocol too old to drive BMCs; upgrade it"
             );
         }
-        let consoles = conductor::bmcs::consoles(&self.shared, &self.node)
+        let consoles = conductor::bmcs::consoles(&self.shared.store, &self.node)
             .await
             .map_err(closing)?;
         let n = consoles.len();
@@ -280,15 +285,15 @@ impl AgentConn {
             match ev {
                 CoordEvent::Hello(h) => {
                     let now = crate::now_ms();
-                    if h.plans.len() > conductor::nodes::MAX_HELLO_PLANS {
+                    if h.plans.len() > conductor::reports::MAX_HELLO_PLANS {
                         self.session.refuse(RefuseReason::TooManyPlans {
                             named: h.plans.len() as u64,
-                            max: conductor::nodes::MAX_HELLO_PLANS as u64,
+                            max: conductor::reports::MAX_HELLO_PLANS as u64,
                         });
                         continue;
                     }
-                    use conductor::nodes::HelloVerdict;
-                    let resident = match conductor::nodes::hello(
+                    use conductor::reports::HelloVerdict;
+                    let resident = match conductor::reports::hello(
                         &shared,
                         &self.node,
                         &h,
@@ -328,7 +333,7 @@ impl AgentConn {
                         resident,
                     );
                     self.registered = true;
-                    let resume = conductor::nodes::resume(&shared, &self.node, &h)
+                    let resume = conductor::reports::resume(&shared, &self.node, &h)
                         .await
                         .map_err(closing)?;
                     self.session.accept(resume.stored);
@@ -342,7 +347,7 @@ impl AgentConn {
                         self.cancel_plan(plan);
                     }
                     if resident {
-                        conductor::network_boot::ramdisk_connected(&shared, &self.node)
+                        conductor::reports::ramdisk_present(&shared.env(), &self.node)
                             .await
                             .map_err(closing)?;
                     }
@@ -353,18 +358,18 @@ impl AgentConn {
                     );
                 }
                 CoordEvent::Event(e) => {
-                    conductor::events::record_event(&shared, &self.node, &e)
+                    conductor::reports::event(&shared.env(), &self.node, &e)
                         .await
                         .map_err(closing)?;
                     self.session.ack(e.plan, e.seq);
                 }
                 CoordEvent::BmcStates(states) => {
-                    conductor::power_sync::bmc_states(&shared, &self.node, states)
+                    conductor::reports::bmc_states(&shared.env(), &self.node, states)
                         .await
                         .map_err(closing)?
                 }
                 CoordEvent::Console(lines) => {
-                    conductor::power_sync::console(&shared, &self.node, lines)
+                    conductor::reports::console(&shared.env(), &self.node, lines)
                         .await
                         .map_err(closing)?
                 }

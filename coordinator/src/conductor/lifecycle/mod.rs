@@ -12,7 +12,7 @@ pub mod rules;
 
 pub use rules::{At, Input, Next, Phase, Timeouts, Verb, Work};
 
-use super::{ConductorError, Result, invalid, plans};
+use super::{ConductorError, Env, Result, invalid, plans};
 use crate::Shared;
 use crate::model::ProvisionState;
 use crate::store::{LifecycleRow, TransitionRow};
@@ -126,10 +126,10 @@ fn spec_of(row: &LifecycleRow) -> Spec {
         .unwrap_or_default()
 }
 
-fn progress(s: &Shared, row: &LifecycleRow) -> Option<ProgressView> {
+fn progress(env: &Env<'_>, row: &LifecycleRow) -> Option<ProgressView> {
     let plan = row.wait_plan?;
     let since = crate::now_ms() - 10_000;
-    let samples: Vec<_> = s
+    let samples: Vec<_> = env
         .hub
         .telemetry
         .since(&row.node, since)
@@ -159,10 +159,10 @@ fn progress(s: &Shared, row: &LifecycleRow) -> Option<ProgressView> {
 }
 
 /// The view of a node's lifecycle.
-pub async fn view(s: &Shared, row: LifecycleRow) -> Result<LifecycleView> {
-    let transitions = s.store.transitions(&row.node, 20).await?;
+pub async fn view(env: &Env<'_>, row: LifecycleRow) -> Result<LifecycleView> {
+    let transitions = env.store.transitions(&row.node, 20).await?;
     Ok(LifecycleView {
-        progress: progress(s, &row),
+        progress: progress(env, &row),
         image: spec_of(&row).deploy.map(|d| d.image),
         node: row.node,
         state: row.state,
@@ -177,11 +177,13 @@ pub async fn view(s: &Shared, row: LifecycleRow) -> Result<LifecycleView> {
     })
 }
 
-async fn row(s: &Shared, node: &str) -> Result<LifecycleRow> {
-    match s.store.lifecycle(node).await? {
+async fn row(env: &Env<'_>, node: &str) -> Result<LifecycleRow> {
+    match env.store.lifecycle(node).await? {
         Some(r) => Ok(r),
         None => {
-            super::nodes::find(s, node).await?;
+            if env.store.node(node).await?.is_none() {
+                return Err(ConductorError::UnknownNode(node.to_owned()));
+            }
             Err(invalid(format!(
                 "node `{node}` is not a bare-metal node; it has no provision state"
             )))
@@ -190,16 +192,16 @@ async fn row(s: &Shared, node: &str) -> Result<LifecycleRow> {
 }
 
 /// `POST /v1/nodes/{name}/provision`: an operator's verb.
-pub async fn provision(s: &Shared, node: &str, req: ProvisionRequest) -> Result<LifecycleView> {
-    let _g = s.lifecycle.lock().await;
-    let cur = row(s, node).await?;
+pub async fn provision(env: &Env<'_>, node: &str, req: ProvisionRequest) -> Result<LifecycleView> {
+    let _g = env.lifecycle.lock().await;
+    let cur = row(env, node).await?;
     let mut spec = spec_of(&cur);
     if let Some(e) = req.erase {
         spec.erase = e;
     }
     match req.verb {
         Verb::Deploy | Verb::Rebuild => {
-            if s.boot_site.get().is_none() {
+            if env.boot.is_none() {
                 return Err(invalid(
                     "this coordinator runs no boot services (`--boot-services IFACE`); a \
                      deploy network-boots the node into the ramdisk and serves it the image",
@@ -211,8 +213,8 @@ pub async fn provision(s: &Shared, node: &str, req: ProvisionRequest) -> Result<
                 _ => return Err(invalid("a deploy needs an image (`--image NAME`)")),
             };
             // Only an image of the node's own project: another's answers as unknown.
-            let project = s.store.node_project(node).await?.unwrap_or_default();
-            let img = s
+            let project = env.store.node_project(node).await?.unwrap_or_default();
+            let img = env
                 .store
                 .image(&name)
                 .await?
@@ -252,34 +254,34 @@ pub async fn provision(s: &Shared, node: &str, req: ProvisionRequest) -> Result<
             state: cur.state,
             phase: cur.step,
         },
-        ramdisk_here(s, node),
+        ramdisk_here(env, node),
         &Input::Verb(req.verb),
-        &s.config.lifecycle,
+        env.timeouts,
     )?
     .ok_or_else(|| invalid("the verb changes nothing"))?;
-    let moved = apply(s, &cur, next, spec, &format!("verb {}", req.verb)).await?;
+    let moved = apply(env, &cur, next, spec, &format!("verb {}", req.verb)).await?;
     tracing::info!(%node, verb = %req.verb, state = %moved.state, step = ?moved.step, "provision verb");
-    view(s, moved).await
+    view(env, moved).await
 }
 
-fn ramdisk_here(s: &Shared, node: &str) -> bool {
-    s.hub.links.ramdisk_resident(node)
+fn ramdisk_here(env: &Env<'_>, node: &str) -> bool {
+    env.hub.links.ramdisk_resident(node)
 }
 
 /// Feeds `input` to `node`'s lifecycle (if it has one and it applies).
-async fn feed(s: &Shared, node: &str, input: Input, cause: &str) -> Result<bool> {
-    let _g = s.lifecycle.lock().await;
-    let Some(cur) = s.store.lifecycle(node).await? else {
+async fn feed(env: &Env<'_>, node: &str, input: Input, cause: &str) -> Result<bool> {
+    let _g = env.lifecycle.lock().await;
+    let Some(cur) = env.store.lifecycle(node).await? else {
         return Ok(false);
     };
-    feed_locked(s, cur, input, cause).await
+    feed_locked(env, cur, input, cause).await
 }
 
 /// [`feed`], with the lifecycle lock held and the node's row read under it.
-async fn feed_locked(s: &Shared, cur: LifecycleRow, input: Input, cause: &str) -> Result<bool> {
+async fn feed_locked(env: &Env<'_>, cur: LifecycleRow, input: Input, cause: &str) -> Result<bool> {
     let node = cur.node.clone();
-    let ramdisk = ramdisk_here(s, &node);
-    let Some(next) = decide(&cur, ramdisk, &input, &s.config.lifecycle, crate::now_ms()) else {
+    let ramdisk = ramdisk_here(env, &node);
+    let Some(next) = decide(&cur, ramdisk, &input, env.timeouts, env.now_ms()) else {
         return Ok(false);
     };
     if cur.step == Some(Phase::Write) && matches!(input, Input::PlanEnded { ok: true, .. }) {
@@ -287,7 +289,7 @@ async fn feed_locked(s: &Shared, cur: LifecycleRow, input: Input, cause: &str) -
         // acknowledged: its boot ends, it is not resident from now on (a fast track must not
         // take it for one).
         super::network_boot::end(
-            s,
+            env,
             &node,
             crate::store::BootEnd::Left,
             "the machine rebooted into its deployed image",
@@ -295,7 +297,7 @@ async fn feed_locked(s: &Shared, cur: LifecycleRow, input: Input, cause: &str) -
         .await?;
     }
     let spec = spec_of(&cur);
-    let moved = apply(s, &cur, next, spec, cause).await?;
+    let moved = apply(env, &cur, next, spec, cause).await?;
     tracing::info!(%node, %cause, state = %moved.state, step = ?moved.step, error = ?moved.error, "lifecycle moved");
     Ok(true)
 }
@@ -346,15 +348,15 @@ fn moved(cur: &LifecycleRow, next: &Next, spec: &Spec, now_ms: i64) -> Result<Li
 /// Stores the move from `cur` to `next` and pushes its work; a failure to push fails the
 /// node at once with that reason.
 async fn apply(
-    s: &Shared,
+    env: &Env<'_>,
     cur: &LifecycleRow,
     next: Next,
     spec: Spec,
     cause: &str,
 ) -> Result<LifecycleRow> {
-    let mut to = moved(cur, &next, &spec, crate::now_ms())?;
+    let mut to = moved(cur, &next, &spec, env.now_ms())?;
     let now = to.since_ms;
-    if !s.store.move_lifecycle(cur, &to, cause).await? {
+    if !env.store.move_lifecycle(cur, &to, cause).await? {
         return Err(ConductorError::Busy(format!(
             "node `{}` moved while this was decided; try again",
             cur.node
@@ -363,19 +365,23 @@ async fn apply(
     let Some(work) = next.work else {
         return Ok(to);
     };
-    match push(s, &cur.node, work, &spec).await {
+    match push(env, &cur.node, work, &spec).await {
         Ok(plan) => {
-            s.store.lifecycle_waits_for(&cur.node, now, plan).await?;
+            env.store.lifecycle_waits_for(&cur.node, now, plan).await?;
             to.wait_plan = Some(plan);
             Ok(to)
         }
-        Err(e) => not_started(s, &to, &e).await,
+        Err(e) => not_started(env, &to, &e).await,
     }
 }
 
 /// Fails `cur`, whose step's work could not be pushed, with `e`.
-async fn not_started(s: &Shared, cur: &LifecycleRow, e: &ConductorError) -> Result<LifecycleRow> {
-    let at = crate::now_ms().max(cur.since_ms + 1);
+async fn not_started(
+    env: &Env<'_>,
+    cur: &LifecycleRow,
+    e: &ConductorError,
+) -> Result<LifecycleRow> {
+    let at = env.now_ms().max(cur.since_ms + 1);
     let failed = LifecycleRow {
         state: rules::failed_state(cur.state),
         step: None,
@@ -389,19 +395,19 @@ async fn not_started(s: &Shared, cur: &LifecycleRow, e: &ConductorError) -> Resu
         error_at_ms: Some(at),
         ..cur.clone()
     };
-    s.store
+    env.store
         .move_lifecycle(cur, &failed, "work could not start")
         .await?;
     Ok(failed)
 }
 
 /// Turns work into a plan (for the management agent, or the node's ramdisk) and submits it.
-async fn push(s: &Shared, node: &str, work: Work, spec: &Spec) -> Result<u64> {
-    let t = &s.config.lifecycle;
+async fn push(env: &Env<'_>, node: &str, work: Work, spec: &Spec) -> Result<u64> {
+    let t = env.timeouts;
     let secs = |d: std::time::Duration| d.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
     let (agent, steps) = match work {
         Work::ReadPower | Work::BootRamdisk => {
-            let r = super::bmcs::find(s, node).await?;
+            let r = super::bmcs::find(env.store, node).await?;
             let bmc = node.to_owned();
             let steps = if work == Work::ReadPower {
                 vec![(
@@ -453,9 +459,8 @@ async fn push(s: &Shared, node: &str, work: Work, spec: &Spec) -> Result<u64> {
                 .deploy
                 .as_ref()
                 .ok_or_else(|| invalid("no image was given for this deploy"))?;
-            let site = s
-                .boot_site
-                .get()
+            let site = env
+                .boot
                 .ok_or_else(|| invalid("this coordinator runs no boot services"))?;
             let mut steps = vec![(
                 Step::WriteImage {
@@ -493,7 +498,7 @@ async fn push(s: &Shared, node: &str, work: Work, spec: &Spec) -> Result<u64> {
     if work == Work::BootRamdisk {
         // Its boot device set to pxe, the plan arms the new boot (see `plans::submit`).
         super::network_boot::end(
-            s,
+            env,
             node,
             crate::store::BootEnd::Power,
             "the machine is power-cycled into a network boot",
@@ -501,30 +506,30 @@ async fn push(s: &Shared, node: &str, work: Work, spec: &Spec) -> Result<u64> {
         .await?;
     }
     let steps = plans::keyed_steps(steps)?;
-    let (plan, pushed) = plans::submit(s, &agent, &steps).await?;
+    let (plan, pushed) = plans::submit(env, &agent, &steps).await?;
     tracing::info!(%node, %agent, plan, pushed, ?work, "lifecycle work submitted");
     Ok(plan)
 }
 
 /// A plan ended: the node waiting for it (if any) moves on.
-pub async fn plan_ended(s: &Shared, plan: u64, ok: bool, message: Option<String>) -> Result<()> {
+pub async fn plan_ended(env: &Env<'_>, plan: u64, ok: bool, message: Option<String>) -> Result<()> {
     // Under the lock: the move that submitted the plan records it before this looks.
-    let _g = s.lifecycle.lock().await;
-    if let Some(row) = s.store.lifecycle_waiting_for(plan).await? {
+    let _g = env.lifecycle.lock().await;
+    if let Some(row) = env.store.lifecycle_waiting_for(plan).await? {
         let cause = format!("plan {plan} {}", if ok { "succeeded" } else { "failed" });
-        feed_locked(s, row, Input::PlanEnded { ok, message }, &cause).await?;
+        feed_locked(env, row, Input::PlanEnded { ok, message }, &cause).await?;
     }
     Ok(())
 }
 
 /// A node's ramdisk connected; true when its lifecycle was waiting for it.
-pub async fn ramdisk_connected(s: &Shared, node: &str) -> Result<bool> {
-    if !ramdisk_here(s, node) {
+pub async fn ramdisk_connected(env: &Env<'_>, node: &str) -> Result<bool> {
+    if !ramdisk_here(env, node) {
         // The ramdisk of a boot that already rebooted into its image, reconnecting in its
         // last seconds: no call back.
         return Ok(false);
     }
-    feed(s, node, Input::RamdiskConnected, "ramdisk called back").await
+    feed(env, node, Input::RamdiskConnected, "ramdisk called back").await
 }
 
 /// After a start, picks up every node that was under way when the coordinator stopped: one
@@ -532,10 +537,10 @@ pub async fn ramdisk_connected(s: &Shared, node: &str) -> Result<bool> {
 /// on it) moves on now; one whose step's work was never recorded as pushed (it stopped between
 /// the move and the push) gets that work pushed now. Everything else resumes by itself: the
 /// agents re-send what they journaled, ramdisks call back, and every step has its deadline.
-pub async fn resume(s: &Shared) -> Result<()> {
-    for row in s.store.lifecycles_under_way().await? {
-        let _g = s.lifecycle.lock().await;
-        let Some(cur) = s.store.lifecycle(&row.node).await? else {
+pub async fn resume(env: &Env<'_>) -> Result<()> {
+    for row in env.store.lifecycles_under_way().await? {
+        let _g = env.lifecycle.lock().await;
+        let Some(cur) = env.store.lifecycle(&row.node).await? else {
             continue;
         };
         let Some(phase) = cur.step else {
@@ -543,26 +548,26 @@ pub async fn resume(s: &Shared) -> Result<()> {
         };
         match cur.wait_plan {
             Some(plan) => {
-                if let Some((ok, message)) = super::events::outcome(s, plan).await? {
+                if let Some((ok, message)) = super::plans::outcome(env.store, plan).await? {
                     let cause = format!(
                         "plan {plan} {} (seen at start)",
                         if ok { "succeeded" } else { "failed" }
                     );
-                    feed_locked(s, cur, Input::PlanEnded { ok, message }, &cause).await?;
+                    feed_locked(env, cur, Input::PlanEnded { ok, message }, &cause).await?;
                 }
             }
             None => {
                 if let Some(work) = rules::work_of(phase) {
                     tracing::warn!(node = %cur.node, step = %phase, "resuming a step whose work was never pushed");
                     let spec = spec_of(&cur);
-                    match push(s, &cur.node, work, &spec).await {
+                    match push(env, &cur.node, work, &spec).await {
                         Ok(plan) => {
-                            s.store
+                            env.store
                                 .lifecycle_waits_for(&cur.node, cur.since_ms, plan)
                                 .await?;
                         }
                         Err(e) => {
-                            not_started(s, &cur, &e).await?;
+                            not_started(env, &cur, &e).await?;
                         }
                     }
                 }
@@ -573,9 +578,9 @@ pub async fn resume(s: &Shared) -> Result<()> {
 }
 
 /// Fails every node whose deadline passed.
-pub async fn tick(s: &Shared) -> Result<()> {
-    for row in s.store.lifecycles_due(crate::now_ms()).await? {
-        feed(s, &row.node, Input::DeadlinePassed, "deadline passed").await?;
+pub async fn tick(env: &Env<'_>) -> Result<()> {
+    for row in env.store.lifecycles_due(env.now_ms()).await? {
+        feed(env, &row.node, Input::DeadlinePassed, "deadline passed").await?;
     }
     Ok(())
 }
@@ -583,7 +588,7 @@ pub async fn tick(s: &Shared) -> Result<()> {
 /// Resumes what a stop interrupted ([`resume`]), then runs [`tick`] every second until the
 /// coordinator drains.
 pub async fn deadlines(s: std::sync::Arc<Shared>) {
-    if let Err(e) = resume(&s).await {
+    if let Err(e) = resume(&s.env()).await {
         tracing::error!(error = %e, "lifecycles under way not resumed; their deadlines still hold");
     }
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -593,7 +598,7 @@ pub async fn deadlines(s: std::sync::Arc<Shared>) {
             _ = every.tick() => {}
             _ = s.shutdown.cancelled() => return,
         }
-        if let Err(e) = tick(&s).await {
+        if let Err(e) = tick(&s.env()).await {
             tracing::warn!(error = %e, "lifecycle deadlines not checked");
         }
     }

@@ -43,6 +43,68 @@ enum Phase {
     Closed,
 }
 
+/// What both ends share: the phase with the handshake's deadline, the messages to write
+/// (`Out`) and the events for the application (`Ev`), and how the end closes.
+#[derive(Debug)]
+struct Core<Out, Ev> {
+    phase: Phase,
+    handshake_timeout: Duration,
+    transmit: VecDeque<Out>,
+    events: VecDeque<Ev>,
+    /// The end's event for a session that ended.
+    closed: fn(SessionError) -> Ev,
+    /// Whether closing drops what was queued to write (the agent's does; the coordinator's
+    /// keeps a queued refusal).
+    clear_on_close: bool,
+}
+
+impl<Out, Ev> Core<Out, Ev> {
+    fn new(
+        now: Instant,
+        handshake_timeout: Duration,
+        closed: fn(SessionError) -> Ev,
+        clear_on_close: bool,
+    ) -> Self {
+        Core {
+            phase: Phase::Handshake {
+                deadline: now + handshake_timeout,
+            },
+            handshake_timeout,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            closed,
+            clear_on_close,
+        }
+    }
+
+    fn established(&self) -> bool {
+        self.phase == Phase::Established
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if let Phase::Handshake { deadline } = self.phase
+            && now >= deadline
+        {
+            self.close(SessionError::HandshakeTimeout(self.handshake_timeout));
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Handshake { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    fn close(&mut self, err: SessionError) {
+        self.phase = Phase::Closed;
+        if self.clear_on_close {
+            self.transmit.clear();
+        }
+        self.events.push_back((self.closed)(err));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Agent end
 // ---------------------------------------------------------------------------------------------
@@ -79,12 +141,9 @@ pub enum AgentEvent {
 /// Agent end of a session. One per connection.
 #[derive(Debug)]
 pub struct AgentSession {
-    phase: Phase,
-    handshake_timeout: Duration,
+    core: Core<AgentMsg, AgentEvent>,
     /// Events waiting for the handshake (re-sent from the journal, or new).
     pending: VecDeque<StepEvent>,
-    transmit: VecDeque<AgentMsg>,
-    events: VecDeque<AgentEvent>,
 }
 
 impl AgentSession {
@@ -96,32 +155,27 @@ impl AgentSession {
         unacked: Vec<StepEvent>,
         handshake_timeout: Duration,
     ) -> Self {
-        let mut transmit = VecDeque::new();
-        transmit.push_back(AgentMsg::Hello(hello));
+        let mut core = Core::new(now, handshake_timeout, AgentEvent::Closed, true);
+        core.transmit.push_back(AgentMsg::Hello(hello));
         Self {
-            phase: Phase::Handshake {
-                deadline: now + handshake_timeout,
-            },
-            handshake_timeout,
+            core,
             pending: unacked.into(),
-            transmit,
-            events: VecDeque::new(),
         }
     }
 
     /// Whether the handshake completed and the session is still open.
     pub fn is_established(&self) -> bool {
-        self.phase == Phase::Established
+        self.core.established()
     }
 
     /// Whether the session ended.
     pub fn is_closed(&self) -> bool {
-        self.phase == Phase::Closed
+        self.core.phase == Phase::Closed
     }
 
     /// Handles one decoded message from the coordinator.
     pub fn handle_frame(&mut self, _now: Instant, msg: CoordMsg) {
-        match (&self.phase, msg) {
+        match (&self.core.phase, msg) {
             (Phase::Closed, _) => {}
             (Phase::Handshake { .. }, CoordMsg::Welcome(w)) => self.on_welcome(w),
             (Phase::Handshake { .. }, CoordMsg::Refused(r)) => {
@@ -131,19 +185,19 @@ impl AgentSession {
                 self.close(SessionError::Violation("expected welcome or refusal first"))
             }
             (Phase::Established, CoordMsg::Plan(plan)) => {
-                self.events.push_back(AgentEvent::PlanReceived(plan))
+                self.core.events.push_back(AgentEvent::PlanReceived(plan))
             }
             (Phase::Established, CoordMsg::Ack { plan, seq }) => {
-                self.events.push_back(AgentEvent::Acked { plan, seq })
+                self.core.events.push_back(AgentEvent::Acked { plan, seq })
             }
             (Phase::Established, CoordMsg::Bmcs(bmcs)) => {
-                self.events.push_back(AgentEvent::Bmcs(bmcs))
+                self.core.events.push_back(AgentEvent::Bmcs(bmcs))
             }
             (Phase::Established, CoordMsg::Consoles(c)) => {
-                self.events.push_back(AgentEvent::Consoles(c))
+                self.core.events.push_back(AgentEvent::Consoles(c))
             }
             (Phase::Established, CoordMsg::Cancel { plan }) => {
-                self.events.push_back(AgentEvent::Cancel(plan))
+                self.core.events.push_back(AgentEvent::Cancel(plan))
             }
             (Phase::Established, CoordMsg::Welcome(_) | CoordMsg::Refused(_)) => self.close(
                 SessionError::Violation("handshake message after the handshake"),
@@ -162,50 +216,53 @@ impl AgentSession {
         // What the coordinator has already is acknowledged now; the rest is re-sent in order.
         for (&plan, &n) in &stored {
             if n > 0 {
-                self.events
+                self.core
+                    .events
                     .push_back(AgentEvent::Acked { plan, seq: n - 1 });
             }
         }
-        self.phase = Phase::Established;
-        self.events.push_front(AgentEvent::Established {
+        self.core.phase = Phase::Established;
+        self.core.events.push_front(AgentEvent::Established {
             session: w.session,
             telemetry_interval: Duration::from_millis(u64::from(w.telemetry_interval_ms.max(10))),
         });
         for ev in std::mem::take(&mut self.pending) {
             let have = stored.get(&ev.plan).copied().unwrap_or(0);
             if ev.seq >= have {
-                self.transmit.push_back(AgentMsg::Event(ev));
+                self.core.transmit.push_back(AgentMsg::Event(ev));
             }
         }
     }
 
     /// Reports a plan as written to the journal.
     pub fn plan_accepted(&mut self, plan: PlanId) {
-        if self.phase == Phase::Established {
-            self.transmit.push_back(AgentMsg::PlanAccepted { plan });
+        if self.core.established() {
+            self.core
+                .transmit
+                .push_back(AgentMsg::PlanAccepted { plan });
         }
     }
 
     /// Sends what was read from the BMCs (dropped when the session is not up: the next poll
     /// sends fresher states).
     pub fn send_bmc_states(&mut self, states: Vec<BmcState>) {
-        if self.phase == Phase::Established {
-            self.transmit.push_back(AgentMsg::BmcStates(states));
+        if self.core.established() {
+            self.core.transmit.push_back(AgentMsg::BmcStates(states));
         }
     }
 
     /// Sends new console lines (dropped when the session is not up: the agent polls its logs
     /// only while it is).
     pub fn send_console(&mut self, lines: Vec<ConsoleLines>) {
-        if self.phase == Phase::Established && !lines.is_empty() {
-            self.transmit.push_back(AgentMsg::Console(lines));
+        if self.core.established() && !lines.is_empty() {
+            self.core.transmit.push_back(AgentMsg::Console(lines));
         }
     }
 
     /// Sends a step event (after the handshake, or queued until then).
     pub fn send_event(&mut self, ev: StepEvent) {
-        match self.phase {
-            Phase::Established => self.transmit.push_back(AgentMsg::Event(ev)),
+        match self.core.phase {
+            Phase::Established => self.core.transmit.push_back(AgentMsg::Event(ev)),
             Phase::Handshake { .. } => self.pending.push_back(ev),
             Phase::Closed => {}
         }
@@ -213,35 +270,26 @@ impl AgentSession {
 
     /// Handles an expired deadline.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Phase::Handshake { deadline } = self.phase
-            && now >= deadline
-        {
-            self.close(SessionError::HandshakeTimeout(self.handshake_timeout));
-        }
+        self.core.handle_timeout(now);
     }
 
     /// The next deadline, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::Handshake { deadline } => Some(deadline),
-            _ => None,
-        }
+        self.core.poll_timeout()
     }
 
     /// The next message to write.
     pub fn poll_transmit(&mut self) -> Option<AgentMsg> {
-        self.transmit.pop_front()
+        self.core.transmit.pop_front()
     }
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<AgentEvent> {
-        self.events.pop_front()
+        self.core.events.pop_front()
     }
 
     fn close(&mut self, err: SessionError) {
-        self.phase = Phase::Closed;
-        self.transmit.clear();
-        self.events.push_back(AgentEvent::Closed(err));
+        self.core.close(err);
     }
 }
 
@@ -270,8 +318,7 @@ pub enum CoordEvent {
 /// Coordinator end of a session. One per connection.
 #[derive(Debug)]
 pub struct CoordSession {
-    phase: Phase,
-    handshake_timeout: Duration,
+    core: Core<CoordMsg, CoordEvent>,
     certified: String,
     session: u64,
     telemetry_interval: Duration,
@@ -286,8 +333,6 @@ pub struct CoordSession {
     next_seq: BTreeMap<PlanId, u32>,
     /// Plans pushed before the handshake finished.
     queued_plans: Vec<Plan>,
-    transmit: VecDeque<CoordMsg>,
-    events: VecDeque<CoordEvent>,
 }
 
 impl CoordSession {
@@ -300,10 +345,7 @@ impl CoordSession {
         handshake_timeout: Duration,
     ) -> Self {
         Self {
-            phase: Phase::Handshake {
-                deadline: now + handshake_timeout,
-            },
-            handshake_timeout,
+            core: Core::new(now, handshake_timeout, CoordEvent::Closed, false),
             certified,
             session,
             telemetry_interval,
@@ -313,8 +355,6 @@ impl CoordSession {
             queued_consoles: None,
             next_seq: BTreeMap::new(),
             queued_plans: Vec::new(),
-            transmit: VecDeque::new(),
-            events: VecDeque::new(),
         }
     }
 
@@ -325,17 +365,17 @@ impl CoordSession {
 
     /// Whether the handshake completed and the session is still open.
     pub fn is_established(&self) -> bool {
-        self.phase == Phase::Established
+        self.core.established()
     }
 
     /// Whether the session ended.
     pub fn is_closed(&self) -> bool {
-        self.phase == Phase::Closed
+        self.core.phase == Phase::Closed
     }
 
     /// Handles one decoded message from the agent.
     pub fn handle_frame(&mut self, _now: Instant, msg: AgentMsg) {
-        match (&self.phase, msg) {
+        match (&self.core.phase, msg) {
             (Phase::Closed, _) => {}
             (Phase::Handshake { .. }, AgentMsg::Hello(h)) if !self.hello_seen => self.on_hello(h),
             (Phase::Handshake { .. }, _) if !self.hello_seen => {
@@ -348,14 +388,14 @@ impl CoordSession {
                 self.close(SessionError::Violation("second hello"))
             }
             (Phase::Established, AgentMsg::PlanAccepted { plan }) => {
-                self.events.push_back(CoordEvent::PlanAccepted(plan))
+                self.core.events.push_back(CoordEvent::PlanAccepted(plan))
             }
             (Phase::Established, AgentMsg::Event(ev)) => self.on_event(ev),
             (Phase::Established, AgentMsg::BmcStates(states)) => {
-                self.events.push_back(CoordEvent::BmcStates(states))
+                self.core.events.push_back(CoordEvent::BmcStates(states))
             }
             (Phase::Established, AgentMsg::Console(lines)) => {
-                self.events.push_back(CoordEvent::Console(lines))
+                self.core.events.push_back(CoordEvent::Console(lines))
             }
         }
     }
@@ -378,14 +418,14 @@ impl CoordSession {
             });
             return;
         }
-        self.events.push_back(CoordEvent::Hello(h));
+        self.core.events.push_back(CoordEvent::Hello(h));
     }
 
     fn on_event(&mut self, ev: StepEvent) {
         let next = self.next_seq.entry(ev.plan).or_insert(0);
         if ev.seq < *next {
             // Already stored (a re-send after reconnect): acknowledge again, do not re-emit.
-            self.transmit.push_back(CoordMsg::Ack {
+            self.core.transmit.push_back(CoordMsg::Ack {
                 plan: ev.plan,
                 seq: *next - 1,
             });
@@ -396,26 +436,26 @@ impl CoordSession {
             return;
         }
         *next += 1;
-        self.events.push_back(CoordEvent::Event(ev));
+        self.core.events.push_back(CoordEvent::Event(ev));
     }
 
     /// Accepts the agent after a `Hello`: `stored` says how many events of each plan the agent
     /// reported are already in the store. Plans pushed meanwhile are sent after the welcome.
     pub fn accept(&mut self, stored: Vec<StoredCursor>) {
-        if !matches!(self.phase, Phase::Handshake { .. }) || !self.hello_seen {
+        if !matches!(self.core.phase, Phase::Handshake { .. }) || !self.hello_seen {
             return;
         }
         for c in &stored {
             self.next_seq.insert(c.plan, c.stored);
         }
-        self.transmit.push_back(CoordMsg::Welcome(Welcome {
+        self.core.transmit.push_back(CoordMsg::Welcome(Welcome {
             version: self.version,
             session: self.session,
             telemetry_interval_ms: u32::try_from(self.telemetry_interval.as_millis())
                 .unwrap_or(u32::MAX),
             stored,
         }));
-        self.phase = Phase::Established;
+        self.core.phase = Phase::Established;
         if let Some(bmcs) = self.queued_bmcs.take() {
             self.push_bmcs(bmcs);
         }
@@ -429,19 +469,22 @@ impl CoordSession {
 
     /// Refuses the session with `reason` (queued for transmission), then closes it.
     pub fn refuse(&mut self, reason: RefuseReason) {
-        self.transmit.clear();
-        self.transmit.push_back(CoordMsg::Refused(reason.clone()));
-        self.phase = Phase::Closed;
-        self.events
+        self.core.transmit.clear();
+        self.core
+            .transmit
+            .push_back(CoordMsg::Refused(reason.clone()));
+        self.core.phase = Phase::Closed;
+        self.core
+            .events
             .push_back(CoordEvent::Closed(SessionError::Refused(reason)));
     }
 
     /// Pushes a plan to the agent (queued until the handshake completes).
     pub fn push_plan(&mut self, plan: Plan) {
-        match self.phase {
+        match self.core.phase {
             Phase::Established => {
                 self.next_seq.entry(plan.id).or_insert(0);
-                self.transmit.push_back(CoordMsg::Plan(plan));
+                self.core.transmit.push_back(CoordMsg::Plan(plan));
             }
             Phase::Handshake { .. } => self.queued_plans.push(plan),
             Phase::Closed => {}
@@ -460,8 +503,8 @@ impl CoordSession {
         if self.version < 2 {
             return false;
         }
-        match self.phase {
-            Phase::Established => self.transmit.push_back(CoordMsg::Bmcs(bmcs)),
+        match self.core.phase {
+            Phase::Established => self.core.transmit.push_back(CoordMsg::Bmcs(bmcs)),
             Phase::Handshake { .. } => self.queued_bmcs = Some(bmcs),
             Phase::Closed => {}
         }
@@ -474,8 +517,8 @@ impl CoordSession {
         if self.version < 6 {
             return false;
         }
-        match self.phase {
-            Phase::Established => self.transmit.push_back(CoordMsg::Consoles(consoles)),
+        match self.core.phase {
+            Phase::Established => self.core.transmit.push_back(CoordMsg::Consoles(consoles)),
             Phase::Handshake { .. } => self.queued_consoles = Some(consoles),
             Phase::Closed => {}
         }
@@ -485,50 +528,42 @@ impl CoordSession {
     /// Tells the agent to stop `plan`. Returns false when the session is not established or
     /// the agent's protocol version predates cancelling (7): the plan then runs to its end.
     pub fn cancel_plan(&mut self, plan: PlanId) -> bool {
-        if self.version < 7 || self.phase != Phase::Established {
+        if self.version < 7 || self.core.phase != Phase::Established {
             return false;
         }
-        self.transmit.push_back(CoordMsg::Cancel { plan });
+        self.core.transmit.push_back(CoordMsg::Cancel { plan });
         true
     }
 
     /// Acknowledges events `0..=seq` of `plan` as stored.
     pub fn ack(&mut self, plan: PlanId, seq: u32) {
-        if self.phase == Phase::Established {
-            self.transmit.push_back(CoordMsg::Ack { plan, seq });
+        if self.core.established() {
+            self.core.transmit.push_back(CoordMsg::Ack { plan, seq });
         }
     }
 
     /// Handles an expired deadline.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Phase::Handshake { deadline } = self.phase
-            && now >= deadline
-        {
-            self.close(SessionError::HandshakeTimeout(self.handshake_timeout));
-        }
+        self.core.handle_timeout(now);
     }
 
     /// The next deadline, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::Handshake { deadline } => Some(deadline),
-            _ => None,
-        }
+        self.core.poll_timeout()
     }
 
     /// The next message to write.
     pub fn poll_transmit(&mut self) -> Option<CoordMsg> {
-        self.transmit.pop_front()
+        self.core.transmit.pop_front()
     }
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<CoordEvent> {
-        self.events.pop_front()
+        self.core.events.pop_front()
     }
 
     fn close(&mut self, err: SessionError) {
-        self.phase = Phase::Closed;
-        self.events.push_back(CoordEvent::Closed(err));
+        self.core.close(err);
     }
 }
 

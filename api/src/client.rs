@@ -1,8 +1,8 @@
 //! The API's HTTP client: what the `ferric` command line, the tests and the benchmarks use to
 //! talk to a coordinator.
 
-use crate::conductor::nodes::{CreateToken, CreatedToken};
-use crate::conductor::plans::{CreatePlans, CreatedPlan, PlanFile};
+use crate::nodes::{CreateToken, CreatedToken};
+use crate::plans::{CreatePlans, CreatedPlan, PlanFile};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
@@ -177,7 +177,7 @@ impl Client {
         if !status.is_success() {
             // A problem document names the cause and its stable code; anything else is shown
             // as it came.
-            return Err(match serde_json::from_slice::<crate::api::Problem>(&body) {
+            return Err(match serde_json::from_slice::<crate::Problem>(&body) {
                 Ok(p) => ClientError::Api {
                     status,
                     code: p.code,
@@ -283,7 +283,7 @@ impl Client {
         format: Option<&str>,
         checksum: Option<&str>,
         mut progress: impl FnMut(u64, u64) + Send + 'static,
-    ) -> Result<crate::conductor::images::ImageView> {
+    ) -> Result<crate::images::ImageView> {
         use futures_util::StreamExt;
         let f = tokio::fs::File::open(file)
             .await

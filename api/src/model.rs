@@ -247,6 +247,19 @@ vocabulary!(
     }
 );
 
+impl Verb {
+    /// The state the verb ends in when it succeeds (`None`: abort, which ends in a failed
+    /// state): what `--wait` waits for.
+    pub fn ends_in(self) -> Option<ProvisionState> {
+        match self {
+            Verb::Manage | Verb::Inspect => Some(ProvisionState::Manageable),
+            Verb::Provide | Verb::Undeploy => Some(ProvisionState::Available),
+            Verb::Deploy | Verb::Rebuild => Some(ProvisionState::Active),
+            Verb::Abort => None,
+        }
+    }
+}
+
 vocabulary!(
     /// What a bare-metal node's network boot has reached, as the boot services see it.
     BootStage, "boot stage" {

@@ -5,9 +5,10 @@ use super::Client;
 use super::output::{print_item, print_json, table};
 use anyhow::Result;
 use clap::Subcommand;
-use ferric_coordinator::conductor::access::{CreateApiToken, CreateProject, CreatedApiToken};
-use ferric_coordinator::model::ApiRole;
-use ferric_coordinator::store::{ApiTokenRow, AuditRow, ProjectRow};
+use ferric_api::access::{
+    ApiToken, AuditEntry, CreateApiToken, CreateProject, CreatedApiToken, Project,
+};
+use ferric_api::model::ApiRole;
 use std::time::Duration;
 
 /// `ferric api-token …`.
@@ -60,7 +61,7 @@ fn when(ms: Option<i64>) -> String {
     match ms {
         None => "-".into(),
         Some(ms) => {
-            let d = ms - ferric_coordinator::now_ms();
+            let d = ms - crate::output::now_ms();
             if d > 0 {
                 format!("in {}s", d / 1000)
             } else {
@@ -70,7 +71,7 @@ fn when(ms: Option<i64>) -> String {
     }
 }
 
-fn token_table(rows: &[ApiTokenRow]) -> String {
+fn token_table(rows: &[ApiToken]) -> String {
     table(
         &[
             "ID",
@@ -130,11 +131,11 @@ pub(super) async fn api_token(client: &Client, cmd: ApiTokenCmd, json: bool) -> 
             })
         }
         ApiTokenCmd::List => {
-            let rows: Vec<ApiTokenRow> = client.get("/v1/api-tokens").await?;
+            let rows: Vec<ApiToken> = client.get("/v1/api-tokens").await?;
             print_item(json, &rows, |r| token_table(r))
         }
         ApiTokenCmd::Revoke { id } => {
-            let row: ApiTokenRow = client.delete(&format!("/v1/api-tokens/{id}")).await?;
+            let row: ApiToken = client.delete(&format!("/v1/api-tokens/{id}")).await?;
             print_item(json, &row, |r| format!("API token `{}` revoked", r.id))
         }
     }
@@ -145,7 +146,7 @@ pub(super) async fn project(client: &Client, cmd: ProjectCmd, json: bool) -> Res
     let quota = |q: Option<i64>| q.map_or_else(|| "-".into(), |q| format!("{q}"));
     match cmd {
         ProjectCmd::Create { name, image_quota } => {
-            let p: ProjectRow = client
+            let p: Project = client
                 .post(
                     "/v1/projects",
                     &CreateProject {
@@ -157,7 +158,7 @@ pub(super) async fn project(client: &Client, cmd: ProjectCmd, json: bool) -> Res
             print_item(json, &p, |p| format!("project `{}` created", p.name))
         }
         ProjectCmd::List => {
-            let rows: Vec<ProjectRow> = client.get("/v1/projects").await?;
+            let rows: Vec<Project> = client.get("/v1/projects").await?;
             print_item(json, &rows, |r| {
                 table(&["NAME", "IMAGE QUOTA (BYTES)"], r, |p| {
                     vec![p.name.clone(), quota(p.image_quota_bytes)]
@@ -169,7 +170,7 @@ pub(super) async fn project(client: &Client, cmd: ProjectCmd, json: bool) -> Res
 
 /// Runs `ferric audit`.
 pub(super) async fn audit(client: &Client, limit: u32, json: bool) -> Result<()> {
-    let rows: Vec<AuditRow> = client.get(&format!("/v1/audit?limit={limit}")).await?;
+    let rows: Vec<AuditEntry> = client.get(&format!("/v1/audit?limit={limit}")).await?;
     if json {
         return print_json(&rows);
     }
@@ -194,7 +195,7 @@ pub(super) async fn audit(client: &Client, limit: u32, json: bool) -> Result<()>
 
 /// Runs `ferric whoami`.
 pub(super) async fn whoami(client: &Client, json: bool) -> Result<()> {
-    let w: ferric_coordinator::api::WhoAmI = client.get("/v1/whoami").await?;
+    let w: ferric_api::access::WhoAmI = client.get("/v1/whoami").await?;
     print_item(json, &w, |w| {
         format!(
             "token {} — {} in {}",

@@ -56,7 +56,7 @@ pub fn locate(named: Option<&Path>) -> Result<Option<PathBuf>> {
     } else if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         candidates.push(PathBuf::from(h).join(".config/ferric/config.toml"));
     }
-    candidates.push(PathBuf::from("/var/lib/ferric").join(ferric_coordinator::ADMIN_CONF));
+    candidates.push(PathBuf::from("/var/lib/ferric").join(ferric_api::ADMIN_CONF));
     Ok(candidates
         .into_iter()
         .find(|c| std::fs::File::open(c).is_ok()))
@@ -75,7 +75,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// The API client.
-    pub fn client(&self) -> Result<ferric_coordinator::client::Client> {
+    pub fn client(&self) -> Result<ferric_api::client::Client> {
         let pem = match &self.ca {
             Some(p) => Some(
                 std::fs::read(p)
@@ -83,7 +83,7 @@ impl Endpoint {
             ),
             None => None,
         };
-        Ok(ferric_coordinator::client::Client::connect(
+        Ok(ferric_api::client::Client::connect(
             &self.api,
             self.token.as_deref(),
             pem.as_deref(),

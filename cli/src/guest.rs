@@ -36,7 +36,7 @@ pub enum GuestCmd {
         #[arg(long, default_value = "console=ttyS0")]
         cmdline: String,
         /// Storage pool of the root volume on the host.
-        #[arg(long, default_value = ferric_coordinator::conductor::guests::ROOT_POOL)]
+        #[arg(long, default_value = ferric_api::guests::ROOT_POOL)]
         pool: String,
         /// Image in the store to clone the root disk from (the guest boots from that disk
         /// unless --kernel is given).
@@ -76,7 +76,7 @@ pub enum HostCmd {
 
 /// `ferric guest …`.
 pub(super) async fn run(client: &Client, cmd: GuestCmd, json: bool) -> Result<()> {
-    use ferric_coordinator::conductor::guests::{CreateGuest, GuestAction, GuestView};
+    use ferric_api::guests::{CreateGuest, GuestAction, GuestView};
     let action: GuestAction = match cmd {
         GuestCmd::Create {
             name,
@@ -181,8 +181,7 @@ pub(super) async fn run(client: &Client, cmd: GuestCmd, json: bool) -> Result<()
 
 /// `ferric host list`.
 pub(super) async fn hosts(client: &Client, json: bool) -> Result<()> {
-    let hosts: Vec<ferric_coordinator::conductor::placement::HostView> =
-        client.get("/v1/hosts").await?;
+    let hosts: Vec<ferric_api::guests::HostView> = client.get("/v1/hosts").await?;
     print_list(
         json,
         &hosts,
@@ -205,9 +204,7 @@ pub(super) async fn hosts(client: &Client, json: bool) -> Result<()> {
                 format!(
                     "{}/{}",
                     h.vcpus_used,
-                    (f64::from(h.cpus)
-                        * ferric_coordinator::conductor::placement::CPU_ALLOCATION_RATIO)
-                        as u64
+                    (f64::from(h.cpus) * ferric_api::guests::CPU_ALLOCATION_RATIO) as u64
                 ),
                 format!("{}/{}", h.mem_used_mib, h.mem_total_mib),
                 format!("{}/{}", h.disk_used_bytes >> 30, h.disk_free_bytes >> 30),

@@ -63,7 +63,7 @@ pub enum ImageCmd {
 
 /// `ferric image …`.
 pub(super) async fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<()> {
-    use ferric_coordinator::conductor::images::ImageView;
+    use ferric_api::images::ImageView;
     let show = |i: &ImageView| {
         format!(
             "name:         {}\nformat:       {}{}\nvirtual size: {}\nsize:         {}\nsha256:       {}\nsha512:       {}\ndetails:      {}\npath:         {}",
@@ -90,7 +90,7 @@ pub(super) async fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<()
             format,
             checksum,
         } => {
-            ferric_coordinator::conductor::images::check_name(&name)?;
+            ferric_api::images::check_name(&name)?;
             // Refuse here what the coordinator would refuse, before sending a byte.
             let declared = ferric_images::inspect::Format::parse_declared(format.as_deref())?;
             let mut f = std::fs::File::open(&file)

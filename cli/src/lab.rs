@@ -168,7 +168,7 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
         LabCmd::Enroll { via } => {
             let rack = Rack::load(&dir)?;
             for n in &rack.nodes {
-                let body = ferric_coordinator::conductor::bmcs::EnrollBmcNode {
+                let body = ferric_api::bmcs::EnrollBmcNode {
                     name: n.name.clone(),
                     bmc: format!(
                         "ipmi://{}@{}:{}",
@@ -185,8 +185,7 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
                         .ok()
                         .map(|d| d.join("console.log").display().to_string()),
                 };
-                let v: ferric_coordinator::conductor::bmcs::BmcView =
-                    client.post("/v1/nodes", &body).await?;
+                let v: ferric_api::bmcs::BmcView = client.post("/v1/nodes", &body).await?;
                 if !json {
                     println!(
                         "{} enrolled: BMC {} via `{}`, MAC {}",

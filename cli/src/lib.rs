@@ -1,11 +1,17 @@
-//! The `ferric` command line: the coordinator server and the client commands that talk to its
-//! HTTP API, a file per resource; [`Client`] is the API's HTTP client, [`output`] the
-//! rendering shared by the commands.
+//! The `ferric` command line: the client commands that talk to a coordinator's HTTP API, a file
+//! per resource, and the flags of the server (`ferric coordinator`, which the `ferric` binary
+//! runs itself). Commands reach a coordinator through the API's [`Client`] and read the API's
+//! documents (`ferric-api`) only: nothing here knows the store or the conductor. [`output`]
+//! is the rendering shared by the commands.
+//!
+//! `ferric lab …` (racks of virtual bare metal) is compiled in with the `lab` feature only,
+//! which the tests and the demo turn on and the production binary leaves out.
 
 mod access;
 pub mod config;
 mod guest;
 mod image;
+#[cfg(feature = "lab")]
 pub mod lab;
 mod node;
 pub mod output;
@@ -16,7 +22,7 @@ mod token;
 mod wait;
 
 pub use access::{ApiTokenCmd, ProjectCmd};
-pub use ferric_coordinator::client::Client;
+pub use ferric_api::client::Client;
 pub use guest::{GuestCmd, HostCmd};
 pub use image::ImageCmd;
 pub use node::NodeCmd;
@@ -165,6 +171,7 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
     /// Racks of virtual bare metal on this machine (QEMU machines with emulated BMCs).
+    #[cfg(feature = "lab")]
     Lab {
         /// Rack name.
         #[arg(long, global = true, default_value = "rack1")]
@@ -322,6 +329,7 @@ pub async fn run_client(cli: Cli) -> Result<()> {
         }
         Command::Guest(cmd) => guest::run(&client, cmd, json).await,
         Command::Image(cmd) => image::run(&client, cmd, json).await,
+        #[cfg(feature = "lab")]
         Command::Lab { name, root, cmd } => lab::run(&client, &root, &name, cmd, json).await,
         Command::Host(HostCmd::List) => guest::hosts(&client, json).await,
         Command::Token(TokenCmd::Create { ttl }) => token::create(&client, ttl, json).await,

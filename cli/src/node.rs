@@ -5,7 +5,7 @@ use super::output::{ago, print_item, print_json, print_list, table};
 use super::wait::{plan_output, wait_plan};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use ferric_coordinator::conductor::nodes::{NodeDetail, NodeView};
+use ferric_api::nodes::{NodeDetail, NodeView};
 use ferric_proto::plan::{BootDevice, PowerAction};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -179,7 +179,7 @@ pub enum NodeCmd {
         names: Vec<String>,
         /// The state (`manageable`, `available`, `active`, …).
         #[arg(long)]
-        state: ferric_coordinator::model::ProvisionState,
+        state: ferric_api::model::ProvisionState,
         /// Give up after this long.
         #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
         timeout: Duration,
@@ -205,7 +205,7 @@ impl NodeCmd {
 
 pub(super) async fn lifecycle_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result<()> {
     use super::provision::{verb, wait};
-    use ferric_coordinator::conductor::lifecycle::Verb;
+    use ferric_api::model::Verb;
     let now = super::provision::WaitArgs {
         wait: false,
         timeout: Duration::ZERO,
@@ -299,9 +299,7 @@ fn read_password(file: Option<&std::path::Path>, env: Option<&str>) -> Result<St
 }
 
 pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result<()> {
-    use ferric_coordinator::conductor::bmcs::{
-        BmcAction, BmcView, BootdevRequest, EnrollBmcNode, PowerRequest,
-    };
+    use ferric_api::bmcs::{BmcAction, BmcView, BootdevRequest, EnrollBmcNode, PowerRequest};
     match cmd {
         NodeCmd::Enroll {
             name,
@@ -423,7 +421,7 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             let a: BmcAction = client
                 .post(
                     &format!("/v1/nodes/{name}/sel"),
-                    &ferric_coordinator::conductor::bmcs::SelRequest { clear },
+                    &ferric_api::bmcs::SelRequest { clear },
                 )
                 .await?;
             let status = wait_plan(client, a.plan, BMC_WAIT).await?;
@@ -484,7 +482,7 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             }
         }
         NodeCmd::Delete { name } => {
-            let v: ferric_coordinator::conductor::nodes::DeletedNode =
+            let v: ferric_api::nodes::DeletedNode =
                 client.delete(&format!("/v1/nodes/{name}")).await?;
             print_item(json, &v, |v| {
                 let mut out = format!("node {name} deleted with {} plans", v.plans);
@@ -501,7 +499,7 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             })?;
         }
         NodeCmd::Revoke { name } => {
-            let r: ferric_coordinator::conductor::access::Revoked = client
+            let r: ferric_api::access::Revoked = client
                 .post(&format!("/v1/nodes/{name}/revoke"), &())
                 .await?;
             print_item(json, &r, |r| {
@@ -577,7 +575,7 @@ pub(super) async fn show(client: &Client, name: &str, json: bool) -> Result<()> 
     println!("role:         {}", d.node.role);
     match (&d.lifecycle, d.node.state) {
         (Some(l), _) => {
-            let now = ferric_coordinator::now_ms();
+            let now = crate::output::now_ms();
             let secs = |ms: i64| {
                 humantime::format_duration(Duration::from_secs((ms.max(0) / 1000) as u64))
             };
@@ -646,24 +644,24 @@ pub(super) async fn show(client: &Client, name: &str, json: bool) -> Result<()> 
         }
     }
     if let Some(t) = &d.telemetry {
-        let s = &t["sample"];
+        let s = &t.sample;
         println!(
             "telemetry:    cpu {:.1}%  mem {}/{} MiB  load {:.2}",
-            s["cpu_percent"].as_f64().unwrap_or(0.0),
-            s["mem_used_bytes"].as_u64().unwrap_or(0) >> 20,
-            s["mem_total_bytes"].as_u64().unwrap_or(0) >> 20,
-            s["load1"].as_f64().unwrap_or(0.0)
+            s.cpu_percent,
+            s.mem_used_bytes >> 20,
+            s.mem_total_bytes >> 20,
+            s.load1
         );
     }
     // The latest network boot: from its last DHCP answer (or script) on.
     if let Some(start) = d
         .boot
         .iter()
-        .rposition(|m| m.stage == ferric_coordinator::model::BootStage::Dhcp)
+        .rposition(|m| m.stage == ferric_api::model::BootStage::Dhcp)
         .or_else(|| {
             d.boot
                 .iter()
-                .rposition(|m| m.stage == ferric_coordinator::model::BootStage::Script)
+                .rposition(|m| m.stage == ferric_api::model::BootStage::Script)
         })
     {
         let t0 = d.boot[start].at_ms;
@@ -761,9 +759,9 @@ pub(super) async fn show(client: &Client, name: &str, json: bool) -> Result<()> 
     }
     let plans = table(&["PLAN", "STATE", "STEPS"], &d.plans, |p| {
         vec![
-            p["id"].to_string(),
-            p["state"].as_str().unwrap_or("").to_owned(),
-            p["steps"].as_array().map_or(0, |s| s.len()).to_string(),
+            p.id.to_string(),
+            p.state.to_string(),
+            p.steps.len().to_string(),
         ]
     });
     println!("\n{plans}");
@@ -786,9 +784,8 @@ async fn console(
     follow: bool,
     json: bool,
 ) -> Result<()> {
-    use ferric_coordinator::hub::ConsoleTail;
-    let bmc: ferric_coordinator::conductor::bmcs::BmcView =
-        client.get(&format!("/v1/nodes/{name}/bmc")).await?;
+    use ferric_api::records::ConsoleTail;
+    let bmc: ferric_api::bmcs::BmcView = client.get(&format!("/v1/nodes/{name}/bmc")).await?;
     if bmc.console_log.is_none() {
         bail!(
             "node `{name}` has no console log (enroll it with --console-log PATH on agent `{}`)",

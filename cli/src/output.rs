@@ -93,11 +93,18 @@ pub(crate) fn print_list<T: serde::Serialize>(
     Ok(())
 }
 
+/// Now, ms since the epoch (this machine's clock).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 pub(crate) fn ago(ms: Option<i64>) -> String {
     match ms {
         None => "never".into(),
         Some(ms) => {
-            let d = (ferric_coordinator::now_ms() - ms).max(0) as u64;
+            let d = (now_ms() - ms).max(0) as u64;
             format!("{}s ago", d / 1000)
         }
     }

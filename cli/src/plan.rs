@@ -5,8 +5,8 @@ use super::output::{describe_event, print_json, print_list, table};
 use super::wait::plan_state;
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use ferric_coordinator::conductor::plans::PlanFile;
-use ferric_coordinator::model::PlanState;
+use ferric_api::model::PlanState;
+use ferric_api::plans::PlanFile;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -81,7 +81,7 @@ pub(super) async fn cancel(
     wait: Option<Duration>,
     json: bool,
 ) -> Result<()> {
-    let c: ferric_coordinator::conductor::plans::Cancelled =
+    let c: ferric_api::plans::Cancelled =
         client.post(&format!("/v1/plans/{id}/cancel"), &()).await?;
     if wait.is_some() {
         return status(client, id, wait, json).await;

@@ -5,11 +5,10 @@ use super::Client;
 use super::output::{human_bytes, print_json};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ferric_coordinator::conductor::lifecycle::{
-    ConfigDrive, LifecycleView, ProvisionRequest, Verb,
-};
-use ferric_coordinator::conductor::nodes::NodeDetail;
-use ferric_coordinator::model::ProvisionState;
+use ferric_api::lifecycle::{ConfigDrive, LifecycleView, ProvisionRequest};
+use ferric_api::model::ProvisionState;
+use ferric_api::model::Verb;
+use ferric_api::nodes::NodeDetail;
 use ferric_proto::plan::{ConfigFile, EraseMode, RootHint};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -25,16 +24,6 @@ pub struct WaitArgs {
     /// With --wait: how long at most.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, requires = "wait")]
     pub timeout: Duration,
-}
-
-/// The state a verb ends in when it succeeds (`None`: abort, which ends in a failed state).
-pub(super) fn end_state(verb: Verb) -> Option<ProvisionState> {
-    match verb {
-        Verb::Manage | Verb::Inspect => Some(ProvisionState::Manageable),
-        Verb::Provide | Verb::Undeploy => Some(ProvisionState::Available),
-        Verb::Deploy | Verb::Rebuild => Some(ProvisionState::Active),
-        Verb::Abort => None,
-    }
 }
 
 /// What a deploy writes.
@@ -133,7 +122,7 @@ fn nocloud(node: &str, hostname: &str, keys: &[String]) -> ConfigDrive {
                 path: "meta-data".into(),
                 content: format!(
                     "instance-id: {node}-{}\nlocal-hostname: {hostname}\n",
-                    ferric_coordinator::now_ms()
+                    crate::output::now_ms()
                 ),
             },
             ConfigFile {
@@ -155,7 +144,7 @@ pub(super) async fn verb(
     then: &WaitArgs,
     json: bool,
 ) -> Result<()> {
-    let target = match (then.wait, end_state(verb)) {
+    let target = match (then.wait, verb.ends_in()) {
         (false, _) => None,
         (true, Some(t)) => Some(t),
         (true, None) => bail!(
@@ -273,7 +262,7 @@ pub(super) fn describe(v: &LifecycleView) -> String {
 }
 
 /// `1.2 GiB of 2.0 GiB (60%), 85.0 MiB/s, ETA 9s`.
-pub(super) fn progress(p: &ferric_coordinator::conductor::lifecycle::ProgressView) -> String {
+pub(super) fn progress(p: &ferric_api::lifecycle::ProgressView) -> String {
     let mut s = human_bytes(p.done);
     if let Some(t) = p.total.filter(|t| *t > 0) {
         s.push_str(&format!(

@@ -4,7 +4,7 @@ use super::Client;
 
 use anyhow::Result;
 use clap::Subcommand;
-use ferric_coordinator::conductor::nodes::NodeDetail;
+use ferric_api::nodes::NodeDetail;
 use std::time::Duration;
 
 /// `ferric telemetry …`.

@@ -2,8 +2,8 @@
 
 use super::output::describe_event;
 use anyhow::Result;
-use ferric_coordinator::client::Client;
-use ferric_coordinator::model::PlanState;
+use ferric_api::client::Client;
+use ferric_api::model::PlanState;
 use std::time::Duration;
 
 /// Uploads an image, with a progress bar (bytes, rate, ETA) on a terminal.
@@ -13,7 +13,7 @@ pub(super) async fn upload_image(
     name: &str,
     format: Option<&str>,
     checksum: Option<&str>,
-) -> Result<ferric_coordinator::conductor::images::ImageView> {
+) -> Result<ferric_api::images::ImageView> {
     // Hidden by itself when standard error is not a terminal.
     let bar =
         indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());

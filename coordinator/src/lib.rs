@@ -11,13 +11,13 @@
 pub mod api;
 pub mod blobs;
 pub mod boot_services;
-pub mod client;
+pub use ferric_api::client;
 pub mod clock;
 pub mod conductor;
 pub mod http;
 pub mod hub;
 pub mod link;
-pub mod model;
+pub use ferric_api::model;
 pub mod pki;
 pub mod secrets;
 pub mod store;
@@ -96,7 +96,7 @@ impl Config {
 }
 
 /// The client configuration with the first admin token, in the data directory (0600).
-pub const ADMIN_CONF: &str = "admin.conf";
+pub use ferric_api::ADMIN_CONF;
 
 /// State shared by the link, the API and the hub.
 #[derive(Debug)]

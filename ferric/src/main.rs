@@ -2,9 +2,8 @@
 
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches};
-mod cli;
-
-use cli::{Cli, Command, run_client};
+use ferric_cli as cli;
+use ferric_cli::{Cli, Command, run_client};
 use tokio::signal::unix::{SignalKind, signal};
 
 fn main() -> std::process::ExitCode {

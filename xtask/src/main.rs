@@ -219,7 +219,7 @@ fn bench(which: Bench) -> Result<()> {
             true,
         ),
         Bench::Images { size_mib, runs } => (
-            &["ferric-coordinator", "ferric-tests"],
+            &["ferric", "ferric-tests"],
             "ferric-bench-images",
             vec![
                 "--size-mib".into(),
@@ -230,7 +230,7 @@ fn bench(which: Bench) -> Result<()> {
             true,
         ),
         Bench::Lab { nodes } => (
-            &["ferric-coordinator", "ferric-tests"],
+            &["ferric", "ferric-tests"],
             "ferric-bench-lab",
             each("--nodes", nodes),
             true,
@@ -247,7 +247,7 @@ fn bench(which: Bench) -> Result<()> {
             true,
         ),
         Bench::Deploy { nodes } => (
-            &["ferric-coordinator", "ferric-ramdisk", "ferric-tests"],
+            &["ferric", "ferric-ramdisk", "ferric-tests"],
             "ferric-bench-deploy",
             [
                 vec![
@@ -262,7 +262,7 @@ fn bench(which: Bench) -> Result<()> {
             true,
         ),
         Bench::Ramdisk { nodes } => (
-            &["ferric-coordinator", "ferric-ramdisk", "ferric-tests"],
+            &["ferric", "ferric-ramdisk", "ferric-tests"],
             "ferric-bench-ramdisk",
             [
                 vec![
@@ -277,7 +277,7 @@ fn bench(which: Bench) -> Result<()> {
             true,
         ),
         Bench::Link { agents } => (
-            &["ferric-coordinator", "ferric-tests"],
+            &["ferric", "ferric-tests"],
             "ferric-bench-link",
             [
                 vec![
@@ -913,13 +913,16 @@ fn demo(keep: bool) -> Result<()> {
         "build",
         "--bins",
         "-p",
-        "ferric-coordinator",
+        "ferric",
         "-p",
         "ferric-agent",
         "-p",
         "ferric-tests",
         "-p",
         "ferric-ramdisk",
+        // The demo's rack: `ferric lab`, which the production binary leaves out.
+        "--features",
+        "ferric/lab",
     ]))?;
     let bins = root().join("target/debug");
     let ferric_bin = bins.join("ferric");

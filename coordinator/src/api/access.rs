@@ -5,13 +5,14 @@ use crate::Shared;
 use crate::conductor::access::{
     self as conductor, Caller, CreateApiToken, CreateProject, CreatedApiToken, Revoked,
 };
-use crate::store::{ApiTokenRow, AuditRow, ProjectRow};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
+pub use ferric_api::access::WhoAmI;
+use ferric_api::access::{ApiToken, AuditEntry, Project};
+use serde::Deserialize;
 use std::sync::Arc;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -23,19 +24,6 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(create_project, list_projects))
         .routes(routes!(audit))
         .routes(routes!(revoke_node))
-}
-
-/// `GET /v1/whoami`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct WhoAmI {
-    /// The token's id.
-    pub token: String,
-    /// Its role.
-    pub role: crate::model::ApiRole,
-    /// Its project; absent: the whole fleet.
-    pub scope: Option<String>,
-    /// The project this call acted in.
-    pub project: String,
 }
 
 #[utoipa::path(
@@ -75,12 +63,12 @@ async fn create_token(
     get,
     path = "/v1/api-tokens",
     tag = "access",
-    responses((status = 200, body = Vec<ApiTokenRow>))
+    responses((status = 200, body = Vec<ApiToken>))
 )]
 async fn list_tokens(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,
-) -> ApiResult<Vec<ApiTokenRow>> {
+) -> ApiResult<Vec<ApiToken>> {
     Ok(Json(conductor::list_api_tokens(&s, &c).await?))
 }
 
@@ -89,13 +77,13 @@ async fn list_tokens(
     path = "/v1/api-tokens/{id}",
     tag = "access",
     params(("id" = String, Path, description = "The token's id")),
-    responses((status = 200, body = ApiTokenRow))
+    responses((status = 200, body = ApiToken))
 )]
 async fn revoke_token(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<ApiTokenRow> {
+) -> ApiResult<ApiToken> {
     Ok(Json(conductor::revoke_api_token(&s, &c, &id).await?))
 }
 
@@ -104,13 +92,13 @@ async fn revoke_token(
     path = "/v1/projects",
     tag = "access",
     request_body = CreateProject,
-    responses((status = 201, body = ProjectRow))
+    responses((status = 201, body = Project))
 )]
 async fn create_project(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,
     Json(req): Json<CreateProject>,
-) -> Result<(StatusCode, Json<ProjectRow>), ApiError> {
+) -> Result<(StatusCode, Json<Project>), ApiError> {
     Ok((
         StatusCode::CREATED,
         Json(conductor::create_project(&s, &c, req).await?),
@@ -121,12 +109,12 @@ async fn create_project(
     get,
     path = "/v1/projects",
     tag = "access",
-    responses((status = 200, body = Vec<ProjectRow>))
+    responses((status = 200, body = Vec<Project>))
 )]
 async fn list_projects(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,
-) -> ApiResult<Vec<ProjectRow>> {
+) -> ApiResult<Vec<Project>> {
     Ok(Json(conductor::list_projects(&s, &c).await?))
 }
 
@@ -143,13 +131,13 @@ struct AuditQuery {
     path = "/v1/audit",
     tag = "access",
     params(AuditQuery),
-    responses((status = 200, body = Vec<AuditRow>))
+    responses((status = 200, body = Vec<AuditEntry>))
 )]
 async fn audit(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,
     Query(q): Query<AuditQuery>,
-) -> ApiResult<Vec<AuditRow>> {
+) -> ApiResult<Vec<AuditEntry>> {
     Ok(Json(
         conductor::audit_log(&s, &c, q.limit.unwrap_or(100)).await?,
     ))

@@ -1,20 +1,16 @@
-//! Images: upload (inspected as it lands), list, show, delete, and the content served with
-//! `Range` requests.
+//! Images: upload (streamed into the conductor's [`Upload`], which checks, hashes, inspects
+//! and stores it), list, show, delete, and the content served with `Range` requests.
 
 use super::{ApiError, ApiResult};
 use crate::Shared;
 use crate::conductor::access::Caller;
-use crate::conductor::images::{self as conductor, ImageView, check_name};
-use crate::store::ImageRow;
+use crate::conductor::images::{self as conductor, ImageView, Upload, UploadError, UploadRequest};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use ferric_images::inspect::{Format, ImageError};
-use ferric_images::source::{Algo, Hasher, parse_checksum};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use std::sync::Arc;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -89,50 +85,22 @@ fn err(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Api
     }
 }
 
-/// Removes a partial upload when dropped (error paths, a client that went away).
-struct Incoming(Option<PathBuf>);
-
-impl Drop for Incoming {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        let (status, code) = match e {
+            UploadError::Conductor(c) => return ApiError::Conductor(c),
+            UploadError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large"),
+            UploadError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            UploadError::Exists(_) => (StatusCode::CONFLICT, "image_exists"),
+            UploadError::Storage { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+            UploadError::ChecksumMismatch(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "checksum_mismatch")
+            }
+            UploadError::Refused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "image_refused"),
+            UploadError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        err(status, code, e.to_string())
     }
-}
-
-fn too_large(limit: u64) -> ApiError {
-    err(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "image_too_large",
-        format!(
-            "the image is larger than this coordinator takes ({limit} bytes, `--max-image-size`); \
-             nothing of it was kept"
-        ),
-    )
-}
-
-/// Room left in a project's image quota (`None`: it has none).
-async fn quota_room(s: &Shared, project: &str) -> Result<Option<(u64, u64)>, ApiError> {
-    let Some(quota) = s
-        .store
-        .project(project)
-        .await?
-        .and_then(|p| p.image_quota_bytes)
-    else {
-        return Ok(None);
-    };
-    let used = s.store.project_image_bytes(project).await?;
-    Ok(Some((
-        quota as u64,
-        quota.saturating_sub(used).max(0) as u64,
-    )))
-}
-
-fn over_quota(project: &str, quota: u64) -> ApiError {
-    ApiError::Conductor(crate::conductor::ConductorError::QuotaExceeded(format!(
-        "project `{project}` may keep {quota} bytes of images and this one does not fit; \
-         delete images or ask for a larger quota; nothing of it was kept"
-    )))
 }
 
 #[utoipa::path(
@@ -149,163 +117,48 @@ async fn upload(
     Path(name): Path<String>,
     Query(q): Query<UploadQuery>,
     headers: axum::http::HeaderMap,
-    body: Body,
+    mut body: Body,
 ) -> Result<(StatusCode, Json<ImageView>), ApiError> {
     use http_body_util::BodyExt;
-    use tokio::io::AsyncWriteExt;
-    let limit = s.config.max_image_bytes;
-    let declared_len = headers
+    let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let project = caller.project.clone();
-    let checked = async {
-        if declared_len.is_some_and(|n| n > limit) {
-            return Err(too_large(limit));
-        }
-        let room = quota_room(&s, &project).await?;
-        if let (Some(n), Some((quota, left))) = (declared_len, room)
-            && n > left
-        {
-            return Err(over_quota(&project, quota));
-        }
-        check_name(&name)
-            .map_err(|e| err(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
-        let bad = |e: &dyn std::error::Error| {
-            err(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
-        };
-        let declared = Format::parse_declared(q.format.as_deref()).map_err(|e| bad(&e))?;
-        let expected = q
-            .checksum
-            .as_deref()
-            .map(parse_checksum)
-            .transpose()
-            .map_err(|e| bad(&e))?;
-        if s.store.image(&name).await?.is_some() {
-            return Err(conflict(&name));
-        }
-        Ok((declared, expected, room))
-    }
-    .await;
-    let (declared, expected, room) = match checked {
-        Ok(v) => v,
+    let request = UploadRequest {
+        name,
+        project: caller.project.clone(),
+        length,
+        format: q.format,
+        checksum: q.checksum,
+    };
+    let mut upload = match Upload::check(&s, request).await {
+        Ok(u) => u,
         Err(e) => {
             // Read (a bounded part of) what the client is sending before answering, or it
             // sees a broken pipe instead of the reason.
             drain(body, EARLY_DRAIN).await;
-            return Err(e);
+            return Err(e.into());
         }
     };
-    let path = s.images.incoming();
-    let guard = Incoming(Some(path.clone()));
-    let io = |what: &str, e: std::io::Error| {
-        err(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage_error",
-            format!("{what} the upload: {e}"),
-        )
-    };
-    let mut file = tokio::fs::File::create(&path)
-        .await
-        .map_err(|e| io("store", e))?;
-    let (mut h256, mut h512) = (Hasher::new(Algo::Sha256), Hasher::new(Algo::Sha512));
-    let mut size = 0u64;
-    let mut body = body;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             err(
                 StatusCode::BAD_REQUEST,
                 "upload_broken",
-                format!("the upload broke off after {size} bytes: {e}"),
+                format!(
+                    "the upload broke off after {} bytes: {e}",
+                    upload.received()
+                ),
             )
         })?;
         if let Ok(data) = frame.into_data() {
-            if size + data.len() as u64 > limit {
-                // The partial file goes with the guard; the rest is not read.
-                return Err(too_large(limit));
-            }
-            if let Some((quota, left)) = room
-                && size + data.len() as u64 > left
-            {
-                return Err(over_quota(&project, quota));
-            }
-            h256.update(&data);
-            h512.update(&data);
-            size += data.len() as u64;
-            file.write_all(&data).await.map_err(|e| io("store", e))?;
+            // Refused past a limit: the partial file goes with the upload; the rest is not
+            // read.
+            upload.write(&data).await?;
         }
     }
-    file.sync_all().await.map_err(|e| io("store", e))?;
-    drop(file);
-    let (sha256, sha512) = (h256.finish(), h512.finish());
-    if let Some((algo, want)) = &expected {
-        let got = match algo {
-            Algo::Sha256 => &sha256,
-            Algo::Sha512 => &sha512,
-        };
-        if got != want {
-            return Err(err(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "checksum_mismatch",
-                ImageError::ChecksumMismatch {
-                    algo: algo.name(),
-                    expected: want.clone(),
-                    actual: got.clone(),
-                }
-                .to_string(),
-            ));
-        }
-    }
-    let p = path.clone();
-    let inspection = tokio::task::spawn_blocking(move || {
-        let mut f = std::fs::File::open(&p)?;
-        match declared {
-            Some(d) => ferric_images::inspect::inspect_as(&mut f, d),
-            None => ferric_images::inspect::inspect(&mut f),
-        }
-    })
-    .await
-    .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(|e| {
-        tracing::warn!(image = %name, error = %e, "image refused");
-        err(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "image_refused",
-            format!("image `{name}` refused: {e}"),
-        )
-    })?;
-    let row = ImageRow {
-        name: name.clone(),
-        sha256: sha256.clone(),
-        sha512,
-        format: inspection.format.as_str().to_owned(),
-        wrapper: inspection.wrapper.map(|w| format!("{w:?}").to_lowercase()),
-        virtual_size: inspection.virtual_size.map(|v| v as i64),
-        size: size as i64,
-        details: inspection.details,
-        created_at_ms: crate::now_ms(),
-        project: project.clone(),
-    };
-    let _held = s.images.lock.lock().await;
-    // Uploads to one project running side by side: the quota holds for their sum.
-    if let Some((quota, left)) = quota_room(&s, &project).await?
-        && size > left
-    {
-        return Err(over_quota(&project, quota));
-    }
-    let blob = s.images.blob(&sha256);
-    if !blob.exists() {
-        std::fs::rename(&path, &blob).map_err(|e| io("keep", e))?;
-    }
-    if !s.store.insert_image(&row).await? {
-        if s.store.image_refs(&sha256).await? == 0 {
-            let _ = std::fs::remove_file(&blob);
-        }
-        return Err(conflict(&name));
-    }
-    drop(guard);
-    tracing::info!(image = %name, %sha256, size, format = %row.format, "image stored");
-    Ok((StatusCode::CREATED, Json(row.into())))
+    let view = upload.finish(&s).await?;
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 /// How much of a refused upload is read before the answer (beyond it, the connection closes).
@@ -320,14 +173,6 @@ async fn drain(mut body: Body, limit: u64) {
             _ => break,
         }
     }
-}
-
-fn conflict(name: &str) -> ApiError {
-    err(
-        StatusCode::CONFLICT,
-        "image_exists",
-        format!("an image named `{name}` exists; delete it first"),
-    )
 }
 
 /// Serves a blob with `Range` support. Its content never changes (the path is its sha256), so

@@ -27,6 +27,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+pub use ferric_api::Problem;
 use std::sync::Arc;
 
 /// Why a request failed, as the API answers it.
@@ -45,23 +46,6 @@ pub enum ApiError {
         /// What went wrong.
         detail: String,
     },
-}
-
-/// A problem document (RFC 9457): `type`, `title`, `status`, `detail`, and Ferric's stable
-/// `code`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct Problem {
-    /// Problem type URI; `about:blank` (the status says it all).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The status's reason phrase.
-    pub title: String,
-    /// HTTP status.
-    pub status: u16,
-    /// What went wrong, naming the object.
-    pub detail: String,
-    /// Stable, machine-readable cause (`unknown_node`, `invalid_plan`, …).
-    pub code: String,
 }
 
 impl ApiError {

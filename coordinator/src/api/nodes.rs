@@ -8,9 +8,10 @@ use crate::conductor::nodes::{
 };
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
+pub use ferric_api::nodes::CaHash;
+use serde::Deserialize;
 use std::sync::Arc;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -68,13 +69,6 @@ async fn metrics(
         )],
         body,
     ))
-}
-
-/// `GET /v1/ca`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CaHash {
-    /// SHA-256 of the CA certificate (DER), hex: what `ferric agent enroll --ca-hash` pins.
-    pub ca_hash: String,
 }
 
 #[utoipa::path(

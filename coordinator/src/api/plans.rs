@@ -4,9 +4,9 @@ use super::ApiResult;
 use crate::Shared;
 use crate::conductor::access::Caller;
 use crate::conductor::plans::{self as conductor, Cancelled, CreatePlans, CreatedPlan, PlanStatus};
-use crate::store::PlanRow;
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
+use ferric_api::plans::PlanView;
 use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::IntoParams;
@@ -50,13 +50,13 @@ struct PlansQuery {
     path = "/v1/plans",
     tag = "plans",
     params(PlansQuery),
-    responses((status = 200, body = Vec<PlanRow>))
+    responses((status = 200, body = Vec<PlanView>))
 )]
 async fn list(
     State(s): State<Arc<Shared>>,
     Extension(c): Extension<Caller>,
     Query(q): Query<PlansQuery>,
-) -> ApiResult<Vec<PlanRow>> {
+) -> ApiResult<Vec<PlanView>> {
     Ok(Json(
         conductor::list(&s, &c, q.node.as_deref(), q.limit.unwrap_or(50)).await?,
     ))

@@ -279,7 +279,7 @@ pub struct FleetView {
     /// Hypervisor hosts, as `GET /v1/hosts`.
     pub hosts: Vec<crate::conductor::placement::HostView>,
     /// The 50 newest plans, as `GET /v1/plans`.
-    pub plans: Vec<crate::store::PlanRow>,
+    pub plans: Vec<ferric_api::plans::PlanView>,
 }
 
 async fn look_fleet(c: &mut Cursor, st: &mut (Caller, Option<String>)) -> bool {

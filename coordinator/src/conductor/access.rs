@@ -10,8 +10,10 @@ use super::{ConductorError, Result, invalid};
 use crate::Shared;
 use crate::model::{ApiRole, check_node_name};
 use crate::store::{ApiTokenRow, AuditRow, ProjectRow};
+pub use ferric_api::access::{
+    ApiToken, AuditEntry, CreateApiToken, CreateProject, CreatedApiToken, Project, Revoked,
+};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The project everything belongs to unless said otherwise.
@@ -178,34 +180,6 @@ pub async fn authenticate(
     }))
 }
 
-/// `POST /v1/api-tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CreateApiToken {
-    /// Its role.
-    pub role: ApiRole,
-    /// Its project; absent: the caller's (a fleet caller: `fleet: true` for a fleet token).
-    #[serde(default)]
-    pub project: Option<String>,
-    /// A token over the whole fleet (only a fleet admin may make one).
-    #[serde(default)]
-    pub fleet: bool,
-    /// What it is for.
-    #[serde(default)]
-    pub description: String,
-    /// Lifetime in seconds; absent: until revoked.
-    #[serde(default)]
-    pub ttl_secs: Option<u64>,
-}
-
-/// A new API token: its secret is shown this once.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CreatedApiToken {
-    /// `ID.SECRET`, for `Authorization: Bearer`.
-    pub token: String,
-    /// What is stored of it.
-    pub info: ApiTokenRow,
-}
-
 fn new_secret(id_len: usize) -> (String, String) {
     let mut rng = rand::rng();
     let id: String = (0..id_len)
@@ -243,7 +217,7 @@ async fn store_token(
     tracing::info!(token_id = %id, role = %role, project = ?row.project, "API token created");
     Ok(CreatedApiToken {
         token: format!("{id}.{secret}"),
-        info: row,
+        info: row.into(),
     })
 }
 
@@ -304,12 +278,13 @@ pub async fn create_api_token(
 }
 
 /// The tokens the caller governs (an admin's: its scope's; others see only their own).
-pub async fn list_api_tokens(s: &Shared, caller: &Caller) -> Result<Vec<ApiTokenRow>> {
+pub async fn list_api_tokens(s: &Shared, caller: &Caller) -> Result<Vec<ApiToken>> {
     Ok(s.store
         .api_tokens()
         .await?
         .into_iter()
         .filter(|t| governs(caller, t) || t.id == caller.token)
+        .map(ApiToken::from)
         .collect())
 }
 
@@ -323,7 +298,7 @@ fn governs(caller: &Caller, t: &ApiTokenRow) -> bool {
 }
 
 /// Revokes a token the caller governs (or its own).
-pub async fn revoke_api_token(s: &Shared, caller: &Caller, id: &str) -> Result<ApiTokenRow> {
+pub async fn revoke_api_token(s: &Shared, caller: &Caller, id: &str) -> Result<ApiToken> {
     let found = s
         .store
         .api_tokens()
@@ -336,22 +311,12 @@ pub async fn revoke_api_token(s: &Shared, caller: &Caller, id: &str) -> Result<A
     Ok(ApiTokenRow {
         revoked_at_ms: found.revoked_at_ms.or(Some(crate::now_ms())),
         ..found
-    })
-}
-
-/// `POST /v1/projects`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CreateProject {
-    /// Name (a DNS label).
-    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
-    pub name: String,
-    /// Most bytes of images it may keep; absent: no quota beyond the upload limit.
-    #[serde(default)]
-    pub image_quota_bytes: Option<u64>,
+    }
+    .into())
 }
 
 /// A new project (a fleet admin's act).
-pub async fn create_project(s: &Shared, caller: &Caller, req: CreateProject) -> Result<ProjectRow> {
+pub async fn create_project(s: &Shared, caller: &Caller, req: CreateProject) -> Result<Project> {
     caller.require(ApiRole::Admin)?;
     if !caller.fleet() {
         return Err(ConductorError::Forbidden(format!(
@@ -373,16 +338,17 @@ pub async fn create_project(s: &Shared, caller: &Caller, req: CreateProject) -> 
     if !s.store.create_project(&row).await? {
         return Err(ConductorError::ProjectExists(req.name));
     }
-    Ok(row)
+    Ok(row.into())
 }
 
 /// The projects the caller sees.
-pub async fn list_projects(s: &Shared, caller: &Caller) -> Result<Vec<ProjectRow>> {
+pub async fn list_projects(s: &Shared, caller: &Caller) -> Result<Vec<Project>> {
     Ok(s.store
         .projects()
         .await?
         .into_iter()
         .filter(|p| caller.sees(&p.name))
+        .map(Project::from)
         .collect())
 }
 
@@ -474,14 +440,16 @@ pub async fn audit_upkeep(s: std::sync::Arc<Shared>) {
 
 /// The audit log of the caller's scope, newest first (admins); the calls refused without a
 /// valid token are summed up first, so the log is up to date.
-pub async fn audit_log(s: &Shared, caller: &Caller, limit: i64) -> Result<Vec<AuditRow>> {
+pub async fn audit_log(s: &Shared, caller: &Caller, limit: i64) -> Result<Vec<AuditEntry>> {
     caller.require(ApiRole::Admin)?;
     let limit = limit.clamp(1, 10_000);
     flush_unauthenticated(s).await?;
-    s.store
+    Ok(s.store
         .audit_log(caller.scope.as_deref(), limit)
-        .await
-        .map_err(Into::into)
+        .await?
+        .into_iter()
+        .map(AuditEntry::from)
+        .collect())
 }
 
 /// The first admin token (fleet scope), when no token exists yet: what `admin.conf` holds.
@@ -499,17 +467,6 @@ pub async fn first_admin_token(s: &Shared) -> Result<Option<CreatedApiToken>> {
     )
     .await
     .map(Some)
-}
-
-/// What `POST /v1/nodes/{name}/revoke` did.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Revoked {
-    /// The node.
-    pub node: String,
-    /// Certificates of an older generation are refused from now on.
-    pub cert_generation: i64,
-    /// Whether a live connection was closed.
-    pub disconnected: bool,
 }
 
 /// Revokes every certificate the node holds: its agent is refused at its next handshake and
@@ -533,4 +490,46 @@ pub async fn revoke_node(s: &Shared, caller: &Caller, node: &str) -> Result<Revo
         cert_generation: generation,
         disconnected,
     })
+}
+
+impl From<ApiTokenRow> for ApiToken {
+    fn from(r: ApiTokenRow) -> Self {
+        ApiToken {
+            id: r.id,
+            project: r.project,
+            role: r.role,
+            description: r.description,
+            created_by: r.created_by,
+            created_at_ms: r.created_at_ms,
+            expires_at_ms: r.expires_at_ms,
+            revoked_at_ms: r.revoked_at_ms,
+            last_used_ms: r.last_used_ms,
+        }
+    }
+}
+
+impl From<ProjectRow> for Project {
+    fn from(r: ProjectRow) -> Self {
+        Project {
+            name: r.name,
+            image_quota_bytes: r.image_quota_bytes,
+            created_at_ms: r.created_at_ms,
+        }
+    }
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(r: AuditRow) -> Self {
+        AuditEntry {
+            id: r.id,
+            at_ms: r.at_ms,
+            token_id: r.token_id,
+            project: r.project,
+            role: r.role,
+            method: r.method,
+            path: r.path,
+            status: r.status,
+            code: r.code,
+        }
+    }
 }

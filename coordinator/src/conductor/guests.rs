@@ -9,82 +9,16 @@ use crate::Shared;
 use crate::model::{GuestDesired, GuestObserved, NodeRole};
 use crate::store::GuestRow;
 use ferric_proto::plan::{
-    GuestBoot, GuestNic, GuestPowerAction, GuestSpec, Step, VolumeFormat, VolumeImage, VolumeRef,
+    GuestNic, GuestPowerAction, GuestSpec, Step, VolumeFormat, VolumeImage, VolumeRef,
 };
-use serde::{Deserialize, Serialize};
 
-/// Pool guests' root volumes go to on their host unless the request names one.
-pub const ROOT_POOL: &str = "default";
+pub use ferric_api::guests::{CreateGuest, GuestAction, GuestView, ROOT_POOL};
 
 fn default_pool() -> String {
     ROOT_POOL.to_owned()
 }
 /// Where a host keeps guests' serial consoles.
 pub const CONSOLE_DIR: &str = "/var/log/ferric/guests";
-
-/// Body of `POST /v1/guests`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateGuest {
-    /// Name.
-    pub name: String,
-    /// vCPUs.
-    pub vcpus: u32,
-    /// Memory, MiB.
-    pub memory_mib: u64,
-    /// Root disk, bytes.
-    pub disk_bytes: u64,
-    /// Bridges, one NIC each.
-    #[serde(default)]
-    pub nets: Vec<String>,
-    /// What it boots.
-    #[serde(default)]
-    pub boot: GuestBoot,
-    /// Storage pool of its root volume on the host.
-    #[serde(default = "default_pool")]
-    pub pool: String,
-    /// Image in the store its root volume is cloned from.
-    #[serde(default)]
-    pub image: Option<String>,
-}
-
-/// Answer to a guest action.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct GuestAction {
-    /// Guest.
-    pub guest: String,
-    /// Its host.
-    pub host: String,
-    /// The plan pushed.
-    pub plan: u64,
-}
-
-/// A guest with what its host last reported of it.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct GuestView {
-    /// Name.
-    pub name: String,
-    /// Host.
-    pub host: String,
-    /// vCPUs.
-    pub vcpus: i64,
-    /// Memory, MiB.
-    pub memory_mib: i64,
-    /// Root disk, bytes.
-    pub disk_bytes: i64,
-    /// Desired state.
-    pub desired: GuestDesired,
-    /// What its host last reported.
-    pub observed: GuestObserved,
-    /// State of the last plan.
-    pub last_plan: Option<i64>,
-    /// CPU percent from the last sample.
-    pub cpu_percent: Option<f32>,
-    /// What differs from the desired state although no plan is working on it (changed,
-    /// stopped, started or deleted behind Ferric's back); empty when in line.
-    #[serde(default)]
-    pub drift: Vec<String>,
-}
 
 /// Hypervisor hosts of projects `sees` accepts, with capacity and use.
 pub async fn hosts(s: &Shared, sees: impl Fn(&str) -> bool) -> Result<Vec<HostView>> {
@@ -449,6 +383,7 @@ pub async fn delete(s: &Shared, name: &str) -> Result<GuestAction> {
 mod tests {
     use super::*;
     use ferric_proto::msg::GuestSample;
+    use ferric_proto::plan::GuestBoot;
 
     fn row(desired: GuestDesired) -> GuestRow {
         GuestRow {

@@ -3,73 +3,18 @@
 
 use super::{ConductorError, Result, invalid};
 use crate::Shared;
-use crate::hub::{BmcRecord, TelemetryRecord};
-use crate::model::{NodeRole, check_node_name};
+use crate::model::check_node_name;
 use crate::store::{BmcRow, EnrollProblem, NodeRow, PlanRow, TokenProblem};
-use ferric_proto::msg::{Capability, EnrollRefusal, EnrollRequest, EnrollResponse};
+pub use ferric_api::nodes::{
+    CreateToken, CreatedToken, DeletedNode, NodeDetail, NodeTelemetry, NodeView,
+};
+use ferric_proto::msg::{EnrollRefusal, EnrollRequest, EnrollResponse};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Duration;
 
 /// Longest bootstrap token lifetime.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// A node with its link state.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct NodeView {
-    /// Name.
-    pub name: String,
-    /// What it is.
-    pub role: NodeRole,
-    /// Enrolled at, ms since the epoch.
-    pub enrolled_at_ms: i64,
-    /// When the agent last sent anything (a message, a telemetry sample), ms since the epoch:
-    /// live while it is connected, from the store once it is not.
-    pub last_seen_ms: Option<i64>,
-    /// Capabilities.
-    pub capabilities: Vec<Capability>,
-    /// SHA-256 of the hardware inventory its agent announced (hex), so that a change shows.
-    #[serde(default)]
-    pub inventory_sha256: Option<String>,
-    /// Connected now.
-    pub connected: bool,
-    /// Bare-metal nodes: power state last read (`on`/`off`), or why reads fail.
-    #[serde(default)]
-    pub power: Option<String>,
-    /// Bare-metal nodes: what changed behind Ferric's back.
-    #[serde(default)]
-    pub flag: Option<String>,
-    /// Bare-metal nodes: provision state.
-    #[serde(default)]
-    pub state: Option<crate::model::ProvisionState>,
-}
-
-/// `GET /v1/nodes/{name}`.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct NodeDetail {
-    /// The node.
-    pub node: NodeView,
-    /// Recent plans, newest first.
-    pub plans: Vec<serde_json::Value>,
-    /// Newest telemetry sample.
-    pub telemetry: Option<serde_json::Value>,
-    /// Bare-metal nodes: the BMC.
-    #[serde(default)]
-    pub bmc: Option<super::bmcs::BmcView>,
-    /// What the node's ramdisk found when it last inspected the machine.
-    #[serde(default)]
-    pub inspection: Option<ferric_proto::msg::Inspection>,
-    /// When that was, ms since the epoch (agent clock).
-    #[serde(default)]
-    pub inspected_at_ms: Option<i64>,
-    /// The stages its network boots reached, oldest first.
-    #[serde(default)]
-    pub boot: Vec<crate::hub::BootMark>,
-    /// A bare-metal node's lifecycle: state, step, deadline, last error, transitions.
-    #[serde(default)]
-    pub lifecycle: Option<super::lifecycle::LifecycleView>,
-}
 
 /// The view of a node (with its BMC's row, for a bare-metal node).
 pub fn view(s: &Shared, n: NodeRow, bmc: Option<&BmcRow>) -> NodeView {
@@ -137,61 +82,11 @@ pub async fn show(s: &Shared, caller: &super::access::Caller, name: &str) -> Res
         node: view(s, n, bmc.as_ref()),
         bmc: bmc.map(|b| super::bmcs::view(s, b)),
         plans: plans
-            .iter()
-            .filter_map(|p| serde_json::to_value(p).ok())
+            .into_iter()
+            .map(super::plans::PlanView::from)
             .collect(),
-        telemetry: s
-            .hub
-            .telemetry
-            .latest(name)
-            .and_then(|t| serde_json::to_value(t).ok()),
+        telemetry: s.hub.telemetry.latest(name),
     })
-}
-
-/// A node's telemetry: an agent's host samples, or a bare-metal node's BMC reads.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub enum NodeTelemetry {
-    /// Samples of an agent's host (`sample`).
-    Host(Vec<TelemetryRecord>),
-    /// Reads of a bare-metal node's BMC (`bmc`).
-    Bmc(Vec<BmcRecord>),
-}
-
-// By hand: an empty list is either kind, so the schema is `anyOf` (the derive's `oneOf`
-// would call `[]` ambiguous).
-impl utoipa::PartialSchema for NodeTelemetry {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::Ref;
-        use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder};
-        AnyOfBuilder::new()
-            .item(ArrayBuilder::new().items(Ref::from_schema_name("TelemetryRecord")))
-            .item(ArrayBuilder::new().items(Ref::from_schema_name("BmcRecord")))
-            .description(Some(
-                "An agent's host samples, or a bare-metal node's BMC reads, oldest first.",
-            ))
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for NodeTelemetry {
-    fn schemas(
-        schemas: &mut Vec<(
-            String,
-            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
-        )>,
-    ) {
-        schemas.push((
-            "TelemetryRecord".into(),
-            <TelemetryRecord as utoipa::PartialSchema>::schema(),
-        ));
-        <TelemetryRecord as utoipa::ToSchema>::schemas(schemas);
-        schemas.push((
-            "BmcRecord".into(),
-            <BmcRecord as utoipa::PartialSchema>::schema(),
-        ));
-        <BmcRecord as utoipa::ToSchema>::schemas(schemas);
-    }
 }
 
 /// What arrived from or about `name` after `after_ms`.
@@ -202,25 +97,6 @@ pub async fn telemetry(s: &Shared, name: &str, after_ms: i64) -> Result<NodeTele
     } else {
         NodeTelemetry::Bmc(s.hub.bmc.since(name, after_ms))
     })
-}
-
-/// Body of `POST /v1/tokens`.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    /// Lifetime in seconds.
-    pub ttl_secs: u64,
-}
-
-/// A created bootstrap token. The secret is shown once and only its hash is stored.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CreatedToken {
-    /// `ID.SECRET`.
-    pub token: String,
-    /// Expiry, ms since the epoch.
-    pub expires_at_ms: i64,
-    /// CA fingerprint to pin.
-    pub ca_hash: String,
 }
 
 /// A single-use bootstrap token for enrolling one agent.
@@ -323,24 +199,6 @@ pub async fn enroll(
         Err(EnrollProblem::Token(TokenProblem::Expired)) => refuse(R::TokenExpired),
         Err(EnrollProblem::Token(TokenProblem::Invalid)) => refuse(R::InvalidToken),
     }
-}
-
-/// What `DELETE /v1/nodes/{name}` removed.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct DeletedNode {
-    /// The node as it was.
-    pub node: NodeView,
-    /// Its BMC, for a bare-metal node enrolled by one.
-    #[serde(default)]
-    pub bmc: Option<super::bmcs::BmcView>,
-    /// Its plans removed with their events.
-    pub plans: u64,
-    /// Guests placed on it, removed from the inventory (a host's guests keep running there
-    /// until someone stops them: the coordinator no longer knows the host).
-    #[serde(default)]
-    pub guests: Vec<String>,
-    /// Certificates issued to the name below this generation are refused from now on.
-    pub cert_generation: i64,
 }
 
 /// Deletes any node — an agent, a bare-metal node, a discovered one — with what belongs to

@@ -2,58 +2,8 @@
 //! picks the least loaded of the rest. Pure logic; the API feeds it hosts built from the store
 //! and the latest telemetry.
 
+pub use ferric_api::guests::{CPU_ALLOCATION_RATIO, HostView, RAM_ALLOCATION_RATIO};
 use ferric_proto::msg::Capability;
-use serde::{Deserialize, Serialize};
-
-/// vCPUs a host may promise per logical CPU.
-pub const CPU_ALLOCATION_RATIO: f64 = 4.0;
-/// Memory is not overcommitted.
-pub const RAM_ALLOCATION_RATIO: f64 = 1.0;
-
-/// A hypervisor host as placement sees it.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct HostView {
-    /// Node name.
-    pub name: String,
-    /// Whether its agent is connected.
-    pub connected: bool,
-    /// Logical CPUs.
-    pub cpus: u32,
-    /// Memory in all, MiB.
-    pub mem_total_mib: u64,
-    /// Free bytes in the filesystem its volumes live on (largest disk seen).
-    pub disk_free_bytes: u64,
-    /// Bridges (and other interfaces) present.
-    pub interfaces: Vec<String>,
-    /// vCPUs promised to guests placed here.
-    pub vcpus_used: u64,
-    /// Memory promised to guests placed here, MiB.
-    pub mem_used_mib: u64,
-    /// Disk promised to guests placed here, bytes.
-    pub disk_used_bytes: u64,
-    /// Guests placed here.
-    pub guests: u64,
-    /// What its agent announced it can drive (`compute`, `storage`, `network`, `bmc`).
-    #[serde(default)]
-    pub capabilities: Vec<Capability>,
-}
-
-impl HostView {
-    /// vCPUs still free under the allocation ratio.
-    pub fn vcpus_free(&self) -> i64 {
-        (f64::from(self.cpus) * CPU_ALLOCATION_RATIO) as i64 - self.vcpus_used as i64
-    }
-
-    /// Memory still free, MiB.
-    pub fn mem_free_mib(&self) -> i64 {
-        (self.mem_total_mib as f64 * RAM_ALLOCATION_RATIO) as i64 - self.mem_used_mib as i64
-    }
-
-    /// Disk still free, bytes.
-    pub fn disk_free(&self) -> i64 {
-        self.disk_free_bytes as i64 - self.disk_used_bytes as i64
-    }
-}
 
 /// What a guest needs.
 #[derive(Debug, Clone)]

@@ -5,126 +5,11 @@
 use super::{ConductorError, Result, invalid};
 use crate::Shared;
 use crate::store::{EventRow, PlanRow};
-use ferric_proto::plan::{ErrorKind, Plan, PlanError, PlanId, PlanStep, Step, StepEventKind};
-use serde::{Deserialize, Serialize};
-use std::time::Duration;
-
-/// Default step timeout when a plan file names none.
-pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// A step as written in a plan file: the step, and optionally its key and timeout.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct StepSpec {
-    /// The step (`ensure_bridge: {name: br0}` and so on).
-    #[serde(flatten)]
-    pub step: Step,
-    /// Idempotency key; `<index>-<kind>` when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    /// Deadline such as `30s` or `5m`; 5 minutes when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
-}
-
-/// A plan file (YAML or JSON).
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PlanFile {
-    /// Steps in order.
-    pub steps: Vec<StepSpec>,
-}
-
-/// What is wrong with a plan file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PlanFileError {
-    /// A timeout that is no duration.
-    #[error("step {index}: field `timeout` `{value}`: {problem}")]
-    Timeout {
-        /// Step index.
-        index: usize,
-        /// What was written.
-        value: String,
-        /// Why it is no duration.
-        problem: String,
-    },
-    /// A timeout beyond what a step can carry.
-    #[error("step {0}: field `timeout` is too long")]
-    TimeoutTooLong(usize),
-    /// The steps do not make a valid plan.
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-}
-
-impl PlanFileError {
-    /// Whether the plan is only too large (413 rather than 400).
-    pub fn too_large(&self) -> bool {
-        matches!(self, PlanFileError::Plan(PlanError::TooLarge { .. }))
-    }
-}
-
-impl PlanFile {
-    /// Turns the file into validated plan steps.
-    pub fn to_steps(&self) -> std::result::Result<Vec<PlanStep>, PlanFileError> {
-        let steps = self
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let timeout = match &s.timeout {
-                    None => DEFAULT_STEP_TIMEOUT,
-                    Some(t) => {
-                        humantime::parse_duration(t).map_err(|e| PlanFileError::Timeout {
-                            index: i,
-                            value: t.clone(),
-                            problem: e.to_string(),
-                        })?
-                    }
-                };
-                Ok(PlanStep {
-                    key: s
-                        .key
-                        .clone()
-                        .unwrap_or_else(|| format!("{i}-{}", s.step.kind())),
-                    timeout_secs: u32::try_from(timeout.as_secs().max(1))
-                        .map_err(|_| PlanFileError::TimeoutTooLong(i))?,
-                    step: s.step.clone(),
-                })
-            })
-            .collect::<std::result::Result<Vec<_>, PlanFileError>>()?;
-        ferric_proto::plan::validate_steps(&steps)?;
-        Ok(steps)
-    }
-}
-
-/// Body of `POST /v1/plans`.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreatePlans {
-    /// Nodes to receive the plan (one plan each).
-    pub nodes: Vec<String>,
-    /// The plan.
-    pub plan: PlanFile,
-}
-
-/// One created plan.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CreatedPlan {
-    /// Plan id.
-    pub id: u64,
-    /// Node.
-    pub node: String,
-    /// Whether it was handed to a connected agent at once.
-    pub pushed: bool,
-}
-
-/// A plan with its events in order (`GET /v1/plans/{id}`).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PlanStatus {
-    /// The plan.
-    pub plan: PlanRow,
-    /// Its events in order.
-    pub events: Vec<EventRow>,
-}
+pub use ferric_api::plans::{
+    Cancelled, CreatePlans, CreatedPlan, DEFAULT_STEP_TIMEOUT, PlanEvent, PlanFile, PlanFileError,
+    PlanStatus, PlanView, StepSpec,
+};
+use ferric_proto::plan::{ErrorKind, Plan, PlanId, PlanStep, Step, StepEventKind};
 
 /// Steps the coordinator makes itself (guests, BMC actions), keyed `<index>-<kind>`, each
 /// with its timeout in seconds; validated like a plan file's.
@@ -223,12 +108,12 @@ pub async fn list(
     caller: &super::access::Caller,
     node: Option<&str>,
     limit: i64,
-) -> Result<Vec<PlanRow>> {
+) -> Result<Vec<PlanView>> {
     let limit = limit.clamp(1, 10_000);
     if caller.fleet() {
         let mut out = s.store.plans(node, limit).await?;
         out.iter_mut().for_each(|p| redact_for(caller, p));
-        return Ok(out);
+        return Ok(out.into_iter().map(PlanView::from).collect());
     }
     let seen: std::collections::HashSet<String> = s
         .store
@@ -254,7 +139,7 @@ pub async fn list(
     out.sort_by_key(|p| std::cmp::Reverse(p.id));
     out.truncate(limit as usize);
     out.iter_mut().for_each(|p| redact_for(caller, p));
-    Ok(out)
+    Ok(out.into_iter().map(PlanView::from).collect())
 }
 
 /// A plan and its events, as `caller` may see them.
@@ -266,7 +151,10 @@ pub async fn status(s: &Shared, caller: &super::access::Caller, id: PlanId) -> R
         .ok_or(ConductorError::UnknownPlan(id))?;
     redact_for(caller, &mut plan);
     let events = s.store.events(id).await?;
-    Ok(PlanStatus { plan, events })
+    Ok(PlanStatus {
+        plan: plan.into(),
+        events: events.into_iter().map(PlanEvent::from).collect(),
+    })
 }
 
 /// Whether a plan goes to its agent.
@@ -338,18 +226,6 @@ pub async fn delivery(
     })
 }
 
-/// What `POST /v1/plans/{id}/cancel` did.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Cancelled {
-    /// The plan.
-    pub plan: PlanId,
-    /// Its state now (`failed` when it ended here at once).
-    pub state: crate::model::PlanState,
-    /// Whether its connected agent was told to stop it (else it is told when it connects, or
-    /// the plan fails when it would be delivered).
-    pub agent_told: bool,
-}
-
 /// How a plan ended, as its end event told it: `None` while it runs, else whether it
 /// succeeded and why not.
 pub async fn outcome(
@@ -380,52 +256,31 @@ pub fn failure(plan: &PlanRow, step: u32, kind: ErrorKind, message: &str) -> Str
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_readme_plan_example_is_a_valid_plan() {
-        let readme = include_str!("../../../README.md");
-        let block = readme
-            .split("```yaml\n")
-            .nth(1)
-            .and_then(|b| b.split("```").next())
-            .expect("README has a yaml block");
-        let f: PlanFile = serde_yaml_ng::from_str(block).expect("README plan parses");
-        let steps = f.to_steps().expect("README plan validates");
-        assert_eq!(steps.len(), 4);
-        assert_eq!(steps[2].timeout_secs, 60);
+impl From<PlanRow> for PlanView {
+    fn from(r: PlanRow) -> Self {
+        PlanView {
+            id: r.id,
+            node: r.node,
+            steps: r.steps,
+            state: r.state,
+            created_at_us: r.created_at_us,
+            pushed_at_us: r.pushed_at_us,
+            accepted_at_us: r.accepted_at_us,
+            finished_at_us: r.finished_at_us,
+            cancel_requested_at_ms: r.cancel_requested_at_ms,
+        }
     }
+}
 
-    #[test]
-    fn plan_file_parses_yaml_and_names_bad_fields() {
-        let yaml = "steps:\n  - ensure_bridge: { name: br0 }\n    timeout: 30s\n  - ensure_volume: { pool: default, name: v1, size_bytes: 1048576 }\n";
-        let f: PlanFile = serde_yaml_ng::from_str(yaml).unwrap();
-        let steps = f.to_steps().unwrap();
-        assert_eq!(steps.len(), 2);
-        assert_eq!(steps[0].timeout_secs, 30);
-        assert_eq!(steps[1].key, "1-ensure_volume");
-        assert_eq!(steps[1].timeout_secs, 300);
-
-        let bad: PlanFile = serde_yaml_ng::from_str(
-            "steps:\n  - ensure_guest: { name: g, vcpus: 0, memory_mib: 5 }\n",
-        )
-        .unwrap();
-        assert_eq!(
-            bad.to_steps().unwrap_err().to_string(),
-            "step 0 (ensure_guest): field `vcpus` must be at least 1"
-        );
-        let late: PlanFile = serde_yaml_ng::from_str(
-            "steps:\n  - ensure_bridge: { name: br0 }\n    timeout: soon\n",
-        )
-        .unwrap();
-        assert!(matches!(
-            late.to_steps(),
-            Err(PlanFileError::Timeout { index: 0, .. })
-        ));
-        let typo =
-            serde_yaml_ng::from_str::<PlanFile>("steps:\n  - ensure_bridge: { nmae: br0 }\n");
-        assert!(typo.unwrap_err().to_string().contains("nmae"));
+impl From<EventRow> for PlanEvent {
+    fn from(r: EventRow) -> Self {
+        PlanEvent {
+            plan: r.plan,
+            seq: r.seq,
+            step: r.step,
+            kind: r.kind,
+            agent_at_ms: r.agent_at_ms,
+            received_at_us: r.received_at_us,
+        }
     }
 }

@@ -4,23 +4,13 @@
 use super::Changes;
 use super::rings::{Received, push_ring, ring_since};
 use crate::lock;
+pub use ferric_api::records::BmcRecord;
 use ferric_proto::msg::BmcState;
-use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 /// Sensors one BMC read keeps (a BMC reports a few dozen).
 pub const BMC_SENSORS_MAX: usize = 256;
-
-/// One read of a bare-metal node's BMC as received (its telemetry: the management agent polls
-/// it every `--bmc-poll`, sensors every third time).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct BmcRecord {
-    /// Coordinator clock at receipt, ms since the epoch.
-    pub received_at_ms: i64,
-    /// What the agent read (no sensors when it did not read them this time).
-    pub bmc: BmcState,
-}
 
 impl Received for BmcRecord {
     fn received_at_ms(&self) -> i64 {

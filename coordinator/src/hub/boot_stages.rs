@@ -2,18 +2,9 @@
 
 use super::Changes;
 use crate::lock;
-use serde::Serialize;
+pub use ferric_api::records::BootMark;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-
-/// A stage a node's network boot reached, and when (coordinator clock, ms since the epoch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct BootMark {
-    /// The stage.
-    pub stage: crate::model::BootStage,
-    /// When.
-    pub at_ms: i64,
-}
 
 /// Boot stages kept per node (a few boots' worth).
 const BOOT_MARKS: usize = 64;

@@ -2,37 +2,12 @@
 
 use super::Changes;
 use crate::lock;
-use serde::Serialize;
+pub use ferric_api::records::{ConsoleLine, ConsoleTail};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 /// Console lines kept per node (the dashboard shows the last few dozen).
 pub const CONSOLE_RING: usize = 1000;
-
-/// One line of a node's serial console, as the coordinator received it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ConsoleLine {
-    /// Number of the line since the coordinator started (ask for those after it).
-    pub seq: u64,
-    /// Coordinator clock at receipt, ms since the epoch.
-    pub received_at_ms: i64,
-    /// The text, without terminal escapes.
-    pub text: String,
-}
-
-/// The console lines of a node the hub holds, and why its log was last not read.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ConsoleTail {
-    /// Oldest first.
-    pub lines: Vec<ConsoleLine>,
-    /// The agent's reason the log cannot be read, until a line arrives again.
-    pub error: Option<String>,
-    /// Number of the newest line held (what to ask for lines after, to get only new ones).
-    pub last_seq: Option<u64>,
-    /// Where line numbers count from (ms since the epoch; fixed for a coordinator's run): a
-    /// reader that sees it change, the coordinator restarted, starts over.
-    pub epoch_ms: i64,
-}
 
 #[derive(Debug, Default)]
 struct ConsoleRing {

@@ -3,26 +3,14 @@
 use super::Changes;
 use super::rings::{Received, push_ring, ring_since};
 use crate::lock;
+pub use ferric_api::records::TelemetryRecord;
 use ferric_proto::msg::TelemetrySample;
-use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 /// The largest telemetry sample kept, encoded (a host with hundreds of guests, disks and
 /// NICs fits in a few dozen KiB); a larger one is dropped.
 pub const TELEMETRY_SAMPLE_MAX: usize = 64 << 10;
-
-/// A telemetry sample as received.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct TelemetryRecord {
-    /// Coordinator clock at receipt, ms since the epoch.
-    pub received_at_ms: i64,
-    /// The sample.
-    pub sample: TelemetrySample,
-    /// Its encoded size, counted against [`TELEMETRY_RING_BYTES`].
-    #[serde(skip)]
-    pub bytes: usize,
-}
 
 /// A telemetry sample as a node's ring holds it: encoded, as it came (a decoded sample's
 /// vectors and strings take several times its encoded size, which at 600 samples per node
@@ -42,7 +30,6 @@ impl HeldSample {
         Some(TelemetryRecord {
             received_at_ms: self.received_at_ms,
             sample,
-            bytes: self.frame.len(),
         })
     }
 }

@@ -163,11 +163,17 @@ fn telemetry_rings_are_bounded_in_bytes_and_a_sample_too_large_is_dropped() {
             .record("big", sample(seq, 60 << 10), seq as i64);
     }
     let ring = hub.telemetry.since("big", 0);
-    let held: usize = ring.iter().map(|r| r.bytes).sum();
+    // A sample's size as the ring counts it: its encoded frame.
+    let bytes = |r: &TelemetryRecord| {
+        ferric_proto::frame::to_frame(&r.sample, TELEMETRY_SAMPLE_MAX)
+            .unwrap()
+            .len()
+    };
+    let held: usize = ring.iter().map(bytes).sum();
     assert!(held <= TELEMETRY_RING_BYTES, "{held} bytes held");
     assert!(ring.len() > 10 && ring.len() < 100, "{} kept", ring.len());
     assert_eq!(ring.last().unwrap().sample.seq, 700);
-    assert!(ring.iter().all(|r| r.bytes > 50 << 10));
+    assert!(ring.iter().all(|r| bytes(r) > 50 << 10));
     // One over the sample limit is not kept at all.
     hub.telemetry.record("big", sample(701, 80 << 10), 701);
     assert_eq!(hub.telemetry.latest("big").unwrap().sample.seq, 700);

@@ -3,12 +3,11 @@
 
 use super::{Store, StoreError};
 use crate::model::ApiRole;
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 /// A project as stored.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct ProjectRow {
     /// Name.
     pub name: String,
@@ -19,7 +18,7 @@ pub struct ProjectRow {
 }
 
 /// An API token as stored (never its secret).
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct ApiTokenRow {
     /// Its id (the part before the dot).
     pub id: String,
@@ -42,7 +41,7 @@ pub struct ApiTokenRow {
 }
 
 /// One audited call.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct AuditRow {
     /// Order.
     pub id: i64,

@@ -3,11 +3,10 @@
 use super::{Store, StoreError};
 use crate::model::PlanState;
 use ferric_proto::plan::{PlanId, StepEvent, StepEventKind};
-use serde::Serialize;
 use sqlx::Row;
 
 /// A stored step event.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct EventRow {
     /// Plan.
     pub plan: PlanId,

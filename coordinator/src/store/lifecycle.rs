@@ -32,7 +32,7 @@ pub struct LifecycleRow {
 }
 
 /// One transition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransitionRow {
     /// Order within the node.
     pub seq: i64,

@@ -3,7 +3,6 @@
 use super::{Store, StoreError};
 use crate::model::PlanState;
 use ferric_proto::plan::{Plan, PlanId, PlanStep};
-use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -41,7 +40,7 @@ pub struct PlanCursorRow {
 }
 
 /// A plan as stored, with its timestamps.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct PlanRow {
     /// Id.
     pub id: PlanId,
@@ -60,7 +59,6 @@ pub struct PlanRow {
     /// Finished (succeeded or failed).
     pub finished_at_us: Option<i64>,
     /// When an operator asked to cancel it, ms since the epoch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_requested_at_ms: Option<i64>,
 }
 

@@ -14,11 +14,11 @@ pub use rules::{At, Input, Next, Phase, Timeouts, Verb, Work};
 
 use super::{ConductorError, Env, Result, invalid, plans};
 use crate::Shared;
-use crate::model::ProvisionState;
 use crate::store::{LifecycleRow, TransitionRow};
-use ferric_proto::plan::{
-    BootDevice, ConfigFile, EraseMode, PowerAction, RootHint, Step, VolumeImage,
+pub use ferric_api::lifecycle::{
+    ConfigDrive, LifecycleView, ProgressView, ProvisionRequest, Transition,
 };
+use ferric_proto::plan::{BootDevice, EraseMode, PowerAction, RootHint, Step, VolumeImage};
 use serde::{Deserialize, Serialize};
 
 /// What a node was asked to become, kept with its lifecycle.
@@ -47,76 +47,6 @@ pub struct DeploySpec {
     /// The config drive, if any.
     #[serde(default)]
     pub config_drive: Option<ConfigDrive>,
-}
-
-/// A config drive's label and files.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ConfigDrive {
-    /// `cidata` (NoCloud) or `config-2` (OpenStack).
-    pub label: String,
-    /// Its files.
-    pub files: Vec<ConfigFile>,
-}
-
-/// Body of `POST /v1/nodes/{name}/provision`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ProvisionRequest {
-    /// The verb.
-    pub verb: Verb,
-    /// For `provide`: how to erase (default: the one last asked, else metadata).
-    #[serde(default)]
-    pub erase: Option<EraseMode>,
-    /// For `deploy`: the image name (`rebuild` writes the last one again).
-    #[serde(default)]
-    pub image: Option<String>,
-    /// For `deploy`: which disk is the root disk.
-    #[serde(default)]
-    pub root: Option<RootHint>,
-    /// For `deploy`: a config drive.
-    #[serde(default)]
-    pub config_drive: Option<ConfigDrive>,
-}
-
-/// A deploy's progress, from the ramdisk's telemetry.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ProgressView {
-    /// Bytes done.
-    pub done: u64,
-    /// Bytes in all.
-    pub total: Option<u64>,
-    /// Rate over the last samples.
-    pub bytes_per_sec: Option<f64>,
-    /// Seconds left at that rate.
-    pub eta_secs: Option<f64>,
-}
-
-/// A node's lifecycle as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct LifecycleView {
-    /// Node.
-    pub node: String,
-    /// Provision state.
-    pub state: ProvisionState,
-    /// What it is doing.
-    pub step: Option<Phase>,
-    /// That, for people.
-    pub doing: Option<String>,
-    /// Since when, ms since the epoch.
-    pub since_ms: i64,
-    /// When the step fails if it has not ended.
-    pub deadline_ms: Option<i64>,
-    /// The plan it waits for.
-    pub wait_plan: Option<u64>,
-    /// The last failure.
-    pub error: Option<String>,
-    /// When.
-    pub error_at_ms: Option<i64>,
-    /// The image it runs or is given.
-    pub image: Option<String>,
-    /// How far the step is.
-    pub progress: Option<ProgressView>,
-    /// Its recent transitions, oldest first.
-    pub transitions: Vec<TransitionRow>,
 }
 
 fn spec_of(row: &LifecycleRow) -> Spec {
@@ -173,7 +103,7 @@ pub async fn view(env: &Env<'_>, row: LifecycleRow) -> Result<LifecycleView> {
         wait_plan: row.wait_plan,
         error: row.error,
         error_at_ms: row.error_at_ms,
-        transitions,
+        transitions: transitions.into_iter().map(Transition::from).collect(),
     })
 }
 
@@ -600,6 +530,20 @@ pub async fn deadlines(s: std::sync::Arc<Shared>) {
         }
         if let Err(e) = tick(&s.env()).await {
             tracing::warn!(error = %e, "lifecycle deadlines not checked");
+        }
+    }
+}
+
+impl From<TransitionRow> for Transition {
+    fn from(r: TransitionRow) -> Self {
+        Transition {
+            seq: r.seq,
+            at_ms: r.at_ms,
+            from: r.from,
+            to: r.to,
+            step: r.step,
+            cause: r.cause,
+            error: r.error,
         }
     }
 }

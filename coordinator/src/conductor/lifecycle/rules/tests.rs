@@ -273,3 +273,39 @@ fn inputs_that_are_not_awaited_change_nothing() {
     .unwrap();
     assert_eq!(n.at, at(S::Cleaning, Some(Phase::Erase)));
 }
+
+/// `ferric node VERB --wait` waits for [`Verb::ends_in`]: the successful path of every verb
+/// ends there (and abort, which has none, is not waited for).
+#[test]
+fn every_verb_that_succeeds_ends_where_the_api_says() {
+    assert_eq!(Verb::Abort.ends_in(), None);
+    for (verb, from) in [
+        (Verb::Manage, S::Enroll),
+        (Verb::Inspect, S::Manageable),
+        (Verb::Provide, S::Manageable),
+        (Verb::Deploy, S::Available),
+        (Verb::Undeploy, S::Active),
+        (Verb::Rebuild, S::Active),
+    ] {
+        let mut cur = next(at(from, None), false, &Input::Verb(verb), &t())
+            .unwrap()
+            .unwrap_or_else(|| panic!("{verb} applies in {from}"))
+            .at;
+        let mut moves = 0;
+        while let Some(phase) = cur.phase {
+            let ramdisk_work = matches!(phase, Phase::Inspect | Phase::Erase | Phase::Write);
+            let input = if phase == Phase::WaitCallback {
+                Input::RamdiskConnected
+            } else {
+                ok()
+            };
+            cur = next(cur, ramdisk_work, &input, &t())
+                .unwrap()
+                .unwrap_or_else(|| panic!("{verb}: {phase} moves on when its work succeeds"))
+                .at;
+            moves += 1;
+            assert!(moves < 20, "{verb} never ends");
+        }
+        assert_eq!(Some(cur.state), verb.ends_in(), "{verb} from {from}");
+    }
+}

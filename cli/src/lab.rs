@@ -24,6 +24,20 @@ pub enum LabCmd {
         /// `auto` (KVM when a probe shows it works), `kvm` or `tcg`.
         #[arg(long, default_value = "auto")]
         accel: String,
+        /// Firmware, `uefi` or `bios`; a list (`uefi,bios`) gives node i entry i and the
+        /// rest the last. UEFI by default: what servers of today boot.
+        #[arg(long, value_delimiter = ',', default_value = "uefi")]
+        firmware: Vec<ferric_lab::Firmware>,
+        /// Disk bus, `virtio`, `nvme` or `sata` (a list as for --firmware).
+        #[arg(long, value_delimiter = ',', default_value = "virtio")]
+        disk_bus: Vec<ferric_lab::DiskBus>,
+        /// Disk sector size, 512 or 4096 bytes (a list as for --firmware).
+        #[arg(long, value_delimiter = ',', default_value = "512")]
+        sector_size: Vec<u32>,
+        /// UEFI nodes' network boot: `pxe` (then HTTP) or `http` only (a list as for
+        /// --firmware).
+        #[arg(long, value_delimiter = ',', default_value = "pxe")]
+        netboot: Vec<ferric_lab::NetBoot>,
     },
     /// Nodes, power, BMC address, MAC, faults and the console's last lines.
     Status,
@@ -91,6 +105,10 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
             memory,
             disk,
             accel,
+            firmware,
+            disk_bus,
+            sector_size,
+            netboot,
         } => {
             let started = std::time::Instant::now();
             let ferric = std::env::current_exe().context("cannot find the ferric binary")?;
@@ -104,6 +122,10 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
                     disk_bytes: disk,
                     accel,
                     ferric,
+                    firmware,
+                    disk_bus,
+                    sector_size,
+                    netboot,
                 })
             })
             .await??;
@@ -137,8 +159,10 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
             }
             for s in st {
                 println!(
-                    "{:<12} power {:<3} boot {:<8} {} {} mac {}{}",
+                    "{:<12} {} {:<11} power {:<3} boot {:<8} {} {} mac {}{}",
                     s.name,
+                    s.firmware,
+                    s.disk,
                     s.power,
                     s.boot,
                     s.bmc,

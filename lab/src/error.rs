@@ -18,6 +18,12 @@ pub enum LabError {
     /// An accelerator QEMU is not asked for here.
     #[error("accelerator `{0}` is not auto, kvm or tcg")]
     BadAccel(String),
+    /// A disk QEMU cannot make.
+    #[error("disk of node {0}")]
+    BadDisk(String),
+    /// A node option given for more nodes than the rack has.
+    #[error("{0}")]
+    BadNodeOption(String),
     /// A `bmc-loss` share above 100 %.
     #[error("loss must be 0 to 100 percent, not {0}")]
     BadLoss(u32),
@@ -40,6 +46,9 @@ pub enum LabError {
     /// A program the lab runs is missing.
     #[error("`{0}` is not installed (Debian packages openipmi, qemu-system-x86, iproute2)")]
     MissingTool(&'static str),
+    /// OVMF is missing.
+    #[error("UEFI nodes need OVMF ({0}; Debian package ovmf)")]
+    MissingFirmware(&'static str),
     /// Every subnet pair the lab may take is used by an interface of this host.
     #[error("every lab subnet 10.247.20-219.0/24 is in use")]
     NoFreeSubnet,

@@ -6,6 +6,72 @@ use crate::error::{IoContext, LabError, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// A node's firmware.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// Legacy BIOS (SeaBIOS), the NIC's iPXE option ROM for network boot.
+    #[default]
+    Bios,
+    /// UEFI (OVMF), its own network stack on the NIC's driver, NVRAM kept per node.
+    Uefi,
+}
+
+/// The bus of a node's disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBus {
+    /// virtio-blk.
+    #[default]
+    Virtio,
+    /// An NVMe controller.
+    Nvme,
+    /// SATA (AHCI on q35, IDE on the BIOS machine): 512-byte sectors only.
+    Sata,
+}
+
+/// Which network boot a UEFI node's firmware offers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetBoot {
+    /// PXE (DHCP, then TFTP), with UEFI HTTP boot after it.
+    #[default]
+    Pxe,
+    /// UEFI HTTP boot only (the firmware's PXE is turned off).
+    Http,
+}
+
+macro_rules! names {
+    ($t:ty, $what:literal, $($v:ident = $s:literal),+) => {
+        impl $t {
+            /// The name on the command line and in `rack.json`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(<$t>::$v => $s),+ }
+            }
+        }
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                match s { $($s => Ok(<$t>::$v),)+ _ => Err(format!(concat!("`{}` is not a ", $what, " (", $($s, " "),+, ")"), s)) }
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+names!(Firmware, "firmware", Bios = "bios", Uefi = "uefi");
+names!(
+    DiskBus,
+    "disk bus",
+    Virtio = "virtio",
+    Nvme = "nvme",
+    Sata = "sata"
+);
+names!(NetBoot, "network boot", Pxe = "pxe", Http = "http");
+
 /// A node of a rack.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Node {
@@ -21,6 +87,22 @@ pub struct Node {
     pub vm_port: u16,
     /// Tap device on the provisioning bridge.
     pub tap: String,
+    /// Its firmware (racks made before firmware was chosen are BIOS).
+    #[serde(default)]
+    pub firmware: Firmware,
+    /// Its disk's bus.
+    #[serde(default)]
+    pub disk_bus: DiskBus,
+    /// Its disk's logical (and physical) sector size, bytes: 512 or 4096.
+    #[serde(default = "default_sector")]
+    pub sector_size: u32,
+    /// Which network boot its firmware offers (UEFI nodes).
+    #[serde(default)]
+    pub netboot: NetBoot,
+}
+
+fn default_sector() -> u32 {
+    512
 }
 
 /// A rack as built (`rack.json`).
@@ -78,6 +160,17 @@ impl Rack {
     /// A node's directory.
     pub fn node_dir(&self, n: &Node) -> PathBuf {
         self.dir.join(&n.name)
+    }
+    /// Where the rack's UEFI variables live: beside its directory, not in it, so that they
+    /// outlast `ferric lab down` as a machine's NVRAM outlasts a reinstall.
+    pub fn nvram_dir(&self) -> PathBuf {
+        let mut d = self.dir.clone().into_os_string();
+        d.push(".nvram");
+        PathBuf::from(d)
+    }
+    /// A UEFI node's NVRAM (a copy of OVMF's variable store template).
+    pub fn nvram(&self, n: &Node) -> PathBuf {
+        self.nvram_dir().join(format!("{}.fd", n.name))
     }
     /// Loads `DIR/rack.json`.
     pub fn load(dir: &Path) -> Result<Rack> {

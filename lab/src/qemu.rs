@@ -3,7 +3,7 @@
 
 use crate::error::{IoContext, LabError, Result};
 use crate::fault::has_fault;
-use crate::layout::{Node, Rack};
+use crate::layout::{DiskBus, Firmware, NetBoot, Node, Rack};
 use crate::process::{is_running, kill_wait, pid_alive};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -69,43 +69,91 @@ pub fn ipmi_args(vm_port: u16) -> Vec<String> {
 const FAILING_DISK: &str = "[inject-error]\nevent = \"read_aio\"\nerrno = \"5\"\n\n\
                             [inject-error]\nevent = \"write_aio\"\nerrno = \"5\"\n";
 
+/// OVMF's firmware code (read-only, shared by every UEFI node).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// OVMF's variable store template: each UEFI node's NVRAM starts as a copy of it.
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
 /// QEMU's arguments for a rack node, whose files are in `dir`: booting from the network
 /// (`pxe`) or its disk, the disk behind the blkdebug rules in `failing` if given, daemonized
 /// with its pid in `qemu.pid`.
-fn node_args(rack: &Rack, n: &Node, dir: &Path, pxe: bool, failing: Option<&Path>) -> Vec<String> {
+///
+/// A BIOS node is a PC with SeaBIOS and an e1000 whose iPXE option ROM does network boot;
+/// the boot device is SeaBIOS's boot order. A UEFI node is a q35 with OVMF and its own NVRAM
+/// and a virtio NIC without an option ROM, so that the firmware's own PXE and HTTP boot run
+/// on its own NIC driver, as on a server; network boot is the NIC's `bootindex` (OVMF puts
+/// QEMU's boot order first), and without one the NVRAM's boot order decides.
+fn node_args(
+    rack: &Rack,
+    n: &Node,
+    dir: &Path,
+    pxe: bool,
+    failing: Option<&Path>,
+) -> Result<Vec<String>> {
     let disk = dir.join("disk.img");
-    let drive = match failing {
-        Some(rules) => format!(
-            "file=blkdebug:{}:{},format=raw,if=virtio",
-            rules.display(),
-            disk.display()
-        ),
-        None => format!("file={},format=raw,if=virtio", disk.display()),
+    let file = match failing {
+        Some(rules) => format!("blkdebug:{}:{}", rules.display(), disk.display()),
+        None => disk.display().to_string(),
     };
+    let uefi = n.firmware == Firmware::Uefi;
     let mut a = vec!["-name".to_owned(), n.name.clone()];
     a.extend(machine_args(&rack.accel, rack.memory_mib));
+    if uefi {
+        // q35 (OVMF's machine) instead of the PC.
+        let m = a.iter().position(|x| x == "pc").unwrap_or(1);
+        a[m] = "q35".into();
+        a.extend([
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+            "-drive".into(),
+            format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                rack.nvram(n).display()
+            ),
+        ]);
+        if n.netboot == NetBoot::Http {
+            for knob in ["IPv4PXESupport", "IPv6PXESupport"] {
+                a.extend([
+                    "-fw_cfg".into(),
+                    format!("name=opt/org.tianocore/{knob},string=no"),
+                ]);
+            }
+        }
+    }
     a.extend(["-vga".into(), "none".into()]);
-    let file =
+    let log =
         |id: &str, name: &str| format!("file,id={id},path={},append=on", dir.join(name).display());
     a.extend([
         "-chardev".into(),
-        file("con", "console.log"),
+        log("con", "console.log"),
         "-serial".into(),
         "chardev:con".into(),
         // The firmware's own log (SeaBIOS writes it to port 0x402): why a boot failed.
         "-chardev".into(),
-        file("fw", "firmware.log"),
+        log("fw", "firmware.log"),
         "-device".into(),
         "isa-debugcon,iobase=0x402,chardev=fw".into(),
         "-drive".into(),
-        drive,
+        format!("file={file},format=raw,if=none,id=disk0"),
+        "-device".into(),
+        disk_device(n)?,
         "-netdev".into(),
         format!("tap,id=n0,ifname={},script=no,downscript=no", n.tap),
         "-device".into(),
-        format!("e1000,netdev=n0,mac={},romfile={IPXE_ROM}", n.mac),
-        "-boot".into(),
-        format!("order={}", if pxe { "n" } else { "c" }),
     ]);
+    if uefi {
+        a.push(format!(
+            "virtio-net-pci,netdev=n0,mac={},romfile=,id=nic0{}",
+            n.mac,
+            if pxe { ",bootindex=1" } else { "" }
+        ));
+    } else {
+        a.extend([
+            format!("e1000,netdev=n0,mac={},romfile={IPXE_ROM}", n.mac),
+            "-boot".into(),
+            format!("order={}", if pxe { "n" } else { "c" }),
+        ]);
+    }
     a.extend(ipmi_args(n.vm_port));
     a.extend([
         "-qmp".into(),
@@ -114,7 +162,35 @@ fn node_args(rack: &Rack, n: &Node, dir: &Path, pxe: bool, failing: Option<&Path
         dir.join("qemu.pid").display().to_string(),
         "-daemonize".into(),
     ]);
-    a
+    Ok(a)
+}
+
+/// The `-device` of a node's disk (`disk0`).
+fn disk_device(n: &Node) -> Result<String> {
+    let sectors = match n.sector_size {
+        512 | 4096 => format!(
+            "logical_block_size={0},physical_block_size={0}",
+            n.sector_size
+        ),
+        other => {
+            return Err(LabError::BadDisk(format!(
+                "{}: sectors of {other} bytes (512 or 4096)",
+                n.name
+            )));
+        }
+    };
+    Ok(match n.disk_bus {
+        DiskBus::Virtio => format!("virtio-blk-pci,drive=disk0,{sectors}"),
+        // The serial is what `/dev/disk/by-id` and root device hints see.
+        DiskBus::Nvme => format!("nvme,drive=disk0,serial={},{sectors}", n.name),
+        DiskBus::Sata if n.sector_size == 512 => "ide-hd,drive=disk0,bus=ide.0".to_owned(),
+        DiskBus::Sata => {
+            return Err(LabError::BadDisk(format!(
+                "{}: QEMU's SATA disks have 512-byte sectors; use nvme or virtio for 4096",
+                n.name
+            )));
+        }
+    })
 }
 
 /// The QEMU pid of a running node.
@@ -139,7 +215,7 @@ pub(crate) fn power_on(rack: &Rack, n: &Node) -> Result<()> {
         &dir,
         boot.trim() == "pxe",
         failing.then_some(&*rules),
-    );
+    )?;
     let log_path = dir.join("qemu.log");
     let log = std::fs::File::create(&log_path)
         .and_then(|l| Ok((l.try_clone()?, l)))
@@ -184,8 +260,19 @@ fn qmp(rack: &Rack, n: &Node, command: &str) -> Result<()> {
         r.read_line(&mut line)?;
         s.write_all(command.as_bytes())?;
         s.write_all(b"\n")?;
-        line.clear();
-        r.read_line(&mut line)?;
+        // The answer, past any events QEMU sends meanwhile.
+        loop {
+            line.clear();
+            if r.read_line(&mut line)? == 0 || !line.contains("\"event\"") {
+                break;
+            }
+        }
+        if line.contains("\"error\"") {
+            return Err(std::io::Error::other(format!(
+                "QEMU refused {command}: {}",
+                line.trim()
+            )));
+        }
         Ok(())
     };
     run().map_err(|source| LabError::Qmp {
@@ -200,19 +287,24 @@ pub(crate) fn acpi_shutdown(rack: &Rack, n: &Node) -> Result<()> {
 }
 
 /// The device a running node boots from at its next reset (a reboot from inside, as real
-/// firmware asks its BMC for the boot device on every boot).
+/// firmware asks its BMC for the boot device on every boot): SeaBIOS's boot order, or the
+/// UEFI node's NIC `bootindex` (QEMU hands OVMF the new boot order at the reset).
 pub(crate) fn next_boot(rack: &Rack, n: &Node, pxe: bool) -> Result<()> {
     if qemu_pid(rack, n).is_none() {
         return Ok(());
     }
-    let order = if pxe { "n" } else { "c" };
-    qmp(
-        rack,
-        n,
-        &format!(
+    let command = if n.firmware == Firmware::Uefi {
+        format!(
+            "{{\"execute\":\"qom-set\",\"arguments\":{{\"path\":\"/machine/peripheral/nic0\",\"property\":\"bootindex\",\"value\":{}}}}}",
+            if pxe { 1 } else { -1 }
+        )
+    } else {
+        let order = if pxe { "n" } else { "c" };
+        format!(
             "{{\"execute\":\"human-monitor-command\",\"arguments\":{{\"command-line\":\"boot_set {order}\"}}}}"
-        ),
-    )
+        )
+    };
+    qmp(rack, n, &command)
 }
 
 #[cfg(test)]
@@ -226,9 +318,8 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_node_boots_as_its_bmc_says_with_ipmi_e1000_and_its_consoles() {
-        let rack = Rack {
+    fn rack(n: Node) -> Rack {
+        Rack {
             name: "r".into(),
             dir: "/lab/r".into(),
             netns: "ferric-r".into(),
@@ -238,29 +329,44 @@ mod tests {
             accel: "tcg".into(),
             bmc_password: "p".into(),
             ferric: "ferric".into(),
-            nodes: vec![Node {
-                name: "r-n0".into(),
-                index: 0,
-                mac: "52:54:00:00:00:00".into(),
-                bmc_ip: "10.247.20.10".into(),
-                vm_port: 9000,
-                tap: "tap0".into(),
-            }],
-        };
+            nodes: vec![n],
+        }
+    }
+
+    fn node(firmware: Firmware, disk_bus: DiskBus, sector_size: u32) -> Node {
+        Node {
+            name: "r-n0".into(),
+            index: 0,
+            mac: "52:54:00:00:00:00".into(),
+            bmc_ip: "10.247.20.10".into(),
+            vm_port: 9000,
+            tap: "tap0".into(),
+            firmware,
+            disk_bus,
+            sector_size,
+            netboot: NetBoot::Pxe,
+        }
+    }
+
+    #[test]
+    fn a_bios_node_boots_as_its_bmc_says_with_ipmi_e1000_and_its_consoles() {
+        let rack = rack(node(Firmware::Bios, DiskBus::Virtio, 512));
         let n = &rack.nodes[0];
         let dir = rack.node_dir(n);
-        let a = node_args(&rack, n, &dir, true, None);
+        let a = node_args(&rack, n, &dir, true, None).unwrap();
+        assert_eq!(pair(&a, "-machine"), ["pc"]);
         assert_eq!(pair(&a, "-accel"), ["tcg"]);
         assert_eq!(pair(&a, "-m"), ["256"]);
         assert_eq!(pair(&a, "-boot"), ["order=n"]);
         assert_eq!(
             pair(&a, "-drive"),
-            ["file=/lab/r/r-n0/disk.img,format=raw,if=virtio"]
+            ["file=/lab/r/r-n0/disk.img,format=raw,if=none,id=disk0"]
         );
         assert_eq!(
             pair(&a, "-device"),
             [
                 "isa-debugcon,iobase=0x402,chardev=fw",
+                "virtio-blk-pci,drive=disk0,logical_block_size=512,physical_block_size=512",
                 "e1000,netdev=n0,mac=52:54:00:00:00:00,romfile=/usr/lib/ipxe/qemu/pxe-e1000.rom",
                 "ipmi-bmc-extern,id=bmc0,chardev=ipmi0",
                 "isa-ipmi-kcs,bmc=bmc0"
@@ -274,14 +380,77 @@ mod tests {
                 "socket,id=ipmi0,host=127.0.0.1,port=9000,reconnect-ms=1000"
             ]
         );
+        assert!(pair(&a, "-fw_cfg").is_empty());
         assert_eq!(a.last().map(String::as_str), Some("-daemonize"));
 
         let rules = dir.join("blkdebug.conf");
-        let a = node_args(&rack, n, &dir, false, Some(&rules));
+        let a = node_args(&rack, n, &dir, false, Some(&rules)).unwrap();
         assert_eq!(pair(&a, "-boot"), ["order=c"]);
         assert_eq!(
             pair(&a, "-drive"),
-            ["file=blkdebug:/lab/r/r-n0/blkdebug.conf:/lab/r/r-n0/disk.img,format=raw,if=virtio"]
+            [
+                "file=blkdebug:/lab/r/r-n0/blkdebug.conf:/lab/r/r-n0/disk.img,format=raw,if=none,id=disk0"
+            ]
         );
+    }
+
+    #[test]
+    fn a_uefi_node_has_ovmf_its_own_nvram_and_network_boot_by_bootindex() {
+        let mut rack = rack(node(Firmware::Uefi, DiskBus::Nvme, 4096));
+        let n = rack.nodes[0].clone();
+        let dir = rack.node_dir(&n);
+        let a = node_args(&rack, &n, &dir, true, None).unwrap();
+        assert_eq!(pair(&a, "-machine"), ["q35"]);
+        assert_eq!(
+            pair(&a, "-drive"),
+            [
+                "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+                "if=pflash,format=raw,unit=1,file=/lab/r.nvram/r-n0.fd",
+                "file=/lab/r/r-n0/disk.img,format=raw,if=none,id=disk0"
+            ]
+        );
+        let devices = pair(&a, "-device");
+        assert!(devices.contains(
+            &"nvme,drive=disk0,serial=r-n0,logical_block_size=4096,physical_block_size=4096"
+        ));
+        // The firmware's own NIC driver, and network boot first.
+        assert!(devices.contains(
+            &"virtio-net-pci,netdev=n0,mac=52:54:00:00:00:00,romfile=,id=nic0,bootindex=1"
+        ));
+        assert!(pair(&a, "-boot").is_empty());
+        // From the disk: no boot order from QEMU, the NVRAM's decides.
+        let a = node_args(&rack, &n, &dir, false, None).unwrap();
+        assert!(
+            pair(&a, "-device")
+                .contains(&"virtio-net-pci,netdev=n0,mac=52:54:00:00:00:00,romfile=,id=nic0")
+        );
+        assert!(pair(&a, "-fw_cfg").is_empty());
+        // HTTP boot only: the firmware's PXE is off.
+        rack.nodes[0].netboot = NetBoot::Http;
+        let a = node_args(&rack, &rack.nodes[0], &dir, true, None).unwrap();
+        assert_eq!(
+            pair(&a, "-fw_cfg"),
+            [
+                "name=opt/org.tianocore/IPv4PXESupport,string=no",
+                "name=opt/org.tianocore/IPv6PXESupport,string=no"
+            ]
+        );
+    }
+
+    #[test]
+    fn disks_are_virtio_nvme_or_sata_of_512_or_4096_byte_sectors() {
+        let d = |bus, sector| disk_device(&node(Firmware::Bios, bus, sector));
+        assert_eq!(
+            d(DiskBus::Sata, 512).unwrap(),
+            "ide-hd,drive=disk0,bus=ide.0"
+        );
+        assert_eq!(
+            d(DiskBus::Virtio, 4096).unwrap(),
+            "virtio-blk-pci,drive=disk0,logical_block_size=4096,physical_block_size=4096"
+        );
+        let e = d(DiskBus::Sata, 4096).unwrap_err().to_string();
+        assert!(e.contains("512-byte sectors"), "{e}");
+        let e = d(DiskBus::Nvme, 1024).unwrap_err().to_string();
+        assert!(e.contains("1024 bytes"), "{e}");
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::error::{IoContext, LabError, Result};
 use crate::fault::faults;
-use crate::layout::{Node, Rack};
+use crate::layout::{DiskBus, Firmware, NetBoot, Node, Rack};
 use crate::process::{kill_wait, pid_alive};
 use crate::{BMC_PORT, BMC_USER, bmc, bmc_lan, netns, qemu};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,20 @@ pub struct UpOptions {
     pub accel: String,
     /// The `ferric` binary (for ipmi_sim's chassis control).
     pub ferric: PathBuf,
+    /// Firmware per node: node `i` takes entry `i`, the last entry the nodes past the list
+    /// (one entry: every node); empty: UEFI.
+    pub firmware: Vec<Firmware>,
+    /// Disk bus per node, as `firmware`; empty: virtio.
+    pub disk_bus: Vec<DiskBus>,
+    /// Disk sector size per node (512 or 4096), as `firmware`; empty: 512.
+    pub sector_size: Vec<u32>,
+    /// Network boot per UEFI node, as `firmware`; empty: PXE.
+    pub netboot: Vec<NetBoot>,
+}
+
+/// Node `i`'s entry of a per-node list (the last entry for the nodes past it).
+fn per_node<T: Copy>(list: &[T], i: usize, default: T) -> T {
+    list.get(i).or(list.last()).copied().unwrap_or(default)
 }
 
 fn valid_name(name: &str) -> Result<()> {
@@ -62,6 +76,19 @@ pub fn up(o: &UpOptions) -> Result<Rack> {
     valid_name(&o.name)?;
     if o.nodes == 0 || o.nodes > 200 {
         return Err(LabError::BadNodeCount(o.nodes));
+    }
+    for (what, len) in [
+        ("--firmware", o.firmware.len()),
+        ("--disk-bus", o.disk_bus.len()),
+        ("--sector-size", o.sector_size.len()),
+        ("--netboot", o.netboot.len()),
+    ] {
+        if len > o.nodes as usize {
+            return Err(LabError::BadNodeOption(format!(
+                "{what} names {len} nodes and the rack has {}",
+                o.nodes
+            )));
+        }
     }
     if o.dir.join("rack.json").exists() {
         return Err(LabError::RackExists {
@@ -101,8 +128,15 @@ pub fn up(o: &UpOptions) -> Result<Rack> {
             bmc_ip: format!("10.247.{subnet}.{}", 10 + i),
             vm_port: 9000 + i as u16,
             tap: format!("tap{i}"),
+            firmware: per_node(&o.firmware, i as usize, Firmware::Uefi),
+            disk_bus: per_node(&o.disk_bus, i as usize, DiskBus::Virtio),
+            sector_size: per_node(&o.sector_size, i as usize, 512),
+            netboot: per_node(&o.netboot, i as usize, NetBoot::Pxe),
         })
         .collect();
+    if nodes.iter().any(|n| n.firmware == Firmware::Uefi) && !Path::new(qemu::OVMF_CODE).exists() {
+        return Err(LabError::MissingFirmware(qemu::OVMF_CODE));
+    }
     let rack = Rack {
         name: o.name.clone(),
         dir: o.dir.clone(),
@@ -138,6 +172,16 @@ fn build(rack: &Rack) -> Result<()> {
             .or_lab(|| format!("cannot make the disk {}", disk.display()))?;
         let boot = dir.join("boot");
         std::fs::write(&boot, "default").or_lab(|| format!("cannot write {}", boot.display()))?;
+        if n.firmware == Firmware::Uefi {
+            // The node's NVRAM: kept from an earlier rack of this name, else fresh.
+            let nvram = rack.nvram(n);
+            if !nvram.exists() {
+                let d = rack.nvram_dir();
+                std::fs::create_dir_all(&d)
+                    .and_then(|()| std::fs::copy(qemu::OVMF_VARS, &nvram))
+                    .or_lab(|| format!("cannot make the NVRAM {}", nvram.display()))?;
+            }
+        }
         bmc::start(rack, n)?;
     }
     for n in &rack.nodes {
@@ -161,6 +205,10 @@ pub struct NodeStatus {
     pub bmc_up: bool,
     /// NIC MAC.
     pub mac: String,
+    /// `bios` or `uefi`.
+    pub firmware: Firmware,
+    /// Its disk: bus and sector size (`nvme/4096`).
+    pub disk: String,
     /// Active faults.
     pub faults: Vec<String>,
     /// Last console lines.
@@ -194,6 +242,8 @@ pub fn status(rack: &Rack) -> Vec<NodeStatus> {
                 bmc: format!("ipmi://{BMC_USER}@{}:{BMC_PORT}", n.bmc_ip),
                 bmc_up: bmc::bmc_pid(rack, n).is_some(),
                 mac: n.mac.clone(),
+                firmware: n.firmware,
+                disk: format!("{}/{}", n.disk_bus, n.sector_size),
                 faults: faults(&dir),
                 console_tail: lines[lines.len().saturating_sub(3)..].to_vec(),
             }

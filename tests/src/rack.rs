@@ -32,6 +32,11 @@ pub fn up(
         disk_bytes: disk,
         accel: "tcg".into(),
         ferric: crate::bin("ferric")?,
+        // The small MBR test image boots with SYSLINUX: BIOS.
+        firmware: vec![ferric_lab::Firmware::Bios],
+        disk_bus: Vec::new(),
+        sector_size: Vec::new(),
+        netboot: Vec::new(),
     })?))
 }
 

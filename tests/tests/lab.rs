@@ -107,17 +107,46 @@ fn wait_log(log: &Path, needle: &str, what: &str) {
     });
 }
 
-/// Listens for a DHCP request from `mac` on the rack's provisioning bridge (inside its
-/// namespace); returns the message type it carried.
+/// What a node's DHCP request said of itself.
+#[derive(Debug)]
+struct DhcpSeen {
+    /// Option 53.
+    msg_type: u8,
+    /// Option 93, the client's architecture (0 BIOS, 7 x86-64 UEFI, 16 UEFI HTTP).
+    arch: Option<u16>,
+    /// Option 60 (`PXEClient:Arch:00007:…`, `HTTPClient:…`).
+    class: Option<String>,
+}
+
+/// Waits (in a thread, inside the rack's namespace) for a DHCP request from `mac`.
 fn dhcp_request_from(
     netns: &str,
     mac: &str,
     limit: Duration,
-) -> std::thread::JoinHandle<Result<u8, String>> {
+) -> std::thread::JoinHandle<Result<DhcpSeen, String>> {
+    let all = dhcp_requests_from(netns, &[mac], limit);
+    std::thread::spawn(move || {
+        all.join()
+            .map_err(|_| "the DHCP listener panicked".to_owned())?
+            .map(|mut v| v.remove(0))
+    })
+}
+
+/// Waits (in a thread, inside the rack's namespace) for a DHCP request from each of `macs`:
+/// the first of each, in the order of `macs`.
+fn dhcp_requests_from(
+    netns: &str,
+    macs: &[&str],
+    limit: Duration,
+) -> std::thread::JoinHandle<Result<Vec<DhcpSeen>, String>> {
     let netns = netns.to_owned();
-    let mac: Vec<u8> = mac
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16).unwrap())
+    let macs: Vec<Vec<u8>> = macs
+        .iter()
+        .map(|m| {
+            m.split(':')
+                .map(|h| u8::from_str_radix(h, 16).unwrap())
+                .collect()
+        })
         .collect();
     std::thread::spawn(move || {
         let ns = std::fs::File::open(Path::new("/var/run/netns").join(&netns))
@@ -128,23 +157,49 @@ fn dhcp_request_from(
             .unwrap();
         let started = Instant::now();
         let mut buf = [0u8; 1500];
-        while started.elapsed() < limit {
+        let mut found: Vec<Option<DhcpSeen>> = macs.iter().map(|_| None).collect();
+        while started.elapsed() < limit && found.iter().any(Option::is_none) {
             let Ok((n, _)) = sock.recv_from(&mut buf) else {
                 continue;
             };
             let p = &buf[..n];
-            // BOOTREQUEST from this client's hardware address, with the DHCP magic cookie.
-            if n > 240 && p[0] == 1 && p[28..34] == mac[..] && p[236..240] == [99, 130, 83, 99] {
-                let mut i = 240;
-                while i + 1 < n && p[i] != 255 {
-                    if p[i] == 53 {
-                        return Ok(p[i + 2]);
-                    }
-                    i += 2 + usize::from(p[i + 1]);
+            // BOOTREQUEST from one of the clients' hardware addresses, with the magic cookie.
+            let Some(k) = macs.iter().position(|m| n > 240 && p[28..34] == m[..]) else {
+                continue;
+            };
+            if p[0] != 1 || p[236..240] != [99, 130, 83, 99] || found[k].is_some() {
+                continue;
+            }
+            let mut seen = DhcpSeen {
+                msg_type: 0,
+                arch: None,
+                class: None,
+            };
+            let mut i = 240;
+            while i + 1 < n && p[i] != 255 {
+                let len = usize::from(p[i + 1]);
+                let Some(v) = p.get(i + 2..i + 2 + len) else {
+                    break;
+                };
+                match p[i] {
+                    53 if len == 1 => seen.msg_type = v[0],
+                    93 if len >= 2 => seen.arch = Some(u16::from_be_bytes([v[0], v[1]])),
+                    60 => seen.class = Some(String::from_utf8_lossy(v).into_owned()),
+                    _ => {}
                 }
+                i += 2 + len;
+            }
+            if seen.msg_type != 0 {
+                found[k] = Some(seen);
             }
         }
-        Err(format!("no DHCP request from {mac:02x?} within {limit:?}"))
+        found
+            .into_iter()
+            .zip(&macs)
+            .map(|(f, m)| {
+                f.ok_or_else(|| format!("no DHCP request from {m:02x?} within {limit:?}"))
+            })
+            .collect()
     })
 }
 
@@ -252,7 +307,17 @@ fn a_three_node_rack_boots_from_pxe_and_disk_through_its_bmcs_and_leaves_nothing
         name: format!("t{}", std::process::id() % 100_000),
     };
     let up = lab.ok(&[
-        "up", "--nodes", "3", "--memory", "256M", "--disk", "64M", "--accel", "tcg",
+        "up",
+        "--nodes",
+        "3",
+        "--memory",
+        "256M",
+        "--disk",
+        "64M",
+        "--accel",
+        "tcg",
+        "--firmware",
+        "bios",
     ]);
     assert!(up.contains("3 nodes"), "{up}");
     let rack = lab.rack();
@@ -279,11 +344,14 @@ fn a_three_node_rack_boots_from_pxe_and_disk_through_its_bmcs_and_leaves_nothing
     lab.ipmitool(0, &["chassis", "power", "on"]).unwrap();
     assert!(lab.power_status(0).unwrap().contains("is on"));
     assert_eq!(lab.status(&format!("{}-n0", lab.name))["power"], "on");
-    let msg_type = dhcp.join().unwrap().unwrap();
+    let seen = dhcp.join().unwrap().unwrap();
     assert!(
-        msg_type == 1 || msg_type == 3,
-        "DHCP message type {msg_type}"
+        seen.msg_type == 1 || seen.msg_type == 3,
+        "DHCP message type {}",
+        seen.msg_type
     );
+    // The iPXE of its option ROM, on a BIOS: architecture 0.
+    assert_eq!(seen.arch, Some(0), "{seen:?}");
 
     // Disk: node 1's disk holds a boot sector; set to boot from disk, it prints its marker.
     let disk = lab.node_dir(1).join("disk.img");
@@ -372,6 +440,105 @@ fn a_three_node_rack_boots_from_pxe_and_disk_through_its_bmcs_and_leaves_nothing
     assert_eq!(leftovers(&lab.name, &lab.root), Vec::<String>::new());
 }
 
+/// A UEFI rack (the default firmware): OVMF network-boots with its own PXE on its own NIC
+/// driver (architecture 7, `PXEClient`) or, on a node whose PXE is off, with UEFI HTTP boot
+/// (architecture 16, `HTTPClient`); disks are NVMe of 4096-byte sectors; each node's NVRAM
+/// outlives `down` and is the one the rack of the same name boots with after `up`.
+#[test]
+fn a_uefi_rack_boots_from_its_firmware_and_keeps_its_nvram() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = Lab {
+        root: tmp.path().join("lab"),
+        name: format!("u{}", std::process::id() % 100_000),
+    };
+    let up = [
+        "up",
+        "--nodes",
+        "2",
+        "--memory",
+        "256M",
+        "--disk",
+        "64M",
+        "--accel",
+        "tcg",
+        "--disk-bus",
+        "nvme",
+        "--sector-size",
+        "4096",
+        "--netboot",
+        "pxe,http",
+    ];
+    lab.ok(&up);
+    let (n0, n1) = (format!("{}-n0", lab.name), format!("{}-n1", lab.name));
+    for n in [&n0, &n1] {
+        let st = lab.status(n);
+        assert_eq!(
+            (&st["firmware"], &st["disk"]),
+            (&"uefi".into(), &"nvme/4096".into())
+        );
+    }
+    let rack = lab.rack();
+    let netns = rack["netns"].as_str().unwrap().to_owned();
+    let mac = |i: usize| rack["nodes"][i]["mac"].as_str().unwrap().to_owned();
+    let seen = dhcp_requests_from(&netns, &[&mac(0), &mac(1)], Duration::from_secs(150));
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..2 {
+        lab.ipmitool(i, &["chassis", "bootdev", "pxe"]).unwrap();
+        lab.ipmitool(i, &["chassis", "power", "on"]).unwrap();
+    }
+    let mut seen = seen.join().unwrap().unwrap();
+    let (http, pxe) = (seen.pop().unwrap(), seen.pop().unwrap());
+    assert_eq!(pxe.arch, Some(7), "{pxe:?}");
+    assert!(
+        pxe.class
+            .as_deref()
+            .is_some_and(|c| c.starts_with("PXEClient:Arch:00007")),
+        "{pxe:?}"
+    );
+    assert_eq!(http.arch, Some(16), "{http:?}");
+    assert!(
+        http.class
+            .as_deref()
+            .is_some_and(|c| c.starts_with("HTTPClient")),
+        "{http:?}"
+    );
+    for i in 0..2 {
+        lab.ipmitool(i, &["chassis", "power", "off"]).unwrap();
+    }
+    // The firmware wrote its boot options into node 0's NVRAM, beside the rack's directory.
+    let nvram = tmp
+        .path()
+        .join("lab")
+        .join(format!("{}.nvram", lab.name))
+        .join(format!("{n0}.fd"));
+    let written = std::fs::read(&nvram).unwrap();
+    assert_ne!(
+        written,
+        std::fs::read(ferric_lab::OVMF_VARS).unwrap(),
+        "OVMF kept nothing in {}",
+        nvram.display()
+    );
+    lab.ok(&["down"]);
+    assert_eq!(leftovers(&lab.name, &lab.root), Vec::<String>::new());
+    assert_eq!(
+        std::fs::read(&nvram).unwrap(),
+        written,
+        "down keeps the NVRAM"
+    );
+    // The same rack again: the node starts with the NVRAM it had.
+    lab.ok(&up);
+    assert_eq!(std::fs::read(&nvram).unwrap(), written);
+    lab.ipmitool(0, &["chassis", "power", "on"]).unwrap();
+    let pid = std::fs::read_to_string(lab.node_dir(0).join("qemu.pid")).unwrap();
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains(&format!("file={}", nvram.display())),
+        "QEMU does not boot with {}",
+        nvram.display()
+    );
+    lab.ok(&["down"]);
+}
+
 #[test]
 fn down_after_a_crash_removes_what_the_rack_had_made() {
     let tmp = tempfile::tempdir().unwrap();
@@ -380,7 +547,17 @@ fn down_after_a_crash_removes_what_the_rack_had_made() {
         name: format!("c{}", std::process::id() % 100_000),
     };
     lab.ok(&[
-        "up", "--nodes", "2", "--memory", "128M", "--disk", "16M", "--accel", "tcg",
+        "up",
+        "--nodes",
+        "2",
+        "--memory",
+        "128M",
+        "--disk",
+        "16M",
+        "--accel",
+        "tcg",
+        "--firmware",
+        "bios",
     ]);
     lab.ipmitool(0, &["chassis", "power", "on"]).unwrap();
     // The BMC processes and QEMU outlive the command that made them (as after a crash of the
@@ -411,7 +588,17 @@ async fn lab_enroll_registers_the_nodes_and_the_coordinator_powers_them_through_
         name: format!("e{}", std::process::id() % 100_000),
     };
     lab.ok(&[
-        "up", "--nodes", "2", "--memory", "128M", "--disk", "16M", "--accel", "tcg",
+        "up",
+        "--nodes",
+        "2",
+        "--memory",
+        "128M",
+        "--disk",
+        "16M",
+        "--accel",
+        "tcg",
+        "--firmware",
+        "bios",
     ]);
     let coord = ferric_tests::start_coordinator(&tmp.path().join("coord"))
         .await

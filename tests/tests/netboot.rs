@@ -36,6 +36,11 @@ fn rack(root: &std::path::Path, name: &str) -> RackGuard {
             disk_bytes: DISK,
             accel: "tcg".into(),
             ferric: ferric_tests::bin("ferric").unwrap(),
+            // The small MBR test image boots with SYSLINUX: BIOS.
+            firmware: vec![ferric_lab::Firmware::Bios],
+            disk_bus: Vec::new(),
+            sector_size: Vec::new(),
+            netboot: Vec::new(),
         })
         .unwrap(),
     )

@@ -635,7 +635,8 @@ fn demo_rack_and_ramdisk(
             .args([
                 "lab", "--name", "demo", "up", "--nodes", "2", "--memory", "512M",
             ])
-            .args(["--disk", "1G"]),
+            // The demo's image (a small MBR disk booting with SYSLINUX) needs BIOS.
+            .args(["--disk", "1G", "--firmware", "bios"]),
     );
     if let Err(e) = up {
         down();

@@ -28,6 +28,8 @@ const PACKAGES: &[&str] = &[
     // proxy-DHCP test (an address-only DHCP server beside Ferric's).
     "ipxe",
     "dnsmasq-base",
+    // UEFI firmware for the lab's nodes (OVMF_CODE_4M.fd, the OVMF_VARS_4M.fd template).
+    "ovmf",
     "iproute2",
     "binutils",
     "lvm2",

@@ -106,6 +106,11 @@ async fn rack(
         disk_bytes: 1 << 30,
         accel: "tcg".into(),
         ferric: ferric_tests::bin("ferric")?,
+        // The small MBR test image boots with SYSLINUX: BIOS.
+        firmware: vec![ferric_lab::Firmware::Bios],
+        disk_bus: Vec::new(),
+        sector_size: Vec::new(),
+        netboot: Vec::new(),
     })?;
     let result = async {
         let mut cfg = ferric_tests::coordinator_config(&work.join("coord"));

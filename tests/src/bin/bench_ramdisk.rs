@@ -168,6 +168,11 @@ async fn rack_boot(n: u32, args: &Args, ramdisk: &Path) -> Result<()> {
         disk_bytes: 256 << 20,
         accel: "tcg".into(),
         ferric: ferric_tests::bin("ferric")?,
+        // The small MBR test image boots with SYSLINUX: BIOS.
+        firmware: vec![ferric_lab::Firmware::Bios],
+        disk_bus: Vec::new(),
+        sector_size: Vec::new(),
+        netboot: Vec::new(),
     })?;
     let result = async {
         let mut cfg = ferric_tests::coordinator_config(&dir.path().join("coord"));

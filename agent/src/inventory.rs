@@ -174,6 +174,16 @@ pub fn digest(inv: &Inventory) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// How the firmware started this kernel: UEFI when the kernel has the EFI runtime
+/// (`/sys/firmware/efi`), BIOS otherwise.
+pub fn boot_mode(root: &Root) -> ferric_proto::hardware::BootMode {
+    if root.path("/sys/firmware/efi").is_dir() {
+        ferric_proto::hardware::BootMode::Uefi
+    } else {
+        ferric_proto::hardware::BootMode::Bios
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,7 @@
 //! Bare-metal nodes' BMCs: enrollment, power, boot device, sensors, event log.
 
+use crate::model::EfiLoader;
+use ferric_proto::hardware::BootMode;
 use ferric_proto::msg::SensorReading;
 use ferric_proto::plan::{BootDevice, PowerAction};
 use serde::{Deserialize, Serialize};
@@ -28,6 +30,14 @@ pub struct EnrollBmcNode {
     /// allowed paths (`ferric-agent run --allow-path`).
     #[serde(default)]
     pub console_log: Option<String>,
+    /// How its firmware boots: every boot device asked of its BMC says it, and an
+    /// inspection confirms (or corrects) it from the running firmware. Absent: `uefi`, what
+    /// servers of today boot.
+    #[serde(default)]
+    pub boot_mode: Option<BootMode>,
+    /// The iPXE its UEFI firmware network-boots. Absent: `snponly`.
+    #[serde(default)]
+    pub efi_loader: Option<EfiLoader>,
 }
 
 impl std::fmt::Debug for EnrollBmcNode {
@@ -39,6 +49,8 @@ impl std::fmt::Debug for EnrollBmcNode {
             .field("via", &self.via)
             .field("macs", &self.macs)
             .field("console_log", &self.console_log)
+            .field("boot_mode", &self.boot_mode)
+            .field("efi_loader", &self.efi_loader)
             .finish()
     }
 }
@@ -77,6 +89,27 @@ pub struct BmcView {
     /// The serial console log the driving agent tails, if any.
     #[serde(default)]
     pub console_log: Option<String>,
+    /// How its firmware boots.
+    pub boot_mode: BootMode,
+    /// When an inspection saw that mode from the running firmware, ms since the epoch (agent
+    /// clock); absent: as enrolled or set, not yet seen.
+    #[serde(default)]
+    pub boot_mode_seen_at_ms: Option<i64>,
+    /// The iPXE its UEFI firmware network-boots.
+    pub efi_loader: EfiLoader,
+}
+
+/// Body of `PATCH /v1/nodes/{name}/bmc`: what to change of how a node boots (absent fields
+/// stay).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BootSettings {
+    /// How its firmware boots.
+    #[serde(default)]
+    pub boot_mode: Option<BootMode>,
+    /// The iPXE its UEFI firmware network-boots.
+    #[serde(default)]
+    pub efi_loader: Option<EfiLoader>,
 }
 
 /// Body of `POST /v1/nodes/{name}/power`.

@@ -232,6 +232,15 @@ impl Client {
         self.send(self.http.post(self.url(path)).json(body)).await
     }
 
+    /// PATCH JSON, decode JSON.
+    pub async fn patch<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.send(self.http.patch(self.url(path)).json(body)).await
+    }
+
     /// GET a text resource (`/live`, `/ready`, `/metrics`).
     pub async fn get_text(&self, path: &str) -> Result<String> {
         let resp = self

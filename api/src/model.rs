@@ -261,6 +261,18 @@ impl Verb {
 }
 
 vocabulary!(
+    /// Which iPXE a bare-metal node's UEFI firmware network-boots.
+    EfiLoader, "UEFI loader" {
+        /// `snponly.efi`: iPXE on the firmware's own NIC driver (works where the firmware's
+        /// PXE does).
+        SnpOnly = "snponly",
+        /// `ipxe.efi`: iPXE with its own NIC drivers (for firmware whose network driver fails
+        /// iPXE).
+        Ipxe = "ipxe",
+    }
+);
+
+vocabulary!(
     /// What a bare-metal node's network boot has reached, as the boot services see it.
     BootStage, "boot stage" {
         /// Its PXE ROM or iPXE was answered by Ferric's DHCP.

@@ -208,6 +208,11 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
                     console_log: std::fs::canonicalize(rack.node_dir(n))
                         .ok()
                         .map(|d| d.join("console.log").display().to_string()),
+                    boot_mode: Some(match n.firmware {
+                        ferric_lab::Firmware::Uefi => ferric_proto::hardware::BootMode::Uefi,
+                        ferric_lab::Firmware::Bios => ferric_proto::hardware::BootMode::Bios,
+                    }),
+                    efi_loader: None,
                 };
                 let v: ferric_api::bmcs::BmcView = client.post("/v1/nodes", &body).await?;
                 if !json {

@@ -5,7 +5,9 @@ use super::output::{ago, print_item, print_json, print_list, table};
 use super::wait::{plan_output, wait_plan};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use ferric_api::model::EfiLoader;
 use ferric_api::nodes::{NodeDetail, NodeView};
+use ferric_proto::hardware::BootMode;
 use ferric_proto::plan::{BootDevice, PowerAction};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,6 +47,26 @@ pub enum NodeCmd {
         /// and the dashboard.
         #[arg(long)]
         console_log: Option<String>,
+        /// How its firmware boots: `uefi` (the default: servers of today) or `bios`. Every
+        /// boot device asked of its BMC says it; an inspection confirms it.
+        #[arg(long, value_parser = by_name(&[BootMode::Uefi, BootMode::Bios], BootMode::as_str))]
+        boot_mode: Option<BootMode>,
+        /// The iPXE its UEFI firmware network-boots: `snponly` (the default: the firmware's
+        /// own NIC driver) or `ipxe` (iPXE's drivers).
+        #[arg(long, value_parser = by_name(EfiLoader::ALL, EfiLoader::as_str))]
+        efi_loader: Option<EfiLoader>,
+    },
+    /// Change how a bare-metal node boots: its firmware's mode, and the iPXE its UEFI firmware
+    /// network-boots.
+    Boot {
+        /// Node name.
+        name: String,
+        /// `uefi` or `bios`.
+        #[arg(long, value_parser = by_name(&[BootMode::Uefi, BootMode::Bios], BootMode::as_str))]
+        mode: Option<BootMode>,
+        /// `snponly` or `ipxe`.
+        #[arg(long, value_parser = by_name(EfiLoader::ALL, EfiLoader::as_str))]
+        efi_loader: Option<EfiLoader>,
     },
     /// Power a bare-metal node on, off, cycle, reset, soft (ACPI) off, or read its status.
     Power {
@@ -259,6 +281,14 @@ pub(super) async fn lifecycle_cmd(client: &Client, cmd: NodeCmd, json: bool) -> 
 }
 
 /// Parses a protocol enum by the stable names `name` gives its values (`--help` lists them).
+/// Where a node's boot mode comes from: an inspection that saw it, or its enrollment.
+fn boot_mode_source(b: &ferric_api::bmcs::BmcView) -> String {
+    match b.boot_mode_seen_at_ms {
+        Some(at) => format!("seen by inspection {}", ago(Some(at))),
+        None => "as enrolled or set; not yet inspected".into(),
+    }
+}
+
 fn by_name<T: Copy + Send + Sync + 'static>(
     all: &'static [T],
     name: fn(T) -> &'static str,
@@ -309,6 +339,8 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             password_env,
             macs,
             console_log,
+            boot_mode,
+            efi_loader,
         } => {
             // Catch a malformed address before asking for a password.
             ferric_proto::msg::BmcAddress::parse(&bmc).map_err(|e| anyhow::anyhow!(e))?;
@@ -323,6 +355,8 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
                         via,
                         macs,
                         console_log,
+                        boot_mode,
+                        efi_loader,
                     },
                 )
                 .await?;
@@ -330,6 +364,33 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
                 format!(
                     "node {} enrolled: BMC {} driven by agent `{}`",
                     v.node, v.address, v.via
+                )
+            })?;
+        }
+        NodeCmd::Boot {
+            name,
+            mode,
+            efi_loader,
+        } => {
+            if mode.is_none() && efi_loader.is_none() {
+                bail!("say what to change: --mode uefi|bios, --efi-loader snponly|ipxe");
+            }
+            let v: BmcView = client
+                .patch(
+                    &format!("/v1/nodes/{name}/bmc"),
+                    &ferric_api::bmcs::BootSettings {
+                        boot_mode: mode,
+                        efi_loader,
+                    },
+                )
+                .await?;
+            print_item(json, &v, |v| {
+                format!(
+                    "node {}: boots {} ({}), UEFI loader {}",
+                    v.node,
+                    v.boot_mode,
+                    boot_mode_source(v),
+                    v.efi_loader
                 )
             })?;
         }
@@ -612,6 +673,12 @@ pub(super) async fn show(client: &Client, name: &str, json: bool) -> Result<()> 
     println!("capabilities: {}", join(&d.node.capabilities, ", "));
     if let Some(b) = &d.bmc {
         println!("bmc:          {} (via agent `{}`)", b.address, b.via);
+        println!(
+            "boot:         {} ({}), UEFI loader {}",
+            b.boot_mode,
+            boot_mode_source(b),
+            b.efi_loader
+        );
         if b.failing {
             println!(
                 "power:        unknown — the BMC's reads fail ({})",

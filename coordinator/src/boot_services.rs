@@ -55,7 +55,7 @@ pub struct BootConfig {
     pub http_port: u16,
     /// Directory with the ramdisk's `vmlinuz` and `initramfs` (`ferric-ramdisk build`).
     pub ramdisk_dir: PathBuf,
-    /// Directory with iPXE's `undionly.kpxe` and `ipxe.efi` (Debian's `ipxe`).
+    /// Directory with iPXE's `undionly.kpxe`, `snponly.efi` and `ipxe.efi` (Debian's `ipxe`).
     pub ipxe_dir: PathBuf,
     /// Kernel arguments beside Ferric's (consoles).
     pub kernel_args: String,
@@ -212,8 +212,9 @@ pub async fn start(
     // Read once, here: a transfer then holds no file descriptor. A file that is missing is
     // answered "no file" when asked for.
     let (files, missing) = ferric_netboot::tftp::Files::load(
-        ["undionly.kpxe", "ipxe.efi"]
+        ["undionly.kpxe"]
             .into_iter()
+            .chain(ferric_netboot::dhcp::EFI_LOADERS)
             .map(|f| (f.to_owned(), cfg.ipxe_dir.join(f))),
     );
     for e in missing {
@@ -356,6 +357,11 @@ async fn serve_dhcp(shared: Arc<Shared>, sock: tokio::net::UdpSocket, dhcp: Arc<
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot read the enrolled MACs"),
                 }
+                match crate::conductor::network_boot::ipxe_efi_macs(&shared).await {
+                    Ok(macs) => crate::lock(&dhcp)
+                        .set_ipxe_efi(macs.iter().filter_map(|m| parse_mac(m))),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the nodes' UEFI loaders"),
+                }
             }
             r = sock.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
@@ -486,7 +492,7 @@ async fn ramdisk(State(s): State<Site>, Path(file): Path<String>, req: Request) 
 }
 
 async fn ipxe(State(s): State<Site>, Path(file): Path<String>, req: Request) -> Response {
-    if file != "ipxe.efi" && file != "undionly.kpxe" {
+    if file != "undionly.kpxe" && !ferric_netboot::dhcp::EFI_LOADERS.contains(&file.as_str()) {
         return (StatusCode::NOT_FOUND, "no such boot file").into_response();
     }
     serve_file(s.cfg.ipxe_dir.join(file), req).await

@@ -12,9 +12,12 @@
 //!   discovery, option 54 and `siaddr` naming this server).
 //!
 //! What a client boots follows its kind: iPXE (user class `iPXE`) gets its node's script over
-//! HTTP; a PXE ROM gets iPXE over TFTP (`undionly.kpxe` for BIOS, `ipxe.efi` for x86-64 UEFI);
-//! a UEFI HTTP-boot client gets an absolute `http://` URL to `ipxe.efi`. Other clients (the
-//! ramdisk, the installed OS) get an address only, and only in full mode. MACs Ferric does
+//! HTTP; a PXE ROM gets iPXE over TFTP: `undionly.kpxe` for BIOS, and for x86-64 UEFI
+//! `snponly.efi`, which drives the NIC through the firmware's own driver (`ipxe.efi`, with
+//! iPXE's drivers, fails on many server NICs) — `ipxe.efi` for the MACs set so
+//! ([`Dhcp::set_ipxe_efi`]); a UEFI HTTP-boot client gets an absolute `http://` URL to the
+//! same. Other clients (the ramdisk, the installed OS) get an address only, and only in full
+//! mode. MACs Ferric does
 //! not know are ignored unless discovery is on. Bad datagrams get no answer.
 //!
 //! Anyone on the provisioning network can send anything with any MAC, so the server trusts
@@ -156,21 +159,27 @@ impl Default for Limits {
 pub enum BootFile {
     /// iPXE for legacy BIOS PXE ROMs, over TFTP.
     UndionlyKpxe,
-    /// iPXE for x86-64 UEFI, over TFTP.
+    /// iPXE for x86-64 UEFI on the firmware's own NIC driver (SNP), over TFTP.
+    SnpOnlyEfi,
+    /// iPXE for x86-64 UEFI with its own NIC drivers, over TFTP.
     IpxeEfi,
-    /// iPXE for UEFI HTTP boot, as an absolute URL.
-    IpxeEfiHttp(String),
+    /// iPXE for UEFI HTTP boot (either of the two), as an absolute URL.
+    EfiHttp(String),
     /// The node's iPXE script, for iPXE itself.
     Script(String),
 }
+
+/// The UEFI iPXE binaries the boot services serve.
+pub const EFI_LOADERS: [&str; 2] = ["snponly.efi", "ipxe.efi"];
 
 impl BootFile {
     /// What goes in the reply's `file` field and option 67.
     pub fn name(&self) -> &str {
         match self {
             BootFile::UndionlyKpxe => "undionly.kpxe",
+            BootFile::SnpOnlyEfi => "snponly.efi",
             BootFile::IpxeEfi => "ipxe.efi",
-            BootFile::IpxeEfiHttp(u) | BootFile::Script(u) => u,
+            BootFile::EfiHttp(u) | BootFile::Script(u) => u,
         }
     }
 }
@@ -334,6 +343,8 @@ pub struct Dhcp {
     global: Option<Bucket>,
     /// Proxy mode: the address each known MAC last asked the other server for, and when.
     asked: HashMap<Mac, (Ipv4Addr, Instant)>,
+    /// MACs whose UEFI firmware gets `ipxe.efi` rather than `snponly.efi`.
+    ipxe_efi: HashSet<Mac>,
     changed: bool,
 }
 
@@ -350,6 +361,7 @@ impl Dhcp {
             buckets: HashMap::new(),
             global: None,
             asked: HashMap::new(),
+            ipxe_efi: HashSet::new(),
             changed: false,
         }
     }
@@ -368,6 +380,12 @@ impl Dhcp {
             .collect();
         let known = &self.known;
         self.asked.retain(|m, _| known.contains_key(m));
+    }
+
+    /// Replaces the MACs whose UEFI firmware gets `ipxe.efi` (iPXE's own NIC drivers) instead
+    /// of `snponly.efi` (the firmware's).
+    pub fn set_ipxe_efi(&mut self, macs: impl IntoIterator<Item = Mac>) {
+        self.ipxe_efi = macs.into_iter().collect();
     }
 
     /// The node a MAC belongs to, if known.
@@ -479,12 +497,24 @@ impl Dhcp {
                 "{base}/boot/node/{}.ipxe",
                 mac_string(mac).replace(':', "-")
             ))),
-            ClientKind::HttpBoot => Some(BootFile::IpxeEfiHttp(format!("{base}/boot/ipxe.efi"))),
+            ClientKind::HttpBoot => Some(BootFile::EfiHttp(format!(
+                "{base}/boot/{}",
+                self.efi_loader(mac).name()
+            ))),
             // RFC 4578: 0 is BIOS; 6, 7 and 9 are UEFI (IA32, x64, x64 byte code); the UEFI
             // HTTP architectures (0x0f, 0x10) come with `HTTPClient`.
-            ClientKind::Pxe(6 | 7 | 9 | 0x0f | 0x10) => Some(BootFile::IpxeEfi),
+            ClientKind::Pxe(6 | 7 | 9 | 0x0f | 0x10) => Some(self.efi_loader(mac)),
             ClientKind::Pxe(_) => Some(BootFile::UndionlyKpxe),
             ClientKind::Plain => None,
+        }
+    }
+
+    /// The UEFI iPXE `mac` gets.
+    fn efi_loader(&self, mac: &Mac) -> BootFile {
+        if self.ipxe_efi.contains(mac) {
+            BootFile::IpxeEfi
+        } else {
+            BootFile::SnpOnlyEfi
         }
     }
 
@@ -1150,17 +1180,32 @@ mod tests {
                 .unwrap()
                 .message
         };
+        // UEFI: iPXE on the firmware's own NIC driver, unless the node is set to iPXE's.
         assert_eq!(
             file(&mut d, pxe(7)).fname_str().unwrap().unwrap(),
+            "snponly.efi"
+        );
+        assert_eq!(
+            file(&mut d, pxe(0)).fname_str().unwrap().unwrap(),
+            "undionly.kpxe"
+        );
+        let http_boot = vec![
+            DhcpOption::ClassIdentifier(b"HTTPClient:Arch:00016".to_vec()),
+            DhcpOption::ClientSystemArchitecture(16.into()),
+        ];
+        assert_eq!(
+            file(&mut d, http_boot.clone())
+                .fname_str()
+                .unwrap()
+                .unwrap(),
+            "http://10.248.1.1:8080/boot/snponly.efi"
+        );
+        d.set_ipxe_efi([A]);
+        assert_eq!(
+            file(&mut d, pxe(9)).fname_str().unwrap().unwrap(),
             "ipxe.efi"
         );
-        let http = file(
-            &mut d,
-            vec![
-                DhcpOption::ClassIdentifier(b"HTTPClient:Arch:00016".to_vec()),
-                DhcpOption::ClientSystemArchitecture(16.into()),
-            ],
-        );
+        let http = file(&mut d, http_boot);
         assert_eq!(
             http.fname_str().unwrap().unwrap(),
             "http://10.248.1.1:8080/boot/ipxe.efi"

@@ -17,7 +17,46 @@ pub struct SensorReading {
     pub unit: String,
 }
 
-/// What an `inspect` step reports: the hardware, and the BMC's LAN settings read in-band.
+/// How a machine's firmware boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum BootMode {
+    /// Legacy BIOS.
+    Bios,
+    /// UEFI.
+    Uefi,
+}
+
+impl BootMode {
+    /// `bios` or `uefi`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BootMode::Bios => "bios",
+            BootMode::Uefi => "uefi",
+        }
+    }
+}
+
+impl std::fmt::Display for BootMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BootMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bios" => Ok(BootMode::Bios),
+            "uefi" => Ok(BootMode::Uefi),
+            other => Err(format!("`{other}` is not a boot mode (bios, uefi)")),
+        }
+    }
+}
+
+/// What an `inspect` step reports: the hardware, the firmware it runs on, and the BMC's LAN
+/// settings read in-band.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Inspection {
@@ -27,6 +66,34 @@ pub struct Inspection {
     pub bmc: Option<BmcLan>,
     /// Why the BMC could not be read, when it could not.
     pub bmc_error: Option<String>,
+    /// How the firmware booted the ramdisk (UEFI when the kernel was started by UEFI);
+    /// `None` from ramdisks older than protocol 8.
+    #[serde(default)]
+    pub boot_mode: Option<BootMode>,
+}
+
+/// What an `inspect` step of protocol 4 to 7 reports ([`Inspection`] without the boot mode),
+/// kept so that those ramdisks' reports still decode.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InspectionV4 {
+    /// The hardware.
+    pub inventory: Inventory,
+    /// The BMC's LAN address and MAC.
+    pub bmc: Option<BmcLan>,
+    /// Why the BMC could not be read.
+    pub bmc_error: Option<String>,
+}
+
+impl From<InspectionV4> for Inspection {
+    fn from(i: InspectionV4) -> Self {
+        Inspection {
+            inventory: i.inventory,
+            bmc: i.bmc,
+            bmc_error: i.bmc_error,
+            boot_mode: None,
+        }
+    }
 }
 
 /// A BMC's LAN settings as read in-band.

@@ -43,11 +43,13 @@ pub const COORDINATOR_SERVER_NAME: &str = "coordinator.ferric.internal";
 ///   `Reboot`;
 /// * 6 — serial console logs the agent tails for the coordinator (`CoordMsg::Consoles`,
 ///   `AgentMsg::Console`);
-/// * 7 — cancelling a plan the agent holds (`CoordMsg::Cancel`, `ErrorKind::Cancelled`).
+/// * 7 — cancelling a plan the agent holds (`CoordMsg::Cancel`, `ErrorKind::Cancelled`);
+/// * 8 — the firmware's boot mode in an inspection (`StepOutput::Inspected`) and the UEFI
+///   boot entry step (`Step::UefiBootEntry`).
 ///
 /// A plan is pushed only to an agent whose version knows all its steps
 /// ([`plan::Plan::min_protocol`]); otherwise the coordinator fails it, naming the step.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 /// Oldest agent protocol version the coordinator still serves (rolling upgrades).
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 

@@ -183,6 +183,14 @@ pub enum Step {
     },
     /// Reboots the machine (the step is reported done just before).
     Reboot {},
+    /// On a machine booted by UEFI: one boot entry (`Ferric deployed OS`) for the loader on
+    /// the root disk's EFI system partition, made or updated, and first in the boot order;
+    /// entries an earlier deploy left for that disk are reused, not piled up. Protocol 8.
+    UefiBootEntry {
+        /// Which disk is the root disk.
+        #[serde(default)]
+        root: RootHint,
+    },
 }
 
 /// How [`Step::EraseDisks`] erases.
@@ -315,7 +323,8 @@ impl Step {
             | Step::WriteImage { .. }
             | Step::WriteConfigDrive { .. }
             | Step::SetBootDevice { .. }
-            | Step::Reboot {} => vec![("machine".to_owned(), Write)],
+            | Step::Reboot {}
+            | Step::UefiBootEntry { .. } => vec![("machine".to_owned(), Write)],
         }
     }
 
@@ -324,6 +333,7 @@ impl Step {
     /// frame.
     pub fn min_protocol(&self) -> u16 {
         match self {
+            Step::UefiBootEntry { .. } => 8,
             Step::EraseDisks { .. }
             | Step::WriteImage { .. }
             | Step::WriteConfigDrive { .. }
@@ -362,6 +372,7 @@ impl Step {
             Step::WriteConfigDrive { .. } => "write_config_drive",
             Step::SetBootDevice { .. } => "set_boot_device",
             Step::Reboot {} => "reboot",
+            Step::UefiBootEntry { .. } => "uefi_boot_entry",
         }
     }
 }
@@ -717,8 +728,21 @@ pub enum StepOutput {
     Sensors(Vec<crate::hardware::SensorReading>),
     /// A BMC's System Event Log, oldest entry first (protocol version 3).
     Sel(Vec<SelEntry>),
-    /// What an `inspect` step found (protocol version 4).
-    Inspection(Box<crate::hardware::Inspection>),
+    /// What an `inspect` step of a protocol 4 to 7 agent found.
+    Inspection(Box<crate::hardware::InspectionV4>),
+    /// What an `inspect` step found, with the firmware's boot mode (protocol version 8).
+    Inspected(Box<crate::hardware::Inspection>),
+}
+
+impl StepOutput {
+    /// An inspection's findings, of either protocol.
+    pub fn inspection(&self) -> Option<crate::hardware::Inspection> {
+        match self {
+            StepOutput::Inspection(i) => Some((**i).clone().into()),
+            StepOutput::Inspected(i) => Some((**i).clone()),
+            _ => None,
+        }
+    }
 }
 
 /// One System Event Log entry, decoded.
@@ -969,6 +993,7 @@ pub fn validate_steps(steps: &[PlanStep]) -> Result<(), PlanError> {
                 | Step::BmcSel { bmc, .. } => check_name(bmc).map_err(|p| field("bmc", p))?,
                 Step::Inspect {} | Step::EraseDisks { .. } | Step::Reboot {} => {}
                 Step::SetBootDevice { .. } => {}
+                Step::UefiBootEntry { root } => check_root(root).map_err(|(f, p)| field(f, p))?,
                 Step::WriteImage { image, root } => {
                     check_image(image).map_err(|(f, p)| field(f, p))?;
                     check_root(root).map_err(|(f, p)| field(f, p))?;

@@ -37,6 +37,8 @@ pub const MODULES: &[&str] = &[
     "ipmi_msghandler",
     "ipmi_devintf",
     "ipmi_si",
+    // UEFI variables (the deployed disk's boot entry), on a machine booted by UEFI.
+    "efivarfs",
 ];
 
 /// Why a build failed.

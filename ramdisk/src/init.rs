@@ -47,11 +47,31 @@ pub fn load_modules(dir: &Path) -> usize {
     loaded
 }
 
+/// Mounts the UEFI variables (`efivarfs`, a module) when the firmware was UEFI.
+pub fn mount_efivars() {
+    use nix::mount::{MsFlags, mount};
+    let dir = "/sys/firmware/efi/efivars";
+    if !Path::new("/sys/firmware/efi").is_dir() {
+        return;
+    }
+    match mount(
+        Some("efivarfs"),
+        dir,
+        Some("efivarfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    ) {
+        Ok(()) | Err(nix::errno::Errno::EBUSY) => {}
+        Err(e) => println!("ferric-ramdisk: cannot mount {dir}: {e}"),
+    }
+}
+
 /// PID 1: set up, then run the ramdisk agent until the machine is rebooted or powered off.
 pub fn run() -> ! {
     mount_all();
     let n = load_modules(Path::new("/lib/modules"));
     println!("ferric-ramdisk: {n} modules loaded");
+    mount_efivars();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

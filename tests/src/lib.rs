@@ -604,6 +604,8 @@ pub async fn enroll_lab_node(
             "PW",
             "--mac",
             &node.mac,
+            "--boot-mode",
+            node.firmware.as_str(),
         ],
         &[("PW", rack.bmc_password.as_str())],
     )

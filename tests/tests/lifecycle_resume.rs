@@ -43,6 +43,8 @@ async fn a_restart_moves_on_a_plan_that_ended_unseen_and_pushes_work_never_pushe
                 via: Some("mgmt".into()),
                 macs: vec![],
                 console_log: None,
+                boot_mode: None,
+                efi_loader: None,
             },
         )
         .await

@@ -3,7 +3,8 @@
 //! HTTP (or, in proxy mode, the address from a dnsmasq beside it), loads the ramdisk's kernel
 //! and initramfs, and the ramdisk connects back with its per-boot token and reports an
 //! inspection that matches the virtual machine: one vCPU, its memory, its disk, its NIC's MAC,
-//! its BMC's LAN address.
+//! its BMC's LAN address. UEFI nodes do the same with their firmware's own PXE (which gets
+//! `snponly.efi`) or UEFI HTTP boot, and their inspection says they booted by UEFI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ferric_agent::bmc::ipmi::IpmiClient;
@@ -248,4 +249,119 @@ async fn in_proxy_mode_beside_a_dnsmasq_the_node_boots_and_is_inspected() {
         leases.contains(&r.0.nodes[0].mac),
         "dnsmasq leased no address to the node: {leases}"
     );
+}
+
+/// Two UEFI nodes (OVMF, the firmware's own network stack on a virtio NIC): one boots by PXE
+/// (TFTP `snponly.efi`, an NVMe disk of 4096-byte sectors), one by UEFI HTTP boot (its PXE
+/// off; `http://…/boot/snponly.efi`). Both reach the ramdisk, whose kernel the EFI stub
+/// starts with its initramfs, and their inspections say UEFI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uefi_nodes_boot_the_ramdisk_by_pxe_and_by_http_and_inspection_says_uefi() {
+    ferric_tests::init_tracing();
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("f{}", std::process::id() % 100_000);
+    let rack = RackGuard(
+        ferric_lab::up(&UpOptions {
+            name: name.clone(),
+            dir: tmp.path().join(&name),
+            nodes: 2,
+            memory_mib: MEMORY_MIB,
+            disk_bytes: DISK,
+            accel: "tcg".into(),
+            ferric: ferric_tests::bin("ferric").unwrap(),
+            firmware: vec![ferric_lab::Firmware::Uefi],
+            disk_bus: vec![ferric_lab::DiskBus::Nvme, ferric_lab::DiskBus::Virtio],
+            sector_size: vec![4096, 512],
+            netboot: vec![ferric_lab::NetBoot::Pxe, ferric_lab::NetBoot::Http],
+        })
+        .unwrap(),
+    );
+    let rack = &rack.0;
+    let ramdisk = ferric_tests::ramdisk::image().unwrap();
+    let mut cfg = ferric_tests::coordinator_config(&tmp.path().join("coord"));
+    cfg.listen = "0.0.0.0:0".parse().unwrap();
+    let mut boot = BootConfig::new(&rack.prov_veth(), ramdisk);
+    boot.http_port = 0;
+    cfg.boot = Some(boot);
+    let coord = ferric_tests::start(cfg).await.unwrap();
+    let api = coord.api;
+    let agent = ferric_tests::management_agent(&coord, tmp.path(), IpmiClient::default(), None)
+        .await
+        .unwrap();
+    for n in &rack.nodes {
+        ferric_tests::enroll_lab_node(api, rack, n).await.unwrap();
+        cli_ok(api, &["node", "power", "on", &n.name]).await;
+    }
+    let c = ferric_tests::client(api);
+    let firmware_got = [
+        // The firmware's own PXE client, handed iPXE for its own NIC driver over TFTP.
+        "NBP filename is snponly.efi",
+        // UEFI HTTP boot, handed an absolute URL.
+        "/boot/snponly.efi",
+    ];
+    for ((n, disk), got) in rack.nodes.iter().zip(["nvme0n1", "vda"]).zip(firmware_got) {
+        let console = rack.node_dir(n).join("console.log");
+        let d: serde_json::Value = ferric_tests::wait_for(
+            Duration::from_secs(300),
+            "the ramdisk's inspection",
+            || async {
+                let d: serde_json::Value = c.get(&format!("/v1/nodes/{}", n.name)).await?;
+                Ok((!d["inspection"].is_null()).then_some(d))
+            },
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}\nconsole:\n{}",
+                n.name,
+                std::fs::read_to_string(&console).unwrap_or_default()
+            )
+        });
+        let text = String::from_utf8_lossy(&std::fs::read(&console).unwrap()).into_owned();
+        assert!(
+            text.contains(got),
+            "{}: no `{got}` on the console:\n{text}",
+            n.name
+        );
+        assert!(
+            text.contains("using SNP on"),
+            "iPXE is not snponly.efi:\n{text}"
+        );
+        assert_eq!(d["inspection"]["boot_mode"], "uefi", "{d}");
+        assert_eq!(d["bmc"]["boot_mode"], "uefi", "{d}");
+        assert!(d["bmc"]["boot_mode_seen_at_ms"].is_i64(), "{d}");
+        let disks = d["inspection"]["inventory"]["disks"].as_array().unwrap();
+        assert!(
+            disks
+                .iter()
+                .any(|x| x["name"] == disk && x["size_bytes"] == DISK),
+            "{disks:?}"
+        );
+        let stages: Vec<&str> = d["boot"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["stage"].as_str().unwrap())
+            .collect();
+        for s in [
+            "dhcp",
+            "script",
+            "kernel",
+            "initramfs",
+            "connected",
+            "inspected",
+        ] {
+            assert!(stages.contains(&s), "{}: no {s} in {stages:?}", n.name);
+        }
+        let shown = cli_ok(api, &["node", "show", &n.name]).await;
+        assert!(
+            shown.contains("boot:         uefi (seen by inspection"),
+            "{shown}"
+        );
+    }
+    for n in &rack.nodes {
+        cli_ok(api, &["node", "power", "off", &n.name]).await;
+    }
+    agent.stop().await.unwrap();
+    coord.shutdown().await;
 }

@@ -1,7 +1,7 @@
 //! A deploy ramdisk's disk work: choosing the root disk by a hint, erasing disks (metadata,
-//! discard or zeros), and adding a config drive (a FAT partition at the end of an MBR disk,
-//! labelled `cidata` or `config-2`, which cloud-init reads). Writing the image itself is the
-//! images pipeline's ([`ferric_images::write`]).
+//! discard or zeros), and adding a config drive (a FAT partition labelled `cidata` or
+//! `config-2`, which cloud-init reads: on a GPT disk placed by [`super::gpt`], on an MBR disk
+//! at its end). Writing the image itself is the images pipeline's ([`ferric_images::write`]).
 //!
 //! Everything here works on a device path; [`super::machine::LocalMachine`] decides which
 //! devices, and only a ramdisk lets it touch them. The kernel keeps its view of a disk's
@@ -198,12 +198,12 @@ pub fn erase(
     Ok(how)
 }
 
-/// A byte range of a file, as a file of its own (the config drive's partition).
-struct Region<'a> {
-    file: &'a mut File,
-    start: u64,
-    len: u64,
-    pos: u64,
+/// A byte range of a file, as a file of its own (a partition).
+pub(crate) struct Region<'a> {
+    pub(crate) file: &'a mut File,
+    pub(crate) start: u64,
+    pub(crate) len: u64,
+    pub(crate) pos: u64,
 }
 
 impl Read for Region<'_> {
@@ -265,23 +265,42 @@ const FAT16_LBA: u8 = 0x0e;
 /// MBR type of the protective entry of a GPT disk.
 const GPT_PROTECTIVE: u8 = 0xee;
 
-/// Adds a config drive to the disk `dev`: a [`CONFIG_DRIVE_BYTES`] FAT partition in the
-/// last free space of its MBR, labelled `label`, holding `files`. Returns the partition's
-/// number and start (bytes).
+/// Where a config drive went: its partition's number and its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    /// Partition number (from 1).
+    pub number: usize,
+    /// First byte on the disk.
+    pub start: u64,
+    /// Bytes.
+    pub len: u64,
+}
+
+/// Adds a config drive to the disk `dev`, whose logical sectors are `sector` bytes: a FAT
+/// partition labelled `label` holding `files`. On a GPT disk it goes where the root file
+/// system can still grow (see [`super::gpt::add_config_drive`]); on an MBR disk it is a
+/// [`CONFIG_DRIVE_BYTES`] partition in the last free space, as before. Nothing of the
+/// partition table changes when it fails.
 pub fn write_config_drive(
     dev: &Path,
     label: &str,
     files: &[ConfigFile],
-) -> Result<(usize, u64), DiskError> {
+    sector: u64,
+) -> Result<Placed, DiskError> {
     let mut f = OpenOptions::new()
         .read(true)
         .write(true)
         .open(dev)
         .map_err(io_err("cannot open", dev))?;
-    let mut mbr = mbrman::MBR::read_from(&mut f, 512).map_err(|e| {
+    if super::gpt::has_gpt(&mut f, sector).map_err(io_err("cannot read", dev))? {
+        let placed = super::gpt::add_config_drive(&mut f, dev, sector, label, files)?;
+        f.sync_all().map_err(io_err("cannot flush", dev))?;
+        return Ok(placed);
+    }
+    let mut mbr = mbrman::MBR::read_from(&mut f, sector as u32).map_err(|e| {
         DiskError::PartitionTable(format!(
-            "the root disk {} has no MBR partition table after the image was written ({e}); \
-             a config drive joins the image's partitions",
+            "the root disk {} has no MBR or GPT partition table after the image was written \
+             ({e}); a config drive joins the image's partitions",
             dev.display()
         ))
     })?;
@@ -290,7 +309,7 @@ pub fn write_config_drive(
         .any(|(_, p)| p.is_used() && p.sys == GPT_PROTECTIVE)
     {
         return Err(DiskError::PartitionTable(format!(
-            "the image on {} is partitioned with GPT; config drives are written to MBR disks only",
+            "the image on {} has a protective MBR but no GPT at {sector}-byte sectors",
             dev.display()
         )));
     }
@@ -300,8 +319,9 @@ pub fn write_config_drive(
             dev.display()
         )));
     };
-    mbr.align = 2048;
-    let sectors = (CONFIG_DRIVE_BYTES / 512) as u32;
+    // 1 MiB alignment, in sectors.
+    mbr.align = (1 << 20) / sector as u32;
+    let sectors = (CONFIG_DRIVE_BYTES / sector) as u32;
     let end_used = mbr
         .iter()
         .filter(|(_, p)| p.is_used())
@@ -315,73 +335,97 @@ pub fn write_config_drive(
             CONFIG_DRIVE_BYTES >> 20
         )));
     };
-    let start_bytes = u64::from(start) * 512;
-    let mut label11 = [b' '; 11];
-    for (d, s) in label11.iter_mut().zip(label.bytes()) {
-        *d = s;
-    }
-    {
-        let mut region = Region {
-            file: &mut f,
-            start: start_bytes,
-            len: CONFIG_DRIVE_BYTES,
-            pos: 0,
-        };
-        fatfs::format_volume(
-            &mut region,
-            fatfs::FormatVolumeOptions::new().volume_label(label11),
-        )
-        .map_err(|e| DiskError::ConfigDrive(format!("cannot make the FAT filesystem: {e}")))?;
-        let fs = fatfs::FileSystem::new(&mut region, fatfs::FsOptions::new())
-            .map_err(|e| DiskError::ConfigDrive(format!("cannot open the new filesystem: {e}")))?;
-        let sys = if fs.fat_type() == fatfs::FatType::Fat32 {
+    let start_bytes = u64::from(start) * sector;
+    let fat = make_fat(
+        &mut f,
+        start_bytes,
+        CONFIG_DRIVE_BYTES,
+        sector,
+        label,
+        files,
+    )?;
+    mbr[slot] = mbrman::MBRPartitionEntry {
+        boot: mbrman::BOOT_INACTIVE,
+        first_chs: mbrman::CHS::empty(),
+        sys: if fat == fatfs::FatType::Fat32 {
             FAT32_LBA
         } else {
             FAT16_LBA
-        };
-        mbr[slot] = mbrman::MBRPartitionEntry {
-            boot: mbrman::BOOT_INACTIVE,
-            first_chs: mbrman::CHS::empty(),
-            sys,
-            last_chs: mbrman::CHS::empty(),
-            starting_lba: start,
-            sectors,
-        };
-        {
-            let root = fs.root_dir();
-            for file in files {
-                let mut dir = root.clone();
-                let parts: Vec<&str> = file.path.split('/').collect();
-                let Some((name, dirs)) = parts.split_last() else {
-                    return Err(DiskError::ConfigDrive("a file has an empty path".into()));
-                };
-                for d in dirs {
-                    dir = match dir.open_dir(d) {
-                        Ok(x) => x,
-                        Err(_) => dir.create_dir(d).map_err(|e| {
-                            DiskError::ConfigDrive(format!("cannot make directory {d}: {e}"))
-                        })?,
-                    };
-                }
-                let mut out = dir.create_file(name).map_err(|e| {
-                    DiskError::ConfigDrive(format!("cannot create {}: {e}", file.path))
-                })?;
-                out.truncate()
-                    .and_then(|()| out.write_all(file.content.as_bytes()))
-                    .and_then(|()| out.flush())
-                    .map_err(|e| {
-                        DiskError::ConfigDrive(format!("cannot write {}: {e}", file.path))
-                    })?;
-            }
-        }
-        fs.unmount()
-            .map_err(|e| DiskError::ConfigDrive(format!("cannot close the filesystem: {e}")))?;
-    }
+        },
+        last_chs: mbrman::CHS::empty(),
+        starting_lba: start,
+        sectors,
+    };
     // The table last: a drive half made is not listed.
     mbr.write_into(&mut f)
         .map_err(|e| DiskError::PartitionTable(format!("cannot write the partition table: {e}")))?;
     f.sync_all().map_err(io_err("cannot flush", dev))?;
-    Ok((slot, start_bytes))
+    Ok(Placed {
+        number: slot,
+        start: start_bytes,
+        len: CONFIG_DRIVE_BYTES,
+    })
+}
+
+/// Makes a FAT file system of `len` bytes at `start` of `f`, with `sector`-byte logical
+/// sectors (a disk's own: Linux mounts no FAT of smaller sectors than its device's),
+/// labelled `label`, holding `files`. Returns its FAT type.
+pub(crate) fn make_fat(
+    f: &mut File,
+    start: u64,
+    len: u64,
+    sector: u64,
+    label: &str,
+    files: &[ConfigFile],
+) -> Result<fatfs::FatType, DiskError> {
+    let mut label11 = [b' '; 11];
+    for (d, s) in label11.iter_mut().zip(label.bytes()) {
+        *d = s;
+    }
+    let mut region = Region {
+        file: f,
+        start,
+        len,
+        pos: 0,
+    };
+    fatfs::format_volume(
+        &mut region,
+        fatfs::FormatVolumeOptions::new()
+            .volume_label(label11)
+            .bytes_per_sector(sector as u16),
+    )
+    .map_err(|e| DiskError::ConfigDrive(format!("cannot make the FAT filesystem: {e}")))?;
+    let fs = fatfs::FileSystem::new(&mut region, fatfs::FsOptions::new())
+        .map_err(|e| DiskError::ConfigDrive(format!("cannot open the new filesystem: {e}")))?;
+    let fat = fs.fat_type();
+    {
+        let root = fs.root_dir();
+        for file in files {
+            let mut dir = root.clone();
+            let parts: Vec<&str> = file.path.split('/').collect();
+            let Some((name, dirs)) = parts.split_last() else {
+                return Err(DiskError::ConfigDrive("a file has an empty path".into()));
+            };
+            for d in dirs {
+                dir = match dir.open_dir(d) {
+                    Ok(x) => x,
+                    Err(_) => dir.create_dir(d).map_err(|e| {
+                        DiskError::ConfigDrive(format!("cannot make directory {d}: {e}"))
+                    })?,
+                };
+            }
+            let mut out = dir
+                .create_file(name)
+                .map_err(|e| DiskError::ConfigDrive(format!("cannot create {}: {e}", file.path)))?;
+            out.truncate()
+                .and_then(|()| out.write_all(file.content.as_bytes()))
+                .and_then(|()| out.flush())
+                .map_err(|e| DiskError::ConfigDrive(format!("cannot write {}: {e}", file.path)))?;
+        }
+    }
+    fs.unmount()
+        .map_err(|e| DiskError::ConfigDrive(format!("cannot close the filesystem: {e}")))?;
+    Ok(fat)
 }
 
 #[cfg(test)]
@@ -503,7 +547,8 @@ mod tests {
                 content: "{\"hostname\": \"web-1\"}".into(),
             },
         ];
-        let (slot, start) = write_config_drive(&p, "cidata", &files).unwrap();
+        let placed = write_config_drive(&p, "cidata", &files, 512).unwrap();
+        let (slot, start) = (placed.number, placed.start);
         assert_eq!(slot, 2);
         assert!(start >= (2048 + (100 << 11)) * 512);
         assert_eq!((start + CONFIG_DRIVE_BYTES) % (1 << 20), 0);
@@ -546,12 +591,12 @@ mod tests {
             content: "x".into(),
         }];
         let (_d, p) = file_disk(64 << 20);
-        let e = write_config_drive(&p, "cidata", &files)
+        let e = write_config_drive(&p, "cidata", &files, 512)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("no MBR partition table"), "{e}");
+        assert!(e.contains("no MBR or GPT partition table"), "{e}");
         with_mbr(&p, &[(2048, (60 << 11) - 2048)]);
-        let e = write_config_drive(&p, "cidata", &files)
+        let e = write_config_drive(&p, "cidata", &files, 512)
             .unwrap_err()
             .to_string();
         assert!(e.contains("no 64 MiB left"), "{e}");
@@ -569,7 +614,7 @@ mod tests {
             };
             mbr.write_into(&mut f).unwrap();
         }
-        let e = write_config_drive(&g, "cidata", &files)
+        let e = write_config_drive(&g, "cidata", &files, 512)
             .unwrap_err()
             .to_string();
         assert!(e.contains("GPT"), "{e}");

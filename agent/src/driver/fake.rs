@@ -294,6 +294,7 @@ impl super::Machine for FakeDriver {
             inventory: crate::inventory::read(&crate::inventory::Root::default()),
             bmc: None,
             bmc_error: Some("the fake machine has no BMC".into()),
+            boot_mode: None,
         })
     }
 
@@ -346,5 +347,9 @@ impl super::Machine for FakeDriver {
 
     async fn reboot(&self, _: super::Delivered) -> DriverResult {
         self.call("reboot", "machine".into(), None).await
+    }
+
+    async fn uefi_boot_entry(&self, _root: &ferric_proto::plan::RootHint) -> DriverResult {
+        self.call("uefi_boot_entry", "machine".into(), None).await
     }
 }

@@ -75,6 +75,7 @@ impl Machine for LocalMachine {
                 inventory,
                 bmc,
                 bmc_error,
+                boot_mode: Some(crate::inventory::boot_mode(&me.root)),
             }
         })
         .await
@@ -147,6 +148,7 @@ impl Machine for LocalMachine {
         self.owned("write an image")?;
         let (disk, size) = self.root_disk(root)?;
         let dev = self.dev.join(&disk);
+        let sector = self.sector_size(&disk);
         let invalid = |m: String| DriverError::new(ErrorKind::InvalidSpec, m);
         let declared = Format::parse_declared(image.format.as_deref())
             .map_err(|e| invalid(format!("field `image.format`: {e}")))?;
@@ -176,6 +178,13 @@ impl Machine for LocalMachine {
             })
             .map_err(image_err)?;
             tracing::info!(%disk, image = %img.url, written = report.written, zeros_skipped = report.zeros_skipped, resumes = report.resumes, "image written");
+            // A GPT image's table, fitted to the disk: its backup header at the disk's end,
+            // its LBAs in the disk's sectors.
+            if let Some(fit) = super::gpt::fit_to_disk(&dev, sector)
+                .map_err(|e| DriverError::new(ErrorKind::InvalidSpec, e.to_string()))?
+            {
+                tracing::info!(%disk, image_sector = fit.image_sector, sector, backup_moved = fit.backup_moved, "GPT fitted to the disk");
+            }
             Ok(true)
         })
         .await
@@ -192,11 +201,47 @@ impl Machine for LocalMachine {
         self.owned("write a config drive")?;
         let (disk, _) = self.root_disk(root)?;
         let dev = self.dev.join(&disk);
+        let sector = self.sector_size(&disk);
         let (label, files) = (label.to_owned(), files.to_vec());
         tokio::task::spawn_blocking(move || {
-            let (slot, start) = super::disks::write_config_drive(&dev, &label, &files)
+            let placed = super::disks::write_config_drive(&dev, &label, &files, sector)
                 .map_err(|e| DriverError::new(ErrorKind::Io, e.to_string()))?;
-            tracing::info!(%disk, partition = slot, start, %label, "config drive written");
+            tracing::info!(%disk, partition = placed.number, start = placed.start, bytes = placed.len, %label, "config drive written");
+            Ok(true)
+        })
+        .await
+        .map_err(blocking_failed)?
+    }
+
+    #[cfg(feature = "disks")]
+    async fn uefi_boot_entry(&self, root: &RootHint) -> DriverResult {
+        self.owned("write a UEFI boot entry")?;
+        let vars = self.root.path("/sys/firmware/efi/efivars");
+        if crate::inventory::boot_mode(&self.root) != ferric_proto::hardware::BootMode::Uefi {
+            return Err(DriverError::new(
+                ErrorKind::Unsupported,
+                "this machine's firmware booted the ramdisk in legacy BIOS mode, not by UEFI: it \
+                 has no UEFI boot entries (its node's boot mode says uefi; `ferric node boot \
+                 NODE --mode bios` if its firmware is BIOS)",
+            ));
+        }
+        let (disk, _) = self.root_disk(root)?;
+        let dev = self.dev.join(&disk);
+        let sector = self.sector_size(&disk);
+        tokio::task::spawn_blocking(move || {
+            let fail = |e: super::disks::DiskError| DriverError::new(ErrorKind::InvalidSpec, e.to_string());
+            let mut f = std::fs::File::open(&dev)
+                .map_err(|e| DriverError::new(ErrorKind::Io, format!("cannot open {}: {e}", dev.display())))?;
+            let esp = super::gpt::find_esp(&mut f, &dev, sector).map_err(fail)?;
+            let loader = super::gpt::find_loader(&mut f, &dev, &esp).map_err(fail)?;
+            let set = super::efi::set_first(&vars, &super::efi::load_option(&esp, &loader))
+                .map_err(|e| {
+                    DriverError::new(
+                        ErrorKind::Io,
+                        format!("cannot write the UEFI boot entry in {}: {e}", vars.display()),
+                    )
+                })?;
+            tracing::info!(%disk, %loader, entry = %format!("Boot{:04X}", set.number), reused = set.reused, removed = ?set.removed, order = ?set.order, "UEFI boot entry first");
             Ok(true)
         })
         .await
@@ -215,6 +260,11 @@ impl Machine for LocalMachine {
 
     #[cfg(not(feature = "disks"))]
     async fn write_config_drive(&self, _: &RootHint, _: &str, _: &[ConfigFile]) -> DriverResult {
+        Err(no_disks())
+    }
+
+    #[cfg(not(feature = "disks"))]
+    async fn uefi_boot_entry(&self, _: &RootHint) -> DriverResult {
         Err(no_disks())
     }
 
@@ -277,6 +327,19 @@ impl LocalMachine {
             .map_err(|e| DriverError::new(ErrorKind::NotFound, e.to_string()))
     }
 
+    /// A disk's logical sector size, bytes (512 when the kernel does not say).
+    #[cfg(feature = "disks")]
+    fn sector_size(&self, disk: &str) -> u64 {
+        std::fs::read_to_string(
+            self.root
+                .path(&format!("/sys/block/{disk}/queue/logical_block_size")),
+        )
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|s: &u64| s.is_power_of_two() && (512..=65536).contains(s))
+        .unwrap_or(512)
+    }
+
     #[cfg(feature = "disks")]
     fn read_only(&self, disk: &str) -> bool {
         std::fs::read_to_string(self.root.path(&format!("/sys/block/{disk}/ro")))
@@ -321,9 +384,12 @@ impl LocalMachine {
     #[cfg(feature = "inband")]
     async fn inband_boot_device(&self, device: BootDevice, persistent: bool) -> DriverResult {
         let path = self.ipmi_device.clone();
+        // The firmware that started this kernel is the one to boot next.
+        let uefi =
+            crate::inventory::boot_mode(&self.root) == ferric_proto::hardware::BootMode::Uefi;
         tokio::task::spawn_blocking(move || {
             crate::bmc::inband::Inband::open(&path)
-                .and_then(|mut d| d.set_boot_device(device, persistent, false))
+                .and_then(|mut d| d.set_boot_device(device, persistent, uefi))
                 .map_err(|e| DriverError::new(ErrorKind::Io, format!("in-band boot device: {e}")))
         })
         .await

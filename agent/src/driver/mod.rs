@@ -6,7 +6,11 @@
 
 #[cfg(feature = "disks")]
 pub mod disks;
+#[cfg(feature = "disks")]
+pub mod efi;
 mod fake;
+#[cfg(feature = "disks")]
+pub mod gpt;
 pub mod local;
 mod unsupported;
 
@@ -213,6 +217,9 @@ pub trait Machine: Send + Sync + std::fmt::Debug {
     ) -> DriverResult;
     /// Sets the next boot device in-band.
     async fn set_boot_device(&self, device: BootDevice, persistent: bool) -> DriverResult;
+    /// On a machine booted by UEFI, makes Ferric's boot entry start the root disk's loader,
+    /// first in the boot order.
+    async fn uefi_boot_entry(&self, root: &RootHint) -> DriverResult;
     /// Reboots the machine once `delivered` says the step's report reached the coordinator
     /// (or a bounded wait for it passed).
     async fn reboot(&self, delivered: Delivered) -> DriverResult;
@@ -315,7 +322,7 @@ impl Drivers {
                 let found = self.machine.inspect().await?;
                 return Ok(StepDone {
                     changed: false,
-                    output: Some(StepOutput::Inspection(Box::new(found))),
+                    output: Some(StepOutput::Inspected(Box::new(found))),
                 });
             }
             Step::EraseDisks { mode } => self.machine.erase_disks(*mode, meter).await,
@@ -327,6 +334,7 @@ impl Drivers {
                 self.machine.set_boot_device(*device, *persistent).await
             }
             Step::Reboot {} => self.machine.reboot(delivered).await,
+            Step::UefiBootEntry { root } => self.machine.uefi_boot_entry(root).await,
         }?
         .into())
     }

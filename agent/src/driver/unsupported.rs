@@ -141,4 +141,7 @@ impl Machine for Unsupported {
     async fn reboot(&self, _: super::Delivered) -> DriverResult {
         Err(self.on("machine", "reboot"))
     }
+    async fn uefi_boot_entry(&self, _: &ferric_proto::plan::RootHint) -> DriverResult {
+        Err(self.on("machine", "write a UEFI boot entry"))
+    }
 }

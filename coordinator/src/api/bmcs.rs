@@ -4,7 +4,8 @@ use super::{ApiError, ApiResult};
 use crate::Shared;
 use crate::conductor::access::Caller;
 use crate::conductor::bmcs::{
-    self as conductor, BmcAction, BmcView, BootdevRequest, EnrollBmcNode, PowerRequest, SelRequest,
+    self as conductor, BmcAction, BmcView, BootSettings, BootdevRequest, EnrollBmcNode,
+    PowerRequest, SelRequest,
 };
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -17,7 +18,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Shared>> {
     OpenApiRouter::new()
         .routes(routes!(enroll))
         .routes(routes!(delete))
-        .routes(routes!(show))
+        .routes(routes!(show, set_boot))
         .routes(routes!(power))
         .routes(routes!(bootdev))
         .routes(routes!(sensors))
@@ -67,6 +68,23 @@ async fn delete(
 )]
 async fn show(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult<BmcView> {
     Ok(Json(conductor::show(&s, &name).await?))
+}
+
+#[utoipa::path(
+    patch,
+    path = "/v1/nodes/{name}/bmc",
+    tag = "bare-metal",
+    description = "How the node boots: its firmware's mode (which every boot device asked of its BMC says, and an inspection confirms) and the iPXE its UEFI firmware network-boots. Absent fields stay.",
+    params(("name" = String, Path, description = "The node's name")),
+    request_body = BootSettings,
+    responses((status = 200, description = "The BMC as it is now", body = BmcView))
+)]
+async fn set_boot(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Json(req): Json<BootSettings>,
+) -> ApiResult<BmcView> {
+    Ok(Json(conductor::set_boot(&s, &name, req).await?))
 }
 
 #[utoipa::path(

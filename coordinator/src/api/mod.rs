@@ -310,10 +310,11 @@ mod tests {
             "GET /v1/nodes/{name}/watch",
             "GET /v1/watch",
             "POST /v1/plans/{id}/cancel",
+            "PATCH /v1/nodes/{name}/bmc",
         ] {
             assert!(ops.iter().any(|o| o == want), "{want} missing from {ops:?}");
         }
-        assert_eq!(ops.len(), 43, "{ops:?}");
+        assert_eq!(ops.len(), 44, "{ops:?}");
         assert!(json["components"]["securitySchemes"]["bearer"].is_object());
     }
 

@@ -8,7 +8,7 @@ use crate::Shared;
 use crate::model::check_node_name;
 use crate::store::{BmcRow, StoreError};
 pub use ferric_api::bmcs::{
-    BmcAction, BmcView, BootdevRequest, EnrollBmcNode, PowerRequest, SelRequest,
+    BmcAction, BmcView, BootSettings, BootdevRequest, EnrollBmcNode, PowerRequest, SelRequest,
 };
 use ferric_proto::msg::{BmcAddress, BmcCredential, ConsoleSource};
 use ferric_proto::plan::{Access, PowerAction, Step};
@@ -72,6 +72,9 @@ pub fn view(s: &Shared, r: BmcRow) -> BmcView {
         flag: r.flag,
         sensors,
         console_log: r.console_log,
+        boot_mode: r.boot_mode,
+        boot_mode_seen_at_ms: r.boot_mode_seen_at_ms,
+        efi_loader: r.efi_loader,
     }
 }
 
@@ -138,6 +141,11 @@ pub async fn enroll(s: &Shared, project: &str, req: EnrollBmcNode) -> Result<Bmc
             &via,
             &macs,
             req.console_log.as_deref(),
+            (
+                req.boot_mode
+                    .unwrap_or(ferric_proto::hardware::BootMode::Uefi),
+                req.efi_loader.unwrap_or(crate::model::EfiLoader::SnpOnly),
+            ),
             project,
             crate::now_ms(),
         )
@@ -341,4 +349,18 @@ pub async fn sel(s: &Shared, name: &str, req: SelRequest) -> Result<BmcAction> {
 /// The view of a node's BMC.
 pub async fn show(s: &Shared, name: &str) -> Result<BmcView> {
     Ok(view(s, find(&s.store, name).await?))
+}
+
+/// Changes how `name` boots (its firmware's mode, its UEFI iPXE); the next boot device asked
+/// of its BMC, and the next network boot, follow.
+pub async fn set_boot(s: &Shared, name: &str, req: BootSettings) -> Result<BmcView> {
+    if !s
+        .store
+        .set_boot(name, req.boot_mode, req.efi_loader)
+        .await?
+    {
+        find(&s.store, name).await?;
+    }
+    tracing::info!(node = %name, boot_mode = ?req.boot_mode, efi_loader = ?req.efi_loader, "boot settings changed");
+    show(s, name).await
 }

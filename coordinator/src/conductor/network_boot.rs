@@ -138,6 +138,17 @@ pub async fn known_macs(s: &Shared) -> Result<Vec<(String, String)>> {
     Ok(known)
 }
 
+/// The MACs of the nodes set to boot `ipxe.efi` (iPXE's own NIC drivers) under UEFI.
+pub async fn ipxe_efi_macs(s: &Shared) -> Result<Vec<String>> {
+    Ok(s.store
+        .bmcs(None)
+        .await?
+        .into_iter()
+        .filter(|b| b.efi_loader == crate::model::EfiLoader::Ipxe)
+        .flat_map(|b| b.macs)
+        .collect())
+}
+
 /// The name a discovered machine gets: `disc-` and its MAC's hex digits.
 pub fn discovered_name(mac: &str) -> String {
     format!("disc-{}", mac.replace([':', '-'], "").to_ascii_lowercase())
@@ -375,11 +386,14 @@ pub async fn script(
     };
     s.hub.boot_stages.mark(&node, BootStage::Script, now);
     let b = &site.http_base;
+    // The initramfs is named and the command line names it: the kernel's EFI stub loads it
+    // from there (a kernel started by UEFI finds no initramfs otherwise); under BIOS the
+    // argument is ignored.
     Ok(format!(
         "#!ipxe\n\
          echo Ferric: {node} boots the deploy ramdisk\n\
-         kernel {b}/boot/ramdisk/vmlinuz?node={node} ferric.coordinator={link} ferric.ca={ca} ferric.token={token} ferric.node={node} ferric.mac={mac} {args}\n\
-         initrd {b}/boot/ramdisk/initramfs?node={node}\n\
+         kernel {b}/boot/ramdisk/vmlinuz?node={node} initrd=initramfs ferric.coordinator={link} ferric.ca={ca} ferric.token={token} ferric.node={node} ferric.mac={mac} {args}\n\
+         initrd --name initramfs {b}/boot/ramdisk/initramfs?node={node}\n\
          boot\n",
         link = site.link,
         ca = s.pki.ca_hash(),
@@ -501,6 +515,18 @@ pub async fn admit_ramdisk(s: &Shared, node: &str, key: &str) -> Result<RamdiskA
 /// An inspection arrived from `node`'s ramdisk.
 pub async fn inspected(env: &Env<'_>, node: &str, found: &Inspection, at_ms: i64) -> Result<()> {
     env.store.save_inspection(node, found, at_ms).await?;
+    // The firmware that booted the ramdisk says how the node boots.
+    if let Some(mode) = found.boot_mode {
+        match env.store.boot_mode_seen(node, mode, at_ms).await? {
+            Some(before) if before != mode => tracing::warn!(
+                %node,
+                enrolled = %before,
+                seen = %mode,
+                "the node's firmware booted otherwise than it was enrolled; its boot mode is now what was seen"
+            ),
+            _ => {}
+        }
+    }
     env.hub
         .boot_stages
         .mark(node, BootStage::Inspected, env.now_ms());

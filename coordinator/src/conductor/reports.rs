@@ -175,8 +175,8 @@ pub async fn event(env: &Env<'_>, node: &str, e: &StepEvent) -> Result<()> {
     }
     match env.store.insert_event(node, e, crate::now_us()).await {
         Ok(true) => match &e.kind {
-            StepEventKind::Output(ferric_proto::plan::StepOutput::Inspection(found)) => {
-                super::network_boot::inspected(env, node, found, e.at_ms as i64).await
+            StepEventKind::Output(out) if let Some(found) = out.inspection() => {
+                super::network_boot::inspected(env, node, &found, e.at_ms as i64).await
             }
             StepEventKind::Done { .. } | StepEventKind::Failed { .. } => {
                 super::power_sync::step_output(env, node, e).await?;

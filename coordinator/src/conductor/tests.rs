@@ -52,6 +52,10 @@ impl World {
                     "mgmt",
                     &[],
                     None,
+                    (
+                        ferric_proto::hardware::BootMode::Bios,
+                        crate::model::EfiLoader::SnpOnly,
+                    ),
                     "default",
                     1,
                 )

@@ -2,6 +2,8 @@
 //! expected.
 
 use super::{Store, StoreError};
+use crate::model::{EfiLoader, UnknownName};
+use ferric_proto::hardware::BootMode;
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -42,6 +44,12 @@ pub struct BmcRow {
     pub flagged_at_ms: Option<i64>,
     /// The node's serial console log on the driving agent's host, if it has one.
     pub console_log: Option<String>,
+    /// How its firmware boots.
+    pub boot_mode: BootMode,
+    /// When an inspection saw that mode (`None`: as enrolled or set).
+    pub boot_mode_seen_at_ms: Option<i64>,
+    /// The UEFI iPXE its firmware gets.
+    pub efi_loader: EfiLoader,
 }
 
 /// `SELECT` of every column of `bmcs`, then the rest of the statement.
@@ -50,7 +58,8 @@ macro_rules! select_bmcs {
         concat!(
             "SELECT ",
             "node, address, password, via, macs, power_expected, expected_at_ms, power_observed, \
-             observed_at_ms, last_error, error_at_ms, flag, flagged_at_ms, console_log",
+             observed_at_ms, last_error, error_at_ms, flag, flagged_at_ms, console_log, \
+             boot_mode, boot_mode_seen_at_ms, efi_loader",
             " FROM bmcs ",
             $rest
         )
@@ -79,7 +88,56 @@ impl Store {
             flag: r.try_get("flag")?,
             flagged_at_ms: r.try_get("flagged_at_ms")?,
             console_log: r.try_get("console_log")?,
+            boot_mode: {
+                let v: String = r.try_get("boot_mode")?;
+                v.parse().map_err(|_| UnknownName {
+                    what: "boot mode",
+                    value: v,
+                    known: "bios, uefi".into(),
+                })?
+            },
+            boot_mode_seen_at_ms: r.try_get("boot_mode_seen_at_ms")?,
+            efi_loader: r.try_get::<String, _>("efi_loader")?.parse()?,
         })
+    }
+
+    /// Sets how `node` boots and which UEFI iPXE it gets (what is `None` stays); an operator's
+    /// word, so a mode an inspection saw is not claimed for it. False: no such BMC node.
+    pub async fn set_boot(
+        &self,
+        node: &str,
+        mode: Option<BootMode>,
+        loader: Option<EfiLoader>,
+    ) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "UPDATE bmcs SET boot_mode = COALESCE($1, boot_mode), \
+             boot_mode_seen_at_ms = CASE WHEN $1 IS NULL OR $1 = boot_mode \
+             THEN boot_mode_seen_at_ms ELSE NULL END, \
+             efi_loader = COALESCE($2, efi_loader) WHERE node = $3",
+        )
+        .bind(mode.map(BootMode::as_str))
+        .bind(loader.map(EfiLoader::as_str))
+        .bind(node);
+        Ok(self.run(q).await? == 1)
+    }
+
+    /// Records the boot mode an inspection of `node` saw from its running firmware, at
+    /// `at_ms`. Returns the mode stored before.
+    pub async fn boot_mode_seen(
+        &self,
+        node: &str,
+        mode: BootMode,
+        at_ms: i64,
+    ) -> Result<Option<BootMode>, StoreError> {
+        let before = self.bmc(node).await?.map(|b| b.boot_mode);
+        let q = sqlx::query(
+            "UPDATE bmcs SET boot_mode = $1, boot_mode_seen_at_ms = $2 WHERE node = $3",
+        )
+        .bind(mode.as_str())
+        .bind(at_ms)
+        .bind(node);
+        self.run(q).await?;
+        Ok(before)
     }
 
     /// Replaces `node`'s stored password (sealing one kept in clear); false when it has no BMC.
@@ -98,6 +156,7 @@ impl Store {
         via: &str,
         macs: &[String],
         console_log: Option<&str>,
+        boot: (BootMode, EfiLoader),
         project: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
@@ -140,8 +199,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO bmcs (node, address, password, via, macs, console_log) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO bmcs (node, address, password, via, macs, console_log, boot_mode, efi_loader) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(node)
         .bind(address)
@@ -149,6 +208,8 @@ impl Store {
         .bind(via)
         .bind(macs.join(","))
         .bind(console_log)
+        .bind(boot.0.as_str())
+        .bind(boot.1.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -18,6 +18,7 @@ use crate::store::{LifecycleRow, TransitionRow};
 pub use ferric_api::lifecycle::{
     ConfigDrive, LifecycleView, ProgressView, ProvisionRequest, Transition,
 };
+use ferric_proto::hardware::BootMode;
 use ferric_proto::plan::{BootDevice, EraseMode, PowerAction, RootHint, Step, VolumeImage};
 use serde::{Deserialize, Serialize};
 
@@ -362,7 +363,7 @@ async fn push(env: &Env<'_>, node: &str, work: Work, spec: &Spec) -> Result<u64>
                             bmc: bmc.clone(),
                             device: BootDevice::Pxe,
                             persistent: false,
-                            uefi: false,
+                            uefi: r.boot_mode == BootMode::Uefi,
                         },
                         each,
                     ),
@@ -411,6 +412,15 @@ async fn push(env: &Env<'_>, node: &str, work: Work, spec: &Spec) -> Result<u64>
                         files: cd.files.clone(),
                     },
                     300,
+                ));
+            }
+            // On UEFI, the firmware's boot order decides: the deployed disk's loader first.
+            if super::bmcs::find(env.store, node).await?.boot_mode == BootMode::Uefi {
+                steps.push((
+                    Step::UefiBootEntry {
+                        root: d.root.clone(),
+                    },
+                    60,
                 ));
             }
             steps.push((

@@ -232,6 +232,15 @@ impl Client {
         self.send(self.http.post(self.url(path)).json(body)).await
     }
 
+    /// PUT JSON, decode JSON.
+    pub async fn put<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.send(self.http.put(self.url(path)).json(body)).await
+    }
+
     /// PATCH JSON, decode JSON.
     pub async fn patch<B: serde::Serialize, T: DeserializeOwned>(
         &self,

@@ -13,6 +13,7 @@ pub mod guests;
 pub mod images;
 pub mod lifecycle;
 pub mod model;
+pub mod network;
 pub mod nodes;
 pub mod plans;
 pub mod problem;

@@ -27,9 +27,49 @@ pub struct ProvisionRequest {
     /// For `deploy`: which disk is the root disk.
     #[serde(default)]
     pub root: Option<RootHint>,
-    /// For `deploy`: a config drive.
+    /// For `deploy`: a config drive of these files, as they are.
     #[serde(default)]
     pub config_drive: Option<ConfigDrive>,
+    /// For `deploy`: a config drive the coordinator writes — host name, SSH keys, user data,
+    /// and the network from the node's ports (`PUT /v1/nodes/{name}/network`). Not with
+    /// `config_drive`; with neither, the deploy writes none.
+    #[serde(default)]
+    pub instance: Option<InstanceConfig>,
+}
+
+/// Most bytes of user data a config drive carries.
+pub const USER_DATA_MAX: usize = 64 * 1024;
+
+/// What a config drive the coordinator writes says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// Host name; the node's name when absent.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// SSH public keys for the image's default user.
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    /// User data for cloud-init (`#cloud-config`, a script, …), at most 64 KiB.
+    #[serde(default)]
+    pub user_data: Option<String>,
+    /// The drive's layout: `nocloud` (label `cidata`) or `config-2` (OpenStack's, which
+    /// Glean reads too).
+    #[serde(default)]
+    pub format: ConfigDriveFormat,
+}
+
+/// A config drive's layout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum ConfigDriveFormat {
+    /// cloud-init's NoCloud: `meta-data`, `user-data`, `network-config`; label `cidata`.
+    #[default]
+    #[serde(rename = "nocloud")]
+    NoCloud,
+    /// OpenStack's: `openstack/latest/{meta_data.json,user_data,network_data.json}`; label
+    /// `config-2`.
+    #[serde(rename = "config-2")]
+    Config2,
 }
 
 /// A deploy's progress, from the ramdisk's telemetry.

@@ -13,6 +13,7 @@ mod guest;
 mod image;
 #[cfg(feature = "lab")]
 pub mod lab;
+mod network;
 mod node;
 pub mod output;
 mod plan;
@@ -339,6 +340,10 @@ pub async fn run_client(cli: Cli) -> Result<()> {
         Command::Whoami => access::whoami(&client, json).await,
         Command::Node(NodeCmd::List) => node::list(&client, json).await,
         Command::Node(NodeCmd::Show { name }) => node::show(&client, &name, json).await,
+        Command::Node(NodeCmd::Network { name, file }) => {
+            network::network(&client, &name, file, json).await
+        }
+        Command::Node(NodeCmd::Port(a)) => network::port(&client, a, json).await,
         Command::Node(cmd) if cmd.is_lifecycle() => node::lifecycle_cmd(&client, cmd, json).await,
         Command::Node(cmd) => node::bmc_cmd(&client, cmd, json).await,
         Command::Plan(PlanCmd::Apply { file, nodes }) => {

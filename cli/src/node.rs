@@ -68,6 +68,18 @@ pub enum NodeCmd {
         #[arg(long, value_parser = by_name(EfiLoader::ALL, EfiLoader::as_str))]
         efi_loader: Option<EfiLoader>,
     },
+    /// Show the network a deploy's config drive gives a bare-metal node's OS (ports by MAC with
+    /// addresses, VLANs and bonds; routes; DNS), or replace it with a JSON document.
+    Network {
+        /// Node name.
+        name: String,
+        /// Replace the network with this JSON document (as `--json` prints it).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Set one port of a bare-metal node's network: its addresses, VLANs, bond and MTU, and
+    /// the node's gateway and name servers.
+    Port(super::network::PortArgs),
     /// Power a bare-metal node on, off, cycle, reset, soft (ACPI) off, or read its status.
     Power {
         /// Action.
@@ -263,6 +275,8 @@ pub(super) async fn lifecycle_cmd(client: &Client, cmd: NodeCmd, json: bool) -> 
                     config_drive: None,
                     ssh_key: vec![],
                     hostname: None,
+                    user_data: None,
+                    config_drive_format: "nocloud".into(),
                     no_config_drive: false,
                     root_device: vec![],
                 };
@@ -280,7 +294,6 @@ pub(super) async fn lifecycle_cmd(client: &Client, cmd: NodeCmd, json: bool) -> 
     }
 }
 
-/// Parses a protocol enum by the stable names `name` gives its values (`--help` lists them).
 /// Where a node's boot mode comes from: an inspection that saw it, or its enrollment.
 fn boot_mode_source(b: &ferric_api::bmcs::BmcView) -> String {
     match b.boot_mode_seen_at_ms {
@@ -289,6 +302,7 @@ fn boot_mode_source(b: &ferric_api::bmcs::BmcView) -> String {
     }
 }
 
+/// Parses a protocol enum by the stable names `name` gives its values (`--help` lists them).
 fn by_name<T: Copy + Send + Sync + 'static>(
     all: &'static [T],
     name: fn(T) -> &'static str,

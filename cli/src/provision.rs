@@ -5,7 +5,9 @@ use super::Client;
 use super::output::{human_bytes, print_json};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ferric_api::lifecycle::{ConfigDrive, LifecycleView, ProvisionRequest};
+use ferric_api::lifecycle::{
+    ConfigDrive, ConfigDriveFormat, InstanceConfig, LifecycleView, ProvisionRequest,
+};
 use ferric_api::model::ProvisionState;
 use ferric_api::model::Verb;
 use ferric_api::nodes::NodeDetail;
@@ -42,8 +44,15 @@ pub struct DeployArgs {
     /// Host name (default: the node's name; only with one node).
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Write no config drive (for images partitioned with GPT, or that do not read one).
-    #[arg(long)]
+    /// User data for cloud-init (`#cloud-config`, a script, …; at most 64 KiB).
+    #[arg(long, value_name = "FILE", conflicts_with = "config_drive")]
+    pub user_data: Option<PathBuf>,
+    /// The config drive's layout: `nocloud` (label `cidata`) or `config-2` (OpenStack's, which
+    /// Glean reads too). Either carries the node's network (`ferric node network`).
+    #[arg(long, default_value = "nocloud", value_parser = ["nocloud", "config-2"], conflicts_with = "config_drive")]
+    pub config_drive_format: String,
+    /// Write no config drive (for images that read none).
+    #[arg(long, conflicts_with_all = ["user_data", "ssh_key", "hostname"])]
     pub no_config_drive: bool,
     /// Root disk hint `KEY=VALUE` (`name=sda`, `serial=…`, `wwn=…`, `min-size=100G`);
     /// the smallest matching disk is the root disk (the smallest disk without a hint).
@@ -104,33 +113,6 @@ fn drive_dir(dir: &Path) -> Result<ConfigDrive> {
         label: label.into(),
         files,
     })
-}
-
-/// A NoCloud config drive naming the host and its SSH keys.
-fn nocloud(node: &str, hostname: &str, keys: &[String]) -> ConfigDrive {
-    let mut user = format!("#cloud-config\nhostname: {hostname}\n");
-    if !keys.is_empty() {
-        user.push_str("ssh_authorized_keys:\n");
-        for k in keys {
-            user.push_str(&format!("  - {k}\n"));
-        }
-    }
-    ConfigDrive {
-        label: "cidata".into(),
-        files: vec![
-            ConfigFile {
-                path: "meta-data".into(),
-                content: format!(
-                    "instance-id: {node}-{}\nlocal-hostname: {hostname}\n",
-                    crate::output::now_ms()
-                ),
-            },
-            ConfigFile {
-                path: "user-data".into(),
-                content: user,
-            },
-        ],
-    }
 }
 
 /// Sends `verb` to each node and prints where each went; with `--wait`, then waits for the
@@ -205,6 +187,13 @@ async fn send(
             .collect::<Result<_>>()?,
         None => vec![],
     };
+    let user_data = match deploy.and_then(|d| d.user_data.as_ref()) {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the user data {} (as text)", f.display()))?,
+        ),
+        None => None,
+    };
     let mut out = vec![];
     let mut failed = 0;
     for name in names {
@@ -214,15 +203,28 @@ async fn send(
             image: None,
             root: None,
             config_drive: None,
+            instance: None,
         };
         if let Some(d) = deploy {
             req.image = Some(d.image.clone());
             req.root = root_hint(&d.root_device)?;
-            req.config_drive = match (&d.config_drive, d.no_config_drive) {
-                (Some(dir), _) => Some(drive_dir(dir)?),
-                (None, true) => None,
-                (None, false) => Some(nocloud(name, d.hostname.as_deref().unwrap_or(name), &keys)),
-            };
+            match (&d.config_drive, d.no_config_drive) {
+                (Some(dir), _) => req.config_drive = Some(drive_dir(dir)?),
+                (None, true) => {}
+                // The coordinator writes it, with the node's network.
+                (None, false) => {
+                    req.instance = Some(InstanceConfig {
+                        hostname: d.hostname.clone(),
+                        ssh_keys: keys.clone(),
+                        user_data: user_data.clone(),
+                        format: if d.config_drive_format == "config-2" {
+                            ConfigDriveFormat::Config2
+                        } else {
+                            ConfigDriveFormat::NoCloud
+                        },
+                    })
+                }
+            }
         }
         match client
             .post::<_, LifecycleView>(&format!("/v1/nodes/{name}/provision"), &req)

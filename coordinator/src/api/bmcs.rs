@@ -10,6 +10,7 @@ use crate::conductor::bmcs::{
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use ferric_api::network::NodeNetwork;
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,6 +20,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(enroll))
         .routes(routes!(delete))
         .routes(routes!(show, set_boot))
+        .routes(routes!(network, set_network))
         .routes(routes!(power))
         .routes(routes!(bootdev))
         .routes(routes!(sensors))
@@ -85,6 +87,34 @@ async fn set_boot(
     Json(req): Json<BootSettings>,
 ) -> ApiResult<BmcView> {
     Ok(Json(conductor::set_boot(&s, &name, req).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/nodes/{name}/network",
+    tag = "bare-metal",
+    params(("name" = String, Path, description = "The node's name")),
+    responses((status = 200, description = "Its network (empty: none set)", body = NodeNetwork))
+)]
+async fn network(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult<NodeNetwork> {
+    Ok(Json(conductor::network(&s.store, &name).await?))
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/nodes/{name}/network",
+    tag = "bare-metal",
+    description = "The network a deploy's config drive gives the node's OS: ports (its NICs, by MAC — enrolled or seen by inspection) with addresses, VLANs and bond membership; bonds; routes; DNS. Checked whole; replaces what was set.",
+    params(("name" = String, Path, description = "The node's name")),
+    request_body = NodeNetwork,
+    responses((status = 200, description = "As stored (MACs in canonical spelling)", body = NodeNetwork))
+)]
+async fn set_network(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Json(net): Json<NodeNetwork>,
+) -> ApiResult<NodeNetwork> {
+    Ok(Json(conductor::set_network(&s, &name, net).await?))
 }
 
 #[utoipa::path(

@@ -67,7 +67,9 @@ impl ApiError {
                     | ConductorError::UnknownProject(_)
                     | ConductorError::UnknownToken(_) => StatusCode::NOT_FOUND,
                     ConductorError::Forbidden(_) => StatusCode::FORBIDDEN,
-                    ConductorError::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                    ConductorError::QuotaExceeded(_) | ConductorError::UserDataTooLarge(_) => {
+                        StatusCode::PAYLOAD_TOO_LARGE
+                    }
                     ConductorError::NodeExists(_)
                     | ConductorError::GuestExists(_)
                     | ConductorError::Busy(_)
@@ -311,10 +313,12 @@ mod tests {
             "GET /v1/watch",
             "POST /v1/plans/{id}/cancel",
             "PATCH /v1/nodes/{name}/bmc",
+            "PUT /v1/nodes/{name}/network",
+            "GET /v1/nodes/{name}/network",
         ] {
             assert!(ops.iter().any(|o| o == want), "{want} missing from {ops:?}");
         }
-        assert_eq!(ops.len(), 44, "{ops:?}");
+        assert_eq!(ops.len(), 46, "{ops:?}");
         assert!(json["components"]["securitySchemes"]["bearer"].is_object());
     }
 

@@ -10,6 +10,7 @@ use crate::store::{BmcRow, StoreError};
 pub use ferric_api::bmcs::{
     BmcAction, BmcView, BootSettings, BootdevRequest, EnrollBmcNode, PowerRequest, SelRequest,
 };
+use ferric_api::network::NodeNetwork;
 use ferric_proto::msg::{BmcAddress, BmcCredential, ConsoleSource};
 use ferric_proto::plan::{Access, PowerAction, Step};
 
@@ -363,4 +364,42 @@ pub async fn set_boot(s: &Shared, name: &str, req: BootSettings) -> Result<BmcVi
     }
     tracing::info!(node = %name, boot_mode = ?req.boot_mode, efi_loader = ?req.efi_loader, "boot settings changed");
     show(s, name).await
+}
+
+/// The MACs a node is known by: enrolled, and seen by its last inspection.
+pub async fn known_macs(s: &crate::store::Store, name: &str) -> Result<Vec<String>> {
+    let mut macs = find(s, name).await?.macs;
+    if let Some((i, _)) = s.inspection(name).await? {
+        macs.extend(i.inventory.nics.into_iter().map(|n| n.mac));
+    }
+    Ok(macs)
+}
+
+/// A node's network (empty when none is set).
+pub async fn network(s: &crate::store::Store, name: &str) -> Result<NodeNetwork> {
+    let json = s
+        .network_json(name)
+        .await?
+        .ok_or_else(|| ConductorError::UnknownNode(name.to_owned()))?;
+    match json {
+        None => Ok(NodeNetwork::default()),
+        Some(j) => serde_json::from_str(&j).map_err(|e| {
+            ConductorError::Invalid(format!(
+                "node `{name}`'s stored network does not parse: {e}"
+            ))
+        }),
+    }
+}
+
+/// Sets a node's network, checked against its NICs; the next deploy's config drive carries
+/// it.
+pub async fn set_network(s: &Shared, name: &str, net: NodeNetwork) -> Result<NodeNetwork> {
+    let known = known_macs(&s.store, name).await?;
+    let net = super::config_drive::check_network(&net, &known)
+        .map_err(|e| invalid(format!("node `{name}`'s network: {e}")))?;
+    let json = serde_json::to_string(&net)
+        .map_err(|e| ConductorError::Invalid(format!("network cannot be stored: {e}")))?;
+    s.store.set_network_json(name, Some(&json)).await?;
+    tracing::info!(node = %name, ports = net.ports.len(), bonds = net.bonds.len(), "network set");
+    Ok(net)
 }

@@ -17,6 +17,7 @@
 
 pub mod access;
 pub mod bmcs;
+pub mod config_drive;
 pub mod guests;
 pub mod images;
 pub mod lifecycle;
@@ -91,6 +92,9 @@ pub enum ConductorError {
     /// A MAC given is another node's.
     #[error("{0}")]
     MacTaken(String),
+    /// A deploy's user data is over the config drive's limit.
+    #[error(transparent)]
+    UserDataTooLarge(config_drive::DriveError),
 }
 
 impl ConductorError {
@@ -117,6 +121,7 @@ impl ConductorError {
             ConductorError::UnknownToken(_) => "unknown_token",
             ConductorError::QuotaExceeded(_) => "quota_exceeded",
             ConductorError::MacTaken(_) => "mac_taken",
+            ConductorError::UserDataTooLarge(_) => "user_data_too_large",
         }
     }
 }

@@ -93,6 +93,7 @@ impl World {
                 image: None,
                 root: None,
                 config_drive: None,
+                instance: None,
             },
         )
         .await

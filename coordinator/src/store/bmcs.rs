@@ -121,6 +121,26 @@ impl Store {
         Ok(self.run(q).await? == 1)
     }
 
+    /// `node`'s network document (JSON), if one is set; `None` in the outer option: no such
+    /// BMC node.
+    pub async fn network_json(&self, node: &str) -> Result<Option<Option<String>>, StoreError> {
+        let q = sqlx::query("SELECT network_json FROM bmcs WHERE node = $1").bind(node);
+        self.fetch_row(q, |r| Ok(r.try_get::<Option<String>, _>(0)?))
+            .await
+    }
+
+    /// Replaces `node`'s network document; false: no such BMC node.
+    pub async fn set_network_json(
+        &self,
+        node: &str,
+        json: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let q = sqlx::query("UPDATE bmcs SET network_json = $1 WHERE node = $2")
+            .bind(json)
+            .bind(node);
+        Ok(self.run(q).await? == 1)
+    }
+
     /// Records the boot mode an inspection of `node` saw from its running firmware, at
     /// `at_ms`. Returns the mode stored before.
     pub async fn boot_mode_seen(

@@ -51,6 +51,7 @@ async fn verb(
         image: image.map(str::to_owned),
         root: None,
         config_drive: None,
+        instance: None,
     };
     c.post::<_, LifecycleView>(&format!("/v1/nodes/{node}/provision"), &req)
         .await

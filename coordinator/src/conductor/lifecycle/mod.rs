@@ -153,6 +153,27 @@ pub async fn provision(env: &Env<'_>, node: &str, req: ProvisionRequest) -> Resu
                 .ok_or_else(|| {
                     ConductorError::UnknownImage(format!("image `{name}` is not in the store"))
                 })?;
+            let drive = match (&req.config_drive, &req.instance) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "a deploy gives its config drive's files (`config_drive`) or what it \
+                         should say (`instance`), not both",
+                    ));
+                }
+                (Some(d), None) => Some(d.clone()),
+                (None, Some(inst)) => {
+                    let net = super::bmcs::network(env.store, node).await?;
+                    Some(
+                        super::config_drive::build(node, inst, &net, env.now_ms()).map_err(
+                            |e| match e {
+                                super::config_drive::DriveError::Invalid(m) => invalid(m),
+                                e => ConductorError::UserDataTooLarge(e),
+                            },
+                        )?,
+                    )
+                }
+                (None, None) => None,
+            };
             let previous = spec.deploy.take();
             let keep = req.verb == Verb::Rebuild && req.image.is_none();
             spec.deploy = Some(DeploySpec {
@@ -164,9 +185,7 @@ pub async fn provision(env: &Env<'_>, node: &str, req: ProvisionRequest) -> Resu
                     .clone()
                     .or_else(|| previous.as_ref().filter(|_| keep).map(|d| d.root.clone()))
                     .unwrap_or_default(),
-                config_drive: req
-                    .config_drive
-                    .clone()
+                config_drive: drive
                     .or_else(|| previous.and_then(|d| d.config_drive).filter(|_| keep)),
             });
             if let Some(cd) = spec.deploy.as_ref().and_then(|d| d.config_drive.as_ref()) {

@@ -89,7 +89,7 @@ pub fn build_with(marker: &str, ballast: u64) -> Result<PathBuf> {
          echo FERRIC-OS {marker}\n\
          for i in $(seq 1 50); do dev=$(findfs LABEL=cidata 2>/dev/null) && break; sleep 0.2; done\n\
          if [ -n \"$dev\" ] && mount -t vfat -o ro \"$dev\" /mnt; then\n\
-           h=$(sed -n 's/^local-hostname: *//p' /mnt/meta-data)\n\
+           h=$(sed -n 's/.*\"local-hostname\": *\"\\([^\"]*\\)\".*/\\1/p' /mnt/meta-data)\n\
            echo FERRIC-OS-HOSTNAME $h\n\
          else\n\
            echo FERRIC-OS-NO-CONFIG-DRIVE\n\

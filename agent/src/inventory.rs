@@ -70,7 +70,8 @@ fn memory(root: &Root) -> u64 {
 }
 
 /// Whole disks: block devices that are not partitions, loop, RAM, device-mapper, zram or
-/// optical drives.
+/// optical drives, nor hidden (an NVMe namespace's path through one controller, `nvme0c0n1`,
+/// which has no device node: the disk is its multipath head, `nvme0n1`).
 fn disks(root: &Root) -> Vec<DiskInfo> {
     let dir = root.path("/sys/block");
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -87,6 +88,9 @@ fn disks(root: &Root) -> Vec<DiskInfo> {
                 return None;
             }
             let d = e.path();
+            if file(&d.join("hidden")).as_deref() == Some("1") {
+                return None;
+            }
             let sectors: u64 = file(&d.join("size"))?.parse().ok()?;
             if sectors == 0 {
                 return None;
@@ -213,6 +217,11 @@ mod tests {
         put(r, "/sys/block/vda/serial", "ferric-disk-0\n");
         put(r, "/sys/block/loop0/size", "100\n");
         put(r, "/sys/block/sr0/size", "100\n");
+        // An NVMe disk with multipath: its head, and its hidden path through controller 0.
+        put(r, "/sys/block/nvme0n1/size", "4194304\n");
+        put(r, "/sys/block/nvme0n1/hidden", "0\n");
+        put(r, "/sys/block/nvme0c0n1/size", "4194304\n");
+        put(r, "/sys/block/nvme0c0n1/hidden", "1\n");
         put(r, "/sys/class/net/eth0/address", "52:54:00:12:34:56\n");
         put(r, "/sys/class/net/eth0/carrier", "1\n");
         put(r, "/sys/class/net/eth0/speed", "1000\n");
@@ -229,8 +238,9 @@ mod tests {
         assert_eq!(inv.cpu.count, 2);
         assert_eq!(inv.cpu.model, "QEMU Virtual CPU version 2.5+");
         assert_eq!(inv.memory_bytes, 501_716 * 1024);
-        assert_eq!(inv.disks.len(), 1, "{:?}", inv.disks);
-        let d = &inv.disks[0];
+        let names: Vec<&str> = inv.disks.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["nvme0n1", "vda"], "{:?}", inv.disks);
+        let d = &inv.disks[1];
         assert_eq!(
             (
                 d.name.as_str(),

@@ -183,7 +183,9 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
             let rack = Rack::load(&dir)?;
             let n = rack.node(&node)?;
             let p = rack.node_dir(n).join("console.log");
-            print!("{}", std::fs::read_to_string(&p).unwrap_or_default());
+            // As it is: firmware draws its menus in bytes that are not UTF-8.
+            let bytes = std::fs::read(&p).unwrap_or_default();
+            std::io::Write::write_all(&mut std::io::stdout(), &bytes)?;
         }
         LabCmd::Down => {
             tokio::task::spawn_blocking(move || ferric_lab::down(&dir)).await??;

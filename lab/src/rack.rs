@@ -221,7 +221,11 @@ pub fn status(rack: &Rack) -> Vec<NodeStatus> {
         .iter()
         .map(|n| {
             let dir = rack.node_dir(n);
-            let console = std::fs::read_to_string(dir.join("console.log")).unwrap_or_default();
+            // Firmware draws its menus in bytes that are not UTF-8: read what is text.
+            let console = String::from_utf8_lossy(
+                &std::fs::read(dir.join("console.log")).unwrap_or_default(),
+            )
+            .into_owned();
             let lines: Vec<String> = console
                 .lines()
                 .map(|l| l.trim_end().to_owned())

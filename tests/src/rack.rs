@@ -40,9 +40,12 @@ pub fn up(
     })?))
 }
 
-/// A node's serial console so far.
+/// A node's serial console so far (firmware draws its menus in bytes that are not UTF-8).
 pub fn console(rack: &Rack, n: &Node) -> String {
-    std::fs::read_to_string(rack.node_dir(n).join("console.log")).unwrap_or_default()
+    String::from_utf8_lossy(
+        &std::fs::read(rack.node_dir(n).join("console.log")).unwrap_or_default(),
+    )
+    .into_owned()
 }
 
 /// How often `what` appears on all the rack's consoles.

@@ -10,6 +10,7 @@
 
 pub mod bmc;
 pub mod browser;
+pub mod cloud_image;
 pub mod hostvm;
 pub mod hv;
 pub mod initramfs;

@@ -38,6 +38,10 @@ const PACKAGES: &[&str] = &[
     "syslinux-common",
     "mtools",
     "dosfstools",
+    // The deploy tests' cloud image: Debian 12 from the archive (mmdebstrap), reached with
+    // the deploy's SSH key.
+    "mmdebstrap",
+    "openssh-client",
     // The dashboard's browser test: headless Chromium and its WebDriver server.
     "chromium",
     "chromium-driver",

@@ -162,8 +162,10 @@ pub enum Step {
         #[serde(default)]
         root: RootHint,
     },
-    /// Adds a config drive to the root disk: a small FAT partition at the disk's end labelled
-    /// `cidata` (cloud-init NoCloud) or `config-2` (OpenStack), holding `files`.
+    /// Adds a config drive to the root disk: a small FAT partition labelled `cidata`
+    /// (cloud-init NoCloud) or `config-2` (OpenStack), holding `files` — on a GPT disk in the
+    /// gap before the first partition when it fits (the root file system can then grow to the
+    /// disk's end), else at the disk's end; on an MBR disk in its last free space.
     WriteConfigDrive {
         /// Which disk is the root disk.
         #[serde(default)]

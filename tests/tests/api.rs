@@ -539,6 +539,26 @@ async fn every_mutating_operation_refuses_whoever_may_not_call_it_and_audits_the
     )
     .await;
     assert_eq!(s, 200, "{v}");
+    // User data over the config drive's limit is refused with the limit named, and the node
+    // is left as it was.
+    let (s, v) = call(
+        reqwest::Method::POST,
+        &format!("{base}/v1/nodes/red-bm/provision?project=red"),
+        Some(&red_member),
+        Some(json!({ "verb": "deploy", "image": "red-img",
+            "instance": { "user_data": "#".repeat(64 * 1024 + 1) } })),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (413, Some("user_data_too_large")),
+        "{v}"
+    );
+    let detail = v["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("65537 bytes") && detail.contains("at most 65536 (64 KiB)"),
+        "{v}"
+    );
     // A collection call naming red's node in its body: blue's member is told it is unknown.
     let (s, v) = call(
         reqwest::Method::POST,

@@ -132,6 +132,13 @@ pub async fn provision(env: &Env<'_>, node: &str, req: ProvisionRequest) -> Resu
     }
     match req.verb {
         Verb::Deploy | Verb::Rebuild => {
+            // What the request says is checked before what this coordinator can do with it.
+            let user_data = req.instance.as_ref().and_then(|i| i.user_data.as_ref());
+            if let Some(u) = user_data.filter(|u| u.len() > ferric_api::lifecycle::USER_DATA_MAX) {
+                return Err(ConductorError::UserDataTooLarge(
+                    super::config_drive::DriveError::UserDataTooLarge(u.len()),
+                ));
+            }
             if env.boot.is_none() {
                 return Err(invalid(
                     "this coordinator runs no boot services (`--boot-services IFACE`); a \

@@ -103,9 +103,8 @@ pub struct EntrySet {
     pub order: Vec<u16>,
 }
 
-/// Makes `option` Ferric's boot entry in the efivarfs directory `vars` and puts it first in
-/// `BootOrder`.
-pub fn set_first(vars: &Path, option: &[u8]) -> io::Result<EntrySet> {
+/// The numbers of every `Boot####` variable in `vars`, and of those that are Ferric's.
+fn entries(vars: &Path) -> io::Result<(Vec<u16>, Vec<u16>)> {
     let mut numbers: Vec<u16> = std::fs::read_dir(vars)?
         .flatten()
         .filter_map(|e| {
@@ -127,6 +126,27 @@ pub fn set_first(vars: &Path, option: &[u8]) -> io::Result<EntrySet> {
             ours.push(n);
         }
     }
+    Ok((numbers, ours))
+}
+
+/// `BootOrder` in `vars` (empty when there is none).
+fn boot_order(vars: &Path) -> io::Result<Vec<u16>> {
+    Ok(read_var(vars, "BootOrder")?
+        .unwrap_or_default()
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect())
+}
+
+fn set_boot_order(vars: &Path, order: &[u16]) -> io::Result<()> {
+    let bytes: Vec<u8> = order.iter().flat_map(|n| n.to_le_bytes()).collect();
+    write_var(vars, "BootOrder", &bytes)
+}
+
+/// Makes `option` Ferric's boot entry in the efivarfs directory `vars` and puts it first in
+/// `BootOrder`.
+pub fn set_first(vars: &Path, option: &[u8]) -> io::Result<EntrySet> {
+    let (numbers, ours) = entries(vars)?;
     let (number, reused) = match ours.first() {
         Some(&n) => (n, true),
         None => {
@@ -141,25 +161,40 @@ pub fn set_first(vars: &Path, option: &[u8]) -> io::Result<EntrySet> {
         std::fs::remove_file(var(vars, &format!("Boot{n:04X}")))?;
     }
     write_var(vars, &format!("Boot{number:04X}"), option)?;
-    let old: Vec<u16> = read_var(vars, "BootOrder")?
-        .unwrap_or_default()
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
     let order: Vec<u16> = std::iter::once(number)
         .chain(
-            old.into_iter()
+            boot_order(vars)?
+                .into_iter()
                 .filter(|n| *n != number && !removed.contains(n)),
         )
         .collect();
-    let bytes: Vec<u8> = order.iter().flat_map(|n| n.to_le_bytes()).collect();
-    write_var(vars, "BootOrder", &bytes)?;
+    set_boot_order(vars, &order)?;
     Ok(EntrySet {
         number,
         reused,
         removed,
         order,
     })
+}
+
+/// Removes Ferric's boot entries from `vars` and from `BootOrder` (the disk they started is
+/// being erased): what the firmware had after them, network boot on a server set up for
+/// provisioning, is first again. Returns the entries removed.
+pub fn remove_ours(vars: &Path) -> io::Result<Vec<u16>> {
+    let (_, ours) = entries(vars)?;
+    if ours.is_empty() {
+        return Ok(ours);
+    }
+    let order: Vec<u16> = boot_order(vars)?
+        .into_iter()
+        .filter(|n| !ours.contains(n))
+        .collect();
+    // The order first: an entry it still named would be a dangling reference.
+    set_boot_order(vars, &order)?;
+    for n in &ours {
+        std::fs::remove_file(var(vars, &format!("Boot{n:04X}")))?;
+    }
+    Ok(ours)
 }
 
 #[cfg(test)]
@@ -270,5 +305,19 @@ mod tests {
         assert_eq!((tidy.number, tidy.removed.clone()), (2, vec![7]));
         assert_eq!(order(vars), [2, 1, 0]);
         assert!(!var(vars, "Boot0007").exists());
+        // Cleaning removes Ferric's entry: network boot is first again, the firmware's stay,
+        // and the next deploy makes one entry again.
+        assert_eq!(remove_ours(vars).unwrap(), [2]);
+        assert_eq!(order(vars), [1, 0]);
+        assert!(!var(vars, "Boot0002").exists());
+        assert!(var(vars, "Boot0000").exists() && var(vars, "Boot0001").exists());
+        assert_eq!(
+            remove_ours(vars).unwrap(),
+            Vec::<u16>::new(),
+            "nothing left to remove"
+        );
+        let next = set_first(vars, &load_option(&esp(), "\\EFI\\debian\\shimx64.efi")).unwrap();
+        assert_eq!((next.number, next.reused), (2, false));
+        assert_eq!(order(vars), [2, 1, 0]);
     }
 }

@@ -126,14 +126,29 @@ impl Machine for LocalMachine {
                 (name, Err(e)) => failed.push(format!("{name}: {e}")),
             }
         }
-        if failed.is_empty() {
-            Ok(true)
-        } else {
-            Err(DriverError::new(
+        if !failed.is_empty() {
+            return Err(DriverError::new(
                 ErrorKind::Io,
                 format!("erasing failed on {}", failed.join("; ")),
-            ))
+            ));
         }
+        // The erased disks boot nothing: Ferric's UEFI boot entry goes, and what the firmware
+        // had after it (network boot, on a server set up for provisioning) is first again.
+        // Firmware that keeps it only falls through to the next entry: a warning, not a failure.
+        if crate::inventory::boot_mode(&self.root) == ferric_proto::hardware::BootMode::Uefi {
+            let vars = self.root.path("/sys/firmware/efi/efivars");
+            match tokio::task::spawn_blocking(move || super::efi::remove_ours(&vars))
+                .await
+                .map_err(blocking_failed)?
+            {
+                Ok(gone) if gone.is_empty() => {}
+                Ok(gone) => tracing::info!(entries = ?gone, "Ferric's UEFI boot entry removed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Ferric's UEFI boot entry could not be removed")
+                }
+            }
+        }
+        Ok(true)
     }
 
     #[cfg(feature = "disks")]

@@ -379,6 +379,8 @@ async function nodePage(view, args, signal) {
     rate: el("div", { class: "chart-box" }),
     inspection: el("div", { id: "inspection" }),
     bmc: el("div", { id: "bmc" }),
+    network: el("div", { id: "network" }),
+    portForm: el("div", { id: "port-form" }),
     selRead: el("div", {}),
     sel: el("div", { id: "sel" }),
     plans: el("div", { id: "node-plans" }),
@@ -391,6 +393,7 @@ async function nodePage(view, args, signal) {
     card("State history", parts.history),
     parts.console,
     el("div", { class: "grid" }, card("Hardware (inspection)", parts.inspection), card("BMC", parts.bmc, parts.temp, parts.power, parts.selRead, parts.sel)),
+    card("Network of the deployed OS", parts.network, parts.portForm),
     card("Plans", parts.plans));
   let detail = null;
   let actionsShape = null;
@@ -398,6 +401,64 @@ async function nodePage(view, args, signal) {
   const reads = [];
   let images = [];
   try { images = await api("GET", "/v1/images"); } catch (_) { /* shown as none */ }
+
+  // The network a deploy's config drive gives the node's OS: read when the view opens and
+  // after each change, not on every refresh.
+  const netPath = `/v1/nodes/${encodeURIComponent(name)}/network`;
+  let network = null;
+  const showNetwork = () => {
+    if (!network) { fill(parts.network, el("p", { class: "muted" }, "Bare-metal nodes only.")); return; }
+    if (!network.ports.length) {
+      fill(parts.network, el("p", { class: "muted" }, "None set: its OS asks DHCP."));
+      return;
+    }
+    const carried = (x) => [...x.addresses, ...(x.vlans || []).map((v) => `vlan ${v.id}` + (v.addresses.length ? ` (${v.addresses.join(" ")})` : ""))].join(" ");
+    fill(parts.network,
+      table(["Port", "Carries", "MTU"], [
+        ...network.ports.map((p) => el("tr", { dataset: { mac: p.mac } }, el("td", {}, p.mac), el("td", {}, p.bond ? `in ${p.bond}` : carried(p)), el("td", { class: "num" }, p.mtu || ""))),
+        ...network.bonds.map((b) => el("tr", {}, el("td", {}, `${b.name} (${b.mode})`), el("td", {}, carried(b)), el("td", { class: "num" }, b.mtu || ""))),
+      ]),
+      el("dl", {},
+        el("dt", {}, "Routes"), el("dd", {}, network.routes.map((r) => `${r.to} via ${r.via}`).join(", ") || "—"),
+        el("dt", {}, "DNS"), el("dd", {}, [...network.dns.servers, ...network.dns.search.map((d) => `search ${d}`)].join(", ") || "—")));
+  };
+  const loadNetwork = async () => {
+    try { network = await api("GET", netPath); } catch (_) { network = null; }
+    showNetwork();
+  };
+  await loadNetwork();
+  // One port set at a time, read-modify-write of the whole document (the CLI's `ferric node
+  // port`): its addresses and VLAN replaced, the node's gateway and name server with it.
+  const portForm = (macs) => {
+    if (!may("member") || !network || parts.portForm.hasChildNodes()) return;
+    const mac = el("select", { id: "port-mac" }, macs.map((m) => el("option", { value: m }, m)));
+    const address = el("input", { id: "port-address", placeholder: "10.0.0.5/24" });
+    const vlan = el("input", { id: "port-vlan", placeholder: "100=10.1.0.5/24" });
+    const gateway = el("input", { id: "port-gateway", placeholder: "gateway" });
+    const dns = el("input", { id: "port-dns", placeholder: "name server" });
+    fill(parts.portForm, el("fieldset", {}, el("legend", {}, "Set a port"), mac, address, vlan, gateway, dns,
+      action("set", async () => {
+        const next = JSON.parse(JSON.stringify(network));
+        const m = mac.value.toLowerCase();
+        let p = next.ports.find((x) => x.mac.toLowerCase() === m);
+        if (!p) { p = { mac: m, addresses: [], vlans: [] }; next.ports.push(p); }
+        p.bond = null;
+        p.addresses = address.value.trim() ? address.value.trim().split(/\s+/) : [];
+        p.vlans = vlan.value.trim() ? vlan.value.trim().split(/\s+/).map((v) => {
+          const [id, cidr] = v.split("=");
+          return { id: Number(id), addresses: cidr ? [cidr] : [] };
+        }) : [];
+        const gw = gateway.value.trim();
+        if (gw) {
+          const v6 = gw.includes(":");
+          next.routes = next.routes.filter((r) => !(r.to === "default" && r.via.includes(":") === v6));
+          next.routes.push({ to: "default", via: gw });
+        }
+        if (dns.value.trim()) next.dns.servers = dns.value.trim().split(/\s+/);
+        network = await api("PUT", netPath, next);
+        showNetwork();
+      }, { data: { port: "set" }, done: "network set" })));
+  };
 
   const charts = () => {
     const cpu = samples.map((r) => [r.received_at_ms, r.sample.cpu_percent]);
@@ -512,6 +573,10 @@ async function nodePage(view, args, signal) {
       fill(parts.actions, el("p", { class: "muted" }, "This node is driven through plans (see the CLI's ferric plan apply); it has no BMC here."));
     }
     actionsShape = shape;
+    if (d.bmc) {
+      const macs = new Set([...(d.bmc.macs || []), ...(network ? network.ports.map((p) => p.mac) : []), ...((d.inspection && d.inspection.inventory && d.inspection.inventory.nics) || []).map((k) => k.mac).filter(Boolean)]);
+      portForm([...new Set([...macs].map((m) => m.toLowerCase()))]);
+    }
     // Inspection.
     const inv = d.inspection && d.inspection.inventory;
     if (inv) {
@@ -535,6 +600,7 @@ async function nodePage(view, args, signal) {
         el("dl", {},
           el("dt", {}, "Address"), el("dd", {}, b.address),
           el("dt", {}, "Through"), el("dd", {}, el("a", { href: "#/nodes/" + encodeURIComponent(b.via) }, b.via)),
+          el("dt", {}, "Boots"), el("dd", { id: "boot-mode" }, `${b.boot_mode} (${b.boot_mode_seen_at_ms ? "seen by inspection" : "as enrolled"})` + (b.boot_mode === "uefi" ? `, network boot by ${b.efi_loader}.efi` : "")),
           el("dt", {}, "Power"), el("dd", {}, `expected ${b.power_expected || "—"}, seen ${b.power_observed || "—"} `, when(b.observed_at_ms)),
           b.last_error ? [el("dt", {}, "Last error"), el("dd", { class: "error" }, b.last_error)] : null),
         el("h2", {}, "Sensors"),

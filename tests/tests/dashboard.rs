@@ -170,6 +170,59 @@ async fn the_dashboard_shows_the_fleet_live_deploys_from_the_page_and_hides_acti
         "the inspection and the BMC are shown: {page}"
     );
     b.shot("node-telemetry").await.unwrap();
+    assert!(
+        b.text("#boot-mode")
+            .await
+            .unwrap_or_default()
+            .starts_with("bios (seen by inspection)"),
+        "the boot mode is shown, as inspection saw it: {page}"
+    );
+
+    // The deployed OS's network, set from the page: one port's address, VLAN and gateway.
+    let address = format!("10.248.{}.30/24", rack.subnet);
+    let mac = rack.nodes[0].mac.to_lowercase();
+    b.wait_css("#port-mac", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .select_by_value(&mac)
+        .await
+        .unwrap();
+    for (id, value) in [
+        ("#port-address", address.clone()),
+        ("#port-vlan", format!("100=10.249.{}.30/24", rack.subnet)),
+        ("#port-gateway", format!("10.248.{}.1", rack.subnet)),
+    ] {
+        b.wait_css(id, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .send_keys(&value)
+            .await
+            .unwrap();
+    }
+    b.wait_css("button[data-port=set]", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_css(
+        &format!("#network tr[data-mac=\"{mac}\"]"),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let shown = b.text("#network").await.unwrap_or_default();
+    assert!(
+        shown.contains(&address) && shown.contains("vlan 100"),
+        "{shown}"
+    );
+    let net: serde_json::Value = ferric_tests::client(api)
+        .get(&format!("/v1/nodes/{node}/network"))
+        .await
+        .unwrap();
+    assert_eq!(net["ports"][0]["addresses"][0], address.as_str(), "{net}");
+    assert_eq!(net["ports"][0]["vlans"][0]["id"], 100, "{net}");
+    assert_eq!(net["routes"][0]["to"], "default", "{net}");
 
     // A deploy from the page: its progress shows, and it ends active.
     let pick = b

@@ -24,6 +24,10 @@ pub struct ProvisionRequest {
     /// For `deploy`: the image name (`rebuild` writes the last one again).
     #[serde(default)]
     pub image: Option<String>,
+    /// For `deploy`: an image fetched by the node's ramdisk from this URL instead of the
+    /// store (not with `image`).
+    #[serde(default)]
+    pub image_url: Option<ImageUrl>,
     /// For `deploy`: which disk is the root disk.
     #[serde(default)]
     pub root: Option<RootHint>,
@@ -35,6 +39,20 @@ pub struct ProvisionRequest {
     /// `config_drive`; with neither, the deploy writes none.
     #[serde(default)]
     pub instance: Option<InstanceConfig>,
+}
+
+/// An image at a URL, with the checksum it must have.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageUrl {
+    /// `http://` or `https://` (checked against the ramdisk's CA bundle, Debian's).
+    pub url: String,
+    /// `sha256:HEX`, required: the ramdisk checks it as the bytes arrive and fails the
+    /// deploy naming both digests when they differ.
+    pub checksum: String,
+    /// `raw` or `qcow2`; content that differs is refused. Absent: as the content says.
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 /// Most bytes of user data a config drive carries.

@@ -271,7 +271,10 @@ pub(super) async fn lifecycle_cmd(client: &Client, cmd: NodeCmd, json: bool) -> 
         } => match image {
             Some(image) => {
                 let d = super::provision::DeployArgs {
-                    image,
+                    image: Some(image),
+                    image_url: None,
+                    checksum: None,
+                    image_format: None,
                     config_drive: None,
                     ssh_key: vec![],
                     hostname: None,

@@ -6,7 +6,7 @@ use super::output::{human_bytes, print_json};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ferric_api::lifecycle::{
-    ConfigDrive, ConfigDriveFormat, InstanceConfig, LifecycleView, ProvisionRequest,
+    ConfigDrive, ConfigDriveFormat, ImageUrl, InstanceConfig, LifecycleView, ProvisionRequest,
 };
 use ferric_api::model::ProvisionState;
 use ferric_api::model::Verb;
@@ -30,10 +30,21 @@ pub struct WaitArgs {
 
 /// What a deploy writes.
 #[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["image", "image_url"]))]
 pub struct DeployArgs {
     /// Image name in the coordinator's store (`ferric image upload`).
     #[arg(long)]
-    pub image: String,
+    pub image: Option<String>,
+    /// An image the node's ramdisk fetches from this `http://` or `https://` URL instead
+    /// (https checked against Debian's CA bundle); needs --checksum.
+    #[arg(long, value_name = "URL", requires = "checksum")]
+    pub image_url: Option<String>,
+    /// The image's `sha256:HEX` (with --image-url): checked as the bytes arrive.
+    #[arg(long, value_name = "sha256:HEX", requires = "image_url")]
+    pub checksum: Option<String>,
+    /// The image's format at --image-url, `raw` or `qcow2` (default: as its content says).
+    #[arg(long, value_parser = ["raw", "qcow2"], requires = "image_url")]
+    pub image_format: Option<String>,
     /// Config drive from this directory, as it is (`openstack/…` makes it `config-2`,
     /// anything else NoCloud `cidata`).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["ssh_key", "hostname", "no_config_drive"])]
@@ -204,9 +215,15 @@ async fn send(
             root: None,
             config_drive: None,
             instance: None,
+            image_url: None,
         };
         if let Some(d) = deploy {
-            req.image = Some(d.image.clone());
+            req.image = d.image.clone();
+            req.image_url = d.image_url.as_ref().map(|url| ImageUrl {
+                url: url.clone(),
+                checksum: d.checksum.clone().unwrap_or_default(),
+                format: d.image_format.clone(),
+            });
             req.root = root_hint(&d.root_device)?;
             match (&d.config_drive, d.no_config_drive) {
                 (Some(dir), _) => req.config_drive = Some(drive_dir(dir)?),

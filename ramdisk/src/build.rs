@@ -399,6 +399,9 @@ pub struct Built {
     pub missing: Vec<String>,
 }
 
+/// The CA bundle the ramdisk carries, at the same path as on the build host.
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// Builds the ramdisk.
 pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
@@ -424,6 +427,20 @@ pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
         let name = lib.to_string_lossy().trim_start_matches('/').to_owned();
         ir.file(&name, 0o755, std::fs::read(&lib).map_err(io(&lib))?);
     }
+    // The CA bundle an `https://` image URL is checked against (Debian's ca-certificates, where
+    // the TLS library looks for it).
+    let bundle = std::path::Path::new(CA_BUNDLE);
+    let certs = std::fs::read(bundle).map_err(|e| BuildError::Io {
+        path: bundle.to_owned(),
+        source: std::io::Error::new(
+            e.kind(),
+            format!("{e} (Debian package ca-certificates: images fetched over https need it)"),
+        ),
+    })?;
+    for d in ["etc/ssl", "etc/ssl/certs"] {
+        ir.dir(d);
+    }
+    ir.file(CA_BUNDLE.trim_start_matches('/'), 0o644, certs);
     let dep = modules_dep(&opts.kernel)?;
     let (order, missing) = resolve_modules(&dep, MODULES);
     let refs: Vec<&str> = order.iter().map(String::as_str).collect();

@@ -147,9 +147,126 @@ async fn three_lab_nodes_are_inspected_cleaned_deployed_and_taken_back() {
     }
 
     failures(api, rack, &c, &coord, &names).await;
+    from_a_url(api, rack, &image, tmp.path()).await;
 
     agent.stop().await.unwrap();
     coord.shutdown().await;
+}
+
+/// An image the ramdisk fetches from a URL (an HTTP server on the provisioning network, not
+/// the store): with a checksum it does not have, the deploy fails naming both digests; with
+/// its own, the node boots it.
+async fn from_a_url(api: std::net::SocketAddr, rack: &Rack, image: &Path, tmp: &Path) {
+    let n = &rack.nodes[0];
+    let dir = tmp.join("www");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(image, dir.join("os.qcow2")).unwrap();
+    let host = format!("10.248.{}.1", rack.subnet);
+    let port = std::net::TcpListener::bind((host.as_str(), 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            &host,
+            "--directory",
+        ])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://{host}:{port}/os.qcow2");
+    ferric_tests::wait_for(
+        Duration::from_secs(10),
+        "the image's HTTP server",
+        || async {
+            Ok(tokio::net::TcpStream::connect((host.as_str(), port))
+                .await
+                .ok())
+        },
+    )
+    .await
+    .unwrap();
+    let sha = {
+        let o = std::process::Command::new("sha256sum")
+            .arg(image)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let wrong = "0".repeat(64);
+    let deploy = |checksum: String| {
+        let url = url.clone();
+        async move {
+            cli_ok(
+                api,
+                &[
+                    "node",
+                    "deploy",
+                    &n.name,
+                    "--image-url",
+                    &url,
+                    "--checksum",
+                    &checksum,
+                ],
+            )
+            .await
+        }
+    };
+    deploy(format!("sha256:{wrong}")).await;
+    let wait = [
+        "node",
+        "wait",
+        &n.name,
+        "--state",
+        "active",
+        "--timeout",
+        "6m",
+    ];
+    let (ok, out, err) = cli(api, &wait, &[]).await;
+    assert!(
+        !ok,
+        "deployed with a checksum the image does not have:\n{out}"
+    );
+    assert!(
+        err.contains("deploy-failed") && err.contains(&wrong) && err.contains(&sha),
+        "both digests are named: {err}"
+    );
+    cli_ok(api, &["node", "manage", &n.name]).await;
+    cli_ok(api, &["node", "provide", &n.name]).await;
+    wait_state(api, rack, &[n.name.as_str()], "available").await;
+    let booted = console(rack, n)
+        .matches(&format!("FERRIC-OS-HOSTNAME {}", n.name))
+        .count();
+    deploy(format!("sha256:{sha}")).await;
+    wait_state(api, rack, &[n.name.as_str()], "active").await;
+    ferric_tests::wait_for(
+        Duration::from_secs(120),
+        "the image from the URL booted",
+        || async {
+            let t = console(rack, n);
+            Ok(
+                (t.matches(&format!("FERRIC-OS-HOSTNAME {}", n.name)).count() > booted)
+                    .then_some(()),
+            )
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", console(rack, n)));
+    let shown = cli_ok(api, &["node", "show", &n.name]).await;
+    assert!(shown.contains(&url), "{shown}");
+    let _ = server.kill();
+    let _ = server.wait();
 }
 
 /// A corrupted image and a node that never calls back.

@@ -27,6 +27,8 @@ const PACKAGES: &[&str] = &[
     // iPXE for network boot over TFTP (undionly.kpxe, ipxe.efi), and dnsmasq for the
     // proxy-DHCP test (an address-only DHCP server beside Ferric's).
     "ipxe",
+    // The ramdisk's CA bundle, for images fetched from https:// URLs.
+    "ca-certificates",
     "dnsmasq-base",
     // UEFI firmware for the lab's nodes (OVMF_CODE_4M.fd, the OVMF_VARS_4M.fd template).
     "ovmf",

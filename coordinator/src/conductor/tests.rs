@@ -94,6 +94,7 @@ impl World {
                 root: None,
                 config_drive: None,
                 instance: None,
+                image_url: None,
             },
         )
         .await

@@ -36,12 +36,15 @@ pub struct Spec {
 /// A deploy's image and config drive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploySpec {
-    /// Image name in the store.
+    /// Image name in the store, or its URL.
     pub image: String,
     /// Its sha256 (the store's address; the ramdisk checks it in flight).
     pub sha256: String,
-    /// Its format.
+    /// Its format (empty: as its content says, for an image from a URL).
     pub format: String,
+    /// Where the ramdisk fetches it from when not the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// Which disk is the root disk.
     #[serde(default)]
     pub root: RootHint,
@@ -145,21 +148,46 @@ pub async fn provision(env: &Env<'_>, node: &str, req: ProvisionRequest) -> Resu
                      deploy network-boots the node into the ramdisk and serves it the image",
                 ));
             }
-            let name = match (&req.image, &spec.deploy) {
-                (Some(i), _) => i.clone(),
-                (None, Some(d)) if req.verb == Verb::Rebuild => d.image.clone(),
-                _ => return Err(invalid("a deploy needs an image (`--image NAME`)")),
+            // The image: from a URL, by name from the store, or (rebuild) the last one.
+            let source = match (&req.image, &req.image_url, &spec.deploy) {
+                (Some(_), Some(_), _) => {
+                    return Err(invalid(
+                        "a deploy names an image in the store (`image`) or at a URL \
+                         (`image_url`), not both",
+                    ));
+                }
+                (_, Some(u), _) => Source::Url(image_url(u)?),
+                (Some(i), None, _) => Source::Store(i.clone()),
+                (None, None, Some(d)) if req.verb == Verb::Rebuild => match &d.url {
+                    Some(_) => Source::Again(d.clone()),
+                    None => Source::Store(d.image.clone()),
+                },
+                _ => {
+                    return Err(invalid(
+                        "a deploy needs an image (`--image NAME`, or `--image-url URL \
+                         --checksum sha256:HEX`)",
+                    ));
+                }
             };
-            // Only an image of the node's own project: another's answers as unknown.
-            let project = env.store.node_project(node).await?.unwrap_or_default();
-            let img = env
-                .store
-                .image(&name)
-                .await?
-                .filter(|i| i.project == project)
-                .ok_or_else(|| {
-                    ConductorError::UnknownImage(format!("image `{name}` is not in the store"))
-                })?;
+            let (name, sha256, format, url) = match source {
+                Source::Url(u) => (u.url.clone(), u.sha256, u.format, Some(u.url)),
+                Source::Again(d) => (d.image, d.sha256, d.format, d.url),
+                Source::Store(name) => {
+                    // Only an image of the node's own project: another's answers as unknown.
+                    let project = env.store.node_project(node).await?.unwrap_or_default();
+                    let img = env
+                        .store
+                        .image(&name)
+                        .await?
+                        .filter(|i| i.project == project)
+                        .ok_or_else(|| {
+                            ConductorError::UnknownImage(format!(
+                                "image `{name}` is not in the store"
+                            ))
+                        })?;
+                    (name, img.sha256, img.format, None)
+                }
+            };
             let drive = match (&req.config_drive, &req.instance) {
                 (Some(_), Some(_)) => {
                     return Err(invalid(
@@ -185,8 +213,9 @@ pub async fn provision(env: &Env<'_>, node: &str, req: ProvisionRequest) -> Resu
             let keep = req.verb == Verb::Rebuild && req.image.is_none();
             spec.deploy = Some(DeploySpec {
                 image: name,
-                sha256: img.sha256,
-                format: img.format,
+                sha256,
+                format,
+                url,
                 root: req
                     .root
                     .clone()
@@ -219,6 +248,62 @@ pub async fn provision(env: &Env<'_>, node: &str, req: ProvisionRequest) -> Resu
     let moved = apply(env, &cur, next, spec, &format!("verb {}", req.verb)).await?;
     tracing::info!(%node, verb = %req.verb, state = %moved.state, step = ?moved.step, "provision verb");
     view(env, moved).await
+}
+
+/// Where a deploy's image comes from.
+enum Source {
+    /// The store, by name.
+    Store(String),
+    /// A URL.
+    Url(CheckedUrl),
+    /// The last deploy's URL again (a rebuild).
+    Again(DeploySpec),
+}
+
+/// An image URL that passed [`image_url`].
+struct CheckedUrl {
+    url: String,
+    sha256: String,
+    format: String,
+}
+
+/// Checks an image URL, its checksum and its format, naming what is wrong.
+fn image_url(u: &ferric_api::lifecycle::ImageUrl) -> Result<CheckedUrl> {
+    let url = u.url.trim();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| {
+            invalid(format!(
+                "image URL `{url}`: only http:// and https:// are fetched"
+            ))
+        })?;
+    if rest.is_empty()
+        || rest.starts_with('/')
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid(format!("image URL `{url}` names no host")));
+    }
+    let hex = u
+        .checksum
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| {
+            invalid(format!(
+                "checksum `{}`: an image from a URL needs `sha256:` and 64 hex digits",
+                u.checksum
+            ))
+        })?;
+    let format = match u.format.as_deref() {
+        None | Some("") => String::new(),
+        Some(f @ ("raw" | "qcow2")) => f.to_owned(),
+        Some(f) => return Err(invalid(format!("image format `{f}`: raw or qcow2"))),
+    };
+    Ok(CheckedUrl {
+        url: url.to_owned(),
+        sha256: hex.to_ascii_lowercase(),
+        format,
+    })
 }
 
 fn ramdisk_here(env: &Env<'_>, node: &str) -> bool {
@@ -422,9 +507,11 @@ async fn push(env: &Env<'_>, node: &str, work: Work, spec: &Spec) -> Result<u64>
             let mut steps = vec![(
                 Step::WriteImage {
                     image: VolumeImage {
-                        url: format!("{}/images/sha256/{}", site.http_base, d.sha256),
+                        url: d.url.clone().unwrap_or_else(|| {
+                            format!("{}/images/sha256/{}", site.http_base, d.sha256)
+                        }),
                         checksum: format!("sha256:{}", d.sha256),
-                        format: Some(d.format.clone()),
+                        format: (!d.format.is_empty()).then(|| d.format.clone()),
                     },
                     root: d.root.clone(),
                 },

@@ -190,3 +190,44 @@ fn a_clock_that_went_back_still_moves_forward() {
     assert_eq!(to.error_at_ms, Some(entered + 1));
     assert_eq!(to.state, S::Enroll);
 }
+
+#[test]
+fn an_image_url_needs_http_a_host_a_sha256_and_a_known_format_and_each_refusal_says_which() {
+    let u = |url: &str, checksum: &str, format: Option<&str>| ferric_api::lifecycle::ImageUrl {
+        url: url.into(),
+        checksum: checksum.into(),
+        format: format.map(str::to_owned),
+    };
+    let sha = format!("sha256:{}", "AB".repeat(32));
+    let ok = image_url(&u("https://images.example/debian-12.qcow2", &sha, None)).unwrap();
+    assert_eq!(
+        ok.sha256,
+        "ab".repeat(32),
+        "the digest is kept in lower case"
+    );
+    assert_eq!(ok.format, "", "no format: as the content says");
+    assert_eq!(
+        image_url(&u("http://10.0.0.1:8080/os.raw", &sha, Some("raw")))
+            .unwrap()
+            .format,
+        "raw"
+    );
+    for (bad, says) in [
+        (u("ftp://h/i", &sha, None), "only http:// and https://"),
+        (u("/srv/i.qcow2", &sha, None), "only http:// and https://"),
+        (u("https:///i", &sha, None), "names no host"),
+        (u("https://h/a b", &sha, None), "names no host"),
+        (
+            u("https://h/i", "md5:0123", None),
+            "needs `sha256:` and 64 hex digits",
+        ),
+        (
+            u("https://h/i", "sha256:abc", None),
+            "needs `sha256:` and 64 hex digits",
+        ),
+        (u("https://h/i", &sha, Some("vmdk")), "raw or qcow2"),
+    ] {
+        let e = image_url(&bad).err().unwrap().to_string();
+        assert!(e.contains(says), "{bad:?}: {e}");
+    }
+}

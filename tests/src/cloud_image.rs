@@ -208,6 +208,28 @@ pub fn build() -> Result<PathBuf> {
     Ok(out)
 }
 
+/// `ssh` to the image's user at `address` with the private key `key`, running `command`:
+/// no password asked, the host's key neither checked nor kept (each deploy makes new ones),
+/// giving up on a connection after 3 s.
+pub fn ssh(key: &Path, address: &str, command: &str) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new("ssh");
+    c.arg("-i").arg(key).args([
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "ConnectTimeout=3",
+        "-o",
+        "LogLevel=ERROR",
+        &format!("{USER}@{address}"),
+        command,
+    ]);
+    c
+}
+
 /// Runs a stage of the recipe; its output when it succeeds, its end and what it said when not.
 fn script(what: &str, text: &str, args: &[&str]) -> Result<String> {
     let o = Command::new("bash")

@@ -32,23 +32,7 @@ async fn ssh(address: &str, key: &Path, command: &str, rack: &Rack) -> String {
         Duration::from_secs(300),
         &format!("SSH to {address}"),
         || async {
-            let o = tokio::process::Command::new("ssh")
-                .args([
-                    "-i",
-                    key.to_str().unwrap(),
-                    "-o",
-                    "BatchMode=yes",
-                    "-o",
-                    "StrictHostKeyChecking=no",
-                    "-o",
-                    "UserKnownHostsFile=/dev/null",
-                    "-o",
-                    "ConnectTimeout=5",
-                    "-o",
-                    "LogLevel=ERROR",
-                    &format!("{}@{address}", ferric_tests::cloud_image::USER),
-                    command,
-                ])
+            let o = ferric_tests::cloud_image::ssh(key, address, command)
                 .output()
                 .await?;
             Ok(o.status

@@ -633,10 +633,20 @@ fn demo_rack_and_ramdisk(
         Command::new(ferric_bin)
             .env("FERRIC_LAB_ROOT", lab_root)
             .args([
-                "lab", "--name", "demo", "up", "--nodes", "2", "--memory", "512M",
+                "lab", "--name", "demo", "up", "--nodes", "2", "--memory", "1G",
             ])
-            // The demo's image (a small MBR disk booting with SYSLINUX) needs BIOS.
-            .args(["--disk", "1G", "--firmware", "bios"]),
+            // A server of today (UEFI, NVMe of 4 KiB sectors) beside one of yesterday (BIOS,
+            // a 512-byte virtio disk).
+            .args([
+                "--disk",
+                "4G",
+                "--firmware",
+                "uefi,bios",
+                "--disk-bus",
+                "nvme,virtio",
+                "--sector-size",
+                "4096,512",
+            ]),
     );
     if let Err(e) = up {
         down();
@@ -752,8 +762,8 @@ fn demo_lab(
 }
 
 /// The bare-metal lifecycle on the demo rack: manage, inspect (one network boot into the
-/// ramdisk), provide (cleaned by the resident ramdisk), deploy a small OS to both nodes at
-/// once (each boots it from its own disk), and show where they are.
+/// ramdisk), provide (cleaned by the resident ramdisk), give each node a static address, deploy
+/// a real cloud image (Debian 12) to both at once with an SSH key, and log in to each.
 fn demo_deploy(ferric_bin: &Path, api: &str, lab_root: &Path) -> Result<()> {
     let nodes = ["demo-n0", "demo-n1"];
     let run = |args: &[&str]| -> Result<()> {
@@ -774,11 +784,11 @@ fn demo_deploy(ferric_bin: &Path, api: &str, lab_root: &Path) -> Result<()> {
         run(&args)
     };
     step(
-        "a small OS image for the nodes (SYSLINUX, Debian's kernel, a busybox init), into the image store",
+        "a cloud image for the nodes: Debian 12 with cloud-init and OpenSSH, GPT for UEFI and BIOS (built from the Debian archive once, then cached), into the image store",
     );
     let testbed = root().join("target/debug/ferric-testbed");
-    let image = output(Command::new(&testbed).args(["os-image", "ferric-demo-os"]))?;
-    run(&["image", "upload", image.trim(), "--name", "demo-os"])?;
+    let image = output(Command::new(&testbed).arg("cloud-image"))?;
+    run(&["image", "upload", image.trim(), "--name", "debian-12"])?;
     step(
         "the lifecycle: manage → inspect (network boot into the ramdisk) → provide (clean) → deploy",
     );
@@ -797,26 +807,96 @@ fn demo_deploy(ferric_bin: &Path, api: &str, lab_root: &Path) -> Result<()> {
         &["node", "wait"],
         &["--state", "available", "--timeout", "5m"],
     )?;
-    run_all(&["node", "deploy"], &["--image", "demo-os"])?;
-    run_all(&["node", "wait"], &["--state", "active", "--timeout", "5m"])?;
-    // Each node boots the image from its own disk and reads its host name from the config
-    // drive the ramdisk wrote.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for n in nodes {
-        let console = lab_root.join("demo").join(n).join("console.log");
+    // Each node's address on the rack's provisioning network, which this host reaches.
+    let rack: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lab_root.join("demo/rack.json"))?)?;
+    let subnet = rack["subnet"].as_u64().context("rack.json has no subnet")?;
+    let gateway = format!("10.248.{subnet}.1");
+    let mut addresses = vec![];
+    for (i, n) in nodes.iter().enumerate() {
+        let mac = rack["nodes"][i]["mac"]
+            .as_str()
+            .context("rack.json has no MAC")?;
+        let address = format!("10.248.{subnet}.{}", 20 + i);
+        let cidr = format!("{address}/24");
+        run(&[
+            "node",
+            "port",
+            n,
+            mac,
+            "--address",
+            &cidr,
+            "--gateway",
+            &gateway,
+            "--dns",
+            &gateway,
+        ])?;
+        addresses.push(address);
+    }
+    let key = root().join(".ferric/demo/deploy_key");
+    let _ = std::fs::remove_file(&key);
+    let _ = std::fs::remove_file(key.with_extension("pub"));
+    output(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "ferric-demo", "-f"])
+            .arg(&key),
+    )?;
+    let public = key.with_extension("pub");
+    let deployed = Instant::now();
+    run_all(
+        &["node", "deploy"],
+        &[
+            "--image",
+            "debian-12",
+            "--ssh-key",
+            public.to_str().unwrap_or_default(),
+        ],
+    )?;
+    run_all(
+        &["node", "wait"],
+        &["--state", "active", "--timeout", "10m"],
+    )?;
+    // Each node boots Debian from its own disk; cloud-init gives it its name, address and
+    // key from the config drive the ramdisk wrote.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    for address in &addresses {
+        let login = format!("debian@{address}");
+        let cmd = "hostname; ip -br -4 addr show scope global; findmnt -no SOURCE,SIZE /; [ -d /sys/firmware/efi ] && echo booted by UEFI || echo booted by BIOS";
         loop {
-            let text = std::fs::read_to_string(&console).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.starts_with("FERRIC-OS-HOSTNAME")) {
-                println!("{n}'s console ({}): {line}", console.display());
+            let out = Command::new("ssh")
+                .arg("-i")
+                .arg(&key)
+                .args([
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "-o",
+                    "ConnectTimeout=3",
+                    "-o",
+                    "LogLevel=ERROR",
+                    &login,
+                    cmd,
+                ])
+                .output()?;
+            if out.status.success() {
+                println!(
+                    "$ ssh -i {} {login} '…'   ({:.0} s after deploy)\n{}",
+                    key.display(),
+                    deployed.elapsed().as_secs_f64(),
+                    String::from_utf8_lossy(&out.stdout)
+                );
                 break;
             }
             if Instant::now() > deadline {
                 bail!(
-                    "{n} did not boot its deployed image; see {}",
-                    console.display()
+                    "{login} did not answer SSH; see the consoles in {}",
+                    lab_root.join("demo").display()
                 );
             }
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(Duration::from_secs(2));
         }
     }
     run(&["node", "show", "demo-n0"])?;
@@ -828,12 +908,12 @@ fn demo_deploy(ferric_bin: &Path, api: &str, lab_root: &Path) -> Result<()> {
             api,
             &["node", "console", "demo-n0", "-n", "1000"],
         )?;
-        if let Some(line) = tail.lines().find(|l| l.starts_with("FERRIC-OS-HOSTNAME")) {
+        if let Some(line) = tail.lines().find(|l| l.contains("demo-n0 login:")) {
             println!("$ ferric node console demo-n0   (through agent rack1-mgmt)\n… {line}");
             break;
         }
         if Instant::now() > deadline {
-            bail!("ferric node console demo-n0 does not show the deployed OS's line: {tail}");
+            bail!("ferric node console demo-n0 does not show the deployed OS's login prompt");
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -972,7 +1052,18 @@ fn demo(keep: bool) -> Result<()> {
             .context("cannot start the coordinator")?,
     );
     let deadline = Instant::now() + Duration::from_secs(20);
-    while ferric(&ferric_bin, &api, &["node", "list"]).is_err() {
+    // Asked quietly until it answers: its admin.conf appears only once it has started.
+    let answers = || {
+        Command::new(&ferric_bin)
+            .env("FERRIC_API", &api)
+            .env("FERRIC_CONFIG", demo_conf())
+            .args(["node", "list"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    while !answers() {
         if Instant::now() > deadline {
             bail!(
                 "the coordinator did not come up; see {}",

@@ -4,7 +4,9 @@
 //! * `ferric-testbed guest-image` — build (once) the small test guest and print
 //!   `kernel=PATH` and `initrd=PATH`;
 //! * `ferric-testbed os-image MARKER` — build (once) the small OS disk image the deploy tests
-//!   and the demo write to bare-metal nodes, and print its path.
+//!   write to bare-metal nodes, and print its path;
+//! * `ferric-testbed cloud-image` — build (once) the Debian 12 cloud image the cloud deploy
+//!   test and the demo deploy, and print its path.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -28,6 +30,9 @@ enum Cmd {
         /// What the OS prints on its console.
         marker: String,
     },
+    /// Build the Debian 12 cloud image (qcow2) the cloud deploy test and the demo deploy, and
+    /// print its path.
+    CloudImage,
 }
 
 fn main() -> Result<()> {
@@ -41,6 +46,10 @@ fn main() -> Result<()> {
         }
         Cmd::OsImage { marker } => {
             println!("{}", ferric_tests::os_image::build(&marker)?.display());
+            Ok(())
+        }
+        Cmd::CloudImage => {
+            println!("{}", ferric_tests::cloud_image::build()?.display());
             Ok(())
         }
     }

@@ -123,7 +123,13 @@ async fn fleet(
     }
     let up = ferric_tests::cli_ok(
         coord.api,
-        &["image", "upload", image.to_str().unwrap_or_default(), "--name", name],
+        &[
+            "image",
+            "upload",
+            image.to_str().unwrap_or_default(),
+            "--name",
+            name,
+        ],
     )
     .await;
     if !up.contains("qcow2") {

@@ -518,8 +518,12 @@ mod tests {
     }
 
     fn with_mbr(p: &Path, parts: &[(u32, u32)]) {
+        with_mbr_of(p, 512, parts)
+    }
+
+    fn with_mbr_of(p: &Path, sector: u32, parts: &[(u32, u32)]) {
         let mut f = OpenOptions::new().read(true).write(true).open(p).unwrap();
-        let mut mbr = mbrman::MBR::new_from(&mut f, 512, [1, 2, 3, 4]).unwrap();
+        let mut mbr = mbrman::MBR::new_from(&mut f, sector, [1, 2, 3, 4]).unwrap();
         for (i, &(start, sectors)) in parts.iter().enumerate() {
             mbr[i + 1] = mbrman::MBRPartitionEntry {
                 boot: mbrman::BOOT_ACTIVE,
@@ -535,8 +539,16 @@ mod tests {
 
     #[test]
     fn a_config_drive_is_a_labelled_fat_partition_after_the_image() {
+        for sector in [512u32, 4096] {
+            drive_after_an_mbr_image(sector);
+        }
+    }
+
+    /// On an MBR disk of `sector`-byte sectors holding a 100 MiB partition from 1 MiB.
+    fn drive_after_an_mbr_image(sector: u32) {
         let (_d, p) = file_disk(256 << 20);
-        with_mbr(&p, &[(2048, 100 << 11)]);
+        let per_mib = (1 << 20) / sector;
+        with_mbr_of(&p, sector, &[(per_mib, 100 * per_mib)]);
         let files = vec![
             ConfigFile {
                 path: "meta-data".into(),
@@ -547,18 +559,23 @@ mod tests {
                 content: "{\"hostname\": \"web-1\"}".into(),
             },
         ];
-        let placed = write_config_drive(&p, "cidata", &files, 512).unwrap();
+        let placed = write_config_drive(&p, "cidata", &files, u64::from(sector)).unwrap();
         let (slot, start) = (placed.number, placed.start);
         assert_eq!(slot, 2);
-        assert!(start >= (2048 + (100 << 11)) * 512);
+        assert!(start >= 101 << 20, "{sector}: after the image's partition");
         assert_eq!((start + CONFIG_DRIVE_BYTES) % (1 << 20), 0);
         let mut f = File::open(&p).unwrap();
-        let mbr = mbrman::MBR::read_from(&mut f, 512).unwrap();
+        let mbr = mbrman::MBR::read_from(&mut f, sector).unwrap();
         assert_eq!(
-            mbr[1].starting_lba, 2048,
+            mbr[1].starting_lba, per_mib,
             "the image's partition is untouched"
         );
         assert!([FAT16_LBA, FAT32_LBA].contains(&mbr[2].sys));
+        assert_eq!(
+            u64::from(mbr[2].starting_lba) * u64::from(sector),
+            start,
+            "{sector}: the table counts the disk's own sectors"
+        );
         let mut rw = OpenOptions::new().read(true).write(true).open(&p).unwrap();
         let region = Region {
             file: &mut rw,

@@ -212,7 +212,24 @@ pub fn build() -> Result<PathBuf> {
 /// no password asked, the host's key neither checked nor kept (each deploy makes new ones),
 /// giving up on a connection after 3 s.
 pub fn ssh(key: &Path, address: &str, command: &str) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new("ssh");
+    ssh_from(None, key, address, command)
+}
+
+/// [`ssh`] from inside the network namespace `netns` when given (`ip netns exec`).
+pub fn ssh_from(
+    netns: Option<&str>,
+    key: &Path,
+    address: &str,
+    command: &str,
+) -> tokio::process::Command {
+    let mut c = match netns {
+        Some(ns) => {
+            let mut c = tokio::process::Command::new("ip");
+            c.args(["netns", "exec", ns, "ssh"]);
+            c
+        }
+        None => tokio::process::Command::new("ssh"),
+    };
     c.arg("-i").arg(key).args([
         "-o",
         "BatchMode=yes",

@@ -26,13 +26,14 @@ async fn wait_state(api: std::net::SocketAddr, rack: &Rack, names: &[&str], stat
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// Runs `command` on `address` as the image's user with `key`; its output once it answers.
+/// Runs `command` on `address` as the image's user with `key`, from inside the rack's network
+/// namespace (on its provisioning bridge); its output once it answers.
 async fn ssh(address: &str, key: &Path, command: &str, rack: &Rack) -> String {
     ferric_tests::wait_for(
         Duration::from_secs(300),
         &format!("SSH to {address}"),
         || async {
-            let o = ferric_tests::cloud_image::ssh(key, address, command)
+            let o = ferric_tests::cloud_image::ssh_from(Some(&rack.netns), key, address, command)
                 .output()
                 .await?;
             Ok(o.status
@@ -81,6 +82,20 @@ async fn debian_deploys_to_a_uefi_nvme_4k_node_and_a_bios_node_with_network_and_
     // no 802.1Q to end them itself).
     let net = |host: u8| format!("10.248.{}.{host}", rack.subnet);
     let vlan_net = |host: u8| format!("10.249.{}.{host}", rack.subnet);
+    // The test logs in from inside the rack's namespace, with an address on its bridge.
+    let o = std::process::Command::new("ip")
+        .args([
+            "-n",
+            &rack.netns,
+            "addr",
+            "add",
+            &format!("{}/24", net(2)),
+            "dev",
+            "prov0",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let mut cfg = ferric_tests::coordinator_config(&tmp.path().join("coord"));
     cfg.listen = "0.0.0.0:0".parse().unwrap();

@@ -566,7 +566,8 @@ async function nodePage(view, args, signal) {
           action("set", () => post("bootdev", { device: dev.value, persistent: persistent.checked, uefi: uefi.checked }), { data: { bootdev: "set" } })),
         lc ? el("fieldset", {}, el("legend", {}, "Lifecycle"),
           ["manage", "inspect", "provide"].map((v) => verb(v)),
-          image, verb("deploy", () => ({ image: image.value })),
+          // The coordinator writes the config drive: the node's name and its network.
+          image, verb("deploy", () => ({ image: image.value, instance: {} })),
           verb("undeploy"), verb("abort")) : null);
       restore();
     } else if (may("member")) {

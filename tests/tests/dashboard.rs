@@ -291,17 +291,19 @@ async fn the_dashboard_shows_the_fleet_live_deploys_from_the_page_and_hides_acti
     assert!(page.contains("available → deploying"), "{page}");
     b.shot("node-active").await.unwrap();
     b.shot_of("node-active-history", "#history").await.unwrap();
-    // The console tail: the deployed OS's own line comes through agent and coordinator.
+    // The console tail: the deployed OS's own line comes through agent and coordinator, and
+    // the host name it read from the config drive the page's deploy had written.
     let want = format!("FERRIC-OS {MARKER}");
+    let named = format!("FERRIC-OS-HOSTNAME {node}");
     let started = Instant::now();
     loop {
         let shown = b.text("#console").await.unwrap_or_default();
-        if shown.contains(&want) {
+        if shown.contains(&want) && shown.contains(&named) {
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(120),
-            "the console tail never showed `{want}`: {shown}\n{}",
+            "the console tail never showed `{want}` and `{named}`: {shown}\n{}",
             ferric_tests::rack::console_tails(rack)
         );
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -1,7 +1,8 @@
 //! Tier 4: a real cloud image (Debian 12 with cloud-init, built from the archive) deployed
 //! to the servers of today and of yesterday on one lab rack: a UEFI node with an NVMe disk of
 //! 4096-byte sectors and a BIOS node with a virtio disk of 512-byte sectors. Each gets a
-//! static network from `ferric node port` (untagged, and on a VLAN between the two), boots its OS
+//! static network from `ferric node port` (untagged, and on a VLAN between the two) in a
+//! config drive of each layout (config-2 on one, NoCloud on the other), boots its OS
 //! from its own disk to a login prompt, and is reached over SSH with the deploy's key: its
 //! host name, its addresses and a root file system grown to the disk are the ones asked
 //! for. The UEFI node is then taken back and deployed again, and its firmware holds as many
@@ -190,10 +191,31 @@ async fn debian_deploys_to_a_uefi_nvme_4k_node_and_a_bios_node_with_network_and_
     let public = keys.with_extension("pub");
     let public = public.to_str().unwrap();
 
-    let mut all = vec!["node", "deploy"];
-    all.extend(names);
-    all.extend(["--image", "debian-12", "--ssh-key", public]);
-    cli_ok(api, &all).await;
+    // Each layout read by cloud-init itself: the UEFI node's drive is OpenStack's config-2
+    // (network_data.json), the BIOS node's NoCloud (network-config v2).
+    let deploy = |node: &str, layout: &str| {
+        let node = node.to_owned();
+        let layout = layout.to_owned();
+        async move {
+            cli_ok(
+                api,
+                &[
+                    "node",
+                    "deploy",
+                    &node,
+                    "--image",
+                    "debian-12",
+                    "--ssh-key",
+                    public,
+                    "--config-drive-format",
+                    &layout,
+                ],
+            )
+            .await
+        }
+    };
+    deploy(&uefi.name, "config-2").await;
+    deploy(&bios.name, "nocloud").await;
     wait_state(api, rack, &names, "active").await;
 
     let uefi_addr = net(20);
@@ -246,27 +268,34 @@ async fn debian_deploys_to_a_uefi_nvme_4k_node_and_a_bios_node_with_network_and_
         resolv.contains(&gw) && resolv.contains("lab.example"),
         "{resolv}"
     );
-    for n in &rack.nodes {
-        let console = ferric_tests::rack::console(rack, n);
+    for (n, datasource) in rack
+        .nodes
+        .iter()
+        .zip(["DataSourceConfigDrive", "DataSourceNoCloud"])
+    {
+        // cloud-init's last stage names the datasource it read; it ends after sshd is up.
+        let console = ferric_tests::wait_for(
+            Duration::from_secs(180),
+            &format!("{} finishing cloud-init", n.name),
+            || async {
+                let c = ferric_tests::rack::console(rack, n);
+                Ok(c.contains("Datasource DataSource").then_some(c))
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", ferric_tests::rack::console(rack, n)));
         assert!(console.contains(&format!("{} login:", n.name)), "{console}");
+        assert!(
+            console.contains(&format!("Datasource {datasource}")),
+            "{}: cloud-init read the drive's layout: {console}",
+            n.name
+        );
     }
 
     // Taken back and deployed again, the UEFI node's firmware holds no more boot entries.
     cli_ok(api, &["node", "undeploy", &uefi.name]).await;
     wait_state(api, rack, &names[..1], "available").await;
-    cli_ok(
-        api,
-        &[
-            "node",
-            "deploy",
-            &uefi.name,
-            "--image",
-            "debian-12",
-            "--ssh-key",
-            public,
-        ],
-    )
-    .await;
+    deploy(&uefi.name, "config-2").await;
     wait_state(api, rack, &names[..1], "active").await;
     let again = ssh(&uefi_addr, &keys, ABOUT, rack).await;
     assert_eq!(field(&again, "BOOT-ENTRIES"), entries, "{again}");

@@ -310,8 +310,33 @@ fn setup() -> Result<()> {
     )
 }
 
+/// Space a clean run of `test` takes on this kind of machine, measured: about 7 GiB of build
+/// output, 2 GiB for the fuzz builds, 1 GiB of images and rack disks, and room for mmdebstrap.
+const TEST_DISK_GIB: u64 = 14;
+
+/// Free space, in GiB, on the file system holding `path` (from `df`, which every Debian has).
+fn free_gib(path: &Path) -> Result<u64> {
+    let out = output(Command::new("df").args(["-BG", "--output=avail"]).arg(path))?;
+    out.lines()
+        .nth(1)
+        .and_then(|l| l.trim().trim_end_matches('G').parse().ok())
+        .with_context(|| format!("cannot read df's answer: {out:?}"))
+}
+
 fn test(fuzz_secs: u64) -> Result<()> {
     let started = Instant::now();
+    // A run that fills the disk fails deep inside a linker with "No space left on device":
+    // say up front what there is and what a run takes.
+    let free = free_gib(&root())?;
+    println!(
+        "{free} GiB free under {} (a clean run takes about {TEST_DISK_GIB} GiB)",
+        root().display()
+    );
+    if free < TEST_DISK_GIB {
+        println!(
+            "warning: less free space than a clean run takes; `cargo clean` or free the disk if a step fails with \"No space left on device\""
+        );
+    }
     setup()?;
     step("formatting (cargo fmt --check)");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;

@@ -63,6 +63,14 @@ pub enum BuildError {
     /// The kernel package is not what was expected.
     #[error("{0}")]
     Kernel(String),
+    /// A file given as a CA holds no certificate.
+    #[error("{path}: {problem}")]
+    Ca {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
@@ -378,6 +386,9 @@ pub struct BuildOptions {
     pub out: PathBuf,
     /// zstd level of the initramfs.
     pub level: i32,
+    /// PEM files of CA certificates trusted for `https://` images beside Debian's bundle (an
+    /// operator's own CA, whose image servers no public CA vouches for).
+    pub cas: Vec<PathBuf>,
 }
 
 /// What was built.
@@ -401,6 +412,33 @@ pub struct Built {
 
 /// The CA bundle the ramdisk carries, at the same path as on the build host.
 pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// `bundle` with the certificates of each PEM file in `cas` appended. Only `CERTIFICATE`
+/// blocks are taken (a private key put in by mistake stays out of the ramdisk), and a file
+/// without one is an error that names it.
+pub fn with_cas(mut bundle: Vec<u8>, cas: &[PathBuf]) -> Result<Vec<u8>, BuildError> {
+    for path in cas {
+        let text = std::fs::read(path).map_err(io(path))?;
+        let blocks = pem::parse_many(&text).map_err(|e| BuildError::Ca {
+            path: path.clone(),
+            problem: format!("not PEM: {e}"),
+        })?;
+        let certs: Vec<&pem::Pem> = blocks.iter().filter(|b| b.tag() == "CERTIFICATE").collect();
+        if certs.is_empty() {
+            return Err(BuildError::Ca {
+                path: path.clone(),
+                problem: "holds no PEM CERTIFICATE block".into(),
+            });
+        }
+        if !bundle.is_empty() && !bundle.ends_with(b"\n") {
+            bundle.push(b'\n');
+        }
+        for c in certs {
+            bundle.extend_from_slice(pem::encode(c).as_bytes());
+        }
+    }
+    Ok(bundle)
+}
 
 /// Builds the ramdisk.
 pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
@@ -437,6 +475,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
             format!("{e} (Debian package ca-certificates: images fetched over https need it)"),
         ),
     })?;
+    let certs = with_cas(certs, &opts.cas)?;
     for d in ["etc/ssl", "etc/ssl/certs"] {
         ir.dir(d);
     }
@@ -470,6 +509,37 @@ pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_operators_ca_is_appended_without_anything_else_in_its_file() {
+        let d = std::env::temp_dir().join(format!("ferric-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let cert = pem::Pem::new("CERTIFICATE", b"the CA's DER".to_vec());
+        let key = pem::Pem::new("PRIVATE KEY", b"a key put in by mistake".to_vec());
+        let both = d.join("ca.pem");
+        std::fs::write(&both, pem::encode_many(&[key.clone(), cert.clone()])).unwrap();
+        let bundle = with_cas(
+            b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----".to_vec(),
+            std::slice::from_ref(&both),
+        )
+        .unwrap();
+        let blocks = pem::parse_many(&bundle).unwrap();
+        assert_eq!(blocks.len(), 2, "Debian's and the operator's");
+        assert_eq!(blocks[1], cert);
+        assert!(blocks.iter().all(|b| b.tag() == "CERTIFICATE"));
+
+        let only_key = d.join("key.pem");
+        std::fs::write(&only_key, pem::encode(&key)).unwrap();
+        let err = with_cas(Vec::new(), &[only_key]).unwrap_err().to_string();
+        assert!(
+            err.contains("key.pem") && err.contains("no PEM CERTIFICATE"),
+            "{err}"
+        );
+        let missing = d.join("absent.pem");
+        let err = with_cas(Vec::new(), &[missing]).unwrap_err().to_string();
+        assert!(err.contains("absent.pem"), "{err}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn modules_come_with_their_dependencies_first() {

@@ -38,6 +38,10 @@ enum Cmd {
         /// The binary to put in (this one when absent).
         #[arg(long)]
         binary: Option<PathBuf>,
+        /// A PEM file of CA certificates to trust for `https://` image URLs beside Debian's
+        /// bundle (repeatable): the CA of an operator's own image server.
+        #[arg(long = "ca", value_name = "FILE")]
+        cas: Vec<PathBuf>,
     },
     /// Run the ramdisk's agent without being PID 1 (what `/init` does after its setup).
     Agent,
@@ -88,6 +92,7 @@ fn main() -> Result<()> {
             cache,
             level,
             binary,
+            cas,
         } => {
             let kernel = match kernel {
                 Some(k) => ferric_ramdisk::build::unpacked(&k)?,
@@ -102,6 +107,7 @@ fn main() -> Result<()> {
                 kernel,
                 out,
                 level,
+                cas,
             })?;
             println!(
                 "kernel     {} ({:.1} MiB)

@@ -162,11 +162,15 @@ async fn from_a_url(api: std::net::SocketAddr, rack: &Rack, image: &Path, tmp: &
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(image, dir.join("os.qcow2")).unwrap();
     let host = format!("10.248.{}.1", rack.subnet);
-    let port = std::net::TcpListener::bind((host.as_str(), 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free_port = || {
+        std::net::TcpListener::bind((host.as_str(), 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    // Plain HTTP: Python's http.server.
+    let port = free_port();
     let mut server = std::process::Command::new("python3")
         .args([
             "-m",
@@ -181,18 +185,53 @@ async fn from_a_url(api: std::net::SocketAddr, rack: &Rack, image: &Path, tmp: &
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // HTTPS with a certificate from the operator's own CA, which the ramdisk trusts because
+    // it was built with `--ca` (and no public bundle holds).
+    let (cert, key) = ferric_tests::ramdisk::image_server_cert(host.parse().unwrap()).unwrap();
+    std::fs::write(tmp.join("www.pem"), cert).unwrap();
+    std::fs::write(tmp.join("www.key"), key).unwrap();
+    let tls_port = free_port();
+    let mut tls_server = std::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/https_server.py"))
+        .args([&host, &tls_port.to_string()])
+        .arg(&dir)
+        .arg(tmp.join("www.pem"))
+        .arg(tmp.join("www.key"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let url = format!("http://{host}:{port}/os.qcow2");
-    ferric_tests::wait_for(
-        Duration::from_secs(10),
-        "the image's HTTP server",
-        || async {
-            Ok(tokio::net::TcpStream::connect((host.as_str(), port))
-                .await
-                .ok())
-        },
-    )
-    .await
-    .unwrap();
+    let tls_url = format!("https://{host}:{tls_port}/os.qcow2");
+    for p in [port, tls_port] {
+        ferric_tests::wait_for(
+            Duration::from_secs(10),
+            "the image's HTTP servers",
+            || async {
+                Ok(tokio::net::TcpStream::connect((host.as_str(), p))
+                    .await
+                    .ok())
+            },
+        )
+        .await
+        .unwrap();
+    }
+    // The server is Python's, checked with curl against the same CA before a node uses it.
+    let ca = ferric_tests::hv::target_dir()
+        .unwrap()
+        .join("ramdisk/image-ca.pem");
+    let curl = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(&ca)
+        .arg(&tls_url)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&curl.stdout),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
     let sha = {
         let o = std::process::Command::new("sha256sum")
             .arg(image)
@@ -205,25 +244,22 @@ async fn from_a_url(api: std::net::SocketAddr, rack: &Rack, image: &Path, tmp: &
             .to_owned()
     };
     let wrong = "0".repeat(64);
-    let deploy = |checksum: String| {
-        let url = url.clone();
-        async move {
-            cli_ok(
-                api,
-                &[
-                    "node",
-                    "deploy",
-                    &n.name,
-                    "--image-url",
-                    &url,
-                    "--checksum",
-                    &checksum,
-                ],
-            )
-            .await
-        }
+    let deploy = |url: String, checksum: String| async move {
+        cli_ok(
+            api,
+            &[
+                "node",
+                "deploy",
+                &n.name,
+                "--image-url",
+                &url,
+                "--checksum",
+                &checksum,
+            ],
+        )
+        .await
     };
-    deploy(format!("sha256:{wrong}")).await;
+    deploy(url.clone(), format!("sha256:{wrong}")).await;
     let wait = [
         "node",
         "wait",
@@ -248,11 +284,11 @@ async fn from_a_url(api: std::net::SocketAddr, rack: &Rack, image: &Path, tmp: &
     let booted = console(rack, n)
         .matches(&format!("FERRIC-OS-HOSTNAME {}", n.name))
         .count();
-    deploy(format!("sha256:{sha}")).await;
+    deploy(tls_url.clone(), format!("sha256:{sha}")).await;
     wait_state(api, rack, &[n.name.as_str()], "active").await;
     ferric_tests::wait_for(
         Duration::from_secs(120),
-        "the image from the URL booted",
+        "the image from the https URL booted",
         || async {
             let t = console(rack, n);
             Ok(
@@ -264,9 +300,11 @@ async fn from_a_url(api: std::net::SocketAddr, rack: &Rack, image: &Path, tmp: &
     .await
     .unwrap_or_else(|e| panic!("{e}: {}", console(rack, n)));
     let shown = cli_ok(api, &["node", "show", &n.name]).await;
-    assert!(shown.contains(&url), "{shown}");
-    let _ = server.kill();
-    let _ = server.wait();
+    assert!(shown.contains(&tls_url), "{shown}");
+    for s in [&mut server, &mut tls_server] {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
 }
 
 /// A corrupted image and a node that never calls back.

@@ -356,6 +356,7 @@ async fn main() -> Result<()> {
         kernel,
         out: ramdisk.clone(),
         level: 19,
+        cas: Vec::new(),
     })?;
     let image = ferric_tests::os_image::build("bench-deploy")?;
     let size = std::fs::metadata(&image)?.len();

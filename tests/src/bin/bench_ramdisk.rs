@@ -51,6 +51,7 @@ fn build(args: &Args) -> Result<PathBuf> {
         kernel,
         out: out.clone(),
         level: 19,
+        cas: Vec::new(),
     })?;
     let mib = |b: u64| b as f64 / 1048576.0;
     println!(

@@ -24,8 +24,9 @@ pub enum LabCmd {
         /// `auto` (KVM when a probe shows it works), `kvm` or `tcg`.
         #[arg(long, default_value = "auto")]
         accel: String,
-        /// Firmware, `uefi` or `bios`; a list (`uefi,bios`) gives node i entry i and the
-        /// rest the last. UEFI by default: what servers of today boot.
+        /// Firmware, `uefi`, `bios` or `both` (UEFI with a compatibility module: the BMC's
+        /// boot flags pick the mode; needs `--bmc ferric`); a list (`uefi,bios`) gives node i
+        /// entry i and the rest the last. UEFI by default: what servers of today boot.
         #[arg(long, value_delimiter = ',', default_value = "uefi")]
         firmware: Vec<ferric_lab::Firmware>,
         /// Disk bus, `virtio`, `nvme` or `sata` (a list as for --firmware).
@@ -38,6 +39,11 @@ pub enum LabCmd {
         /// --firmware).
         #[arg(long, value_delimiter = ',', default_value = "pxe")]
         netboot: Vec<ferric_lab::NetBoot>,
+        /// BMC: `openipmi` (OpenIPMI's ipmi_sim: cipher suite 3, a SEL, `/dev/ipmi0` in the
+        /// machine) or `ferric` (Ferric's own: cipher suites 17 and 3, boot flags kept whole
+        /// and honoured); a list as for --firmware.
+        #[arg(long, value_delimiter = ',', default_value = "openipmi")]
+        bmc: Vec<ferric_lab::BmcKind>,
     },
     /// Nodes, power, BMC address, MAC, faults and the console's last lines.
     Status,
@@ -71,6 +77,13 @@ pub enum LabCmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// A node's Ferric BMC (started by `up` for `--bmc ferric`; not for people).
+    #[command(hide = true)]
+    Bmc {
+        /// The node's directory in its rack.
+        #[arg(long)]
+        node_dir: PathBuf,
+    },
     /// ipmi_sim's chassis-control program (not for people).
     #[command(hide = true)]
     Chassis {
@@ -97,6 +110,9 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
         LabCmd::Relay { dir } => {
             tokio::task::spawn_blocking(move || ferric_lab::relay(&dir)).await??;
         }
+        LabCmd::Bmc { node_dir } => {
+            tokio::task::spawn_blocking(move || ferric_lab::ferric_bmc::serve(&node_dir)).await??;
+        }
         LabCmd::Chassis { dir, node, args } => {
             print!("{}", ferric_lab::chassis(&dir, &node, &args)?);
         }
@@ -109,6 +125,7 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
             disk_bus,
             sector_size,
             netboot,
+            bmc,
         } => {
             let started = std::time::Instant::now();
             let ferric = std::env::current_exe().context("cannot find the ferric binary")?;
@@ -126,6 +143,7 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
                     disk_bus,
                     sector_size,
                     netboot,
+                    bmc,
                 })
             })
             .await??;
@@ -159,14 +177,15 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
             }
             for s in st {
                 println!(
-                    "{:<12} {} {:<11} power {:<3} boot {:<8} {} {} mac {}{}",
+                    "{:<12} {} {:<11} power {:<3} boot {:<8} {} ({}{}) mac {}{}",
                     s.name,
                     s.firmware,
                     s.disk,
                     s.power,
                     s.boot,
                     s.bmc,
-                    if s.bmc_up { "(up)" } else { "(BMC DOWN)" },
+                    s.bmc_kind,
+                    if s.bmc_up { ", up" } else { ", DOWN" },
                     s.mac,
                     if s.faults.is_empty() {
                         String::new()
@@ -211,7 +230,9 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
                         .ok()
                         .map(|d| d.join("console.log").display().to_string()),
                     boot_mode: Some(match n.firmware {
-                        ferric_lab::Firmware::Uefi => ferric_proto::hardware::BootMode::Uefi,
+                        ferric_lab::Firmware::Uefi | ferric_lab::Firmware::Both => {
+                            ferric_proto::hardware::BootMode::Uefi
+                        }
                         ferric_lab::Firmware::Bios => ferric_proto::hardware::BootMode::Bios,
                     }),
                     efi_loader: None,

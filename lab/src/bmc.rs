@@ -8,7 +8,7 @@
 //! `PROG 0x20 set power 1`; see [`crate::chassis()`]).
 
 use crate::error::{IoContext, LabError, Result};
-use crate::layout::{Node, Rack};
+use crate::layout::{BmcKind, Node, Rack};
 use crate::netns;
 use crate::process::{pid_alive, spawn_detached};
 use std::ffi::OsString;
@@ -176,22 +176,29 @@ fn node_lan(rack: &Rack, n: &Node) -> LanConf {
 /// Sessions one lab BMC user may hold at once.
 pub const SESSIONS_PER_USER: u8 = 4;
 
-/// Starts a node's ipmi_sim in the rack's namespace, detached, its pid in `bmc.pid`.
+/// Starts a node's BMC in the rack's namespace, detached, its pid in `bmc.pid`: ipmi_sim, or
+/// Ferric's own (`ferric lab bmc`).
 pub(crate) fn start(rack: &Rack, n: &Node) -> Result<()> {
     let dir = rack.node_dir(n);
-    let args = write_sim_config(&dir, &node_lan(rack, n), &[])?;
     let log_path = dir.join("bmc.log");
     let log = std::fs::File::create(&log_path)
         .and_then(|l| Ok((l.try_clone()?, l)))
         .or_lab(|| format!("cannot create {}", log_path.display()))?;
-    let pid = spawn_detached(
-        Command::new("ip")
-            .args(["netns", "exec", &rack.netns, "ipmi_sim"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.0)
-            .stderr(log.1),
-    )?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &rack.netns]);
+    match n.bmc {
+        BmcKind::Openipmi => {
+            let args = write_sim_config(&dir, &node_lan(rack, n), &[])?;
+            cmd.arg("ipmi_sim").args(args);
+        }
+        BmcKind::Ferric => {
+            // The node's directory on its command line: what tells its pid from a reused one.
+            cmd.arg(&rack.ferric)
+                .args(["lab", "bmc", "--node-dir"])
+                .arg(&dir);
+        }
+    }
+    let pid = spawn_detached(cmd.stdin(Stdio::null()).stdout(log.0).stderr(log.1))?;
     let pid_file = dir.join("bmc.pid");
     std::fs::write(&pid_file, pid.to_string())
         .or_lab(|| format!("cannot write {}", pid_file.display()))

@@ -15,6 +15,32 @@ pub enum Firmware {
     Bios,
     /// UEFI (OVMF), its own network stack on the NIC's driver, NVRAM kept per node.
     Uefi,
+    /// Both, as a server with UEFI and a compatibility module: each power-on boots the mode
+    /// the BMC's boot flags say (their EFI bit), else the mode of the boot before (UEFI at
+    /// first). A q35 whose e1000 carries iPXE's legacy and EFI drivers, so the hardware stays
+    /// the same in both modes. Needs the Ferric BMC (ipmi_sim drops the EFI bit).
+    Both,
+}
+
+impl Firmware {
+    /// Whether the node may boot UEFI (and so has an NVRAM).
+    pub fn has_uefi(self) -> bool {
+        matches!(self, Firmware::Uefi | Firmware::Both)
+    }
+}
+
+/// The emulated BMC in front of a node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BmcKind {
+    /// OpenIPMI's `ipmi_sim`: IPMI cipher suite 3, a SEL, `/dev/ipmi0` inside the machine
+    /// (KCS); it keeps only the device of the boot flags.
+    #[default]
+    Openipmi,
+    /// Ferric's own (`ferric lab bmc`, on ferric-ipmi): cipher suites 17 and 3, boot flags
+    /// kept whole and honoured (the EFI bit picks a `both` node's firmware); no SEL, no
+    /// sensors, no in-band interface.
+    Ferric,
 }
 
 /// The bus of a node's disk.
@@ -62,7 +88,14 @@ macro_rules! names {
         }
     };
 }
-names!(Firmware, "firmware", Bios = "bios", Uefi = "uefi");
+names!(
+    Firmware,
+    "firmware",
+    Bios = "bios",
+    Uefi = "uefi",
+    Both = "both"
+);
+names!(BmcKind, "lab BMC", Openipmi = "openipmi", Ferric = "ferric");
 names!(
     DiskBus,
     "disk bus",
@@ -99,6 +132,9 @@ pub struct Node {
     /// Which network boot its firmware offers (UEFI nodes).
     #[serde(default)]
     pub netboot: NetBoot,
+    /// Its BMC (racks made before the choice have ipmi_sim).
+    #[serde(default)]
+    pub bmc: BmcKind,
 }
 
 fn default_sector() -> u32 {

@@ -10,7 +10,9 @@
 //!   namespace end holds one address per BMC (`10.247.K.(10+i)`);
 //! * per node: an emulated BMC — OpenIPMI's `ipmi_sim` serving IPMI-over-LAN on
 //!   `10.247.K.(10+i):623`, and `/dev/ipmi0` inside the machine through QEMU's
-//!   `ipmi-bmc-extern` — and a QEMU machine with a blank disk (virtio, NVMe or SATA, of 512
+//!   `ipmi-bmc-extern`; or Ferric's own ([`ferric_bmc`]: cipher suites 17 and 3, the boot
+//!   flags kept whole and honoured, a `both` node's firmware picked by their EFI bit) — and
+//!   a QEMU machine with a blank disk (virtio, NVMe or SATA, of 512
 //!   or 4096-byte sectors) and UEFI (OVMF, with an NVRAM per node kept beside the rack's
 //!   directory across `down` and `up`) or BIOS firmware, started and stopped by the BMC:
 //!   `ipmi_sim` calls `ferric lab chassis` (this crate's [`chassis()`]) for power and boot
@@ -41,6 +43,7 @@ pub mod bmc_lan;
 pub mod chassis;
 pub mod error;
 pub mod fault;
+pub mod ferric_bmc;
 pub mod layout;
 mod netns;
 mod process;
@@ -52,7 +55,7 @@ pub use bmc_lan::{ra_prefix, relay, router_advertisement};
 pub use chassis::chassis;
 pub use error::{LabError, Result};
 pub use fault::{Fault, fault};
-pub use layout::{DiskBus, Firmware, NetBoot, Node, Rack};
+pub use layout::{BmcKind, DiskBus, Firmware, NetBoot, Node, Rack};
 pub use process::run;
 pub use qemu::{IPXE_ROM, OVMF_CODE, OVMF_VARS, probe_accel, qemu_pid};
 pub use rack::{NodeStatus, UpOptions, down, status, up};

@@ -3,7 +3,7 @@
 
 use crate::error::{IoContext, LabError, Result};
 use crate::fault::has_fault;
-use crate::layout::{DiskBus, Firmware, NetBoot, Node, Rack};
+use crate::layout::{BmcKind, DiskBus, Firmware, NetBoot, Node, Rack};
 use crate::process::{is_running, kill_wait, pid_alive};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -15,6 +15,22 @@ pub const QEMU: &str = "qemu-system-x86_64";
 /// iPXE for the nodes' e1000 NIC (Debian's ipxe-qemu). Its virtio ROMs are never run by
 /// QEMU 10's SeaBIOS here, so the nodes get an e1000.
 pub const IPXE_ROM: &str = "/usr/lib/ipxe/qemu/pxe-e1000.rom";
+
+/// iPXE for the e1000 of a node with both firmwares: its legacy and its EFI driver in one
+/// ROM, as a server NIC's option ROM carries both.
+pub const IPXE_EFI_ROM: &str = "/usr/lib/ipxe/qemu/efi-e1000.rom";
+
+/// The firmware a node boots now: its own, or for a `both` node the mode its BMC chose last
+/// (the `mode` file; UEFI until told otherwise).
+pub fn boot_mode(rack: &Rack, n: &Node) -> Firmware {
+    match n.firmware {
+        Firmware::Both => match std::fs::read_to_string(rack.node_dir(n).join("mode")).as_deref() {
+            Ok("bios") => Firmware::Bios,
+            _ => Firmware::Uefi,
+        },
+        f => f,
+    }
+}
 
 /// KVM when the host's hardware KVM module is loaded; TCG otherwise.
 pub fn probe_accel() -> &'static str {
@@ -95,13 +111,16 @@ fn node_args(
         Some(rules) => format!("blkdebug:{}:{}", rules.display(), disk.display()),
         None => disk.display().to_string(),
     };
-    let uefi = n.firmware == Firmware::Uefi;
+    let uefi = boot_mode(rack, n) == Firmware::Uefi;
+    let both = n.firmware == Firmware::Both;
     let mut a = vec!["-name".to_owned(), n.name.clone()];
     a.extend(machine_args(&rack.accel, rack.memory_mib));
-    if uefi {
+    if uefi || both {
         // q35 (OVMF's machine) instead of the PC.
         let m = a.iter().position(|x| x == "pc").unwrap_or(1);
         a[m] = "q35".into();
+    }
+    if uefi {
         a.extend([
             "-drive".into(),
             format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
@@ -141,11 +160,23 @@ fn node_args(
         format!("tap,id=n0,ifname={},script=no,downscript=no", n.tap),
         "-device".into(),
     ]);
-    if uefi {
+    let bootindex = if pxe { ",bootindex=1" } else { "" };
+    if both {
         a.push(format!(
-            "virtio-net-pci,netdev=n0,mac={},romfile=,id=nic0{}",
+            "e1000,netdev=n0,mac={},romfile={IPXE_EFI_ROM},id=nic0{}",
             n.mac,
-            if pxe { ",bootindex=1" } else { "" }
+            if uefi { bootindex } else { "" }
+        ));
+        if !uefi {
+            a.extend([
+                "-boot".into(),
+                format!("order={}", if pxe { "n" } else { "c" }),
+            ]);
+        }
+    } else if uefi {
+        a.push(format!(
+            "virtio-net-pci,netdev=n0,mac={},romfile=,id=nic0{bootindex}",
+            n.mac
         ));
     } else {
         a.extend([
@@ -154,7 +185,9 @@ fn node_args(
             format!("order={}", if pxe { "n" } else { "c" }),
         ]);
     }
-    a.extend(ipmi_args(n.vm_port));
+    if n.bmc == BmcKind::Openipmi {
+        a.extend(ipmi_args(n.vm_port));
+    }
     a.extend([
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()),
@@ -293,7 +326,7 @@ pub(crate) fn next_boot(rack: &Rack, n: &Node, pxe: bool) -> Result<()> {
     if qemu_pid(rack, n).is_none() {
         return Ok(());
     }
-    let command = if n.firmware == Firmware::Uefi {
+    let command = if boot_mode(rack, n) == Firmware::Uefi {
         format!(
             "{{\"execute\":\"qom-set\",\"arguments\":{{\"path\":\"/machine/peripheral/nic0\",\"property\":\"bootindex\",\"value\":{}}}}}",
             if pxe { 1 } else { -1 }
@@ -345,7 +378,36 @@ mod tests {
             disk_bus,
             sector_size,
             netboot: NetBoot::Pxe,
+            bmc: BmcKind::Openipmi,
         }
+    }
+
+    #[test]
+    fn a_node_with_both_firmwares_boots_the_mode_its_bmc_chose_on_the_same_hardware() {
+        let tmp = std::env::temp_dir().join(format!("ferric-lab-both-{}", std::process::id()));
+        let mut rack = rack(node(Firmware::Both, DiskBus::Virtio, 512));
+        rack.dir = tmp.clone();
+        rack.nodes[0].bmc = BmcKind::Ferric;
+        let n = rack.nodes[0].clone();
+        let dir = rack.node_dir(&n);
+        std::fs::create_dir_all(&dir).unwrap();
+        let nic = "e1000,netdev=n0,mac=52:54:00:00:00:00,romfile=/usr/lib/ipxe/qemu/efi-e1000.rom,id=nic0";
+        // UEFI until the BMC says otherwise.
+        assert_eq!(boot_mode(&rack, &n), Firmware::Uefi);
+        let a = node_args(&rack, &n, &dir, true, None).unwrap();
+        assert_eq!(pair(&a, "-machine"), ["q35"]);
+        assert!(pair(&a, "-drive").iter().any(|d| d.contains("OVMF_CODE")));
+        assert!(pair(&a, "-device").contains(&format!("{nic},bootindex=1").as_str()));
+        // The Ferric BMC has no in-band interface.
+        assert!(!pair(&a, "-device").iter().any(|d| d.contains("ipmi")));
+        std::fs::write(dir.join("mode"), "bios").unwrap();
+        assert_eq!(boot_mode(&rack, &n), Firmware::Bios);
+        let a = node_args(&rack, &n, &dir, true, None).unwrap();
+        assert_eq!(pair(&a, "-machine"), ["q35"]);
+        assert!(!pair(&a, "-drive").iter().any(|d| d.contains("OVMF")));
+        assert!(pair(&a, "-device").contains(&nic));
+        assert_eq!(pair(&a, "-boot"), ["order=n"]);
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use crate::error::{IoContext, LabError, Result};
 use crate::fault::faults;
-use crate::layout::{DiskBus, Firmware, NetBoot, Node, Rack};
+use crate::layout::{BmcKind, DiskBus, Firmware, NetBoot, Node, Rack};
 use crate::process::{kill_wait, pid_alive};
 use crate::{BMC_PORT, BMC_USER, bmc, bmc_lan, netns, qemu};
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,8 @@ pub struct UpOptions {
     pub sector_size: Vec<u32>,
     /// Network boot per UEFI node, as `firmware`; empty: PXE.
     pub netboot: Vec<NetBoot>,
+    /// BMC per node, as `firmware`; empty: ipmi_sim.
+    pub bmc: Vec<BmcKind>,
 }
 
 /// Node `i`'s entry of a per-node list (the last entry for the nodes past it).
@@ -82,6 +84,7 @@ pub fn up(o: &UpOptions) -> Result<Rack> {
         ("--disk-bus", o.disk_bus.len()),
         ("--sector-size", o.sector_size.len()),
         ("--netboot", o.netboot.len()),
+        ("--bmc", o.bmc.len()),
     ] {
         if len > o.nodes as usize {
             return Err(LabError::BadNodeOption(format!(
@@ -132,9 +135,20 @@ pub fn up(o: &UpOptions) -> Result<Rack> {
             disk_bus: per_node(&o.disk_bus, i as usize, DiskBus::Virtio),
             sector_size: per_node(&o.sector_size, i as usize, 512),
             netboot: per_node(&o.netboot, i as usize, NetBoot::Pxe),
+            bmc: per_node(&o.bmc, i as usize, BmcKind::Openipmi),
         })
         .collect();
-    if nodes.iter().any(|n| n.firmware == Firmware::Uefi) && !Path::new(qemu::OVMF_CODE).exists() {
+    if let Some(n) = nodes
+        .iter()
+        .find(|n| n.firmware == Firmware::Both && n.bmc != BmcKind::Ferric)
+    {
+        return Err(LabError::BadNodeOption(format!(
+            "{}: --firmware both needs --bmc ferric (ipmi_sim drops the boot flags' EFI bit, \
+             which picks the firmware)",
+            n.name
+        )));
+    }
+    if nodes.iter().any(|n| n.firmware.has_uefi()) && !Path::new(qemu::OVMF_CODE).exists() {
         return Err(LabError::MissingFirmware(qemu::OVMF_CODE));
     }
     let rack = Rack {
@@ -172,7 +186,7 @@ fn build(rack: &Rack) -> Result<()> {
             .or_lab(|| format!("cannot make the disk {}", disk.display()))?;
         let boot = dir.join("boot");
         std::fs::write(&boot, "default").or_lab(|| format!("cannot write {}", boot.display()))?;
-        if n.firmware == Firmware::Uefi {
+        if n.firmware.has_uefi() {
             // The node's NVRAM: kept from an earlier rack of this name, else fresh.
             let nvram = rack.nvram(n);
             if !nvram.exists() {
@@ -203,6 +217,8 @@ pub struct NodeStatus {
     pub bmc: String,
     /// Whether the BMC process runs.
     pub bmc_up: bool,
+    /// Which BMC it is.
+    pub bmc_kind: BmcKind,
     /// NIC MAC.
     pub mac: String,
     /// `bios` or `uefi`.
@@ -245,6 +261,7 @@ pub fn status(rack: &Rack) -> Vec<NodeStatus> {
                     .to_owned(),
                 bmc: format!("ipmi://{BMC_USER}@{}:{BMC_PORT}", n.bmc_ip),
                 bmc_up: bmc::bmc_pid(rack, n).is_some(),
+                bmc_kind: n.bmc,
                 mac: n.mac.clone(),
                 firmware: n.firmware,
                 disk: format!("{}/{}", n.disk_bus, n.sector_size),

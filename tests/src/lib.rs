@@ -606,7 +606,11 @@ pub async fn enroll_lab_node(
             "--mac",
             &node.mac,
             "--boot-mode",
-            node.firmware.as_str(),
+            // A node with both firmwares is enrolled as what servers of today boot.
+            match node.firmware {
+                ferric_lab::Firmware::Both => "uefi",
+                f => f.as_str(),
+            },
         ],
         &[("PW", rack.bmc_password.as_str())],
     )

@@ -37,6 +37,7 @@ pub fn up(
         disk_bus: Vec::new(),
         sector_size: Vec::new(),
         netboot: Vec::new(),
+        bmc: Vec::new(),
     })?))
 }
 

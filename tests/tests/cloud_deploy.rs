@@ -73,6 +73,7 @@ async fn debian_deploys_to_a_uefi_nvme_4k_node_and_a_bios_node_with_network_and_
             disk_bus: vec![DiskBus::Nvme, DiskBus::Virtio],
             sector_size: vec![4096, 512],
             netboot: vec![NetBoot::Pxe],
+            bmc: Vec::new(),
         })
         .unwrap(),
     );

@@ -42,6 +42,7 @@ fn rack(root: &std::path::Path, name: &str) -> RackGuard {
             disk_bus: Vec::new(),
             sector_size: Vec::new(),
             netboot: Vec::new(),
+            bmc: Vec::new(),
         })
         .unwrap(),
     )
@@ -273,6 +274,7 @@ async fn uefi_nodes_boot_the_ramdisk_by_pxe_and_by_http_and_inspection_says_uefi
             disk_bus: vec![ferric_lab::DiskBus::Nvme, ferric_lab::DiskBus::Virtio],
             sector_size: vec![4096, 512],
             netboot: vec![ferric_lab::NetBoot::Pxe, ferric_lab::NetBoot::Http],
+            bmc: Vec::new(),
         })
         .unwrap(),
     );

@@ -161,6 +161,7 @@ async fn rack(
         disk_bus: Vec::new(),
         sector_size: Vec::new(),
         netboot: Vec::new(),
+        bmc: Vec::new(),
     })?;
     let result = async {
         let (coord, agent, c) = fleet(&rack, ramdisk, &work, image, "os").await?;
@@ -240,6 +241,7 @@ async fn cloud(
         disk_bus: vec![ferric_lab::DiskBus::Nvme, ferric_lab::DiskBus::Virtio],
         sector_size: vec![4096, 512],
         netboot: Vec::new(),
+        bmc: Vec::new(),
     })?;
     let result = async {
         let (coord, agent, c) = fleet(&rack, ramdisk, &work, image, "debian-12").await?;

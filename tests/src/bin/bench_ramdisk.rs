@@ -174,6 +174,7 @@ async fn rack_boot(n: u32, args: &Args, ramdisk: &Path) -> Result<()> {
         disk_bus: Vec::new(),
         sector_size: Vec::new(),
         netboot: Vec::new(),
+        bmc: Vec::new(),
     })?;
     let result = async {
         let mut cfg = ferric_tests::coordinator_config(&dir.path().join("coord"));

@@ -14,5 +14,6 @@
 //! (`-I lanplus -C 3` and `-C 17`), which nobody here wrote.
 
 pub mod bmc;
+pub mod client;
 pub mod packet;
 pub mod suite;

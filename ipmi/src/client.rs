@@ -227,7 +227,7 @@ impl Session {
                         sock, opts, suite, console_id, bmc_id, user, password,
                     );
                 }
-                Opened::NotThisSuite(m) => why.push(format!("suite {}: {m}", suite.id())),
+                Opened::NotThisSuite(m) => why.push(format!("cipher suite {}: {m}", suite.id())),
                 Opened::Failed(e) => return Err(e),
             }
         }
@@ -253,8 +253,10 @@ impl Session {
             console_id: console_id.to_le_bytes(),
             bmc_id: bmc_id.to_le_bytes(),
             console_random: rand::random(),
-            // Administrator, looked up by name only.
-            role: 0x14,
+            // Administrator, looked up by name *and* privilege: a BMC refuses an account
+            // without administrator rights here (with name-only lookup, 0x14, ipmi_sim opens
+            // such an account an administrator session).
+            role: 0x04,
             user: user.as_bytes().to_vec(),
             ..Rakp::default()
         };
@@ -285,7 +287,7 @@ impl Session {
             }
             0x0c | 0x0d => {
                 return Err(LoginError::Refused(format!(
-                    "the BMC knows no user `{user}` (RAKP status {:#04x})",
+                    "the login as `{user}` was refused: no administrator of that name (RAKP status {:#04x})",
                     m2[1]
                 )));
             }

@@ -391,6 +391,9 @@ pub enum BmcAddressError {
     /// User or host empty, or a path after the host.
     #[error("`{0}` needs a user and a host")]
     Empty(String),
+    /// A query other than `?suite=17` or `?suite=3`.
+    #[error("`{0}`: the only option is ?suite=17 or ?suite=3 (the IPMI cipher suite)")]
+    Query(String),
 }
 
 /// A BMC's address, `ipmi://USER@HOST[:PORT]` (the password always travels apart from it).
@@ -404,11 +407,28 @@ pub struct BmcAddress {
     pub host: String,
     /// Port; the scheme's default when not given.
     pub port: u16,
+    /// The IPMI cipher suite to use and no other (`?suite=17` or `?suite=3`), for BMCs that
+    /// must not be asked twice; `None`: 17, else 3.
+    pub suite: Option<u8>,
 }
 
 impl BmcAddress {
-    /// Parses `SCHEME://USER@HOST[:PORT]`; a password in the URL is refused.
+    /// Parses `SCHEME://USER@HOST[:PORT][?suite=17|3]`; a password in the URL is refused.
     pub fn parse(url: &str) -> Result<BmcAddress, BmcAddressError> {
+        let (url_part, suite) = match url.split_once('?') {
+            None => (url, None),
+            Some((u, q)) => match q.strip_prefix("suite=") {
+                Some("17") => (u, Some(17)),
+                Some("3") => (u, Some(3)),
+                _ => return Err(BmcAddressError::Query(url.to_owned())),
+            },
+        };
+        let mut a = Self::parse_plain(url_part)?;
+        a.suite = suite;
+        Ok(a)
+    }
+
+    fn parse_plain(url: &str) -> Result<BmcAddress, BmcAddressError> {
         let (scheme, rest) = BmcScheme::ALL
             .into_iter()
             .find_map(|sc| {
@@ -449,6 +469,7 @@ impl BmcAddress {
             user: user.to_owned(),
             host: host.to_owned(),
             port,
+            suite: None,
         })
     }
 }
@@ -458,9 +479,13 @@ impl fmt::Display for BmcAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.scheme.as_str();
         if self.host.contains(':') {
-            write!(f, "{s}://{}@[{}]:{}", self.user, self.host, self.port)
+            write!(f, "{s}://{}@[{}]:{}", self.user, self.host, self.port)?;
         } else {
-            write!(f, "{s}://{}@{}:{}", self.user, self.host, self.port)
+            write!(f, "{s}://{}@{}:{}", self.user, self.host, self.port)?;
+        }
+        match self.suite {
+            Some(n) => write!(f, "?suite={n}"),
+            None => Ok(()),
         }
     }
 }
@@ -676,5 +701,37 @@ mod console_tests {
         );
         // An escape cut off at the end of the line is dropped, not kept half.
         assert_eq!(console_text(b"ok\x1b["), "ok");
+    }
+}
+
+#[cfg(test)]
+mod bmc_address_tests {
+    use super::*;
+
+    #[test]
+    fn a_cipher_suite_may_be_named_and_round_trips() {
+        let a = BmcAddress::parse("ipmi://admin@10.0.5.7?suite=17").unwrap();
+        assert_eq!(
+            (a.host.as_str(), a.port, a.suite),
+            ("10.0.5.7", 623, Some(17))
+        );
+        assert_eq!(a.to_string(), "ipmi://admin@10.0.5.7:623?suite=17");
+        assert_eq!(BmcAddress::parse(&a.to_string()).unwrap(), a);
+        let v6 = BmcAddress::parse("ipmi://admin@[fd00::7]:6230?suite=3").unwrap();
+        assert_eq!(
+            (v6.host.as_str(), v6.port, v6.suite),
+            ("fd00::7", 6230, Some(3))
+        );
+        assert_eq!(BmcAddress::parse("ipmi://admin@h").unwrap().suite, None);
+        for bad in [
+            "ipmi://admin@h?suite=2",
+            "ipmi://admin@h?cipher=17",
+            "ipmi://admin@h?",
+        ] {
+            assert!(
+                matches!(BmcAddress::parse(bad), Err(BmcAddressError::Query(_))),
+                "{bad}"
+            );
+        }
     }
 }

@@ -1,13 +1,13 @@
 //! BMCs over IPMI 2.0.
 //!
-//! * Over the LAN ("lanplus": RMCP+ with RAKP, HMAC-SHA1 integrity and AES-CBC-128
-//!   confidentiality), on the `ipmi-rs` session layer: the client in [`ipmi`] and the agent's
-//!   BMC driver on it in `control` (cargo feature `agent`). One session per BMC, opened on
-//!   first use and kept; one operation in flight per BMC (a per-BMC lock) and a minimum
-//!   interval between operations; every exchange has a short timeout and is retried with
-//!   backoff until the operation's deadline, re-opening the session after repeated silence,
-//!   so that UDP loss costs time, not failures. Under the session, a loopback relay
-//!   retransmits datagrams that got no answer (`ipmi-rs` sends each once).
+//! * Over the LAN ("lanplus": RMCP+ with cipher suite 17 or 3 — RAKP-HMAC-SHA256 or -SHA1,
+//!   HMAC integrity, AES-CBC-128 confidentiality), on ferric-ipmi's session: the client in
+//!   [`ipmi`] and the agent's BMC driver on it in `control` (cargo feature `agent`). One
+//!   session per BMC, opened on first use and kept; one operation in flight per BMC (a
+//!   per-BMC lock) and a minimum interval between operations; every datagram is sent again
+//!   when unanswered, every exchange has a short timeout and is retried with backoff until
+//!   the operation's deadline, re-opening the session after repeated silence, so that UDP
+//!   loss costs time, not failures.
 //! * In-band, through the kernel's IPMI device, for the deploy ramdisk: `inband` (cargo
 //!   feature `inband`).
 //!
@@ -17,12 +17,9 @@
 
 #[cfg(feature = "agent")]
 pub mod control;
-pub mod datagram;
 #[cfg(feature = "inband")]
 pub mod inband;
 pub mod ipmi;
-#[cfg(feature = "agent")]
-mod retransmit;
 #[cfg(test)]
 #[cfg(feature = "agent")]
 mod sim;
@@ -68,6 +65,8 @@ pub struct BmcTarget {
     pub user: String,
     /// Password.
     pub password: Secret,
+    /// The one IPMI cipher suite to use (`?suite=17|3` in the address); `None`: 17, else 3.
+    pub suite: Option<u8>,
 }
 
 impl BmcTarget {
@@ -80,7 +79,7 @@ impl BmcTarget {
         }
     }
 
-    /// Parses `ipmi://USER@HOST[:PORT]` (the password comes separately).
+    /// Parses `ipmi://USER@HOST[:PORT][?suite=17|3]` (the password comes separately).
     pub fn parse(url: &str, password: Secret) -> Result<BmcTarget, BmcTargetError> {
         let a = ferric_proto::msg::BmcAddress::parse(url)?;
         Ok(BmcTarget {
@@ -88,6 +87,7 @@ impl BmcTarget {
             port: a.port,
             user: a.user,
             password,
+            suite: a.suite,
         })
     }
 }

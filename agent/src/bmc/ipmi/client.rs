@@ -57,11 +57,7 @@ impl IpmiClient {
         };
         // One operation in flight per BMC.
         let mut guard = slot.lock().await;
-        let conn = guard.take().unwrap_or(Conn {
-            ipmi: None,
-            relay: None,
-            last: None,
-        });
+        let conn = guard.take().unwrap_or_default();
         let (t2, opts) = (t.clone(), self.opts);
         let (conn, result) = tokio::task::spawn_blocking(move || {
             let mut conn = conn;
@@ -93,15 +89,8 @@ impl IpmiClient {
                 continue;
             };
             closing.spawn_blocking(move || {
-                let id = conn.relay.as_ref().map_or(0, |r| {
-                    r.session_id.load(std::sync::atomic::Ordering::Relaxed)
-                });
-                if let Some(ipmi) = conn.ipmi.as_mut()
-                    && id != 0
-                {
-                    let _ = crate::bmc::contained(|| {
-                        ipmi.send_recv(Raw::new(NetFn::App, 0x3c, id.to_le_bytes().to_vec()))
-                    });
+                if let Some(session) = conn.session.take() {
+                    session.close();
                 }
             });
         }

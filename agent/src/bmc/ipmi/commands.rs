@@ -20,6 +20,11 @@ impl Raw {
         Raw { netfn, cmd, data }
     }
 
+    /// Its network function (the request's value), command and data.
+    pub fn parts(&self) -> (u8, u8, &[u8]) {
+        (self.netfn.request_value(), self.cmd, &self.data)
+    }
+
     /// Get Device ID; the answer goes to [`parse_device_id`].
     pub fn get_device_id() -> Raw {
         Raw::new(NetFn::App, 0x01, vec![])

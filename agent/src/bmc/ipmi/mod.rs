@@ -1,6 +1,6 @@
-//! IPMI: Ferric's own encodings of the commands it sends (from the IPMI 2.0 specification,
-//! sent through `ipmi-rs`' command trait), the decoders of what BMCs store, and the
-//! IPMI-over-LAN client on `ipmi-rs`' RMCP+ session.
+//! IPMI: Ferric's own encodings of the commands it sends (from the IPMI 2.0 specification;
+//! the in-band device sends them through `ipmi-rs`' command trait), the decoders of what BMCs
+//! store, and the IPMI-over-LAN client on ferric-ipmi's RMCP+ session (cipher suite 17 or 3).
 //!
 //! * `commands.rs`: requests and answers of the chassis, boot and device commands, and
 //!   completion codes as error kinds (the in-band device uses them too);

@@ -1,18 +1,19 @@
-//! RMCP+ sessions and exchanges: opening a session at administrator privilege through the
-//! relay, and one command retried with backoff until it is answered or the deadline passes.
+//! RMCP+ sessions and exchanges: a session at administrator privilege (ferric-ipmi's console
+//! side: cipher suite 17, else 3, or the one the address names; the suite that worked is
+//! remembered for the BMC's next session), and one command retried with backoff until it is
+//! answered or the deadline passes.
 
 use super::commands::{Raw, completion};
-use crate::bmc::retransmit::Relay;
 use crate::bmc::{BmcError, BmcErrorKind, BmcTarget};
-use ipmi_rs::connection::NetFn;
-use ipmi_rs::rmcp::{ActivationError, Rmcp, V2_0ActivationError};
-use ipmi_rs::{Ipmi, IpmiError};
+use ferric_ipmi::client::{ClientOptions, LoginError, Session, SuiteChoice};
+use ferric_ipmi::suite::Suite;
+use ipmi_rs::connection::CompletionErrorCode;
 use std::time::{Duration, Instant};
 
 /// How hard the client tries.
 #[derive(Debug, Clone, Copy)]
 pub struct IpmiOptions {
-    /// Wait for one answer before sending again.
+    /// Wait for one answer before giving up on it (resends included).
     pub exchange_timeout: Duration,
     /// Give up on an operation after this long.
     pub deadline: Duration,
@@ -39,26 +40,13 @@ pub(super) fn fail(t: &BmcTarget, kind: BmcErrorKind, message: impl Into<String>
     }
 }
 
-/// One BMC's session, and the relay under it.
+/// One BMC's session, and what was learnt of the BMC.
+#[derive(Default)]
 pub(super) struct Conn {
-    pub(super) ipmi: Option<Ipmi<Rmcp>>,
-    pub(super) relay: Option<Relay>,
+    pub(super) session: Option<Session>,
+    /// The suite the last session opened with: the next one asks for it alone.
+    pub(super) suite: Option<Suite>,
     pub(super) last: Option<Instant>,
-}
-
-/// Whether an activation failure means the credentials were refused.
-fn auth_refused(e: &ActivationError) -> bool {
-    matches!(
-        e,
-        ActivationError::V2_0(
-            V2_0ActivationError::RakpMessage2Parse(_)
-                | V2_0ActivationError::RakpMessage2Validate(_)
-                | V2_0ActivationError::RakpMessage4Parse(_)
-                | V2_0ActivationError::RakpMessage4Validate(_)
-                | V2_0ActivationError::RakpMessage4InvalidIntegrityCheckValue
-                | V2_0ActivationError::ServerAuthenticationFailed
-        )
-    )
 }
 
 /// Sessions are shared by calls with the same address *and* credentials: two nodes enrolled
@@ -72,109 +60,55 @@ pub(super) fn session_key(t: &BmcTarget) -> String {
 /// Login refusals in a row that make an authentication failure final.
 const LOGIN_REFUSALS: u32 = 2;
 
-/// Opens an RMCP+ session at administrator privilege; `copy_setup` lets the relay copy RAKP
-/// messages. A failure that retrying cannot fix comes with its kind.
+/// Opens an RMCP+ session at administrator privilege. A failure that retrying cannot fix
+/// comes with its kind.
 fn open(
     t: &BmcTarget,
     opts: &IpmiOptions,
-    relay: &mut Option<Relay>,
-    copy_setup: bool,
-) -> Result<Ipmi<Rmcp>, (Option<BmcErrorKind>, String)> {
+    conn: &mut Conn,
+) -> Result<Session, (Option<BmcErrorKind>, String)> {
     use std::net::ToSocketAddrs;
-    if relay.is_none() {
-        let addr = (t.host.as_str(), t.port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| (None, format!("cannot resolve `{}`", t.host)))?;
-        *relay = Some(
-            Relay::start(addr, opts.exchange_timeout / 4, 3, opts.exchange_timeout)
-                .map_err(|e| (None, format!("cannot open a UDP socket: {e}")))?,
-        );
-    }
-    let (local, copied) = relay
-        .as_ref()
-        .map(|r| {
-            r.copy_setup
-                .store(copy_setup, std::sync::atomic::Ordering::Relaxed);
-            r.clear_refusal();
-            (r.local, r.setup_copied.clone())
-        })
-        .ok_or((None, String::new()))?;
-    let copied_before = copied.load(std::sync::atomic::Ordering::Relaxed);
-    let mut rmcp = Rmcp::new(local, opts.exchange_timeout)
-        .map_err(|e| (None, format!("cannot reach the address: {e}")))?;
-    // ipmi-rs 0.6 panics on some unexpected datagrams during activation (an unwrap on a
-    // decryption failure); a stray packet must cost a retry, not the agent.
-    let activated = crate::bmc::contained(|| {
-        rmcp.activate(true, Some(&t.user), Some(t.password.expose().as_bytes()))
-    })
-    .map_err(|_| {
-        (
-            None,
-            "the session setup met an unexpected datagram".to_owned(),
-        )
-    })?;
-    activated
-        .map_err(|e| {
-            let detail = format!("{e:?}");
-            if let Some(why) = relay.as_ref().and_then(|r| r.refusal()) {
-                (Some(BmcErrorKind::Unsupported), why.to_owned())
-            } else if copied.load(std::sync::atomic::Ordering::Relaxed) != copied_before {
-                // A copy of a RAKP message may have made the BMC change its random number
-                // under this login: not evidence of a wrong password.
-                (
-                    None,
-                    format!(
-                        "login failed after a RAKP message was sent again: {}",
-                        short(&e)
-                    ),
-                )
-            } else if detail.contains("Role") {
-                (
-                    Some(BmcErrorKind::InsufficientPrivilege),
-                    format!("user `{}` may not open an administrator session", t.user),
-                )
-            } else if auth_refused(&e) {
-                (
+    let addr = (t.host.as_str(), t.port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| (None, format!("cannot resolve `{}`", t.host)))?;
+    let choice = match (t.suite.and_then(Suite::from_id), conn.suite) {
+        (Some(named), _) => SuiteChoice::Only(named),
+        (None, Some(known)) => SuiteChoice::Only(known),
+        (None, None) => SuiteChoice::Auto,
+    };
+    let client = ClientOptions {
+        exchange_timeout: opts.exchange_timeout,
+        resend_after: opts.exchange_timeout / 4,
+    };
+    match Session::open(
+        addr,
+        &t.user,
+        t.password.expose().as_bytes(),
+        choice,
+        client,
+    ) {
+        Ok(s) => {
+            conn.suite = Some(s.suite());
+            Ok(s)
+        }
+        Err(e) => {
+            if t.suite.is_none() && conn.suite.take().is_some() {
+                // The BMC changed: the next try asks for every suite again.
+                return Err((None, format!("the suite that worked before: {e}")));
+            }
+            Err(match e {
+                LoginError::NoAnswer(m) | LoginError::Spoiled(m) => (None, m),
+                LoginError::Refused(m) => (
                     Some(BmcErrorKind::AuthFailed),
-                    format!(
-                        "the login as `{}` was refused (wrong user name or password, or no administrator rights)",
-                        t.user
-                    ),
-                )
-            } else {
-                (None, format!("no RMCP+ session: {}", short(&e)))
-            }
-        })?;
-    let mut ipmi = Ipmi::new(rmcp);
-    // Without this, chassis commands fail with "insufficient privilege" (0xD4).
-    ipmi.send_recv(Raw::new(NetFn::App, 0x3b, vec![0x04]))
-        .map_err(|e| match e {
-            IpmiError::Failed {
-                completion_code, ..
-            } => {
-                let (kind, msg) = completion(completion_code);
-                (
-                    Some(kind),
-                    format!("cannot raise the session to administrator: {msg}"),
-                )
-            }
-            other => (
-                None,
-                format!(
-                    "cannot raise the session to administrator: {}",
-                    short(&other)
+                    format!("{m} (wrong user name or password, or no administrator rights)"),
                 ),
-            ),
-        })?;
-    Ok(ipmi)
-}
-
-/// The first words of a debug rendering (ipmi-rs errors carry no Display).
-fn short(e: &dyn std::fmt::Debug) -> String {
-    let s = format!("{e:?}");
-    s.chars().take(120).collect()
+                LoginError::Privilege(m) => (Some(BmcErrorKind::InsufficientPrivilege), m),
+                LoginError::Unsupported(m) => (Some(BmcErrorKind::Unsupported), m),
+            })
+        }
+    }
 }
 
 /// One command, retried until it is answered or the deadline passes.
@@ -194,7 +128,6 @@ pub(super) fn exchange(
     let mut refused = 0u32;
     let mut attempt = 0u32;
     let mut last_problem = String::from("no answer");
-    let mut logins = 0u32;
     loop {
         if started.elapsed() >= opts.deadline {
             conn.last = Some(Instant::now());
@@ -223,11 +156,9 @@ pub(super) fn exchange(
             std::thread::sleep(Duration::from_millis(base + jitter).min(left));
         }
         attempt += 1;
-        if conn.ipmi.is_none() {
-            // Every other login lets the relay copy RAKP messages (see relay.rs).
-            logins += 1;
-            match open(t, opts, &mut conn.relay, logins % 2 == 1) {
-                Ok(i) => conn.ipmi = Some(i),
+        if conn.session.is_none() {
+            match open(t, opts, conn) {
+                Ok(s) => conn.session = Some(s),
                 Err((Some(kind), msg)) => {
                     // On a lossy path a copy of a RAKP message can spoil a login; a refusal
                     // counts once it repeats. A session setup Ferric does not accept is final.
@@ -237,7 +168,6 @@ pub(super) fn exchange(
                         return Err(fail(t, kind, msg));
                     }
                     last_problem = msg;
-                    conn.relay = None;
                     continue;
                 }
                 Err((None, msg)) => {
@@ -247,36 +177,33 @@ pub(super) fn exchange(
                 }
             }
         }
-        let Some(ipmi) = conn.ipmi.as_mut() else {
+        let Some(session) = conn.session.as_mut() else {
             continue;
         };
-        let r = crate::bmc::contained(|| ipmi.send_recv(request.clone()));
-        let Ok(r) = r else {
-            // See `open`: a datagram ipmi-rs could not take; start a new session.
-            silent += 1;
-            last_problem = "an unexpected datagram".into();
-            conn.ipmi = None;
-            continue;
-        };
-        match r {
-            Ok(answer) => {
+        let (netfn, cmd, data) = request.parts();
+        match session.command(netfn, cmd, data) {
+            Some((0, answer)) => {
                 conn.last = Some(Instant::now());
                 return Ok(answer);
             }
-            Err(IpmiError::Failed {
-                completion_code, ..
-            }) => {
+            Some((cc, _)) => {
                 conn.last = Some(Instant::now());
-                let (kind, msg) = completion(completion_code);
+                let (kind, msg) = match CompletionErrorCode::try_from(cc) {
+                    Ok(code) => completion(code),
+                    Err(_) => (
+                        BmcErrorKind::Failed,
+                        format!("the BMC answered completion code {cc:#04x}"),
+                    ),
+                };
                 return Err(fail(t, kind, msg));
             }
-            Err(e) => {
-                // Lost (or stale) datagrams: ask again; after repeated silence the session may
-                // be gone on the BMC's side, so open a new one.
+            None => {
+                // Lost datagrams (each was sent again): ask again; after repeated silence the
+                // session may be gone on the BMC's side, so open a new one.
                 silent += 1;
-                last_problem = short(&e);
+                last_problem = format!("no answer to netfn {netfn:#04x} command {cmd:#04x}");
                 if silent.is_multiple_of(4) {
-                    conn.ipmi = None;
+                    conn.session = None;
                 }
             }
         }

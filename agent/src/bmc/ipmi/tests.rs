@@ -129,3 +129,62 @@ async fn a_bmc_that_does_answer_the_ping_never_sees_it_either() {
     assert!(!client().chassis_status(&t).await.unwrap().power_on);
     assert_eq!(sim.asf_seen.load(Ordering::Relaxed), 0);
 }
+
+/// A BMC of ferric-ipmi offering `suites`, on loopback; stops when the flag is set.
+fn suite_bmc(
+    suites: &[ferric_ipmi::suite::Suite],
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use ferric_ipmi::bmc::{Bmc, BmcConfig, BootFlags, Chassis, Control};
+    struct Machine(bool);
+    impl Chassis for Machine {
+        fn power_on(&self) -> bool {
+            self.0
+        }
+        fn control(&mut self, op: Control, _: BootFlags) -> Result<(), String> {
+            self.0 = !matches!(op, Control::Off | Control::Soft);
+            Ok(())
+        }
+    }
+    let mut cfg = BmcConfig::new("admin", "suite-secret");
+    cfg.suites = suites.to_vec();
+    let bmc = std::sync::Arc::new(std::sync::Mutex::new(Bmc::new(cfg, Machine(false))));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    std::thread::spawn(move || ferric_ipmi::bmc::serve(&sock, &bmc, &s));
+    (addr, stop)
+}
+
+#[tokio::test]
+async fn bmcs_offering_suite_17_only_3_only_or_both_are_driven_and_a_named_suite_is_kept_to() {
+    use ferric_ipmi::suite::Suite;
+    for offered in [vec![Suite::S17], vec![Suite::S3], Suite::ALL.to_vec()] {
+        let (addr, stop) = suite_bmc(&offered);
+        let t =
+            BmcTarget::parse(&format!("ipmi://admin@{addr}"), Secret::new("suite-secret")).unwrap();
+        let c = client();
+        c.power(&t, PowerAction::On).await.unwrap();
+        assert!(c.chassis_status(&t).await.unwrap().power_on, "{offered:?}");
+        c.close_all().await;
+        for named in [17u8, 3] {
+            let t = BmcTarget::parse(
+                &format!("ipmi://admin@{addr}?suite={named}"),
+                Secret::new("suite-secret"),
+            )
+            .unwrap();
+            let r = client().chassis_status(&t).await;
+            if offered.iter().any(|s| s.id() == named) {
+                assert!(r.unwrap().power_on);
+            } else {
+                let e = r.unwrap_err();
+                assert_eq!(e.kind, BmcErrorKind::Unsupported, "{e}");
+                assert!(e.message.contains(&format!("cipher suite {named}")), "{e}");
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    }
+}

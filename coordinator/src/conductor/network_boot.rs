@@ -514,8 +514,8 @@ pub async fn admit_ramdisk(s: &Shared, node: &str, key: &str) -> Result<RamdiskA
 
 /// An inspection arrived from `node`'s ramdisk.
 pub async fn inspected(env: &Env<'_>, node: &str, found: &Inspection, at_ms: i64) -> Result<()> {
-    env.store.save_inspection(node, found, at_ms).await?;
-    // The firmware that booted the ramdisk says how the node boots.
+    // The firmware that booted the ramdisk says how the node boots. Recorded before the
+    // inspection, so that whoever reads the inspection also reads the mode it confirmed.
     if let Some(mode) = found.boot_mode {
         match env.store.boot_mode_seen(node, mode, at_ms).await? {
             Some(before) if before != mode => tracing::warn!(
@@ -527,6 +527,7 @@ pub async fn inspected(env: &Env<'_>, node: &str, found: &Inspection, at_ms: i64
             _ => {}
         }
     }
+    env.store.save_inspection(node, found, at_ms).await?;
     env.hub
         .boot_stages
         .mark(node, BootStage::Inspected, env.now_ms());

@@ -57,7 +57,10 @@ pub enum DiskError {
     },
 }
 
-fn io_err<'a>(what: &'static str, dev: &'a Path) -> impl FnOnce(io::Error) -> DiskError + 'a {
+pub(crate) fn io_err<'a>(
+    what: &'static str,
+    dev: &'a Path,
+) -> impl FnOnce(io::Error) -> DiskError + 'a {
     move |source| DiskError::Io {
         what,
         dev: dev.display().to_string(),
@@ -276,12 +279,11 @@ pub struct Placed {
     pub len: u64,
 }
 
-/// Adds a config drive to the disk `dev`, whose logical sectors are `sector` bytes: a FAT
-/// partition labelled `label` holding `files`. On a GPT disk it goes where the root file
-/// system can still grow (see [`super::gpt::add_config_drive`]); on an MBR disk it is a
-/// [`CONFIG_DRIVE_BYTES`] partition in the last free space, as before. Nothing of the
-/// partition table changes when it fails.
-pub fn write_config_drive(
+/// Adds a config drive to the MBR disk `dev`, whose logical sectors are `sector` bytes: a
+/// [`CONFIG_DRIVE_BYTES`] FAT partition labelled `label` holding `files`, in the last free
+/// space. Nothing of the partition table changes when it fails. (Any disk, GPT or MBR:
+/// [`super::gpt::write_config_drive`].)
+pub fn write_mbr_config_drive(
     dev: &Path,
     label: &str,
     files: &[ConfigFile],
@@ -292,11 +294,6 @@ pub fn write_config_drive(
         .write(true)
         .open(dev)
         .map_err(io_err("cannot open", dev))?;
-    if super::gpt::has_gpt(&mut f, sector).map_err(io_err("cannot read", dev))? {
-        let placed = super::gpt::add_config_drive(&mut f, dev, sector, label, files)?;
-        f.sync_all().map_err(io_err("cannot flush", dev))?;
-        return Ok(placed);
-    }
     let mut mbr = mbrman::MBR::read_from(&mut f, sector as u32).map_err(|e| {
         DiskError::PartitionTable(format!(
             "the root disk {} has no MBR or GPT partition table after the image was written \
@@ -559,7 +556,7 @@ mod tests {
                 content: "{\"hostname\": \"web-1\"}".into(),
             },
         ];
-        let placed = write_config_drive(&p, "cidata", &files, u64::from(sector)).unwrap();
+        let placed = write_mbr_config_drive(&p, "cidata", &files, u64::from(sector)).unwrap();
         let (slot, start) = (placed.number, placed.start);
         assert_eq!(slot, 2);
         assert!(start >= 101 << 20, "{sector}: after the image's partition");
@@ -608,12 +605,12 @@ mod tests {
             content: "x".into(),
         }];
         let (_d, p) = file_disk(64 << 20);
-        let e = write_config_drive(&p, "cidata", &files, 512)
+        let e = write_mbr_config_drive(&p, "cidata", &files, 512)
             .unwrap_err()
             .to_string();
         assert!(e.contains("no MBR or GPT partition table"), "{e}");
         with_mbr(&p, &[(2048, (60 << 11) - 2048)]);
-        let e = write_config_drive(&p, "cidata", &files, 512)
+        let e = write_mbr_config_drive(&p, "cidata", &files, 512)
             .unwrap_err()
             .to_string();
         assert!(e.contains("no 64 MiB left"), "{e}");
@@ -631,7 +628,7 @@ mod tests {
             };
             mbr.write_into(&mut f).unwrap();
         }
-        let e = write_config_drive(&g, "cidata", &files, 512)
+        let e = write_mbr_config_drive(&g, "cidata", &files, 512)
             .unwrap_err()
             .to_string();
         assert!(e.contains("GPT"), "{e}");

@@ -20,7 +20,7 @@
 //!   written last, after the file system: a failure leaves the table as it was, and no room at
 //!   all is refused before anything is written.
 
-use super::disks::{DiskError, Placed, Region, make_fat};
+use super::disks::{DiskError, Placed, Region, io_err, make_fat, write_mbr_config_drive};
 use ferric_proto::plan::ConfigFile;
 use gptman::{GPT, GPTPartitionEntry};
 use std::fs::{File, OpenOptions};
@@ -40,14 +40,6 @@ fn table_err(dev: &Path, what: &str) -> impl FnOnce(gptman::Error) -> DiskError 
     let dev = dev.display().to_string();
     let what = what.to_owned();
     move |e| DiskError::PartitionTable(format!("{what} on {dev}: {e}"))
-}
-
-fn io_err<'a>(what: &'static str, dev: &'a Path) -> impl FnOnce(io::Error) -> DiskError + 'a {
-    move |source| DiskError::Io {
-        what,
-        dev: dev.display().to_string(),
-        source,
-    }
 }
 
 /// Whether `f` holds a GPT header at LBA 1 of `sector`-byte sectors.
@@ -361,3 +353,27 @@ pub fn find_loader(f: &mut File, dev: &Path, esp: &Esp) -> Result<String, DiskEr
 
 #[cfg(test)]
 mod tests;
+
+/// Adds a config drive to the disk `dev`, whose logical sectors are `sector` bytes: a FAT
+/// partition labelled `label` holding `files`. On a GPT disk it goes where the root file
+/// system can still grow ([`add_config_drive`]); on an MBR disk it is the last free space's
+/// ([`write_mbr_config_drive`]). Nothing of the partition table changes when it fails.
+pub fn write_config_drive(
+    dev: &Path,
+    label: &str,
+    files: &[ConfigFile],
+    sector: u64,
+) -> Result<Placed, DiskError> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .map_err(io_err("cannot open", dev))?;
+    if !has_gpt(&mut f, sector).map_err(io_err("cannot read", dev))? {
+        drop(f);
+        return write_mbr_config_drive(dev, label, files, sector);
+    }
+    let placed = add_config_drive(&mut f, dev, sector, label, files)?;
+    f.sync_all().map_err(io_err("cannot flush", dev))?;
+    Ok(placed)
+}

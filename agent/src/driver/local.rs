@@ -219,7 +219,7 @@ impl Machine for LocalMachine {
         let sector = self.sector_size(&disk);
         let (label, files) = (label.to_owned(), files.to_vec());
         tokio::task::spawn_blocking(move || {
-            let placed = super::disks::write_config_drive(&dev, &label, &files, sector)
+            let placed = super::gpt::write_config_drive(&dev, &label, &files, sector)
                 .map_err(|e| DriverError::new(ErrorKind::Io, e.to_string()))?;
             tracing::info!(%disk, partition = placed.number, start = placed.start, bytes = placed.len, %label, "config drive written");
             Ok(true)

@@ -4,22 +4,10 @@
 //! each 0xA5 byte) — no panic, no read past the bytes.
 #![no_main]
 
-use ferric_ipmi::bmc::{Bmc, BmcConfig, BootFlags, Chassis, Control};
+use ferric_ipmi::bmc::{Bmc, BmcConfig, MemoryChassis};
 use ferric_ipmi::packet::{Datagram, parse, parse_request, parse_response};
 use ferric_ipmi::suite::{SessionKeys, Suite};
 use libfuzzer_sys::fuzz_target;
-
-struct Machine(bool);
-
-impl Chassis for Machine {
-    fn power_on(&self) -> bool {
-        self.0
-    }
-    fn control(&mut self, op: Control, _boot: BootFlags) -> Result<(), String> {
-        self.0 = matches!(op, Control::On | Control::Cycle | Control::Reset);
-        Ok(())
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Datagram::Plus(p)) = parse(data) {
@@ -33,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = parse_request(data);
     let _ = parse_response(data);
-    let mut bmc = Bmc::new(BmcConfig::new("admin", "fuzz"), Machine(false));
+    let mut bmc = Bmc::new(BmcConfig::new("admin", "fuzz"), MemoryChassis::default());
     let now = std::time::Instant::now();
     for d in data.split(|b| *b == 0xa5) {
         if let Some(answer) = bmc.handle(d, now) {

@@ -75,6 +75,27 @@ pub trait Chassis: Send {
     fn boot_flags_set(&mut self, _flags: BootFlags) {}
 }
 
+/// A machine in memory (for tests and fuzzing): its power, and every control it was given
+/// with the boot flags of that moment.
+#[derive(Debug, Default)]
+pub struct MemoryChassis {
+    /// Powered on.
+    pub on: bool,
+    /// Controls carried out, in order, with the boot flags each saw.
+    pub controls: Vec<(Control, BootFlags)>,
+}
+
+impl Chassis for MemoryChassis {
+    fn power_on(&self) -> bool {
+        self.on
+    }
+    fn control(&mut self, op: Control, boot: BootFlags) -> Result<(), String> {
+        self.on = !matches!(op, Control::Off | Control::Soft);
+        self.controls.push((op, boot));
+        Ok(())
+    }
+}
+
 /// How a BMC is set up.
 #[derive(Clone)]
 pub struct BmcConfig {

@@ -5,29 +5,16 @@
 //! `ipmitool.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ferric_ipmi::bmc::{Bmc, BmcConfig, BootFlags, Chassis, Control, serve};
+use ferric_ipmi::bmc::{Bmc, BmcConfig, MemoryChassis, serve};
 use ferric_ipmi::client::{ClientOptions, LoginError, Session, SuiteChoice};
 use ferric_ipmi::suite::Suite;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-#[derive(Debug, Default)]
-struct Machine(bool);
-
-impl Chassis for Machine {
-    fn power_on(&self) -> bool {
-        self.0
-    }
-    fn control(&mut self, op: Control, _: BootFlags) -> Result<(), String> {
-        self.0 = !matches!(op, Control::Off | Control::Soft);
-        Ok(())
-    }
-}
-
 struct Running {
     addr: SocketAddr,
-    bmc: Arc<Mutex<Bmc<Machine>>>,
+    bmc: Arc<Mutex<Bmc<MemoryChassis>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -40,7 +27,7 @@ impl Drop for Running {
 fn start(suites: &[Suite]) -> Running {
     let mut cfg = BmcConfig::new("admin", "pw-of-twenty-bytes-x");
     cfg.suites = suites.to_vec();
-    let bmc = Arc::new(Mutex::new(Bmc::new(cfg, Machine::default())));
+    let bmc = Arc::new(Mutex::new(Bmc::new(cfg, MemoryChassis::default())));
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = sock.local_addr().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -71,7 +58,7 @@ fn the_strongest_common_suite_is_chosen_and_commands_run_in_it() {
         assert_eq!(s.suite(), want, "{offered:?}");
         assert_eq!(s.command(0x00, 0x01, &[]).unwrap(), (0, vec![0, 0, 0]));
         assert_eq!(s.command(0x00, 0x02, &[1]).unwrap().0, 0);
-        assert!(r.bmc.lock().unwrap().chassis.0, "powered on");
+        assert!(r.bmc.lock().unwrap().chassis.on, "powered on");
         // Set System Boot Options parameter 5, read back.
         let flags = [0xa0, 0x04, 0, 0, 0];
         let mut set = vec![0x05];

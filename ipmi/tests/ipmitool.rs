@@ -3,34 +3,16 @@
 //! parameter 5 with its persistent and EFI bits read back as ipmitool decodes them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ferric_ipmi::bmc::{Bmc, BmcConfig, BootFlags, Chassis, Control, serve};
+use ferric_ipmi::bmc::{Bmc, BmcConfig, Control, MemoryChassis, serve};
 use ferric_ipmi::suite::Suite;
 use std::net::UdpSocket;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-/// A chassis in memory, noting what it was asked.
-#[derive(Debug, Default)]
-struct Machine {
-    on: bool,
-    booted_with: Vec<(Control, BootFlags)>,
-}
-
-impl Chassis for Machine {
-    fn power_on(&self) -> bool {
-        self.on
-    }
-    fn control(&mut self, op: Control, boot: BootFlags) -> Result<(), String> {
-        self.on = !matches!(op, Control::Off | Control::Soft);
-        self.booted_with.push((op, boot));
-        Ok(())
-    }
-}
-
 struct Running {
     port: u16,
-    bmc: Arc<Mutex<Bmc<Machine>>>,
+    bmc: Arc<Mutex<Bmc<MemoryChassis>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -48,7 +30,7 @@ fn start_with(suites: &[Suite], idle: std::time::Duration) -> Running {
     let mut cfg = BmcConfig::new("admin", "lab-secret-1");
     cfg.suites = suites.to_vec();
     cfg.idle = idle;
-    let bmc = Arc::new(Mutex::new(Bmc::new(cfg, Machine::default())));
+    let bmc = Arc::new(Mutex::new(Bmc::new(cfg, MemoryChassis::default())));
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = sock.local_addr().unwrap().port();
     let stop = Arc::new(AtomicBool::new(false));
@@ -180,7 +162,7 @@ fn boot_flags_keep_their_persistent_and_efi_bits() {
     // The boot that uses next-boot-only flags spends them.
     ok(bmc.port, 17, &["chassis", "power", "on"]);
     let m = bmc.bmc.lock().unwrap();
-    let (op, used) = *m.chassis.booted_with.last().unwrap();
+    let (op, used) = *m.chassis.controls.last().unwrap();
     assert_eq!(op, Control::On);
     assert!(used.efi() && used.device() == 1, "{used:?}");
     assert!(!m.boot_flags().valid(), "{:?}", m.boot_flags());

@@ -137,20 +137,13 @@ fn suite_bmc(
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
-    use ferric_ipmi::bmc::{Bmc, BmcConfig, BootFlags, Chassis, Control};
-    struct Machine(bool);
-    impl Chassis for Machine {
-        fn power_on(&self) -> bool {
-            self.0
-        }
-        fn control(&mut self, op: Control, _: BootFlags) -> Result<(), String> {
-            self.0 = !matches!(op, Control::Off | Control::Soft);
-            Ok(())
-        }
-    }
+    use ferric_ipmi::bmc::{Bmc, BmcConfig, MemoryChassis};
     let mut cfg = BmcConfig::new("admin", "suite-secret");
     cfg.suites = suites.to_vec();
-    let bmc = std::sync::Arc::new(std::sync::Mutex::new(Bmc::new(cfg, Machine(false))));
+    let bmc = std::sync::Arc::new(std::sync::Mutex::new(Bmc::new(
+        cfg,
+        MemoryChassis::default(),
+    )));
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = sock.local_addr().unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

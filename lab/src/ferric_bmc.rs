@@ -74,7 +74,11 @@ impl Chassis for NodeChassis {
                 self.apply(boot).and_then(|()| power_on(rack, n))
             }
         };
-        result.map_err(|e| e.to_string())
+        // The console hears only "cannot execute" (0xD5); why goes to the BMC's log.
+        result.map_err(|e| {
+            eprintln!("{}: {op:?}: {e}", n.name);
+            e.to_string()
+        })
     }
 
     fn boot_flags_set(&mut self, flags: BootFlags) {

@@ -336,22 +336,29 @@ impl std::fmt::Debug for BmcCredential {
     }
 }
 
-/// The management protocol a BMC is reached with (the scheme of its address). Redfish joins
-/// here.
+/// The management protocol a BMC is reached with (the scheme of its address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BmcScheme {
     /// IPMI 2.0 over LAN (RMCP+), `ipmi://`, UDP port 623 by default.
     Ipmi,
+    /// Redfish over HTTPS, `redfish://`, port 443 by default. The BMC's certificate is checked
+    /// against the agent's CA bundle or the fingerprint pinned in the address (`?pin=`).
+    Redfish,
+    /// Redfish over plain HTTP, `redfish+http://`, port 80 by default: for emulators and labs
+    /// only, said by its name (the password travels in the clear).
+    RedfishHttp,
 }
 
 impl BmcScheme {
-    /// Every scheme.
-    pub const ALL: [BmcScheme; 1] = [BmcScheme::Ipmi];
+    /// Every scheme (the longer of two names sharing a prefix first).
+    pub const ALL: [BmcScheme; 3] = [BmcScheme::Ipmi, BmcScheme::RedfishHttp, BmcScheme::Redfish];
 
     /// The URL scheme.
     pub fn as_str(self) -> &'static str {
         match self {
             BmcScheme::Ipmi => "ipmi",
+            BmcScheme::Redfish => "redfish",
+            BmcScheme::RedfishHttp => "redfish+http",
         }
     }
 
@@ -359,7 +366,14 @@ impl BmcScheme {
     pub fn default_port(self) -> u16 {
         match self {
             BmcScheme::Ipmi => 623,
+            BmcScheme::Redfish => 443,
+            BmcScheme::RedfishHttp => 80,
         }
+    }
+
+    /// Whether this is Redfish (over either transport).
+    pub fn is_redfish(self) -> bool {
+        matches!(self, BmcScheme::Redfish | BmcScheme::RedfishHttp)
     }
 }
 
@@ -367,10 +381,12 @@ impl BmcScheme {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BmcAddressError {
     /// Not `SCHEME://USER@HOST[:PORT]` with a known scheme.
-    #[error("`{0}` is not ipmi://USER@HOST[:PORT]")]
+    #[error(
+        "`{0}` is not ipmi://USER@HOST[:PORT], redfish://USER@HOST[:PORT] or redfish+http://USER@HOST[:PORT]"
+    )]
     Scheme(String),
     /// No user.
-    #[error("`{0}` names no user (ipmi://USER@HOST[:PORT])")]
+    #[error("`{0}` names no user (SCHEME://USER@HOST[:PORT])")]
     NoUser(String),
     /// A password inside the URL (it must come from a prompt, a file or the environment).
     #[error(
@@ -391,12 +407,16 @@ pub enum BmcAddressError {
     /// User or host empty, or a path after the host.
     #[error("`{0}` needs a user and a host")]
     Empty(String),
-    /// A query other than `?suite=17` or `?suite=3`.
-    #[error("`{0}`: the only option is ?suite=17 or ?suite=3 (the IPMI cipher suite)")]
+    /// An option the scheme does not have, or a bad value.
+    #[error(
+        "`{0}`: the options are ?suite=17|3 for ipmi://, and ?system=ID and ?pin=sha256:HEX (64 digits, https only) for redfish://, joined by &"
+    )]
     Query(String),
 }
 
-/// A BMC's address, `ipmi://USER@HOST[:PORT]` (the password always travels apart from it).
+/// A BMC's address, `ipmi://USER@HOST[:PORT][?suite=17|3]` or
+/// `redfish[+http]://USER@HOST[:PORT][?system=ID][&pin=sha256:HEX]` (the password always
+/// travels apart from it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BmcAddress {
     /// Protocol.
@@ -410,21 +430,50 @@ pub struct BmcAddress {
     /// The IPMI cipher suite to use and no other (`?suite=17` or `?suite=3`), for BMCs that
     /// must not be asked twice; `None`: 17, else 3.
     pub suite: Option<u8>,
+    /// The Redfish system to drive (`?system=ID`, the last segment of its URI), for a BMC
+    /// that manages several; `None`: the only one in `/redfish/v1/Systems`.
+    pub system: Option<String>,
+    /// The SHA-256 of the Redfish BMC's certificate (`?pin=sha256:HEX`), trusted instead of a
+    /// CA: BMC certificates are self-signed almost everywhere.
+    pub pin: Option<[u8; 32]>,
 }
 
 impl BmcAddress {
-    /// Parses `SCHEME://USER@HOST[:PORT][?suite=17|3]`; a password in the URL is refused.
+    /// Parses an address; a password in the URL is refused, and so is an option the scheme
+    /// does not have.
     pub fn parse(url: &str) -> Result<BmcAddress, BmcAddressError> {
-        let (url_part, suite) = match url.split_once('?') {
+        let (url_part, query) = match url.split_once('?') {
             None => (url, None),
-            Some((u, q)) => match q.strip_prefix("suite=") {
-                Some("17") => (u, Some(17)),
-                Some("3") => (u, Some(3)),
-                _ => return Err(BmcAddressError::Query(url.to_owned())),
-            },
+            Some((u, q)) => (u, Some(q)),
         };
         let mut a = Self::parse_plain(url_part)?;
-        a.suite = suite;
+        let bad = || BmcAddressError::Query(url.to_owned());
+        for kv in query.map(|q| q.split('&')).into_iter().flatten() {
+            let (k, v) = kv.split_once('=').ok_or_else(bad)?;
+            match (a.scheme, k) {
+                (BmcScheme::Ipmi, "suite") if a.suite.is_none() => {
+                    a.suite = Some(match v {
+                        "17" => 17,
+                        "3" => 3,
+                        _ => return Err(bad()),
+                    })
+                }
+                (s, "system") if s.is_redfish() && a.system.is_none() => {
+                    if v.is_empty()
+                        || !v
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    {
+                        return Err(bad());
+                    }
+                    a.system = Some(v.to_owned());
+                }
+                (BmcScheme::Redfish, "pin") if a.pin.is_none() => {
+                    a.pin = Some(parse_fingerprint(v).ok_or_else(bad)?);
+                }
+                _ => return Err(bad()),
+            }
+        }
         Ok(a)
     }
 
@@ -470,8 +519,36 @@ impl BmcAddress {
             host: host.to_owned(),
             port,
             suite: None,
+            system: None,
+            pin: None,
         })
     }
+}
+
+/// `sha256:` and 64 hex digits (either case), or the colon-separated form browsers and
+/// `openssl x509 -fingerprint -sha256` print, as 32 bytes.
+pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
+    let hex_part = s.strip_prefix("sha256:").unwrap_or(s);
+    let digits: Vec<u8> = hex_part.bytes().filter(|b| *b != b':').collect();
+    if digits.len() != 64 || hex_part.starts_with(':') {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in digits.chunks(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+/// A fingerprint as `sha256:` and 64 lower-case hex digits.
+pub fn fingerprint_text(fp: &[u8; 32]) -> String {
+    let mut s = String::from("sha256:");
+    for b in fp {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
 }
 
 impl fmt::Display for BmcAddress {
@@ -483,10 +560,19 @@ impl fmt::Display for BmcAddress {
         } else {
             write!(f, "{s}://{}@{}:{}", self.user, self.host, self.port)?;
         }
-        match self.suite {
-            Some(n) => write!(f, "?suite={n}"),
-            None => Ok(()),
+        let mut sep = '?';
+        if let Some(n) = self.suite {
+            write!(f, "{sep}suite={n}")?;
+            sep = '&';
         }
+        if let Some(id) = &self.system {
+            write!(f, "{sep}system={id}")?;
+            sep = '&';
+        }
+        if let Some(fp) = &self.pin {
+            write!(f, "{sep}pin={}", fingerprint_text(fp))?;
+        }
+        Ok(())
     }
 }
 
@@ -727,11 +813,48 @@ mod bmc_address_tests {
             "ipmi://admin@h?suite=2",
             "ipmi://admin@h?cipher=17",
             "ipmi://admin@h?",
+            "ipmi://admin@h?suite=17&suite=3",
+            "ipmi://admin@h?system=1",
+            "redfish://admin@h?suite=17",
+            "redfish://admin@h?pin=sha256:00",
+            "redfish+http://admin@h?pin=sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            "redfish://admin@h?system=a/b",
         ] {
             assert!(
                 matches!(BmcAddress::parse(bad), Err(BmcAddressError::Query(_))),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn redfish_addresses_carry_a_system_and_a_pin_and_round_trip() {
+        let fp = "AB:".repeat(31) + "CD";
+        let a = BmcAddress::parse(&format!(
+            "redfish://root@bmc7?system=System.Embedded.1&pin={fp}"
+        ))
+        .unwrap();
+        assert_eq!(a.scheme, BmcScheme::Redfish);
+        assert_eq!((a.host.as_str(), a.port), ("bmc7", 443));
+        assert_eq!(a.system.as_deref(), Some("System.Embedded.1"));
+        let mut want = [0xab; 32];
+        want[31] = 0xcd;
+        assert_eq!(a.pin, Some(want));
+        let text = a.to_string();
+        assert_eq!(
+            text,
+            format!(
+                "redfish://root@bmc7:443?system=System.Embedded.1&pin=sha256:{}cd",
+                "ab".repeat(31)
+            )
+        );
+        assert_eq!(BmcAddress::parse(&text).unwrap(), a);
+        let h = BmcAddress::parse("redfish+http://admin@127.0.0.1:8000").unwrap();
+        assert_eq!((h.scheme, h.port), (BmcScheme::RedfishHttp, 8000));
+        assert_eq!(
+            BmcAddress::parse("redfish+http://admin@h").unwrap().port,
+            80
+        );
+        assert_eq!(h.to_string(), "redfish+http://admin@127.0.0.1:8000");
     }
 }

@@ -571,8 +571,10 @@ pub enum BootDevice {
     Disk,
     /// Firmware setup.
     Bios,
-    /// Optical media.
+    /// Optical media (a Redfish BMC's virtual media among them).
     Cdrom,
+    /// UEFI HTTP boot (Redfish only; IPMI has no code for it).
+    UefiHttp,
 }
 
 impl BootDevice {
@@ -582,6 +584,7 @@ impl BootDevice {
         BootDevice::Disk,
         BootDevice::Bios,
         BootDevice::Cdrom,
+        BootDevice::UefiHttp,
     ];
 
     /// Stable snake_case name.
@@ -591,6 +594,7 @@ impl BootDevice {
             BootDevice::Disk => "disk",
             BootDevice::Bios => "bios",
             BootDevice::Cdrom => "cdrom",
+            BootDevice::UefiHttp => "uefi_http",
         }
     }
 }

@@ -166,7 +166,13 @@ impl Inband {
         persistent: bool,
         uefi: bool,
     ) -> Result<(), BmcError> {
-        self.send(Raw::set_boot_flags(device, persistent, uefi))?;
+        let raw = Raw::set_boot_flags(device, persistent, uefi).ok_or_else(|| {
+            self.fail(
+                BmcErrorKind::Unsupported,
+                format!("IPMI has no boot device {}", device.as_str()),
+            )
+        })?;
+        self.send(raw)?;
         Ok(())
     }
 }

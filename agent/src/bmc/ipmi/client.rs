@@ -131,8 +131,14 @@ impl IpmiClient {
         persistent: bool,
         uefi: bool,
     ) -> Result<(), BmcError> {
-        self.send(t, Raw::set_boot_flags(device, persistent, uefi))
-            .await?;
+        let raw = Raw::set_boot_flags(device, persistent, uefi).ok_or_else(|| {
+            fail(
+                t,
+                BmcErrorKind::Unsupported,
+                format!("IPMI has no boot device {}", device.as_str()),
+            )
+        })?;
+        self.send(t, raw).await?;
         Ok(())
     }
 

@@ -36,13 +36,14 @@ impl Raw {
         Raw::new(NetFn::Chassis, 0x09, vec![0x05, 0x00, 0x00])
     }
 
-    /// Set System Boot Options, parameter 5 (boot flags, see [`boot_flags_request`]).
-    pub fn set_boot_flags(device: BootDevice, persistent: bool, uefi: bool) -> Raw {
-        Raw::new(
+    /// Set System Boot Options, parameter 5 (boot flags, see [`boot_flags_request`]);
+    /// `None` for a device IPMI has no code for (UEFI HTTP boot).
+    pub fn set_boot_flags(device: BootDevice, persistent: bool, uefi: bool) -> Option<Raw> {
+        Some(Raw::new(
             NetFn::Chassis,
             0x08,
-            boot_flags_request(device, persistent, uefi),
-        )
+            boot_flags_request(device, persistent, uefi)?,
+        ))
     }
 }
 
@@ -107,8 +108,9 @@ pub struct SelInfo {
     pub free_bytes: u16,
 }
 
-/// Set System Boot Options, parameter 5 (boot flags): valid, persistent, UEFI, device.
-pub fn boot_flags_request(device: BootDevice, persistent: bool, uefi: bool) -> Vec<u8> {
+/// Set System Boot Options, parameter 5 (boot flags): valid, persistent, UEFI, device; `None`
+/// for a device the boot flags have no selector for (UEFI HTTP boot).
+pub fn boot_flags_request(device: BootDevice, persistent: bool, uefi: bool) -> Option<Vec<u8>> {
     let mut b1 = 0x80; // valid
     if persistent {
         b1 |= 0x40;
@@ -121,8 +123,9 @@ pub fn boot_flags_request(device: BootDevice, persistent: bool, uefi: bool) -> V
         BootDevice::Disk => 0x2,
         BootDevice::Cdrom => 0x5,
         BootDevice::Bios => 0x6,
+        BootDevice::UefiHttp => return None,
     };
-    vec![0x05, b1, selector << 2, 0, 0, 0]
+    Some(vec![0x05, b1, selector << 2, 0, 0, 0])
 }
 
 /// The answer to Get System Boot Options, parameter 5.

@@ -149,6 +149,11 @@ struct RunArgs {
     /// the poll off.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     bmc_poll: Duration,
+    /// A PEM file of CAs that sign the certificates of Redfish BMCs (checked with the BMC's
+    /// host name). Without it only BMCs whose address pins their certificate
+    /// (`?pin=sha256:…`) are accepted; no certificate is ever accepted unchecked.
+    #[arg(long = "bmc-ca", value_name = "FILE")]
+    bmc_ca: Option<PathBuf>,
     /// A directory plans may name host paths in — guests' serial logs, kernels, initrds
     /// (repeat; beside /var/log/ferric, /var/lib/libvirt/boot and /var/lib/libvirt/images).
     /// Never the agent's state directory, nor a directory holding a Ferric key or store.
@@ -331,16 +336,31 @@ async fn real_main() -> Result<()> {
                 backoff_max,
                 drain_grace,
                 bmc_poll,
+                bmc_ca,
                 allow_paths,
                 console_dirs,
                 bridges,
                 volumes,
                 uplinks,
             } = *args;
-            let ipmi = || -> Arc<ferric_agent::bmc::control::IpmiBmcs> {
-                Arc::new(ferric_agent::bmc::control::IpmiBmcs::new(
-                    ferric_agent::bmc::ipmi::IpmiClient::default(),
-                    ferric_agent::bmc::control::POWER_SETTLE,
+            let ca_bundle = match &bmc_ca {
+                Some(p) => Some(Arc::new(
+                    ferric_agent::bmc::redfish::read_ca_bundle(p).map_err(anyhow::Error::msg)?,
+                )),
+                None => None,
+            };
+            let ipmi = || -> Arc<ferric_agent::bmc::redfish::Bmcs> {
+                Arc::new(ferric_agent::bmc::redfish::Bmcs::new(
+                    ferric_agent::bmc::control::IpmiBmcs::new(
+                        ferric_agent::bmc::ipmi::IpmiClient::default(),
+                        ferric_agent::bmc::control::POWER_SETTLE,
+                    ),
+                    ferric_agent::bmc::redfish::RedfishBmcs::new(ferric_redfish::Client::new(
+                        ferric_redfish::Options {
+                            ca_bundle: ca_bundle.clone(),
+                            ..ferric_redfish::Options::default()
+                        },
+                    )),
                 ))
             };
             let host: Arc<dyn Sampler> = Arc::new(
@@ -368,7 +388,7 @@ async fn real_main() -> Result<()> {
                     drivers
                 }
                 DriverArg::Bmc => {
-                    tracing::info!("driving BMCs only (IPMI over LAN)");
+                    tracing::info!("driving BMCs only (IPMI over LAN and Redfish)");
                     let none = Arc::new(Unsupported(
                         "this agent drives BMCs only (run it with --driver libvirt for guests)",
                     ));

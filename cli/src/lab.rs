@@ -39,9 +39,11 @@ pub enum LabCmd {
         /// --firmware).
         #[arg(long, value_delimiter = ',', default_value = "pxe")]
         netboot: Vec<ferric_lab::NetBoot>,
-        /// BMC: `openipmi` (OpenIPMI's ipmi_sim: cipher suite 3, a SEL, `/dev/ipmi0` in the
-        /// machine) or `ferric` (Ferric's own: cipher suites 17 and 3, boot flags kept whole
-        /// and honoured); a list as for --firmware.
+        /// BMC: `openipmi` (OpenIPMI's ipmi_sim: IPMI cipher suite 3, a SEL, `/dev/ipmi0` in
+        /// the machine), `ferric` (Ferric's IPMI BMC: cipher suites 17 and 3, boot flags kept
+        /// whole and honoured) or `redfish` (Ferric's Redfish BMC: HTTPS with its own
+        /// certificate, pinned in the address `status` shows; virtual media); a list as for
+        /// --firmware.
         #[arg(long, value_delimiter = ',', default_value = "openipmi")]
         bmc: Vec<ferric_lab::BmcKind>,
     },
@@ -162,11 +164,20 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
                 rack.prov_host_ip(),
                 rack.prov_veth()
             );
-            println!(
-                "power a node on: ipmitool -I lanplus -C 3 -H {} -U {} -P … chassis power on",
-                rack.nodes[0].bmc_ip,
-                ferric_lab::BMC_USER
-            );
+            let n0 = &rack.nodes[0];
+            if n0.bmc == ferric_lab::BmcKind::Redfish {
+                println!(
+                    "power a node on: curl -k -u {}:… -H 'Content-Type: application/json' -d '{{\"ResetType\":\"On\"}}' https://{}/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
+                    ferric_lab::BMC_USER,
+                    n0.bmc_ip
+                );
+            } else {
+                println!(
+                    "power a node on: ipmitool -I lanplus -C 3 -H {} -U {} -P … chassis power on",
+                    n0.bmc_ip,
+                    ferric_lab::BMC_USER
+                );
+            }
         }
         LabCmd::Status => {
             let rack = Rack::load(&dir)?;
@@ -215,12 +226,7 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
             for n in &rack.nodes {
                 let body = ferric_api::bmcs::EnrollBmcNode {
                     name: n.name.clone(),
-                    bmc: format!(
-                        "ipmi://{}@{}:{}",
-                        ferric_lab::BMC_USER,
-                        n.bmc_ip,
-                        ferric_lab::BMC_PORT
-                    ),
+                    bmc: ferric_lab::bmc_address(&rack, n),
                     password: rack.bmc_password.clone(),
                     via: via.clone(),
                     macs: vec![n.mac.clone()],

@@ -191,7 +191,7 @@ pub(crate) fn start(rack: &Rack, n: &Node) -> Result<()> {
             let args = write_sim_config(&dir, &node_lan(rack, n), &[])?;
             cmd.arg("ipmi_sim").args(args);
         }
-        BmcKind::Ferric => {
+        BmcKind::Ferric | BmcKind::Redfish => {
             // The node's directory on its command line: what tells its pid from a reused one.
             cmd.arg(&rack.ferric)
                 .args(["lab", "bmc", "--node-dir"])
@@ -204,11 +204,22 @@ pub(crate) fn start(rack: &Rack, n: &Node) -> Result<()> {
         .or_lab(|| format!("cannot write {}", pid_file.display()))
 }
 
-/// Waits until a node's ipmi_sim has bound its LAN socket in the namespace.
+/// Waits until a node's BMC has bound its socket in the namespace: the LAN socket the relay
+/// forwards to, or a Redfish BMC's HTTPS port.
 pub(crate) fn wait(rack: &Rack, n: &Node) -> Result<()> {
     let started = Instant::now();
-    let want = format!("127.0.0.1:{}", backend_port(n));
-    while !netns::udp_listening(&rack.netns).contains(&want) {
+    let listening = || {
+        if n.bmc == BmcKind::Redfish {
+            netns::tcp_listening(&rack.netns).contains(&format!(
+                "{}:{}",
+                n.bmc_ip,
+                crate::redfish_bmc::REDFISH_PORT
+            ))
+        } else {
+            netns::udp_listening(&rack.netns).contains(&format!("127.0.0.1:{}", backend_port(n)))
+        }
+    };
+    while !listening() {
         if started.elapsed() > Duration::from_secs(15) {
             return Err(LabError::BmcNotUp {
                 node: n.name.clone(),

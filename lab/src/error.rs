@@ -106,6 +106,9 @@ pub enum LabError {
         /// What it wrote to stderr.
         stderr: String,
     },
+    /// A BMC certificate could not be made or loaded.
+    #[error("BMC certificate: {0}")]
+    Certificate(String),
     /// A node's `ipmi_sim` did not bind its LAN socket in time.
     #[error("the BMC of {node} did not come up: {log}")]
     BmcNotUp {

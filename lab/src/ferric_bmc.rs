@@ -3,7 +3,7 @@
 //! forwards to, and drives the node's QEMU as its chassis. Unlike ipmi_sim it keeps the boot
 //! flags whole and honours them: the device (network or disk) as before, and for a node with
 //! both firmwares the EFI bit picks UEFI or BIOS at the next power-on, as on a server with a
-//! compatibility module.
+//! compatibility module. A `--bmc redfish` node's BMC is [`crate::redfish_bmc`].
 
 use crate::error::{IoContext, LabError, Result};
 use crate::fault::has_fault;
@@ -103,6 +103,9 @@ pub fn serve(node_dir: &Path) -> Result<()> {
     };
     let rack = Rack::load(rack_dir)?;
     let node = rack.node(name)?.clone();
+    if node.bmc == crate::BmcKind::Redfish {
+        return crate::redfish_bmc::serve(rack, node);
+    }
     let mut cfg = BmcConfig::new(BMC_USER, &rack.bmc_password);
     // A stable GUID per node, as a machine's.
     cfg.guid = guid_of(&node.mac);

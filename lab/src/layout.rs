@@ -41,6 +41,10 @@ pub enum BmcKind {
     /// kept whole and honoured (the EFI bit picks a `both` node's firmware); no SEL, no
     /// sensors, no in-band interface.
     Ferric,
+    /// Ferric's Redfish BMC (`ferric lab bmc`, on ferric-redfish): HTTPS on port 443 with its
+    /// own certificate, sessions and basic authentication; power, boot override, virtual
+    /// media through QEMU's monitor, an event log of what it did.
+    Redfish,
 }
 
 /// The bus of a node's disk.
@@ -95,7 +99,13 @@ names!(
     Uefi = "uefi",
     Both = "both"
 );
-names!(BmcKind, "lab BMC", Openipmi = "openipmi", Ferric = "ferric");
+names!(
+    BmcKind,
+    "lab BMC",
+    Openipmi = "openipmi",
+    Ferric = "ferric",
+    Redfish = "redfish"
+);
 names!(
     DiskBus,
     "disk bus",

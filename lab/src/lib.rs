@@ -49,6 +49,7 @@ mod netns;
 mod process;
 pub mod qemu;
 pub mod rack;
+pub mod redfish_bmc;
 
 pub use bmc::{BMC_PORT, BMC_USER};
 pub use bmc_lan::{ra_prefix, relay, router_advertisement};
@@ -58,4 +59,4 @@ pub use fault::{Fault, fault};
 pub use layout::{BmcKind, DiskBus, Firmware, NetBoot, Node, Rack};
 pub use process::run;
 pub use qemu::{IPXE_ROM, OVMF_CODE, OVMF_VARS, probe_accel, qemu_pid};
-pub use rack::{NodeStatus, UpOptions, down, status, up};
+pub use rack::{NodeStatus, UpOptions, bmc_address, down, status, up};

@@ -29,6 +29,11 @@ pub(crate) fn udp_listening(ns: &str) -> String {
     run(Command::new("ip").args(["netns", "exec", ns, "ss", "-lun"])).unwrap_or_default()
 }
 
+/// The TCP sockets listening inside namespace `ns` (`ss -ltn`); empty when it cannot say.
+pub(crate) fn tcp_listening(ns: &str) -> String {
+    run(Command::new("ip").args(["netns", "exec", ns, "ss", "-ltn"])).unwrap_or_default()
+}
+
 /// Makes the rack's namespace with its links, bridge and taps.
 pub(crate) fn create(rack: &Rack) -> Result<()> {
     let ns = rack.netns.as_str();

@@ -113,6 +113,18 @@ fn node_args(
     };
     let uefi = boot_mode(rack, n) == Firmware::Uefi;
     let both = n.firmware == Firmware::Both;
+    // A Redfish node has a CD drive (its BMC's virtual media) and may boot from it.
+    let has_cd = n.bmc == BmcKind::Redfish;
+    let cdrom =
+        has_cd && std::fs::read_to_string(dir.join("boot")).is_ok_and(|b| b.trim() == "cdrom");
+    let pxe = pxe && !cdrom;
+    let order = if cdrom {
+        "d"
+    } else if pxe {
+        "n"
+    } else {
+        "c"
+    };
     let mut a = vec!["-name".to_owned(), n.name.clone()];
     a.extend(machine_args(&rack.accel, rack.memory_mib));
     if uefi || both {
@@ -156,6 +168,25 @@ fn node_args(
         format!("file={file},format=raw,if=none,id=disk0"),
         "-device".into(),
         disk_device(n)?,
+    ]);
+    if has_cd {
+        let iso = dir.join("media.iso");
+        let file = if iso.exists() {
+            format!(",file={},format=raw", iso.display())
+        } else {
+            String::new()
+        };
+        a.extend([
+            "-drive".into(),
+            format!("if=none,id=cd0,media=cdrom,readonly=on{file}"),
+            "-device".into(),
+            format!(
+                "ide-cd,drive=cd0,bus=ide.1,id={CDROM}{}",
+                if cdrom && uefi { ",bootindex=1" } else { "" }
+            ),
+        ]);
+    }
+    a.extend([
         "-netdev".into(),
         format!("tap,id=n0,ifname={},script=no,downscript=no", n.tap),
         "-device".into(),
@@ -168,10 +199,7 @@ fn node_args(
             if uefi { bootindex } else { "" }
         ));
         if !uefi {
-            a.extend([
-                "-boot".into(),
-                format!("order={}", if pxe { "n" } else { "c" }),
-            ]);
+            a.extend(["-boot".into(), format!("order={order}")]);
         }
     } else if uefi {
         a.push(format!(
@@ -182,7 +210,7 @@ fn node_args(
         a.extend([
             format!("e1000,netdev=n0,mac={},romfile={IPXE_ROM}", n.mac),
             "-boot".into(),
-            format!("order={}", if pxe { "n" } else { "c" }),
+            format!("order={order}"),
         ]);
     }
     if n.bmc == BmcKind::Openipmi {
@@ -312,6 +340,28 @@ fn qmp(rack: &Rack, n: &Node, command: &str) -> Result<()> {
         sock: sock.clone(),
         source,
     })
+}
+
+/// The qdev id of a Redfish node's CD drive.
+const CDROM: &str = "cdrom0";
+
+/// Puts `iso` into a Redfish node's CD drive (`None`: ejects it): at once through QMP when the
+/// node runs, and at every later power-on (the file `media.iso` in its directory is the
+/// medium).
+pub(crate) fn change_media(rack: &Rack, n: &Node, iso: Option<&Path>) -> Result<()> {
+    if qemu_pid(rack, n).is_none() {
+        return Ok(());
+    }
+    let command = match iso {
+        Some(p) => format!(
+            "{{\"execute\":\"blockdev-change-medium\",\"arguments\":{{\"id\":\"{CDROM}\",\"filename\":{},\"format\":\"raw\",\"read-only-mode\":\"read-only\"}}}}",
+            serde_json::Value::String(p.display().to_string())
+        ),
+        None => {
+            format!("{{\"execute\":\"eject\",\"arguments\":{{\"id\":\"{CDROM}\",\"force\":true}}}}")
+        }
+    };
+    qmp(rack, n, &command)
 }
 
 /// ACPI power button through QMP.

@@ -140,11 +140,11 @@ pub fn up(o: &UpOptions) -> Result<Rack> {
         .collect();
     if let Some(n) = nodes
         .iter()
-        .find(|n| n.firmware == Firmware::Both && n.bmc != BmcKind::Ferric)
+        .find(|n| n.firmware == Firmware::Both && n.bmc == BmcKind::Openipmi)
     {
         return Err(LabError::BadNodeOption(format!(
-            "{}: --firmware both needs --bmc ferric (ipmi_sim drops the boot flags' EFI bit, \
-             which picks the firmware)",
+            "{}: --firmware both needs --bmc ferric or redfish (ipmi_sim drops the boot flags' \
+             EFI bit, which picks the firmware)",
             n.name
         )));
     }
@@ -196,6 +196,9 @@ fn build(rack: &Rack) -> Result<()> {
                     .or_lab(|| format!("cannot make the NVRAM {}", nvram.display()))?;
             }
         }
+        if n.bmc == BmcKind::Redfish {
+            crate::redfish_bmc::make_certificate(rack, n)?;
+        }
         bmc::start(rack, n)?;
     }
     for n in &rack.nodes {
@@ -213,7 +216,7 @@ pub struct NodeStatus {
     pub power: String,
     /// Next boot device as the BMC set it.
     pub boot: String,
-    /// `ipmi://admin@IP:623`.
+    /// `ipmi://admin@IP:623`, or `redfish://admin@IP:443?pin=sha256:…`.
     pub bmc: String,
     /// Whether the BMC process runs.
     pub bmc_up: bool,
@@ -229,6 +232,24 @@ pub struct NodeStatus {
     pub faults: Vec<String>,
     /// Last console lines.
     pub console_tail: Vec<String>,
+}
+
+/// A node's BMC address as Ferric enrolls it: `ipmi://admin@IP:623`, or for a Redfish BMC
+/// `redfish://admin@IP:443?pin=sha256:…` with its certificate pinned.
+pub fn bmc_address(rack: &Rack, n: &Node) -> String {
+    match n.bmc {
+        BmcKind::Redfish => {
+            let pin = crate::redfish_bmc::fingerprint(rack, n)
+                .map(|f| format!("?pin={}", ferric_proto::msg::fingerprint_text(&f)))
+                .unwrap_or_default();
+            format!(
+                "redfish://{BMC_USER}@{}:{}{pin}",
+                n.bmc_ip,
+                crate::redfish_bmc::REDFISH_PORT
+            )
+        }
+        _ => format!("ipmi://{BMC_USER}@{}:{BMC_PORT}", n.bmc_ip),
+    }
 }
 
 /// Status of every node.
@@ -259,7 +280,7 @@ pub fn status(rack: &Rack) -> Vec<NodeStatus> {
                     .unwrap_or_default()
                     .trim()
                     .to_owned(),
-                bmc: format!("ipmi://{BMC_USER}@{}:{BMC_PORT}", n.bmc_ip),
+                bmc: bmc_address(rack, n),
                 bmc_up: bmc::bmc_pid(rack, n).is_some(),
                 bmc_kind: n.bmc,
                 mac: n.mac.clone(),

@@ -45,11 +45,13 @@ pub const COORDINATOR_SERVER_NAME: &str = "coordinator.ferric.internal";
 ///   `AgentMsg::Console`);
 /// * 7 — cancelling a plan the agent holds (`CoordMsg::Cancel`, `ErrorKind::Cancelled`);
 /// * 8 — the firmware's boot mode in an inspection (`StepOutput::Inspected`) and the UEFI
-///   boot entry step (`Step::UefiBootEntry`).
+///   boot entry step (`Step::UefiBootEntry`);
+/// * 9 — Redfish: the BMC inventory and virtual media steps (`Step::BmcInventory`,
+///   `Step::BmcMedia`, their outputs), and the UEFI HTTP boot device.
 ///
 /// A plan is pushed only to an agent whose version knows all its steps
 /// ([`plan::Plan::min_protocol`]); otherwise the coordinator fails it, naming the step.
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;
 /// Oldest agent protocol version the coordinator still serves (rolling upgrades).
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 

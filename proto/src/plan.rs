@@ -144,6 +144,22 @@ pub enum Step {
         #[serde(default)]
         clear: bool,
     },
+    /// Reads what a BMC knows of its machine without booting it (processors, memory, drives,
+    /// NICs with their MACs, the system's identity); the inventory is the step's output.
+    /// Redfish BMCs only. Protocol 9.
+    BmcInventory {
+        /// BMC reference.
+        bmc: String,
+    },
+    /// Inserts an ISO image into a BMC's virtual CD (the BMC fetches it from `image`, an
+    /// http(s) URL), or ejects the CD when `image` is `None`. Redfish BMCs only. Protocol 9.
+    BmcMedia {
+        /// BMC reference.
+        bmc: String,
+        /// The image's URL; `None`: eject.
+        #[serde(default)]
+        image: Option<String>,
+    },
     /// Reads the machine's hardware (CPUs, memory, disks, NICs, DMI, the BMC's LAN address
     /// in-band); the inventory is the step's output. Run by a deploy ramdisk. Protocol 4.
     Inspect {},
@@ -314,9 +330,11 @@ impl Step {
                 action: PowerAction::Status,
             }
             | Step::BmcSensors { bmc }
+            | Step::BmcInventory { bmc }
             | Step::BmcSel { bmc, clear: false } => vec![(format!("bmc:{bmc}"), Read)],
             Step::BmcPower { bmc, .. }
             | Step::BmcBootDevice { bmc, .. }
+            | Step::BmcMedia { bmc, .. }
             | Step::BmcSel { bmc, clear: true } => {
                 vec![(format!("bmc:{bmc}"), Write)]
             }
@@ -335,6 +353,16 @@ impl Step {
     /// frame.
     pub fn min_protocol(&self) -> u16 {
         match self {
+            Step::BmcInventory { .. }
+            | Step::BmcMedia { .. }
+            | Step::BmcBootDevice {
+                device: BootDevice::UefiHttp,
+                ..
+            }
+            | Step::SetBootDevice {
+                device: BootDevice::UefiHttp,
+                ..
+            } => 9,
             Step::UefiBootEntry { .. } => 8,
             Step::EraseDisks { .. }
             | Step::WriteImage { .. }
@@ -368,6 +396,8 @@ impl Step {
             Step::BmcBootDevice { .. } => "bmc_boot_device",
             Step::BmcSensors { .. } => "bmc_sensors",
             Step::BmcSel { .. } => "bmc_sel",
+            Step::BmcInventory { .. } => "bmc_inventory",
+            Step::BmcMedia { .. } => "bmc_media",
             Step::Inspect { .. } => "inspect",
             Step::EraseDisks { .. } => "erase_disks",
             Step::WriteImage { .. } => "write_image",
@@ -738,6 +768,13 @@ pub enum StepOutput {
     Inspection(Box<crate::hardware::InspectionV4>),
     /// What an `inspect` step found, with the firmware's boot mode (protocol version 8).
     Inspected(Box<crate::hardware::Inspection>),
+    /// What a BMC knows of its machine (protocol version 9).
+    BmcInventory(Box<crate::hardware::Inventory>),
+    /// A BMC's virtual CD after the step: the inserted image's URL (protocol version 9).
+    Media {
+        /// The image inserted; `None`: empty.
+        image: Option<String>,
+    },
 }
 
 impl StepOutput {
@@ -996,7 +1033,16 @@ pub fn validate_steps(steps: &[PlanStep]) -> Result<(), PlanError> {
                 Step::BmcPower { bmc, .. }
                 | Step::BmcBootDevice { bmc, .. }
                 | Step::BmcSensors { bmc }
+                | Step::BmcInventory { bmc }
                 | Step::BmcSel { bmc, .. } => check_name(bmc).map_err(|p| field("bmc", p))?,
+                Step::BmcMedia { bmc, image } => {
+                    check_name(bmc).map_err(|p| field("bmc", p))?;
+                    if let Some(url) = image
+                        && !(url.starts_with("http://") || url.starts_with("https://"))
+                    {
+                        return Err(field("image", "must be an http:// or https:// URL"));
+                    }
+                }
                 Step::Inspect {} | Step::EraseDisks { .. } | Step::Reboot {} => {}
                 Step::SetBootDevice { .. } => {}
                 Step::UefiBootEntry { root } => check_root(root).map_err(|(f, p)| field(f, p))?,

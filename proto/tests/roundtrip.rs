@@ -93,6 +93,11 @@ fn step() -> impl Strategy<Value = Step> {
             action: PowerAction::Cycle
         }),
         (name(), any::<bool>()).prop_map(|(bmc, clear)| Step::BmcSel { bmc, clear }),
+        name().prop_map(|bmc| Step::BmcInventory { bmc }),
+        (name(), proptest::option::of(name())).prop_map(|(bmc, image)| Step::BmcMedia {
+            bmc,
+            image: image.map(|i| format!("https://images.example/{i}.iso")),
+        }),
     ]
 }
 

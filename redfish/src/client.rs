@@ -647,6 +647,16 @@ impl Client {
                 st.root = Some(r.body);
             }
         }
+        // A service root that names no session service means there is none (sushy-tools'
+        // emulator answers a login there with 401, as to any request without credentials).
+        if let Some(root) = &st.root
+            && root.pointer("/Links/Sessions").is_none()
+            && root.get("SessionService").is_none()
+        {
+            info!(bmc = %c.name, "the BMC has no session service: using basic authentication");
+            st.auth = Auth::Basic;
+            return Ok(());
+        }
         let sessions = st
             .root
             .as_ref()
@@ -1205,6 +1215,30 @@ impl Client {
         Ok(out)
     }
 
+    /// The members of a collection a resource links but the BMC may not serve (sushy-tools
+    /// links `Memory` and answers 404, and `Storage` with 500 when it has no storage
+    /// configured): what it cannot give is empty, said in the log; a BMC that refuses the
+    /// credentials or does not answer is still an error.
+    async fn optional_members(
+        &self,
+        c: &Conn,
+        st: &mut State,
+        coll: &str,
+    ) -> Result<Vec<Value>, Error> {
+        match self.members(c, st, coll).await {
+            Err(e)
+                if matches!(
+                    e.kind,
+                    ErrorKind::NotFound | ErrorKind::Unsupported | ErrorKind::Failed
+                ) =>
+            {
+                warn!(bmc = %c.name, coll, "left out of the inventory: {}", e.message);
+                Ok(vec![])
+            }
+            r => r,
+        }
+    }
+
     /// Sensor readings: the chassis' `Sensors` collection where it has one, else its
     /// `Thermal` (temperatures, fans) and `Power` (voltages, power consumed) resources.
     pub async fn sensors(&self, t: &Target) -> Result<Vec<SensorReading>, Error> {
@@ -1416,7 +1450,7 @@ impl Client {
         let summary = sys.get("ProcessorSummary");
         let mut threads = 0u64;
         if let Some(p) = link(&sys, "Processors") {
-            for cpu in self.members(&c, &mut st, &p).await? {
+            for cpu in self.optional_members(&c, &mut st, &p).await? {
                 if str_of(&cpu, "ProcessorType").is_empty()
                     || str_of(&cpu, "ProcessorType") == "CPU"
                 {
@@ -1446,7 +1480,7 @@ impl Client {
         };
         let mut memory = 0u64;
         if let Some(m) = link(&sys, "Memory") {
-            for dimm in self.members(&c, &mut st, &m).await? {
+            for dimm in self.optional_members(&c, &mut st, &m).await? {
                 memory += dimm.get("CapacityMiB").and_then(Value::as_u64).unwrap_or(0) << 20;
             }
         }
@@ -1460,7 +1494,7 @@ impl Client {
         }
         inv.memory_bytes = memory;
         if let Some(s) = link(&sys, "Storage") {
-            for ctrl in self.members(&c, &mut st, &s).await? {
+            for ctrl in self.optional_members(&c, &mut st, &s).await? {
                 for d in array(&ctrl, "Drives") {
                     let Some(uri) = odata_id(d) else { continue };
                     let d = self.get(&c, &mut st, &uri).await?;
@@ -1479,7 +1513,7 @@ impl Client {
                 }
             }
         } else if let Some(s) = link(&sys, "SimpleStorage") {
-            for ctrl in self.members(&c, &mut st, &s).await? {
+            for ctrl in self.optional_members(&c, &mut st, &s).await? {
                 for d in array(&ctrl, "Devices") {
                     inv.disks.push(DiskInfo {
                         name: str_of(d, "Name"),
@@ -1491,7 +1525,7 @@ impl Client {
             }
         }
         if let Some(n) = link(&sys, "EthernetInterfaces") {
-            for nic in self.members(&c, &mut st, &n).await? {
+            for nic in self.optional_members(&c, &mut st, &n).await? {
                 let mac = str_of(&nic, "MACAddress").to_ascii_lowercase();
                 if mac.is_empty() {
                     continue;

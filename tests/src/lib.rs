@@ -19,6 +19,7 @@ pub mod node;
 pub mod os_image;
 pub mod rack;
 pub mod ramdisk;
+pub mod sushy;
 pub mod vbmc;
 
 use anyhow::{Context, Result, bail};
@@ -297,7 +298,8 @@ pub async fn management_agent_allowing(
     Ok(bmc_agent(&state, ipmi, None, allow))
 }
 
-/// Starts the enrolled agent in `state` driving BMCs over IPMI through `ipmi` (read every
+/// Starts the enrolled agent in `state` driving BMCs over IPMI through `ipmi` and over
+/// Redfish with the default client (pinned certificates only) (read every
 /// `poll`, the agent's default when `None`), with a fake for everything else; it may tail
 /// console logs in `allow` (besides the default directory).
 pub fn bmc_agent(
@@ -307,9 +309,13 @@ pub fn bmc_agent(
     allow: &[&Path],
 ) -> InProcessAgent {
     use ferric_agent::bmc::control::{IpmiBmcs, POWER_SETTLE};
+    use ferric_agent::bmc::redfish::{Bmcs, RedfishBmcs};
     let fake = Arc::new(FakeDriver::new());
     let mut cfg = agent_config(state, fake.clone());
-    cfg.drivers.bmc = Arc::new(IpmiBmcs::new(ipmi, POWER_SETTLE));
+    cfg.drivers.bmc = Arc::new(Bmcs::new(
+        IpmiBmcs::new(ipmi, POWER_SETTLE),
+        RedfishBmcs::new(ferric_redfish::Client::default()),
+    ));
     if let Some(poll) = poll {
         cfg.bmc_poll = poll;
     }
@@ -587,12 +593,7 @@ pub async fn enroll_lab_node(
     rack: &ferric_lab::Rack,
     node: &ferric_lab::Node,
 ) -> Result<()> {
-    let bmc = format!(
-        "ipmi://{}@{}:{}",
-        ferric_lab::BMC_USER,
-        node.bmc_ip,
-        ferric_lab::BMC_PORT
-    );
+    let bmc = ferric_lab::bmc_address(rack, node);
     let (ok, _, err) = cli(
         api,
         &[

@@ -298,11 +298,21 @@ fn bench(which: Bench) -> Result<()> {
 }
 
 fn setup() -> Result<()> {
-    step("system packages (Debian), VirtualBMC and the API test tools (PyPI)");
+    step(
+        "system packages (Debian), VirtualBMC, sushy-tools, DMTF's Redfish validator and the API test tools (PyPI)",
+    );
     setup::packages()?;
     setup::virtualbmc(
         &root().join("target/vbmc-venv"),
         &root().join("tests/python/vbmc-requirements.txt"),
+    )?;
+    setup::sushy_tools(
+        &root().join("target/sushy-venv"),
+        &root().join("tests/python/sushy-requirements.txt"),
+    )?;
+    setup::redfish_validator(
+        &root().join("target/validator-venv"),
+        &root().join("tests/python/validator-requirements.txt"),
     )?;
     setup::api_tools(
         &root().join("target/api-venv"),

@@ -170,6 +170,31 @@ pub fn virtualbmc(venv: &std::path::Path, requirements: &std::path::Path) -> Res
     )
 }
 
+/// sushy-tools' Redfish emulator (`bin/sushy-emulator`, its libvirt driver on Debian's
+/// libvirt binding) in a virtual environment at `venv`, from the pinned, hashed
+/// `requirements`.
+pub fn sushy_tools(venv: &std::path::Path, requirements: &std::path::Path) -> Result<()> {
+    python_tools(
+        "sushy-tools",
+        venv,
+        requirements,
+        true,
+        "import sushy_tools.emulator.main, libvirt, bcrypt",
+    )
+}
+
+/// DMTF's Redfish Service Validator (`bin/rf_service_validator`) in a plain virtual
+/// environment at `venv`, from the pinned, hashed `requirements`.
+pub fn redfish_validator(venv: &std::path::Path, requirements: &std::path::Path) -> Result<()> {
+    python_tools(
+        "DMTF's Redfish Service Validator",
+        venv,
+        requirements,
+        false,
+        "import redfish_service_validator",
+    )
+}
+
 /// The API contract tests' tools (schemathesis, prometheus_client's parser) in a plain
 /// virtual environment at `venv`, from the pinned, hashed `requirements`.
 pub fn api_tools(venv: &std::path::Path, requirements: &std::path::Path) -> Result<()> {

@@ -20,6 +20,8 @@ pub mod control;
 #[cfg(feature = "inband")]
 pub mod inband;
 pub mod ipmi;
+#[cfg(feature = "agent")]
+pub mod redfish;
 #[cfg(test)]
 #[cfg(feature = "agent")]
 mod sim;
@@ -82,6 +84,9 @@ impl BmcTarget {
     /// Parses `ipmi://USER@HOST[:PORT][?suite=17|3]` (the password comes separately).
     pub fn parse(url: &str, password: Secret) -> Result<BmcTarget, BmcTargetError> {
         let a = ferric_proto::msg::BmcAddress::parse(url)?;
+        if a.scheme != ferric_proto::msg::BmcScheme::Ipmi {
+            return Err(BmcTargetError::NotIpmi(url.to_owned()));
+        }
         Ok(BmcTarget {
             host: a.host,
             port: a.port,
@@ -98,6 +103,9 @@ pub enum BmcTargetError {
     /// The address is not `ipmi://USER@HOST[:PORT]`, or holds a password.
     #[error(transparent)]
     Address(#[from] ferric_proto::msg::BmcAddressError),
+    /// A BMC of another protocol.
+    #[error("`{0}` is not an ipmi:// address")]
+    NotIpmi(String),
 }
 
 /// Stable kinds of BMC failures.
@@ -161,6 +169,7 @@ mod tests {
             "ipmi://a:pw@host",
             "ipmi://a@host:port",
             "ipmi://@host",
+            "redfish://a@host",
         ] {
             assert!(BmcTarget::parse(bad, Secret::new("x")).is_err(), "{bad}");
         }

@@ -20,6 +20,7 @@ pub(crate) use fake::fake_sel_entry;
 pub use unsupported::Unsupported;
 
 use async_trait::async_trait;
+use ferric_proto::hardware::Inventory;
 use ferric_proto::msg::{BmcCredential, BmcState, Inspection, SensorReading};
 use ferric_proto::plan::{
     BootDevice, ConfigFile, EraseMode, ErrorKind, GuestPowerAction, GuestSpec, PowerAction,
@@ -185,6 +186,22 @@ pub trait BmcControl: Send + Sync + std::fmt::Debug {
     /// The System Event Log, oldest first (the output); cleared afterwards when `clear`
     /// (changed: something was cleared).
     async fn sel(&self, bmc: &str, clear: bool) -> Result<StepDone, DriverError>;
+    /// What the BMC knows of its machine without booting it (Redfish).
+    async fn inventory(&self, bmc: &str) -> Result<Inventory, DriverError> {
+        Err(DriverError::new(
+            ErrorKind::Unsupported,
+            format!("bmc `{bmc}`: an out-of-band inventory needs a Redfish BMC"),
+        ))
+    }
+    /// Inserts `image` into the BMC's virtual CD, or ejects it when `None` (Redfish); the
+    /// output is the CD's image after the step.
+    async fn media(&self, bmc: &str, image: Option<&str>) -> Result<StepDone, DriverError> {
+        let _ = image;
+        Err(DriverError::new(
+            ErrorKind::Unsupported,
+            format!("bmc `{bmc}`: virtual media needs a Redfish BMC"),
+        ))
+    }
     /// Replaces the set of BMCs this agent drives.
     fn set_bmcs(&self, bmcs: Vec<BmcCredential>);
     /// Reads power (and, when `sensors`, sensor readings) of every BMC it drives.
@@ -318,6 +335,14 @@ impl Drivers {
                 });
             }
             Step::BmcSel { bmc, clear } => return self.bmc.sel(bmc, *clear).await,
+            Step::BmcInventory { bmc } => {
+                let inventory = self.bmc.inventory(bmc).await?;
+                return Ok(StepDone {
+                    changed: false,
+                    output: Some(StepOutput::BmcInventory(Box::new(inventory))),
+                });
+            }
+            Step::BmcMedia { bmc, image } => return self.bmc.media(bmc, image.as_deref()).await,
             Step::Inspect {} => {
                 let found = self.machine.inspect().await?;
                 return Ok(StepDone {

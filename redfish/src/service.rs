@@ -7,8 +7,9 @@
 //!   idle), and HTTP basic authentication on every other request.
 //! * `Systems/{id}`: power state, `ComputerSystem.Reset` with its `ActionInfo`, the boot
 //!   override (PATCH), processors, memory and NICs from [`Machine::inventory`].
-//! * `Chassis/{id}` and `Managers/{id}`, the manager's `VirtualMedia/Cd` (`InsertMedia`,
-//!   `EjectMedia`) and its event log (`LogServices/Sel`), in which the service records what
+//! * The system's `VirtualMedia/Cd` (`InsertMedia`, `EjectMedia`; under the system, where
+//!   Redfish keeps it since the manager's was deprecated).
+//! * `Chassis/{id}` and `Managers/{id}`, and the manager's event log (`LogServices/Sel`), in which the service records what
 //!   it did to the machine.
 //!
 //! The machine is behind [`Machine`]; its calls may block (the lab's start QEMU), so they run
@@ -508,6 +509,7 @@ impl Service {
             "Processors": id(&format!("{uri}/Processors")),
             "Memory": id(&format!("{uri}/Memory")),
             "EthernetInterfaces": id(&format!("{uri}/EthernetInterfaces")),
+            "VirtualMedia": id(&format!("{uri}/VirtualMedia")),
             "Links": {
                 "Chassis": [id(CHASSIS)],
                 "ManagedBy": [id(MANAGER)],
@@ -523,7 +525,7 @@ impl Service {
 
     fn media_json(&self) -> Value {
         let image = lock(&self.inner).media.image.clone();
-        let uri = format!("{MANAGER}/VirtualMedia/Cd");
+        let uri = format!("{}/VirtualMedia/Cd", self.system_uri());
         json!({
             "@odata.id": uri,
             "@odata.type": ty("VirtualMedia"),
@@ -666,20 +668,19 @@ impl Service {
                 "ManagerType": "BMC",
                 "UUID": self.cfg.uuid,
                 "Status": STATUS_OK(),
-                "VirtualMedia": id(&format!("{MANAGER}/VirtualMedia")),
                 "LogServices": id(&format!("{MANAGER}/LogServices")),
                 "Links": {
                     "ManagerForServers": [id(&sys)],
                     "ManagerForChassis": [id(CHASSIS)],
                 },
             })),
-            "/redfish/v1/Managers/bmc/VirtualMedia" => ok(collection(
-                path,
+            p if p == format!("{sys}/VirtualMedia") => ok(collection(
+                p,
                 "VirtualMediaCollection",
                 "Virtual Media",
-                &[format!("{MANAGER}/VirtualMedia/Cd")],
+                &[format!("{sys}/VirtualMedia/Cd")],
             )),
-            "/redfish/v1/Managers/bmc/VirtualMedia/Cd" => ok(self.media_json()),
+            p if p == format!("{sys}/VirtualMedia/Cd") => ok(self.media_json()),
             "/redfish/v1/Managers/bmc/LogServices" => ok(collection(
                 path,
                 "LogServiceCollection",
@@ -921,15 +922,23 @@ async fn handle(
             let result = blocking(move || {
                 let boot = s.boot();
                 let res = s.machine.reset(&r, &boot);
-                // A boot override for one boot is spent by the boot it starts.
+                // A boot override for one boot is spent by the boot it starts. The machine is
+                // told, so that the boot after this one follows its own order again, as a
+                // server's does.
                 if res.is_ok()
                     && r != "ForceOff"
                     && r != "GracefulShutdown"
                     && boot.enabled == "Once"
                 {
-                    let mut i = lock(&s.inner);
-                    i.boot.enabled = "Disabled".into();
-                    i.boot.target = "None".into();
+                    let spent = Boot {
+                        target: "None".into(),
+                        enabled: "Disabled".into(),
+                        mode: boot.mode.clone(),
+                    };
+                    lock(&s.inner).boot = spent.clone();
+                    if let Err(e) = s.machine.boot_changed(&spent) {
+                        tracing::warn!(error = %e, "the machine did not take the spent boot override");
+                    }
                 }
                 res
             })
@@ -947,8 +956,7 @@ async fn handle(
             }
         }
         Method::POST
-            if path
-                == "/redfish/v1/Managers/bmc/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia" =>
+            if path == format!("{sys}/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia") =>
         {
             let b = match json_body() {
                 Ok(b) => b,
@@ -990,8 +998,7 @@ async fn handle(
             }
         }
         Method::POST
-            if path
-                == "/redfish/v1/Managers/bmc/VirtualMedia/Cd/Actions/VirtualMedia.EjectMedia" =>
+            if path == format!("{sys}/VirtualMedia/Cd/Actions/VirtualMedia.EjectMedia") =>
         {
             let s = svc.clone();
             match blocking(move || s.machine.eject_media())

@@ -9,8 +9,11 @@
 //! | Lenovo XClarity   | Managers              | Systems: `ActiveLog`, `PlatformLog`     |
 //! | Supermicro        | Managers              | Systems: `Log1`                         |
 //! | OpenBMC (bmcweb)  | Managers              | Systems: `EventLog`                     |
-//! | sushy-tools, lab  | Managers, then Systems| Managers or Systems: `Sel`              |
+//! | Ferric's lab      | Systems               | Managers: `Sel`                         |
 //! | anything else     | Systems, then Managers| any, `Sel`/`SEL`/`EventLog` first       |
+//!
+//! sushy-tools' emulator falls in the last row: its virtual media is the system's, linked
+//! from its manager.
 //!
 //! Reset types differ too: not every BMC offers `PowerCycle` or `ForceRestart`; the client
 //! reads the system's allowed values (`ResetType@Redfish.AllowableValues`, or the action's
@@ -101,7 +104,7 @@ const ROWS: &[(&str, Quirks)] = &[
         "Ferric",
         Quirks {
             vendor: "Ferric lab",
-            virtual_media: &[Under::Managers, Under::Systems],
+            virtual_media: &[Under::Systems, Under::Managers],
             logs: &[Under::Managers, Under::Systems],
             log_ids: &["Sel"],
         },

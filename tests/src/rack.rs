@@ -24,6 +24,18 @@ pub fn up(
     memory_mib: u64,
     disk: u64,
 ) -> Result<RackGuard> {
+    up_with(lab_root, name, nodes, memory_mib, disk, Vec::new())
+}
+
+/// As [`up`], with the nodes' BMCs of `bmc` (a list as `ferric lab up --bmc` takes).
+pub fn up_with(
+    lab_root: &Path,
+    name: &str,
+    nodes: u32,
+    memory_mib: u64,
+    disk: u64,
+    bmc: Vec<ferric_lab::BmcKind>,
+) -> Result<RackGuard> {
     Ok(RackGuard(ferric_lab::up(&UpOptions {
         name: name.to_owned(),
         dir: lab_root.join(name),
@@ -37,7 +49,7 @@ pub fn up(
         disk_bus: Vec::new(),
         sector_size: Vec::new(),
         netboot: Vec::new(),
-        bmc: Vec::new(),
+        bmc,
     })?))
 }
 

@@ -73,6 +73,16 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_value = "5,20")]
         nodes: Vec<u32>,
     },
+    /// A power-status sweep over a lab rack of Redfish BMCs, Ferric's client (pinned TLS,
+    /// sessions) against curl with kept connections at the same parallelism.
+    Redfish {
+        /// BMCs.
+        #[arg(long, default_value_t = 50)]
+        bmcs: u32,
+        /// Kept sweeps after the first.
+        #[arg(long, default_value_t = 20)]
+        sweeps: u32,
+    },
     /// Power-status sweep over emulated BMCs: Ferric against one ipmitool process per call.
     Bmc {
         /// Emulated BMCs.
@@ -243,6 +253,19 @@ fn bench(which: Bench) -> Result<()> {
                 bmcs.to_string(),
                 "--rounds".into(),
                 rounds.to_string(),
+            ],
+            true,
+        ),
+        Bench::Redfish { bmcs, sweeps } => (
+            &["ferric", "ferric-tests"],
+            "ferric-bench-redfish",
+            vec![
+                "--bmcs".into(),
+                bmcs.to_string(),
+                "--sweeps".into(),
+                sweeps.to_string(),
+                "--ferric".into(),
+                release.join("ferric").display().to_string(),
             ],
             true,
         ),

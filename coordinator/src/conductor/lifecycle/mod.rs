@@ -536,13 +536,26 @@ async fn push(env: &Env<'_>, node: &str, work: Work, spec: &Spec) -> Result<u64>
                     60,
                 ));
             }
-            steps.push((
-                Step::SetBootDevice {
-                    device: BootDevice::Disk,
-                    persistent: true,
-                },
-                60,
-            ));
+            // The disk as the boot device for good, set in-band through the machine's own
+            // BMC interface where its inspection found one. A machine without (a Redfish BMC
+            // with no KCS, as the lab's) boots by its own order once the one-time network
+            // boot override its ramdisk boot spent is gone: on UEFI the entry just made, and
+            // on BIOS the disk, or a network boot the boot services refuse (no boot of
+            // Ferric's is under way) before the disk.
+            let in_band = env
+                .store
+                .inspection(node)
+                .await?
+                .is_none_or(|(i, _)| i.bmc.is_some());
+            if in_band {
+                steps.push((
+                    Step::SetBootDevice {
+                        device: BootDevice::Disk,
+                        persistent: true,
+                    },
+                    60,
+                ));
+            }
             steps.push((Step::Reboot {}, 60));
             (node.to_owned(), steps)
         }

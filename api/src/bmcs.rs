@@ -1,6 +1,6 @@
 //! Bare-metal nodes' BMCs: enrollment, power, boot device, sensors, event log.
 
-use crate::model::EfiLoader;
+use crate::model::{BootVia, EfiLoader};
 use ferric_proto::hardware::BootMode;
 use ferric_proto::msg::SensorReading;
 use ferric_proto::plan::{BootDevice, PowerAction};
@@ -13,8 +13,9 @@ pub struct EnrollBmcNode {
     /// Node name (a DNS label).
     #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
-    /// `ipmi://USER@HOST[:PORT]`.
-    #[schema(pattern = "^ipmi://[^@/]+@[^/]+$")]
+    /// `ipmi://USER@HOST[:PORT][?suite=17|3]`, or
+    /// `redfish[+http]://USER@HOST[:PORT][?system=ID][&pin=sha256:HEX]`.
+    #[schema(pattern = "^(ipmi|redfish|redfish\\+http)://[^@/]+@[^/]+$")]
     pub bmc: String,
     /// BMC password.
     pub password: String,
@@ -38,6 +39,9 @@ pub struct EnrollBmcNode {
     /// The iPXE its UEFI firmware network-boots. Absent: `snponly`.
     #[serde(default)]
     pub efi_loader: Option<EfiLoader>,
+    /// How it boots the deploy ramdisk. Absent: `network`.
+    #[serde(default)]
+    pub boot_via: Option<BootVia>,
 }
 
 impl std::fmt::Debug for EnrollBmcNode {
@@ -51,6 +55,7 @@ impl std::fmt::Debug for EnrollBmcNode {
             .field("console_log", &self.console_log)
             .field("boot_mode", &self.boot_mode)
             .field("efi_loader", &self.efi_loader)
+            .field("boot_via", &self.boot_via)
             .finish()
     }
 }
@@ -97,6 +102,13 @@ pub struct BmcView {
     pub boot_mode_seen_at_ms: Option<i64>,
     /// The iPXE its UEFI firmware network-boots.
     pub efi_loader: EfiLoader,
+    /// How it boots the deploy ramdisk.
+    #[serde(default = "network")]
+    pub boot_via: BootVia,
+}
+
+fn network() -> BootVia {
+    BootVia::Network
 }
 
 /// Body of `PATCH /v1/nodes/{name}/bmc`: what to change of how a node boots (absent fields
@@ -110,6 +122,9 @@ pub struct BootSettings {
     /// The iPXE its UEFI firmware network-boots.
     #[serde(default)]
     pub efi_loader: Option<EfiLoader>,
+    /// How it boots the deploy ramdisk.
+    #[serde(default)]
+    pub boot_via: Option<BootVia>,
 }
 
 /// Body of `POST /v1/nodes/{name}/power`.

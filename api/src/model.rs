@@ -273,6 +273,18 @@ vocabulary!(
 );
 
 vocabulary!(
+    /// How a bare-metal node boots its deploy ramdisk.
+    BootVia, "ramdisk boot" {
+        /// From the network: PXE or UEFI HTTP, Ferric's DHCP and iPXE.
+        Network = "network",
+        /// From its BMC's virtual media (Redfish): an ISO of the ramdisk the coordinator
+        /// makes for each boot, for networks without DHCP or PXE (its address then comes from
+        /// the node's network document).
+        Media = "media",
+    }
+);
+
+vocabulary!(
     /// What a bare-metal node's network boot has reached, as the boot services see it.
     BootStage, "boot stage" {
         /// Its PXE ROM or iPXE was answered by Ferric's DHCP.

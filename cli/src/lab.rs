@@ -242,6 +242,7 @@ pub async fn run(client: &Client, root: &Path, name: &str, cmd: LabCmd, json: bo
                         ferric_lab::Firmware::Bios => ferric_proto::hardware::BootMode::Bios,
                     }),
                     efi_loader: None,
+                    boot_via: None,
                 };
                 let v: ferric_api::bmcs::BmcView = client.post("/v1/nodes", &body).await?;
                 if !json {

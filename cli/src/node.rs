@@ -5,7 +5,7 @@ use super::output::{ago, print_item, print_json, print_list, table};
 use super::wait::{plan_output, wait_plan};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use ferric_api::model::EfiLoader;
+use ferric_api::model::{BootVia, EfiLoader};
 use ferric_api::nodes::{NodeDetail, NodeView};
 use ferric_proto::hardware::BootMode;
 use ferric_proto::plan::{BootDevice, PowerAction};
@@ -27,9 +27,16 @@ pub enum NodeCmd {
     Enroll {
         /// Node name (a DNS label).
         name: String,
-        /// BMC address, `ipmi://USER@HOST[:PORT]`.
+        /// BMC address: `ipmi://USER@HOST[:PORT][?suite=17|3]`, or
+        /// `redfish://USER@HOST[:PORT][?system=ID][&pin=sha256:HEX]` (the BMC's certificate
+        /// pinned, unless the agents have a CA bundle for BMCs; see --trust-first-use), or
+        /// `redfish+http://…` for an emulator.
         #[arg(long)]
         bmc: String,
+        /// For a `redfish://` BMC without a pin: read the certificate the BMC presents now and
+        /// pin it (trust on first use — check the fingerprint printed against the BMC's own).
+        #[arg(long)]
+        trust_first_use: bool,
         /// Agent that reaches the BMC (needed when several are enrolled).
         #[arg(long)]
         via: Option<String>,
@@ -55,6 +62,11 @@ pub enum NodeCmd {
         /// own NIC driver) or `ipxe` (iPXE's drivers).
         #[arg(long, value_parser = by_name(EfiLoader::ALL, EfiLoader::as_str))]
         efi_loader: Option<EfiLoader>,
+        /// How it boots the deploy ramdisk: `network` (the default: PXE or UEFI HTTP) or
+        /// `media` (its Redfish BMC's virtual media: an ISO the coordinator makes; for networks
+        /// without DHCP, give its boot port an address with `ferric node network`).
+        #[arg(long, value_parser = by_name(BootVia::ALL, BootVia::as_str))]
+        boot_via: Option<BootVia>,
     },
     /// Change how a bare-metal node boots: its firmware's mode, and the iPXE its UEFI firmware
     /// network-boots.
@@ -67,6 +79,9 @@ pub enum NodeCmd {
         /// `snponly` or `ipxe`.
         #[arg(long, value_parser = by_name(EfiLoader::ALL, EfiLoader::as_str))]
         efi_loader: Option<EfiLoader>,
+        /// How it boots the deploy ramdisk: `network` or `media` (virtual media).
+        #[arg(long, value_parser = by_name(BootVia::ALL, BootVia::as_str))]
+        via: Option<BootVia>,
     },
     /// Show the network a deploy's config drive gives a bare-metal node's OS (ports by MAC with
     /// addresses, VLANs and bonds; routes; DNS), or replace it with a JSON document.
@@ -358,9 +373,35 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             console_log,
             boot_mode,
             efi_loader,
+            boot_via,
+            trust_first_use,
         } => {
             // Catch a malformed address before asking for a password.
-            ferric_proto::msg::BmcAddress::parse(&bmc).map_err(|e| anyhow::anyhow!(e))?;
+            let mut addr =
+                ferric_proto::msg::BmcAddress::parse(&bmc).map_err(|e| anyhow::anyhow!(e))?;
+            let bmc = if trust_first_use {
+                if addr.scheme != ferric_proto::msg::BmcScheme::Redfish {
+                    bail!(
+                        "--trust-first-use pins a redfish:// BMC's certificate; `{bmc}` is not one"
+                    );
+                }
+                if addr.pin.is_some() {
+                    bail!("`{bmc}` pins a certificate already; leave out --trust-first-use");
+                }
+                let fp = ferric_redfish::trust::first_use(&addr.host, addr.port)
+                    .await
+                    .with_context(|| {
+                        format!("cannot read the certificate of {}:{}", addr.host, addr.port)
+                    })?;
+                eprintln!(
+                    "pinned the certificate the BMC presents now: {} — check it against the BMC's own",
+                    ferric_proto::msg::fingerprint_text(&fp)
+                );
+                addr.pin = Some(fp);
+                addr.to_string()
+            } else {
+                bmc
+            };
             let password = read_password(password_file.as_deref(), password_env.as_deref())?;
             let v: BmcView = client
                 .post(
@@ -374,6 +415,7 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
                         console_log,
                         boot_mode,
                         efi_loader,
+                        boot_via,
                     },
                 )
                 .await?;
@@ -388,9 +430,12 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             name,
             mode,
             efi_loader,
+            via,
         } => {
-            if mode.is_none() && efi_loader.is_none() {
-                bail!("say what to change: --mode uefi|bios, --efi-loader snponly|ipxe");
+            if mode.is_none() && efi_loader.is_none() && via.is_none() {
+                bail!(
+                    "say what to change: --mode uefi|bios, --efi-loader snponly|ipxe, --via network|media"
+                );
             }
             let v: BmcView = client
                 .patch(
@@ -398,16 +443,18 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
                     &ferric_api::bmcs::BootSettings {
                         boot_mode: mode,
                         efi_loader,
+                        boot_via: via,
                     },
                 )
                 .await?;
             print_item(json, &v, |v| {
                 format!(
-                    "node {}: boots {} ({}), UEFI loader {}",
+                    "node {}: boots {} ({}), UEFI loader {}, ramdisk from the {}",
                     v.node,
                     v.boot_mode,
                     boot_mode_source(v),
-                    v.efi_loader
+                    v.efi_loader,
+                    v.boot_via
                 )
             })?;
         }
@@ -691,10 +738,11 @@ pub(super) async fn show(client: &Client, name: &str, json: bool) -> Result<()> 
     if let Some(b) = &d.bmc {
         println!("bmc:          {} (via agent `{}`)", b.address, b.via);
         println!(
-            "boot:         {} ({}), UEFI loader {}",
+            "boot:         {} ({}), UEFI loader {}, ramdisk from the {}",
             b.boot_mode,
             boot_mode_source(b),
-            b.efi_loader
+            b.efi_loader,
+            b.boot_via
         );
         if b.failing {
             println!(

@@ -410,6 +410,7 @@ fn router(shared: Arc<Shared>, site: BootSite, cfg: BootConfig) -> Router {
     Router::new()
         .route("/boot/node/{file}", get(script))
         .route("/boot/ramdisk/{file}", get(ramdisk))
+        .route("/boot/media/{file}", get(media))
         .route("/boot/{file}", get(ipxe))
         .route(
             "/images/sha256/{hex}",
@@ -435,7 +436,6 @@ async fn script(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(file): Path<String>,
 ) -> Response {
-    use crate::conductor::network_boot::ScriptRefusal as R;
     let Some(mac) = file
         .strip_suffix(".ipxe")
         .filter(|m| parse_mac(m).is_some())
@@ -447,30 +447,76 @@ async fn script(
         Ok(text) => text.into_response(),
         Err(e) => {
             tracing::warn!(%mac, %from, error = %e, "no boot script");
-            // What the provisioning network is told is short: which rule, not whose node.
-            let (status, say) = match &e {
-                R::UnknownMac(_) => (StatusCode::NOT_FOUND, "no node has this MAC"),
-                R::NotBooting { .. } => (
-                    StatusCode::NOT_FOUND,
-                    "no network boot Ferric started is under way for this MAC",
-                ),
-                R::NoAddress(_) | R::WrongAddress { .. } => (
-                    StatusCode::FORBIDDEN,
-                    "the script goes only to the address DHCP gave this MAC",
-                ),
-                R::Enrolled(_) => (StatusCode::GONE, "this boot's ramdisk has enrolled already"),
-                R::DiscoveryLimit(_) => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "discovery is at its limit; try later",
-                ),
-                R::Conductor(_) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the coordinator failed; try again",
-                ),
-            };
-            (status, format!("{say}\n")).into_response()
+            refusal(&e)
         }
     }
+}
+
+/// What the provisioning network is told of a refused script or ISO: which rule, not whose
+/// node.
+fn refusal(e: &crate::conductor::network_boot::ScriptRefusal) -> Response {
+    use crate::conductor::network_boot::ScriptRefusal as R;
+    let (status, say) = match e {
+        R::UnknownMac(_) => (StatusCode::NOT_FOUND, "no node has this MAC"),
+        R::NotBooting { .. } => (
+            StatusCode::NOT_FOUND,
+            "no ramdisk boot Ferric started is under way for this node",
+        ),
+        R::NoAddress(_) | R::WrongAddress { .. } => (
+            StatusCode::FORBIDDEN,
+            "the script goes only to the address DHCP gave this MAC",
+        ),
+        R::Enrolled(_) => (StatusCode::GONE, "this boot's ramdisk has enrolled already"),
+        R::DiscoveryLimit(_) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "discovery is at its limit; try later",
+        ),
+        R::Conductor(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the coordinator failed; try again",
+        ),
+    };
+    (status, format!("{say}\n")).into_response()
+}
+
+/// `GET /boot/media/NODE.iso`: the ramdisk as a bootable ISO for the node's BMC to insert as
+/// virtual media, made for its running boot (kept while the command line is the same: the
+/// BMC may fetch it more than once).
+async fn media(State(s): State<Site>, Path(file): Path<String>, req: Request) -> Response {
+    let Some(node) = file
+        .strip_suffix(".iso")
+        .filter(|n| crate::model::check_node_name(n).is_ok())
+        .map(str::to_owned)
+    else {
+        return (StatusCode::NOT_FOUND, "no such image").into_response();
+    };
+    let cmdline =
+        match crate::conductor::network_boot::media_cmdline(&s.shared, &s.site, &node).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%node, error = %e, "no virtual-media ISO");
+                return refusal(&e);
+            }
+        };
+    let dir = s.shared.config.data_dir.join("media");
+    let (iso, line) = (dir.join(&file), dir.join(format!("{node}.cmdline")));
+    if std::fs::read_to_string(&line).ok().as_deref() != Some(cmdline.as_str()) || !iso.exists() {
+        let (ramdisk, work) = (s.cfg.ramdisk_dir.clone(), dir.join(format!("{node}.work")));
+        let (iso2, c2) = (iso.clone(), cmdline.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            crate::media::build_iso(&ramdisk, &c2, &work, &iso2).map_err(|e| e.to_string())?;
+            std::fs::write(&line, &c2).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = built {
+            tracing::error!(%node, error = %e, "cannot make the virtual-media ISO");
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response();
+        }
+        tracing::info!(%node, iso = %iso.display(), "virtual-media ISO made");
+    }
+    serve_file(iso, req).await
 }
 
 async fn ramdisk(State(s): State<Site>, Path(file): Path<String>, req: Request) -> Response {

@@ -17,6 +17,7 @@ pub mod conductor;
 pub mod http;
 pub mod hub;
 pub mod link;
+pub mod media;
 pub use ferric_api::model;
 pub mod pki;
 pub mod secrets;

@@ -48,6 +48,12 @@ pub(crate) fn create(rack: &Rack) -> Result<()> {
             &["addr", "add", &format!("{}/24", n.bmc_ip), "dev", "mgmt0"],
         )?;
     }
+    // The BMCs reach the host's services (the coordinator's boot server, which serves virtual
+    // media) through the host's end of the management link, as a BMC network is routed.
+    ns_ip(
+        ns,
+        &["route", "add", "default", "via", &rack.mgmt_host_ip()],
+    )?;
     // Provisioning bridge, joined to the host.
     ns_ip(ns, &["link", "add", "prov0", "type", "bridge"])?;
     ns_ip(ns, &["link", "set", "prov0", "up"])?;

@@ -62,13 +62,22 @@ pub async fn main() -> Result<(), RamdiskError> {
         .ca
         .parse()
         .map_err(|e: <CaPin as std::str::FromStr>::Err| RamdiskError::Ca(e.to_string()))?;
-    let (nic, lease) = crate::net::up(args.mac.as_deref(), Duration::from_secs(60)).await?;
+    let (nic, lease) = crate::net::up(
+        args.mac.as_deref(),
+        args.static_net,
+        Duration::from_secs(60),
+    )
+    .await?;
     println!(
         "FERRIC-RAMDISK-NET {} {}/{} on {nic} from {} ({:.1} s)",
         args.node,
         lease.ip,
         lease.prefix,
-        lease.server,
+        if args.static_net.is_some() {
+            "the command line (no DHCP)".to_owned()
+        } else {
+            lease.server.to_string()
+        },
         started.elapsed().as_secs_f64()
     );
     let state = PathBuf::from(STATE_DIR);

@@ -70,8 +70,14 @@ async fn handle() -> Result<rtnetlink::Handle, NetError> {
 }
 
 /// Brings every NIC up, picks the boot NIC (`mac`, else the first with a carrier), and
-/// configures the address DHCP gives it. Returns the NIC's name and the lease.
-pub async fn up(mac: Option<&str>, limit: Duration) -> Result<(String, Lease), NetError> {
+/// configures the address DHCP gives it — or `fixed`, on a network without DHCP (a boot from
+/// virtual media). Returns the NIC's name and the lease (for a fixed address, one that says
+/// so: its server is the unspecified address).
+pub async fn up(
+    mac: Option<&str>,
+    fixed: Option<crate::cmdline::StaticNet>,
+    limit: Duration,
+) -> Result<(String, Lease), NetError> {
     let h = handle().await?;
     let all = nics();
     if all.is_empty() {
@@ -105,7 +111,16 @@ pub async fn up(mac: Option<&str>, limit: Duration) -> Result<(String, Lease), N
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let lease = acquire(&nic.name, &nic.mac, limit).await?;
+    let lease = match fixed {
+        Some(f) => Lease {
+            ip: f.ip,
+            prefix: f.prefix,
+            router: f.gateway,
+            server: std::net::Ipv4Addr::UNSPECIFIED,
+            lease: Duration::MAX,
+        },
+        None => acquire(&nic.name, &nic.mac, limit).await?,
+    };
     h.address()
         .add(nic.index, IpAddr::V4(lease.ip), lease.prefix)
         .execute()

@@ -345,3 +345,158 @@ async fn a_rack_of_redfish_bmcs_is_inspected_provided_and_deployed() {
     agent.stop().await.unwrap();
     coord.shutdown().await;
 }
+
+/// A node whose network has no DHCP (its MAC is not Ferric's DHCP's to answer; its address is
+/// the one its network document gives its port) is inspected and deployed from virtual media:
+/// its BMC fetches the ramdisk's ISO the coordinator makes for the boot, boots its CD once, and
+/// the ramdisk comes up on the static address with the boot's token. A UEFI node boots the
+/// same ISO through its EFI loader and is inspected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_without_dhcp_are_inspected_and_deployed_from_virtual_media() {
+    const MARKER: &str = "vmedia-marker-0d4e";
+    ferric_tests::init_tracing();
+    let tmp = tempfile::tempdir().unwrap();
+    let image = ferric_tests::os_image::build(MARKER).unwrap();
+    let name = format!("v{}", std::process::id() % 100_000);
+    let r = RackGuard(
+        ferric_lab::up(&UpOptions {
+            name: name.clone(),
+            dir: tmp.path().join("lab").join(&name),
+            nodes: 2,
+            memory_mib: 512,
+            disk_bytes: 256 << 20,
+            accel: "tcg".into(),
+            ferric: ferric_tests::bin("ferric").unwrap(),
+            // The small MBR test image boots with SYSLINUX: the deployed node is BIOS.
+            firmware: vec![Firmware::Bios, Firmware::Uefi],
+            disk_bus: Vec::new(),
+            sector_size: Vec::new(),
+            netboot: Vec::new(),
+            bmc: vec![BmcKind::Redfish],
+        })
+        .unwrap(),
+    );
+    let rack = &r.0;
+    let mut cfg = ferric_tests::coordinator_config(&tmp.path().join("coord"));
+    cfg.listen = "0.0.0.0:0".parse().unwrap();
+    let mut boot = BootConfig::new(&rack.prov_veth(), ferric_tests::ramdisk::image().unwrap());
+    boot.http_port = 0;
+    cfg.boot = Some(boot);
+    cfg.lifecycle.callback = Duration::from_secs(120);
+    let coord = ferric_tests::start(cfg).await.unwrap();
+    let api = coord.api;
+    let agent = ferric_tests::management_agent(&coord, tmp.path(), IpmiClient::default(), None)
+        .await
+        .unwrap();
+    let prov = rack.prov_host_ip();
+    let subnet = prov.trim_end_matches(".1");
+    for (i, n) in rack.nodes.iter().enumerate() {
+        let (ok, _, err) = ferric_tests::cli(
+            api,
+            &[
+                "node",
+                "enroll",
+                &n.name,
+                "--bmc",
+                &ferric_lab::bmc_address(rack, n),
+                "--password-env",
+                "PW",
+                "--mac",
+                &n.mac,
+                "--boot-mode",
+                n.firmware.as_str(),
+                "--boot-via",
+                "media",
+            ],
+            &[("PW", rack.bmc_password.as_str())],
+        )
+        .await;
+        assert!(ok, "{err}");
+        cli_ok(
+            api,
+            &[
+                "node",
+                "port",
+                &n.name,
+                &n.mac,
+                "--address",
+                &format!("{subnet}.{}/24", 200 + i),
+            ],
+        )
+        .await;
+    }
+    cli_ok(
+        api,
+        &["image", "upload", image.to_str().unwrap(), "--name", "os"],
+    )
+    .await;
+    let names: Vec<&str> = rack.nodes.iter().map(|n| n.name.as_str()).collect();
+    for verb in ["manage", "inspect"] {
+        let mut all = vec!["node", verb];
+        all.extend(&names);
+        cli_ok(api, &all).await;
+        ferric_tests::rack::wait_state(api, rack, &names, "manageable")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let c = ferric_tests::client(api);
+    for (i, n) in rack.nodes.iter().enumerate() {
+        let d: serde_json::Value = c.get(&format!("/v1/nodes/{}", n.name)).await.unwrap();
+        assert_eq!(d["bmc"]["boot_via"], "media", "{d}");
+        assert_eq!(
+            d["inspection"]["boot_mode"],
+            n.firmware.as_str(),
+            "booted the ISO in its firmware's mode: {d}"
+        );
+        let console = ferric_tests::rack::console(rack, n);
+        assert!(
+            console.contains("booting the deploy ramdisk from virtual media"),
+            "{console}"
+        );
+        assert!(
+            console.contains(&format!(
+                "FERRIC-RAMDISK-NET {} {subnet}.{}/24",
+                n.name,
+                200 + i
+            )) && console.contains("from the command line (no DHCP)"),
+            "{console}"
+        );
+        // Its boot went from the ISO to enrollment, Ferric's DHCP never answering it.
+        let stages: Vec<&str> = d["boot"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["stage"].as_str())
+            .collect();
+        assert!(
+            stages.contains(&"enrolled") && !stages.contains(&"dhcp"),
+            "{stages:?}"
+        );
+    }
+    let deployed = &rack.nodes[0];
+    cli_ok(api, &["node", "provide", &deployed.name]).await;
+    ferric_tests::rack::wait_state(api, rack, &[deployed.name.as_str()], "available")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    cli_ok(api, &["node", "deploy", &deployed.name, "--image", "os"]).await;
+    ferric_tests::rack::wait_state(api, rack, &[deployed.name.as_str()], "active")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = ferric_tests::wait_for(
+        Duration::from_secs(120),
+        "the deployed OS on the console",
+        || async {
+            let t = ferric_tests::rack::console(rack, deployed);
+            Ok(t.contains(&format!("FERRIC-OS-HOSTNAME {}", deployed.name))
+                .then_some(t))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", ferric_tests::rack::console(rack, deployed)));
+    assert!(text.contains(&format!("FERRIC-OS {MARKER}")), "{text}");
+    for n in &names {
+        ferric_tests::rack::every_step_once(&c, n).await.unwrap();
+    }
+    agent.stop().await.unwrap();
+    coord.shutdown().await;
+}

@@ -45,6 +45,7 @@ async fn a_restart_moves_on_a_plan_that_ended_unseen_and_pushes_work_never_pushe
                 console_log: None,
                 boot_mode: None,
                 efi_loader: None,
+                boot_via: None,
             },
         )
         .await

@@ -40,6 +40,11 @@ const PACKAGES: &[&str] = &[
     "syslinux-common",
     "mtools",
     "dosfstools",
+    // The deploy ramdisk as a BIOS and UEFI bootable ISO for virtual media (grub-mkrescue).
+    "grub-common",
+    "grub-pc-bin",
+    "grub-efi-amd64-bin",
+    "xorriso",
     // The deploy tests' cloud image: Debian 12 from the archive (mmdebstrap), reached with
     // the deploy's SSH key.
     "mmdebstrap",

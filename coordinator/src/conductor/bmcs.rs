@@ -76,6 +76,7 @@ pub fn view(s: &Shared, r: BmcRow) -> BmcView {
         boot_mode: r.boot_mode,
         boot_mode_seen_at_ms: r.boot_mode_seen_at_ms,
         efi_loader: r.efi_loader,
+        boot_via: r.boot_via,
     }
 }
 
@@ -83,6 +84,11 @@ pub fn view(s: &Shared, r: BmcRow) -> BmcView {
 pub async fn enroll(s: &Shared, project: &str, req: EnrollBmcNode) -> Result<BmcView> {
     check_node_name(&req.name).map_err(|e| invalid(format!("node name `{}` {e}", req.name)))?;
     let addr = BmcAddress::parse(&req.bmc).map_err(|e| invalid(e.to_string()))?;
+    if req.boot_via == Some(crate::model::BootVia::Media) && !addr.scheme.is_redfish() {
+        return Err(invalid(
+            "booting the ramdisk from virtual media needs a Redfish BMC (redfish://…)",
+        ));
+    }
     if req.password.is_empty() {
         return Err(invalid("the BMC password is empty"));
     }
@@ -152,7 +158,11 @@ pub async fn enroll(s: &Shared, project: &str, req: EnrollBmcNode) -> Result<Bmc
         )
         .await
     {
-        Ok(()) => {}
+        Ok(()) => {
+            if let Some(v) = req.boot_via {
+                s.store.set_boot_via(&req.name, v).await?;
+            }
+        }
         Err(StoreError::NodeExists(n)) => return Err(ConductorError::NodeExists(n)),
         Err(StoreError::UnknownNode(v)) => {
             return Err(invalid(format!(
@@ -355,6 +365,15 @@ pub async fn show(s: &Shared, name: &str) -> Result<BmcView> {
 /// Changes how `name` boots (its firmware's mode, its UEFI iPXE); the next boot device asked
 /// of its BMC, and the next network boot, follow.
 pub async fn set_boot(s: &Shared, name: &str, req: BootSettings) -> Result<BmcView> {
+    let r = find(&s.store, name).await?;
+    if req.boot_via == Some(crate::model::BootVia::Media)
+        && !BmcAddress::parse(&r.address).is_ok_and(|a| a.scheme.is_redfish())
+    {
+        return Err(invalid(format!(
+            "booting the ramdisk from virtual media needs a Redfish BMC; `{name}` has {}",
+            r.address
+        )));
+    }
     if !s
         .store
         .set_boot(name, req.boot_mode, req.efi_loader)
@@ -362,7 +381,10 @@ pub async fn set_boot(s: &Shared, name: &str, req: BootSettings) -> Result<BmcVi
     {
         find(&s.store, name).await?;
     }
-    tracing::info!(node = %name, boot_mode = ?req.boot_mode, efi_loader = ?req.efi_loader, "boot settings changed");
+    if let Some(v) = req.boot_via {
+        s.store.set_boot_via(name, v).await?;
+    }
+    tracing::info!(node = %name, boot_mode = ?req.boot_mode, efi_loader = ?req.efi_loader, boot_via = ?req.boot_via, "boot settings changed");
     show(s, name).await
 }
 

@@ -124,16 +124,23 @@ pub enum ScriptRefusal {
 
 /// The MACs of enrolled bare-metal nodes and of discovered ones, with their nodes.
 pub async fn known_macs(s: &Shared) -> Result<Vec<(String, String)>> {
-    let mut known: Vec<(String, String)> = s
-        .store
-        .bmcs(None)
-        .await?
-        .into_iter()
-        .flat_map(|b| {
-            let node = b.node;
-            b.macs.into_iter().map(move |m| (m, node.clone()))
-        })
-        .collect();
+    let mut known: Vec<(String, String)> = Vec::new();
+    for b in s.store.bmcs(None).await? {
+        // A node that boots from virtual media with a static address is on a network where
+        // Ferric's DHCP has nothing to give it.
+        if b.boot_via == crate::model::BootVia::Media
+            && let Some(first) = b.macs.first()
+            && static_address(
+                s.store.network_json(&b.node).await?.flatten().as_deref(),
+                first,
+            )
+            .is_some()
+        {
+            continue;
+        }
+        let node = b.node;
+        known.extend(b.macs.into_iter().map(move |m| (m, node.clone())));
+    }
     known.extend(s.store.discovered_macs().await?);
     Ok(known)
 }
@@ -188,16 +195,33 @@ pub async fn arm(env: &Env<'_>, node: &str, cause: &str) -> Result<BootRow> {
     Ok(boot)
 }
 
-/// The bare-metal nodes whose boot device `steps` set to `pxe` (what arms a boot).
+/// The bare-metal nodes whose boot device `steps` set to `pxe` (what arms a boot), or to
+/// `cdrom` after inserting virtual media (the ramdisk's ISO).
 pub fn pxe_boots(steps: &[ferric_proto::plan::PlanStep]) -> Vec<String> {
+    use ferric_proto::plan::BootDevice;
+    let media: Vec<&str> = steps
+        .iter()
+        .filter_map(|st| match &st.step {
+            Step::BmcMedia {
+                bmc,
+                image: Some(_),
+            } => Some(bmc.as_str()),
+            _ => None,
+        })
+        .collect();
     steps
         .iter()
         .filter_map(|st| match &st.step {
             Step::BmcBootDevice {
                 bmc,
-                device: ferric_proto::plan::BootDevice::Pxe,
+                device: BootDevice::Pxe,
                 ..
             } => Some(bmc.clone()),
+            Step::BmcBootDevice {
+                bmc,
+                device: BootDevice::Cdrom,
+                ..
+            } if media.contains(&bmc.as_str()) => Some(bmc.clone()),
             _ => None,
         })
         .collect()
@@ -335,12 +359,128 @@ pub async fn script(
     if boot.enrolled_at_ms.is_some() {
         return Err(ScriptRefusal::Enrolled(node));
     }
+    let token = boot_token(s, &boot, &node, &mac, Some(from), given, now).await?;
+    s.hub.boot_stages.mark(&node, BootStage::Script, now);
+    let b = &site.http_base;
+    // The initramfs is named and the command line names it: the kernel's EFI stub loads it
+    // from there (a kernel started by UEFI finds no initramfs otherwise); under BIOS the
+    // argument is ignored.
+    Ok(format!(
+        "#!ipxe\n\
+         echo Ferric: {node} boots the deploy ramdisk\n\
+         kernel {b}/boot/ramdisk/vmlinuz?node={node} initrd=initramfs ferric.coordinator={link} ferric.ca={ca} ferric.token={token} ferric.node={node} ferric.mac={mac} {args}\n\
+         initrd --name initramfs {b}/boot/ramdisk/initramfs?node={node}\n\
+         boot\n",
+        link = site.link,
+        ca = s.pki.ca_hash(),
+        args = site.kernel_args,
+    ))
+}
+
+/// The static address of a node's boot port, from its network document: the first IPv4
+/// address of the port with MAC `mac` (untagged), and the default route's gateway.
+fn static_address(
+    network_json: Option<&str>,
+    mac: &str,
+) -> Option<(std::net::Ipv4Addr, u8, Option<std::net::Ipv4Addr>)> {
+    let doc: ferric_api::network::NodeNetwork = serde_json::from_str(network_json?).ok()?;
+    let port = doc.ports.iter().find(|p| canonical_mac(&p.mac) == mac)?;
+    let (ip, prefix) = port.addresses.iter().find_map(|a| {
+        let (ip, p) = a.split_once('/')?;
+        Some((
+            ip.parse::<std::net::Ipv4Addr>().ok()?,
+            p.parse::<u8>().ok()?,
+        ))
+    })?;
+    let gateway = doc
+        .routes
+        .iter()
+        .find(|r| r.to == "default")
+        .and_then(|r| r.via.parse().ok());
+    Some((ip, prefix, gateway))
+}
+
+/// The kernel command line of a node's ramdisk booted from virtual media, for the ISO its
+/// BMC fetches: as the iPXE script's, with the boot's token (the same one however often the
+/// BMC fetches it) and, when the node's network document gives its boot port an address, that
+/// address instead of DHCP.
+pub async fn media_cmdline(
+    s: &Shared,
+    site: &BootSite,
+    node: &str,
+) -> std::result::Result<String, ScriptRefusal> {
+    let now = s.clock.now_ms();
+    let r = super::bmcs::find(&s.store, node)
+        .await
+        .map_err(|_| ScriptRefusal::UnknownMac(format!("(no node `{node}`)")))?;
+    let mac = r.macs.first().cloned().unwrap_or_default();
+    let boot = s
+        .store
+        .latest_boot(node)
+        .await
+        .map_err(ConductorError::from)?
+        .filter(|b| b.open(now));
+    let Some(boot) = boot.filter(|_| r.boot_via == crate::model::BootVia::Media) else {
+        return Err(ScriptRefusal::NotBooting {
+            node: node.to_owned(),
+            mac,
+        });
+    };
+    if boot.enrolled_at_ms.is_some() {
+        return Err(ScriptRefusal::Enrolled(node.to_owned()));
+    }
+    let network = s
+        .store
+        .network_json(node)
+        .await
+        .map_err(ConductorError::from)?
+        .flatten();
+    let fixed = static_address(network.as_deref(), &mac);
+    let given = match fixed {
+        Some((ip, ..)) => IpAddr::V4(ip),
+        // The ramdisk asks DHCP: enrollment checks DHCP's address, as for a network boot.
+        None => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    };
+    let token = boot_token(s, &boot, node, &mac, None, given, now).await?;
+    s.hub.boot_stages.mark(node, BootStage::Script, now);
+    let mut line = format!(
+        "ferric.coordinator={link} ferric.ca={ca} ferric.token={token} ferric.node={node} ferric.mac={mac}",
+        link = site.link,
+        ca = s.pki.ca_hash(),
+    );
+    if let Some((ip, prefix, gw)) = fixed {
+        line.push_str(&format!(" ferric.ip={ip}/{prefix}"));
+        if let Some(gw) = gw {
+            line.push_str(&format!(" ferric.gw={gw}"));
+        }
+    }
+    if !site.kernel_args.is_empty() {
+        line.push(' ');
+        line.push_str(&site.kernel_args);
+    }
+    Ok(line)
+}
+
+/// The per-boot token of `boot` (`id.secret`): the one handed out before — to the same
+/// machine only, when `from` is given — or a new one, recorded with the address the machine
+/// will enroll from (`given`: DHCP's, or the static one of a boot from virtual media).
+async fn boot_token(
+    s: &Shared,
+    boot: &crate::store::BootRow,
+    node: &str,
+    mac: &str,
+    from: Option<IpAddr>,
+    given: IpAddr,
+    now: i64,
+) -> std::result::Result<String, ScriptRefusal> {
+    let (mac, node) = (mac.to_owned(), node.to_owned());
     let owner = format!("boot:{}", boot.id);
     let token = match (&boot.token_id, &boot.token_sealed, &boot.address) {
         (Some(id), Some(sealed), Some(addr)) => {
             // Handed out before: the same script, to the same machine only.
-            if boot.mac.as_deref() != Some(mac.as_str())
-                || addr.parse::<IpAddr>().ok() != Some(from)
+            if let Some(from) = from
+                && (boot.mac.as_deref() != Some(mac.as_str())
+                    || addr.parse::<IpAddr>().ok() != Some(from))
             {
                 return Err(ScriptRefusal::WrongAddress {
                     mac,
@@ -366,7 +506,7 @@ pub async fn script(
                     boot.id,
                     &crate::store::IssuedScript {
                         mac: &mac,
-                        address: &from.to_string(),
+                        address: &given.to_string(),
                         token_id: &id,
                         token_sha256: &crate::pki::token_secret_hash(&secret),
                         token_sealed: &sealed,
@@ -380,25 +520,11 @@ pub async fn script(
                 // again, it is answered as either.
                 return Err(ScriptRefusal::NotBooting { node, mac });
             }
-            tracing::info!(%node, %mac, %from, boot = boot.id, token_id = %id, "boot script handed out");
+            tracing::info!(%node, %mac, address = %given, boot = boot.id, token_id = %id, "per-boot token handed out");
             format!("{id}.{secret}")
         }
     };
-    s.hub.boot_stages.mark(&node, BootStage::Script, now);
-    let b = &site.http_base;
-    // The initramfs is named and the command line names it: the kernel's EFI stub loads it
-    // from there (a kernel started by UEFI finds no initramfs otherwise); under BIOS the
-    // argument is ignored.
-    Ok(format!(
-        "#!ipxe\n\
-         echo Ferric: {node} boots the deploy ramdisk\n\
-         kernel {b}/boot/ramdisk/vmlinuz?node={node} initrd=initramfs ferric.coordinator={link} ferric.ca={ca} ferric.token={token} ferric.node={node} ferric.mac={mac} {args}\n\
-         initrd --name initramfs {b}/boot/ramdisk/initramfs?node={node}\n\
-         boot\n",
-        link = site.link,
-        ca = s.pki.ca_hash(),
-        args = site.kernel_args,
-    ))
+    Ok(token)
 }
 
 /// Enrollment of a ramdisk, from `from`, with its per-boot token (`id.secret`): the token is
@@ -434,7 +560,19 @@ pub async fn enroll(
     // From the address DHCP gives the boot's MAC now (the ramdisk asked DHCP again).
     let mac = boot.mac.clone().unwrap_or_default();
     let site = s.boot_site.get();
-    let given = site.and_then(|site| site.dhcp.address_of(&mac));
+    // A boot from virtual media with a static address enrolls from the address recorded
+    // with its token (DHCP never saw it).
+    let media = super::bmcs::find(&s.store, &boot.node)
+        .await
+        .is_ok_and(|r| r.boot_via == crate::model::BootVia::Media);
+    let given = site
+        .and_then(|site| site.dhcp.address_of(&mac))
+        .or_else(|| {
+            boot.address
+                .as_deref()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+                .filter(|a| media && !a.is_unspecified())
+        });
     if given != Some(from) {
         let why = match given {
             Some(g) => format!(

@@ -2,7 +2,7 @@
 //! expected.
 
 use super::{Store, StoreError};
-use crate::model::{EfiLoader, UnknownName};
+use crate::model::{BootVia, EfiLoader, UnknownName};
 use ferric_proto::hardware::BootMode;
 use serde::Serialize;
 use sqlx::Row;
@@ -50,6 +50,8 @@ pub struct BmcRow {
     pub boot_mode_seen_at_ms: Option<i64>,
     /// The UEFI iPXE its firmware gets.
     pub efi_loader: EfiLoader,
+    /// How it boots its deploy ramdisk.
+    pub boot_via: BootVia,
 }
 
 /// `SELECT` of every column of `bmcs`, then the rest of the statement.
@@ -59,7 +61,7 @@ macro_rules! select_bmcs {
             "SELECT ",
             "node, address, password, via, macs, power_expected, expected_at_ms, power_observed, \
              observed_at_ms, last_error, error_at_ms, flag, flagged_at_ms, console_log, \
-             boot_mode, boot_mode_seen_at_ms, efi_loader",
+             boot_mode, boot_mode_seen_at_ms, efi_loader, boot_via",
             " FROM bmcs ",
             $rest
         )
@@ -98,6 +100,7 @@ impl Store {
             },
             boot_mode_seen_at_ms: r.try_get("boot_mode_seen_at_ms")?,
             efi_loader: r.try_get::<String, _>("efi_loader")?.parse()?,
+            boot_via: r.try_get::<String, _>("boot_via")?.parse()?,
         })
     }
 
@@ -118,6 +121,14 @@ impl Store {
         .bind(mode.map(BootMode::as_str))
         .bind(loader.map(EfiLoader::as_str))
         .bind(node);
+        Ok(self.run(q).await? == 1)
+    }
+
+    /// Sets how `node` boots its deploy ramdisk. False: no such BMC node.
+    pub async fn set_boot_via(&self, node: &str, via: BootVia) -> Result<bool, StoreError> {
+        let q = sqlx::query("UPDATE bmcs SET boot_via = $1 WHERE node = $2")
+            .bind(via.as_str())
+            .bind(node);
         Ok(self.run(q).await? == 1)
     }
 

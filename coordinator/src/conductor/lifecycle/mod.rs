@@ -461,31 +461,47 @@ async fn push(env: &Env<'_>, node: &str, work: Work, spec: &Spec) -> Result<u64>
                 )]
             } else {
                 let each = secs(t.boot / 3);
-                vec![
-                    (
-                        Step::BmcPower {
+                let mut steps = vec![(
+                    Step::BmcPower {
+                        bmc: bmc.clone(),
+                        action: PowerAction::Off,
+                    },
+                    each,
+                )];
+                // From virtual media: the BMC fetches this boot's ISO of the ramdisk from
+                // the boot services (made when it asks), and boots its CD once.
+                let device = if r.boot_via == crate::model::BootVia::Media {
+                    let site = env
+                        .boot
+                        .ok_or_else(|| invalid("this coordinator runs no boot services"))?;
+                    steps.push((
+                        Step::BmcMedia {
                             bmc: bmc.clone(),
-                            action: PowerAction::Off,
+                            image: Some(format!("{}/boot/media/{node}.iso", site.http_base)),
                         },
                         each,
-                    ),
-                    (
-                        Step::BmcBootDevice {
-                            bmc: bmc.clone(),
-                            device: BootDevice::Pxe,
-                            persistent: false,
-                            uefi: r.boot_mode == BootMode::Uefi,
-                        },
-                        each,
-                    ),
-                    (
-                        Step::BmcPower {
-                            bmc,
-                            action: PowerAction::On,
-                        },
-                        each,
-                    ),
-                ]
+                    ));
+                    BootDevice::Cdrom
+                } else {
+                    BootDevice::Pxe
+                };
+                steps.push((
+                    Step::BmcBootDevice {
+                        bmc: bmc.clone(),
+                        device,
+                        persistent: false,
+                        uefi: r.boot_mode == BootMode::Uefi,
+                    },
+                    each,
+                ));
+                steps.push((
+                    Step::BmcPower {
+                        bmc,
+                        action: PowerAction::On,
+                    },
+                    each,
+                ));
+                steps
             };
             (r.via, steps)
         }

@@ -460,7 +460,7 @@ fn refusal(e: &crate::conductor::network_boot::ScriptRefusal) -> Response {
         R::UnknownMac(_) => (StatusCode::NOT_FOUND, "no node has this MAC"),
         R::NotBooting { .. } => (
             StatusCode::NOT_FOUND,
-            "no ramdisk boot Ferric started is under way for this node",
+            "no network boot Ferric started is under way for this MAC",
         ),
         R::NoAddress(_) | R::WrongAddress { .. } => (
             StatusCode::FORBIDDEN,

@@ -330,41 +330,14 @@ fn retry_after(headers: &HeaderMap, cap: Duration) -> Option<Duration> {
     Some(Duration::from_secs(secs).min(cap))
 }
 
-/// Seconds since the Unix epoch of an RFC 3339 time (`2026-12-08T03:15:00+01:00`, `…Z`).
+/// Seconds since the Unix epoch of an RFC 3339 time (`2026-12-08T03:15:00+01:00`, `…Z`), or
+/// of one without an offset, taken as UTC (some BMCs write them so).
 pub fn parse_time(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    if let Some(r) = rest.strip_prefix('.') {
-        rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    let offset = match rest {
-        "Z" | "z" | "" => 0,
-        r if r.len() == 6 && (r.starts_with('+') || r.starts_with('-')) => {
-            let oh: i64 = r.get(1..3)?.parse().ok()?;
-            let om: i64 = r.get(4..6)?.parse().ok()?;
-            let o = oh * 3600 + om * 60;
-            if r.starts_with('-') { -o } else { o }
-        }
-        _ => return None,
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + sec - offset)
+    use time::format_description::well_known::{Iso8601, Rfc3339};
+    time::OffsetDateTime::parse(s, &Rfc3339)
+        .or_else(|_| time::PrimitiveDateTime::parse(s, &Iso8601::DEFAULT).map(|t| t.assume_utc()))
+        .ok()
+        .map(time::OffsetDateTime::unix_timestamp)
 }
 
 /// Redfish over HTTPS (or HTTP where the address says so), for many BMCs.

@@ -96,6 +96,17 @@ async fn the_redfish_client_drives_sushy_and_libvirt_agrees() {
         .unwrap();
     assert!(inv.nics.iter().any(|n| n.mac == mac), "{inv:?} vs {mac}");
 
+    // Sensors: the emulator's chassis' Thermal resource (its fixed readings).
+    let sensors = c.sensors(&t).await.unwrap();
+    let intake = sensors
+        .iter()
+        .find(|r| r.name == "Chassis Intake Temp")
+        .unwrap_or_else(|| panic!("{sensors:?}"));
+    assert_eq!(
+        (intake.kind.as_str(), intake.value, intake.unit.as_str()),
+        ("temperature", Some(25.0), "degrees C")
+    );
+
     // Virtual media: a bootable ISO (Debian's iPXE) from a web server, inserted, booted.
     let www = dir.path().join("www");
     std::fs::create_dir_all(&www).unwrap();

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 pub const BMC_USER: &str = "admin";
 /// UDP port of every lab BMC's LAN interface.
 pub const BMC_PORT: u16 = 623;
+/// TCP port of every lab Redfish BMC (HTTPS).
+pub const REDFISH_PORT: u16 = 443;
 
 /// The authentication types every emulated BMC allows (for each privilege and each user).
 const AUTHS: &str = "none md2 md5 straight";
@@ -210,11 +212,7 @@ pub(crate) fn wait(rack: &Rack, n: &Node) -> Result<()> {
     let started = Instant::now();
     let listening = || {
         if n.bmc == BmcKind::Redfish {
-            netns::tcp_listening(&rack.netns).contains(&format!(
-                "{}:{}",
-                n.bmc_ip,
-                crate::redfish_bmc::REDFISH_PORT
-            ))
+            netns::tcp_listening(&rack.netns).contains(&format!("{}:{}", n.bmc_ip, REDFISH_PORT))
         } else {
             netns::udp_listening(&rack.netns).contains(&format!("127.0.0.1:{}", backend_port(n)))
         }

@@ -245,7 +245,7 @@ pub fn bmc_address(rack: &Rack, n: &Node) -> String {
             format!(
                 "redfish://{BMC_USER}@{}:{}{pin}",
                 n.bmc_ip,
-                crate::redfish_bmc::REDFISH_PORT
+                crate::bmc::REDFISH_PORT
             )
         }
         _ => format!("ipmi://{BMC_USER}@{}:{BMC_PORT}", n.bmc_ip),

@@ -4,20 +4,17 @@
 //! the boot override (device and, for a node with both firmwares, the mode), and a virtual CD
 //! through QEMU's monitor.
 
+use crate::bmc::{self, BMC_USER, REDFISH_PORT};
 use crate::error::{IoContext, LabError, Result};
 use crate::fault::has_fault;
 use crate::layout::{Firmware, Node, Rack};
 use crate::qemu::{
     acpi_shutdown, boot_mode, change_media, next_boot, power_off, power_on, qemu_pid,
 };
-use crate::{BMC_USER, bmc};
 use ferric_proto::hardware::{CpuInfo, DmiInfo, Inventory, NicInfo};
 use ferric_redfish::service::{Boot, Machine, Service, ServiceConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// The port every lab Redfish BMC listens on.
-pub const REDFISH_PORT: u16 = 443;
 
 /// The node's BMC certificate (DER) and key (PKCS#8 DER), in its directory.
 fn cert_files(dir: &Path) -> (PathBuf, PathBuf) {

@@ -410,9 +410,12 @@ pub async fn media_cmdline(
     node: &str,
 ) -> std::result::Result<String, ScriptRefusal> {
     let now = s.clock.now_ms();
-    let r = super::bmcs::find(&s.store, node)
+    let r = s
+        .store
+        .bmc(node)
         .await
-        .map_err(|_| ScriptRefusal::UnknownMac(format!("(no node `{node}`)")))?;
+        .map_err(ConductorError::from)?
+        .ok_or_else(|| ScriptRefusal::UnknownMac(format!("(no bare-metal node `{node}`)")))?;
     let mac = r.macs.first().cloned().unwrap_or_default();
     let boot = s
         .store
@@ -562,9 +565,11 @@ pub async fn enroll(
     let site = s.boot_site.get();
     // A boot from virtual media with a static address enrolls from the address recorded
     // with its token (DHCP never saw it).
-    let media = super::bmcs::find(&s.store, &boot.node)
-        .await
-        .is_ok_and(|r| r.boot_via == crate::model::BootVia::Media);
+    let media = s
+        .store
+        .bmc(&boot.node)
+        .await?
+        .is_some_and(|r| r.boot_via == crate::model::BootVia::Media);
     let given = site
         .and_then(|site| site.dhcp.address_of(&mac))
         .or_else(|| {

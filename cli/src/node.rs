@@ -125,6 +125,12 @@ pub enum NodeCmd {
         /// Node name.
         name: String,
     },
+    /// What a bare-metal node's Redfish BMC knows of the machine without booting it:
+    /// processors, memory, drives, NICs with their MACs, the system's identity.
+    Inventory {
+        /// Node name.
+        name: String,
+    },
     /// Read a bare-metal node's System Event Log (hardware events the BMC logged).
     Sel {
         /// Node name.
@@ -542,6 +548,57 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             });
             println!("{rows}");
         }
+        NodeCmd::Inventory { name } => {
+            let a: BmcAction = client
+                .post(
+                    &format!("/v1/nodes/{name}/inventory"),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            let status = wait_plan(client, a.plan, BMC_WAIT).await?;
+            let inv = plan_output(&status)
+                .and_then(|o| o.get("bmc_inventory").cloned())
+                .context("the plan finished without the inventory")?;
+            if json {
+                return print_json(&inv);
+            }
+            let dmi = &inv["dmi"];
+            println!(
+                "system:  {} {} (serial {})",
+                dmi["vendor"].as_str().unwrap_or(""),
+                dmi["product"].as_str().unwrap_or(""),
+                dmi["serial"].as_str().unwrap_or("")
+            );
+            println!(
+                "cpus:    {} × {}",
+                inv["cpu"]["count"],
+                inv["cpu"]["model"].as_str().unwrap_or("")
+            );
+            println!(
+                "memory:  {} MiB",
+                inv["memory_bytes"].as_u64().unwrap_or(0) >> 20
+            );
+            for d in inv["disks"].as_array().into_iter().flatten() {
+                println!(
+                    "disk:    {} {} GB {}",
+                    d["name"].as_str().unwrap_or(""),
+                    d["size_bytes"].as_u64().unwrap_or(0) / 1_000_000_000,
+                    d["model"].as_str().unwrap_or("")
+                );
+            }
+            for n in inv["nics"].as_array().into_iter().flatten() {
+                println!(
+                    "nic:     {} {}{}",
+                    n["name"].as_str().unwrap_or(""),
+                    n["mac"].as_str().unwrap_or(""),
+                    if n["link_up"] == true {
+                        " (link up)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
         NodeCmd::Sel { name, clear } => {
             let a: BmcAction = client
                 .post(
@@ -563,8 +620,10 @@ pub(super) async fn bmc_cmd(client: &Client, cmd: NodeCmd, json: bool) -> Result
             if outputs.is_empty() {
                 bail!("the plan finished without the event log");
             }
+            // The same entry in both reads is one (compared whole: a Redfish BMC's entries
+            // have no raw record bytes).
             for e in outputs.iter().filter_map(|o| o.as_array()).flatten() {
-                if !list.iter().any(|x| x["raw"] == e["raw"]) {
+                if !list.contains(e) {
                     list.push(e.clone());
                 }
             }

@@ -293,6 +293,10 @@ async fn a_rack_of_redfish_bmcs_is_inspected_provided_and_deployed() {
     )
     .await;
     let names: Vec<&str> = rack.nodes.iter().map(|n| n.name.as_str()).collect();
+    // Checked before it ever boots: the BMC's own account of the machine.
+    let inv = cli_ok(api, &["node", "inventory", names[0]]).await;
+    assert!(inv.contains(&rack.nodes[0].mac), "{inv}");
+    assert!(inv.contains("QEMU"), "{inv}");
     for verb in ["manage", "inspect"] {
         let mut all = vec!["node", verb];
         all.extend(&names);
@@ -301,6 +305,16 @@ async fn a_rack_of_redfish_bmcs_is_inspected_provided_and_deployed() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
+    // The BMC's event log holds what it did, entry by entry.
+    let sel = cli_ok(api, &["node", "sel", names[0]]).await;
+    let boot = sel
+        .find("Boot override Pxe Once")
+        .unwrap_or_else(|| panic!("{sel}"));
+    let on = sel.find("Reset On").unwrap_or_else(|| panic!("{sel}"));
+    assert!(
+        boot < on,
+        "the override, then the power-on, each once:\n{sel}"
+    );
     let mut all = vec!["node", "provide"];
     all.extend(&names);
     cli_ok(api, &all).await;

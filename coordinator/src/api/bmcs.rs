@@ -25,6 +25,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(bootdev))
         .routes(routes!(sensors))
         .routes(routes!(sel))
+        .routes(routes!(inventory))
         .routes(routes!(console))
         .routes(routes!(provision))
 }
@@ -174,6 +175,19 @@ async fn sel(
     Json(req): Json<SelRequest>,
 ) -> ApiResult<BmcAction> {
     Ok(Json(conductor::sel(&s, &name, req).await?))
+}
+
+/// What a Redfish BMC knows of its machine without booting it (processors, memory, drives,
+/// NICs with their MACs, the system's identity): a plan whose step output is the inventory.
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{name}/inventory",
+    tag = "bare-metal",
+    params(("name" = String, Path, description = "The node's name")),
+    responses((status = 200, body = BmcAction))
+)]
+async fn inventory(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult<BmcAction> {
+    Ok(Json(conductor::inventory(&s, &name).await?))
 }
 
 /// Query of `GET /v1/nodes/{name}/console`.

@@ -331,6 +331,23 @@ pub async fn sensors(s: &Shared, name: &str) -> Result<BmcAction> {
     push_steps(s, &r, vec![(step, 300)]).await
 }
 
+/// Reads what the BMC knows of the machine without booting it (Redfish): processors, memory,
+/// drives, NICs with their MACs, the system's identity.
+pub async fn inventory(s: &Shared, name: &str) -> Result<BmcAction> {
+    let r = find(&s.store, name).await?;
+    if !BmcAddress::parse(&r.address).is_ok_and(|a| a.scheme.is_redfish()) {
+        return Err(invalid(format!(
+            "an out-of-band inventory needs a Redfish BMC; `{name}` has {} (inspect the node \
+             instead: its ramdisk reads the hardware)",
+            r.address
+        )));
+    }
+    let step = Step::BmcInventory {
+        bmc: name.to_owned(),
+    };
+    push_steps(s, &r, vec![(step, 300)]).await
+}
+
 /// Reads the System Event Log; with `clear`, a second step reads it again and clears it.
 pub async fn sel(s: &Shared, name: &str, req: SelRequest) -> Result<BmcAction> {
     let r = find(&s.store, name).await?;

@@ -315,10 +315,11 @@ mod tests {
             "PATCH /v1/nodes/{name}/bmc",
             "PUT /v1/nodes/{name}/network",
             "GET /v1/nodes/{name}/network",
+            "POST /v1/nodes/{name}/inventory",
         ] {
             assert!(ops.iter().any(|o| o == want), "{want} missing from {ops:?}");
         }
-        assert_eq!(ops.len(), 46, "{ops:?}");
+        assert_eq!(ops.len(), 47, "{ops:?}");
         assert!(json["components"]["securitySchemes"]["bearer"].is_object());
     }
 

@@ -923,8 +923,33 @@ async fn the_api_is_https_with_the_coordinator_ca_and_plain_http_only_on_loopbac
     coord.shutdown().await;
 }
 
-/// Runs schemathesis on the served document; panics with its report unless it passes.
+/// Runs schemathesis on the served document; panics with its report unless it passes. A run
+/// whose only errors are the tool's own ("Runtime Error": hypothesis calling its own generator
+/// flaky, once in four full runs) and that found no failure is run once more; a failed check
+/// is never run again.
 fn schemathesis(dir: &Path, base: &str, ca: &Path, token: &str, extra: &[&str]) {
+    let (ok, report) = schemathesis_once(dir, base, ca, token, extra);
+    if !ok
+        && report.contains("Runtime Error")
+        && !report.contains("FAILURES")
+        && !report.contains("Failures:")
+    {
+        println!("schemathesis failed in itself, not on a check: running it again");
+        let (ok, _) = schemathesis_once(dir, base, ca, token, extra);
+        assert!(ok, "schemathesis found failures (above)");
+        return;
+    }
+    assert!(ok, "schemathesis found failures (above)");
+}
+
+/// One schemathesis run: (success with cases run, its report).
+fn schemathesis_once(
+    dir: &Path,
+    base: &str,
+    ca: &Path,
+    token: &str,
+    extra: &[&str],
+) -> (bool, String) {
     let out = std::process::Command::new(api_venv().join("bin/st"))
         .current_dir(dir)
         .args(["run", &format!("{base}/v1/openapi.json")])
@@ -955,10 +980,10 @@ fn schemathesis(dir: &Path, base: &str, ca: &Path, token: &str, extra: &[&str]) 
         .env("SCHEMATHESIS_HOOKS", "")
         .output()
         .expect("schemathesis runs");
-    let report = String::from_utf8_lossy(&out.stdout);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("{report}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "schemathesis found failures (above)");
     assert!(report.contains("passed"), "schemathesis ran cases");
+    (out.status.success(), report)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

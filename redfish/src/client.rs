@@ -511,10 +511,30 @@ impl Client {
                 req = req.json(b);
             }
             let failure = match req.send().await {
-                Ok(resp) => {
+                Ok(mut resp) => {
                     let status = resp.status();
                     let headers = resp.headers().clone();
-                    let bytes = resp.bytes().await.unwrap_or_default();
+                    // A BMC's answer is read up to a bound: one that keeps sending is cut off
+                    // and reported, not held in memory.
+                    let mut bytes = Vec::new();
+                    loop {
+                        match resp.chunk().await {
+                            Ok(Some(c)) if bytes.len() + c.len() <= MAX_ANSWER => {
+                                bytes.extend_from_slice(&c)
+                            }
+                            Ok(Some(_)) => {
+                                return Err(Self::err(
+                                    t,
+                                    ErrorKind::Failed,
+                                    format!(
+                                        "{method} {path}: the answer is over {} MiB; refused",
+                                        MAX_ANSWER >> 20
+                                    ),
+                                ));
+                            }
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
                     let body: Value = if bytes.is_empty() {
                         Value::Null
                     } else {
@@ -1673,6 +1693,9 @@ impl Client {
         }
     }
 }
+
+/// The largest answer read from a BMC (a whole expanded collection fits many times over).
+const MAX_ANSWER: usize = 16 << 20;
 
 const GENERIC_LOG_IDS: &[&str] = &["Sel", "SEL", "EventLog", "Log1"];
 

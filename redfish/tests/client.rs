@@ -434,3 +434,18 @@ async fn several_systems_need_a_name() {
     let one = target(&format!("{}?system=1", t.address), "pw");
     assert!(!c.power_on(&one).await.unwrap());
 }
+
+#[tokio::test]
+async fn an_answer_without_end_is_cut_off_and_reported() {
+    let (_svc, t) = faulty(|req| {
+        (req.uri().path() == "/redfish/v1/Systems/1").then(|| {
+            // 17 MiB of JSON-ish bytes, more than a BMC's answer may be.
+            (StatusCode::OK, vec![b' '; 17 << 20]).into_response()
+        })
+    })
+    .await;
+    let c = Client::new(quick());
+    let e = c.power_on(&t).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Failed, "{e}");
+    assert!(e.message.contains("over 16 MiB"), "{e}");
+}

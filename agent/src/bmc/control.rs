@@ -310,18 +310,31 @@ impl BmcControl for IpmiBmcs {
             .iter()
             .map(|(n, t)| (n.clone(), t.clone()))
             .collect();
-        let mut tasks = tokio::task::JoinSet::new();
-        for (name, t) in targets {
-            let this = self.clone();
-            tasks.spawn(async move { this.poll_one(name, t, sensors).await });
-        }
-        let mut out = Vec::new();
-        while let Some(r) = tasks.join_next().await {
-            if let Ok(s) = r {
-                out.push(s);
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
+        let this = self.clone();
+        poll_each(targets, move |name, t| {
+            let this = this.clone();
+            async move { this.poll_one(name, t, sensors).await }
+        })
+        .await
     }
+}
+
+/// Reads every BMC of `targets` side by side with `read`; the states sorted by name.
+pub(crate) async fn poll_each<T, F, Fut>(targets: Vec<(String, T)>, read: F) -> Vec<BmcState>
+where
+    F: Fn(String, T) -> Fut,
+    Fut: std::future::Future<Output = BmcState> + Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for (name, t) in targets {
+        tasks.spawn(read(name, t));
+    }
+    let mut out = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(s) = r {
+            out.push(s);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }

@@ -215,18 +215,12 @@ impl BmcControl for RedfishBmcs {
             .iter()
             .map(|(n, t)| (n.clone(), t.clone()))
             .collect();
-        let mut tasks = tokio::task::JoinSet::new();
-        for (name, t) in targets {
-            let this = self.clone();
-            tasks.spawn(async move { this.poll_one(name, t, sensors).await });
-        }
-        let mut out = Vec::new();
-        while let Some(r) = tasks.join_next().await {
-            if let Ok(s) = r {
-                out.push(s);
-            }
-        }
-        out
+        let this = self.clone();
+        super::control::poll_each(targets, move |name, t| {
+            let this = this.clone();
+            async move { this.poll_one(name, t, sensors).await }
+        })
+        .await
     }
 }
 
